@@ -1,0 +1,42 @@
+//! `lighthouse-bench`: end-to-end benchmarks that print one JSON object per scenario.
+//!
+//! Each subcommand is a family of scenarios (`store`, ...). Every figure printed is
+//! measured by the run that prints it; docs/PERFORMANCE.md records the commands and
+//! results.
+
+use clap::{Parser, Subcommand};
+
+mod metrics;
+mod report;
+mod store;
+
+#[derive(Parser)]
+#[command(
+    name = "lighthouse-bench",
+    about = "Lighthouse benchmarks (JSON lines on stdout)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    family: Family,
+}
+
+#[derive(Subcommand)]
+enum Family {
+    /// The event store: durable and buffered appends, reads, verify, reopen.
+    Store(store::Args),
+    /// Metrics: recording a sample, an HTTP request, a flag evaluation, the
+    /// windowed tracker, rendering the catalogue, windowed stats.
+    Metrics(metrics::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.family {
+        Family::Store(a) => store::run(a),
+        Family::Metrics(a) => metrics::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("lighthouse-bench: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,171 @@
+//! In-memory secondary indexes over the log, rebuilt from the log on open.
+//!
+//! Why in memory: on sled the cost of a write is per key (docs/PERFORMANCE.md and
+//! CALIBRATION.md), so persisting one key per event per index would cap durable
+//! throughput far below the target. The log itself is the only thing written per
+//! event; these postings are derived from it (the Bitcask "keydir" design) and cost
+//! about 60 to 100 bytes per event in memory (measured: docs/PERFORMANCE.md).
+//!
+//! Each posting list holds seqs in ascending order, so a query that returns `k`
+//! events costs a binary search plus `k` steps.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use crate::codec::RecordView;
+
+/// Seqs in ascending order, stored inline when there is only one.
+#[derive(Debug, Clone)]
+pub(crate) enum Postings {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl Postings {
+    fn push(&mut self, seq: u64) {
+        match self {
+            Postings::One(a) => *self = Postings::Many(vec![*a, seq]),
+            Postings::Many(v) => v.push(seq),
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u64] {
+        match self {
+            Postings::One(a) => std::slice::from_ref(a),
+            Postings::Many(v) => v,
+        }
+    }
+}
+
+/// The indexes. Only the writer mutates them (under the store's write lock).
+#[derive(Debug)]
+pub(crate) struct Indexes {
+    /// Stream name → seq of each version (version `i` at index `i`).
+    streams: HashMap<Box<str>, Vec<u64>>,
+    types: HashMap<Box<str>, Vec<u64>>,
+    agents: HashMap<Box<str>, Vec<u64>>,
+    /// Keyed by a keyed hash of the correlation id; candidates are checked against
+    /// the record, so a collision costs a step, never a wrong answer.
+    correlations: HashMap<u64, Postings>,
+    /// Keyed by a keyed hash of the event id; same collision rule.
+    ids: HashMap<u64, Postings>,
+    /// Append time of every seq (`times[seq - 1]`); non-decreasing.
+    times: Vec<i64>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Indexes {
+    pub(crate) fn new() -> Self {
+        Indexes {
+            streams: HashMap::new(),
+            types: HashMap::new(),
+            agents: HashMap::new(),
+            correlations: HashMap::new(),
+            ids: HashMap::new(),
+            times: Vec::new(),
+            hasher: Default::default(),
+        }
+    }
+
+    pub(crate) fn hash(&self, s: &str) -> u64 {
+        self.hasher.hash_one(s)
+    }
+
+    /// Adds one record. Records must be added in seq order without gaps, except
+    /// that damaged records found on open are skipped.
+    pub(crate) fn add(&mut self, r: &RecordView<'_>) {
+        push_named(&mut self.streams, r.stream, r.seq);
+        push_named(&mut self.types, r.event_type, r.seq);
+        if let Some(a) = r.agent {
+            push_named(&mut self.agents, a, r.seq);
+        }
+        if let Some(c) = r.correlation_id {
+            let h = self.hash(c);
+            push_hashed(&mut self.correlations, h, r.seq);
+        }
+        let h = self.hash(r.id);
+        push_hashed(&mut self.ids, h, r.seq);
+        let idx = (r.seq as usize).saturating_sub(1);
+        if self.times.len() < idx {
+            // A damaged record was skipped: carry the previous time forward so the
+            // vector stays indexed by seq and non-decreasing.
+            let last = self.times.last().copied().unwrap_or(i64::MIN);
+            self.times.resize(idx, last);
+        }
+        self.times.push(r.time.unix_millis());
+    }
+
+    /// The last version of `stream`, `None` if it has no events.
+    pub(crate) fn stream_version(&self, stream: &str) -> Option<u64> {
+        self.streams
+            .get(stream)
+            .and_then(|v| (v.len() as u64).checked_sub(1))
+    }
+
+    pub(crate) fn stream(&self, stream: &str) -> &[u64] {
+        self.streams.get(stream).map_or(&[], Vec::as_slice)
+    }
+
+    pub(crate) fn by_type(&self, t: &str) -> &[u64] {
+        self.types.get(t).map_or(&[], Vec::as_slice)
+    }
+
+    pub(crate) fn by_agent(&self, a: &str) -> &[u64] {
+        self.agents.get(a).map_or(&[], Vec::as_slice)
+    }
+
+    pub(crate) fn by_correlation(&self, c: &str) -> &[u64] {
+        self.correlations
+            .get(&self.hash(c))
+            .map_or(&[], Postings::as_slice)
+    }
+
+    pub(crate) fn by_id(&self, id: &str) -> &[u64] {
+        self.ids.get(&self.hash(id)).map_or(&[], Postings::as_slice)
+    }
+
+    /// The first seq whose time is `>= t` (head + 1 when none).
+    pub(crate) fn first_seq_at_or_after(&self, t_ms: i64) -> u64 {
+        self.times.partition_point(|&x| x < t_ms) as u64 + 1
+    }
+
+    /// Number of distinct streams.
+    pub(crate) fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+}
+
+fn push_named(map: &mut HashMap<Box<str>, Vec<u64>>, key: &str, seq: u64) {
+    if let Some(v) = map.get_mut(key) {
+        v.push(seq);
+    } else {
+        map.insert(key.into(), vec![seq]);
+    }
+}
+
+fn push_hashed(map: &mut HashMap<u64, Postings>, key: u64, seq: u64) {
+    map.entry(key)
+        .and_modify(|p| p.push(seq))
+        .or_insert(Postings::One(seq));
+}
+
+/// The part of a sorted posting list inside the seq window `[lo, hi]`.
+pub(crate) fn window(list: &[u64], lo: u64, hi: u64) -> &[u64] {
+    let a = list.partition_point(|&s| s < lo);
+    let b = list.partition_point(|&s| s <= hi);
+    if a >= b { &[] } else { &list[a..b] }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_slices_by_seq() {
+        let l = [2, 4, 6, 8];
+        assert_eq!(window(&l, 3, 7), &[4, 6]);
+        assert_eq!(window(&l, 0, 100), &l);
+        assert_eq!(window(&l, 9, 100), &[] as &[u64]);
+        assert_eq!(window(&l, 5, 4), &[] as &[u64]);
+    }
+}

@@ -1,0 +1,505 @@
+//! Behaviour of the store through its public API.
+
+use std::sync::Arc;
+
+use lighthouse_event_store::{
+    Durability, Error, EventStore, ExpectedVersion, Filter, Limits, ManualClock, NewEvent, Order,
+    Query, StoreOptions, Timestamp,
+};
+use serde_json::json;
+
+const KEY: &[u8] = b"test key: not a secret, 32 bytes";
+
+fn opts() -> StoreOptions {
+    StoreOptions::new(KEY).durability(Durability::Buffered)
+}
+
+fn ev(stream: &str, t: &str, n: i64) -> NewEvent {
+    NewEvent::new(stream, t, json!({ "n": n }))
+}
+
+#[tokio::test]
+async fn seq_and_version_start_at_one_and_zero_without_gaps() {
+    let s = EventStore::open_temporary(opts()).unwrap();
+    let a = s.append_one(ev("a", "x.y", 1)).await.unwrap();
+    let b = s.append_one(ev("b", "x.y", 2)).await.unwrap();
+    let c = s.append_one(ev("a", "x.y", 3)).await.unwrap();
+    assert_eq!((a.seq, a.version), (1, 0));
+    assert_eq!((b.seq, b.version), (2, 0));
+    assert_eq!((c.seq, c.version), (3, 1));
+    assert_eq!(s.head_seq(), 3);
+    assert_eq!(s.stream_version("a"), Some(1));
+    assert_eq!(s.stream_version("zzz"), None);
+    let e = s.get(3).unwrap().unwrap();
+    assert_eq!(e.stream, "a");
+    assert_eq!(e.data, json!({"n": 3}));
+    assert_eq!(e.id.len(), 26, "store ids are ULIDs");
+    assert!(s.get(4).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_batch_is_one_atomic_unit_across_streams() {
+    let s = EventStore::open_temporary(opts()).unwrap();
+    s.append_one(ev("a", "t", 0)).await.unwrap();
+    // The second event's condition fails, so the first must not be written either.
+    let err = s
+        .append(vec![
+            ev("b", "t", 1).expect(ExpectedVersion::NoStream),
+            ev("a", "t", 2).expect(ExpectedVersion::Exact(5)),
+        ])
+        .await
+        .unwrap_err();
+    match err {
+        Error::VersionConflict { stream, actual, .. } => {
+            assert_eq!(stream, "a");
+            assert_eq!(actual, Some(0));
+        }
+        e => panic!("expected a conflict, got {e}"),
+    }
+    assert_eq!(s.head_seq(), 1);
+    assert_eq!(s.stream_version("b"), None);
+    let out = s
+        .append(vec![
+            ev("b", "t", 1).expect(ExpectedVersion::NoStream),
+            ev("b", "t", 2).expect(ExpectedVersion::Exact(0)),
+            ev("a", "t", 3).expect(ExpectedVersion::Exact(0)),
+        ])
+        .await
+        .unwrap();
+    let got: Vec<_> = out.events.iter().map(|a| (a.seq, a.version)).collect();
+    assert_eq!(got, vec![(2, 0), (3, 1), (4, 1)]);
+}
+
+#[tokio::test]
+async fn version_conflicts_carry_the_actual_version() {
+    let s = EventStore::open_temporary(opts()).unwrap();
+    let e = s
+        .append_one(ev("a", "t", 0).expect(ExpectedVersion::Exact(0)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::VersionConflict { actual: None, .. }),
+        "{e}"
+    );
+    s.append_one(ev("a", "t", 0).expect(ExpectedVersion::NoStream))
+        .await
+        .unwrap();
+    let e = s
+        .append_one(ev("a", "t", 0).expect(ExpectedVersion::NoStream))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::VersionConflict {
+                actual: Some(0),
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_id_returns_the_original_result() {
+    let s = EventStore::open_temporary(opts()).unwrap();
+    let first = s
+        .append_one(
+            ev("a", "t", 1)
+                .with_id("client-1")
+                .expect(ExpectedVersion::NoStream),
+        )
+        .await
+        .unwrap();
+    // Same id, even with a condition that would now fail: the original result.
+    let out = s
+        .append(vec![
+            ev("a", "t", 1)
+                .with_id("client-1")
+                .expect(ExpectedVersion::NoStream),
+        ])
+        .await
+        .unwrap();
+    assert!(out.deduplicated);
+    assert_eq!(out.events, vec![first.clone()]);
+    assert_eq!(s.head_seq(), 1);
+    // A batch mixing a known and a new id is refused as a whole.
+    let e = s
+        .append(vec![
+            ev("a", "t", 2).with_id("client-1"),
+            ev("a", "t", 3).with_id("client-2"),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::DuplicateId { .. }), "{e}");
+    // Store-chosen ids are found too.
+    s.append_one(ev("b", "t", 1)).await.unwrap();
+    let generated = s.get(2).unwrap().unwrap().id;
+    let out = s
+        .append(vec![ev("c", "t", 1).with_id(generated)])
+        .await
+        .unwrap();
+    assert!(out.deduplicated);
+    assert_eq!(out.events[0].seq, 2);
+}
+
+#[tokio::test]
+async fn duplicate_ids_inside_one_group_commit_are_written_once() {
+    let s = EventStore::open_temporary(opts()).unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.append(vec![ev("a", "t", 1).with_id("same")])
+                .await
+                .unwrap()
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap().events[0].seq);
+    }
+    assert!(seqs.iter().all(|&x| x == 1), "{seqs:?}");
+    assert_eq!(s.head_seq(), 1);
+}
+
+#[tokio::test]
+async fn names_and_sizes_are_checked() {
+    let limits = Limits {
+        max_event_bytes: 1000,
+        max_batch_events: 3,
+        max_batch_bytes: 2000,
+    };
+    let s = EventStore::open_temporary(opts().limits(limits)).unwrap();
+    for bad in [
+        ev("", "t", 0),
+        ev("a b", "t", 0),
+        ev("a", "Bad", 0),
+        ev("a", "t", 0).with_agent("Alice"),
+    ] {
+        assert!(matches!(
+            s.append_one(bad).await,
+            Err(Error::InvalidName { .. })
+        ));
+    }
+    let big = NewEvent::new("a", "t", json!("x".repeat(1000)));
+    assert!(matches!(
+        s.append_one(big).await,
+        Err(Error::TooLarge { what: "event", .. })
+    ));
+    let many = (0..4).map(|i| ev("a", "t", i)).collect();
+    assert!(matches!(
+        s.append(many).await,
+        Err(Error::TooLarge {
+            what: "batch events",
+            ..
+        })
+    ));
+    let fat = (0..3)
+        .map(|_| NewEvent::new("a", "t", json!("y".repeat(800))))
+        .collect();
+    assert!(matches!(
+        s.append(fat).await,
+        Err(Error::TooLarge {
+            what: "batch bytes",
+            ..
+        })
+    ));
+    assert!(matches!(s.append(vec![]).await, Err(Error::EmptyBatch)));
+    assert_eq!(s.head_seq(), 0, "nothing was written");
+    // Any JSON is stored as given.
+    let odd = json!({"<script>": "DROP TABLE", "n": [null, 1.5e300, "\u{0}"]});
+    s.append_one(NewEvent::new("a", "t", odd.clone()))
+        .await
+        .unwrap();
+    assert_eq!(s.get(1).unwrap().unwrap().data, odd);
+}
+
+async fn sample_store(clock: &ManualClock) -> EventStore {
+    let s = EventStore::open_temporary(opts().clock(Arc::new(clock.clone()))).unwrap();
+    for i in 0..60i64 {
+        let stream = format!("s{}", i % 3);
+        let t = if i % 2 == 0 { "even.n" } else { "odd.n" };
+        let mut e = ev(&stream, t, i).with_agent(format!("agent{}", i % 4));
+        if i % 5 == 0 {
+            e = e.with_correlation_id(format!("req-{}", i / 10));
+        }
+        s.append_one(e).await.unwrap();
+        clock.advance_millis(1000);
+    }
+    s
+}
+
+fn seqs(p: &lighthouse_event_store::Page) -> Vec<u64> {
+    p.events.iter().map(|e| e.seq).collect()
+}
+
+#[tokio::test]
+async fn every_filter_reads_through_its_index_with_a_cursor() {
+    let clock = ManualClock::new(Timestamp::from_unix_secs(1_800_000_000));
+    let s = sample_store(&clock).await;
+    // By stream, with versions.
+    let q = Query {
+        min_version: Some(2),
+        max_version: Some(4),
+        ..Query::new(Filter::stream("s1"))
+    };
+    let p = s.read(&q).unwrap();
+    assert_eq!(
+        p.events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![2, 3, 4]
+    );
+    assert_eq!(seqs(&p), vec![8, 11, 14]);
+    // By type, paged.
+    let q = Query {
+        limit: 7,
+        ..Query::new(Filter::event_type("odd.n"))
+    };
+    let mut all = Vec::new();
+    let mut page = s.read(&q).unwrap();
+    loop {
+        all.extend(seqs(&page));
+        match page.next {
+            Some(n) => page = s.read(&q.clone().resume(n)).unwrap(),
+            None => break,
+        }
+    }
+    assert_eq!(all, (1..=60).filter(|x| x % 2 == 0).collect::<Vec<_>>());
+    // By agent, descending.
+    let q = Query {
+        order: Order::Descending,
+        limit: 3,
+        ..Query::new(Filter {
+            agent: Some("agent1".into()),
+            ..Filter::default()
+        })
+    };
+    let p = s.read(&q).unwrap();
+    assert_eq!(seqs(&p), vec![58, 54, 50]);
+    let p = s.read(&q.clone().resume(p.next.unwrap())).unwrap();
+    assert_eq!(seqs(&p), vec![46, 42, 38]);
+    // By correlation id.
+    let q = Query::new(Filter {
+        correlation_id: Some("req-2".into()),
+        ..Filter::default()
+    });
+    assert_eq!(seqs(&s.read(&q).unwrap()), vec![21, 26]);
+    // Combined filters.
+    let q = Query::new(Filter {
+        stream: Some("s0".into()),
+        event_type: Some("even.n".into()),
+        agent: Some("agent0".into()),
+        ..Filter::default()
+    });
+    assert_eq!(seqs(&s.read(&q).unwrap()), vec![1, 13, 25, 37, 49]);
+    // By time range: since inclusive, until exclusive.
+    let t0 = Timestamp::from_unix_secs(1_800_000_000);
+    let q = Query {
+        since: Some(t0.add_millis(10_000)),
+        until: Some(t0.add_millis(13_000)),
+        ..Query::default()
+    };
+    assert_eq!(seqs(&s.read(&q).unwrap()), vec![11, 12, 13]);
+    // By position, both directions.
+    let q = Query {
+        after: Some(57),
+        ..Query::default()
+    };
+    assert_eq!(seqs(&s.read(&q).unwrap()), vec![58, 59, 60]);
+    let q = Query {
+        before: Some(4),
+        order: Order::Descending,
+        ..Query::default()
+    };
+    assert_eq!(seqs(&s.read(&q).unwrap()), vec![3, 2, 1]);
+    // Prefix filters.
+    let q = Query::new(Filter {
+        type_prefix: Some("odd".into()),
+        ..Filter::default()
+    });
+    assert_eq!(s.read(&q).unwrap().events.len(), 30);
+    // Unknown values and empty windows.
+    assert!(
+        s.read(&Query::new(Filter::stream("nope")))
+            .unwrap()
+            .events
+            .is_empty()
+    );
+    let q = Query {
+        after: Some(10),
+        before: Some(5),
+        ..Query::default()
+    };
+    assert!(s.read(&q).unwrap().events.is_empty());
+}
+
+#[tokio::test]
+async fn state_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = EventStore::open(dir.path(), StoreOptions::new(KEY)).unwrap();
+        s.append(vec![ev("a", "t", 1), ev("b", "t", 2)])
+            .await
+            .unwrap();
+        s.append_one(ev("a", "t", 3).with_id("c-1")).await.unwrap();
+        s.save_snapshot("proj", 2, b"state at 2").await.unwrap();
+    }
+    let s = EventStore::open(dir.path(), StoreOptions::new(KEY)).unwrap();
+    assert_eq!(s.head_seq(), 3);
+    assert_eq!(s.stream_version("a"), Some(1));
+    let snap = s.load_snapshot("proj").unwrap().unwrap();
+    assert_eq!((snap.seq, snap.data.as_slice()), (2, &b"state at 2"[..]));
+    assert!(s.load_snapshot("other").unwrap().is_none());
+    let again = s
+        .append(vec![ev("a", "t", 3).with_id("c-1")])
+        .await
+        .unwrap();
+    assert!(again.deduplicated);
+    let next = s.append_one(ev("a", "t", 4)).await.unwrap();
+    assert_eq!((next.seq, next.version), (4, 2));
+    assert!(s.verify().unwrap().ok());
+    drop(s);
+    assert!(matches!(
+        EventStore::open(dir.path(), StoreOptions::new(b"another key")),
+        Err(Error::WrongKey)
+    ));
+}
+
+#[tokio::test]
+async fn time_never_decreases_even_when_the_clock_does() {
+    let clock = ManualClock::new(Timestamp::from_unix_secs(2_000_000_000));
+    let s = EventStore::open_temporary(opts().clock(Arc::new(clock.clone()))).unwrap();
+    s.append_one(ev("a", "t", 1)).await.unwrap();
+    clock.advance_millis(-60_000);
+    s.append_one(ev("a", "t", 2)).await.unwrap();
+    let (a, b) = (s.get(1).unwrap().unwrap(), s.get(2).unwrap().unwrap());
+    assert!(b.time >= a.time);
+    assert!(b.id > a.id, "ids sort by time");
+}
+
+#[tokio::test]
+async fn backup_and_restore_give_back_the_same_store() {
+    let clock = ManualClock::new(Timestamp::from_unix_secs(1_800_000_000));
+    let s = sample_store(&clock).await;
+    s.save_snapshot("p", 30, b"snap").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("b.lhbk");
+    let rep = s.backup(&file).unwrap();
+    assert_eq!((rep.head_seq, rep.snapshots), (60, 1));
+    let target = dir.path().join("restored");
+    let (r, rr) = EventStore::restore(&file, &target, opts()).unwrap();
+    assert_eq!(rr.head_seq, 60);
+    assert!(r.verify().unwrap().ok());
+    for q in [
+        Query::new(Filter::stream("s2")),
+        Query::new(Filter::event_type("odd.n")),
+        Query {
+            order: Order::Descending,
+            limit: 1000,
+            ..Query::default()
+        },
+    ] {
+        assert_eq!(r.read(&q).unwrap(), s.read(&q).unwrap());
+    }
+    assert_eq!(r.load_snapshot("p").unwrap().unwrap().data, b"snap");
+    // Restoring over a non-empty directory, with a wrong key, or from a damaged
+    // file is refused and leaves no partial store behind.
+    assert!(EventStore::restore(&file, &target, opts()).is_err());
+    let other = dir.path().join("other");
+    assert!(matches!(
+        EventStore::restore(&file, &other, StoreOptions::new(b"wrong")),
+        Err(Error::WrongKey)
+    ));
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    let bad = dir.path().join("bad.lhbk");
+    std::fs::write(&bad, &bytes).unwrap();
+    assert!(matches!(
+        EventStore::restore(&bad, &other, opts()),
+        Err(Error::InvalidBackup(_))
+    ));
+    assert!(!other.exists());
+    std::fs::write(&bad, &bytes[..mid]).unwrap();
+    assert!(matches!(
+        EventStore::restore(&bad, &other, opts()),
+        Err(Error::InvalidBackup(_))
+    ));
+    assert!(!other.exists());
+}
+
+#[tokio::test]
+async fn subscription_switches_from_disk_to_live_without_gap_or_duplicate() {
+    let s = EventStore::open_temporary(opts()).unwrap();
+    for i in 0..10 {
+        s.append_one(ev("a", "t", i)).await.unwrap();
+    }
+    let mut sub = s.subscribe(4, Filter::all());
+    let writer = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            for i in 10..40 {
+                s.append_one(ev(if i % 2 == 0 { "a" } else { "b" }, "t", i))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut got = Vec::new();
+    while got.len() < 36 {
+        got.push(sub.next().await.unwrap().seq);
+    }
+    writer.await.unwrap();
+    assert_eq!(got, (5..=40).collect::<Vec<_>>());
+    // A filtered subscription sees only its stream.
+    let mut sub = s.subscribe(0, Filter::stream("b"));
+    let mut got = Vec::new();
+    for _ in 0..15 {
+        got.push(sub.next().await.unwrap().seq);
+    }
+    assert_eq!(got, (12..=40).step_by(2).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_slow_live_subscriber_gets_lagged_and_resumes_exactly() {
+    let s = EventStore::open_temporary(opts().live_buffer(8)).unwrap();
+    let mut sub = s.subscribe(0, Filter::all());
+    s.append_one(ev("a", "t", 0)).await.unwrap();
+    assert_eq!(sub.next().await.unwrap().seq, 1);
+    for i in 0..50 {
+        s.append_one(ev("a", "t", i)).await.unwrap();
+    }
+    let last = match sub.next().await {
+        Err(Error::Lagged { last_seq }) => last_seq,
+        other => panic!("expected lagged, got {other:?}"),
+    };
+    assert_eq!(last, 1);
+    let mut resumed = s.subscribe(last, Filter::all());
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        got.push(resumed.next().await.unwrap().seq);
+    }
+    assert_eq!(got, (2..=51).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn durable_appends_from_many_tasks_share_flushes() {
+    let s = EventStore::open_temporary(StoreOptions::new(KEY)).unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..32 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                s.append_one(ev(&format!("w{w}"), "t", i)).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(s.head_seq(), 640);
+    for w in 0..32 {
+        assert_eq!(s.stream_version(&format!("w{w}")), Some(19));
+    }
+    assert!(s.verify().unwrap().ok());
+}
