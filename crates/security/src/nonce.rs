@@ -1,0 +1,530 @@
+//! The nonce store (PROTOCOL.md 2.2 step 5): per agent, every nonce accepted
+//! inside the acceptance window, bounded, optionally persisted.
+//!
+//! A nonce with timestamp `ts` is kept until `now > ts + window`: after that a
+//! request carrying it is stale anyway. Memory is bounded by
+//! [`NonceConfig::capacity`] (whole store) and
+//! [`NonceConfig::per_agent_capacity`]; when either is reached the store refuses
+//! new nonces ([`Unavailable`]) instead of forgetting live ones, so a replay is
+//! never accepted.
+//!
+//! Layout: shards by agent, each a hash map from a 64-bit keyed fingerprint of
+//! `(agent, nonce)` to `(agent slot, expiry second)`, plus a timing wheel of
+//! one-second slots that finds expired fingerprints without scanning. The
+//! fingerprint key is random per process, so nobody can aim collisions; a
+//! collision could only ever refuse a fresh request as replayed (probability about
+//! `n / 2^64` per request with `n` nonces stored), never accept a replay.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use lighthouse_event_store::{SharedClock, Timestamp};
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::journal::{self, Journal, Record};
+use crate::refusal::Unavailable;
+
+/// Nonce store limits. Every field has a documented default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NonceConfig {
+    /// The acceptance window in seconds, `|now - timestamp| <= window_s`
+    /// (default 300). The gate sets it from its own window.
+    pub window_s: u32,
+    /// Most nonces remembered in total (default 1,048,576: about 40 MiB at the
+    /// measured ~40 bytes per nonce; see docs/SECURITY.md).
+    pub capacity: usize,
+    /// Most nonces remembered per agent (default 131,072: an agent at every
+    /// default `agent` rate limit at once sends 181 requests/s, which is 54,300
+    /// nonces over a 300 s window and 108,600 if its clock runs a full window ahead).
+    pub per_agent_capacity: u32,
+    /// Lock shards (default 8).
+    pub shards: usize,
+    /// With a journal: records per shard buffered before the inserting request
+    /// flushes them itself (default 8192). Bounds what a crash loses, together
+    /// with the flush interval of [`NonceFlusher`].
+    pub max_unflushed_per_shard: usize,
+    /// With a journal: a new segment file is started after this many seconds
+    /// (default 300); a segment is deleted once every nonce in it has expired.
+    pub segment_span_s: i64,
+}
+
+impl Default for NonceConfig {
+    fn default() -> Self {
+        NonceConfig {
+            window_s: 300,
+            capacity: 1 << 20,
+            per_agent_capacity: 1 << 17,
+            shards: 8,
+            max_unflushed_per_shard: 8192,
+            segment_span_s: 300,
+        }
+    }
+}
+
+/// Why a nonce was not recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceRefusal {
+    /// Seen for this agent inside the window.
+    Replayed,
+    /// No room: see [`Unavailable`].
+    Unavailable(Unavailable),
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    agent: u32,
+    expiry: u32,
+}
+
+/// `HashMap` keys are already keyed SipHash fingerprints: hash them once only.
+#[derive(Default, Clone, Copy)]
+struct FingerprintHasher(u64);
+
+impl Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct BuildFingerprint;
+
+impl BuildHasher for BuildFingerprint {
+    type Hasher = FingerprintHasher;
+    fn build_hasher(&self) -> FingerprintHasher {
+        FingerprintHasher(0)
+    }
+}
+
+struct AgentSlot {
+    name: Box<str>,
+    count: u32,
+}
+
+struct Shard {
+    map: HashMap<u64, Slot, BuildFingerprint>,
+    wheel: Box<[Vec<u64>]>,
+    /// Every wheel second below this has been swept.
+    swept_to: i64,
+    index: HashMap<Box<str>, u32>,
+    agents: Vec<AgentSlot>,
+    free: Vec<u32>,
+    /// Journal records accepted but not yet written.
+    pending: Vec<u8>,
+    pending_records: usize,
+}
+
+impl Shard {
+    fn new(wheel_len: usize) -> Self {
+        Shard {
+            map: HashMap::with_hasher(BuildFingerprint),
+            wheel: (0..wheel_len).map(|_| Vec::new()).collect(),
+            swept_to: i64::MIN,
+            index: HashMap::new(),
+            agents: Vec::new(),
+            free: Vec::new(),
+            pending: Vec::new(),
+            pending_records: 0,
+        }
+    }
+
+    fn slot_of(&self, expiry: u32) -> usize {
+        expiry as usize % self.wheel.len()
+    }
+
+    /// Forgets every nonce whose expiry second is before `now_s`. Returns how many.
+    fn sweep(&mut self, now_s: i64) -> usize {
+        let len = self.wheel.len() as i64;
+        if self.swept_to == i64::MIN {
+            self.swept_to = now_s;
+            return 0;
+        }
+        if now_s <= self.swept_to {
+            return 0;
+        }
+        let from = self.swept_to.max(now_s - len);
+        let mut removed = 0;
+        for s in from..now_s {
+            let i = s.rem_euclid(len) as usize;
+            let mut fps = std::mem::take(&mut self.wheel[i]);
+            fps.retain(|fp| {
+                let Some(slot) = self.map.get(fp).copied() else {
+                    return false;
+                };
+                if i64::from(slot.expiry) < now_s {
+                    self.map.remove(fp);
+                    release(
+                        &mut self.agents,
+                        &mut self.index,
+                        &mut self.free,
+                        slot.agent,
+                    );
+                    removed += 1;
+                    false
+                } else {
+                    // Filed under an earlier turn of the wheel (the clock went
+                    // back): keep it until it really expires.
+                    true
+                }
+            });
+            // Reuse the allocation for the next turn unless it is unusually large.
+            if fps.capacity() > WHEEL_SLOT_KEEP && fps.is_empty() {
+                fps = Vec::new();
+            }
+            self.wheel[i] = fps;
+        }
+        self.swept_to = now_s;
+        removed
+    }
+
+    fn agent_slot(&mut self, agent: &str) -> u32 {
+        if let Some(&i) = self.index.get(agent) {
+            return i;
+        }
+        let name: Box<str> = agent.into();
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.agents[i as usize] = AgentSlot {
+                    name: name.clone(),
+                    count: 0,
+                };
+                i
+            }
+            None => {
+                self.agents.push(AgentSlot {
+                    name: name.clone(),
+                    count: 0,
+                });
+                (self.agents.len() - 1) as u32
+            }
+        };
+        self.index.insert(name, i);
+        i
+    }
+
+    fn insert(&mut self, fp: u64, agent: &str, expiry: u32) {
+        let a = self.agent_slot(agent);
+        self.agents[a as usize].count += 1;
+        self.map.insert(fp, Slot { agent: a, expiry });
+        let w = self.slot_of(expiry);
+        self.wheel[w].push(fp);
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let map = table_bytes(self.map.capacity(), size_of::<(u64, Slot)>());
+        let index = table_bytes(self.index.capacity(), size_of::<(Box<str>, u32)>())
+            + self.index.keys().map(|k| k.len()).sum::<usize>();
+        let wheel = self.wheel.len() * size_of::<Vec<u64>>()
+            + self.wheel.iter().map(|v| v.capacity() * 8).sum::<usize>();
+        map + index
+            + wheel
+            + self.agents.capacity() * size_of::<AgentSlot>()
+            + self.free.capacity() * 4
+            + self.pending.capacity()
+    }
+}
+
+fn release(
+    agents: &mut [AgentSlot],
+    index: &mut HashMap<Box<str>, u32>,
+    free: &mut Vec<u32>,
+    agent: u32,
+) {
+    let a = &mut agents[agent as usize];
+    a.count -= 1;
+    if a.count == 0 {
+        let name = std::mem::take(&mut a.name);
+        index.remove(&name);
+        free.push(agent);
+    }
+}
+
+/// A wheel slot keeps its allocation for the next turn up to this many entries.
+const WHEEL_SLOT_KEEP: usize = 4096;
+
+/// Bytes hashbrown allocates for a table of `capacity` entries of `entry` bytes.
+fn table_bytes(capacity: usize, entry: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = if capacity < 8 {
+        capacity + 1
+    } else {
+        capacity / 7 * 8
+    };
+    buckets * entry + buckets + 16
+}
+
+/// The nonce store. Share it behind an `Arc`.
+pub struct NonceStore {
+    config: NonceConfig,
+    keys: RandomState,
+    shards: Box<[Mutex<Shard>]>,
+    total: AtomicUsize,
+    journal: Option<Mutex<Journal>>,
+    journal_failing: AtomicBool,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for NonceStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NonceStore")
+            .field("config", &self.config)
+            .field("len", &self.len())
+            .field("persistent", &self.journal.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NonceStore {
+    fn build(config: NonceConfig, clock: SharedClock, journal: Option<Journal>) -> Result<Self> {
+        if config.shards == 0 || config.capacity == 0 || config.per_agent_capacity == 0 {
+            return Err(Error::InvalidConfig(
+                "nonce shards and capacities must be positive",
+            ));
+        }
+        if config.segment_span_s <= 0 {
+            return Err(Error::InvalidConfig("segment_span_s must be positive"));
+        }
+        let wheel_len = 2 * config.window_s as usize + 2;
+        Ok(NonceStore {
+            config,
+            keys: RandomState::new(),
+            shards: (0..config.shards)
+                .map(|_| Mutex::new(Shard::new(wheel_len)))
+                .collect(),
+            total: AtomicUsize::new(0),
+            journal: journal.map(Mutex::new),
+            journal_failing: AtomicBool::new(false),
+            clock,
+        })
+    }
+
+    /// A store that lives in memory only (a restart forgets every nonce: for tests
+    /// and benchmarks).
+    pub fn in_memory(config: NonceConfig, clock: SharedClock) -> Result<Self> {
+        Self::build(config, clock, None)
+    }
+
+    /// A store persisted in `dir` (created if needed): the nonces of unexpired
+    /// journal segments are loaded, and accepted nonces are appended to the journal
+    /// by [`flush`](Self::flush) (run it with a [`NonceFlusher`]).
+    pub fn open(dir: impl AsRef<Path>, config: NonceConfig, clock: SharedClock) -> Result<Self> {
+        let now_s = clock.now().unix_secs();
+        let (journal, records) = Journal::open(dir.as_ref(), now_s, config.segment_span_s)?;
+        let store = Self::build(config, clock, Some(journal))?;
+        for r in records {
+            store.insert_loaded(&r, now_s);
+        }
+        Ok(store)
+    }
+
+    fn shard_of(&self, agent: &str) -> &Mutex<Shard> {
+        let h = self.keys.hash_one(agent);
+        &self.shards[(h % self.shards.len() as u64) as usize]
+    }
+
+    fn fingerprint(&self, agent: &str, nonce: &str) -> u64 {
+        self.keys.hash_one((agent, nonce))
+    }
+
+    /// Expiry second of a nonce with timestamp `ts_s`, as stored (u32 Unix
+    /// seconds: the store works until the year 2106).
+    fn expiry(&self, ts_s: i64, now_s: i64) -> u32 {
+        let e = ts_s
+            .saturating_add(i64::from(self.config.window_s))
+            .max(now_s);
+        e.clamp(0, i64::from(u32::MAX)) as u32
+    }
+
+    /// Records `nonce` for `agent` (timestamp `ts_s`, already checked to be inside
+    /// the window at `now`), or refuses it.
+    pub fn check_and_insert(
+        &self,
+        agent: &str,
+        nonce: &str,
+        ts_s: i64,
+        now: Timestamp,
+    ) -> Result<(), NonceRefusal> {
+        let now_s = now.unix_secs();
+        let fp = self.fingerprint(agent, nonce);
+        let expiry = self.expiry(ts_s, now_s);
+        let need_flush = {
+            let mut shard = self.shard_of(agent).lock();
+            let removed = shard.sweep(now_s);
+            if removed > 0 {
+                self.total.fetch_sub(removed, Ordering::Relaxed);
+            }
+            if shard.map.contains_key(&fp) {
+                return Err(NonceRefusal::Replayed);
+            }
+            let count = shard
+                .index
+                .get(agent)
+                .map_or(0, |&i| shard.agents[i as usize].count);
+            if count >= self.config.per_agent_capacity {
+                return Err(NonceRefusal::Unavailable(Unavailable::AgentNoncesFull));
+            }
+            if self.journal.is_some() && self.journal_failing.load(Ordering::Relaxed) {
+                return Err(NonceRefusal::Unavailable(Unavailable::NonceJournalFailing));
+            }
+            if self.total.fetch_add(1, Ordering::Relaxed) >= self.config.capacity {
+                self.total.fetch_sub(1, Ordering::Relaxed);
+                return Err(NonceRefusal::Unavailable(Unavailable::NoncesFull));
+            }
+            shard.insert(fp, agent, expiry);
+            if self.journal.is_some() {
+                journal::encode(&mut shard.pending, agent, nonce, i64::from(expiry));
+                shard.pending_records += 1;
+                shard.pending_records >= self.config.max_unflushed_per_shard
+            } else {
+                false
+            }
+        };
+        if need_flush {
+            // A failure sets `journal_failing`, which refuses further nonces until
+            // a flush succeeds: this request is already accepted.
+            let _ = self.flush();
+        }
+        Ok(())
+    }
+
+    /// Inserts a nonce loaded from the journal, whatever the capacity: forgetting
+    /// it could let a replay through.
+    fn insert_loaded(&self, r: &Record, now_s: i64) {
+        if r.expiry < now_s {
+            return;
+        }
+        let fp = self.fingerprint(&r.agent, &r.nonce);
+        let expiry = r.expiry.clamp(0, i64::from(u32::MAX)) as u32;
+        let mut shard = self.shard_of(&r.agent).lock();
+        shard.sweep(now_s);
+        if shard.map.contains_key(&fp) {
+            return;
+        }
+        shard.insert(fp, &r.agent, expiry);
+        self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Forgets expired nonces in every shard (inserts do this for their own shard).
+    pub fn purge_expired(&self, now: Timestamp) {
+        for s in self.shards.iter() {
+            let removed = s.lock().sweep(now.unix_secs());
+            self.total.fetch_sub(removed, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes the nonces accepted since the last flush to the journal and syncs
+    /// it; deletes segments whose nonces all expired. Without a journal, does nothing.
+    pub fn flush(&self) -> Result<()> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        let mut j = journal.lock();
+        let mut payload = j.take_retry();
+        for s in self.shards.iter() {
+            let mut shard = s.lock();
+            payload.extend_from_slice(&shard.pending);
+            shard.pending.clear();
+            if shard.pending.capacity() > 1 << 20 {
+                shard.pending.shrink_to(1 << 16);
+            }
+            shard.pending_records = 0;
+        }
+        let result = j.write(payload, self.clock.now().unix_secs());
+        self.journal_failing
+            .store(result.is_err(), Ordering::Relaxed);
+        result
+    }
+
+    /// Whether the journal's last write failed (new nonces are refused until a
+    /// flush succeeds).
+    pub fn journal_failing(&self) -> bool {
+        self.journal_failing.load(Ordering::Relaxed)
+    }
+
+    /// Nonces remembered.
+    pub fn len(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Whether no nonce is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Nonces remembered for `agent`.
+    pub fn agent_len(&self, agent: &str) -> usize {
+        let shard = self.shard_of(agent).lock();
+        shard
+            .index
+            .get(agent)
+            .map_or(0, |&i| shard.agents[i as usize].count as usize)
+    }
+
+    /// Heap bytes held by the in-memory structures, computed from their
+    /// allocated capacities (a test checks it against a counting allocator).
+    pub fn heap_bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().heap_bytes()).sum()
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &NonceConfig {
+        &self.config
+    }
+}
+
+/// Runs [`NonceStore::flush`] every interval on a background thread until dropped.
+///
+/// The interval (default [`DEFAULT_FLUSH_INTERVAL`]) is what a crash may lose:
+/// nonces accepted after the last completed flush (at most
+/// `max_unflushed_per_shard` per shard) are not on disk.
+pub struct NonceFlusher {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Default interval between journal flushes: 100 ms.
+pub const DEFAULT_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl NonceFlusher {
+    /// Starts flushing `store` every `interval`.
+    pub fn start(store: std::sync::Arc<NonceStore>, interval: std::time::Duration) -> Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("nonce-flusher".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    rx.recv_timeout(interval)
+                {
+                    let _ = store.flush();
+                }
+                let _ = store.flush();
+            })
+            .map_err(|e| Error::io("nonce-flusher thread", e))?;
+        Ok(NonceFlusher {
+            stop: Some(tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for NonceFlusher {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! The agent registry (PROTOCOL.md 2.1), kept as events on stream `$agents` and
+//! rebuilt from them on open.
+//!
+//! Events (data fields):
+//! - `agent.registered` `{agent, role, key_id}`
+//! - `agent.key_rotated` `{agent, key_id, previous_key_id, previous_valid_until}`
+//! - `agent.revoked` `{agent}`
+//!
+//! The event's `agent` field is the actor (the admin who made the change).
+//!
+//! The registry appends its own events: every change is an append to `$agents`
+//! with the stream version it was decided on as the expected version, then the
+//! in-memory state catches up by reading the stream. A concurrent writer makes the
+//! append fail with a version conflict; the registry then catches up and decides
+//! again, so a decision never rests on a stale view. No event ever carries a
+//! secret: secrets are derived from the master key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use lighthouse_event_store::{
+    Event, EventStore, ExpectedVersion, NewEvent, SharedClock, Timestamp,
+};
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::caller::Role;
+use crate::credential::Credential;
+use crate::error::{Error, Result};
+use crate::headers::valid_agent;
+use crate::keys::{HmacSha256, MasterKey};
+
+/// The stream the registry lives on.
+pub const AGENTS_STREAM: &str = "$agents";
+/// Event type of a registration.
+pub const AGENT_REGISTERED: &str = "agent.registered";
+/// Event type of a key rotation.
+pub const AGENT_KEY_ROTATED: &str = "agent.key_rotated";
+/// Event type of a revocation.
+pub const AGENT_REVOKED: &str = "agent.revoked";
+
+/// Default grace period of a rotated-out key: 24 hours.
+pub const DEFAULT_KEY_GRACE_MS: i64 = 24 * 3600 * 1000;
+/// Most rotated-out keys kept valid at once per agent; rotating more often than
+/// this within a grace period retires the oldest early. A constant, not a
+/// setting, so that replaying the log always gives the same answer.
+pub const MAX_GRACE_KEYS: usize = 8;
+
+/// How many times a change is decided again after a concurrent write.
+const MAX_ATTEMPTS: usize = 8;
+/// Events read per page while catching up.
+const PAGE: usize = 1000;
+
+/// A rotated-out key still accepted until `valid_until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraceKey {
+    /// The old key id.
+    pub key_id: u64,
+    /// Refused from this instant on.
+    pub valid_until: Timestamp,
+}
+
+/// What the registry knows about one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// Agent id.
+    pub agent: String,
+    /// Role.
+    pub role: Role,
+    /// The current key id.
+    pub key_id: u64,
+    /// Older keys still inside their grace period (as of the last change).
+    pub grace_keys: Vec<GraceKey>,
+    /// Revoked agents are refused with every key, and their ids are never reused.
+    pub revoked: bool,
+    /// When the agent was registered.
+    pub registered_at: Timestamp,
+}
+
+struct Entry {
+    record: AgentRecord,
+    /// Keyed MACs for the current key and every grace key, so verifying a request
+    /// costs no key derivation.
+    macs: Vec<(u64, HmacSha256)>,
+}
+
+#[derive(Default)]
+struct State {
+    agents: HashMap<String, Entry>,
+    /// Version of the last applied `$agents` event.
+    version: Option<u64>,
+}
+
+/// Registry settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// Grace period of a rotated-out key in milliseconds (default 24 h).
+    pub key_grace_ms: i64,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            key_grace_ms: DEFAULT_KEY_GRACE_MS,
+        }
+    }
+}
+
+/// The agent registry. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct AgentRegistry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: EventStore,
+    master: MasterKey,
+    clock: SharedClock,
+    config: RegistryConfig,
+    state: RwLock<State>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Registered {
+    agent: String,
+    role: Role,
+    key_id: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rotated {
+    agent: String,
+    key_id: u64,
+    previous_key_id: u64,
+    previous_valid_until: Timestamp,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Revoked {
+    agent: String,
+}
+
+impl AgentRegistry {
+    /// Opens the registry: replays `$agents` from the store.
+    pub fn open(
+        store: EventStore,
+        master: MasterKey,
+        clock: SharedClock,
+        config: RegistryConfig,
+    ) -> Result<Self> {
+        if config.key_grace_ms < 0 {
+            return Err(Error::InvalidConfig("key_grace_ms must not be negative"));
+        }
+        let reg = AgentRegistry {
+            inner: Arc::new(Inner {
+                store,
+                master,
+                clock,
+                config,
+                state: RwLock::new(State::default()),
+            }),
+        };
+        reg.catch_up()?;
+        Ok(reg)
+    }
+
+    /// Applies `$agents` events appended since the last one applied.
+    pub fn catch_up(&self) -> Result<()> {
+        loop {
+            let from = self.inner.state.read().version.map_or(0, |v| v + 1);
+            let events = self.inner.store.read_stream(AGENTS_STREAM, from, PAGE)?;
+            if events.is_empty() {
+                return Ok(());
+            }
+            let mut state = self.inner.state.write();
+            for e in &events {
+                // A concurrent catch-up may have applied some of them already.
+                if state.version.is_some_and(|v| e.version <= v) {
+                    continue;
+                }
+                self.apply(&mut state, e)?;
+                state.version = Some(e.version);
+            }
+        }
+    }
+
+    fn apply(&self, state: &mut State, e: &Event) -> Result<()> {
+        let invalid = |reason: String| Error::InvalidEvent { seq: e.seq, reason };
+        let parse = |reason: serde_json::Error| invalid(reason.to_string());
+        match e.event_type.as_str() {
+            AGENT_REGISTERED => {
+                let d: Registered = serde_json::from_value(e.data.clone()).map_err(parse)?;
+                if state.agents.contains_key(&d.agent) {
+                    return Err(invalid(format!("agent {} registered twice", d.agent)));
+                }
+                let record = AgentRecord {
+                    agent: d.agent.clone(),
+                    role: d.role,
+                    key_id: d.key_id,
+                    grace_keys: Vec::new(),
+                    revoked: false,
+                    registered_at: e.time,
+                };
+                let macs = self.macs(&record);
+                state.agents.insert(d.agent, Entry { record, macs });
+            }
+            AGENT_KEY_ROTATED => {
+                let d: Rotated = serde_json::from_value(e.data.clone()).map_err(parse)?;
+                let entry = state
+                    .agents
+                    .get_mut(&d.agent)
+                    .ok_or_else(|| invalid(format!("rotation of unknown agent {}", d.agent)))?;
+                let r = &mut entry.record;
+                r.grace_keys.retain(|g| g.valid_until > e.time);
+                r.grace_keys.push(GraceKey {
+                    key_id: d.previous_key_id,
+                    valid_until: d.previous_valid_until,
+                });
+                if r.grace_keys.len() > MAX_GRACE_KEYS {
+                    r.grace_keys.remove(0);
+                }
+                r.key_id = d.key_id;
+                entry.macs = self.macs(&entry.record);
+            }
+            AGENT_REVOKED => {
+                let d: Revoked = serde_json::from_value(e.data.clone()).map_err(parse)?;
+                let entry = state
+                    .agents
+                    .get_mut(&d.agent)
+                    .ok_or_else(|| invalid(format!("revocation of unknown agent {}", d.agent)))?;
+                entry.record.revoked = true;
+                entry.record.grace_keys.clear();
+                entry.macs.clear();
+            }
+            other => {
+                return Err(invalid(format!(
+                    "unexpected type {other} on {AGENTS_STREAM}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn macs(&self, r: &AgentRecord) -> Vec<(u64, HmacSha256)> {
+        std::iter::once(r.key_id)
+            .chain(r.grace_keys.iter().map(|g| g.key_id))
+            .map(|k| (k, self.inner.master.agent_secret(&r.agent, k).mac()))
+            .collect()
+    }
+
+    /// Decides a change on the current state and appends it, again after a
+    /// concurrent write, until it lands.
+    async fn change<F>(&self, actor: Option<&str>, decide: F) -> Result<()>
+    where
+        F: Fn(&State, Timestamp) -> Result<(&'static str, serde_json::Value)>,
+    {
+        for _ in 0..MAX_ATTEMPTS {
+            let (event, expected) = {
+                let state = self.inner.state.read();
+                let (ty, data) = decide(&state, self.inner.clock.now())?;
+                let expected = match state.version {
+                    None => ExpectedVersion::NoStream,
+                    Some(v) => ExpectedVersion::Exact(v),
+                };
+                (NewEvent::new(AGENTS_STREAM, ty, data), expected)
+            };
+            let mut event = event.expect(expected);
+            if let Some(a) = actor {
+                event = event.with_agent(a);
+            }
+            match self.inner.store.append_one(event).await {
+                Ok(_) => return self.catch_up(),
+                Err(lighthouse_event_store::Error::VersionConflict { .. }) => self.catch_up()?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Contended)
+    }
+
+    /// Registers `agent` with `role` and key id 1, returning its credential
+    /// (`bridge` left empty for the caller to fill in).
+    pub async fn register(
+        &self,
+        agent: &str,
+        role: Role,
+        actor: Option<&str>,
+    ) -> Result<Credential> {
+        if valid_agent(agent.as_bytes()).is_none() {
+            return Err(Error::InvalidAgentId(agent.to_owned()));
+        }
+        self.change(actor, |state, _| {
+            if state.agents.contains_key(agent) {
+                return Err(Error::AgentExists(agent.to_owned()));
+            }
+            Ok((
+                AGENT_REGISTERED,
+                json!({"agent": agent, "role": role, "key_id": 1}),
+            ))
+        })
+        .await?;
+        self.credential(agent)
+    }
+
+    /// Makes key id `k+1` current; `k` stays valid for the grace period. Returns
+    /// the new credential.
+    pub async fn rotate(&self, agent: &str, actor: Option<&str>) -> Result<Credential> {
+        let grace = self.inner.config.key_grace_ms;
+        self.change(actor, |state, now| {
+            let r = &active(state, agent)?.record;
+            let next = r
+                .key_id
+                .checked_add(1)
+                .ok_or(Error::InvalidConfig("key id space exhausted"))?;
+            Ok((
+                AGENT_KEY_ROTATED,
+                json!({"agent": agent, "key_id": next, "previous_key_id": r.key_id,
+                       "previous_valid_until": now.add_millis(grace)}),
+            ))
+        })
+        .await?;
+        self.credential(agent)
+    }
+
+    /// Revokes `agent`: every key and every token of it is refused from now on.
+    pub async fn revoke(&self, agent: &str, actor: Option<&str>) -> Result<()> {
+        self.change(actor, |state, _| {
+            active(state, agent)?;
+            Ok((AGENT_REVOKED, json!({"agent": agent})))
+        })
+        .await
+    }
+
+    /// The current credential of an active agent (secret derived again).
+    pub fn credential(&self, agent: &str) -> Result<Credential> {
+        let state = self.inner.state.read();
+        let r = &active(&state, agent)?.record;
+        Ok(Credential {
+            agent: r.agent.clone(),
+            role: r.role,
+            key_id: r.key_id,
+            secret: self.inner.master.agent_secret(&r.agent, r.key_id),
+            bridge: String::new(),
+        })
+    }
+
+    /// The record of `agent`, revoked or not.
+    pub fn get(&self, agent: &str) -> Option<AgentRecord> {
+        self.inner
+            .state
+            .read()
+            .agents
+            .get(agent)
+            .map(|e| e.record.clone())
+    }
+
+    /// Whether `agent` is registered and not revoked.
+    pub fn is_active(&self, agent: &str) -> bool {
+        self.inner
+            .state
+            .read()
+            .agents
+            .get(agent)
+            .is_some_and(|e| !e.record.revoked)
+    }
+
+    /// Every agent, sorted by id.
+    pub fn list(&self) -> Vec<AgentRecord> {
+        let mut v: Vec<_> = self
+            .inner
+            .state
+            .read()
+            .agents
+            .values()
+            .map(|e| e.record.clone())
+            .collect();
+        v.sort_by(|a, b| a.agent.cmp(&b.agent));
+        v
+    }
+
+    /// Number of agents, revoked included.
+    pub fn len(&self) -> usize {
+        self.inner.state.read().agents.len()
+    }
+
+    /// Whether no agent is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The keyed MAC and role for a request signed by `agent` with `key_id` at
+    /// `now`, when that key is active: the agent exists, is not revoked, and the
+    /// key is current or inside its grace period.
+    pub(crate) fn signing_key(
+        &self,
+        agent: &str,
+        key_id: u64,
+        now: Timestamp,
+    ) -> Option<(HmacSha256, Role)> {
+        let state = self.inner.state.read();
+        let e = state.agents.get(agent)?;
+        if !key_active(&e.record, key_id, now) {
+            return None;
+        }
+        let mac = e.macs.iter().find(|(k, _)| *k == key_id)?.1.clone();
+        Some((mac, e.record.role))
+    }
+
+    /// The role of `agent` if `key_id` is active for it at `now`.
+    pub(crate) fn active_role(&self, agent: &str, key_id: u64, now: Timestamp) -> Option<Role> {
+        let state = self.inner.state.read();
+        let e = state.agents.get(agent)?;
+        key_active(&e.record, key_id, now).then_some(e.record.role)
+    }
+
+    pub(crate) fn master(&self) -> &MasterKey {
+        &self.inner.master
+    }
+}
+
+fn key_active(r: &AgentRecord, key_id: u64, now: Timestamp) -> bool {
+    !r.revoked
+        && (r.key_id == key_id
+            || r.grace_keys
+                .iter()
+                .any(|g| g.key_id == key_id && now < g.valid_until))
+}
+
+fn active<'s>(state: &'s State, agent: &str) -> Result<&'s Entry> {
+    match state.agents.get(agent) {
+        None => Err(Error::UnknownAgent(agent.to_owned())),
+        Some(e) if e.record.revoked => Err(Error::AgentRevoked(agent.to_owned())),
+        Some(e) => Ok(e),
+    }
+}
