@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 
 use lighthouse_event_store::{SharedClock, Timestamp};
 use parking_lot::Mutex;
@@ -274,6 +274,8 @@ pub struct NonceStore {
     total: AtomicUsize,
     journal: Option<Mutex<Journal>>,
     journal_failing: AtomicBool,
+    /// The latest second seen: time as the store sees it never goes back.
+    high_water_s: AtomicI64,
     clock: SharedClock,
 }
 
@@ -307,6 +309,7 @@ impl NonceStore {
             total: AtomicUsize::new(0),
             journal: journal.map(Mutex::new),
             journal_failing: AtomicBool::new(false),
+            high_water_s: AtomicI64::new(i64::MIN),
             clock,
         })
     }
@@ -348,8 +351,20 @@ impl NonceStore {
         e.clamp(0, i64::from(u32::MAX)) as u32
     }
 
+    /// The current second as the store sees it: the latest of `now` and every
+    /// time seen before. The verifier checks the window against this, so a clock
+    /// stepping back cannot make a forgotten nonce acceptable again: a nonce is
+    /// forgotten only once this time passed its expiry, and from then on its
+    /// timestamp is outside the window.
+    pub fn effective_now_s(&self, now: Timestamp) -> i64 {
+        let now_s = now.unix_secs();
+        self.high_water_s
+            .fetch_max(now_s, Ordering::AcqRel)
+            .max(now_s)
+    }
+
     /// Records `nonce` for `agent` (timestamp `ts_s`, already checked to be inside
-    /// the window at `now`), or refuses it.
+    /// the window at [`effective_now_s`](Self::effective_now_s)), or refuses it.
     pub fn check_and_insert(
         &self,
         agent: &str,
@@ -357,7 +372,7 @@ impl NonceStore {
         ts_s: i64,
         now: Timestamp,
     ) -> Result<(), NonceRefusal> {
-        let now_s = now.unix_secs();
+        let now_s = self.effective_now_s(now);
         let fp = self.fingerprint(agent, nonce);
         let expiry = self.expiry(ts_s, now_s);
         let need_flush = {
@@ -403,6 +418,7 @@ impl NonceStore {
     /// Inserts a nonce loaded from the journal, whatever the capacity: forgetting
     /// it could let a replay through.
     fn insert_loaded(&self, r: &Record, now_s: i64) {
+        self.high_water_s.fetch_max(now_s, Ordering::AcqRel);
         if r.expiry < now_s {
             return;
         }
@@ -419,8 +435,9 @@ impl NonceStore {
 
     /// Forgets expired nonces in every shard (inserts do this for their own shard).
     pub fn purge_expired(&self, now: Timestamp) {
+        let now_s = self.effective_now_s(now);
         for s in self.shards.iter() {
-            let removed = s.lock().sweep(now.unix_secs());
+            let removed = s.lock().sweep(now_s);
             self.total.fetch_sub(removed, Ordering::Relaxed);
         }
     }

@@ -109,8 +109,10 @@ impl Verifier {
             Some((mac, role)) => (mac, Some(role)),
             None => (self.dummy.clone(), None),
         };
-        // Step 3.
-        if now.unix_secs().abs_diff(s.timestamp) > u64::from(self.window_s) {
+        // Step 3, against a time that never goes back (see
+        // `NonceStore::effective_now_s`).
+        let now_s = self.nonces.effective_now_s(now);
+        if now_s.abs_diff(s.timestamp) > u64::from(self.window_s) {
             return Err(Refusal::StaleRequest);
         }
         // Step 4.

@@ -54,7 +54,13 @@ impl Env {
     /// A gate over a store and nonce journal in `dir` (reopened by calling again).
     pub fn persistent(dir: &Path, clock: &ManualClock) -> Env {
         let master = vector_master();
-        let store = EventStore::open(dir.join("store"), options(&master, clock)).unwrap();
+        // Durable: in buffered mode sled's background flusher may still hold the
+        // directory lock for a moment after the store is dropped.
+        let store = EventStore::open(
+            dir.join("store"),
+            options(&master, clock).durability(Durability::Durable),
+        )
+        .unwrap();
         let gate = Gate::open(
             store.clone(),
             master,
