@@ -1,1 +1,88 @@
-fn main() {}
+//! Criterion benchmarks of the store's hot paths: encoding a record, the chained
+//! MAC, and updating the in-memory indexes.
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use lighthouse_event_store::codec::{ChainKey, GENESIS, Prepared, RecordView};
+use lighthouse_event_store::index::Indexes;
+use lighthouse_event_store::{NewEvent, Timestamp};
+use serde_json::json;
+use std::hint::black_box;
+
+fn event() -> NewEvent {
+    NewEvent::new(
+        "elicitation-el_01JDX3",
+        "elicitation.requested",
+        json!({ "p": "x".repeat(248) }),
+    )
+    .with_agent("alice")
+    .with_correlation_id("req-01JDX3ABCDEF")
+}
+
+fn benches(c: &mut Criterion) {
+    let key = ChainKey::new(b"bench key, 32 bytes long........");
+    c.bench_function("encode_prepare_256B", |b| {
+        b.iter(|| Prepared::new(black_box(event())))
+    });
+    let p = Prepared::new(event());
+    c.bench_function("encode_finish_with_mac", |b| {
+        b.iter(|| {
+            p.finish(
+                &key,
+                &GENESIS,
+                black_box(42),
+                3,
+                Timestamp::from_unix_millis(1),
+                "01JDX3ABCDEFGHJKMNPQRSTVWX",
+            )
+        })
+    });
+    let (record, _) = p.finish(
+        &key,
+        &GENESIS,
+        42,
+        3,
+        Timestamp::from_unix_millis(1),
+        "01JDX3ABCDEFGHJKMNPQRSTVWX",
+    );
+    let body_len = record.len() - 32;
+    c.bench_function("mac_chain_record", |b| {
+        b.iter(|| key.chain(&GENESIS, black_box(&record[..body_len])))
+    });
+    c.bench_function("decode_view", |b| {
+        b.iter(|| RecordView::parse(black_box(&record)).map(|v| v.seq))
+    });
+    c.bench_function("index_add_1000", |b| {
+        let records: Vec<Vec<u8>> = (1..=1000u64)
+            .map(|s| {
+                let e = NewEvent::new(format!("stream-{}", s % 100), "bench.t", json!(s))
+                    .with_agent(format!("agent-{}", s % 10))
+                    .with_correlation_id(format!("req-{s}"));
+                Prepared::new(e)
+                    .finish(
+                        &key,
+                        &GENESIS,
+                        s,
+                        s / 100,
+                        Timestamp::from_unix_millis(s as i64),
+                        &format!("id-{s}"),
+                    )
+                    .0
+            })
+            .collect();
+        b.iter_batched(
+            Indexes::new,
+            |mut idx| {
+                for r in &records {
+                    if let Ok(v) = RecordView::parse(r) {
+                        idx.add(&v);
+                    }
+                }
+                idx
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+criterion_group!(hot_paths, benches);
+criterion_main!(hot_paths);

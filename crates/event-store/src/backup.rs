@@ -25,7 +25,8 @@ use sha2::{Digest, Sha256};
 use crate::backend::{Anchor, Backend, SledBackend};
 use crate::codec::{ChainKey, GENESIS, RecordView};
 use crate::error::{Error, Result};
-use crate::store::{EventStore, StoreOptions};
+use crate::options::StoreOptions;
+use crate::store::EventStore;
 
 const MAGIC: &[u8; 10] = b"LHBACKUP\x01\n";
 const TAG_END: u8 = 0;

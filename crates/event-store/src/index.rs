@@ -15,8 +15,9 @@ use std::hash::BuildHasher;
 use crate::codec::RecordView;
 
 /// Seqs in ascending order, stored inline when there is only one.
+#[allow(missing_docs)]
 #[derive(Debug, Clone)]
-pub(crate) enum Postings {
+pub enum Postings {
     One(u64),
     Many(Vec<u64>),
 }
@@ -38,8 +39,9 @@ impl Postings {
 }
 
 /// The indexes. Only the writer mutates them (under the store's write lock).
+/// Public only for the crate's benchmarks.
 #[derive(Debug)]
-pub(crate) struct Indexes {
+pub struct Indexes {
     /// Stream name → seq of each version (version `i` at index `i`).
     streams: HashMap<Box<str>, Vec<u64>>,
     types: HashMap<Box<str>, Vec<u64>>,
@@ -54,8 +56,15 @@ pub(crate) struct Indexes {
     hasher: std::collections::hash_map::RandomState,
 }
 
+impl Default for Indexes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Indexes {
-    pub(crate) fn new() -> Self {
+    /// Empty indexes.
+    pub fn new() -> Self {
         Indexes {
             streams: HashMap::new(),
             types: HashMap::new(),
@@ -73,7 +82,7 @@ impl Indexes {
 
     /// Adds one record. Records must be added in seq order without gaps, except
     /// that damaged records found on open are skipped.
-    pub(crate) fn add(&mut self, r: &RecordView<'_>) {
+    pub fn add(&mut self, r: &RecordView<'_>) {
         push_named(&mut self.streams, r.stream, r.seq);
         push_named(&mut self.types, r.event_type, r.seq);
         if let Some(a) = r.agent {

@@ -45,9 +45,12 @@ mod backup;
 pub mod clock;
 pub mod codec;
 mod error;
-mod index;
+#[doc(hidden)]
+pub mod index;
 mod model;
+mod options;
 mod query;
+mod read;
 mod store;
 mod subscription;
 mod writer;
@@ -59,6 +62,7 @@ pub use model::{
     AppendOutcome, Appended, Event, ExpectedVersion, Limits, NewEvent, validate_agent,
     validate_event_type, validate_stream, validate_token,
 };
+pub use options::{Durability, StoreOptions};
 pub use query::{Filter, Order, Page, Query};
-pub use store::{Durability, EventStore, Snapshot, StoreOptions, StoreStats, VerifyReport};
+pub use store::{EventStore, Snapshot, StoreStats, VerifyReport};
 pub use subscription::Subscription;

@@ -8,124 +8,15 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::backend::{Anchor, Backend, SledBackend};
-use crate::clock::{SharedClock, SystemClock, Timestamp};
+use crate::clock::Timestamp;
 use crate::codec::{ChainKey, GENESIS, Prepared, RecordView};
 use crate::error::{Error, Result};
-use crate::index::{Indexes, window};
+use crate::index::Indexes;
 use crate::model::{AppendOutcome, Appended, Event, Limits, NewEvent};
-use crate::query::{Filter, Order, Page, Query};
+use crate::options::{Durability, StoreOptions};
+use crate::query::Filter;
 use crate::subscription::Subscription;
 use crate::writer::{Command, Writer};
-
-/// When an append is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// After the batch is flushed to disk (fsync). Concurrent appends share one
-    /// flush (group commit). The default.
-    #[default]
-    Durable,
-    /// Before the flush: the storage engine flushes in the background every
-    /// [`StoreOptions::buffered_flush_ms`], so a power loss or kernel crash loses
-    /// up to that much acknowledged data. For tests and throwaway stores.
-    Buffered,
-}
-
-/// How to open a store. Build with [`StoreOptions::new`] and the setters.
-#[derive(Clone)]
-pub struct StoreOptions {
-    pub(crate) key: Vec<u8>,
-    pub(crate) durability: Durability,
-    pub(crate) limits: Limits,
-    pub(crate) clock: SharedClock,
-    pub(crate) live_buffer: usize,
-    pub(crate) queue_depth: usize,
-    pub(crate) max_group_events: usize,
-    pub(crate) cache_bytes: u64,
-    pub(crate) buffered_flush_ms: u64,
-}
-
-impl std::fmt::Debug for StoreOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreOptions")
-            .field("durability", &self.durability)
-            .field("limits", &self.limits)
-            .field("live_buffer", &self.live_buffer)
-            .field("queue_depth", &self.queue_depth)
-            .field("max_group_events", &self.max_group_events)
-            .field("cache_bytes", &self.cache_bytes)
-            .field("buffered_flush_ms", &self.buffered_flush_ms)
-            .finish_non_exhaustive()
-    }
-}
-
-impl StoreOptions {
-    /// Options with the integrity `key` (keep it secret; 32 random bytes
-    /// recommended) and every other setting at its default.
-    pub fn new(key: &[u8]) -> Self {
-        StoreOptions {
-            key: key.to_vec(),
-            durability: Durability::Durable,
-            limits: Limits::default(),
-            clock: Arc::new(SystemClock),
-            live_buffer: 4096,
-            queue_depth: 16_384,
-            max_group_events: 4096,
-            cache_bytes: 256 << 20,
-            buffered_flush_ms: 200,
-        }
-    }
-
-    /// Durability mode (default [`Durability::Durable`]).
-    pub fn durability(mut self, d: Durability) -> Self {
-        self.durability = d;
-        self
-    }
-
-    /// Size limits (default [`Limits::default`]).
-    pub fn limits(mut self, l: Limits) -> Self {
-        self.limits = l;
-        self
-    }
-
-    /// The clock that stamps events (default the system clock).
-    pub fn clock(mut self, c: SharedClock) -> Self {
-        self.clock = c;
-        self
-    }
-
-    /// Events kept for live subscribers (default 4096). A live subscriber that
-    /// falls further behind gets [`Error::Lagged`]. Worst-case memory is this
-    /// times the largest event.
-    pub fn live_buffer(mut self, n: usize) -> Self {
-        self.live_buffer = n.max(1);
-        self
-    }
-
-    /// Append requests that may wait for the writer (default 16384); more wait
-    /// in their callers (back-pressure).
-    pub fn queue_depth(mut self, n: usize) -> Self {
-        self.queue_depth = n.max(1);
-        self
-    }
-
-    /// Most events one group commit writes (default 4096).
-    pub fn max_group_events(mut self, n: usize) -> Self {
-        self.max_group_events = n.max(1);
-        self
-    }
-
-    /// The storage engine's page cache (default 256 MiB).
-    pub fn cache_bytes(mut self, n: u64) -> Self {
-        self.cache_bytes = n;
-        self
-    }
-
-    /// Background flush interval in [`Durability::Buffered`] mode (default 200 ms).
-    pub fn buffered_flush_ms(mut self, ms: u64) -> Self {
-        self.buffered_flush_ms = ms.max(1);
-        self
-    }
-}
 
 /// State shared by the handle, the writer thread and subscriptions.
 pub(crate) struct Shared {
@@ -224,6 +115,8 @@ const META_FORMAT: &str = "format";
 const META_KEY_CHECK: &str = "key_check";
 const FORMAT_VERSION: &[u8] = b"lighthouse-event-store/1";
 const SNAPSHOT_PREFIX: &str = "snapshot/";
+/// How many unreadable positions `damaged_on_open` lists at most.
+const MAX_DAMAGED_LISTED: usize = 256;
 
 impl EventStore {
     /// Opens the store in `dir`, creating it if needed, and rebuilds the indexes
@@ -308,7 +201,7 @@ impl EventStore {
         })
     }
 
-    fn shared(&self) -> &Shared {
+    pub(crate) fn shared(&self) -> &Shared {
         &self.inner.shared
     }
 
@@ -433,156 +326,9 @@ impl EventStore {
             return Ok(None);
         }
         match self.shared().backend.get(seq)? {
-            Some(bytes) => decode(seq, &bytes).map(Some),
+            Some(bytes) => crate::read::decode(seq, &bytes).map(Some),
             None => Ok(None),
         }
-    }
-
-    /// Events of `stream` with `version >= from_version`, at most `limit`, in order.
-    pub fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Event>> {
-        let q = Query {
-            min_version: Some(from_version),
-            limit,
-            ..Query::new(Filter::stream(stream))
-        };
-        Ok(self.read(&q)?.events)
-    }
-
-    /// Runs a query. Exact filters are served by indexes: the cost is a binary
-    /// search plus one step per candidate of the most selective filter.
-    pub fn read(&self, q: &Query) -> Result<Page> {
-        let limit = q.limit.clamp(1, Query::MAX_LIMIT);
-        let Some((lo, hi)) = self.bounds(q) else {
-            return Ok(Page {
-                events: Vec::new(),
-                next: None,
-            });
-        };
-        let descending = q.order == Order::Descending;
-        let mut events = Vec::with_capacity(limit.min(256));
-        if has_exact(&q.filter) {
-            self.read_indexed(q, lo, hi, descending, limit, &mut events)?;
-        } else {
-            for item in self.shared().backend.range(lo, hi, descending) {
-                let (seq, bytes) = item?;
-                if let Some(e) = self.matching(seq, &bytes, &q.filter)? {
-                    events.push(e);
-                    if events.len() == limit {
-                        break;
-                    }
-                }
-            }
-        }
-        let next = (events.len() == limit).then(|| events[events.len() - 1].seq);
-        Ok(Page { events, next })
-    }
-
-    /// The seq window `[lo, hi]` a query covers, `None` if empty.
-    fn bounds(&self, q: &Query) -> Option<(u64, u64)> {
-        let head = self.head_seq();
-        let mut lo = q.after.map_or(1, |a| a.saturating_add(1));
-        let mut hi = q.before.map_or(head, |b| b.saturating_sub(1)).min(head);
-        let idx = self.shared().index.read();
-        if let Some(t) = q.since {
-            lo = lo.max(idx.first_seq_at_or_after(t.unix_millis()));
-        }
-        if let Some(t) = q.until {
-            hi = hi.min(idx.first_seq_at_or_after(t.unix_millis()).saturating_sub(1));
-        }
-        if let Some(stream) = &q.filter.stream {
-            let list = idx.stream(stream);
-            if let Some(v) = q.min_version {
-                lo = lo.max(*list.get(usize::try_from(v).ok()?)?);
-            }
-            if let Some(&s) = q
-                .max_version
-                .and_then(|v| usize::try_from(v).ok())
-                .and_then(|v| list.get(v))
-            {
-                hi = hi.min(s);
-            }
-        }
-        (lo <= hi && hi > 0).then_some((lo, hi))
-    }
-
-    fn read_indexed(
-        &self,
-        q: &Query,
-        mut lo: u64,
-        mut hi: u64,
-        descending: bool,
-        limit: usize,
-        out: &mut Vec<Event>,
-    ) -> Result<()> {
-        // Candidates are copied out in chunks so the index lock is held briefly and
-        // a large posting list is never copied whole.
-        let chunk = (limit * 2).clamp(64, 4096);
-        loop {
-            let candidates: Vec<u64> = {
-                let idx = self.shared().index.read();
-                let f = &q.filter;
-                let lists = [
-                    f.stream.as_deref().map(|s| idx.stream(s)),
-                    f.event_type.as_deref().map(|t| idx.by_type(t)),
-                    f.agent.as_deref().map(|a| idx.by_agent(a)),
-                    f.correlation_id.as_deref().map(|c| idx.by_correlation(c)),
-                ];
-                let best = lists
-                    .into_iter()
-                    .flatten()
-                    .map(|l| window(l, lo, hi))
-                    .min_by_key(|l| l.len())
-                    .unwrap_or(&[]);
-                if descending {
-                    best[best.len().saturating_sub(chunk)..]
-                        .iter()
-                        .rev()
-                        .copied()
-                        .collect()
-                } else {
-                    best[..best.len().min(chunk)].to_vec()
-                }
-            };
-            let exhausted = candidates.len() < chunk;
-            for &seq in &candidates {
-                let Some(bytes) = self.shared().backend.get(seq)? else {
-                    continue;
-                };
-                if let Some(e) = self.matching(seq, &bytes, &q.filter)? {
-                    out.push(e);
-                    if out.len() == limit {
-                        return Ok(());
-                    }
-                }
-            }
-            match candidates.last() {
-                Some(&last) if !exhausted => {
-                    if descending {
-                        hi = last - 1;
-                    } else {
-                        lo = last + 1;
-                    }
-                }
-                _ => return Ok(()),
-            }
-            if lo > hi {
-                return Ok(());
-            }
-        }
-    }
-
-    fn matching(&self, seq: u64, bytes: &[u8], f: &Filter) -> Result<Option<Event>> {
-        let v = RecordView::parse(bytes).map_err(|e| Error::Corrupt {
-            seq,
-            reason: e.0.into(),
-        })?;
-        if !f.matches_parts(v.stream, v.event_type, v.agent, v.correlation_id) {
-            return Ok(None);
-        }
-        v.to_event().map(Some).map_err(|e| Error::Corrupt {
-            seq,
-            reason: e.0.into(),
-        })
     }
 
     /// Every event matching `filter` with `seq > after`: first those on disk, then
@@ -707,19 +453,6 @@ impl EventStore {
     }
 }
 
-fn has_exact(f: &Filter) -> bool {
-    f.stream.is_some() || f.event_type.is_some() || f.agent.is_some() || f.correlation_id.is_some()
-}
-
-fn decode(seq: u64, bytes: &[u8]) -> Result<Event> {
-    RecordView::parse(bytes)
-        .and_then(|v| v.to_event())
-        .map_err(|e| Error::Corrupt {
-            seq,
-            reason: e.0.into(),
-        })
-}
-
 /// Scans the log once and rebuilds the indexes; returns them, the seqs that could
 /// not be decoded, and the last append time.
 fn rebuild_index(
@@ -732,18 +465,31 @@ fn rebuild_index(
     let Some(anchor) = anchor else {
         return Ok((idx, damaged, last_time));
     };
+    // Positions that cannot be read are remembered (the first few hundred) so
+    // that `damaged_on_open` can name them; `verify` gives the full answer.
+    let note = |seq: u64, damaged: &mut Vec<u64>| {
+        if damaged.len() < MAX_DAMAGED_LISTED {
+            tracing::error!(seq, "event store record is damaged or missing; run verify");
+            damaged.push(seq);
+        }
+    };
+    let mut expect = 1u64;
     for item in backend.range(1, anchor.seq, false) {
         let (seq, bytes) = item?;
+        for missing in expect..seq.min(expect + MAX_DAMAGED_LISTED as u64) {
+            note(missing, &mut damaged);
+        }
+        expect = seq + 1;
         match RecordView::parse(&bytes) {
             Ok(v) if v.seq == seq => {
                 last_time = last_time.max(v.time);
                 idx.add(&v);
             }
-            _ => {
-                tracing::error!(seq, "event store record is damaged; run verify");
-                damaged.push(seq);
-            }
+            _ => note(seq, &mut damaged),
         }
+    }
+    if expect <= anchor.seq {
+        note(expect, &mut damaged);
     }
     Ok((idx, damaged, last_time))
 }

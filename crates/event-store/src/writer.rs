@@ -19,7 +19,8 @@ use crate::clock::{SharedClock, Timestamp};
 use crate::codec::{Prepared, RecordView};
 use crate::error::{Error, Result};
 use crate::model::{AppendOutcome, Appended, Event, ExpectedVersion};
-use crate::store::{Durability, Shared};
+use crate::options::Durability;
+use crate::store::Shared;
 
 pub(crate) enum Command {
     Append {

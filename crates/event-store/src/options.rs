@@ -1,0 +1,116 @@
+//! [`StoreOptions`] and [`Durability`]: how a store is opened.
+
+use std::sync::Arc;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::model::Limits;
+
+/// When an append is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// After the batch is flushed to disk (fsync). Concurrent appends share one
+    /// flush (group commit). The default.
+    #[default]
+    Durable,
+    /// Before the flush: the storage engine flushes in the background every
+    /// [`StoreOptions::buffered_flush_ms`], so a power loss or kernel crash loses
+    /// up to that much acknowledged data. For tests and throwaway stores.
+    Buffered,
+}
+
+/// How to open a store. Build with [`StoreOptions::new`] and the setters.
+#[derive(Clone)]
+pub struct StoreOptions {
+    pub(crate) key: Vec<u8>,
+    pub(crate) durability: Durability,
+    pub(crate) limits: Limits,
+    pub(crate) clock: SharedClock,
+    pub(crate) live_buffer: usize,
+    pub(crate) queue_depth: usize,
+    pub(crate) max_group_events: usize,
+    pub(crate) cache_bytes: u64,
+    pub(crate) buffered_flush_ms: u64,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("durability", &self.durability)
+            .field("limits", &self.limits)
+            .field("live_buffer", &self.live_buffer)
+            .field("queue_depth", &self.queue_depth)
+            .field("max_group_events", &self.max_group_events)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("buffered_flush_ms", &self.buffered_flush_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreOptions {
+    /// Options with the integrity `key` (keep it secret; 32 random bytes
+    /// recommended) and every other setting at its default.
+    pub fn new(key: &[u8]) -> Self {
+        StoreOptions {
+            key: key.to_vec(),
+            durability: Durability::Durable,
+            limits: Limits::default(),
+            clock: Arc::new(SystemClock),
+            live_buffer: 4096,
+            queue_depth: 16_384,
+            max_group_events: 4096,
+            cache_bytes: 256 << 20,
+            buffered_flush_ms: 200,
+        }
+    }
+
+    /// Durability mode (default [`Durability::Durable`]).
+    pub fn durability(mut self, d: Durability) -> Self {
+        self.durability = d;
+        self
+    }
+
+    /// Size limits (default [`Limits::default`]).
+    pub fn limits(mut self, l: Limits) -> Self {
+        self.limits = l;
+        self
+    }
+
+    /// The clock that stamps events (default the system clock).
+    pub fn clock(mut self, c: SharedClock) -> Self {
+        self.clock = c;
+        self
+    }
+
+    /// Events kept for live subscribers (default 4096). A live subscriber that
+    /// falls further behind gets [`Error::Lagged`]. Worst-case memory is this
+    /// times the largest event.
+    pub fn live_buffer(mut self, n: usize) -> Self {
+        self.live_buffer = n.max(1);
+        self
+    }
+
+    /// Append requests that may wait for the writer (default 16384); more wait
+    /// in their callers (back-pressure).
+    pub fn queue_depth(mut self, n: usize) -> Self {
+        self.queue_depth = n.max(1);
+        self
+    }
+
+    /// Most events one group commit writes (default 4096).
+    pub fn max_group_events(mut self, n: usize) -> Self {
+        self.max_group_events = n.max(1);
+        self
+    }
+
+    /// The storage engine's page cache (default 256 MiB).
+    pub fn cache_bytes(mut self, n: u64) -> Self {
+        self.cache_bytes = n;
+        self
+    }
+
+    /// Background flush interval in [`Durability::Buffered`] mode (default 200 ms).
+    pub fn buffered_flush_ms(mut self, ms: u64) -> Self {
+        self.buffered_flush_ms = ms.max(1);
+        self
+    }
+}
