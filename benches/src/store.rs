@@ -16,7 +16,8 @@ use crate::report::{emit, latency_histogram, percentiles};
 /// Options of the store family.
 #[derive(clap::Args)]
 pub struct Args {
-    /// durable-concurrent, durable-single, buffered, read-stream, verify, reopen.
+    /// durable-concurrent, durable-single, buffered, read-stream, verify, reopen,
+    /// index-memory.
     #[arg(long)]
     scenario: String,
     /// Events to append (append scenarios) or to hold in the store (read-stream,
@@ -68,6 +69,7 @@ pub fn run(a: Args) -> Result<(), String> {
         "read-stream" => read_stream(&a),
         "verify" => verify(&a),
         "reopen" => reopen(&a),
+        "index-memory" => index_memory(&a),
         s => Err(format!("unknown scenario {s}")),
     }
 }
@@ -255,5 +257,59 @@ fn reopen(a: &Args) -> Result<(), String> {
         json!((secs * 1000.0).round() / 1000.0),
     );
     emit(out);
+    Ok(())
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Resident memory taken by the in-memory indexes for `a.events` events shaped
+/// like a bridge's: one stream per elicitation (two events each), a correlation id
+/// per event, 1,000 agents, 6 types.
+pub fn index_memory(a: &Args) -> Result<(), String> {
+    use lighthouse_event_store::Timestamp;
+    use lighthouse_event_store::codec::{ChainKey, GENESIS, Prepared, RecordView};
+    use lighthouse_event_store::index::Indexes;
+    let key = ChainKey::new(KEY);
+    let before = rss_bytes();
+    let mut idx = Indexes::new();
+    for s in 1..=a.events {
+        let e = NewEvent::new(
+            format!("elicitation-el_{:026}", s / 2),
+            format!("elicitation.t{}", s % 6),
+            json!(s),
+        )
+        .with_agent(format!("agent-{}", s % 1000))
+        .with_correlation_id(format!("req-{s:020}"));
+        let (bytes, _) = Prepared::new(e).finish(
+            &key,
+            &GENESIS,
+            s,
+            s % 2,
+            Timestamp::from_unix_millis(s as i64),
+            &format!("{s:026}"),
+        );
+        let v = RecordView::parse(&bytes).map_err(|e| e.0.to_string())?;
+        idx.add(&v);
+    }
+    let after = rss_bytes();
+    let mut out = Map::new();
+    out.insert("bench".into(), "store.index_memory".into());
+    out.insert("events".into(), a.events.into());
+    out.insert("streams".into(), a.events.div_ceil(2).into());
+    out.insert(
+        "rss_delta_bytes".into(),
+        after.saturating_sub(before).into(),
+    );
+    out.insert(
+        "bytes_per_event".into(),
+        (after.saturating_sub(before) / a.events.max(1)).into(),
+    );
+    emit(out);
+    std::hint::black_box(idx);
     Ok(())
 }

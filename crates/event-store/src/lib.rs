@@ -62,7 +62,7 @@ pub use model::{
     AppendOutcome, Appended, Event, ExpectedVersion, Limits, NewEvent, validate_agent,
     validate_event_type, validate_stream, validate_token,
 };
-pub use options::{Durability, StoreOptions};
+pub use options::{AppendObserver, Durability, StoreOptions};
 pub use query::{Filter, Order, Page, Query};
 pub use store::{EventStore, Snapshot, StoreStats, VerifyReport};
 pub use subscription::Subscription;

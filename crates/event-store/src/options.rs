@@ -30,6 +30,15 @@ pub struct StoreOptions {
     pub(crate) max_group_events: usize,
     pub(crate) cache_bytes: u64,
     pub(crate) buffered_flush_ms: u64,
+    pub(crate) observer: Option<Arc<dyn AppendObserver>>,
+}
+
+/// Told about every acknowledged append, for metrics. Called on the writer
+/// thread after the group is committed: must be cheap and must not block.
+pub trait AppendObserver: Send + Sync + 'static {
+    /// `events` were acknowledged `latency` after the append was handed to the
+    /// store; the head is now `head_seq`.
+    fn appended(&self, events: usize, latency: std::time::Duration, head_seq: u64);
 }
 
 impl std::fmt::Debug for StoreOptions {
@@ -60,6 +69,7 @@ impl StoreOptions {
             max_group_events: 4096,
             cache_bytes: 256 << 20,
             buffered_flush_ms: 200,
+            observer: None,
         }
     }
 
@@ -105,6 +115,12 @@ impl StoreOptions {
     /// The storage engine's page cache (default 256 MiB).
     pub fn cache_bytes(mut self, n: u64) -> Self {
         self.cache_bytes = n;
+        self
+    }
+
+    /// Observes every acknowledged append (metrics).
+    pub fn observer(mut self, o: Arc<dyn AppendObserver>) -> Self {
+        self.observer = Some(o);
         self
     }
 

@@ -186,6 +186,7 @@ impl EventStore {
             head,
             chain,
             last_time,
+            options.observer.clone(),
         );
         let handle = std::thread::Builder::new()
             .name("lighthouse-store-writer".into())
@@ -278,6 +279,7 @@ impl EventStore {
             Command::Append {
                 events: prepared,
                 reply,
+                enqueued: std::time::Instant::now(),
             },
             rx,
         ))

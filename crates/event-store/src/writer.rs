@@ -26,13 +26,21 @@ pub(crate) enum Command {
     Append {
         events: Vec<Prepared>,
         reply: oneshot::Sender<Result<AppendOutcome>>,
+        enqueued: std::time::Instant,
     },
     Flush {
         reply: oneshot::Sender<Result<()>>,
     },
 }
 
+type Request = (
+    Vec<Prepared>,
+    oneshot::Sender<Result<AppendOutcome>>,
+    std::time::Instant,
+);
+
 pub(crate) struct Writer {
+    observer: Option<Arc<dyn crate::options::AppendObserver>>,
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Command>,
     clock: SharedClock,
@@ -47,6 +55,7 @@ pub(crate) struct Writer {
 /// A request that passed its checks and is part of the current group.
 struct Accepted {
     reply: oneshot::Sender<Result<AppendOutcome>>,
+    enqueued: std::time::Instant,
     appended: Vec<Appended>,
     events: Vec<Event>,
 }
@@ -62,8 +71,10 @@ impl Writer {
         head: u64,
         chain: [u8; 32],
         last_time: Timestamp,
+        observer: Option<Arc<dyn crate::options::AppendObserver>>,
     ) -> Self {
         Writer {
+            observer,
             shared,
             rx,
             clock,
@@ -84,9 +95,13 @@ impl Writer {
             let mut next = Some(first);
             while let Some(cmd) = next.take() {
                 match cmd {
-                    Command::Append { events: e, reply } => {
+                    Command::Append {
+                        events: e,
+                        reply,
+                        enqueued,
+                    } => {
                         events += e.len();
-                        appends.push((e, reply));
+                        appends.push((e, reply, enqueued));
                     }
                     Command::Flush { reply } => flushes.push(reply),
                 }
@@ -118,15 +133,12 @@ impl Writer {
         })
     }
 
-    fn commit_group(
-        &mut self,
-        requests: Vec<(Vec<Prepared>, oneshot::Sender<Result<AppendOutcome>>)>,
-    ) {
+    fn commit_group(&mut self, requests: Vec<Request>) {
         if requests.is_empty() {
             return;
         }
         if self.shared.poisoned.load(Ordering::Acquire) {
-            for (_, reply) in requests {
+            for (_, reply, _) in requests {
                 let _ = reply.send(Err(Error::Poisoned));
             }
             return;
@@ -141,7 +153,7 @@ impl Writer {
         {
             let shared = self.shared.clone();
             let index = shared.index.read();
-            for (events, reply) in requests {
+            for (events, reply, enqueued) in requests {
                 // Idempotent retry: every id known → the original result.
                 match self.find_existing(&events, &ids, &index) {
                     Ok(Some(original)) => {
@@ -238,6 +250,7 @@ impl Writer {
                 }
                 accepted.push(Accepted {
                     reply,
+                    enqueued,
                     appended,
                     events: evs,
                 });
@@ -286,6 +299,9 @@ impl Writer {
                 for e in &a.events {
                     let _ = live.send(Arc::new(e.clone()));
                 }
+            }
+            if let Some(o) = &self.observer {
+                o.appended(a.appended.len(), a.enqueued.elapsed(), self.head);
             }
             let _ = a.reply.send(Ok(AppendOutcome {
                 events: a.appended,
