@@ -85,7 +85,7 @@ fn recording(c: &mut Criterion) {
     c.bench_function("metrics/flag_evaluation", |b| {
         b.iter(|| pm.flag_evaluation(black_box("flag-17"), FlagResult::On))
     });
-    let mut w = LatencyWindow::new(WindowConfig::default()).expect("default config is valid");
+    let w = LatencyWindow::new(WindowConfig::default()).expect("default config is valid");
     let mut now_ms = 0u64;
     c.bench_function("window/record_us (time given)", |b| {
         b.iter(|| {

@@ -47,6 +47,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod buckets;
 pub mod catalogue;
 mod error;
 mod exposition;

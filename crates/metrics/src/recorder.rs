@@ -12,7 +12,7 @@ use crate::process::ProcessCollector;
 use crate::stats::{ElicitationWindows, HttpWindows, StoreStats, WindowStats};
 use crate::time::{SharedTimeSource, SystemTimeSource};
 use crate::window::{LatencyWindow, WindowConfig};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -109,9 +109,9 @@ struct Inner {
     flags: BoundedLabel<Box<str>, Arc<[Counter; 2]>>,
     stream_connections: Gauge,
     folded: [Counter; 3],
-    elicitation_windows: Mutex<ElicitationWindows>,
-    http_windows: Mutex<HttpWindows>,
-    append_window: Mutex<LatencyWindow>,
+    elicitation_windows: ElicitationWindows,
+    http_windows: HttpWindows,
+    append_window: LatencyWindow,
 }
 
 /// The metrics of one bridge: Prometheus exposition and the windowed
@@ -157,9 +157,9 @@ impl Metrics {
             flags: BoundedLabel::new(config.caps.flags),
             stream_connections: exposition::gauge(r, &cat::STREAM_CONNECTIONS),
             folded: exposition::fixed_counters(r, &cat::LABEL_VALUES_FOLDED),
-            elicitation_windows: Mutex::new(ElicitationWindows::new(config.window)?),
-            http_windows: Mutex::new(HttpWindows::new(config.window)?),
-            append_window: Mutex::new(LatencyWindow::new(config.window)?),
+            elicitation_windows: ElicitationWindows::new(config.window)?,
+            http_windows: HttpWindows::new(config.window)?,
+            append_window: LatencyWindow::new(config.window)?,
             max_window_s: u64::from(config.window.max_window_s),
             time: config.time,
             // Last, once every metric above is registered.
@@ -178,7 +178,7 @@ impl Metrics {
     pub fn elicitation_created(&self) {
         self.inner.elicitations_created.inc();
         let now = self.now_ms();
-        self.inner.elicitation_windows.lock().created(now);
+        self.inner.elicitation_windows.created(now);
     }
 
     /// An elicitation reached a terminal state `since_created` after its
@@ -189,7 +189,6 @@ impl Metrics {
         let now = self.now_ms();
         self.inner
             .elicitation_windows
-            .lock()
             .resolved(now, outcome, since_created);
     }
 
@@ -198,10 +197,7 @@ impl Metrics {
     pub fn elicitation_delivered(&self, latency: Duration) {
         self.inner.elicitation_delivery.observe(latency);
         let now = self.now_ms();
-        self.inner
-            .elicitation_windows
-            .lock()
-            .delivered(now, latency);
+        self.inner.elicitation_windows.delivered(now, latency);
     }
 
     /// Sets the number of pending elicitations.
@@ -219,7 +215,7 @@ impl Metrics {
         series.duration.observe(busy);
         self.status_counter(&series, status).inc();
         let now = self.now_ms();
-        self.inner.http_windows.lock().request(now, status, busy);
+        self.inner.http_windows.request(now, status, busy);
     }
 
     fn fold(&self, label: FoldedLabel) {
@@ -297,7 +293,7 @@ impl Metrics {
         self.inner.store_appends.inc_by(events);
         self.inner.store_append_duration.observe(duration);
         let now = self.now_ms();
-        self.inner.append_window.lock().record(now, duration);
+        self.inner.append_window.record(now, duration);
     }
 
     /// Sets the sequence of the last event in the store.
@@ -370,9 +366,9 @@ impl Metrics {
         }
         let now = self.now_ms();
         let inner = &self.inner;
-        let elicitations = inner.elicitation_windows.lock().stats(now, window_s)?;
-        let http = inner.http_windows.lock().stats(now, window_s)?;
-        let append_ms = inner.append_window.lock().summary(now, window_s)?;
+        let elicitations = inner.elicitation_windows.stats(now, window_s)?;
+        let http = inner.http_windows.stats(now, window_s)?;
+        let append_ms = inner.append_window.summary(now, window_s)?;
         Ok(WindowStats {
             window_s,
             elicitations,

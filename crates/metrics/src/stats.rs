@@ -68,7 +68,7 @@ pub struct StoreStats {
     pub append_ms: LatencySummary,
 }
 
-/// Windowed elicitation figures, under one lock.
+/// Windowed elicitation figures.
 #[derive(Debug)]
 pub(crate) struct ElicitationWindows {
     created: WindowedCounter,
@@ -88,22 +88,22 @@ impl ElicitationWindows {
         })
     }
 
-    pub(crate) fn created(&mut self, now_ms: u64) {
+    pub(crate) fn created(&self, now_ms: u64) {
         self.created.add(now_ms, 1);
     }
 
-    pub(crate) fn resolved(&mut self, now_ms: u64, outcome: Outcome, since_created: Duration) {
+    pub(crate) fn resolved(&self, now_ms: u64, outcome: Outcome, since_created: Duration) {
         self.outcomes[outcome.index()].add(now_ms, 1);
         if matches!(outcome, Outcome::Accepted | Outcome::Declined) {
             self.answer.record(now_ms, since_created);
         }
     }
 
-    pub(crate) fn delivered(&mut self, now_ms: u64, latency: Duration) {
+    pub(crate) fn delivered(&self, now_ms: u64, latency: Duration) {
         self.delivery.record(now_ms, latency);
     }
 
-    pub(crate) fn stats(&mut self, now_ms: u64, window_s: u64) -> Result<ElicitationStats> {
+    pub(crate) fn stats(&self, now_ms: u64, window_s: u64) -> Result<ElicitationStats> {
         let outcome = |o: Outcome| self.outcomes[o.index()].sum(now_ms, window_s);
         Ok(ElicitationStats {
             created: self.created.sum(now_ms, window_s)?,
@@ -117,10 +117,10 @@ impl ElicitationWindows {
     }
 }
 
-/// Windowed HTTP figures, under one lock.
+/// Windowed HTTP figures. Every request records one latency sample, so the
+/// request count of a window is the latency window's sample count.
 #[derive(Debug)]
 pub(crate) struct HttpWindows {
-    requests: WindowedCounter,
     errors_5xx: WindowedCounter,
     latency: LatencyWindow,
 }
@@ -128,28 +128,28 @@ pub(crate) struct HttpWindows {
 impl HttpWindows {
     pub(crate) fn new(config: WindowConfig) -> Result<Self> {
         Ok(Self {
-            requests: WindowedCounter::new(config.max_window_s)?,
             errors_5xx: WindowedCounter::new(config.max_window_s)?,
             latency: LatencyWindow::new(config)?,
         })
     }
 
-    pub(crate) fn request(&mut self, now_ms: u64, status: u16, busy: Duration) {
-        self.requests.add(now_ms, 1);
+    pub(crate) fn request(&self, now_ms: u64, status: u16, busy: Duration) {
         if (500..=599).contains(&status) {
             self.errors_5xx.add(now_ms, 1);
         }
         self.latency.record(now_ms, busy);
     }
 
-    pub(crate) fn stats(&mut self, now_ms: u64, window_s: u64) -> Result<HttpStats> {
-        let requests = self.requests.sum(now_ms, window_s)?;
-        let errors_5xx = self.errors_5xx.sum(now_ms, window_s)?;
+    pub(crate) fn stats(&self, now_ms: u64, window_s: u64) -> Result<HttpStats> {
+        let latency = self.latency.snapshot(now_ms, window_s)?;
+        let requests = latency.count;
+        // Read after the latencies, so errors never outnumber requests.
+        let errors_5xx = self.errors_5xx.sum(now_ms, window_s)?.min(requests);
         Ok(HttpStats {
             requests,
             errors_5xx,
             error_ratio: (requests > 0).then(|| errors_5xx as f64 / requests as f64),
-            latency_ms: self.latency.summary(now_ms, window_s)?,
+            latency_ms: latency.to_summary(),
         })
     }
 }

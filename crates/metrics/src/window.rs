@@ -1,10 +1,11 @@
 //! Windowed latency percentiles and windowed counters: what `/v1/ops/stats`
 //! reports over "the last N seconds".
 //!
-//! Design. Samples of the current second go into one dense HDR histogram. When
-//! a sample (or a query) arrives in a later second, that histogram is
-//! compacted into a one-second slot of a fixed ring of `max_window_s` slots,
-//! as its non-empty buckets only, and reset. A query for a window of `W`
+//! Design. Samples of the current second go into atomic counters laid out
+//! like an HDR histogram's buckets, so recording takes no lock. When a sample
+//! (or a query) arrives in a later second, those counters are compacted into
+//! a one-second slot of a fixed ring of `max_window_s` slots, as the non-empty
+//! buckets only, and zeroed. A query for a window of `W`
 //! seconds merges the slots whose second is less than `W` seconds old (the
 //! current, partial second included) into a scratch histogram and reads the
 //! quantiles there. So a window covers between `W - 1` and `W` seconds of
@@ -17,9 +18,12 @@
 //! bucket (or the exact maximum, if lower): never below the true nearest-rank
 //! value and above it by less than `value × 10^-significant_digits`.
 
+use crate::buckets::BucketLayout;
 use crate::error::{Error, Result};
 use hdrhistogram::Histogram;
+use parking_lot::Mutex;
 use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Configuration of the windowed trackers.
@@ -147,21 +151,35 @@ struct Slot {
     second: Option<u64>,
     count: u64,
     max_us: u64,
-    /// Non-empty buckets: (a value in the bucket, its count).
+    /// Non-empty buckets: (the lowest value of the bucket, its count).
     buckets: Vec<(u32, u32)>,
 }
 
+/// The compacted seconds and the scratch histogram queries merge into.
+#[derive(Debug)]
+struct Ring {
+    slots: Box<[Slot]>,
+    scratch: Histogram<u64>,
+}
+
 /// Latency samples over the last `max_window_s` seconds, queryable for any
-/// window up to that. Not synchronised: wrap it in a mutex to share it.
+/// window up to that. Shared by reference between threads.
+///
+/// Recording takes no lock: the current second is a set of atomic counters
+/// laid out like the HDR histogram's buckets (see `BucketLayout`). The first
+/// sample or query of a new second takes the ring's lock and compacts the
+/// finished second into its slot. A sample racing with that compaction may be
+/// counted in the next second; its maximum is then never attributed to an
+/// earlier second than its count, so a window's maximum bounds every sample
+/// it counts.
 #[derive(Debug)]
 pub struct LatencyWindow {
     config: WindowConfig,
-    current: Histogram<u64>,
-    current_second: u64,
-    current_count: u64,
-    current_max_us: u64,
-    slots: Box<[Slot]>,
-    scratch: Histogram<u64>,
+    layout: BucketLayout,
+    current_second: AtomicU64,
+    current: Box<[AtomicU64]>,
+    current_max_us: AtomicU64,
+    ring: Mutex<Ring>,
 }
 
 fn second_of(now_ms: u64) -> u64 {
@@ -188,13 +206,16 @@ impl LatencyWindow {
             max_us: 0,
             buckets: Vec::new(),
         };
+        let layout = BucketLayout::new(config.significant_digits, config.highest_trackable_us);
         Ok(Self {
-            current: config.histogram()?,
-            scratch: config.histogram()?,
-            current_second: 0,
-            current_count: 0,
-            current_max_us: 0,
-            slots: vec![empty; config.max_window_s as usize].into_boxed_slice(),
+            current: (0..layout.len()).map(|_| AtomicU64::new(0)).collect(),
+            layout,
+            current_second: AtomicU64::new(0),
+            current_max_us: AtomicU64::new(0),
+            ring: Mutex::new(Ring {
+                slots: vec![empty; config.max_window_s as usize].into_boxed_slice(),
+                scratch: config.histogram()?,
+            }),
             config,
         })
     }
@@ -207,56 +228,69 @@ impl LatencyWindow {
     /// Records one sample at time `now_ms` (of the shared
     /// [`TimeSource`](crate::TimeSource)). A time earlier than the last one
     /// seen counts as the current second.
-    pub fn record(&mut self, now_ms: u64, latency: Duration) {
+    pub fn record(&self, now_ms: u64, latency: Duration) {
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.record_us(now_ms, us);
     }
 
     /// [`record`](Self::record) with the latency in microseconds.
-    pub fn record_us(&mut self, now_ms: u64, us: u64) {
-        self.advance_to(second_of(now_ms));
-        self.current
-            .saturating_record(us.min(self.config.highest_trackable_us));
-        self.current_count += 1;
-        self.current_max_us = self.current_max_us.max(us);
+    #[inline]
+    pub fn record_us(&self, now_ms: u64, us: u64) {
+        let second = second_of(now_ms);
+        if second > self.current_second.load(Ordering::SeqCst) {
+            self.advance_to(&mut self.ring.lock(), second);
+        }
+        let i = self
+            .layout
+            .index_of(us.min(self.config.highest_trackable_us));
+        // Count first, then maximum; compaction takes the maximum first, then
+        // the counts (see the type's documentation).
+        self.current[i].fetch_add(1, Ordering::SeqCst);
+        if us > self.current_max_us.load(Ordering::SeqCst) {
+            self.current_max_us.fetch_max(us, Ordering::SeqCst);
+        }
     }
 
     /// Moves the current second forward, compacting the finished one.
-    fn advance_to(&mut self, second: u64) {
-        if second <= self.current_second {
+    fn advance_to(&self, ring: &mut Ring, second: u64) {
+        let current_second = self.current_second.load(Ordering::SeqCst);
+        if second <= current_second {
             return;
         }
-        if self.current_count > 0 {
-            let n = self.slots.len() as u64;
-            let slot = &mut self.slots[(self.current_second % n) as usize];
-            slot.second = Some(self.current_second);
-            slot.count = self.current_count;
-            slot.max_us = self.current_max_us;
-            slot.buckets.clear();
-            slot.buckets.extend(self.current.iter_recorded().map(|v| {
-                (
-                    u32::try_from(v.value_iterated_to()).unwrap_or(u32::MAX),
-                    u32::try_from(v.count_at_value()).unwrap_or(u32::MAX),
-                )
-            }));
-            self.current.reset();
-            self.current_count = 0;
-            self.current_max_us = 0;
+        let max_us = self.current_max_us.swap(0, Ordering::SeqCst);
+        let n = ring.slots.len() as u64;
+        let slot = &mut ring.slots[(current_second % n) as usize];
+        slot.buckets.clear();
+        let mut count = 0u64;
+        for (i, c) in self.current.iter().enumerate() {
+            if c.load(Ordering::SeqCst) == 0 {
+                continue;
+            }
+            let taken = c.swap(0, Ordering::SeqCst);
+            count += taken;
+            slot.buckets.push((
+                u32::try_from(self.layout.value_of(i)).unwrap_or(u32::MAX),
+                u32::try_from(taken).unwrap_or(u32::MAX),
+            ));
         }
-        self.current_second = second;
+        slot.second = (count > 0).then_some(current_second);
+        slot.count = count;
+        slot.max_us = max_us;
+        self.current_second.store(second, Ordering::SeqCst);
     }
 
     /// Count, p50, p95, p99 and max of the samples less than `window_s`
     /// seconds old at `now_ms`.
-    pub fn snapshot(&mut self, now_ms: u64, window_s: u64) -> Result<WindowSnapshot> {
+    pub fn snapshot(&self, now_ms: u64, window_s: u64) -> Result<WindowSnapshot> {
         check_window(window_s, self.config.max_window_s)?;
         let now = second_of(now_ms);
-        self.advance_to(now);
+        let ring = &mut *self.ring.lock();
+        self.advance_to(ring, now);
         let in_window = |second: u64| now.saturating_sub(second) < window_s;
-        self.scratch.reset();
+        ring.scratch.reset();
         let mut count = 0u64;
         let mut max_us = 0u64;
-        for slot in self.slots.iter() {
+        for slot in ring.slots.iter() {
             match slot.second {
                 Some(s) if in_window(s) => {}
                 _ => continue,
@@ -264,26 +298,26 @@ impl LatencyWindow {
             count += slot.count;
             max_us = max_us.max(slot.max_us);
             for &(value, n) in &slot.buckets {
-                self.scratch
+                ring.scratch
                     .saturating_record_n(u64::from(value), u64::from(n));
             }
         }
-        if self.current_count > 0 && in_window(self.current_second) {
-            count += self.current_count;
-            max_us = max_us.max(self.current_max_us);
-            self.scratch
-                .add(&self.current)
-                .map_err(|e| Error::InvalidConfig {
-                    field: "significant_digits",
-                    reason: format!("histograms of one window do not merge: {e:?}"),
-                })?;
+        if in_window(self.current_second.load(Ordering::SeqCst)) {
+            for (i, c) in self.current.iter().enumerate() {
+                let n = c.load(Ordering::SeqCst);
+                if n > 0 {
+                    count += n;
+                    ring.scratch.saturating_record_n(self.layout.value_of(i), n);
+                }
+            }
+            max_us = max_us.max(self.current_max_us.load(Ordering::SeqCst));
         }
         if count == 0 {
             return Ok(WindowSnapshot::default());
         }
         // A bucket's highest value can exceed the exact maximum; the true
         // percentile cannot, so clamping keeps it an upper bound and tighter.
-        let mut q = self
+        let mut q = ring
             .scratch
             .value_at_quantiles([0.50, 0.95, 0.99])
             .map(|v| v.min(max_us));
@@ -297,31 +331,46 @@ impl LatencyWindow {
     }
 
     /// [`snapshot`](Self::snapshot) in milliseconds.
-    pub fn summary(&mut self, now_ms: u64, window_s: u64) -> Result<LatencySummary> {
+    pub fn summary(&self, now_ms: u64, window_s: u64) -> Result<LatencySummary> {
         Ok(self.snapshot(now_ms, window_s)?.to_summary())
     }
 
     /// Bucket entries held in the compacted slots now.
     pub fn stored_buckets(&self) -> usize {
-        self.slots.iter().map(|s| s.buckets.len()).sum()
+        self.ring.lock().slots.iter().map(|s| s.buckets.len()).sum()
     }
 
     /// The most bucket entries the slots can ever hold: one per HDR bucket per
-    /// slot. At 8 bytes each, with the defaults this is 900 × 3,328 entries,
-    /// about 24 MB, reached only if every second spread its samples over every
+    /// slot. At 8 bytes each, with the defaults this is 900 × 3,200 entries,
+    /// about 23 MB, reached only if every second spread its samples over every
     /// bucket from 1 µs to an hour; real latencies touch a few hundred
-    /// buckets per second.
+    /// buckets per second. The current second adds a fixed 8 bytes per bucket
+    /// (26 KB).
     pub fn max_stored_buckets(&self) -> usize {
-        self.slots.len() * self.current.distinct_values()
+        self.config.max_window_s as usize * self.layout.len()
     }
 }
 
+/// Largest second a [`WindowedCounter`] can tell apart (seconds are packed
+/// with the count into one atomic word): 136 years after the time source's
+/// origin.
+const MAX_COUNTER_SECOND: u64 = u32::MAX as u64;
+
+fn pack(second: u64, count: u64) -> u64 {
+    (second << 32) | count.min(u64::from(u32::MAX))
+}
+
+fn unpack(v: u64) -> (u64, u64) {
+    (v >> 32, v & u64::from(u32::MAX))
+}
+
 /// A count over the last `max_window_s` seconds, queryable for any window up
-/// to that: a fixed ring of per-second counts. Not synchronised.
-#[derive(Debug, Clone)]
+/// to that: a fixed ring of per-second counts, each one atomic word holding
+/// its second and its count (at most 2^32 - 1 per second). Lock-free.
+#[derive(Debug)]
 pub struct WindowedCounter {
-    slots: Box<[(Option<u64>, u64)]>,
-    latest_second: u64,
+    slots: Box<[AtomicU64]>,
+    latest_second: AtomicU64,
 }
 
 impl WindowedCounter {
@@ -333,22 +382,35 @@ impl WindowedCounter {
         }
         .validate()?;
         Ok(Self {
-            slots: vec![(None, 0); max_window_s as usize].into_boxed_slice(),
-            latest_second: 0,
+            // Second 0 with count 0 is the same as an empty slot.
+            slots: (0..max_window_s).map(|_| AtomicU64::new(0)).collect(),
+            latest_second: AtomicU64::new(0),
         })
     }
 
     /// Adds `n` at `now_ms`. A time earlier than the latest seen counts as
     /// the latest second.
-    pub fn add(&mut self, now_ms: u64, n: u64) {
-        let second = second_of(now_ms).max(self.latest_second);
-        self.latest_second = second;
-        let len = self.slots.len() as u64;
-        let slot = &mut self.slots[(second % len) as usize];
-        if slot.0 != Some(second) {
-            *slot = (Some(second), 0);
+    pub fn add(&self, now_ms: u64, n: u64) {
+        let mut second = second_of(now_ms).min(MAX_COUNTER_SECOND);
+        let latest = self.latest_second.load(Ordering::Relaxed);
+        if second > latest {
+            self.latest_second.fetch_max(second, Ordering::Relaxed);
+        } else {
+            second = latest;
         }
-        slot.1 = slot.1.saturating_add(n);
+        let len = self.slots.len() as u64;
+        let slot = &self.slots[(second % len) as usize];
+        // The closure always returns Some, so the update cannot fail.
+        let _ = slot.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+            let (s, c) = unpack(v);
+            Some(if s >= second {
+                // This second, or (after a long stall of this thread) a newer
+                // one that reused the slot: count it there rather than lose it.
+                pack(s, c.saturating_add(n))
+            } else {
+                pack(second, n)
+            })
+        });
     }
 
     /// The sum over the seconds less than `window_s` old at `now_ms`.
@@ -358,7 +420,7 @@ impl WindowedCounter {
         Ok(self
             .slots
             .iter()
-            .filter_map(|&(second, n)| second.map(|s| (s, n)))
+            .map(|v| unpack(v.load(Ordering::SeqCst)))
             .filter(|&(s, _)| now.saturating_sub(s) < window_s)
             .fold(0u64, |acc, (_, n)| acc.saturating_add(n)))
     }
@@ -402,7 +464,7 @@ mod tests {
 
     #[test]
     fn empty_window_reports_count_zero_and_no_percentiles() {
-        let mut w = window(60);
+        let w = window(60);
         let s = w.summary(0, 60).unwrap();
         assert_eq!(s, LatencySummary::default());
         assert_eq!(
@@ -413,7 +475,7 @@ mod tests {
 
     #[test]
     fn window_range_is_checked() {
-        let mut w = window(60);
+        let w = window(60);
         assert!(matches!(
             w.snapshot(0, 0),
             Err(Error::WindowOutOfRange {
@@ -429,7 +491,7 @@ mod tests {
 
     #[test]
     fn small_values_are_exact_and_max_is_exact_beyond_the_clamp() {
-        let mut w = window(10);
+        let w = window(10);
         for us in 1..=100 {
             w.record_us(1_500, us);
         }
@@ -443,7 +505,7 @@ mod tests {
 
     #[test]
     fn a_window_covers_the_current_second_and_the_ones_before_it() {
-        let mut w = window(60);
+        let w = window(60);
         w.record_us(10_000, 100); // second 10
         w.record_us(11_999, 200); // second 11
         w.record_us(12_000, 300); // second 12
@@ -458,7 +520,7 @@ mod tests {
 
     #[test]
     fn old_data_is_forgotten_and_overwritten_slots_stay_fixed() {
-        let mut w = window(5);
+        let w = window(5);
         for s in 0..100u64 {
             for i in 0..50 {
                 w.record_us(s * 1000, 1000 + i * 37 + s);
@@ -473,7 +535,7 @@ mod tests {
 
     #[test]
     fn time_going_backwards_records_into_the_current_second() {
-        let mut w = window(60);
+        let w = window(60);
         w.record_us(50_000, 10);
         w.record_us(20_000, 20);
         let s = w.snapshot(50_000, 1).unwrap();
@@ -487,7 +549,7 @@ mod tests {
             max_window_s: 4,
             ..WindowConfig::default()
         };
-        let mut w = LatencyWindow::new(config).unwrap();
+        let w = LatencyWindow::new(config).unwrap();
         let bound = w.max_stored_buckets();
         for second in 0..12u64 {
             // Walk every value class from 1 µs to the top, many buckets each.
@@ -504,12 +566,12 @@ mod tests {
             "{} > {bound}",
             w.stored_buckets()
         );
-        assert_eq!(w.slots.len(), 4);
+        assert_eq!(w.ring.lock().slots.len(), 4);
     }
 
     #[test]
     fn windowed_counter_sums_and_forgets() {
-        let mut c = WindowedCounter::new(10).unwrap();
+        let c = WindowedCounter::new(10).unwrap();
         for s in 0..30u64 {
             c.add(s * 1000 + 999, s);
         }

@@ -2,8 +2,8 @@
 //! `/v1/ops/stats` figures through the `Metrics` handle.
 
 use lighthouse_metrics::{
-    Error, LatencyWindow, ManualTimeSource, Metrics, MetricsConfig, Outcome, WindowConfig,
-    WindowedCounter,
+    Error, LatencyWindow, ManualTimeSource, Metrics, MetricsConfig, Outcome, TimeSource,
+    WindowConfig, WindowedCounter,
 };
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -35,7 +35,7 @@ proptest! {
         query_ms_in_second in 0u64..1000,
     ) {
         samples.sort_by_key(|(second, _)| *second);
-        let mut w = LatencyWindow::new(WindowConfig {
+        let w = LatencyWindow::new(WindowConfig {
             max_window_s: 45,
             significant_digits: digits,
             ..WindowConfig::default()
@@ -77,7 +77,7 @@ proptest! {
         now_s in 200u64..260,
     ) {
         adds.sort_by_key(|(second, _)| *second);
-        let mut c = WindowedCounter::new(60).unwrap();
+        let c = WindowedCounter::new(60).unwrap();
         for &(second, n) in &adds {
             c.add(second * 1000 + 500, n);
         }
@@ -251,4 +251,41 @@ fn concurrent_recording_loses_nothing() {
     assert!(text.contains(
         "lighthouse_flag_evaluations_total{flag=\"elicitation_enabled\",result=\"on\"} 20000\n"
     ));
+}
+
+#[test]
+fn concurrent_recording_across_second_boundaries_loses_no_sample() {
+    let w = LatencyWindow::new(WindowConfig {
+        max_window_s: 120,
+        ..WindowConfig::default()
+    })
+    .unwrap();
+    let time = ManualTimeSource::new(0);
+    let per_thread = 50_000u64;
+    let running = std::sync::atomic::AtomicUsize::new(3);
+    std::thread::scope(|s| {
+        let (time_t, running_t) = (time.clone(), &running);
+        // Seconds pass while the recorders run (at most 100, inside the window).
+        s.spawn(move || {
+            for _ in 0..100 {
+                if running_t.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    break;
+                }
+                time_t.advance(Duration::from_secs(1));
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        });
+        for t in 0..3u64 {
+            let (w, time, running) = (&w, time.clone(), &running);
+            s.spawn(move || {
+                for i in 0..per_thread {
+                    w.record_us(time.now_ms(), 1 + (i * 31 + t) % 90_000);
+                }
+                running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+    });
+    let snap = w.snapshot(time.now_ms(), 120).unwrap();
+    assert_eq!(snap.count, 3 * per_thread);
+    assert_eq!(snap.max_us, Some(90_000));
 }
