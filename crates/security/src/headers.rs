@@ -217,14 +217,41 @@ pub(crate) fn canonical_decimal(v: &[u8]) -> Option<u64> {
     Some(n)
 }
 
-/// Exactly 64 lowercase hex characters.
-pub(crate) fn lower_hex32(v: &[u8]) -> Option<[u8; 32]> {
-    if v.len() != 64 || !v.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+/// Value of a lowercase hex digit, 0xff for anything else.
+const HEX_VALUE: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Decodes exactly `2 * N` lowercase hex characters.
+pub(crate) fn lower_hex<const N: usize>(v: &[u8]) -> Option<[u8; N]> {
+    if v.len() != 2 * N {
         return None;
     }
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(v, &mut out).ok()?;
-    Some(out)
+    let mut out = [0u8; N];
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(v.chunks_exact(2)) {
+        let hi = HEX_VALUE[usize::from(pair[0])];
+        let lo = HEX_VALUE[usize::from(pair[1])];
+        bad |= (hi | lo) & 0xf0;
+        *o = (hi << 4) | (lo & 0x0f);
+    }
+    (bad == 0).then_some(out)
+}
+
+/// Exactly 64 lowercase hex characters.
+pub(crate) fn lower_hex32(v: &[u8]) -> Option<[u8; 32]> {
+    lower_hex(v)
 }
 
 #[cfg(test)]
@@ -332,6 +359,26 @@ mod tests {
             AuthHeaders::from_pairs([("authorization", b"bearer tok".as_slice())]).presented(),
             Ok(Presented::Bearer(b"tok"))
         );
+    }
+
+    #[test]
+    fn lower_hex_accepts_only_lowercase_digits() {
+        assert_eq!(lower_hex::<2>(b"00ff"), Some([0, 255]));
+        assert_eq!(lower_hex::<2>(b"a1b2"), Some([0xa1, 0xb2]));
+        for bad in [
+            &b"00FF"[..],
+            b"0g00",
+            b"000",
+            b"00000",
+            b"0 00",
+            b"\xff\xff00",
+        ] {
+            assert_eq!(lower_hex::<2>(bad), None, "{bad:?}");
+        }
+        for b in 0..=255u8 {
+            let ok = b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+            assert_eq!(lower_hex::<1>(&[b, b'0']).is_some(), ok, "{b}");
+        }
     }
 
     #[test]

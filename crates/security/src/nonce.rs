@@ -334,12 +334,15 @@ impl NonceStore {
     }
 
     fn shard_of(&self, agent: &str) -> &Mutex<Shard> {
-        let h = self.keys.hash_one(agent);
-        &self.shards[(h % self.shards.len() as u64) as usize]
+        self.locate(agent, "").0
     }
 
-    fn fingerprint(&self, agent: &str, nonce: &str) -> u64 {
-        self.keys.hash_one((agent, nonce))
+    /// The shard of `agent` and the fingerprint of `(agent, nonce)`, hashing the
+    /// agent id once.
+    fn locate(&self, agent: &str, nonce: &str) -> (&Mutex<Shard>, u64) {
+        let h = self.keys.hash_one(agent);
+        let shard = &self.shards[(h % self.shards.len() as u64) as usize];
+        (shard, self.keys.hash_one((h, nonce)))
     }
 
     /// Expiry second of a nonce with timestamp `ts_s`, as stored (u32 Unix
@@ -373,10 +376,10 @@ impl NonceStore {
         now: Timestamp,
     ) -> Result<(), NonceRefusal> {
         let now_s = self.effective_now_s(now);
-        let fp = self.fingerprint(agent, nonce);
+        let (shard, fp) = self.locate(agent, nonce);
         let expiry = self.expiry(ts_s, now_s);
         let need_flush = {
-            let mut shard = self.shard_of(agent).lock();
+            let mut shard = shard.lock();
             let removed = shard.sweep(now_s);
             if removed > 0 {
                 self.total.fetch_sub(removed, Ordering::Relaxed);
@@ -422,9 +425,9 @@ impl NonceStore {
         if r.expiry < now_s {
             return;
         }
-        let fp = self.fingerprint(&r.agent, &r.nonce);
+        let (shard, fp) = self.locate(&r.agent, &r.nonce);
         let expiry = r.expiry.clamp(0, i64::from(u32::MAX)) as u32;
-        let mut shard = self.shard_of(&r.agent).lock();
+        let mut shard = shard.lock();
         shard.sweep(now_s);
         if shard.map.contains_key(&fp) {
             return;

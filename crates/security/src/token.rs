@@ -351,10 +351,5 @@ impl TokenAuthority {
 }
 
 fn lower_hex16(v: &[u8]) -> Option<[u8; 16]> {
-    if v.len() != 32 || !v.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    hex::decode_to_slice(v, &mut out).ok()?;
-    Some(out)
+    crate::headers::lower_hex(v)
 }
