@@ -1,0 +1,44 @@
+//! [`Limits`]: every bound on what a flag write may contain and on how much the
+//! flag store holds, each with a documented default.
+
+/// Bounds on flag writes and on the flag store. Every field is configurable; the
+/// defaults are chosen so that the largest possible change event (the flag before
+/// and after, each with full lists) stays well under the event store's 1 MiB event
+/// limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most flags the store holds (flags are never deleted), default 10,000.
+    pub max_flags: usize,
+    /// Most agent ids in `allow`, and separately in `deny`, default 1,000.
+    /// Larger populations belong in `rollout_percent`, not in lists.
+    pub max_targets: usize,
+    /// Most entries in `variants`, default 32.
+    pub max_variants: usize,
+    /// Most keys in `requires`, default 16.
+    pub max_requires: usize,
+    /// Most flags one flag may depend on, directly or through other flags
+    /// (its transitive prerequisites, each counted once), default 32. Evaluation
+    /// checks each of them, so this bounds the cost of one evaluation.
+    pub max_prerequisites: usize,
+    /// Longest `description` in bytes (UTF-8), default 1,024.
+    pub max_description_bytes: usize,
+    /// Longest `reason` of a change in bytes (UTF-8), default 1,024.
+    pub max_reason_bytes: usize,
+    /// Most changes one history read returns, default 1,000.
+    pub max_history_page: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_flags: 10_000,
+            max_targets: 1_000,
+            max_variants: 32,
+            max_requires: 16,
+            max_prerequisites: 32,
+            max_description_bytes: 1_024,
+            max_reason_bytes: 1_024,
+            max_history_page: 1_000,
+        }
+    }
+}
