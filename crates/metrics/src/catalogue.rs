@@ -393,6 +393,54 @@ pub fn find(name: &str) -> Option<&'static MetricSpec> {
     CATALOGUE.iter().find(|m| m.name == name)
 }
 
+/// The catalogue as a Markdown table (name, type, labels with their values,
+/// buckets, help): docs/METRICS.md embeds it, and a test keeps the two equal.
+pub fn markdown_table() -> String {
+    use crate::labels::LabelCaps;
+    let mut out =
+        String::from("| metric | type | labels | buckets (s) | help |\n|---|---|---|---|---|\n");
+    for m in CATALOGUE {
+        let labels: Vec<String> = m
+            .labels
+            .iter()
+            .map(|l| match l.values {
+                LabelValues::Fixed(values) => format!("`{}` ∈ {{{}}}", l.name, values.join(", ")),
+                LabelValues::FirstUse(cap) => {
+                    let (what, default) = match cap {
+                        CappedLabel::Route => ("route template", LabelCaps::DEFAULT_ROUTES),
+                        CappedLabel::Status => ("status code", LabelCaps::DEFAULT_STATUSES),
+                        CappedLabel::Flag => ("flag key", LabelCaps::DEFAULT_FLAGS),
+                    };
+                    format!("`{}`: {what}, first use, cap {default}", l.name)
+                }
+            })
+            .collect();
+        let buckets: Vec<String> = m.buckets.iter().map(|b| b.to_string()).collect();
+        let origin = match m.origin {
+            Origin::Lighthouse => "",
+            Origin::Process => " (from /proc, Linux)",
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {}{} |\n",
+            m.name,
+            m.metric_type.as_str(),
+            if labels.is_empty() {
+                "—".to_string()
+            } else {
+                labels.join("; ")
+            },
+            if buckets.is_empty() {
+                "—".to_string()
+            } else {
+                buckets.join(", ")
+            },
+            m.help,
+            origin
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

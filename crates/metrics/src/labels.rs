@@ -146,7 +146,7 @@ pub struct LabelCaps {
 }
 
 impl LabelCaps {
-    /// Default route cap: the API has about 40 route templates.
+    /// Default route cap: the API has about 30 route templates.
     pub const DEFAULT_ROUTES: usize = 64;
     /// Default status cap: the API answers about 15 distinct codes.
     pub const DEFAULT_STATUSES: usize = 24;

@@ -341,8 +341,8 @@ impl LatencyWindow {
     }
 
     /// The most bucket entries the slots can ever hold: one per HDR bucket per
-    /// slot. At 8 bytes each, with the defaults this is 900 × 3,200 entries,
-    /// about 23 MB, reached only if every second spread its samples over every
+    /// slot. At 8 bytes each, with the defaults this is 900 × 3,287 entries,
+    /// about 24 MB, reached only if every second spread its samples over every
     /// bucket from 1 µs to an hour; real latencies touch a few hundred
     /// buckets per second. The current second adds a fixed 8 bytes per bucket
     /// (26 KB).
@@ -567,6 +567,13 @@ mod tests {
             w.stored_buckets()
         );
         assert_eq!(w.ring.lock().slots.len(), 4);
+    }
+
+    #[test]
+    fn the_documented_worst_case_holds_for_the_defaults() {
+        let w = LatencyWindow::new(WindowConfig::default()).unwrap();
+        assert_eq!(w.max_stored_buckets(), 900 * 3_287);
+        assert_eq!(w.current.len(), 3_287);
     }
 
     #[test]

@@ -386,3 +386,14 @@ fn promtool_accepts_a_populated_exposition() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn docs_metrics_md_carries_the_generated_catalogue_table() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/METRICS.md");
+    let doc = std::fs::read_to_string(path).expect("docs/METRICS.md exists");
+    let table = lighthouse_metrics::catalogue::markdown_table();
+    assert!(
+        doc.contains(&table),
+        "docs/METRICS.md is out of date; replace its catalogue table with:\n\n{table}"
+    );
+}
