@@ -108,9 +108,9 @@ pub enum Error {
         /// How many attempts were made.
         attempts: u32,
     },
-    /// A change could not be encoded as an event (a bug, not an input error).
-    #[error("internal: {0}")]
-    Encode(String),
+    /// Something that cannot happen did (a bug, not an input error).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The event store failed.
     #[error("event store: {0}")]
     Store(#[from] lighthouse_event_store::Error),

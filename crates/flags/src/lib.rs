@@ -63,8 +63,10 @@ mod eval;
 mod limits;
 mod model;
 pub mod names;
+mod replay;
 mod set;
 mod store;
+mod write;
 
 pub use change::{ChangeKind, FlagChange, STREAM};
 pub use error::{Error, FieldError, Result};
@@ -72,4 +74,5 @@ pub use eval::{Evaluation, Reason};
 pub use limits::Limits;
 pub use model::{Flag, FlagSpec, RolloutPercent, Variant};
 pub use set::FlagSet;
-pub use store::{Attribution, FlagStore, FlagStoreOptions, WriteOutcome};
+pub use store::{FlagStore, FlagStoreOptions};
+pub use write::{Attribution, WriteOutcome};

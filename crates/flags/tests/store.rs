@@ -405,3 +405,82 @@ async fn a_spec_round_trips_through_get_and_put() {
     let again = flags.put("f", &back, Some(1), &ops()).await.unwrap();
     assert!(!again.changed);
 }
+
+#[tokio::test]
+async fn a_write_whose_caller_stops_waiting_is_still_published() {
+    let (events, flags, _clock) = fresh();
+    let s = spec(true, 100.0);
+    let by = ops();
+    {
+        let fut = flags.put("f", &s, None, &by);
+        tokio::pin!(fut);
+        // Poll once, then drop the future, as a server does with a request whose
+        // client went away.
+        let polled = futures_poll_once(fut.as_mut()).await;
+        assert!(
+            polled.is_none(),
+            "a durable append cannot finish in one poll"
+        );
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while flags.get("f").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the appended change was never published"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(events.stream_version(STREAM), Some(0));
+    assert!(flags.evaluate("f", "alice").unwrap().enabled);
+    // The store is consistent: the next write follows version 1.
+    assert_eq!(
+        flags
+            .put("f", &spec(true, 5.0), Some(1), &ops())
+            .await
+            .unwrap()
+            .flag
+            .version,
+        2
+    );
+}
+
+async fn futures_poll_once<F: std::future::Future + Unpin>(fut: F) -> Option<F::Output> {
+    let mut fut = fut;
+    std::future::poll_fn(move |cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut fut).poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_forged_change_that_skips_a_version_is_reported_on_open() {
+    let (events, flags, clock) = fresh();
+    let v1 = flags
+        .put("f", &spec(true, 1.0), None, &ops())
+        .await
+        .unwrap();
+    let mut forged = (*v1.flag).clone();
+    forged.version = 3;
+    let data = json!({
+        "key": "f", "version": 3, "actor": "ops-1", "reason": "forged",
+        "before": serde_json::to_value(&*v1.flag).unwrap(),
+        "after": serde_json::to_value(&forged).unwrap(),
+        "previous_seq": v1.seq,
+    });
+    let pos = events
+        .append_one(NewEvent::new(STREAM, "flag.updated", data))
+        .await
+        .unwrap();
+    let err = lighthouse_flags::FlagStore::open(
+        events.clone(),
+        lighthouse_flags::FlagStoreOptions::new().clock(std::sync::Arc::new(clock)),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::CorruptLog { seq, .. } if seq == pos.seq),
+        "{err}"
+    );
+}

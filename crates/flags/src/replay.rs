@@ -1,0 +1,76 @@
+//! Rebuilding the flags from stream `$flags`.
+
+use std::collections::BTreeMap;
+
+use lighthouse_event_store::EventStore;
+
+use crate::change::{self, ChangeKind, STREAM};
+use crate::error::{Error, Result};
+use crate::set::{FlagSet, Record};
+
+/// Events read per page while replaying `$flags`.
+const REPLAY_PAGE: usize = 1_000;
+
+/// Applies the events of `$flags` after version `applied` (all when `None`) to
+/// `base`. Returns the new set and the last version applied. Every event is
+/// checked against the state before it: the flag's version moves by exactly one
+/// and `previous_seq` points at the flag's previous event.
+pub(crate) fn replay(
+    events: &EventStore,
+    base: &FlagSet,
+    applied: Option<u64>,
+) -> Result<(FlagSet, Option<u64>)> {
+    let mut records: BTreeMap<String, Record> =
+        base.records().map(|r| (r.flag.key.clone(), r)).collect();
+    let mut version = applied;
+    let mut last_seq = 0;
+    loop {
+        let from = version.map_or(0, |v| v + 1);
+        let page = events.read_stream(STREAM, from, REPLAY_PAGE)?;
+        let n = page.len();
+        for event in page {
+            let (seq, event_version) = (event.seq, event.version);
+            if event_version != version.map_or(0, |v| v + 1) {
+                return Err(Error::CorruptLog {
+                    seq,
+                    reason: format!("{STREAM} skips from version {version:?} to {event_version}"),
+                });
+            }
+            let decoded = change::decode(event)?;
+            let p = &decoded.payload;
+            let prev = records.get(&p.key);
+            let expected = prev.map_or(1, |r| r.flag.version + 1);
+            if p.version != expected
+                || p.previous_seq != prev.map(|r| r.seq)
+                || prev.is_none() != (decoded.kind == ChangeKind::Created)
+            {
+                return Err(Error::CorruptLog {
+                    seq,
+                    reason: format!(
+                        "{} of flag {:?} to version {} does not follow version {} at seq {:?}",
+                        decoded.kind.event_type(),
+                        p.key,
+                        p.version,
+                        expected - 1,
+                        prev.map(|r| r.seq)
+                    ),
+                });
+            }
+            let after = decoded.payload.after;
+            records.insert(after.key.clone(), Record::new(after, seq));
+            version = Some(event_version);
+            last_seq = seq;
+        }
+        if n < REPLAY_PAGE {
+            break;
+        }
+    }
+    // Limits apply to writes; a log written under larger limits still opens.
+    let set = FlagSet::build(records.into_values().collect(), usize::MAX).map_err(|e| {
+        Error::CorruptLog {
+            seq: last_seq,
+            reason: e.to_string(),
+        }
+    })?;
+    Ok((set, version))
+}
