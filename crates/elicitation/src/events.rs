@@ -1,0 +1,223 @@
+//! The events this crate writes: their types, streams and payloads.
+//!
+//! Every elicitation event carries `id`, `from` and `to`, so that each one is
+//! self-describing (a reader can tell who may see it without looking elsewhere).
+
+use std::sync::Arc;
+
+use lighthouse_event_store::{Event, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::record::{Action, Elicitation, Message, Response, SchemaProfile, Status};
+
+/// `elicitation.requested`: an elicitation was created.
+pub const REQUESTED: &str = "elicitation.requested";
+/// `elicitation.accepted`: the target answered.
+pub const ACCEPTED: &str = "elicitation.accepted";
+/// `elicitation.declined`: the target declined.
+pub const DECLINED: &str = "elicitation.declined";
+/// `elicitation.cancelled`: the requester or a draining operator cancelled.
+pub const CANCELLED: &str = "elicitation.cancelled";
+/// `elicitation.expired`: the deadline passed.
+pub const EXPIRED: &str = "elicitation.expired";
+/// `message.sent`: a mailbox message, on the recipient's mailbox stream.
+pub const MESSAGE_SENT: &str = "message.sent";
+
+/// Prefix of every elicitation stream.
+pub const ELICITATION_STREAM_PREFIX: &str = "elicitation-";
+/// Prefix of every mailbox stream.
+pub const MAILBOX_STREAM_PREFIX: &str = "mailbox-";
+
+/// The stream of elicitation `id`: `elicitation-<id>`.
+pub fn elicitation_stream(id: &str) -> String {
+    format!("{ELICITATION_STREAM_PREFIX}{id}")
+}
+
+/// The mailbox stream of `agent`: `mailbox-<agent>`.
+pub fn mailbox_stream(agent: &str) -> String {
+    format!("{MAILBOX_STREAM_PREFIX}{agent}")
+}
+
+/// The terminal event type of an action.
+pub(crate) fn terminal_type(action: Action) -> &'static str {
+    match action {
+        Action::Accept => ACCEPTED,
+        Action::Decline => DECLINED,
+        Action::Cancel => CANCELLED,
+        Action::Expire => EXPIRED,
+    }
+}
+
+/// The action a terminal event type records.
+pub(crate) fn terminal_action(event_type: &str) -> Option<Action> {
+    match event_type {
+        ACCEPTED => Some(Action::Accept),
+        DECLINED => Some(Action::Decline),
+        CANCELLED => Some(Action::Cancel),
+        EXPIRED => Some(Action::Expire),
+        _ => None,
+    }
+}
+
+/// A fresh id: `prefix` followed by a ULID whose time part is `now`.
+pub(crate) fn new_id(prefix: &str, now: Timestamp) -> String {
+    let ms = u64::try_from(now.unix_millis()).unwrap_or(0);
+    format!(
+        "{prefix}{}",
+        ulid::Ulid::from_parts(ms, rand::random::<u128>())
+    )
+}
+
+/// Whether `s` is `el_` followed by a ULID.
+pub fn is_elicitation_id(s: &str) -> bool {
+    s.strip_prefix("el_")
+        .is_some_and(|u| u.len() == 26 && ulid::Ulid::from_string(u).is_ok())
+}
+
+/// Payload of `elicitation.requested`: the whole pending record, plus what is
+/// needed to rebuild the service's state from the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Requested {
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    pub message: String,
+    pub requested_schema: Value,
+    pub schema_profile: SchemaProfile,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub metadata: Value,
+    /// The requester's idempotency key, so retries are recognized after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// SHA-256 of the create request, to tell a retry from a reuse of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_hash: Option<String>,
+}
+
+impl Requested {
+    pub(crate) fn record(&self) -> Elicitation {
+        Elicitation {
+            id: self.id.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            message: self.message.clone(),
+            requested_schema: self.requested_schema.clone(),
+            status: Status::Pending,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            resolved_at: None,
+            response: None,
+            metadata: self.metadata.clone(),
+        }
+    }
+}
+
+/// Payload of the four terminal events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Resolved {
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    pub resolved_at: Timestamp,
+    /// The answer (`accepted` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The acting agent (absent for `expired`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+impl Resolved {
+    /// `pending` moved to its terminal state by this event.
+    pub(crate) fn apply_to(&self, pending: &Elicitation, action: Action) -> Elicitation {
+        Elicitation {
+            status: action.status(),
+            resolved_at: Some(self.resolved_at),
+            response: Some(Response {
+                action,
+                content: if action == Action::Accept {
+                    self.content.clone()
+                } else {
+                    None
+                },
+                reason: self.reason.clone(),
+                by: self.by.clone(),
+            }),
+            ..pending.clone()
+        }
+    }
+}
+
+/// Payload of `message.sent`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Sent {
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    pub body: Value,
+    pub created_at: Timestamp,
+}
+
+/// Decodes an event's payload.
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(e: &Event) -> Result<T, Error> {
+    T::deserialize(&e.data).map_err(|err| Error::Corrupt {
+        seq: e.seq,
+        event_type: e.event_type.clone(),
+        reason: err.to_string(),
+    })
+}
+
+/// The message a `message.sent` event carries.
+pub(crate) fn message_of(e: &Event) -> Result<Arc<Message>, Error> {
+    let s: Sent = decode(e)?;
+    Ok(Arc::new(Message {
+        id: s.id,
+        seq: e.seq,
+        from: s.from,
+        to: s.to,
+        body: s.body,
+        created_at: s.created_at,
+    }))
+}
+
+/// Folds the events of one elicitation stream into its record (for elicitations
+/// no longer held in memory). `None` when there is no `requested` event.
+pub(crate) fn fold(events: &[Event]) -> Result<Option<Elicitation>, Error> {
+    let mut record: Option<Elicitation> = None;
+    for e in events {
+        if e.event_type == REQUESTED {
+            record = Some(decode::<Requested>(e)?.record());
+        } else if let (Some(action), Some(r)) = (terminal_action(&e.event_type), record.as_ref())
+            && r.status == Status::Pending
+        {
+            let resolved: Resolved = decode(e)?;
+            record = Some(resolved.apply_to(r, action));
+        }
+    }
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_prefixed_ulids() {
+        let id = new_id("el_", Timestamp::from_unix_millis(1_790_000_000_000));
+        assert!(is_elicitation_id(&id), "{id}");
+        assert_eq!(id.len(), 29);
+        assert_ne!(
+            id,
+            new_id("el_", Timestamp::from_unix_millis(1_790_000_000_000))
+        );
+        assert!(!is_elicitation_id("el_short"));
+        assert!(!is_elicitation_id("xx_01JDX3ABCDEFGHJKMNPQRSTVWX"));
+        assert_eq!(elicitation_stream("el_1"), "elicitation-el_1");
+        assert_eq!(mailbox_stream("bob"), "mailbox-bob");
+    }
+}

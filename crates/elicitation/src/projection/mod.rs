@@ -1,0 +1,419 @@
+//! The in-memory state: a projection of the log, changed only by applying events
+//! in sequence order.
+//!
+//! Bounded: pending elicitations are capped by the service before they are
+//! written; terminal ones are kept up to [`Limits::max_retained_resolved`], oldest
+//! resolution evicted first (deterministically, so that a rebuild from a snapshot
+//! plus the tail equals a rebuild from the whole log); idempotency keys are capped
+//! by count and age.
+
+mod idempotency;
+mod index;
+mod snapshot;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use lighthouse_event_store::{Event, Timestamp};
+use tokio::sync::Notify;
+
+pub(crate) use idempotency::KeyRecord;
+pub use index::Mailbox;
+pub(crate) use snapshot::SnapshotCapture;
+
+use crate::events::{self, Requested, Resolved};
+use crate::limits::Limits;
+use crate::record::{Elicitation, Message, SchemaProfile, Status};
+use crate::schema::CompiledSchema;
+use idempotency::Idempotency;
+use index::AgentIndex;
+
+/// One elicitation held in memory.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub record: Arc<Elicitation>,
+    pub profile: SchemaProfile,
+    /// The last version seen on its stream (foreign events count).
+    pub version: u64,
+    pub requested_seq: u64,
+    pub requested_event_id: String,
+    pub terminal_seq: Option<u64>,
+    /// Present while pending.
+    pub live: Option<Live>,
+}
+
+/// What a pending elicitation needs beyond its record.
+#[derive(Debug)]
+pub(crate) struct Live {
+    /// Serializes transitions of this elicitation.
+    pub lock: Arc<tokio::sync::Mutex<()>>,
+    /// Woken when it reaches a terminal state.
+    pub resolved: Arc<Notify>,
+    /// Its schema, compiled at create (or on first use after a restart).
+    pub compiled: Option<Arc<CompiledSchema>>,
+}
+
+impl Live {
+    fn new(compiled: Option<Arc<CompiledSchema>>) -> Self {
+        Live {
+            lock: Arc::new(tokio::sync::Mutex::new(())),
+            resolved: Arc::new(Notify::new()),
+            compiled,
+        }
+    }
+}
+
+/// What applying one event changed, for notifications and hooks.
+#[derive(Debug)]
+pub(crate) enum Change {
+    Nothing,
+    Requested {
+        record: Arc<Elicitation>,
+        /// Its deadline is now the earliest: the timer must look again.
+        earliest: bool,
+    },
+    Resolved {
+        record: Arc<Elicitation>,
+        resolved: Option<Arc<Notify>>,
+    },
+    Message(Arc<Message>),
+}
+
+/// The projection.
+#[derive(Debug)]
+pub(crate) struct Projection {
+    limits: Limits,
+    entries: HashMap<Arc<str>, Entry>,
+    deadlines: BTreeSet<(Timestamp, Arc<str>)>,
+    agents: HashMap<Arc<str>, AgentIndex>,
+    resolved_order: BTreeMap<u64, Arc<str>>,
+    /// Every evicted elicitation's events have `seq <= evicted_through`.
+    evicted_through: u64,
+    idempotency: Idempotency,
+    /// Schemas compiled by creates whose `requested` event is not applied yet.
+    pub handoff: HashMap<Arc<str>, Arc<CompiledSchema>>,
+    /// Every event up to this seq is applied.
+    pub applied_seq: u64,
+    /// Elicitation events applied since the last snapshot.
+    pub since_snapshot: u64,
+}
+
+impl Projection {
+    pub(crate) fn new(limits: Limits) -> Self {
+        Projection {
+            limits,
+            entries: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            agents: HashMap::new(),
+            resolved_order: BTreeMap::new(),
+            evicted_through: 0,
+            idempotency: Idempotency::default(),
+            handoff: HashMap::new(),
+            applied_seq: 0,
+            since_snapshot: 0,
+        }
+    }
+
+    /// Applies one event of the log (any event: foreign ones only move the position).
+    pub(crate) fn apply(&mut self, e: &Event) -> Change {
+        if e.seq <= self.applied_seq {
+            return Change::Nothing;
+        }
+        self.applied_seq = e.seq;
+        let change = if e.stream.starts_with(events::ELICITATION_STREAM_PREFIX) {
+            self.since_snapshot += 1;
+            self.apply_elicitation(e)
+        } else if e.event_type == events::MESSAGE_SENT
+            && e.stream.starts_with(events::MAILBOX_STREAM_PREFIX)
+        {
+            events::message_of(e).map(Change::Message)
+        } else {
+            Ok(Change::Nothing)
+        };
+        change.unwrap_or_else(|err| {
+            tracing::warn!(seq = e.seq, error = %err, "ignoring an event the elicitation projection cannot read");
+            Change::Nothing
+        })
+    }
+
+    fn apply_elicitation(&mut self, e: &Event) -> crate::Result<Change> {
+        let id = &e.stream[events::ELICITATION_STREAM_PREFIX.len()..];
+        if e.event_type == events::REQUESTED && !self.entries.contains_key(id) {
+            let req: Requested = events::decode(e)?;
+            if req.id != id {
+                return Err(crate::Error::Corrupt {
+                    seq: e.seq,
+                    event_type: e.event_type.clone(),
+                    reason: "id does not match the stream".into(),
+                });
+            }
+            return Ok(self.apply_requested(e, req));
+        }
+        let key = self.key_of(id);
+        let Some(entry) = self.entries.get_mut(id) else {
+            return Ok(Change::Nothing);
+        };
+        entry.version = e.version;
+        let Some(action) = events::terminal_action(&e.event_type) else {
+            return Ok(Change::Nothing);
+        };
+        if entry.record.status != Status::Pending {
+            tracing::warn!(seq = e.seq, id, "second terminal event ignored");
+            return Ok(Change::Nothing);
+        }
+        let res: Resolved = events::decode(e)?;
+        let record = Arc::new(res.apply_to(&entry.record, action));
+        entry.record = record.clone();
+        entry.terminal_seq = Some(e.seq);
+        let resolved = entry.live.take().map(|l| l.resolved);
+        let requested_seq = entry.requested_seq;
+        self.deadlines.remove(&(record.expires_at, key.clone()));
+        if let Some(a) = self.agents.get_mut(record.to.as_str()) {
+            a.inbox_pending.remove(&requested_seq);
+            a.feed.insert(e.seq, key.clone());
+        }
+        if let Some(a) = self.agents.get_mut(record.from.as_str()) {
+            a.outbox_pending.remove(&requested_seq);
+            a.feed.insert(e.seq, key.clone());
+        }
+        self.resolved_order.insert(e.seq, key);
+        self.evict();
+        Ok(Change::Resolved { record, resolved })
+    }
+
+    fn apply_requested(&mut self, e: &Event, req: Requested) -> Change {
+        let key: Arc<str> = Arc::from(req.id.as_str());
+        let compiled = self.handoff.remove(&key);
+        if let Some(k) = &req.idempotency_key {
+            self.idempotency.insert(
+                KeyRecord {
+                    from: req.from.clone(),
+                    key: k.clone(),
+                    id: req.id.clone(),
+                    hash: req.request_hash.clone(),
+                    created_at: req.created_at,
+                    seq: e.seq,
+                },
+                self.limits.idempotency_ttl_ms,
+                self.limits.max_idempotency_keys,
+            );
+        }
+        let record = Arc::new(req.record());
+        let entry = Entry {
+            record: record.clone(),
+            profile: req.schema_profile,
+            version: e.version,
+            requested_seq: e.seq,
+            requested_event_id: e.id.clone(),
+            terminal_seq: None,
+            live: Some(Live::new(compiled)),
+        };
+        self.insert(key.clone(), entry);
+        let earliest = self.deadlines.first().is_some_and(|(_, k)| *k == key);
+        Change::Requested { record, earliest }
+    }
+
+    /// Adds an entry to every index (used by apply and by snapshot loading).
+    fn insert(&mut self, key: Arc<str>, entry: Entry) {
+        let r = &entry.record;
+        let seq = entry.requested_seq;
+        let pending = r.status == Status::Pending;
+        let to = self.agents.entry(Arc::from(r.to.as_str())).or_default();
+        to.inbox.insert(seq, key.clone());
+        to.feed.insert(seq, key.clone());
+        if pending {
+            to.inbox_pending.insert(seq);
+        }
+        if let Some(t) = entry.terminal_seq {
+            to.feed.insert(t, key.clone());
+        }
+        let from = self.agents.entry(Arc::from(r.from.as_str())).or_default();
+        from.outbox.insert(seq, key.clone());
+        if pending {
+            from.outbox_pending.insert(seq);
+            self.deadlines.insert((r.expires_at, key.clone()));
+        }
+        if let Some(t) = entry.terminal_seq {
+            from.feed.insert(t, key.clone());
+            self.resolved_order.insert(t, key.clone());
+        }
+        self.entries.insert(key, entry);
+    }
+
+    /// The shared key of a held elicitation (so indexes share one allocation).
+    fn key_of(&self, id: &str) -> Arc<str> {
+        self.entries
+            .get_key_value(id)
+            .map_or_else(|| Arc::from(id), |(k, _)| k.clone())
+    }
+
+    /// Forgets the oldest-resolved elicitations beyond the retention bound.
+    fn evict(&mut self) {
+        while self.resolved_order.len() > self.limits.max_retained_resolved {
+            let Some((seq, key)) = self.resolved_order.pop_first() else {
+                break;
+            };
+            self.evicted_through = self.evicted_through.max(seq);
+            let Some(entry) = self.entries.remove(&key) else {
+                continue;
+            };
+            let r = &entry.record;
+            for agent in [r.to.as_str(), r.from.as_str()] {
+                if let Some(a) = self.agents.get_mut(agent) {
+                    if r.to == agent {
+                        a.inbox.remove(&entry.requested_seq);
+                    }
+                    if r.from == agent {
+                        a.outbox.remove(&entry.requested_seq);
+                    }
+                    a.feed.remove(&entry.requested_seq);
+                    a.feed.remove(&seq);
+                    if a.is_empty() {
+                        self.agents.remove(agent);
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- reads ----
+
+    pub(crate) fn entry(&self, id: &str) -> Option<&Entry> {
+        self.entries.get(id)
+    }
+
+    pub(crate) fn entry_mut(&mut self, id: &str) -> Option<&mut Entry> {
+        self.entries.get_mut(id)
+    }
+
+    pub(crate) fn pending_count(&self) -> usize {
+        self.deadlines.len()
+    }
+
+    pub(crate) fn held_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn evicted_through(&self) -> u64 {
+        self.evicted_through
+    }
+
+    pub(crate) fn earliest_deadline(&self) -> Option<Timestamp> {
+        self.deadlines.first().map(|(t, _)| *t)
+    }
+
+    /// Pending elicitations whose deadline is at or before `now`, at most `limit`.
+    pub(crate) fn due(&self, now: Timestamp, limit: usize) -> Vec<Arc<str>> {
+        self.deadlines
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .take(limit)
+            .map(|(_, k)| k.clone())
+            .collect()
+    }
+
+    /// Every pending elicitation.
+    pub(crate) fn pending_ids(&self) -> Vec<Arc<str>> {
+        self.deadlines.iter().map(|(_, k)| k.clone()).collect()
+    }
+
+    pub(crate) fn idempotent(&self, from: &str, key: &str, now: Timestamp) -> Option<&KeyRecord> {
+        self.idempotency
+            .get(from, key, now, self.limits.idempotency_ttl_ms)
+    }
+
+    pub(crate) fn idempotency_len(&self) -> usize {
+        self.idempotency.len()
+    }
+
+    /// One page of `agent`'s inbox or outbox, oldest first, after cursor `after`
+    /// (the seq of a `requested` event). Returns the items and the next cursor.
+    pub(crate) fn list(
+        &self,
+        agent: &str,
+        mailbox: Mailbox,
+        status: Option<Status>,
+        after: u64,
+        limit: usize,
+    ) -> (Vec<Arc<Elicitation>>, Option<u64>) {
+        let Some(a) = self.agents.get(agent) else {
+            return (Vec::new(), None);
+        };
+        let (all, pending) = match mailbox {
+            Mailbox::Inbox => (&a.inbox, &a.inbox_pending),
+            Mailbox::Outbox => (&a.outbox, &a.outbox_pending),
+        };
+        let mut out: Vec<(u64, Arc<Elicitation>)> = Vec::with_capacity(limit.min(256));
+        let lookup =
+            |seq: u64, key: &Arc<str>| self.entries.get(key).map(|e| (seq, e.record.clone()));
+        if status == Some(Status::Pending) {
+            let iter = pending
+                .range(after.saturating_add(1)..)
+                .filter_map(|s| all.get(s).and_then(|k| lookup(*s, k)));
+            out.extend(iter.take(limit + 1));
+        } else {
+            let iter = all
+                .range(after.saturating_add(1)..)
+                .filter_map(|(s, k)| lookup(*s, k))
+                .filter(|(_, r)| status.is_none_or(|st| r.status == st));
+            out.extend(iter.take(limit + 1));
+        }
+        let next = if out.len() > limit {
+            out.truncate(limit);
+            out.last().map(|(s, _)| *s)
+        } else {
+            None
+        };
+        (out.into_iter().map(|(_, r)| r).collect(), next)
+    }
+
+    /// `agent`'s notifications with `after < seq <= until`, at most `limit`, as
+    /// (seq, is_requested, record as of that event). Only valid when
+    /// `after >= evicted_through()`.
+    pub(crate) fn feed(
+        &self,
+        agent: &str,
+        after: u64,
+        until: u64,
+        limit: usize,
+    ) -> Vec<(u64, bool, Arc<Elicitation>)> {
+        let Some(a) = self.agents.get(agent) else {
+            return Vec::new();
+        };
+        if after >= until {
+            return Vec::new();
+        }
+        a.feed
+            .range(after + 1..=until)
+            .filter_map(|(seq, key)| {
+                let e = self.entries.get(key)?;
+                if *seq == e.requested_seq {
+                    Some((*seq, true, Arc::new(e.record.as_pending())))
+                } else {
+                    Some((*seq, false, e.record.clone()))
+                }
+            })
+            .take(limit)
+            .collect()
+    }
+
+    /// The pending elicitations addressed to `agent`, oldest first, with the seq
+    /// of their `requested` event.
+    pub(crate) fn pending_inbox(&self, agent: &str) -> Vec<(u64, Arc<Elicitation>)> {
+        let Some(a) = self.agents.get(agent) else {
+            return Vec::new();
+        };
+        a.inbox_pending
+            .iter()
+            .filter_map(|s| {
+                a.inbox
+                    .get(s)
+                    .and_then(|k| self.entries.get(k))
+                    .map(|e| (*s, e.record.clone()))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

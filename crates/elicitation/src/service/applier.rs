@@ -1,0 +1,152 @@
+//! The applier: the one task that follows the log and changes the projection,
+//! strictly in sequence order, so that notifications go out in log order and a
+//! subscriber registered at position P sees exactly the events after P.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use lighthouse_event_store::{Error as StoreError, Event, Filter, Subscription};
+
+use super::Shared;
+use crate::error::Result;
+use crate::notify::{Notification, NotificationKind};
+use crate::projection::{Change, SnapshotCapture};
+
+pub(crate) async fn run(shared: Arc<Shared>, mut sub: Subscription) {
+    loop {
+        match sub.next().await {
+            Ok(e) => apply(&shared, &e),
+            Err(StoreError::Lagged { .. }) => {
+                let from = shared.state.lock().proj.applied_seq;
+                sub = shared.store.subscribe(from, Filter::all());
+            }
+            Err(StoreError::Closed) => break,
+            Err(e) => {
+                tracing::error!(error = %e, "elicitation applier could not read the log; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let from = shared.state.lock().proj.applied_seq;
+                sub = shared.store.subscribe(from, Filter::all());
+            }
+        }
+    }
+    shared.closed.store(true, Ordering::Release);
+    shared.state.lock().seq_waiters.clear();
+}
+
+/// Applies one live event and fans out what it changed.
+fn apply(shared: &Arc<Shared>, e: &Event) {
+    let durable_at = Some(Instant::now());
+    let (change, pending, capture) = {
+        let mut st = shared.state.lock();
+        let change = st.proj.apply(e);
+        while let Some(entry) = st.seq_waiters.first_entry() {
+            if *entry.key() > e.seq {
+                break;
+            }
+            for tx in entry.remove() {
+                let _ = tx.send(());
+            }
+        }
+        match &change {
+            Change::Nothing => {}
+            Change::Requested { record, earliest } => {
+                let n = Notification::elicitation(
+                    e.seq,
+                    NotificationKind::ElicitationRequested,
+                    record.clone(),
+                    durable_at,
+                );
+                st.subs.publish(&record.to, &n);
+                if *earliest {
+                    shared.timer_wake.notify_one();
+                }
+            }
+            Change::Resolved { record, resolved } => {
+                let n = Notification::elicitation(
+                    e.seq,
+                    NotificationKind::ElicitationResolved,
+                    record.clone(),
+                    durable_at,
+                );
+                st.subs.publish(&record.from, &n);
+                if record.to != record.from {
+                    st.subs.publish(&record.to, &n);
+                }
+                if let Some(r) = resolved {
+                    r.notify_waiters();
+                }
+            }
+            Change::Message(m) => {
+                st.subs
+                    .publish(&m.to, &Notification::message(m.clone(), durable_at));
+                if let Some((n, _)) = st.mail_waiters.get(m.to.as_str()) {
+                    n.notify_waiters();
+                }
+            }
+        }
+        let every = shared.limits.snapshot_every_events;
+        let capture = (every > 0
+            && st.proj.since_snapshot >= every
+            && !shared.snapshot_running.swap(true, Ordering::AcqRel))
+        .then(|| {
+            st.proj.since_snapshot = 0;
+            st.proj.capture()
+        });
+        (change, st.proj.pending_count(), capture)
+    };
+    match &change {
+        Change::Nothing => {}
+        Change::Requested { record, .. } => {
+            shared.hooks.elicitation_created(record);
+            shared.hooks.pending_changed(pending);
+            shared.pending.send_replace(pending);
+        }
+        Change::Resolved { record, .. } => {
+            let ms = record
+                .resolved_at
+                .map_or(0, |t| t.millis_since(record.created_at))
+                .max(0);
+            shared.hooks.elicitation_resolved(
+                record,
+                Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
+            );
+            shared.hooks.pending_changed(pending);
+            shared.pending.send_replace(pending);
+        }
+        Change::Message(m) => shared.hooks.message_sent(m),
+    }
+    if let Some(capture) = capture {
+        let task_shared = shared.clone();
+        let task = tokio::spawn(async move {
+            if let Err(err) = write_snapshot(&task_shared, capture).await {
+                tracing::warn!(error = %err, "elicitation snapshot failed; the log remains the source of truth");
+            }
+            task_shared.snapshot_running.store(false, Ordering::Release);
+        });
+        *shared.snapshot_task.lock() = Some(task);
+    }
+}
+
+/// Encodes a capture off the async threads and saves it; returns its position.
+pub(crate) async fn write_snapshot(shared: &Shared, capture: SnapshotCapture) -> Result<u64> {
+    let seq = capture.applied_seq;
+    let mut saved = shared.snapshot_saved.lock().await;
+    if *saved >= seq && *saved > 0 {
+        return Ok(*saved);
+    }
+    let bytes = tokio::task::spawn_blocking(move || capture.encode())
+        .await
+        .map_err(|_| crate::Error::Closed)?
+        .map_err(|e| crate::Error::Corrupt {
+            seq,
+            event_type: "snapshot".into(),
+            reason: e.to_string(),
+        })?;
+    shared
+        .store
+        .save_snapshot(&shared.snapshot_name, seq, &bytes)
+        .await?;
+    *saved = seq;
+    Ok(seq)
+}

@@ -1,0 +1,409 @@
+//! [`ElicitationService`]: opening (snapshot + tail), the applier that follows the
+//! log, and the shared state every operation works on.
+
+mod applier;
+mod drain;
+mod mailbox;
+mod queries;
+mod subscribe;
+mod timer;
+mod transitions;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use lighthouse_event_store::{EventStore, Filter, Query, SharedClock, SystemClock};
+use lighthouse_security::{Caller, Role};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub use subscribe::AgentSubscription;
+pub use transitions::Created;
+
+use crate::error::{Error, Result};
+use crate::hooks::{AnyAgent, Directory, Hooks, NoHooks};
+use crate::limits::Limits;
+use crate::notify::Subscribers;
+use crate::projection::Projection;
+
+/// The name the projection snapshot is saved under by default.
+pub const DEFAULT_SNAPSHOT_NAME: &str = "elicitation-projection";
+
+/// How to run the service. Build with [`ServiceOptions::new`] and the setters.
+#[derive(Clone)]
+pub struct ServiceOptions {
+    limits: Limits,
+    clock: SharedClock,
+    hooks: Arc<dyn Hooks>,
+    directory: Arc<dyn Directory>,
+    snapshot_name: String,
+}
+
+impl std::fmt::Debug for ServiceOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceOptions")
+            .field("limits", &self.limits)
+            .field("snapshot_name", &self.snapshot_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServiceOptions {
+    /// Default limits, the system clock, no hooks, every agent addressable.
+    pub fn new() -> Self {
+        ServiceOptions {
+            limits: Limits::default(),
+            clock: Arc::new(SystemClock),
+            hooks: Arc::new(NoHooks),
+            directory: Arc::new(AnyAgent),
+            snapshot_name: DEFAULT_SNAPSHOT_NAME.into(),
+        }
+    }
+
+    /// Limits (default [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The clock for `created_at`, deadlines and expiry (give the store the same one).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Metrics hooks (default none).
+    pub fn hooks(mut self, hooks: Arc<dyn Hooks>) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
+    /// Which agents may be addressed (default every well-formed id).
+    pub fn directory(mut self, directory: Arc<dyn Directory>) -> Self {
+        self.directory = directory;
+        self
+    }
+
+    /// The snapshot name (default [`DEFAULT_SNAPSHOT_NAME`]).
+    pub fn snapshot_name(mut self, name: impl Into<String>) -> Self {
+        self.snapshot_name = name.into();
+        self
+    }
+}
+
+/// State changed only under one short lock, never held across an `.await`.
+pub(crate) struct State {
+    pub proj: Projection,
+    /// Writers waiting for the applier to reach their event's seq.
+    pub seq_waiters: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
+    pub subs: Subscribers,
+    /// Long-poll receivers by agent: the notify and how many wait on it.
+    pub mail_waiters: HashMap<Arc<str>, (Arc<Notify>, usize)>,
+}
+
+pub(crate) struct Shared {
+    pub store: EventStore,
+    pub clock: SharedClock,
+    pub limits: Limits,
+    pub hooks: Arc<dyn Hooks>,
+    pub directory: Arc<dyn Directory>,
+    pub state: Mutex<State>,
+    /// Wakes the expiry timer (a new earliest deadline, a `tick`, a shutdown).
+    pub timer_wake: Notify,
+    /// The number of pending elicitations, for drains.
+    pub pending: watch::Sender<usize>,
+    /// Creates in flight per (requester, idempotency key).
+    pub creating: Mutex<HashMap<(String, String), Arc<Notify>>>,
+    pub closed: AtomicBool,
+    pub retrievals: Arc<AtomicU64>,
+    pub snapshot_name: String,
+    pub snapshot_running: AtomicBool,
+    /// The seq of the snapshot the service started from, if it used one.
+    pub started_from: Option<u64>,
+    /// The automatic snapshot in progress, if any.
+    pub snapshot_task: Mutex<Option<JoinHandle<()>>>,
+    /// Serializes snapshot writes; holds the seq of the newest one saved, so an
+    /// older capture never replaces a newer snapshot.
+    pub snapshot_saved: tokio::sync::Mutex<u64>,
+}
+
+impl Shared {
+    /// Resolves once the applier has applied every event up to `seq`.
+    pub(crate) async fn applied(&self, seq: u64) -> Result<()> {
+        let rx = {
+            let mut st = self.state.lock();
+            if st.proj.applied_seq >= seq {
+                return Ok(());
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            let (tx, rx) = oneshot::channel();
+            st.seq_waiters.entry(seq).or_default().push(tx);
+            rx
+        };
+        rx.await.map_err(|_| Error::Closed)
+    }
+}
+
+/// Checks that `caller` has one of `roles`.
+pub(crate) fn require_role(caller: &Caller, roles: &[Role], what: &'static str) -> Result<()> {
+    if roles.contains(&caller.role) {
+        Ok(())
+    } else {
+        Err(Error::Forbidden { reason: what })
+    }
+}
+
+/// Aborts the background tasks when the last service handle is dropped.
+struct Tasks {
+    handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for h in self.handles.lock().drain(..) {
+            h.abort();
+        }
+    }
+}
+
+/// The elicitation and mailbox service. Cheap to clone; clones share everything.
+///
+/// Opened on an [`EventStore`]; runs two tasks on the current Tokio runtime: the
+/// applier (follows the log and updates the projection, wakes waiters and
+/// subscribers) and the expiry timer.
+#[derive(Clone)]
+pub struct ElicitationService {
+    shared: Arc<Shared>,
+    tasks: Arc<Tasks>,
+}
+
+impl std::fmt::Debug for ElicitationService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElicitationService")
+            .field("pending", &self.pending_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ElicitationService {
+    /// Opens the service: loads the snapshot (if any), applies the tail of the
+    /// log, starts the applier and the expiry timer, and expires every
+    /// elicitation whose deadline passed while the service was down, all before
+    /// returning (so "ready" means those expiries are durable).
+    pub async fn open(store: EventStore, options: ServiceOptions) -> Result<ElicitationService> {
+        let limits = options.limits.clone();
+        let mut proj = load_snapshot(&store, &options.snapshot_name, &limits);
+        let started_from = (proj.applied_seq > 0).then_some(proj.applied_seq);
+        replay(&store, &mut proj)?;
+        let pending = proj.pending_count();
+        let applied = proj.applied_seq;
+        let shared = Arc::new(Shared {
+            store: store.clone(),
+            clock: options.clock,
+            hooks: options.hooks,
+            directory: options.directory,
+            state: Mutex::new(State {
+                proj,
+                seq_waiters: BTreeMap::new(),
+                subs: Subscribers::new(limits.max_subscriptions, limits.subscription_buffer),
+                mail_waiters: HashMap::new(),
+            }),
+            timer_wake: Notify::new(),
+            pending: watch::Sender::new(pending),
+            creating: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            retrievals: Arc::new(AtomicU64::new(0)),
+            snapshot_name: options.snapshot_name,
+            snapshot_running: AtomicBool::new(false),
+            started_from,
+            snapshot_task: Mutex::new(None),
+            snapshot_saved: tokio::sync::Mutex::new(0),
+            limits,
+        });
+        let sub = store.subscribe(applied, Filter::all());
+        let applier = tokio::spawn(applier::run(shared.clone(), sub));
+        let service = ElicitationService {
+            shared: shared.clone(),
+            tasks: Arc::new(Tasks {
+                handles: Mutex::new(vec![applier]),
+            }),
+        };
+        timer::expire_overdue(&shared).await?;
+        let timer = tokio::spawn(timer::run(shared.clone()));
+        service.tasks.handles.lock().push(timer);
+        shared
+            .hooks
+            .pending_changed(shared.state.lock().proj.pending_count());
+        Ok(service)
+    }
+
+    /// Wakes the expiry timer so it looks at the clock now. With the system clock
+    /// this is never needed; with a [`ManualClock`](lighthouse_event_store::ManualClock)
+    /// call it after moving the clock.
+    pub fn tick(&self) {
+        self.shared.timer_wake.notify_one();
+    }
+
+    /// Elicitations currently pending.
+    pub fn pending_count(&self) -> usize {
+        self.shared.state.lock().proj.pending_count()
+    }
+
+    /// Open agent subscriptions.
+    pub fn subscription_count(&self) -> usize {
+        self.shared.state.lock().subs.len()
+    }
+
+    /// Whether the applier and the expiry timer are running (for readiness).
+    pub fn is_running(&self) -> bool {
+        !self.shared.closed.load(Ordering::Acquire)
+            && self.tasks.handles.lock().iter().all(|h| !h.is_finished())
+    }
+
+    /// The store position the in-memory state reflects.
+    pub fn applied_seq(&self) -> u64 {
+        self.shared.state.lock().proj.applied_seq
+    }
+
+    /// Saves a snapshot of the projection now; returns the seq it reflects.
+    pub async fn save_snapshot(&self) -> Result<u64> {
+        let capture = self.shared.state.lock().proj.capture();
+        applier::write_snapshot(&self.shared, capture).await
+    }
+
+    /// Saves a snapshot and stops the background tasks; returns once they are
+    /// gone. Other clones of this handle then fail with [`Error::Closed`] where
+    /// they need the tasks.
+    pub async fn shutdown(self) -> Result<()> {
+        let r = self.save_snapshot().await.map(|_| ());
+        self.abort().await;
+        r
+    }
+
+    /// Stops the background tasks without saving anything, as a crash would;
+    /// returns once they are gone.
+    pub async fn abort(self) {
+        self.shared.closed.store(true, Ordering::Release);
+        let mut handles: Vec<_> = self.tasks.handles.lock().drain(..).collect();
+        handles.extend(self.shared.snapshot_task.lock().take());
+        for h in handles {
+            h.abort();
+            let _ = h.await;
+        }
+        self.shared.state.lock().seq_waiters.clear();
+    }
+
+    /// A canonical JSON rendering of the in-memory state (every held record with
+    /// its positions, and the idempotency keys), for tests that compare a rebuild
+    /// from a snapshot with a rebuild from the whole log.
+    #[doc(hidden)]
+    pub fn export_state(&self) -> serde_json::Value {
+        self.shared.state.lock().proj.export()
+    }
+
+    /// The position of the snapshot this service started from (`None` when it
+    /// replayed the whole log).
+    pub fn started_from_snapshot(&self) -> Option<u64> {
+        self.shared.started_from
+    }
+
+    /// How many schema reference retrievals were attempted (and refused).
+    #[doc(hidden)]
+    pub fn refused_retrievals(&self) -> u64 {
+        self.shared.retrievals.load(Ordering::Relaxed)
+    }
+
+    /// Sizes of the bounded in-memory structures, for tests and diagnostics.
+    #[doc(hidden)]
+    pub fn memory_counts(&self) -> MemoryCounts {
+        let st = self.shared.state.lock();
+        MemoryCounts {
+            held_elicitations: st.proj.held_count(),
+            pending: st.proj.pending_count(),
+            idempotency_keys: st.proj.idempotency_len(),
+            subscriptions: st.subs.len(),
+            seq_waiters: st.seq_waiters.len(),
+            mail_waiters: st.mail_waiters.len(),
+            handoff: st.proj.handoff.len(),
+            creating: self.shared.creating.lock().len(),
+        }
+    }
+}
+
+/// Sizes of the service's bounded in-memory structures.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryCounts {
+    /// Elicitations held (pending plus retained terminal).
+    pub held_elicitations: usize,
+    /// Pending elicitations.
+    pub pending: usize,
+    /// Idempotency keys remembered.
+    pub idempotency_keys: usize,
+    /// Open subscriptions.
+    pub subscriptions: usize,
+    /// Distinct positions writers wait for.
+    pub seq_waiters: usize,
+    /// Agents with a long-poll waiting.
+    pub mail_waiters: usize,
+    /// Compiled schemas waiting for their `requested` event.
+    pub handoff: usize,
+    /// Keyed creates in flight.
+    pub creating: usize,
+}
+
+fn load_snapshot(store: &EventStore, name: &str, limits: &Limits) -> Projection {
+    match store.load_snapshot(name) {
+        Ok(Some(snap)) => match Projection::from_snapshot(&snap.data, limits.clone()) {
+            Ok(p) if p.applied_seq == snap.seq && snap.seq <= store.head_seq() => return p,
+            Ok(_) => tracing::warn!(
+                name,
+                "snapshot position is inconsistent; rebuilding from the whole log"
+            ),
+            Err(e) => {
+                tracing::warn!(name, error = %e, "snapshot unreadable; rebuilding from the whole log")
+            }
+        },
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(name, error = %e, "snapshot unreadable; rebuilding from the whole log")
+        }
+    }
+    Projection::new(limits.clone())
+}
+
+/// Applies every committed event after the projection's position.
+fn replay(store: &EventStore, proj: &mut Projection) -> Result<()> {
+    let head = store.head_seq();
+    loop {
+        if proj.applied_seq >= head {
+            return Ok(());
+        }
+        let q = Query {
+            after: Some(proj.applied_seq),
+            before: Some(head + 1),
+            limit: Query::MAX_LIMIT,
+            ..Query::new(Filter::all())
+        };
+        let page = store.read(&q)?;
+        if page.events.is_empty() {
+            return Ok(());
+        }
+        for e in &page.events {
+            proj.apply(e);
+        }
+        if page.next.is_none() {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! Create, respond and cancel: the state machine's writes.
+//!
+//! A transition of one elicitation holds that elicitation's lock from its check
+//! until the projection has applied its event, and appends with the stream's
+//! expected version, so exactly one terminal event is ever written: a loser of a
+//! race sees the winner's state (`already_resolved` or `expired`), and a conflict
+//! with a writer outside this process is resolved by reading the stream.
+
+use std::sync::Arc;
+
+use lighthouse_event_store::{Error as StoreError, ExpectedVersion, NewEvent};
+use lighthouse_security::{Caller, Role};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use super::{ElicitationService, Shared, require_role};
+use crate::error::{Error, Result};
+use crate::events::{self, Requested, Resolved};
+use crate::record::{Action, Elicitation, Status};
+use crate::request::{
+    CancelRequest, CreateRequest, RespondAction, RespondRequest, check_reason_only,
+    check_request_id,
+};
+use crate::schema::CompiledSchema;
+
+/// The result of a create.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// The record (pending, unless a retried create finds it resolved since).
+    pub record: Arc<Elicitation>,
+    /// `true` when an earlier create with the same idempotency key produced it.
+    pub replayed: bool,
+}
+
+/// Roles that may elicit, respond, cancel and use the mailbox.
+pub(crate) const ACTING_ROLES: &[Role] = &[Role::Agent, Role::Admin];
+
+/// Removes a create's in-flight marker and wakes retries waiting on it.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    key: Option<(String, String)>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(k) = self.key.take()
+            && let Some(n) = self.shared.creating.lock().remove(&k)
+        {
+            n.notify_waiters();
+        }
+    }
+}
+
+/// Removes a compiled schema from the handoff if its create failed.
+struct Handoff<'a> {
+    shared: &'a Shared,
+    id: Arc<str>,
+}
+
+impl Drop for Handoff<'_> {
+    fn drop(&mut self) {
+        self.shared.state.lock().proj.handoff.remove(&self.id);
+    }
+}
+
+/// The error for acting on a terminal elicitation.
+pub(crate) fn terminal_error(r: &Elicitation) -> Error {
+    if r.status == Status::Expired {
+        Error::Expired { id: r.id.clone() }
+    } else {
+        Error::AlreadyResolved {
+            id: r.id.clone(),
+            status: r.status,
+        }
+    }
+}
+
+impl ElicitationService {
+    /// Creates an elicitation from `caller` (`POST /v1/elicitations`).
+    ///
+    /// `request_id` becomes the events' `correlation_id`. With an
+    /// `idempotency_key`, a retry within [`Limits::idempotency_ttl_ms`](crate::Limits)
+    /// returns the first result (`replayed: true`); the same key with a different
+    /// request is `invalid_request`.
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        req: CreateRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Created> {
+        let s = &*self.shared;
+        require_role(caller, ACTING_ROLES, "this role may not elicit")?;
+        check_request_id(request_id)?;
+        let timeout = req.check(&s.limits)?;
+        if let Some(k) = idempotency_key
+            && (k.is_empty() || k.len() > s.limits.max_idempotency_key_bytes)
+        {
+            return Err(Error::invalid(
+                "",
+                format!(
+                    "the idempotency key must be 1 to {} bytes",
+                    s.limits.max_idempotency_key_bytes
+                ),
+            ));
+        }
+        if !s.directory.is_active(&req.to) {
+            return Err(Error::NotFound { what: "agent" });
+        }
+        let profile = req.schema_profile.unwrap_or_default();
+        let compiled = Arc::new(CompiledSchema::compile_counting(
+            profile,
+            &req.requested_schema,
+            &s.limits,
+            &s.retrievals,
+        )?);
+        let hash = idempotency_key.map(|_| request_hash(&req));
+        let mut in_flight = InFlight {
+            shared: s,
+            key: None,
+        };
+        if let Some(k) = idempotency_key {
+            if let Some(first) = self.claim_key(caller, k, hash.as_deref()).await? {
+                return Ok(Created {
+                    record: first,
+                    replayed: true,
+                });
+            }
+            in_flight.key = Some((caller.agent.clone(), k.to_owned()));
+        }
+        let now = s.clock.now();
+        let id = events::new_id("el_", now);
+        let data = Requested {
+            id: id.clone(),
+            from: caller.agent.clone(),
+            to: req.to,
+            message: req.message,
+            requested_schema: req.requested_schema,
+            schema_profile: profile,
+            created_at: now,
+            expires_at: now.add_millis(i64::try_from(timeout).unwrap_or(i64::MAX)),
+            metadata: req
+                .metadata
+                .unwrap_or_else(|| Value::Object(Default::default())),
+            idempotency_key: idempotency_key.map(str::to_owned),
+            request_hash: hash,
+        };
+        let key: Arc<str> = Arc::from(id.as_str());
+        {
+            let mut st = s.state.lock();
+            if st.proj.pending_count() >= s.limits.max_pending {
+                return Err(Error::Capacity {
+                    what: "pending elicitations",
+                    limit: s.limits.max_pending,
+                });
+            }
+            st.proj.handoff.insert(key.clone(), compiled);
+        }
+        let _handoff = Handoff { shared: s, id: key };
+        let data = serde_json::to_value(&data).map_err(|e| Error::invalid("", e.to_string()))?;
+        let ev = NewEvent::new(events::elicitation_stream(&id), events::REQUESTED, data)
+            .with_agent(caller.agent.as_str())
+            .with_correlation_id(request_id)
+            .expect(ExpectedVersion::NoStream);
+        let appended = s.store.append_one(ev).await?;
+        s.applied(appended.seq).await?;
+        let record = s.state.lock().proj.entry(&id).map(|e| e.record.clone());
+        match record {
+            Some(record) => Ok(Created {
+                record,
+                replayed: false,
+            }),
+            None => self.read_from_log(&id).map(|r| Created {
+                record: Arc::new(r),
+                replayed: false,
+            }),
+        }
+    }
+
+    /// Waits out a concurrent create with the same key; returns the first result
+    /// if there is one, else marks this create as the one in flight.
+    async fn claim_key(
+        &self,
+        caller: &Caller,
+        key: &str,
+        hash: Option<&str>,
+    ) -> Result<Option<Arc<Elicitation>>> {
+        let s = &*self.shared;
+        let k = (caller.agent.clone(), key.to_owned());
+        loop {
+            let waiter: Arc<Notify>;
+            let notified;
+            {
+                let mut creating = s.creating.lock();
+                let first = {
+                    let st = s.state.lock();
+                    st.proj
+                        .idempotent(&caller.agent, key, s.clock.now())
+                        .map(|rec| (rec.id.clone(), rec.hash.clone()))
+                };
+                if let Some((id, first_hash)) = first {
+                    if first_hash.as_deref() != hash {
+                        return Err(Error::invalid(
+                            "",
+                            "this idempotency key was used with a different request",
+                        ));
+                    }
+                    drop(creating);
+                    return self.record_of(&id).map(Some);
+                }
+                match creating.get(&k) {
+                    Some(n) => waiter = n.clone(),
+                    None => {
+                        creating.insert(k, Arc::new(Notify::new()));
+                        return Ok(None);
+                    }
+                }
+                // Created under the lock, before the marker can be removed, so
+                // the wake-up of `notify_waiters` cannot be missed.
+                notified = waiter.notified();
+            }
+            notified.await;
+        }
+    }
+
+    /// Responds to an elicitation as its target (`POST .../respond`).
+    pub async fn respond(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        id: &str,
+        req: RespondRequest,
+    ) -> Result<Arc<Elicitation>> {
+        require_role(caller, ACTING_ROLES, "this role may not respond")?;
+        check_request_id(request_id)?;
+        req.check(&self.shared.limits)?;
+        let act = match req.action {
+            RespondAction::Accept => Act::Accept(req.content.unwrap_or(Value::Null)),
+            RespondAction::Decline => Act::Decline(req.reason),
+        };
+        self.act(caller, request_id, id, act).await
+    }
+
+    /// Cancels an elicitation as its requester (`POST .../cancel`).
+    pub async fn cancel(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        id: &str,
+        req: CancelRequest,
+    ) -> Result<Arc<Elicitation>> {
+        require_role(caller, ACTING_ROLES, "this role may not cancel")?;
+        check_request_id(request_id)?;
+        check_reason_only(req.reason.as_deref(), &self.shared.limits)?;
+        self.act(caller, request_id, id, Act::Cancel(req.reason))
+            .await
+    }
+
+    async fn act(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        id: &str,
+        act: Act,
+    ) -> Result<Arc<Elicitation>> {
+        let s = &*self.shared;
+        let lock = {
+            let st = s.state.lock();
+            match st.proj.entry(id) {
+                Some(e) => {
+                    permitted(&e.record, caller, &act)?;
+                    match &e.live {
+                        Some(live) => live.lock.clone(),
+                        None => return Err(terminal_error(&e.record)),
+                    }
+                }
+                None => {
+                    drop(st);
+                    let r = self.read_from_log(id)?;
+                    permitted(&r, caller, &act)?;
+                    return Err(terminal_error(&r));
+                }
+            }
+        };
+        let _guard = lock.lock_owned().await;
+        let (record, version, cause, compiled, profile) = {
+            let st = s.state.lock();
+            let e = st.proj.entry(id).ok_or(Error::NotFound {
+                what: "elicitation",
+            })?;
+            let Some(live) = &e.live else {
+                return Err(terminal_error(&e.record));
+            };
+            (
+                e.record.clone(),
+                e.version,
+                e.requested_event_id.clone(),
+                live.compiled.clone(),
+                e.profile,
+            )
+        };
+        let now = s.clock.now();
+        if now >= record.expires_at {
+            s.timer_wake.notify_one();
+            return Err(Error::Expired { id: id.to_owned() });
+        }
+        if let Act::Accept(content) = &act {
+            let compiled = match compiled {
+                Some(c) => c,
+                None => {
+                    // After a restart: compile once, keep it for the next answer.
+                    let c = Arc::new(CompiledSchema::compile_counting(
+                        profile,
+                        &record.requested_schema,
+                        &s.limits,
+                        &s.retrievals,
+                    )?);
+                    if let Some(live) = s
+                        .state
+                        .lock()
+                        .proj
+                        .entry_mut(id)
+                        .and_then(|e| e.live.as_mut())
+                    {
+                        live.compiled = Some(c.clone());
+                    }
+                    c
+                }
+            };
+            compiled.check(content)?;
+        }
+        let (action, content, reason) = match act {
+            Act::Accept(c) => (Action::Accept, Some(c), None),
+            Act::Decline(r) => (Action::Decline, None, r),
+            Act::Cancel(r) => (Action::Cancel, None, r),
+        };
+        let data = Resolved {
+            id: record.id.clone(),
+            from: record.from.clone(),
+            to: record.to.clone(),
+            resolved_at: now,
+            content,
+            reason,
+            by: Some(caller.agent.clone()),
+        };
+        let data = serde_json::to_value(&data).map_err(|e| Error::invalid("", e.to_string()))?;
+        let ev = NewEvent::new(
+            events::elicitation_stream(id),
+            events::terminal_type(action),
+            data,
+        )
+        .with_agent(caller.agent.as_str())
+        .with_correlation_id(request_id)
+        .with_causation_id(cause);
+        let seq = append_terminal(s, id, ev, version).await?;
+        s.applied(seq).await?;
+        self.record_of(id)
+    }
+
+    /// The current record of `id`, from memory or, if no longer held, the log.
+    pub(crate) fn record_of(&self, id: &str) -> Result<Arc<Elicitation>> {
+        if let Some(e) = self.shared.state.lock().proj.entry(id) {
+            return Ok(e.record.clone());
+        }
+        self.read_from_log(id).map(Arc::new)
+    }
+
+    /// Folds `id`'s stream from the log.
+    pub(crate) fn read_from_log(&self, id: &str) -> Result<Elicitation> {
+        if !events::is_elicitation_id(id) {
+            return Err(Error::NotFound {
+                what: "elicitation",
+            });
+        }
+        let evs = self
+            .shared
+            .store
+            .read_stream(&events::elicitation_stream(id), 0, 10_000)?;
+        events::fold(&evs)?.ok_or(Error::NotFound {
+            what: "elicitation",
+        })
+    }
+}
+
+/// What an actor does to a pending elicitation.
+pub(crate) enum Act {
+    Accept(Value),
+    Decline(Option<String>),
+    Cancel(Option<String>),
+}
+
+/// Visibility first (a third party learns nothing), then the role in it.
+fn permitted(r: &Elicitation, caller: &Caller, act: &Act) -> Result<()> {
+    if !r.involves(&caller.agent) {
+        return Err(Error::NotFound {
+            what: "elicitation",
+        });
+    }
+    match act {
+        Act::Accept(_) | Act::Decline(_) if r.to != caller.agent => Err(Error::Forbidden {
+            reason: "only the target may respond",
+        }),
+        Act::Cancel(_) if r.from != caller.agent => Err(Error::Forbidden {
+            reason: "only the requester may cancel",
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Appends a terminal event expecting `version`; on a conflict, reads the stream:
+/// a terminal event there is the winner (its error is returned), anything else
+/// was a foreign event and the append is retried at the new version.
+pub(crate) async fn append_terminal(
+    s: &Shared,
+    id: &str,
+    ev: NewEvent,
+    mut version: u64,
+) -> Result<u64> {
+    for _ in 0..8 {
+        match s
+            .store
+            .append_one(ev.clone().expect(ExpectedVersion::Exact(version)))
+            .await
+        {
+            Ok(a) => return Ok(a.seq),
+            Err(StoreError::VersionConflict { actual, .. }) => {
+                if let Some(err) = winner(s, id)? {
+                    return Err(err);
+                }
+                version = actual.unwrap_or(version);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Store(StoreError::VersionConflict {
+        stream: events::elicitation_stream(id),
+        expected: version.to_string(),
+        actual: s.store.stream_version(&events::elicitation_stream(id)),
+    }))
+}
+
+/// The error a loser of a race gets, if the stream holds a terminal event.
+fn winner(s: &Shared, id: &str) -> Result<Option<Error>> {
+    let evs = s
+        .store
+        .read_stream(&events::elicitation_stream(id), 0, 10_000)?;
+    Ok(events::fold(&evs)?
+        .filter(|r| r.status.is_terminal())
+        .map(|r| terminal_error(&r)))
+}
+
+/// SHA-256 of the create request, hex.
+fn request_hash(req: &CreateRequest) -> String {
+    let bytes = serde_json::to_vec(req).unwrap_or_default();
+    hex::encode(Sha256::digest(&bytes))
+}

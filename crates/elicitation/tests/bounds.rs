@@ -1,0 +1,92 @@
+//! Every in-memory structure that grows with traffic is bounded.
+
+mod common;
+
+use common::*;
+use lighthouse_elicitation::{CancelRequest, Error, Limits, RespondRequest};
+use serde_json::json;
+
+#[tokio::test]
+async fn pending_elicitations_are_capped() {
+    let clock = manual_clock();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open_at(
+        dir.path(),
+        &clock,
+        Limits {
+            max_pending: 3,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            svc.create(&alice(), "c", ask("bob"), None)
+                .await
+                .unwrap()
+                .record
+                .id
+                .clone(),
+        );
+    }
+    assert!(matches!(
+        svc.create(&alice(), "c", ask("bob"), None).await,
+        Err(Error::Capacity { limit: 3, .. })
+    ));
+    svc.cancel(&alice(), "c", &ids[0], CancelRequest::default())
+        .await
+        .unwrap();
+    assert!(svc.create(&alice(), "c", ask("bob"), None).await.is_ok());
+    svc.abort().await;
+}
+
+#[tokio::test]
+async fn resolved_elicitations_held_in_memory_are_capped() {
+    let clock = manual_clock();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open_at(
+        dir.path(),
+        &clock,
+        Limits {
+            max_retained_resolved: 10,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let mut last = String::new();
+    for i in 0..60 {
+        let r = svc
+            .create(&alice(), "c", ask("bob"), None)
+            .await
+            .unwrap()
+            .record;
+        if i % 10 != 9 {
+            svc.respond(
+                &bob(),
+                "r",
+                &r.id,
+                RespondRequest::accept(json!({"port": 1})),
+            )
+            .await
+            .unwrap();
+        }
+        last = r.id.clone();
+    }
+    let m = svc.memory_counts();
+    // 6 still pending, plus the 10 most recently resolved.
+    assert_eq!((m.pending, m.held_elicitations), (6, 16));
+    // Transient structures are empty once the work is done.
+    assert_eq!(
+        (
+            m.seq_waiters,
+            m.handoff,
+            m.creating,
+            m.mail_waiters,
+            m.subscriptions
+        ),
+        (0, 0, 0, 0, 0)
+    );
+    assert!(svc.get(&alice(), &last, 0).await.is_ok());
+    svc.abort().await;
+}

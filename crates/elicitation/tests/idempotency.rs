@@ -1,0 +1,118 @@
+//! Idempotency keys on create: retries, reuse, expiry after 24 h, restarts, races.
+
+mod common;
+
+use common::*;
+use lighthouse_elicitation::{CreateRequest, Error, Limits};
+
+#[tokio::test]
+async fn a_retry_returns_the_first_result() {
+    let clock = manual_clock();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open_at(dir.path(), &clock, Limits::default()).await;
+    let first = svc
+        .create(&alice(), "r1", ask("bob"), Some("k-1"))
+        .await
+        .unwrap();
+    assert!(!first.replayed);
+    let again = svc
+        .create(&alice(), "r2", ask("bob"), Some("k-1"))
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.record.id, first.record.id);
+    // Another key, or another requester with the same key, is another elicitation.
+    assert_ne!(
+        svc.create(&alice(), "r3", ask("bob"), Some("k-2"))
+            .await
+            .unwrap()
+            .record
+            .id,
+        first.record.id
+    );
+    assert_ne!(
+        svc.create(&carol(), "r4", ask("bob"), Some("k-1"))
+            .await
+            .unwrap()
+            .record
+            .id,
+        first.record.id
+    );
+    // The same key with a different request is refused.
+    let other = CreateRequest::new("bob", "Another question?", port_schema());
+    assert!(matches!(
+        svc.create(&alice(), "r5", other, Some("k-1")).await,
+        Err(Error::InvalidRequest { .. })
+    ));
+    assert!(matches!(
+        svc.create(&alice(), "r5", ask("bob"), Some("")).await,
+        Err(Error::InvalidRequest { .. })
+    ));
+
+    // It survives a crash: the key is in the `requested` event.
+    svc.abort().await;
+    let svc = open_at(dir.path(), &clock, Limits::default()).await;
+    let after = svc
+        .create(&alice(), "r6", ask("bob"), Some("k-1"))
+        .await
+        .unwrap();
+    assert!(after.replayed);
+    assert_eq!(after.record.id, first.record.id);
+    // ...for 24 hours.
+    clock.advance_millis(24 * 3_600_000);
+    let late = svc
+        .create(&alice(), "r7", ask("bob"), Some("k-1"))
+        .await
+        .unwrap();
+    assert!(!late.replayed);
+    assert_ne!(late.record.id, first.record.id);
+    svc.abort().await;
+}
+
+#[tokio::test]
+async fn concurrent_retries_create_one_elicitation() {
+    let clock = manual_clock();
+    let (svc, _store) = open_temp(&clock).await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let svc = svc.clone();
+        tasks.push(tokio::spawn(async move {
+            svc.create(&alice(), &format!("r{i}"), ask("bob"), Some("same"))
+                .await
+        }));
+    }
+    let mut ids = Vec::new();
+    let mut fresh = 0;
+    for t in tasks {
+        let c = t.await.unwrap().unwrap();
+        fresh += usize::from(!c.replayed);
+        ids.push(c.record.id.clone());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(fresh, 1);
+    assert_eq!(svc.pending_count(), 1);
+    assert_eq!(svc.memory_counts().creating, 0);
+}
+
+#[tokio::test]
+async fn keys_are_bounded() {
+    let clock = manual_clock();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open_at(
+        dir.path(),
+        &clock,
+        Limits {
+            max_idempotency_keys: 5,
+            ..Limits::default()
+        },
+    )
+    .await;
+    for i in 0..20 {
+        svc.create(&alice(), "r", ask("bob"), Some(&format!("k{i}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(svc.memory_counts().idempotency_keys, 5);
+    svc.abort().await;
+}

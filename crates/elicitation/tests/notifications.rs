@@ -1,0 +1,482 @@
+//! Agent subscriptions (live, resumed, bounded), per-elicitation waiters, and hooks.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::*;
+use lighthouse_elicitation::{
+    CancelRequest, Elicitation, ElicitationService, Error, Hooks, Limits, Message,
+    NotificationKind, Payload, RespondRequest, SendMessage, Status,
+};
+use lighthouse_event_store::ManualClock;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn next(
+    sub: &mut lighthouse_elicitation::AgentSubscription,
+) -> lighthouse_elicitation::Notification {
+    tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("a notification")
+        .unwrap()
+}
+
+fn status_of(n: &lighthouse_elicitation::Notification) -> Option<Status> {
+    match &n.payload {
+        Payload::Elicitation(r) => Some(r.status),
+        Payload::Message(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn both_sides_are_notified_live() {
+    let clock = manual_clock();
+    let (svc, _store) = open_temp(&clock).await;
+    let mut bob_sub = svc.subscribe(&bob(), None).unwrap();
+    let mut alice_sub = svc.subscribe(&alice(), None).unwrap();
+    let r = svc
+        .create(&alice(), "r", ask("bob"), None)
+        .await
+        .unwrap()
+        .record;
+    let n = next(&mut bob_sub).await;
+    assert_eq!(
+        (n.kind, status_of(&n)),
+        (
+            NotificationKind::ElicitationRequested,
+            Some(Status::Pending)
+        )
+    );
+    assert!(n.durable_at().is_some());
+    let v: serde_json::Value = serde_json::to_value(&n.payload).unwrap();
+    assert_eq!(v["id"], r.id.as_str());
+    svc.respond(
+        &bob(),
+        "r",
+        &r.id,
+        RespondRequest::accept(json!({"port": 9})),
+    )
+    .await
+    .unwrap();
+    for sub in [&mut alice_sub, &mut bob_sub] {
+        let n = next(sub).await;
+        assert_eq!(
+            (n.kind, status_of(&n)),
+            (
+                NotificationKind::ElicitationResolved,
+                Some(Status::Accepted)
+            )
+        );
+    }
+    svc.send_message(
+        &alice(),
+        "m",
+        SendMessage {
+            to: "bob".into(),
+            body: json!("hi"),
+        },
+    )
+    .await
+    .unwrap();
+    let n = next(&mut bob_sub).await;
+    assert_eq!(n.kind, NotificationKind::MessageReceived);
+    assert_eq!(serde_json::to_value(&n.payload).unwrap()["body"], "hi");
+}
+
+#[tokio::test]
+async fn without_a_position_pending_ones_come_first() {
+    let clock = manual_clock();
+    let (svc, _store) = open_temp(&clock).await;
+    let a = svc
+        .create(&alice(), "r", ask("bob"), None)
+        .await
+        .unwrap()
+        .record;
+    let b = svc
+        .create(&carol(), "r", ask("bob"), None)
+        .await
+        .unwrap()
+        .record;
+    let c = svc
+        .create(&alice(), "r", ask("bob"), None)
+        .await
+        .unwrap()
+        .record;
+    svc.cancel(&carol(), "r", &b.id, CancelRequest::default())
+        .await
+        .unwrap();
+    let mut sub = svc.subscribe(&bob(), None).unwrap();
+    let first = next(&mut sub).await;
+    let second = next(&mut sub).await;
+    let ids: Vec<_> = [&first, &second]
+        .iter()
+        .map(|n| match &n.payload {
+            Payload::Elicitation(r) => r.id.clone(),
+            Payload::Message(_) => unreachable!(),
+        })
+        .collect();
+    assert_eq!(ids, vec![a.id.clone(), c.id.clone()]);
+    assert!(first.seq < second.seq);
+    // Then live.
+    svc.cancel(&alice(), "r", &a.id, CancelRequest::default())
+        .await
+        .unwrap();
+    let n = next(&mut sub).await;
+    assert_eq!(
+        (n.kind, status_of(&n)),
+        (
+            NotificationKind::ElicitationResolved,
+            Some(Status::Cancelled)
+        )
+    );
+}
+
+/// Runs a mixed workload; returns every notification bob received from 0, live.
+async fn workload(svc: &ElicitationService, clock: &ManualClock) {
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let from = if i % 2 == 0 { alice() } else { carol() };
+        let to = if i % 3 == 0 { "carol" } else { "bob" };
+        let r = svc
+            .create(&from, "w", ask(to).timeout_ms(1000 + i), None)
+            .await
+            .unwrap()
+            .record;
+        ids.push((from, to, r.id.clone()));
+        if i % 4 == 1 {
+            svc.send_message(
+                &alice(),
+                "w",
+                SendMessage {
+                    to: "bob".into(),
+                    body: json!(i),
+                },
+            )
+            .await
+            .unwrap();
+        }
+    }
+    for (i, (from, to, id)) in ids.iter().enumerate() {
+        match i % 4 {
+            0 => {
+                svc.respond(
+                    &caller(to, lighthouse_security::Role::Agent),
+                    "w",
+                    id,
+                    RespondRequest::accept(json!({"port": 1})),
+                )
+                .await
+                .unwrap();
+            }
+            1 => {
+                svc.cancel(from, "w", id, CancelRequest::default())
+                    .await
+                    .unwrap();
+            }
+            2 => {
+                svc.respond(
+                    &caller(to, lighthouse_security::Role::Agent),
+                    "w",
+                    id,
+                    RespondRequest::decline(None),
+                )
+                .await
+                .unwrap();
+            }
+            _ => {}
+        }
+    }
+    clock.advance_millis(5_000);
+    svc.tick();
+    for (from, _, id) in &ids {
+        svc.wait_terminal(from, id, WAIT).await.unwrap();
+    }
+    svc.send_message(
+        &carol(),
+        "w",
+        SendMessage {
+            to: "bob".into(),
+            body: json!("last"),
+        },
+    )
+    .await
+    .unwrap();
+    // A transition waits for the applier, so everything before it is applied too.
+    let end = svc
+        .create(&alice(), "w", ask("bob"), None)
+        .await
+        .unwrap()
+        .record;
+    svc.cancel(&alice(), "w", &end.id, CancelRequest::default())
+        .await
+        .unwrap();
+}
+
+async fn drain_all(
+    sub: &mut lighthouse_elicitation::AgentSubscription,
+    up_to: u64,
+) -> Vec<(u64, NotificationKind, Option<Status>)> {
+    let mut out = Vec::new();
+    while sub.position() < up_to {
+        let n = next(sub).await;
+        out.push((n.seq, n.kind, status_of(&n)));
+    }
+    out
+}
+
+async fn resume_from_every_position(limits: Limits) {
+    let clock = manual_clock();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open_at(dir.path(), &clock, limits).await;
+    let mut live = svc.subscribe(&bob(), Some(0)).unwrap();
+    workload(&svc, &clock).await;
+    let head = svc.applied_seq();
+    let all = drain_all(&mut live, head).await;
+    // Strictly increasing positions: no duplicate.
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "{all:?}");
+    let requested = all
+        .iter()
+        .filter(|n| n.1 == NotificationKind::ElicitationRequested)
+        .count();
+    let resolved = all
+        .iter()
+        .filter(|n| n.1 == NotificationKind::ElicitationResolved)
+        .count();
+    let messages = all
+        .iter()
+        .filter(|n| n.1 == NotificationKind::MessageReceived)
+        .count();
+    assert_eq!((requested, resolved, messages), (9, 9, 4), "{all:?}");
+    // Resuming after any position gives exactly the rest: no gap, no duplicate,
+    // records as of their event (a replayed `requested` shows `pending`).
+    for (i, (seq, _, _)) in all.iter().enumerate() {
+        let mut sub = svc.subscribe(&bob(), Some(*seq)).unwrap();
+        let rest = drain_all(&mut sub, head).await;
+        assert_eq!(rest, all[i + 1..].to_vec(), "resumed after {seq}");
+    }
+    let mut sub = svc.subscribe(&bob(), Some(0)).unwrap();
+    assert_eq!(drain_all(&mut sub, head).await, all);
+    svc.abort().await;
+}
+
+#[tokio::test]
+async fn resume_without_gap_or_duplicate_from_memory() {
+    resume_from_every_position(Limits::default()).await;
+}
+
+#[tokio::test]
+async fn resume_without_gap_or_duplicate_from_the_log() {
+    // Keep almost nothing in memory, so catch-up has to read the log.
+    resume_from_every_position(Limits {
+        max_retained_resolved: 2,
+        ..Limits::default()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_is_cut_off_and_resumes() {
+    let clock = manual_clock();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open_at(
+        dir.path(),
+        &clock,
+        Limits {
+            subscription_buffer: 4,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let mut slow = svc.subscribe(&bob(), Some(0)).unwrap();
+    for i in 0..10 {
+        svc.send_message(
+            &alice(),
+            "m",
+            SendMessage {
+                to: "bob".into(),
+                body: json!(i),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let mut got = Vec::new();
+    let last = loop {
+        match tokio::time::timeout(WAIT, slow.next()).await.unwrap() {
+            Ok(n) => got.push(n.seq),
+            Err(Error::Lagged { last_seq }) => break last_seq,
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    assert_eq!(
+        got.len(),
+        4,
+        "the buffer bounds what a slow subscriber holds"
+    );
+    assert_eq!(last, *got.last().unwrap());
+    assert_eq!(
+        svc.subscription_count(),
+        0,
+        "the cut-off subscription is gone"
+    );
+    let mut again = svc.subscribe(&bob(), Some(last)).unwrap();
+    while got.len() < 10 {
+        got.push(next(&mut again).await.seq);
+    }
+    assert!(got.windows(2).all(|w| w[0] < w[1]));
+    svc.abort().await;
+}
+
+#[tokio::test]
+async fn subscriptions_are_bounded() {
+    let clock = manual_clock();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open_at(
+        dir.path(),
+        &clock,
+        Limits {
+            max_subscriptions: 2,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let a = svc.subscribe(&bob(), None).unwrap();
+    let _b = svc.subscribe(&alice(), None).unwrap();
+    assert!(matches!(
+        svc.subscribe(&carol(), None),
+        Err(Error::Capacity { .. })
+    ));
+    drop(a);
+    assert!(svc.subscribe(&carol(), None).is_ok());
+    svc.abort().await;
+}
+
+#[tokio::test]
+async fn waiters_resolve_at_the_outcome_or_the_end_of_the_wait() {
+    let clock = manual_clock();
+    let (svc, _store) = open_temp(&clock).await;
+    let r = svc
+        .create(&alice(), "r", ask("bob"), None)
+        .await
+        .unwrap()
+        .record;
+    // Times out with the elicitation still pending.
+    let t = tokio::time::Instant::now();
+    let p = svc.get(&alice(), &r.id, 30).await.unwrap();
+    assert_eq!(p.status, Status::Pending);
+    assert!(t.elapsed() >= Duration::from_millis(30));
+    // Wakes when it resolves.
+    let waiter = {
+        let svc = svc.clone();
+        let id = r.id.clone();
+        tokio::spawn(async move { svc.get(&alice(), &id, 60_000).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    svc.respond(
+        &bob(),
+        "r",
+        &r.id,
+        RespondRequest::decline(Some("no".into())),
+    )
+    .await
+    .unwrap();
+    let got = tokio::time::timeout(WAIT, waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.status, Status::Declined);
+    assert!(matches!(
+        svc.get(&alice(), &r.id, 60_001).await,
+        Err(Error::InvalidRequest { .. })
+    ));
+}
+
+#[derive(Default)]
+struct Counting {
+    created: AtomicU64,
+    resolved: AtomicU64,
+    resolved_ms: AtomicU64,
+    pending: AtomicU64,
+    messages: AtomicU64,
+    delivered: AtomicU64,
+}
+
+impl Hooks for Counting {
+    fn elicitation_created(&self, _: &Elicitation) {
+        self.created.fetch_add(1, Ordering::SeqCst);
+    }
+    fn elicitation_resolved(&self, _: &Elicitation, d: Duration) {
+        self.resolved.fetch_add(1, Ordering::SeqCst);
+        self.resolved_ms
+            .fetch_add(d.as_millis() as u64, Ordering::SeqCst);
+    }
+    fn pending_changed(&self, n: usize) {
+        self.pending.store(n as u64, Ordering::SeqCst);
+    }
+    fn message_sent(&self, _: &Message) {
+        self.messages.fetch_add(1, Ordering::SeqCst);
+    }
+    fn notification_delivered(&self, _: NotificationKind, _: Duration) {
+        self.delivered.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn hooks_see_counts_latencies_and_deliveries() {
+    let clock = manual_clock();
+    let hooks = Arc::new(Counting::default());
+    let store = lighthouse_event_store::EventStore::open_temporary(
+        lighthouse_event_store::StoreOptions::new(KEY),
+    )
+    .unwrap();
+    let svc = ElicitationService::open(
+        store,
+        options(&clock, Limits::default()).hooks(hooks.clone()),
+    )
+    .await
+    .unwrap();
+    let mut sub = svc.subscribe(&bob(), None).unwrap();
+    let a = svc
+        .create(&alice(), "r", ask("bob"), None)
+        .await
+        .unwrap()
+        .record;
+    let _b = svc
+        .create(&alice(), "r", ask("bob"), None)
+        .await
+        .unwrap()
+        .record;
+    clock.advance_millis(2_500);
+    svc.respond(
+        &bob(),
+        "r",
+        &a.id,
+        RespondRequest::accept(json!({"port": 2})),
+    )
+    .await
+    .unwrap();
+    svc.send_message(
+        &alice(),
+        "m",
+        SendMessage {
+            to: "bob".into(),
+            body: json!(1),
+        },
+    )
+    .await
+    .unwrap();
+    for _ in 0..4 {
+        next(&mut sub).await;
+    }
+    assert_eq!(hooks.created.load(Ordering::SeqCst), 2);
+    assert_eq!(hooks.resolved.load(Ordering::SeqCst), 1);
+    assert_eq!(hooks.resolved_ms.load(Ordering::SeqCst), 2_500);
+    assert_eq!(hooks.pending.load(Ordering::SeqCst), 1);
+    assert_eq!(hooks.messages.load(Ordering::SeqCst), 1);
+    assert_eq!(hooks.delivered.load(Ordering::SeqCst), 4);
+}

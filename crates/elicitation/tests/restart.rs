@@ -1,0 +1,325 @@
+//! Restarts: a rebuild from a snapshot plus the tail equals a rebuild from the
+//! whole log, and every acknowledged action survives a crash at any moment.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use lighthouse_elicitation::{
+    CancelRequest, ElicitationService, Limits, ListQuery, Mailbox, RespondRequest, SendMessage,
+    Status,
+};
+use lighthouse_event_store::{Clock, ManualClock};
+use lighthouse_security::Role;
+use serde_json::json;
+
+/// Creates and resolves a mix of elicitations; returns the ids created.
+async fn activity(svc: &ElicitationService, clock: &ManualClock, round: u64) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..25u64 {
+        let from = [alice(), carol()][(i % 2) as usize].clone();
+        let to = ["bob", "carol", "alice"][(i % 3) as usize];
+        let key = (i % 5 == 0).then(|| format!("k-{round}-{i}"));
+        let timeout = if i % 7 == 0 { 1_000 } else { 600_000 };
+        let r = svc
+            .create(&from, "a", ask(to).timeout_ms(timeout), key.as_deref())
+            .await
+            .unwrap()
+            .record;
+        let target = caller(to, Role::Agent);
+        match i % 6 {
+            0 => drop(
+                svc.respond(
+                    &target,
+                    "a",
+                    &r.id,
+                    RespondRequest::accept(json!({"port": i + 1})),
+                )
+                .await,
+            ),
+            1 => drop(
+                svc.respond(
+                    &target,
+                    "a",
+                    &r.id,
+                    RespondRequest::decline(Some(format!("d{i}"))),
+                )
+                .await,
+            ),
+            2 => drop(
+                svc.cancel(&from, "a", &r.id, CancelRequest { reason: None })
+                    .await,
+            ),
+            _ => {}
+        }
+        if i % 4 == 0 {
+            svc.send_message(
+                &from,
+                "m",
+                SendMessage {
+                    to: to.into(),
+                    body: json!(i),
+                },
+            )
+            .await
+            .unwrap();
+        }
+        ids.push(r.id.clone());
+    }
+    // Let the short ones expire.
+    clock.advance_millis(2_000);
+    svc.tick();
+    for id in &ids {
+        let r = svc
+            .get(&alice(), id, 0)
+            .await
+            .or(svc.get(&carol(), id, 0).await)
+            .unwrap();
+        if r.expires_at <= clock.now() {
+            let owner = if r.from == "alice" { alice() } else { carol() };
+            svc.wait_terminal(&owner, id, Duration::from_secs(10))
+                .await
+                .unwrap();
+        }
+    }
+    ids
+}
+
+async fn snapshot_plus_tail_equals_full_log(limits: Limits) {
+    let clock = manual_clock();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open_at(dir.path(), &clock, limits.clone()).await;
+    activity(&svc, &clock, 1).await;
+    let snap_seq = svc.save_snapshot().await.unwrap();
+    activity(&svc, &clock, 2).await;
+    let live_state = svc.export_state();
+    svc.abort().await;
+
+    let store = store_at(dir.path(), &clock);
+    let snap = store
+        .load_snapshot(lighthouse_elicitation::DEFAULT_SNAPSHOT_NAME)
+        .unwrap()
+        .unwrap();
+    assert!(snap.seq >= snap_seq && snap.seq <= store.head_seq());
+    if limits.snapshot_every_events == 0 {
+        assert!(
+            snap.seq < store.head_seq(),
+            "the snapshot leaves a tail to apply"
+        );
+    }
+    let from_snapshot = ElicitationService::open(store.clone(), options(&clock, limits.clone()))
+        .await
+        .unwrap();
+    assert_eq!(from_snapshot.started_from_snapshot(), Some(snap.seq));
+    let a = from_snapshot.export_state();
+    from_snapshot.abort().await;
+    let full_log = ElicitationService::open(
+        store.clone(),
+        options(&clock, limits).snapshot_name("no-such-snapshot"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(full_log.started_from_snapshot(), None);
+    let b = full_log.export_state();
+    assert_eq!(a, b);
+    assert_eq!(
+        a, live_state,
+        "a restart reproduces the state the service had"
+    );
+    assert!(a["entries"].as_array().unwrap().len() > 10);
+    full_log.abort().await;
+}
+
+#[tokio::test]
+async fn restart_from_snapshot_equals_restart_from_full_log() {
+    snapshot_plus_tail_equals_full_log(Limits {
+        snapshot_every_events: 0,
+        ..Limits::default()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn restart_equality_holds_with_eviction_and_automatic_snapshots() {
+    snapshot_plus_tail_equals_full_log(Limits {
+        max_retained_resolved: 7,
+        max_idempotency_keys: 3,
+        snapshot_every_events: 13,
+        ..Limits::default()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_acknowledged_action_survives_a_crash() {
+    let clock = manual_clock();
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        snapshot_every_events: 20,
+        ..Limits::default()
+    };
+    let svc = open_at(dir.path(), &clock, limits.clone()).await;
+    // Many concurrent pairs; the crash comes while they are still running.
+    let mut tasks = Vec::new();
+    for p in 0..8 {
+        let svc = svc.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked: Vec<(String, Status)> = Vec::new();
+            let requester = caller(&format!("req{p}"), Role::Agent);
+            let target = caller(&format!("tgt{p}"), Role::Agent);
+            for i in 0..1000u64 {
+                let Ok(c) = svc.create(&requester, "x", ask(&target.agent), None).await else {
+                    break;
+                };
+                acked.push((c.record.id.clone(), Status::Pending));
+                let res = if i % 2 == 0 {
+                    svc.respond(
+                        &target,
+                        "x",
+                        &c.record.id,
+                        RespondRequest::accept(json!({"port": 3})),
+                    )
+                    .await
+                } else {
+                    svc.cancel(&requester, "x", &c.record.id, CancelRequest::default())
+                        .await
+                };
+                match res {
+                    Ok(r) => acked.last_mut().unwrap().1 = r.status,
+                    Err(_) => break,
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    svc.clone().abort().await;
+    let mut acked = HashMap::new();
+    for t in tasks {
+        for (id, st) in t.await.unwrap() {
+            acked.insert(id, st);
+        }
+    }
+    drop(svc);
+    assert!(acked.len() > 8, "the workload ran before the crash");
+    let svc = open_at(dir.path(), &clock, limits).await;
+    for (id, st) in &acked {
+        // Visible to its parties only; read as the requester.
+        let p = id_owner(&svc, id).await;
+        let r = svc.get(&p, id, 0).await.unwrap();
+        if *st == Status::Pending {
+            // Its answer may have been written without being acknowledged.
+            assert!(
+                matches!(
+                    r.status,
+                    Status::Pending | Status::Accepted | Status::Cancelled
+                ),
+                "{id}"
+            );
+        } else {
+            assert_eq!(r.status, *st, "{id}");
+        }
+    }
+    svc.abort().await;
+}
+
+/// Finds the requester of `id` among the workload's agents.
+async fn id_owner(svc: &ElicitationService, id: &str) -> lighthouse_security::Caller {
+    for p in 0..8 {
+        let c = caller(&format!("req{p}"), Role::Agent);
+        if svc.get(&c, id, 0).await.is_ok() {
+            return c;
+        }
+    }
+    panic!("no owner for {id}");
+}
+
+#[tokio::test]
+async fn listings_paginate_by_status() {
+    let clock = manual_clock();
+    let (svc, _store) = open_temp(&clock).await;
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        ids.push(
+            svc.create(&alice(), "c", ask("bob"), None)
+                .await
+                .unwrap()
+                .record
+                .id
+                .clone(),
+        );
+    }
+    for id in &ids[..3] {
+        svc.respond(&bob(), "r", id, RespondRequest::decline(None))
+            .await
+            .unwrap();
+    }
+    let page = |status, cursor| ListQuery {
+        mailbox: Mailbox::Inbox,
+        status,
+        limit: Some(2),
+        cursor,
+    };
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let p = svc
+            .list(&bob(), &page(Some(Status::Pending), cursor))
+            .unwrap();
+        seen.extend(p.items.iter().map(|r| r.id.clone()));
+        match p.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids[3..].to_vec());
+    let declined = svc
+        .list(
+            &bob(),
+            &ListQuery {
+                mailbox: Mailbox::Inbox,
+                status: Some(Status::Declined),
+                limit: None,
+                cursor: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        declined
+            .items
+            .iter()
+            .map(|r| r.id.clone())
+            .collect::<Vec<_>>(),
+        ids[..3].to_vec()
+    );
+    assert_eq!(declined.next_cursor, None);
+    let all = svc
+        .list(
+            &alice(),
+            &ListQuery {
+                mailbox: Mailbox::Outbox,
+                status: None,
+                limit: Some(7),
+                cursor: None,
+            },
+        )
+        .unwrap();
+    let v = serde_json::to_value(&all).unwrap();
+    assert_eq!((all.items.len(), all.next_cursor), (7, None));
+    assert!(v["items"].is_array() && v["next_cursor"].is_null());
+    assert!(svc.list(&bob(), &page(None, Some("nope".into()))).is_err());
+    assert!(
+        svc.list(
+            &bob(),
+            &ListQuery {
+                mailbox: Mailbox::Inbox,
+                status: None,
+                limit: Some(1001),
+                cursor: None
+            }
+        )
+        .is_err()
+    );
+}
