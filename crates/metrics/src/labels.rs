@@ -8,12 +8,6 @@
 //! [`OVERFLOW_LABEL_VALUE`] instead, and the fold is counted in
 //! `lighthouse_metrics_label_values_folded_total{label}`.
 
-use parking_lot::RwLock;
-use std::borrow::Borrow;
-use std::collections::HashMap;
-use std::hash::Hash;
-use std::sync::OnceLock;
-
 /// The label value that replaces an invalid value, or a new value once its
 /// label's cap is reached. It cannot be a route template (no leading `/`), a
 /// status code or a flag key (flag keys start with `[a-z0-9]`).
@@ -191,82 +185,6 @@ pub fn is_valid_flag_key(key: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
 }
 
-/// What a lookup in a [`BoundedLabel`] returned.
-#[derive(Debug, Clone)]
-pub(crate) struct Admitted<V> {
-    pub(crate) value: V,
-    /// The key was invalid or the cap was reached: `value` is the overflow entry.
-    pub(crate) folded: bool,
-}
-
-/// A map from first-use label keys to per-value state, holding at most `cap`
-/// entries plus one overflow entry. Reads take a shared lock; only the first
-/// use of a key takes the exclusive one.
-#[derive(Debug)]
-pub(crate) struct BoundedLabel<K, V> {
-    cap: usize,
-    entries: RwLock<HashMap<K, V>>,
-    overflow: OnceLock<V>,
-}
-
-impl<K: Hash + Eq, V: Clone> BoundedLabel<K, V> {
-    pub(crate) fn new(cap: usize) -> Self {
-        Self {
-            cap,
-            entries: RwLock::new(HashMap::new()),
-            overflow: OnceLock::new(),
-        }
-    }
-
-    /// The entry for `key`, created with `make(Some(key))` on first use while
-    /// under the cap. An invalid key, or a new key once the cap is reached,
-    /// gets the overflow entry, created with `make(None)` on first need.
-    pub(crate) fn get_or_create<Q>(
-        &self,
-        key: &Q,
-        valid: bool,
-        make: impl FnOnce(Option<&Q>) -> V,
-    ) -> Admitted<V>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ToOwned + ?Sized,
-        Q::Owned: Into<K>,
-    {
-        if valid {
-            if let Some(v) = self.entries.read().get(key) {
-                return Admitted {
-                    value: v.clone(),
-                    folded: false,
-                };
-            }
-            let mut entries = self.entries.write();
-            if let Some(v) = entries.get(key) {
-                return Admitted {
-                    value: v.clone(),
-                    folded: false,
-                };
-            }
-            if entries.len() < self.cap {
-                let v = make(Some(key));
-                entries.insert(key.to_owned().into(), v.clone());
-                return Admitted {
-                    value: v,
-                    folded: false,
-                };
-            }
-        }
-        Admitted {
-            value: self.overflow.get_or_init(|| make(None)).clone(),
-            folded: true,
-        }
-    }
-
-    /// Distinct admitted keys (the overflow entry not included).
-    pub(crate) fn len(&self) -> usize {
-        self.entries.read().len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,38 +214,5 @@ mod tests {
         assert!(!is_valid_flag_key(OVERFLOW_LABEL_VALUE));
         assert!(!is_valid_flag_key("Upper") && !is_valid_flag_key(""));
         assert!(!is_valid_flag_key(&"a".repeat(129)));
-    }
-
-    #[test]
-    fn a_bounded_label_never_holds_more_than_its_cap() {
-        let map: BoundedLabel<Box<str>, String> = BoundedLabel::new(3);
-        let mut folded = 0;
-        for i in 0..1_000 {
-            let key = format!("/r/{i}");
-            let got = map.get_or_create(key.as_str(), true, |k| {
-                k.map_or_else(|| OVERFLOW_LABEL_VALUE.to_string(), str::to_string)
-            });
-            if got.folded {
-                folded += 1;
-                assert_eq!(got.value, OVERFLOW_LABEL_VALUE);
-            } else {
-                assert_eq!(got.value, key);
-            }
-        }
-        assert_eq!(map.len(), 3);
-        assert_eq!(folded, 997);
-        // An admitted key keeps its own entry after the cap is reached.
-        let again = map.get_or_create("/r/1", true, |_| unreachable!("exists"));
-        assert!(!again.folded);
-        assert_eq!(again.value, "/r/1");
-    }
-
-    #[test]
-    fn an_invalid_key_is_folded_without_taking_a_slot() {
-        let map: BoundedLabel<Box<str>, u32> = BoundedLabel::new(2);
-        let got = map.get_or_create("bad", false, |k| if k.is_some() { 1 } else { 0 });
-        assert!(got.folded);
-        assert_eq!(got.value, 0);
-        assert_eq!(map.len(), 0);
     }
 }

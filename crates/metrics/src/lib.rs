@@ -52,6 +52,7 @@ pub mod catalogue;
 mod error;
 mod exposition;
 mod histogram;
+mod label_table;
 mod labels;
 mod process;
 mod recorder;

@@ -4,15 +4,15 @@ use crate::catalogue as cat;
 use crate::error::Result;
 use crate::exposition::{self, CounterFamily, HistogramFamily};
 use crate::histogram::DurationHistogram;
+use crate::label_table::LabelTable;
 use crate::labels::{
-    BoundedLabel, FlagResult, FoldedLabel, LabelCaps, OVERFLOW_LABEL_VALUE, Outcome, RateAction,
-    ViolationKind, is_valid_flag_key, is_valid_route, is_valid_status,
+    FlagResult, FoldedLabel, LabelCaps, OVERFLOW_LABEL_VALUE, Outcome, RateAction, ViolationKind,
+    is_valid_flag_key, is_valid_route, is_valid_status,
 };
 use crate::process::ProcessCollector;
 use crate::stats::{ElicitationWindows, HttpWindows, StoreStats, WindowStats};
 use crate::time::{SharedTimeSource, SystemTimeSource};
 use crate::window::{LatencyWindow, WindowConfig};
-use parking_lot::RwLock;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -75,13 +75,13 @@ impl MetricsConfig {
     }
 }
 
-/// The series of one route: its latency histogram and a counter per status.
+/// The series of one route: its latency histogram and a counter per status
+/// (admitted statuses, plus `_other` for folded ones).
 #[derive(Debug)]
 struct RouteSeries {
     label: Arc<str>,
     duration: DurationHistogram,
-    /// At most `caps.statuses` admitted codes plus 0 for the overflow value.
-    by_status: RwLock<Vec<(u16, Counter)>>,
+    by_status: LabelTable<u16, Counter>,
 }
 
 #[derive(Debug)]
@@ -96,8 +96,9 @@ struct Inner {
     elicitations_active: Gauge,
     http_requests: CounterFamily<2>,
     http_duration: HistogramFamily<1>,
-    routes: BoundedLabel<Box<str>, Arc<RouteSeries>>,
-    statuses: BoundedLabel<u16, Arc<str>>,
+    status_cap: usize,
+    routes: LabelTable<Box<str>, RouteSeries>,
+    statuses: LabelTable<u16, Arc<str>>,
     violations: [Counter; 5],
     rate_limited: [Counter; 5],
     messages: Counter,
@@ -106,7 +107,7 @@ struct Inner {
     head_seq: Gauge,
     store_size: Gauge,
     flag_evaluations: CounterFamily<2>,
-    flags: BoundedLabel<Box<str>, Arc<[Counter; 2]>>,
+    flags: LabelTable<Box<str>, [Counter; 2]>,
     stream_connections: Gauge,
     folded: [Counter; 3],
     elicitation_windows: ElicitationWindows,
@@ -144,8 +145,9 @@ impl Metrics {
             elicitations_active: exposition::gauge(r, &cat::ELICITATIONS_ACTIVE),
             http_requests: exposition::counter_family(r, &cat::HTTP_REQUESTS),
             http_duration: exposition::histogram_family(r, &cat::HTTP_REQUEST_DURATION),
-            routes: BoundedLabel::new(config.caps.routes),
-            statuses: BoundedLabel::new(config.caps.statuses),
+            status_cap: config.caps.statuses,
+            routes: LabelTable::new(config.caps.routes),
+            statuses: LabelTable::new(config.caps.statuses),
             violations: exposition::fixed_counters(r, &cat::SECURITY_VIOLATIONS),
             rate_limited: exposition::fixed_counters(r, &cat::RATE_LIMITED),
             messages: exposition::counter(r, &cat::MESSAGES),
@@ -154,7 +156,7 @@ impl Metrics {
             head_seq: exposition::gauge(r, &cat::STORE_HEAD_SEQ),
             store_size: exposition::gauge(r, &cat::STORE_SIZE),
             flag_evaluations: exposition::counter_family(r, &cat::FLAG_EVALUATIONS),
-            flags: BoundedLabel::new(config.caps.flags),
+            flags: LabelTable::new(config.caps.flags),
             stream_connections: exposition::gauge(r, &cat::STREAM_CONNECTIONS),
             folded: exposition::fixed_counters(r, &cat::LABEL_VALUES_FOLDED),
             elicitation_windows: ElicitationWindows::new(config.window)?,
@@ -213,7 +215,7 @@ impl Metrics {
     pub fn http_request(&self, route: &str, status: u16, busy: Duration) {
         let series = self.route_series(route);
         series.duration.observe(busy);
-        self.status_counter(&series, status).inc();
+        self.status_counter(series, status).inc();
         let now = self.now_ms();
         self.inner.http_windows.request(now, status, busy);
     }
@@ -222,55 +224,59 @@ impl Metrics {
         self.inner.folded[label.index()].inc();
     }
 
-    fn route_series(&self, route: &str) -> Arc<RouteSeries> {
-        let inner = &self.inner;
-        let admitted = inner
-            .routes
-            .get_or_create(route, is_valid_route(route), |key| {
-                let label: Arc<str> = Arc::from(key.unwrap_or(OVERFLOW_LABEL_VALUE));
-                let name = cat::HTTP_REQUEST_DURATION.labels[0].name;
-                Arc::new(RouteSeries {
-                    duration: inner
-                        .http_duration
-                        .get_or_create_owned(&[(name, label.clone())]),
-                    label,
-                    by_status: RwLock::new(Vec::new()),
-                })
-            });
+    fn route_series(&self, route: &str) -> &RouteSeries {
+        let inner = &*self.inner;
+        let admitted = inner.routes.get_or_create(route, is_valid_route, |key| {
+            let label: Arc<str> = Arc::from(key.unwrap_or(OVERFLOW_LABEL_VALUE));
+            let name = cat::HTTP_REQUEST_DURATION.labels[0].name;
+            RouteSeries {
+                duration: inner
+                    .http_duration
+                    .get_or_create_owned(&[(name, label.clone())]),
+                label,
+                by_status: LabelTable::new(inner.status_cap),
+            }
+        });
         if admitted.folded {
             self.fold(FoldedLabel::Route);
         }
         admitted.value
     }
 
-    fn status_counter(&self, series: &RouteSeries, status: u16) -> Counter {
-        let admitted =
-            self.inner
-                .statuses
-                .get_or_create(&status, is_valid_status(status), |code| {
-                    code.map_or_else(
+    fn status_counter<'a>(&'a self, series: &'a RouteSeries, status: u16) -> &'a Counter {
+        let inner = &*self.inner;
+        // Only a status new to this route is checked against the global set
+        // of admitted statuses (at most `caps.statuses` over all routes).
+        let label: std::cell::Cell<Option<&Arc<str>>> = std::cell::Cell::new(None);
+        let admit = |code: &u16| {
+            let admitted = inner.statuses.get_or_create(
+                code,
+                |c| is_valid_status(*c),
+                |c| {
+                    c.map_or_else(
                         || Arc::from(OVERFLOW_LABEL_VALUE),
                         |c| Arc::from(c.to_string()),
                     )
-                });
-        if admitted.folded {
-            self.fold(FoldedLabel::Status);
-        }
-        let key = if admitted.folded { 0 } else { status };
-        if let Some((_, c)) = series.by_status.read().iter().find(|(s, _)| *s == key) {
-            return c.clone();
-        }
-        let mut by_status = series.by_status.write();
-        if let Some((_, c)) = by_status.iter().find(|(s, _)| *s == key) {
-            return c.clone();
-        }
-        let labels = &cat::HTTP_REQUESTS.labels;
-        let c = self.inner.http_requests.get_or_create_owned(&[
-            (labels[0].name, series.label.clone()),
-            (labels[1].name, admitted.value),
-        ]);
-        by_status.push((key, c.clone()));
-        c
+                },
+            );
+            if admitted.folded {
+                self.fold(FoldedLabel::Status);
+            }
+            label.set(Some(admitted.value));
+            !admitted.folded
+        };
+        let make = |code: Option<&u16>| {
+            let value = match (code, label.get()) {
+                (Some(_), Some(admitted)) => admitted.clone(),
+                _ => Arc::from(OVERFLOW_LABEL_VALUE),
+            };
+            let labels = &cat::HTTP_REQUESTS.labels;
+            inner.http_requests.get_or_create_owned(&[
+                (labels[0].name, series.label.clone()),
+                (labels[1].name, value),
+            ])
+        };
+        series.by_status.get_or_create(&status, admit, make).value
     }
 
     /// A request was refused by authentication or authorization.
@@ -310,19 +316,17 @@ impl Metrics {
     /// creates both its `on` and `off` series; keys that are not flag keys,
     /// or new keys beyond the cap, count under `_other`.
     pub fn flag_evaluation(&self, flag: &str, result: FlagResult) {
-        let inner = &self.inner;
-        let admitted = inner
-            .flags
-            .get_or_create(flag, is_valid_flag_key(flag), |key| {
-                let value: Arc<str> = Arc::from(key.unwrap_or(OVERFLOW_LABEL_VALUE));
-                let labels = &cat::FLAG_EVALUATIONS.labels;
-                Arc::new([FlagResult::On, FlagResult::Off].map(|r| {
-                    inner.flag_evaluations.get_or_create_owned(&[
-                        (labels[0].name, value.clone()),
-                        (labels[1].name, Arc::from(r.as_str())),
-                    ])
-                }))
-            });
+        let inner = &*self.inner;
+        let admitted = inner.flags.get_or_create(flag, is_valid_flag_key, |key| {
+            let value: Arc<str> = Arc::from(key.unwrap_or(OVERFLOW_LABEL_VALUE));
+            let labels = &cat::FLAG_EVALUATIONS.labels;
+            [FlagResult::On, FlagResult::Off].map(|r| {
+                inner.flag_evaluations.get_or_create_owned(&[
+                    (labels[0].name, value.clone()),
+                    (labels[1].name, Arc::from(r.as_str())),
+                ])
+            })
+        });
         if admitted.folded {
             self.fold(FoldedLabel::Flag);
         }
