@@ -29,15 +29,26 @@ pub(crate) const KEY_RULE: &str = "1 to 128 of [a-z0-9._-], starting with a-z or
 pub(crate) const AGENT_RULE: &str = "an agent id: 1 to 64 of [a-z0-9._-], starting with a-z or 0-9";
 pub(crate) const VARIANT_RULE: &str = "1 to 64 of [a-z0-9._-], starting with a-z or 0-9";
 
+/// Which bytes may follow the first one: `[a-z0-9._-]`.
+const REST: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-';
+        c += 1;
+    }
+    t
+};
+
 #[inline]
 fn lower_name(s: &str, max: usize) -> bool {
     let b = s.as_bytes();
     match b.split_first() {
-        Some((first, rest)) if b.len() <= max => {
+        Some((&first, rest)) if b.len() <= max => {
             (first.is_ascii_lowercase() || first.is_ascii_digit())
-                && rest.iter().all(|&c| {
-                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
-                })
+                // A fold without early exit compiles to a short branch-free loop.
+                && rest.iter().fold(true, |ok, &c| ok & REST[usize::from(c)])
         }
         _ => false,
     }

@@ -259,3 +259,29 @@ fn sets_list_flags_sorted_by_key() {
     assert_eq!(s.len(), 3);
     assert!(s.get("b").is_some() && s.get("z").is_none());
 }
+
+#[test]
+fn evaluations_serialize_as_the_protocol_names_them() {
+    let mut f = flag("elicitation_enabled", true, 10_000);
+    f.variants = vec![Variant::new("a", 491), Variant::new("b", 509)];
+    let s = set(vec![f]);
+    let on = serde_json::to_value(s.evaluate("elicitation_enabled", "alice").unwrap()).unwrap();
+    assert_eq!(
+        on,
+        serde_json::json!({"enabled": true, "variant": "b", "reason": "split", "bucket": 4585})
+    );
+    let off = serde_json::to_value(s.evaluate("missing", "alice").unwrap()).unwrap();
+    assert_eq!(off["variant"], serde_json::Value::Null);
+    assert_eq!(off["reason"], "not_found");
+    for (r, name) in [
+        (Reason::NotFound, "not_found"),
+        (Reason::Killed, "killed"),
+        (Reason::Prerequisite, "prerequisite"),
+        (Reason::Targeting, "targeting"),
+        (Reason::Disabled, "disabled"),
+        (Reason::Split, "split"),
+    ] {
+        assert_eq!(serde_json::to_value(r).unwrap(), name);
+        assert_eq!(r.as_str(), name);
+    }
+}
