@@ -11,7 +11,7 @@ use crate::authz::{Action, ActionClass, authorize};
 use crate::error::{Error, Result};
 use crate::headers::valid_agent;
 use crate::keys::MasterKey;
-use crate::nonce::{NonceConfig, NonceStore};
+use crate::nonce::{NonceConfig, NonceFlusher, NonceStore};
 use crate::rate::{RateConfig, RateLimiter, RateRefusal};
 use crate::refusal::Refusal;
 use crate::registry::{AgentRegistry, RegistryConfig};
@@ -83,8 +83,8 @@ impl std::fmt::Debug for Gate {
 impl Gate {
     /// Opens every part: the registry and revoked tokens from `store`, the nonce
     /// journal from `nonce_dir` (`None`: nonces in memory only, forgotten on restart).
-    /// Start a [`NonceFlusher`](crate::NonceFlusher) on [`nonces`](Self::nonces)
-    /// when persisting.
+    /// Start the journal's flusher with
+    /// [`start_nonce_flusher`](Self::start_nonce_flusher) when persisting.
     pub fn open(
         store: EventStore,
         master: MasterKey,
@@ -207,6 +207,13 @@ impl Gate {
                     .bearer()
                     .and_then(|t| self.tokens.verified_agent(t))
             })
+    }
+
+    /// Starts writing accepted nonces to the journal every `interval` (use
+    /// [`DEFAULT_FLUSH_INTERVAL`](crate::DEFAULT_FLUSH_INTERVAL)); stops when the
+    /// returned flusher is dropped. Without a nonce directory it flushes nothing.
+    pub fn start_nonce_flusher(&self, interval: std::time::Duration) -> Result<NonceFlusher> {
+        NonceFlusher::start(self.nonces.clone(), interval)
     }
 
     /// The audit summary of a minute that ended (call about once a minute).

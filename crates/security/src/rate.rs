@@ -115,9 +115,10 @@ impl RateLimits {
 pub struct RateConfig {
     /// The quotas (default PROTOCOL.md 2.4).
     pub limits: RateLimits,
-    /// Most agents tracked at once (default 1,000,000, 64 bytes each plus the
-    /// id). Only authenticated agents reach the limiter, so this is at most the
-    /// number of registered agents active within the last refill period.
+    /// Most agents tracked at once (default 1,000,000, about 64 bytes each plus
+    /// the id), split evenly over the shards (rounded up). Only authenticated
+    /// agents reach the limiter, so this is at most the number of registered
+    /// agents active within the last refill period.
     pub max_agents: usize,
     /// Least time between sweeps of a shard for idle agents (default 10 s).
     pub sweep_interval_ms: i64,
@@ -321,6 +322,28 @@ mod tests {
             r.check("b", Role::Agent, ActionClass::Session, at(0))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn tracked_agents_are_bounded_and_idle_ones_make_room() {
+        let config = RateConfig {
+            max_agents: 3,
+            shards: 1,
+            ..RateConfig::default()
+        };
+        let r = RateLimiter::new(config).unwrap();
+        for a in ["a", "b", "c"] {
+            r.check(a, Role::Agent, ActionClass::Write, at(0)).unwrap();
+        }
+        assert_eq!(
+            r.check("d", Role::Agent, ActionClass::Write, at(0)),
+            Err(RateRefusal::Unavailable(Unavailable::RateLimiterFull))
+        );
+        assert_eq!(r.tracked(), 3);
+        // One write costs 20 ms of a 3000/min quota; after that the three are idle.
+        r.check("d", Role::Agent, ActionClass::Write, at(20))
+            .unwrap();
+        assert_eq!(r.tracked(), 1);
     }
 
     #[test]

@@ -25,9 +25,13 @@ const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Lowercase hex of the SHA-256 of `body`.
 pub fn body_hash_hex(body: &[u8]) -> [u8; 64] {
-    let digest: [u8; 32] = Sha256::digest(body).into();
+    hex64(&Sha256::digest(body).into())
+}
+
+/// Lowercase hex of 32 bytes.
+fn hex64(bytes: &[u8; 32]) -> [u8; 64] {
     let mut out = [0u8; 64];
-    for (pair, b) in out.chunks_exact_mut(2).zip(digest) {
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
         pair[0] = HEX_DIGITS[usize::from(b >> 4)];
         pair[1] = HEX_DIGITS[usize::from(b & 0x0f)];
     }
@@ -220,7 +224,8 @@ impl Signer {
             key_id,
             timestamp: ts,
             nonce: nonce.to_owned(),
-            signature: hex::encode(mac.finalize().into_bytes()),
+            signature: String::from_utf8_lossy(&hex64(&mac.finalize().into_bytes().into()))
+                .into_owned(),
         }
     }
 }
