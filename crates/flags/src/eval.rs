@@ -1,13 +1,12 @@
 //! Evaluation of a flag for an agent, in the order of PROTOCOL.md section 8.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
 use crate::bucket;
 use crate::error::Error;
 use crate::names::{self, AGENT_RULE};
-use crate::set::{FlagSet, Rule};
+use crate::set::{Entry, FlagSet};
+use crate::variant_name::VariantName;
 
 /// Why an evaluation came out as it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -49,12 +48,12 @@ impl std::fmt::Display for Reason {
 
 /// The result of evaluating a flag for an agent:
 /// `{enabled, variant, reason, bucket}` on the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evaluation {
     /// Whether the flag is on for the agent.
     pub enabled: bool,
     /// The agent's variant when the flag is on and has variants, else `None`.
-    pub variant: Option<Arc<str>>,
+    pub variant: Option<VariantName>,
     /// Why.
     pub reason: Reason,
     /// The agent's rollout bucket for this key, `0..10000`; reported for every
@@ -71,8 +70,7 @@ impl FlagSet {
     /// (`disabled`); bucket below the threshold → on, else off (`split`).
     ///
     /// Refuses an `agent` that is not a valid agent id ([`Error::Invalid`] on
-    /// `/agent`). Does not allocate unless the flag is on and has variants (one
-    /// reference count increment for the variant name).
+    /// `/agent`). Does not allocate and writes no shared memory.
     #[inline]
     pub fn evaluate(&self, key: &str, agent: &str) -> Result<Evaluation, Error> {
         if !names::is_valid_agent(agent) {
@@ -91,54 +89,62 @@ impl FlagSet {
         let Some(entry) = self.entry(key) else {
             return off(Reason::NotFound, bucket::bucket(key, agent));
         };
-        let rule = &entry.rule;
-        let bucket = rule.bucket(agent);
-        if rule.killed {
+        let gate = &entry.gate;
+        let bucket = gate.bucket(agent);
+        if gate.killed {
             return off(Reason::Killed, bucket);
         }
         for &p in entry.closure.iter() {
-            let pre = self.entry_at(p);
-            if !pre.rule.locally_on(agent) {
+            if !self.entry_at(p).locally_on(agent) {
                 return off(Reason::Prerequisite, bucket);
             }
         }
-        if rule.denies(agent) {
-            return off(Reason::Targeting, bucket);
+        if gate.targeted {
+            if entry.rule.denies(agent) {
+                return off(Reason::Targeting, bucket);
+            }
+            if entry.rule.allows(agent) {
+                return on(entry, agent, Reason::Targeting, bucket);
+            }
         }
-        if rule.allows(agent) {
-            return on(rule, agent, Reason::Targeting, bucket);
-        }
-        if !rule.enabled {
+        if !gate.enabled {
             return off(Reason::Disabled, bucket);
         }
-        if bucket < rule.threshold {
-            on(rule, agent, Reason::Split, bucket)
+        if bucket < gate.threshold {
+            on(entry, agent, Reason::Split, bucket)
         } else {
             off(Reason::Split, bucket)
         }
     }
 }
 
-impl Rule {
+impl Entry {
     /// The flag's own conditions, without its prerequisites: what a dependent
     /// flag checks for each of its (transitive) prerequisites.
+    #[inline]
     fn locally_on(&self, agent: &str) -> bool {
-        if self.killed || self.denies(agent) {
+        let gate = &self.gate;
+        if gate.killed {
             return false;
         }
-        if self.allows(agent) {
-            return true;
+        if gate.targeted {
+            if self.rule.denies(agent) {
+                return false;
+            }
+            if self.rule.allows(agent) {
+                return true;
+            }
         }
-        self.enabled && self.bucket(agent) < self.threshold
+        gate.enabled && gate.bucket(agent) < gate.threshold
     }
 
-    fn variant(&self, agent: &str) -> Option<Arc<str>> {
-        if self.variant_names.is_empty() {
+    fn variant(&self, agent: &str) -> Option<VariantName> {
+        if !self.gate.has_variants {
             return None;
         }
-        let slot = self.variant_slot(agent);
-        let i = self.cumulative.iter().position(|&c| slot < c)?;
-        self.variant_names.get(i).cloned()
+        let slot = self.gate.variant_slot(agent);
+        let i = self.rule.cumulative.iter().position(|&c| slot < c)?;
+        self.rule.variant_names.get(i).copied()
     }
 }
 
@@ -151,10 +157,10 @@ fn off(reason: Reason, bucket: u32) -> Evaluation {
     }
 }
 
-fn on(rule: &Rule, agent: &str, reason: Reason, bucket: u32) -> Evaluation {
+fn on(entry: &Entry, agent: &str, reason: Reason, bucket: u32) -> Evaluation {
     Evaluation {
         enabled: true,
-        variant: rule.variant(agent),
+        variant: entry.variant(agent),
         reason,
         bucket,
     }

@@ -23,8 +23,9 @@
 //!   version is the number of its changes. Replaying `$flags` yields the same
 //!   state the writer had.
 //! - A change is visible to every evaluation that starts after the write
-//!   returned; evaluations take no lock and do not allocate (except one reference
-//!   count for a variant name).
+//!   returned. Evaluations take no lock and do not allocate; apart from
+//!   `arc-swap`'s per-thread bookkeeping they write no memory shared between
+//!   threads.
 //! - Every list and the number of flags are bounded by [`Limits`].
 //!
 //! # Example
@@ -66,6 +67,7 @@ pub mod names;
 mod replay;
 mod set;
 mod store;
+mod variant_name;
 mod write;
 
 pub use change::{ChangeKind, FlagChange, STREAM};
@@ -75,4 +77,5 @@ pub use limits::Limits;
 pub use model::{Flag, FlagSpec, RolloutPercent, Variant};
 pub use set::FlagSet;
 pub use store::{FlagStore, FlagStoreOptions};
+pub use variant_name::VariantName;
 pub use write::{Attribution, WriteOutcome};

@@ -57,7 +57,11 @@ pub(crate) fn replay(
                 });
             }
             let after = decoded.payload.after;
-            records.insert(after.key.clone(), Record::new(after, seq));
+            let record = Record::new(after, seq).map_err(|e| Error::CorruptLog {
+                seq,
+                reason: e.to_string(),
+            })?;
+            records.insert(record.flag.key.clone(), record);
             version = Some(event_version);
             last_seq = seq;
         }

@@ -15,6 +15,7 @@ use crate::bucket::{BUCKET_SEED, BUCKETS, Murmur3, VARIANT_SEED, VARIANT_SLOTS};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::model::Flag;
+use crate::variant_name::VariantName;
 
 /// A flag with its compiled rule and the log position of its last change.
 #[derive(Debug, Clone)]
@@ -27,38 +28,65 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    pub(crate) fn new(flag: Flag, seq: u64) -> Self {
-        let rule = Arc::new(Rule::compile(&flag));
-        Record {
+    pub(crate) fn new(flag: Flag, seq: u64) -> Result<Self> {
+        let rule = Arc::new(Rule::compile(&flag)?);
+        Ok(Record {
             flag: Arc::new(flag),
             rule,
             seq,
-        }
+        })
     }
 }
 
-/// A flag's own conditions in the form evaluation wants: targeting lists as hash
-/// sets, the threshold in basis points, cumulative variant weights.
-#[derive(Debug)]
-pub(crate) struct Rule {
+/// The scalar part of a flag's own conditions, copied into each snapshot entry
+/// so that an evaluation (and each prerequisite check) reads one contiguous
+/// entry and follows no pointer unless the flag has targeting lists or variants.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Gate {
     pub(crate) killed: bool,
     pub(crate) enabled: bool,
+    /// `allow` or `deny` is not empty.
+    pub(crate) targeted: bool,
+    pub(crate) has_variants: bool,
     /// `round(rollout_percent * 100)`: a bucket below it is on.
     pub(crate) threshold: u32,
-    allow: AgentSet,
-    deny: AgentSet,
-    /// Running sums of the variant weights; a slot below entry `i` (and not below
-    /// entry `i - 1`) selects variant `i`.
-    pub(crate) cumulative: Box<[u32]>,
-    pub(crate) variant_names: Box<[Arc<str>]>,
     /// Hash states after `"<key>:"` for the bucket and the variant seed, so an
     /// evaluation hashes only the agent id.
     bucket_prefix: Murmur3,
     variant_prefix: Murmur3,
 }
 
+impl Gate {
+    /// `murmur3_x86_32("<key>:<agent>", 0) % 10000`.
+    #[inline]
+    pub(crate) fn bucket(&self, agent: &str) -> u32 {
+        self.bucket_prefix.finish_with(agent.as_bytes()) % BUCKETS
+    }
+
+    /// `murmur3_x86_32("<key>:<agent>", 86028157) % 1000`.
+    #[inline]
+    pub(crate) fn variant_slot(&self, agent: &str) -> u32 {
+        self.variant_prefix.finish_with(agent.as_bytes()) % VARIANT_SLOTS
+    }
+}
+
+/// A flag's own conditions in the form evaluation wants: the [`Gate`],
+/// targeting lists as hash sets, cumulative variant weights.
+#[derive(Debug)]
+pub(crate) struct Rule {
+    pub(crate) gate: Gate,
+    allow: AgentSet,
+    deny: AgentSet,
+    /// Running sums of the variant weights; a slot below entry `i` (and not below
+    /// entry `i - 1`) selects variant `i`.
+    pub(crate) cumulative: Box<[u32]>,
+    pub(crate) variant_names: Box<[VariantName]>,
+}
+
 impl Rule {
-    fn compile(flag: &Flag) -> Rule {
+    /// Compiles `flag`; refuses a variant name longer than 64 bytes (the only
+    /// field rule compilation depends on; writes check every rule before).
+    fn compile(flag: &Flag) -> Result<Rule> {
         let set =
             |list: &[String]| -> AgentSet { list.iter().map(|s| Box::from(s.as_str())).collect() };
         let mut sum = 0u32;
@@ -70,33 +98,31 @@ impl Rule {
                 sum
             })
             .collect();
-        Rule {
-            killed: flag.killed,
-            enabled: flag.enabled,
-            threshold: u32::from(flag.rollout_percent.basis_points()).min(BUCKETS),
+        let variant_names = flag
+            .variants
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                VariantName::new(&v.name).ok_or_else(|| {
+                    Error::invalid(format!("/variants/{i}/name"), "is longer than 64 bytes")
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Rule {
+            gate: Gate {
+                killed: flag.killed,
+                enabled: flag.enabled,
+                targeted: !flag.allow.is_empty() || !flag.deny.is_empty(),
+                has_variants: !flag.variants.is_empty(),
+                threshold: u32::from(flag.rollout_percent.basis_points()).min(BUCKETS),
+                bucket_prefix: Murmur3::new(BUCKET_SEED).key_prefix(&flag.key),
+                variant_prefix: Murmur3::new(VARIANT_SEED).key_prefix(&flag.key),
+            },
             allow: set(&flag.allow),
             deny: set(&flag.deny),
             cumulative,
-            variant_names: flag
-                .variants
-                .iter()
-                .map(|v| Arc::from(v.name.as_str()))
-                .collect(),
-            bucket_prefix: Murmur3::new(BUCKET_SEED).key_prefix(&flag.key),
-            variant_prefix: Murmur3::new(VARIANT_SEED).key_prefix(&flag.key),
-        }
-    }
-
-    /// `murmur3_x86_32("<key>:<agent>", 0) % 10000`.
-    #[inline]
-    pub(crate) fn bucket(&self, agent: &str) -> u32 {
-        self.bucket_prefix.finish_with(agent.as_bytes()) % BUCKETS
-    }
-
-    /// `murmur3_x86_32("<key>:<agent>", 86028157) % 1000`.
-    #[inline]
-    pub(crate) fn variant_slot(&self, agent: &str) -> u32 {
-        self.variant_prefix.finish_with(agent.as_bytes()) % VARIANT_SLOTS
+            variant_names,
+        })
     }
 
     #[inline]
@@ -112,6 +138,8 @@ impl Rule {
 
 #[derive(Debug)]
 pub(crate) struct Entry {
+    /// A copy of `rule.gate`.
+    pub(crate) gate: Gate,
     pub(crate) flag: Arc<Flag>,
     pub(crate) rule: Arc<Rule>,
     pub(crate) seq: u64,
@@ -143,7 +171,10 @@ impl FlagSet {
     pub fn from_flags(flags: impl IntoIterator<Item = Flag>, limits: &Limits) -> Result<FlagSet> {
         let by_key: BTreeMap<String, Flag> =
             flags.into_iter().map(|f| (f.key.clone(), f)).collect();
-        let records = by_key.into_values().map(|f| Record::new(f, 0)).collect();
+        let records = by_key
+            .into_values()
+            .map(|f| Record::new(f, 0))
+            .collect::<Result<_>>()?;
         FlagSet::build(records, limits.max_prerequisites)
     }
 
@@ -262,6 +293,7 @@ impl FlagSet {
             .into_iter()
             .zip(closures)
             .map(|(r, closure)| Entry {
+                gate: r.rule.gate,
                 flag: r.flag,
                 rule: r.rule,
                 seq: r.seq,

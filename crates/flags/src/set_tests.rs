@@ -285,3 +285,14 @@ fn evaluations_serialize_as_the_protocol_names_them() {
         assert_eq!(r.as_str(), name);
     }
 }
+
+#[test]
+fn a_set_refuses_a_variant_name_it_cannot_hold() {
+    let mut f = flag("f", true, 10_000);
+    f.variants = vec![Variant::new("ok", 500), Variant::new("v".repeat(65), 500)];
+    let err = FlagSet::from_flags(vec![f], &Limits::default()).unwrap_err();
+    assert!(
+        matches!(err, Error::Invalid { ref errors } if errors[0].path == "/variants/1/name"),
+        "{err}"
+    );
+}

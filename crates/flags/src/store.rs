@@ -255,7 +255,7 @@ impl FlagStore {
             after.version = before.map_or(1, |b| b.version + 1);
             after.updated_at = self.inner.clock.now();
             after.updated_by = by.actor.clone();
-            let record = Record::new(after, 0);
+            let record = Record::new(after, 0)?;
             let flag = record.flag.clone();
             // Checks the prerequisite graph with the change in place.
             let mut candidate = set.with(record, limits.max_prerequisites)?;
