@@ -1,0 +1,175 @@
+//! `serve` configuration: a TOML file, then `LIGHTHOUSE_*` environment
+//! variables, then command-line flags (later wins). Every key has a default.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8765"        # LIGHTHOUSE_LISTEN,     --listen
+//! data_dir = "./lighthouse-data"   # LIGHTHOUSE_DATA_DIR,   --data
+//! public_url = "http://127.0.0.1:8765"  # LIGHTHOUSE_PUBLIC_URL, --public-url (written into credentials)
+//! log_format = "text"              # LIGHTHOUSE_LOG_FORMAT, --log-format (text | json)
+//! durability = "durable"           # LIGHTHOUSE_DURABILITY  (durable | buffered)
+//! window_s = 300                   # LIGHTHOUSE_WINDOW_S    (signature time window)
+//! shutdown_grace_ms = 10000        # LIGHTHOUSE_SHUTDOWN_GRACE_MS (in-flight requests on shutdown)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub public_url: Option<String>,
+    pub log_format: String,
+    pub durability: String,
+    pub window_s: u32,
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: "127.0.0.1:8765".into(),
+            data_dir: PathBuf::from("./lighthouse-data"),
+            public_url: None,
+            log_format: "text".into(),
+            durability: "durable".into(),
+            window_s: 300,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// Flags that override the file and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub public_url: Option<String>,
+    pub log_format: Option<String>,
+}
+
+impl ServeConfig {
+    /// File (if given), then environment, then flags.
+    pub fn resolve(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        o: Overrides,
+    ) -> Result<Self, String> {
+        let mut c = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
+            }
+            None => ServeConfig::default(),
+        };
+        if let Some(v) = env("LIGHTHOUSE_LISTEN") {
+            c.listen = v;
+        }
+        if let Some(v) = env("LIGHTHOUSE_DATA_DIR") {
+            c.data_dir = v.into();
+        }
+        if let Some(v) = env("LIGHTHOUSE_PUBLIC_URL") {
+            c.public_url = Some(v);
+        }
+        if let Some(v) = env("LIGHTHOUSE_LOG_FORMAT") {
+            c.log_format = v;
+        }
+        if let Some(v) = env("LIGHTHOUSE_DURABILITY") {
+            c.durability = v;
+        }
+        if let Some(v) = env("LIGHTHOUSE_WINDOW_S") {
+            c.window_s = v
+                .parse()
+                .map_err(|_| "LIGHTHOUSE_WINDOW_S must be a number of seconds".to_owned())?;
+        }
+        if let Some(v) = env("LIGHTHOUSE_SHUTDOWN_GRACE_MS") {
+            c.shutdown_grace_ms = v
+                .parse()
+                .map_err(|_| "LIGHTHOUSE_SHUTDOWN_GRACE_MS must be a number".to_owned())?;
+        }
+        if let Some(v) = o.listen {
+            c.listen = v;
+        }
+        if let Some(v) = o.data_dir {
+            c.data_dir = v;
+        }
+        if let Some(v) = o.public_url {
+            c.public_url = Some(v);
+        }
+        if let Some(v) = o.log_format {
+            c.log_format = v;
+        }
+        c.check()?;
+        Ok(c)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(format!(
+                "log_format must be text or json, not {:?}",
+                self.log_format
+            ));
+        }
+        if !matches!(self.durability.as_str(), "durable" | "buffered") {
+            return Err(format!(
+                "durability must be durable or buffered, not {:?}",
+                self.durability
+            ));
+        }
+        if self.window_s == 0 || self.window_s > 3600 {
+            return Err("window_s must be 1 to 3600".into());
+        }
+        self.listen.parse::<std::net::SocketAddr>().map_err(|_| {
+            format!(
+                "listen must be an address like 127.0.0.1:8765, not {:?}",
+                self.listen
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The URL written into credential files.
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_environment_beat_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "listen = \"127.0.0.1:9000\"\nwindow_s = 60\n").unwrap();
+        let env = |k: &str| (k == "LIGHTHOUSE_LISTEN").then(|| "127.0.0.1:9001".to_owned());
+        let c = ServeConfig::resolve(Some(&f), env, Overrides::default()).unwrap();
+        assert_eq!((c.listen.as_str(), c.window_s), ("127.0.0.1:9001", 60));
+        let o = Overrides {
+            listen: Some("127.0.0.1:9002".into()),
+            ..Overrides::default()
+        };
+        let c = ServeConfig::resolve(Some(&f), env, o).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9002");
+        assert_eq!(c.public_url(), "http://127.0.0.1:9002");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "listen = \"nowhere\"\n").unwrap();
+        let e = ServeConfig::resolve(Some(&f), |_| None, Overrides::default()).unwrap_err();
+        assert!(e.contains("listen"), "{e}");
+        std::fs::write(&f, "colour = \"blue\"\n").unwrap();
+        let e = ServeConfig::resolve(Some(&f), |_| None, Overrides::default()).unwrap_err();
+        assert!(e.contains("colour"), "{e}");
+    }
+}

@@ -1,0 +1,199 @@
+//! `serve`, `init`: open the bridge on a data directory and run the HTTP server
+//! until SIGTERM or Ctrl-C, then shut down in order.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lighthouse_core::setup::initialize;
+use lighthouse_core::{Bridge, BridgeConfig};
+use lighthouse_event_store::Durability;
+use lighthouse_security::{MASTER_KEY_ENV, MasterKey};
+
+use crate::Failure;
+use crate::config::ServeConfig;
+
+/// `<data>/master.key`.
+pub fn master_key_path(data: &Path) -> PathBuf {
+    data.join("master.key")
+}
+
+/// `<data>/credentials`.
+pub fn credentials_dir(data: &Path) -> PathBuf {
+    data.join("credentials")
+}
+
+/// The master key: `LIGHTHOUSE_MASTER_KEY` (hex) when set, else the key file.
+/// With `create`, a missing key file is created (mode 0600).
+pub fn load_master_key(data: &Path, create: bool) -> Result<(MasterKey, bool), Failure> {
+    if let Some(k) =
+        MasterKey::from_env(MASTER_KEY_ENV).map_err(|e| Failure::input(e.to_string()))?
+    {
+        return Ok((k, false));
+    }
+    let path = master_key_path(data);
+    if create {
+        std::fs::create_dir_all(data)
+            .map_err(|e| Failure::error(format!("cannot create {}: {e}", data.display())))?;
+        MasterKey::load_or_create(&path).map_err(|e| Failure::error(e.to_string()))
+    } else if path.exists() {
+        Ok((
+            MasterKey::load_file(&path).map_err(|e| Failure::error(e.to_string()))?,
+            false,
+        ))
+    } else {
+        Err(Failure::input(format!(
+            "{} has no master key: run `lighthouse-bridge init --data {}` first, or `serve --dev`",
+            data.display(),
+            data.display()
+        )))
+    }
+}
+
+/// Opens the bridge on `data` with `key`.
+pub async fn open(data: &Path, key: MasterKey, c: Option<&ServeConfig>) -> Result<Bridge, Failure> {
+    let mut config = BridgeConfig::new(data, key);
+    if let Some(c) = c {
+        config.public_url = c.public_url();
+        config.security.window_s = c.window_s;
+        if c.durability == "buffered" {
+            config.durability = Durability::Buffered;
+        }
+    }
+    Bridge::open(config).await.map_err(|e| match &e {
+        lighthouse_core::OpenError::Store(lighthouse_event_store::Error::Storage(_)) => Failure::error(format!(
+            "{e}\n(is another lighthouse-bridge using {}? only one process may open a data directory)",
+            data.display()
+        )),
+        _ => Failure::error(e.to_string()),
+    })
+}
+
+/// `init`: creates the data directory, master key, admin credential and the
+/// `elicitation_enabled` flag. Refuses an initialised directory.
+pub async fn init(data: &Path, public_url: String) -> Result<(), Failure> {
+    if master_key_path(data).exists() {
+        return Err(Failure::input(format!(
+            "{} is already initialised",
+            data.display()
+        )));
+    }
+    let (key, _) = load_master_key(data, true)?;
+    let c = ServeConfig {
+        public_url: Some(public_url),
+        ..Default::default()
+    };
+    let bridge = open(data, key, Some(&c)).await?;
+    let report = initialize(&bridge, &credentials_dir(data), false)
+        .await
+        .map_err(|p| Failure::error(p.to_string()))?;
+    bridge
+        .shutdown()
+        .await
+        .map_err(|p| Failure::error(p.to_string()))?;
+    println!("initialised {}", data.display());
+    println!(
+        "  master key: {} (mode 0600; keep it secret)",
+        master_key_path(data).display()
+    );
+    for p in report.written {
+        println!("  credential: {}", p.display());
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// `serve`: runs until SIGTERM or Ctrl-C. On the signal readiness turns 503,
+/// the listener stops accepting, streams get a final `shutdown` event, in-flight
+/// requests get `shutdown_grace_ms` to finish, the elicitation snapshot is
+/// saved and the store flushed; then the process exits 0.
+pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
+    let (key, created) = load_master_key(&c.data_dir, dev)?;
+    let bridge = open(&c.data_dir, key, Some(&c)).await?;
+    if dev {
+        let report = initialize(&bridge, &credentials_dir(&c.data_dir), true)
+            .await
+            .map_err(|p| Failure::error(p.to_string()))?;
+        if created {
+            println!(
+                "created master key {}",
+                master_key_path(&c.data_dir).display()
+            );
+        }
+        println!(
+            "development credentials (alice, bob, carol: agent; ops: operator; admin: admin) are in {}",
+            credentials_dir(&c.data_dir).display()
+        );
+        for p in report.written {
+            println!("  wrote {}", p.display());
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(&c.listen)
+        .await
+        .map_err(|e| Failure::error(format!("cannot listen on {}: {e}", c.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::error(e.to_string()))?;
+    let (router, streams) =
+        lighthouse_http::router(bridge.clone(), lighthouse_http::HttpConfig::default());
+    println!(
+        "lighthouse-bridge listening on http://{addr} (data {})",
+        c.data_dir.display()
+    );
+    tracing::info!(%addr, "listening");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        r = &mut server => {
+            return match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(Failure::error(format!("server failed: {e}"))),
+                Err(e) => Err(Failure::error(format!("server task failed: {e}"))),
+            };
+        }
+    }
+    tracing::info!("shutting down");
+    bridge.begin_shutdown();
+    streams.trigger();
+    let _ = stop_tx.send(());
+    let grace = Duration::from_millis(c.shutdown_grace_ms);
+    if tokio::time::timeout(grace, &mut server).await.is_err() {
+        tracing::warn!(
+            grace_ms = c.shutdown_grace_ms,
+            "in-flight requests did not finish in time; closing them"
+        );
+        server.abort();
+    }
+    bridge
+        .shutdown()
+        .await
+        .map_err(|p| Failure::error(p.to_string()))?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,593 @@
+//! The wire types of PROTOCOL.md, shared by the server (`lighthouse-http`), the
+//! client (`lighthouse-client`) and the MCP tools, so the format is defined once.
+//!
+//! Elicitation, message, flag and stats records are defined by the crates that own
+//! them and re-exported here.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use lighthouse_elicitation::{
+    Action, CancelRequest, CreateRequest, DrainReport, DrainRequest, DrainThen, Elicitation,
+    Message, RespondRequest, Response, SchemaProfile, SentMessage, Status,
+};
+pub use lighthouse_event_store::{Event, Timestamp};
+pub use lighthouse_flags::{Flag, FlagChange, FlagSpec, Variant};
+pub use lighthouse_security::{Credential, Role};
+
+/// The codes of PROTOCOL.md section 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 401: missing or malformed credentials, or a bad token.
+    Unauthenticated,
+    /// 401: timestamp outside the window.
+    StaleRequest,
+    /// 401: signature does not match.
+    BadSignature,
+    /// 401: nonce already used.
+    ReplayedRequest,
+    /// 403: the role does not permit this.
+    Forbidden,
+    /// 404.
+    NotFound,
+    /// 400: with `errors` naming fields by JSON pointer.
+    InvalidRequest,
+    /// 400: the requested schema is not allowed.
+    InvalidSchema,
+    /// 422: the answer does not match the schema.
+    SchemaMismatch,
+    /// 409: terminal already.
+    AlreadyResolved,
+    /// 409: deadline passed.
+    Expired,
+    /// 409: optimistic concurrency failed.
+    VersionConflict,
+    /// 403: a feature flag is off for the caller.
+    FeatureDisabled,
+    /// 413: body over 1 MiB.
+    PayloadTooLarge,
+    /// 429.
+    RateLimited,
+    /// 503.
+    Unavailable,
+    /// 500: nothing internal leaked.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status of this code (PROTOCOL.md section 3).
+    pub fn status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            Unauthenticated | StaleRequest | BadSignature | ReplayedRequest => 401,
+            Forbidden | FeatureDisabled => 403,
+            NotFound => 404,
+            InvalidRequest | InvalidSchema => 400,
+            SchemaMismatch => 422,
+            AlreadyResolved | Expired | VersionConflict => 409,
+            PayloadTooLarge => 413,
+            RateLimited => 429,
+            Unavailable => 503,
+            Internal => 500,
+        }
+    }
+
+    /// The snake_case code.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            Unauthenticated => "unauthenticated",
+            StaleRequest => "stale_request",
+            BadSignature => "bad_signature",
+            ReplayedRequest => "replayed_request",
+            Forbidden => "forbidden",
+            NotFound => "not_found",
+            InvalidRequest => "invalid_request",
+            InvalidSchema => "invalid_schema",
+            SchemaMismatch => "schema_mismatch",
+            AlreadyResolved => "already_resolved",
+            Expired => "expired",
+            VersionConflict => "version_conflict",
+            FeatureDisabled => "feature_disabled",
+            PayloadTooLarge => "payload_too_large",
+            RateLimited => "rate_limited",
+            Unavailable => "unavailable",
+            Internal => "internal",
+        }
+    }
+
+    /// Parses a code.
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        serde_json::from_value(Value::String(s.to_owned())).ok()
+    }
+
+    fn title(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            Unauthenticated => "Authentication required",
+            StaleRequest => "Request timestamp outside the allowed window",
+            BadSignature => "Signature does not match",
+            ReplayedRequest => "Nonce already used",
+            Forbidden => "Not permitted for this caller",
+            NotFound => "Not found",
+            InvalidRequest => "Invalid request",
+            InvalidSchema => "Requested schema is not allowed",
+            SchemaMismatch => "Response does not match the requested schema",
+            AlreadyResolved => "Elicitation already resolved",
+            Expired => "Elicitation expired",
+            VersionConflict => "Version conflict",
+            FeatureDisabled => "Feature disabled",
+            PayloadTooLarge => "Payload too large",
+            RateLimited => "Rate limited",
+            Unavailable => "Service unavailable",
+            Internal => "Internal error",
+        }
+    }
+}
+
+/// One field-level problem: a JSON pointer and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    /// JSON pointer (`/port`, `/requested_schema/properties/x/pattern`).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// An `application/problem+json` body (RFC 9457, PROTOCOL.md section 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Problem {
+    /// `urn:lighthouse:error:<code>`.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    /// Short summary of the code.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// The code.
+    pub code: ErrorCode,
+    /// What happened and what to do next.
+    pub detail: String,
+    /// Field-level problems (always present, possibly empty).
+    #[serde(default)]
+    pub errors: Vec<FieldError>,
+    /// For `version_conflict`: the stream's actual version (`null` when it does
+    /// not exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual_version: Option<Option<u64>>,
+    /// For `rate_limited`: seconds until the next permitted request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
+}
+
+impl Problem {
+    /// A problem with `code` and `detail`.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Problem {
+            type_uri: format!("urn:lighthouse:error:{}", code.as_str()),
+            title: code.title().to_owned(),
+            status: code.status(),
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+            actual_version: None,
+            retry_after_s: None,
+        }
+    }
+
+    /// Adds field errors.
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    /// `400 invalid_request` naming one field.
+    pub fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Problem::new(ErrorCode::InvalidRequest, message.clone()).with_errors(vec![FieldError {
+            path: path.into(),
+            message,
+        }])
+    }
+
+    /// `404 not_found`.
+    pub fn not_found(what: &str) -> Self {
+        Problem::new(ErrorCode::NotFound, format!("{what} not found"))
+    }
+
+    /// `500 internal`, with nothing of the cause (which is logged instead).
+    pub fn internal() -> Self {
+        Problem::new(
+            ErrorCode::Internal,
+            "the bridge failed to handle this request; it was logged",
+        )
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code.as_str(),
+            self.status,
+            self.detail
+        )?;
+        for e in &self.errors {
+            write!(f, "; {} {}", e.path, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problem {}
+
+/// `GET /v1/elicitations` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ElicitationList {
+    /// Records, newest first.
+    pub items: Vec<Elicitation>,
+    /// Cursor for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /v1/messages` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessagesPage {
+    /// Messages with `seq > after`, oldest first.
+    pub messages: Vec<Message>,
+    /// The last `seq` returned, else the `after` given.
+    pub next_after: u64,
+}
+
+/// `expected_version` of `POST /v1/events`: a number, `"no_stream"` or `"any"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExpectedVersion {
+    /// No condition (default).
+    #[default]
+    Any,
+    /// The stream must not exist.
+    NoStream,
+    /// The stream's last version.
+    Exact(u64),
+}
+
+impl Serialize for ExpectedVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ExpectedVersion::Any => s.serialize_str("any"),
+            ExpectedVersion::NoStream => s.serialize_str("no_stream"),
+            ExpectedVersion::Exact(n) => s.serialize_u64(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ExpectedVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(s) if s == "any" => Ok(ExpectedVersion::Any),
+            Value::String(s) if s == "no_stream" => Ok(ExpectedVersion::NoStream),
+            Value::Number(n) => n.as_u64().map(ExpectedVersion::Exact).ok_or_else(|| {
+                serde::de::Error::custom("expected_version must be a non-negative integer")
+            }),
+            _ => Err(serde::de::Error::custom(
+                "expected_version must be a number, \"no_stream\" or \"any\"",
+            )),
+        }
+    }
+}
+
+/// `POST /v1/events` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppendEventRequest {
+    /// Target stream.
+    pub stream: String,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Payload (any JSON).
+    pub data: Value,
+    /// Metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    /// Optimistic concurrency condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<ExpectedVersion>,
+    /// Caller-chosen id: a repeat returns the original result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// `POST /v1/events` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendEventResponse {
+    /// Global position.
+    pub seq: u64,
+    /// Event id.
+    pub id: String,
+    /// Stream version.
+    pub version: u64,
+}
+
+/// Order of `GET /v1/events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventOrder {
+    /// Oldest first.
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+/// `GET /v1/events` parameters (all optional).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Only `seq > after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    /// Only `seq < before`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
+    /// Exactly this stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// Exactly this type.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    /// Exactly this agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Exactly this correlation id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// Only `time >= since` (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Timestamp>,
+    /// Only `time < until` (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Timestamp>,
+    /// `asc` (default) or `desc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<EventOrder>,
+    /// 1 to 1000, default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// `GET /v1/events` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventsPage {
+    /// The events.
+    pub events: Vec<Event>,
+    /// When more may follow: pass as `after` (asc) or `before` (desc).
+    pub next: Option<u64>,
+}
+
+/// `PUT /v1/flags/{key}` body: the flag as `GET` returns it (read-only fields
+/// ignored), plus `reason` and an optional `expected_version`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagPut {
+    /// The flag's writable fields.
+    #[serde(flatten)]
+    pub spec: FlagSpec,
+    /// Why (recorded in the history).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Optimistic concurrency on the flag's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<u64>,
+}
+
+/// `POST /v1/flags/{key}/kill` and `/unkill` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `GET /v1/flags/{key}/evaluate?agent=a` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagEvaluation {
+    /// On or off.
+    pub enabled: bool,
+    /// The variant, when the flag has variants and is on.
+    pub variant: Option<String>,
+    /// `not_found`, `killed`, `prerequisite`, `targeting`, `disabled`, `split`.
+    pub reason: String,
+    /// The agent's bucket (0 to 9999).
+    pub bucket: u32,
+}
+
+/// `GET /v1/flags` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagList {
+    /// Every flag.
+    pub flags: Vec<Flag>,
+}
+
+/// `GET /v1/flags/{key}/history` result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagHistory {
+    /// Every change, oldest first.
+    pub changes: Vec<FlagChange>,
+}
+
+/// A latency summary in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50: Option<f64>,
+    /// 95th percentile.
+    pub p95: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+    /// Largest.
+    pub max: Option<f64>,
+}
+
+/// `GET /v1/ops/stats` elicitation figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ElicitationStats {
+    /// Created in the window.
+    pub created: u64,
+    /// Accepted in the window.
+    pub accepted: u64,
+    /// Declined in the window.
+    pub declined: u64,
+    /// Cancelled in the window.
+    pub cancelled: u64,
+    /// Expired in the window.
+    pub expired: u64,
+    /// Requested-durable to pushed-to-target latency.
+    pub delivery_ms: Latency,
+    /// Create to accept or decline.
+    pub answer_ms: Latency,
+}
+
+/// `GET /v1/ops/stats` HTTP figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpStats {
+    /// API requests finished in the window.
+    pub requests: u64,
+    /// Of which 5xx.
+    pub errors_5xx: u64,
+    /// `errors_5xx / requests` (`null` with no requests).
+    pub error_ratio: Option<f64>,
+    /// Time spent on API requests (streams and long-poll waits excluded).
+    pub latency_ms: Latency,
+}
+
+/// `GET /v1/ops/stats` store figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreStats {
+    /// Last committed seq.
+    pub head_seq: u64,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+    /// Append latency (hand-off to acknowledgement).
+    pub append_ms: Latency,
+}
+
+/// `GET /v1/ops/stats` result: measured over the last `window_s` seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpsStats {
+    /// The window.
+    pub window_s: u64,
+    /// Elicitations.
+    pub elicitations: ElicitationStats,
+    /// HTTP.
+    pub http: HttpStats,
+    /// Pending now.
+    pub active_elicitations: u64,
+    /// Open agent and event streams now.
+    pub connected_streams: u64,
+    /// Store.
+    pub store: StoreStats,
+}
+
+/// `POST /v1/ops/verify` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyResponse {
+    /// Whether the whole chain is intact.
+    pub ok: bool,
+    /// Records checked.
+    pub checked: u64,
+    /// The head the walk covered.
+    pub head_seq: u64,
+    /// The first bad position.
+    pub first_bad_seq: Option<u64>,
+    /// Time taken.
+    pub elapsed_ms: u64,
+}
+
+/// `POST /v1/sessions` body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    /// Lifetime in seconds (default 3600, max 86400).
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
+}
+
+/// `POST /v1/sessions` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionResponse {
+    /// The bearer token.
+    pub token: String,
+    /// When it stops working.
+    pub expires_at: Timestamp,
+}
+
+/// `POST /v1/agents` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgentRequest {
+    /// Agent id.
+    pub id: String,
+    /// Role.
+    pub role: Role,
+}
+
+/// One agent of `GET /v1/agents`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// Agent id.
+    pub id: String,
+    /// Role.
+    pub role: Role,
+    /// Current key id.
+    pub key_id: u64,
+    /// Whether revoked.
+    pub revoked: bool,
+}
+
+/// `GET /v1/agents` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentList {
+    /// Every agent.
+    pub agents: Vec<AgentInfo>,
+}
+
+/// `GET /v1/agents/me` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Me {
+    /// Agent id.
+    pub agent: String,
+    /// Role.
+    pub role: Role,
+    /// Key id of this request's credential.
+    pub key_id: u64,
+}
+
+/// `GET /health/ready` body (also `lighthouse_health`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok` or `unavailable`.
+    pub status: String,
+    /// Each component: `ok` or a short reason.
+    pub components: BTreeMap<String, String>,
+}
+
+impl Health {
+    /// Whether every component is ok.
+    pub fn is_ok(&self) -> bool {
+        self.status == "ok"
+    }
+}
+
+/// Kinds of agent stream events (PROTOCOL.md section 5).
+pub const STREAM_EVENT_KINDS: [&str; 3] = [
+    "elicitation.requested",
+    "elicitation.resolved",
+    "message.received",
+];

@@ -1,0 +1,335 @@
+//! [`Bridge`]: opening, admission, health and shutdown.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lighthouse_elicitation::{ElicitationService, ServiceOptions};
+use lighthouse_event_store::{AppendObserver, EventStore, SharedClock, StoreOptions};
+use lighthouse_flags::{FlagStore, FlagStoreOptions};
+use lighthouse_metrics::{Metrics, MetricsConfig, RateAction, ViolationKind};
+use lighthouse_security::{Action, Caller, Gate, Refusal, Request};
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+
+use crate::api::{ErrorCode, Health, Problem};
+use crate::config::BridgeConfig;
+use crate::hooks::{MetricsHooks, RegistryDirectory};
+
+/// The flag that gates elicitation creation (PROTOCOL.md sections 1 and 4).
+pub const ELICITATION_FLAG: &str = "elicitation_enabled";
+
+/// Why a bridge failed to open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The event store.
+    #[error("event store: {0}")]
+    Store(#[from] lighthouse_event_store::Error),
+    /// Security state.
+    #[error("security: {0}")]
+    Security(#[from] lighthouse_security::Error),
+    /// Flags.
+    #[error("flags: {0}")]
+    Flags(#[from] lighthouse_flags::Error),
+    /// Elicitation state.
+    #[error("elicitations: {0}")]
+    Elicitation(#[from] lighthouse_elicitation::Error),
+    /// Metrics registry.
+    #[error("metrics: {0}")]
+    Metrics(#[from] lighthouse_metrics::Error),
+    /// The data directory.
+    #[error("data directory {path}: {source}")]
+    Io {
+        /// The path.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: EventStore,
+    pub(crate) gate: Gate,
+    pub(crate) flags: FlagStore,
+    pub(crate) elicitations: ElicitationService,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) clock: SharedClock,
+    pub(crate) public_url: String,
+    shutting_down: AtomicBool,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// The engine: one store, the security gate, flags, elicitations and metrics.
+/// Cheap to clone.
+///
+/// Every operation takes an authenticated [`Caller`] (from [`Bridge::admit`], or
+/// built by trusted in-process code), never a name from a request body.
+#[derive(Clone)]
+pub struct Bridge {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge")
+            .field("head_seq", &self.inner.store.head_seq())
+            .finish_non_exhaustive()
+    }
+}
+
+struct StoreMetrics(Arc<Metrics>);
+
+impl AppendObserver for StoreMetrics {
+    fn appended(&self, events: usize, latency: Duration, head_seq: u64) {
+        self.0.store_append(events as u64, latency);
+        self.0.set_head_seq(head_seq);
+    }
+}
+
+impl Bridge {
+    /// Opens the bridge on `config.data_dir`: the store (rebuilding every
+    /// projection from the log), the security gate, flags and elicitations, and
+    /// starts the expiry timer and housekeeping. Elicitations whose deadline
+    /// passed while the bridge was down are expired before this returns.
+    pub async fn open(config: BridgeConfig) -> Result<Bridge, OpenError> {
+        let dir = &config.data_dir;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| OpenError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let metrics = Arc::new(Metrics::new(MetricsConfig::new())?);
+        let store_options = StoreOptions::new(&config.master_key.store_key())
+            .durability(config.durability)
+            .clock(config.clock.clone())
+            .observer(Arc::new(StoreMetrics(metrics.clone())));
+        let store = EventStore::open(dir.join("store"), store_options)?;
+        metrics.set_head_seq(store.head_seq());
+        let nonce_dir = dir.join("nonces");
+        std::fs::create_dir_all(&nonce_dir).map_err(io(&nonce_dir))?;
+        let gate = Gate::open(
+            store.clone(),
+            config.master_key.clone(),
+            Some(&nonce_dir),
+            config.clock.clone(),
+            config.security,
+        )?;
+        let flags = FlagStore::open(
+            store.clone(),
+            FlagStoreOptions::new()
+                .limits(config.flags)
+                .clock(config.clock.clone()),
+        )?;
+        let elicitations = ElicitationService::open(
+            store.clone(),
+            ServiceOptions::new()
+                .limits(config.elicitation.clone())
+                .clock(config.clock.clone())
+                .hooks(Arc::new(MetricsHooks::new(metrics.clone())))
+                .directory(Arc::new(RegistryDirectory(gate.registry().clone()))),
+        )
+        .await?;
+        let bridge = Bridge {
+            inner: Arc::new(Inner {
+                store,
+                gate,
+                flags,
+                elicitations,
+                metrics,
+                clock: config.clock.clone(),
+                public_url: config.public_url.clone(),
+                shutting_down: AtomicBool::new(false),
+                tasks: Mutex::new(Vec::new()),
+            }),
+        };
+        bridge.refresh_store_gauges();
+        let housekeeping = tokio::spawn(housekeeping(
+            Arc::downgrade(&bridge.inner),
+            config.housekeeping_interval,
+        ));
+        bridge.inner.tasks.lock().push(housekeeping);
+        Ok(bridge)
+    }
+
+    /// The event store.
+    pub fn store(&self) -> &EventStore {
+        &self.inner.store
+    }
+
+    /// The security gate (registry, tokens, nonces, limits).
+    pub fn gate(&self) -> &Gate {
+        &self.inner.gate
+    }
+
+    /// The flag store.
+    pub fn flags(&self) -> &FlagStore {
+        &self.inner.flags
+    }
+
+    /// The elicitation service.
+    pub fn elicitations(&self) -> &ElicitationService {
+        &self.inner.elicitations
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// The URL written into credential files.
+    pub fn public_url(&self) -> &str {
+        &self.inner.public_url
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    /// Runs the seven checks of PROTOCOL.md 2.2 for a request needing `action`.
+    /// A refusal is counted in the metrics, its sampled audit records are
+    /// appended to the log (in the background), and it is returned as the
+    /// protocol problem (`retry_after_s` set for `rate_limited`).
+    pub fn admit(&self, req: &Request<'_>, action: Action) -> Result<Caller, Problem> {
+        match self.inner.gate.admit(req, action) {
+            Ok(a) => Ok(a.caller),
+            Err(denial) => {
+                let r = &denial.refusal;
+                if let Some(kind) = ViolationKind::parse(r.code()) {
+                    self.inner.metrics.security_violation(kind);
+                }
+                if let Refusal::RateLimited { class, .. } = r
+                    && let Some(a) = RateAction::parse(class.as_str())
+                {
+                    self.inner.metrics.rate_limited(a);
+                }
+                if !denial.audit.is_empty() {
+                    let store = self.inner.store.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = store.append(denial.audit).await {
+                            tracing::warn!(error = %e, "could not record a security violation");
+                        }
+                    });
+                }
+                Err(refusal_problem(r))
+            }
+        }
+    }
+
+    /// A caller for in-process use (tools, tests): the registered agent's role
+    /// and current key. `None` when the agent is unknown or revoked.
+    pub fn caller_for(&self, agent: &str) -> Option<Caller> {
+        let rec = self.inner.gate.registry().get(agent)?;
+        (!rec.revoked).then_some(Caller {
+            agent: rec.agent,
+            role: rec.role,
+            key_id: rec.key_id,
+        })
+    }
+
+    /// Readiness: the store accepts writes, the expiry timer runs, the bridge is
+    /// not shutting down.
+    pub async fn health(&self) -> Health {
+        let mut components = BTreeMap::new();
+        let store = match self.inner.store.flush().await {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => format!("not writable: {e}"),
+        };
+        components.insert("store".to_owned(), store);
+        let timer = if self.inner.elicitations.is_running() {
+            "ok"
+        } else {
+            "expiry timer stopped"
+        };
+        components.insert("expiry_timer".to_owned(), timer.to_owned());
+        let shutdown = if self.is_shutting_down() {
+            "shutting down"
+        } else {
+            "ok"
+        };
+        components.insert("lifecycle".to_owned(), shutdown.to_owned());
+        let ok = components.values().all(|v| v == "ok");
+        Health {
+            status: if ok { "ok" } else { "unavailable" }.to_owned(),
+            components,
+        }
+    }
+
+    /// Whether [`begin_shutdown`](Self::begin_shutdown) was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Marks the bridge as shutting down: readiness turns unavailable.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Finishes a shutdown: saves the elicitation snapshot and flushes the store.
+    pub async fn shutdown(&self) -> Result<(), Problem> {
+        self.begin_shutdown();
+        if let Err(e) = self.inner.elicitations.save_snapshot().await {
+            tracing::warn!(error = %e, "could not save the elicitation snapshot");
+        }
+        if let Some(e) = self.inner.gate.flush_audit() {
+            let _ = self.inner.store.append(vec![e]).await;
+        }
+        self.inner
+            .store
+            .flush()
+            .await
+            .map_err(crate::problem::from_store)
+    }
+
+    pub(crate) fn refresh_store_gauges(&self) {
+        if let Ok(s) = self.inner.store.stats() {
+            self.inner.metrics.set_store_size_bytes(s.size_bytes);
+            self.inner.metrics.set_head_seq(s.head_seq);
+        }
+    }
+
+    /// `Some(problem)` when `caller`'s role may not perform `action`.
+    pub(crate) fn check(&self, caller: &Caller, action: Action) -> Result<(), Problem> {
+        lighthouse_security::authorize(caller, action).map_err(|r| refusal_problem(&r))
+    }
+}
+
+/// The protocol problem for a security refusal.
+pub fn refusal_problem(r: &Refusal) -> Problem {
+    let code = ErrorCode::parse(r.code()).unwrap_or(ErrorCode::Unauthenticated);
+    let mut p = Problem::new(code, r.to_string());
+    p.retry_after_s = r.retry_after_secs();
+    p
+}
+
+async fn housekeeping(inner: std::sync::Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut since_audit = Duration::ZERO;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let bridge = Bridge { inner };
+        bridge.inner.gate.housekeeping();
+        bridge.refresh_store_gauges();
+        since_audit += every;
+        if since_audit >= Duration::from_secs(60) {
+            since_audit = Duration::ZERO;
+            if let Some(e) = bridge.inner.gate.flush_audit()
+                && let Err(err) = bridge.inner.store.append(vec![e]).await
+            {
+                tracing::warn!(error = %err, "could not record the audit summary");
+            }
+        }
+    }
+}

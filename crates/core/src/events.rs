@@ -1,0 +1,230 @@
+//! `POST /v1/events`, `GET /v1/events` and the event stream, with the write
+//! rules and visibility rules of PROTOCOL.md section 7.
+
+use lighthouse_event_store::{
+    Event, ExpectedVersion as StoreExpected, Filter, NewEvent, Order, Query,
+};
+use lighthouse_security::{Action, Caller, Role};
+
+use crate::api::{
+    AppendEventRequest, AppendEventResponse, EventOrder, EventsPage, EventsQuery, ExpectedVersion,
+    Problem,
+};
+use crate::bridge::Bridge;
+use crate::problem::from_store;
+
+/// Largest page of `GET /v1/events`.
+pub const MAX_EVENTS_LIMIT: usize = 1000;
+/// Type prefixes only the bridge writes.
+pub const RESERVED_TYPE_PREFIXES: [&str; 6] = [
+    "elicitation.",
+    "message.",
+    "flag.",
+    "agent.",
+    "security.",
+    "ops.",
+];
+/// The operations stream, open to operators and admins.
+pub const OPS_STREAM: &str = "$ops";
+/// How many events a visibility-filtered read examines per page at most, so an
+/// agent's query over others' events cannot scan without bound.
+const MAX_EXAMINED_PER_PAGE: usize = 10_000;
+
+impl Bridge {
+    /// `POST /v1/events`.
+    pub async fn append_event(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        req: AppendEventRequest,
+    ) -> Result<AppendEventResponse, Problem> {
+        // Reserved streams and types are written by the bridge only.
+        let Some(action) = lighthouse_security::append_action(&req.stream, &req.event_type) else {
+            return Err(Problem::new(
+                crate::api::ErrorCode::Forbidden,
+                "streams starting with $ and types elicitation.*, message.*, flag.*, agent.*, security.*, ops.* are written by the bridge only (operators may append to $ops)",
+            ));
+        };
+        self.check(caller, action)?;
+        let mut e = NewEvent::new(req.stream, req.event_type, req.data)
+            .with_agent(caller.agent.clone())
+            .with_correlation_id(request_id)
+            .expect(match req.expected_version.unwrap_or_default() {
+                ExpectedVersion::Any => StoreExpected::Any,
+                ExpectedVersion::NoStream => StoreExpected::NoStream,
+                ExpectedVersion::Exact(n) => StoreExpected::Exact(n),
+            });
+        if let Some(m) = req.metadata {
+            e = e.with_metadata(m);
+        }
+        if let Some(id) = req.id {
+            e = e.with_id(id);
+        }
+        let out = self.store().append(vec![e]).await.map_err(from_store)?;
+        let a = out
+            .events
+            .into_iter()
+            .next()
+            .ok_or_else(Problem::internal)?;
+        Ok(AppendEventResponse {
+            seq: a.seq,
+            id: a.id,
+            version: a.version,
+        })
+    }
+
+    /// `GET /v1/events`: every filter, with the caller's visibility applied.
+    pub fn query_events(&self, caller: &Caller, q: &EventsQuery) -> Result<EventsPage, Problem> {
+        self.check(caller, Action::ReadEvents)?;
+        let limit = q.limit.unwrap_or(100);
+        if !(1..=MAX_EVENTS_LIMIT).contains(&limit) {
+            return Err(Problem::invalid("/limit", "must be 1 to 1000"));
+        }
+        let filter = Filter {
+            stream: q.stream.clone(),
+            event_type: q.event_type.clone(),
+            agent: q.agent.clone(),
+            correlation_id: q.correlation_id.clone(),
+            ..Filter::default()
+        };
+        let order = match q.order.unwrap_or_default() {
+            EventOrder::Asc => Order::Ascending,
+            EventOrder::Desc => Order::Descending,
+        };
+        let mut query = Query {
+            filter,
+            after: q.after,
+            before: q.before,
+            since: q.since,
+            until: q.until,
+            order,
+            limit,
+            ..Query::default()
+        };
+        if Self::sees_everything(caller) {
+            let page = self.store().read(&query).map_err(from_store)?;
+            return Ok(EventsPage {
+                events: page.events,
+                next: page.next,
+            });
+        }
+        // An agent: read on, dropping what it may not see, until the page is
+        // full, the log is exhausted, or the examination bound is reached.
+        let mut events = Vec::with_capacity(limit);
+        let mut examined = 0usize;
+        loop {
+            let page = self.store().read(&query).map_err(from_store)?;
+            let mut last = None;
+            for e in page.events {
+                examined += 1;
+                last = Some(e.seq);
+                if visible_to(&caller.agent, &e) {
+                    events.push(e);
+                    if events.len() == limit {
+                        return Ok(EventsPage { next: last, events });
+                    }
+                }
+            }
+            match (page.next, last) {
+                (Some(n), _) if examined < MAX_EXAMINED_PER_PAGE => query = query.resume(n),
+                (Some(_), Some(l)) => {
+                    return Ok(EventsPage {
+                        events,
+                        next: Some(l),
+                    });
+                }
+                _ => return Ok(EventsPage { events, next: None }),
+            }
+        }
+    }
+
+    /// A subscription for `GET /v1/events/stream`; pair it with
+    /// [`Bridge::event_visible`] on every event.
+    pub fn subscribe_events(
+        &self,
+        caller: &Caller,
+        after: u64,
+        stream: Option<String>,
+        event_type: Option<String>,
+    ) -> Result<lighthouse_event_store::Subscription, Problem> {
+        self.check(caller, Action::ReadEvents)?;
+        Ok(self.store().subscribe(
+            after,
+            Filter {
+                stream,
+                event_type,
+                ..Filter::default()
+            },
+        ))
+    }
+
+    /// Whether `caller` may see `e` (PROTOCOL.md section 7).
+    pub fn event_visible(caller: &Caller, e: &Event) -> bool {
+        Self::sees_everything(caller) || visible_to(&caller.agent, e)
+    }
+
+    fn sees_everything(caller: &Caller) -> bool {
+        matches!(caller.role, Role::Observer | Role::Operator | Role::Admin)
+    }
+}
+
+/// An agent sees events of streams not starting with `$`, except bridge-written
+/// `elicitation.*` and `message.*` events where it is neither `from` nor `to`.
+fn visible_to(agent: &str, e: &Event) -> bool {
+    if e.stream.starts_with('$') {
+        return false;
+    }
+    if e.event_type.starts_with("elicitation.") || e.event_type.starts_with("message.") {
+        let party = |k: &str| e.data.get(k).and_then(|v| v.as_str()) == Some(agent);
+        return party("from") || party("to");
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lighthouse_event_store::Timestamp;
+    use serde_json::json;
+
+    fn ev(stream: &str, t: &str, data: serde_json::Value) -> Event {
+        Event {
+            seq: 1,
+            id: "x".into(),
+            stream: stream.into(),
+            version: 0,
+            event_type: t.into(),
+            time: Timestamp::EPOCH,
+            agent: None,
+            correlation_id: None,
+            causation_id: None,
+            data,
+            metadata: json!({}),
+        }
+    }
+
+    #[test]
+    fn agents_see_only_their_own_bridge_events_and_no_reserved_streams() {
+        let mine = ev(
+            "elicitation-el_1",
+            "elicitation.requested",
+            json!({"from": "alice", "to": "bob"}),
+        );
+        assert!(visible_to("alice", &mine));
+        assert!(visible_to("bob", &mine));
+        assert!(!visible_to("carol", &mine));
+        assert!(!visible_to(
+            "carol",
+            &ev(
+                "mailbox-bob",
+                "message.sent",
+                json!({"from": "alice", "to": "bob"})
+            )
+        ));
+        assert!(visible_to("carol", &ev("notes-1", "note.added", json!({}))));
+        assert!(!visible_to(
+            "carol",
+            &ev("$flags", "flag.changed", json!({}))
+        ));
+    }
+}

@@ -1,0 +1,505 @@
+//! The typed operations of the bridge: elicitations, messages, flags, agents,
+//! sessions, operations. Each takes an authenticated [`Caller`] and the request
+//! id, which becomes the `correlation_id` of the events it writes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lighthouse_elicitation::{
+    AgentSubscription, CancelRequest, CreateRequest, DrainReport, DrainRequest, Elicitation,
+    ListQuery, Mailbox, ReceiveQuery, RespondRequest, SendMessage, SentMessage, Status,
+};
+use lighthouse_flags::Attribution;
+use lighthouse_metrics::FlagResult;
+use lighthouse_security::{Action, Caller, Role};
+
+use crate::api::{
+    AgentInfo, AgentList, Credential, ElicitationList, ErrorCode, Flag, FlagEvaluation,
+    FlagHistory, FlagList, FlagPut, Latency, Me, MessagesPage, OpsStats, Problem, SessionResponse,
+    VerifyResponse,
+};
+use crate::bridge::{Bridge, ELICITATION_FLAG};
+use crate::problem::{from_elicitation, from_flags, from_security, from_store};
+
+/// Longest `wait_ms` of a long-poll (PROTOCOL.md 4 and 6).
+pub const MAX_WAIT_MS: u64 = 60_000;
+/// Largest `window_s` of `/v1/ops/stats`.
+pub const MAX_STATS_WINDOW_S: u64 = 900;
+
+fn latency(s: &lighthouse_metrics::LatencySummary) -> Latency {
+    Latency {
+        count: s.count,
+        p50: s.p50,
+        p95: s.p95,
+        p99: s.p99,
+        max: s.max,
+    }
+}
+
+impl Bridge {
+    /// `POST /v1/elicitations`: gated by the flag `elicitation_enabled` for the
+    /// requester. Returns the record and whether it replays an earlier create
+    /// with the same idempotency key.
+    pub async fn elicit(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        idempotency_key: Option<&str>,
+        req: CreateRequest,
+    ) -> Result<(Arc<Elicitation>, bool), Problem> {
+        self.check(caller, Action::Elicit)?;
+        let enabled = self.flags().is_enabled(ELICITATION_FLAG, &caller.agent);
+        self.metrics().flag_evaluation(
+            ELICITATION_FLAG,
+            if enabled {
+                FlagResult::On
+            } else {
+                FlagResult::Off
+            },
+        );
+        if !enabled {
+            return Err(Problem::new(
+                ErrorCode::FeatureDisabled,
+                "elicitation is not enabled for this agent (flag elicitation_enabled); use the messages API: POST /v1/messages",
+            ));
+        }
+        let created = self
+            .elicitations()
+            .create(caller, request_id, req, idempotency_key)
+            .await
+            .map_err(from_elicitation)?;
+        Ok((created.record, created.replayed))
+    }
+
+    /// `GET /v1/elicitations/{id}?wait_ms=N`.
+    pub async fn get_elicitation(
+        &self,
+        caller: &Caller,
+        id: &str,
+        wait_ms: u64,
+    ) -> Result<Arc<Elicitation>, Problem> {
+        self.check(caller, Action::ReadElicitations)?;
+        if wait_ms > MAX_WAIT_MS {
+            return Err(Problem::invalid("/wait_ms", "must be 0 to 60000"));
+        }
+        self.elicitations()
+            .get(caller, id, wait_ms)
+            .await
+            .map_err(from_elicitation)
+    }
+
+    /// `GET /v1/elicitations?box=&status=&limit=&cursor=`.
+    pub fn list_elicitations(
+        &self,
+        caller: &Caller,
+        mailbox: Mailbox,
+        status: Option<Status>,
+        limit: Option<usize>,
+        cursor: Option<String>,
+    ) -> Result<ElicitationList, Problem> {
+        self.check(caller, Action::ReadElicitations)?;
+        let page = self
+            .elicitations()
+            .list(
+                caller,
+                &ListQuery {
+                    mailbox,
+                    status,
+                    limit,
+                    cursor,
+                },
+            )
+            .map_err(from_elicitation)?;
+        Ok(ElicitationList {
+            items: page.items.iter().map(|e| (**e).clone()).collect(),
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    /// `POST /v1/elicitations/{id}/respond`.
+    pub async fn respond(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        id: &str,
+        req: RespondRequest,
+    ) -> Result<Arc<Elicitation>, Problem> {
+        self.check(caller, Action::Respond)?;
+        self.elicitations()
+            .respond(caller, request_id, id, req)
+            .await
+            .map_err(from_elicitation)
+    }
+
+    /// `POST /v1/elicitations/{id}/cancel`.
+    pub async fn cancel(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        id: &str,
+        req: CancelRequest,
+    ) -> Result<Arc<Elicitation>, Problem> {
+        self.check(caller, Action::Cancel)?;
+        self.elicitations()
+            .cancel(caller, request_id, id, req)
+            .await
+            .map_err(from_elicitation)
+    }
+
+    /// The caller's notifications (`GET /v1/stream`), after `after` or, without
+    /// a position, every pending elicitation addressed to it first.
+    pub fn subscribe(
+        &self,
+        caller: &Caller,
+        after: Option<u64>,
+    ) -> Result<AgentSubscription, Problem> {
+        self.check(caller, Action::OpenOwnStream)?;
+        self.elicitations()
+            .subscribe(caller, after)
+            .map_err(from_elicitation)
+    }
+
+    /// `POST /v1/messages`.
+    pub async fn send_message(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        req: SendMessage,
+    ) -> Result<SentMessage, Problem> {
+        self.check(caller, Action::SendMessage)?;
+        self.elicitations()
+            .send_message(caller, request_id, req)
+            .await
+            .map_err(from_elicitation)
+    }
+
+    /// `GET /v1/messages?after=&wait_ms=&limit=`.
+    pub async fn receive_messages(
+        &self,
+        caller: &Caller,
+        after: u64,
+        wait_ms: u64,
+        limit: Option<usize>,
+    ) -> Result<MessagesPage, Problem> {
+        self.check(caller, Action::ReadMessages)?;
+        if wait_ms > MAX_WAIT_MS {
+            return Err(Problem::invalid("/wait_ms", "must be 0 to 60000"));
+        }
+        let page = self
+            .elicitations()
+            .receive_messages(
+                caller,
+                ReceiveQuery {
+                    after,
+                    wait_ms,
+                    limit,
+                },
+            )
+            .await
+            .map_err(from_elicitation)?;
+        Ok(MessagesPage {
+            messages: page.messages.iter().map(|m| (**m).clone()).collect(),
+            next_after: page.next_after,
+        })
+    }
+
+    /// `GET /v1/flags`.
+    pub fn list_flags(&self, caller: &Caller) -> Result<FlagList, Problem> {
+        self.check(caller, Action::ReadFlags)?;
+        Ok(FlagList {
+            flags: self.flags().list().iter().map(|f| (**f).clone()).collect(),
+        })
+    }
+
+    /// `GET /v1/flags/{key}`.
+    pub fn get_flag(&self, caller: &Caller, key: &str) -> Result<Flag, Problem> {
+        self.check(caller, Action::ReadFlags)?;
+        self.flags()
+            .get(key)
+            .map(|f| (*f).clone())
+            .ok_or_else(|| Problem::not_found(&format!("flag {key}")))
+    }
+
+    /// `PUT /v1/flags/{key}`.
+    pub async fn put_flag(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        key: &str,
+        put: FlagPut,
+    ) -> Result<Flag, Problem> {
+        self.check(caller, Action::WriteFlags)?;
+        if let Some(k) = &put.spec.key
+            && k != key
+        {
+            return Err(Problem::invalid("/key", "must match the key in the path"));
+        }
+        let by = attribution(caller, request_id, put.reason.as_deref())?;
+        let out = self
+            .flags()
+            .put(key, &put.spec, put.expected_version, &by)
+            .await
+            .map_err(from_flags)?;
+        Ok((*out.flag).clone())
+    }
+
+    /// `POST /v1/flags/{key}/kill` (`kill = true`) and `/unkill`.
+    pub async fn kill_flag(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        key: &str,
+        kill: bool,
+        reason: Option<&str>,
+    ) -> Result<Flag, Problem> {
+        self.check(caller, Action::WriteFlags)?;
+        let by = attribution(caller, request_id, reason)?;
+        let out = if kill {
+            self.flags().kill(key, &by).await
+        } else {
+            self.flags().unkill(key, &by).await
+        }
+        .map_err(from_flags)?;
+        Ok((*out.flag).clone())
+    }
+
+    /// `GET /v1/flags/{key}/history`.
+    pub fn flag_history(&self, caller: &Caller, key: &str) -> Result<FlagHistory, Problem> {
+        self.check(caller, Action::ReadFlags)?;
+        let mut changes = Vec::new();
+        let mut before = None;
+        loop {
+            let page = self
+                .flags()
+                .history(key, before, usize::MAX)
+                .map_err(from_flags)?;
+            let Some(first) = page.first() else { break };
+            let next = first.version;
+            let full = page.len() >= self.flags().limits().max_history_page;
+            let mut page = page;
+            page.extend(changes);
+            changes = page;
+            if !full || next <= 1 {
+                break;
+            }
+            before = Some(next);
+        }
+        Ok(FlagHistory { changes })
+    }
+
+    /// `GET /v1/flags/{key}/evaluate?agent=a`.
+    pub fn evaluate_flag(
+        &self,
+        caller: &Caller,
+        key: &str,
+        agent: &str,
+    ) -> Result<FlagEvaluation, Problem> {
+        self.check(caller, Action::ReadFlags)?;
+        if lighthouse_event_store::validate_agent(agent).is_err() {
+            return Err(Problem::invalid("/agent", "must be an agent id"));
+        }
+        let e = self.flags().evaluate(key, agent).map_err(from_flags)?;
+        Ok(FlagEvaluation {
+            enabled: e.enabled,
+            variant: e.variant.map(|v| v.to_string()),
+            reason: e.reason.as_str().to_owned(),
+            bucket: e.bucket,
+        })
+    }
+
+    /// `GET /v1/ops/stats?window_s=N` (1 to 900): measured figures only.
+    pub fn stats(&self, caller: &Caller, window_s: u64) -> Result<OpsStats, Problem> {
+        self.check(caller, Action::ReadOpsStats)?;
+        if !(1..=MAX_STATS_WINDOW_S).contains(&window_s) {
+            return Err(Problem::invalid("/window_s", "must be 1 to 900"));
+        }
+        self.refresh_store_gauges();
+        let s = self.metrics().stats(window_s).map_err(|e| {
+            tracing::error!(error = %e, "stats failed");
+            Problem::internal()
+        })?;
+        Ok(OpsStats {
+            window_s: s.window_s,
+            elicitations: crate::api::ElicitationStats {
+                created: s.elicitations.created,
+                accepted: s.elicitations.accepted,
+                declined: s.elicitations.declined,
+                cancelled: s.elicitations.cancelled,
+                expired: s.elicitations.expired,
+                delivery_ms: latency(&s.elicitations.delivery_ms),
+                answer_ms: latency(&s.elicitations.answer_ms),
+            },
+            http: crate::api::HttpStats {
+                requests: s.http.requests,
+                errors_5xx: s.http.errors_5xx,
+                error_ratio: s.http.error_ratio,
+                latency_ms: latency(&s.http.latency_ms),
+            },
+            active_elicitations: self.elicitations().pending_count() as u64,
+            connected_streams: s.connected_streams,
+            store: crate::api::StoreStats {
+                head_seq: self.store().head_seq(),
+                size_bytes: s.store.size_bytes,
+                append_ms: latency(&s.store.append_ms),
+            },
+        })
+    }
+
+    /// `POST /v1/ops/drain`.
+    pub async fn drain(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        req: DrainRequest,
+    ) -> Result<DrainReport, Problem> {
+        self.check(caller, Action::Drain)?;
+        self.elicitations()
+            .drain(caller, request_id, req)
+            .await
+            .map_err(from_elicitation)
+    }
+
+    /// `POST /v1/ops/verify`: walks the whole integrity chain (on a blocking
+    /// thread, so the runtime keeps serving).
+    pub async fn verify(&self, caller: &Caller) -> Result<VerifyResponse, Problem> {
+        self.check(caller, Action::VerifyStore)?;
+        let store = self.store().clone();
+        let started = Instant::now();
+        let report = tokio::task::spawn_blocking(move || store.verify())
+            .await
+            .map_err(|_| Problem::internal())?
+            .map_err(from_store)?;
+        Ok(VerifyResponse {
+            ok: report.ok(),
+            checked: report.checked,
+            head_seq: report.head_seq,
+            first_bad_seq: report.first_bad_seq,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// `GET /v1/agents`.
+    pub fn list_agents(&self, caller: &Caller) -> Result<AgentList, Problem> {
+        self.check(caller, Action::ListAgents)?;
+        Ok(AgentList {
+            agents: self
+                .gate()
+                .registry()
+                .list()
+                .into_iter()
+                .map(|r| AgentInfo {
+                    id: r.agent,
+                    role: r.role,
+                    key_id: r.key_id,
+                    revoked: r.revoked,
+                })
+                .collect(),
+        })
+    }
+
+    /// `POST /v1/agents`: registers an agent and returns its credential.
+    pub async fn add_agent(
+        &self,
+        caller: &Caller,
+        id: &str,
+        role: Role,
+    ) -> Result<Credential, Problem> {
+        self.check(caller, Action::ManageAgents)?;
+        let mut cred = self
+            .gate()
+            .registry()
+            .register(id, role, Some(&caller.agent))
+            .await
+            .map_err(from_security)?;
+        cred.bridge = self.public_url().to_owned();
+        Ok(cred)
+    }
+
+    /// `POST /v1/agents/{id}/rotate`.
+    pub async fn rotate_agent(&self, caller: &Caller, id: &str) -> Result<Credential, Problem> {
+        self.check(caller, Action::ManageAgents)?;
+        let mut cred = self
+            .gate()
+            .registry()
+            .rotate(id, Some(&caller.agent))
+            .await
+            .map_err(from_security)?;
+        cred.bridge = self.public_url().to_owned();
+        Ok(cred)
+    }
+
+    /// `DELETE /v1/agents/{id}`.
+    pub async fn revoke_agent(&self, caller: &Caller, id: &str) -> Result<(), Problem> {
+        self.check(caller, Action::ManageAgents)?;
+        self.gate()
+            .registry()
+            .revoke(id, Some(&caller.agent))
+            .await
+            .map_err(from_security)
+    }
+
+    /// `GET /v1/agents/me`.
+    pub fn me(&self, caller: &Caller) -> Result<Me, Problem> {
+        self.check(caller, Action::WhoAmI)?;
+        Ok(Me {
+            agent: caller.agent.clone(),
+            role: caller.role,
+            key_id: caller.key_id,
+        })
+    }
+
+    /// `POST /v1/sessions`: a bearer token for the caller.
+    pub fn create_session(
+        &self,
+        caller: &Caller,
+        ttl_s: Option<u64>,
+    ) -> Result<SessionResponse, Problem> {
+        self.check(caller, Action::ManageOwnSession)?;
+        let t = self
+            .gate()
+            .tokens()
+            .issue(caller, ttl_s, self.clock().now())
+            .map_err(from_security)?;
+        Ok(SessionResponse {
+            token: t.token,
+            expires_at: t.expires_at,
+        })
+    }
+
+    /// `DELETE /v1/sessions/current`: revokes the presented token.
+    pub async fn end_session(&self, caller: &Caller, token: &str) -> Result<(), Problem> {
+        self.check(caller, Action::ManageOwnSession)?;
+        let tokens = self.gate().tokens();
+        let claims = tokens
+            .check(token.as_bytes(), self.clock().now())
+            .map_err(|_| Problem::new(ErrorCode::Unauthenticated, "not a valid token"))?;
+        if claims.agent != caller.agent {
+            return Err(Problem::new(
+                ErrorCode::Forbidden,
+                "a token can only revoke itself",
+            ));
+        }
+        let id = lighthouse_security::TokenId::from(claims);
+        tokens
+            .revoke(&id, Some(&caller.agent), self.clock().now())
+            .await
+            .map_err(from_security)
+    }
+}
+
+fn attribution(
+    caller: &Caller,
+    request_id: &str,
+    reason: Option<&str>,
+) -> Result<Attribution, Problem> {
+    let reason = reason
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| Problem::invalid("/reason", "a reason is required for every flag change"))?;
+    Ok(Attribution::new(caller.agent.clone(), reason).with_correlation_id(request_id))
+}
+
+/// How long a long-poll may hold a request.
+pub fn wait_duration(wait_ms: u64) -> Duration {
+    Duration::from_millis(wait_ms.min(MAX_WAIT_MS))
+}

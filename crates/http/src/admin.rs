@@ -1,0 +1,262 @@
+//! Events, flags, operations, agents and sessions (PROTOCOL.md 2.3, 7 to 10).
+
+use axum::Extension;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use lighthouse_core::api::{
+    AppendEventRequest, CreateAgentRequest, DrainRequest, EventsQuery, FlagPut, Problem,
+    ReasonBody, SessionRequest,
+};
+use lighthouse_security::Caller;
+use serde::Deserialize;
+
+use crate::error::{ApiError, parse_json, parse_query};
+use crate::state::{AppState, RequestId};
+
+fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
+    (status, axum::Json(v)).into_response()
+}
+
+pub(crate) async fn append_event(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(rid): Extension<RequestId>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: AppendEventRequest = parse_json(&body)?;
+    let out = st.bridge.append_event(&caller, &rid.0, req).await?;
+    Ok(json(StatusCode::CREATED, &out))
+}
+
+pub(crate) async fn query_events(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q: EventsQuery = parse_query(q.as_deref())?;
+    let page = st.bridge.query_events(&caller, &q)?;
+    Ok(json(StatusCode::OK, &page))
+}
+
+pub(crate) async fn list_flags(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &st.bridge.list_flags(&caller)?))
+}
+
+pub(crate) async fn get_flag(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &st.bridge.get_flag(&caller, &key)?))
+}
+
+/// Fields of a flag as `GET` returns it that a `PUT` may carry and ignores.
+const READ_ONLY_FLAG_FIELDS: [&str; 4] = ["version", "updated_at", "updated_by", "killed"];
+
+pub(crate) async fn put_flag(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(rid): Extension<RequestId>,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mut v: serde_json::Value = parse_json(&body)?;
+    if let Some(o) = v.as_object_mut() {
+        for f in READ_ONLY_FLAG_FIELDS {
+            o.remove(f);
+        }
+    }
+    let put: FlagPut = parse_json(&serde_json::to_vec(&v).unwrap_or_default())?;
+    Ok(json(
+        StatusCode::OK,
+        &st.bridge.put_flag(&caller, &rid.0, &key, put).await?,
+    ))
+}
+
+async fn kill(
+    st: AppState,
+    caller: Caller,
+    rid: RequestId,
+    key: String,
+    body: Bytes,
+    on: bool,
+) -> Result<Response, ApiError> {
+    let r: ReasonBody = parse_json(&body)?;
+    let flag = st
+        .bridge
+        .kill_flag(&caller, &rid.0, &key, on, r.reason.as_deref())
+        .await?;
+    Ok(json(StatusCode::OK, &flag))
+}
+
+pub(crate) async fn kill_flag(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(rid): Extension<RequestId>,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    kill(st, caller, rid, key, body, true).await
+}
+
+pub(crate) async fn unkill_flag(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(rid): Extension<RequestId>,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    kill(st, caller, rid, key, body, false).await
+}
+
+pub(crate) async fn flag_history(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(json(
+        StatusCode::OK,
+        &st.bridge.flag_history(&caller, &key)?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EvaluateParams {
+    agent: String,
+}
+
+pub(crate) async fn evaluate_flag(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(key): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p: EvaluateParams = parse_query(q.as_deref())?;
+    Ok(json(
+        StatusCode::OK,
+        &st.bridge.evaluate_flag(&caller, &key, &p.agent)?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StatsParams {
+    window_s: Option<u64>,
+}
+
+pub(crate) async fn stats(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p: StatsParams = parse_query(q.as_deref())?;
+    Ok(json(
+        StatusCode::OK,
+        &st.bridge.stats(&caller, p.window_s.unwrap_or(60))?,
+    ))
+}
+
+pub(crate) async fn drain(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(rid): Extension<RequestId>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: DrainRequest = parse_json(&body)?;
+    Ok(json(
+        StatusCode::OK,
+        &st.bridge.drain(&caller, &rid.0, req).await?,
+    ))
+}
+
+pub(crate) async fn verify(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &st.bridge.verify(&caller).await?))
+}
+
+pub(crate) async fn list_agents(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &st.bridge.list_agents(&caller)?))
+}
+
+pub(crate) async fn add_agent(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: CreateAgentRequest = parse_json(&body)?;
+    let cred = st.bridge.add_agent(&caller, &req.id, req.role).await?;
+    Ok(json(StatusCode::CREATED, &cred))
+}
+
+pub(crate) async fn rotate_agent(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(json(
+        StatusCode::OK,
+        &st.bridge.rotate_agent(&caller, &id).await?,
+    ))
+}
+
+pub(crate) async fn revoke_agent(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    st.bridge.revoke_agent(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(crate) async fn me(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &st.bridge.me(&caller)?))
+}
+
+pub(crate) async fn create_session(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: SessionRequest = if body.is_empty() {
+        SessionRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    Ok(json(
+        StatusCode::CREATED,
+        &st.bridge.create_session(&caller, req.ttl_s)?,
+    ))
+}
+
+pub(crate) async fn end_session(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            Problem::invalid(
+                "/Authorization",
+                "DELETE /v1/sessions/current must be made with the token to revoke",
+            )
+        })?;
+    st.bridge.end_session(&caller, token).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

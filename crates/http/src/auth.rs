@@ -1,0 +1,115 @@
+//! The authentication middleware: body limit, then the seven checks of
+//! PROTOCOL.md 2.2 through the bridge's gate, for every `/v1` route.
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use lighthouse_core::api::{ErrorCode, Problem};
+use lighthouse_security::{Action, AuthHeaders};
+
+use crate::error::ApiError;
+use crate::state::{AppState, RouteTemplate};
+
+/// Records the matched route template on the response (all routes).
+pub(crate) async fn mark_route(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
+    let route = matched.map(|m| m.as_str().to_owned());
+    let mut resp = next.run(req).await;
+    if let Some(r) = route {
+        resp.extensions_mut().insert(RouteTemplate(r));
+    }
+    resp
+}
+
+/// The action a route needs, by method and template. `POST /v1/events` depends
+/// on the body's stream and type.
+pub(crate) fn action_for(method: &Method, route: &str, body: &[u8]) -> Action {
+    use Action::*;
+    let m = method.as_str();
+    match (m, route) {
+        ("POST", "/v1/elicitations") => Elicit,
+        ("GET", "/v1/elicitations" | "/v1/elicitations/{id}") => ReadElicitations,
+        ("POST", "/v1/elicitations/{id}/respond") => Respond,
+        ("POST", "/v1/elicitations/{id}/cancel") => Cancel,
+        ("GET", "/v1/stream") => OpenOwnStream,
+        ("POST", "/v1/messages") => SendMessage,
+        ("GET", "/v1/messages") => ReadMessages,
+        ("POST", "/v1/events") => {
+            #[derive(serde::Deserialize)]
+            struct Target {
+                stream: String,
+                #[serde(rename = "type")]
+                event_type: String,
+            }
+            match serde_json::from_slice::<Target>(body) {
+                Ok(t) => lighthouse_security::append_action(&t.stream, &t.event_type)
+                    .unwrap_or(AppendEvent),
+                // The handler answers 400 for a malformed body.
+                Err(_) => AppendEvent,
+            }
+        }
+        ("GET", "/v1/events" | "/v1/events/stream") => ReadEvents,
+        ("GET", r) if r.starts_with("/v1/flags") => ReadFlags,
+        (_, r) if r.starts_with("/v1/flags") => WriteFlags,
+        ("GET", "/v1/ops/stats") => ReadOpsStats,
+        ("POST", "/v1/ops/drain") => Drain,
+        ("POST", "/v1/ops/verify") => VerifyStore,
+        ("GET", "/v1/agents/me") => WhoAmI,
+        ("GET", "/v1/agents") => ListAgents,
+        (_, r) if r.starts_with("/v1/agents") => ManageAgents,
+        (_, r) if r.starts_with("/v1/sessions") => ManageOwnSession,
+        ("POST", "/mcp") | ("GET", "/mcp") | ("DELETE", "/mcp") => UseMcp,
+        _ => WhoAmI,
+    }
+}
+
+/// Buffers the body (refusing more than the limit), verifies the signature or
+/// token, nonce, rate limit and role, and hands the handler a [`Caller`].
+pub(crate) async fn authenticate(
+    State(st): State<AppState>,
+    matched: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let limit = st.config.max_body_bytes;
+    let bytes: Bytes = match axum::body::to_bytes(body, limit + 1).await {
+        Ok(b) if b.len() <= limit => b,
+        _ => {
+            return ApiError(Problem::new(
+                ErrorCode::PayloadTooLarge,
+                format!("request bodies are limited to {limit} bytes"),
+            ))
+            .into_response();
+        }
+    };
+    let route = matched.as_ref().map_or("", |m| m.as_str());
+    let action = action_for(&parts.method, route, &bytes);
+    let admitted = {
+        let headers = AuthHeaders::from_pairs(
+            parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes())),
+        );
+        let request = lighthouse_security::Request {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or(""),
+            headers,
+            body: &bytes,
+        };
+        st.bridge.admit(&request, action)
+    };
+    match admitted {
+        Ok(caller) => {
+            tracing::Span::current().record("agent", caller.agent.as_str());
+            parts.extensions.insert(caller);
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(p) => ApiError(p).into_response(),
+    }
+}

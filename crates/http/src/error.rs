@@ -1,0 +1,109 @@
+//! Problems as HTTP responses: the one place a problem code becomes a status.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use lighthouse_core::api::{ErrorCode, FieldError, Problem};
+
+/// The media type of error bodies (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A [`Problem`] that renders as an HTTP response.
+#[derive(Debug)]
+pub struct ApiError(pub Problem);
+
+impl From<Problem> for ApiError {
+    fn from(p: Problem) -> Self {
+        ApiError(p)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let p = self.0;
+        let status =
+            StatusCode::from_u16(p.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&p).unwrap_or_else(|_| b"{}".to_vec());
+        let mut resp = (status, body).into_response();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if p.code == ErrorCode::RateLimited {
+            let secs = p.retry_after_s.unwrap_or(1).max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("LH1-HMAC-SHA256, Bearer"),
+            );
+        }
+        resp
+    }
+}
+
+/// Parses a JSON body, turning serde's complaint into `400 invalid_request`
+/// naming the field by JSON pointer.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(Problem::invalid("", "a JSON body is required").into());
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = pointer(&e.path().to_string());
+        let msg = e.inner().to_string();
+        ApiError(
+            Problem::new(
+                ErrorCode::InvalidRequest,
+                format!("invalid JSON body: {msg}"),
+            )
+            .with_errors(vec![FieldError { path, message: msg }]),
+        )
+    })
+}
+
+/// Parses a query string into `T`, unknown parameters refused.
+pub fn parse_query<T: serde::de::DeserializeOwned>(query: Option<&str>) -> Result<T, ApiError> {
+    let q = query.unwrap_or("");
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = pointer(&e.path().to_string());
+        let msg = e.inner().to_string();
+        ApiError(
+            Problem::new(ErrorCode::InvalidRequest, format!("invalid query: {msg}"))
+                .with_errors(vec![FieldError { path, message: msg }]),
+        )
+    })
+}
+
+/// `a.b[0].c` (serde_path_to_error) to `/a/b/0/c`.
+fn pointer(path: &str) -> String {
+    if path == "." || path.is_empty() {
+        return String::new();
+    }
+    let mut out = String::new();
+    for part in path.split(['.', '[']) {
+        let part = part.trim_end_matches(']');
+        if part.is_empty() {
+            continue;
+        }
+        out.push('/');
+        out.push_str(&part.replace('~', "~0").replace('/', "~1"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pointer;
+
+    #[test]
+    fn serde_paths_become_json_pointers() {
+        assert_eq!(pointer("."), "");
+        assert_eq!(pointer("to"), "/to");
+        assert_eq!(
+            pointer("requested_schema.properties[2].x"),
+            "/requested_schema/properties/2/x"
+        );
+    }
+}

@@ -1,0 +1,84 @@
+//! The outermost middleware: request id, one tracing span and log line per
+//! request, and per-route metrics.
+
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use lighthouse_metrics::UNMATCHED_ROUTE;
+use tracing::Instrument;
+
+use crate::state::{AppState, RequestId, RouteTemplate, Streaming, Waited};
+
+/// The request id header.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+fn valid_request_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+pub(crate) async fn observe(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let rid = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| valid_request_id(s))
+        .map_or_else(|| ulid::Ulid::generate().to_string(), str::to_owned);
+    req.extensions_mut().insert(RequestId(rid.clone()));
+    let method = req.method().clone();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %rid,
+        method = %method,
+        route = tracing::field::Empty,
+        agent = tracing::field::Empty,
+    );
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let route = resp
+        .extensions()
+        .get::<RouteTemplate>()
+        .map_or(UNMATCHED_ROUTE.to_owned(), |r| r.0.clone());
+    let waited = resp
+        .extensions()
+        .get::<Waited>()
+        .map(|w| w.0)
+        .unwrap_or_default();
+    let elapsed = started.elapsed();
+    let busy = elapsed.saturating_sub(waited);
+    let status = resp.status().as_u16();
+    st.bridge.metrics().http_request(&route, status, busy);
+    span.record("route", route.as_str());
+    let streaming = resp.extensions().get::<Streaming>().is_some();
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            busy_ms = busy.as_secs_f64() * 1000.0,
+            waited_ms = waited.as_secs_f64() * 1000.0,
+            streaming,
+            "request"
+        );
+    });
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_request_id;
+
+    #[test]
+    fn request_ids_are_bounded_tokens() {
+        assert!(valid_request_id("req-1:a.b_c"));
+        assert!(!valid_request_id(""));
+        assert!(!valid_request_id("a b"));
+        assert!(!valid_request_id(&"x".repeat(129)));
+    }
+}

@@ -1,0 +1,77 @@
+//! Router state and configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lighthouse_core::Bridge;
+use tokio::sync::watch;
+
+/// HTTP settings, each with a default.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest request body (default 1 MiB; larger is `413 payload_too_large`).
+    pub max_body_bytes: usize,
+    /// Comment line interval on SSE streams (default 15 s).
+    pub heartbeat: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 1 << 20,
+            heartbeat: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) bridge: Bridge,
+    pub(crate) config: Arc<HttpConfig>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// Tells open streams that the server is shutting down (each sends a final
+/// `shutdown` event and ends).
+#[derive(Debug, Clone)]
+pub struct ShutdownSignal(watch::Sender<bool>);
+
+impl ShutdownSignal {
+    /// Ends every open stream.
+    pub fn trigger(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl AppState {
+    pub(crate) fn new(bridge: Bridge, config: HttpConfig) -> (AppState, ShutdownSignal) {
+        let (tx, rx) = watch::channel(false);
+        (
+            AppState {
+                bridge,
+                config: Arc::new(config),
+                shutdown: rx,
+            },
+            ShutdownSignal(tx),
+        )
+    }
+}
+
+/// The request id of a request: `X-Request-Id` when it is 1 to 128 of
+/// `[A-Za-z0-9_.:-]`, else a fresh ULID. It becomes the `correlation_id` of the
+/// events the request writes and is echoed in the response.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// The matched route template, put on responses for metrics and logs.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteTemplate(pub(crate) String);
+
+/// Time a long-poll handler spent waiting, excluded from `http.latency_ms`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Waited(pub(crate) Duration);
+
+/// Marks a streaming response (its duration is not request latency).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Streaming;

@@ -1,0 +1,206 @@
+//! Server-Sent Events: the agent stream (PROTOCOL.md 5) and the event stream
+//! (PROTOCOL.md 7).
+//!
+//! The position is fixed (the subscription is made) before the response headers
+//! are sent. A consumer too slow for the bounded buffers is sent a final `lagged`
+//! event carrying the position to resume from, and disconnected. On shutdown each
+//! stream sends a final `shutdown` event.
+
+use std::convert::Infallible;
+
+use axum::Extension;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use lighthouse_core::Bridge;
+use lighthouse_core::api::Problem;
+use lighthouse_elicitation::{Notification, Payload};
+use lighthouse_security::Caller;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::error::{ApiError, parse_query};
+use crate::state::{AppState, Streaming};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AfterParams {
+    after: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventStreamParams {
+    after: Option<u64>,
+    stream: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+}
+
+/// `Last-Event-ID` wins over `?after=` (PROTOCOL.md 5).
+fn position(headers: &HeaderMap, after: Option<u64>) -> Result<Option<u64>, ApiError> {
+    match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| Problem::invalid("/Last-Event-ID", "must be a sequence number").into()),
+        None => Ok(after),
+    }
+}
+
+fn sse_response<S>(st: &AppState, stream: S) -> Response
+where
+    S: Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
+{
+    let mut resp = Sse::new(stream)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(st.config.heartbeat)
+                .text("heartbeat"),
+        )
+        .into_response();
+    resp.extensions_mut().insert(Streaming);
+    resp.headers_mut().insert(
+        "x-accel-buffering",
+        axum::http::HeaderValue::from_static("no"),
+    );
+    resp
+}
+
+fn notification_event(n: &Notification) -> SseEvent {
+    let data = match &n.payload {
+        Payload::Elicitation(e) => serde_json::to_string(&**e),
+        Payload::Message(m) => serde_json::to_string(&**m),
+    }
+    .unwrap_or_else(|_| "{}".to_owned());
+    SseEvent::default()
+        .id(n.seq.to_string())
+        .event(n.kind.as_str())
+        .data(data)
+}
+
+fn final_event(kind: &str, position: u64) -> SseEvent {
+    SseEvent::default()
+        .event(kind)
+        .data(format!("{{\"resume_after\":{position}}}"))
+}
+
+/// `GET /v1/stream`.
+pub(crate) async fn agent_stream(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p: AfterParams = parse_query(q.as_deref())?;
+    let after = position(&headers, p.after)?;
+    let sub = st.bridge.subscribe(&caller, after)?;
+    let guard = st.bridge.metrics().stream_opened();
+    let shutdown = st.shutdown.clone();
+    struct S {
+        sub: lighthouse_elicitation::AgentSubscription,
+        shutdown: watch::Receiver<bool>,
+        _guard: lighthouse_metrics::StreamGuard,
+        done: bool,
+    }
+    let state = S {
+        sub,
+        shutdown,
+        _guard: guard,
+        done: false,
+    };
+    let stream = futures::stream::unfold(state, |mut s| async move {
+        if s.done {
+            return None;
+        }
+        if *s.shutdown.borrow() {
+            s.done = true;
+            let pos = s.sub.position();
+            return Some((Ok(final_event("shutdown", pos)), s));
+        }
+        tokio::select! {
+            n = s.sub.next() => match n {
+                Ok(n) => Some((Ok(notification_event(&n)), s)),
+                Err(_) => {
+                    s.done = true;
+                    let pos = s.sub.position();
+                    Some((Ok(final_event("lagged", pos)), s))
+                }
+            },
+            _ = s.shutdown.changed() => {
+                s.done = true;
+                let pos = s.sub.position();
+                Some((Ok(final_event("shutdown", pos)), s))
+            }
+        }
+    });
+    Ok(sse_response(&st, stream))
+}
+
+/// `GET /v1/events/stream`.
+pub(crate) async fn event_stream(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p: EventStreamParams = parse_query(q.as_deref())?;
+    let after = position(&headers, p.after)?.unwrap_or(0);
+    let sub = st
+        .bridge
+        .subscribe_events(&caller, after, p.stream, p.event_type)?;
+    let guard = st.bridge.metrics().stream_opened();
+    struct S {
+        sub: lighthouse_event_store::Subscription,
+        shutdown: watch::Receiver<bool>,
+        caller: Caller,
+        _guard: lighthouse_metrics::StreamGuard,
+        done: bool,
+    }
+    let state = S {
+        sub,
+        shutdown: st.shutdown.clone(),
+        caller,
+        _guard: guard,
+        done: false,
+    };
+    let stream = futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if s.done {
+                return None;
+            }
+            if *s.shutdown.borrow() {
+                s.done = true;
+                let pos = s.sub.position();
+                return Some((Ok(final_event("shutdown", pos)), s));
+            }
+            tokio::select! {
+                e = s.sub.next() => match e {
+                    Ok(e) => {
+                        if !Bridge::event_visible(&s.caller, &e) {
+                            continue;
+                        }
+                        let data = serde_json::to_string(&*e).unwrap_or_else(|_| "{}".to_owned());
+                        let ev = SseEvent::default().id(e.seq.to_string()).event(e.event_type.as_str()).data(data);
+                        return Some((Ok(ev), s));
+                    }
+                    Err(_) => {
+                        s.done = true;
+                        let pos = s.sub.position();
+                        return Some((Ok(final_event("lagged", pos)), s));
+                    }
+                },
+                _ = s.shutdown.changed() => {
+                    s.done = true;
+                    let pos = s.sub.position();
+                    return Some((Ok(final_event("shutdown", pos)), s));
+                }
+            }
+        }
+    });
+    Ok(sse_response(&st, stream))
+}

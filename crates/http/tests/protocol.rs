@@ -1,0 +1,443 @@
+//! Every error code of PROTOCOL.md section 3, flags gating, events, ops, agents
+//! and sessions, through a real socket.
+
+mod common;
+
+use common::{now_secs, port_schema, start};
+use reqwest::Method;
+use serde_json::json;
+
+#[tokio::test]
+async fn authentication_failures_have_their_codes() {
+    let t = start().await;
+    let alice = t.agent("alice");
+    // No credentials at all.
+    let r = common::reply(
+        reqwest::get(format!("{}/v1/agents/me", t.base))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (401, "unauthenticated"));
+    assert_eq!(r.headers["content-type"], "application/problem+json");
+    // Stale timestamp.
+    let r = common::reply(
+        alice
+            .request_at(Method::GET, "/v1/agents/me", b"", now_secs() - 301)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (401, "stale_request"));
+    // Body changed after signing.
+    let signed = alice.request(Method::POST, "/v1/messages", br#"{"to":"bob","body":1}"#);
+    let mut req = signed.build().unwrap();
+    *req.body_mut() = Some(br#"{"to":"bob","body":2}"#.to_vec().into());
+    let r = common::reply(alice.http.execute(req).await.unwrap()).await;
+    assert_eq!((r.status, r.code()), (401, "bad_signature"));
+    // Replay.
+    let req = alice
+        .request(Method::GET, "/v1/agents/me", b"")
+        .build()
+        .unwrap();
+    let again = req.try_clone().unwrap();
+    assert_eq!(alice.http.execute(req).await.unwrap().status(), 200);
+    let r = common::reply(alice.http.execute(again).await.unwrap()).await;
+    assert_eq!((r.status, r.code()), (401, "replayed_request"));
+    // Role: an agent may not read ops stats.
+    let r = alice.get("/v1/ops/stats").await;
+    assert_eq!((r.status, r.code()), (403, "forbidden"));
+    // Unknown and revoked agents answer like a wrong key.
+    let admin = t.agent("admin");
+    let mut ghost = alice.clone();
+    ghost.cred.agent = "ghost".into();
+    let r = ghost.get("/v1/agents/me").await;
+    assert_eq!((r.status, r.code()), (401, "bad_signature"));
+    assert_eq!(admin.delete("/v1/agents/carol").await.status, 204);
+    let r = t.agent("carol").get("/v1/agents/me").await;
+    assert_eq!((r.status, r.code()), (401, "bad_signature"));
+}
+
+#[tokio::test]
+async fn request_errors_have_their_codes() {
+    let t = start().await;
+    let alice = t.agent("alice");
+    // invalid_request: an unknown field (a body naming the caller does not exist).
+    let r = alice
+        .post("/v1/elicitations", json!({"to": "bob", "from": "mallory", "message": "m", "requested_schema": port_schema()}))
+        .await;
+    assert_eq!((r.status, r.code()), (400, "invalid_request"));
+    // invalid_request: a field out of range, named by pointer.
+    let r = alice
+        .post("/v1/elicitations", json!({"to": "bob", "message": "m", "requested_schema": port_schema(), "timeout_ms": 10}))
+        .await;
+    assert_eq!((r.status, r.code()), (400, "invalid_request"));
+    assert_eq!(r.body["errors"][0]["path"], "/timeout_ms");
+    // invalid_schema, naming keyword and path.
+    let bad = json!({"type": "object", "properties": {"x": {"type": "string", "pattern": "a+"}}});
+    let r = alice
+        .post(
+            "/v1/elicitations",
+            json!({"to": "bob", "message": "m", "requested_schema": bad}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (400, "invalid_schema"));
+    assert!(
+        r.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("pattern"),
+        "{:?}",
+        r.body
+    );
+    // not_found: unregistered target.
+    let r = alice
+        .post(
+            "/v1/elicitations",
+            json!({"to": "nobody", "message": "m", "requested_schema": port_schema()}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_found"));
+    // payload_too_large: over 1 MiB.
+    let big = vec![b' '; (1 << 20) + 10];
+    let r = alice.send(Method::POST, "/v1/messages", &big).await;
+    assert_eq!((r.status, r.code()), (413, "payload_too_large"));
+    // version_conflict with actual_version.
+    let r = alice.post("/v1/events", json!({"stream": "notes-1", "type": "note.added", "data": {}, "expected_version": "no_stream"})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = alice
+        .post(
+            "/v1/events",
+            json!({"stream": "notes-1", "type": "note.added", "data": {}, "expected_version": 5}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (409, "version_conflict"));
+    assert_eq!(r.body["actual_version"], 0);
+    let r = alice
+        .post(
+            "/v1/events",
+            json!({"stream": "notes-2", "type": "note.added", "data": {}, "expected_version": 0}),
+        )
+        .await;
+    assert_eq!(r.body["actual_version"], serde_json::Value::Null);
+    // Reserved streams and types: 403.
+    for (stream, ty) in [
+        ("$flags", "note.x"),
+        ("notes-1", "elicitation.requested"),
+        ("$ops", "ops.deploy"),
+    ] {
+        let r = alice
+            .post(
+                "/v1/events",
+                json!({"stream": stream, "type": ty, "data": {}}),
+            )
+            .await;
+        assert_eq!((r.status, r.code()), (403, "forbidden"), "{stream} {ty}");
+    }
+    // Operators may append to $ops.
+    let r = t
+        .agent("ops")
+        .post(
+            "/v1/events",
+            json!({"stream": "$ops", "type": "ops.deploy_started", "data": {"flag": "x"}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    // An unknown route is a problem too.
+    let r = alice.get("/v1/nothing-here").await;
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let t = start().await;
+    let alice = t.agent("alice");
+    // The session class allows a burst of 10.
+    let mut last = None;
+    for _ in 0..12 {
+        last = Some(alice.post("/v1/sessions", json!({})).await);
+    }
+    let r = last.unwrap();
+    assert_eq!((r.status, r.code()), (429, "rate_limited"));
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1);
+}
+
+#[tokio::test]
+async fn the_flag_gates_creation_per_agent_and_changes_take_effect_at_once() {
+    let t = start().await;
+    let (alice, ops) = (t.agent("alice"), t.agent("ops"));
+    let ask = || {
+        alice.post(
+            "/v1/elicitations",
+            json!({"to": "bob", "message": "m", "requested_schema": port_schema()}),
+        )
+    };
+    assert_eq!(ask().await.status, 201);
+    let flag = ops.get("/v1/flags/elicitation_enabled").await;
+    assert_eq!(flag.body["rollout_percent"], 100.0);
+    let mut put = flag.body.clone();
+    put["rollout_percent"] = json!(0);
+    put["allow"] = json!(["bob"]);
+    put["reason"] = json!("stage 0");
+    let r = ops.put("/v1/flags/elicitation_enabled", put).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = ask().await;
+    assert_eq!((r.status, r.code()), (403, "feature_disabled"));
+    assert!(r.body["detail"].as_str().unwrap().contains("/v1/messages"));
+    // bob is on the allow list.
+    let r = t
+        .agent("bob")
+        .post(
+            "/v1/elicitations",
+            json!({"to": "alice", "message": "m", "requested_schema": port_schema()}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let e = ops
+        .get("/v1/flags/elicitation_enabled/evaluate?agent=alice")
+        .await;
+    assert_eq!(e.body["enabled"], false);
+    assert_eq!(e.body["bucket"], 4585, "PROTOCOL.md vector");
+    // Kill wins over the allow list; history records every change.
+    ops.post(
+        "/v1/flags/elicitation_enabled/kill",
+        json!({"reason": "incident"}),
+    )
+    .await;
+    let e = ops
+        .get("/v1/flags/elicitation_enabled/evaluate?agent=bob")
+        .await;
+    assert_eq!(
+        (e.body["enabled"].as_bool(), e.body["reason"].as_str()),
+        (Some(false), Some("killed"))
+    );
+    let h = ops.get("/v1/flags/elicitation_enabled/history").await;
+    assert_eq!(h.body["changes"].as_array().unwrap().len(), 3);
+    // An agent may read but not write flags.
+    assert_eq!(
+        alice
+            .post(
+                "/v1/flags/elicitation_enabled/unkill",
+                json!({"reason": "x"})
+            )
+            .await
+            .status,
+        403
+    );
+}
+
+#[tokio::test]
+async fn events_query_with_visibility() {
+    let t = start().await;
+    let (alice, bob, carol, ops) = (
+        t.agent("alice"),
+        t.agent("bob"),
+        t.agent("carol"),
+        t.agent("ops"),
+    );
+    alice
+        .post(
+            "/v1/elicitations",
+            json!({"to": "bob", "message": "m", "requested_schema": port_schema()}),
+        )
+        .await;
+    alice
+        .post(
+            "/v1/events",
+            json!({"stream": "notes-1", "type": "note.added", "data": {"n": 1}}),
+        )
+        .await;
+    let types = |r: &common::Reply| -> Vec<String> {
+        r.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = ops.get("/v1/events?limit=1000").await;
+    assert!(
+        types(&all).iter().any(|t| t.starts_with("agent.")),
+        "operators see $agents"
+    );
+    let bobs = bob.get("/v1/events?limit=1000").await;
+    assert_eq!(types(&bobs), vec!["elicitation.requested", "note.added"]);
+    let carols = carol.get("/v1/events?limit=1000").await;
+    assert_eq!(types(&carols), vec!["note.added"]);
+    let by_type = carol.get("/v1/events?type=note.added&stream=notes-1").await;
+    assert_eq!(by_type.body["events"][0]["data"], json!({"n": 1}));
+    assert_eq!(by_type.body["events"][0]["agent"], "alice");
+    let r = carol.get("/v1/events?limit=5000").await;
+    assert_eq!(r.code(), "invalid_request");
+    let r = carol.get("/v1/events?colour=red").await;
+    assert_eq!(r.code(), "invalid_request");
+    let r = carol.get("/v1/events?order=desc&limit=1").await;
+    assert_eq!(types(&r), vec!["note.added"]);
+}
+
+#[tokio::test]
+async fn operations_and_sessions() {
+    let t = start().await;
+    let (alice, ops) = (t.agent("alice"), t.agent("ops"));
+    for _ in 0..3 {
+        alice
+            .post(
+                "/v1/elicitations",
+                json!({"to": "bob", "message": "m", "requested_schema": port_schema()}),
+            )
+            .await;
+    }
+    let s = ops.get("/v1/ops/stats?window_s=60").await;
+    assert_eq!(s.status, 200, "{:?}", s.body);
+    assert_eq!(s.body["elicitations"]["created"], 3);
+    assert_eq!(s.body["active_elicitations"], 3);
+    assert!(s.body["http"]["requests"].as_u64().unwrap() >= 3);
+    assert!(s.body["store"]["head_seq"].as_u64().unwrap() > 3);
+    assert_eq!(
+        ops.get("/v1/ops/stats?window_s=901").await.code(),
+        "invalid_request"
+    );
+    let d = ops
+        .post(
+            "/v1/ops/drain",
+            json!({"timeout_ms": 100, "then": "cancel", "reason": "test"}),
+        )
+        .await;
+    assert_eq!(d.status, 200, "{:?}", d.body);
+    assert_eq!(
+        (d.body["cancelled"].as_u64(), d.body["remaining"].as_u64()),
+        (Some(3), Some(0))
+    );
+    let v = ops.post("/v1/ops/verify", json!({})).await;
+    assert_eq!(v.body["ok"], true);
+    assert!(v.body["checked"].as_u64().unwrap() > 3);
+
+    // A bearer token works where a signature does, and can revoke itself.
+    let s = alice.post("/v1/sessions", json!({"ttl_s": 60})).await;
+    assert_eq!(s.status, 201);
+    let token = s.body["token"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let me = common::reply(
+        http.get(format!("{}/v1/agents/me", t.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        me.body,
+        json!({"agent": "alice", "role": "agent", "key_id": 1})
+    );
+    let del = http
+        .delete(format!("{}/v1/sessions/current", t.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 204);
+    let me = common::reply(
+        http.get(format!("{}/v1/agents/me", t.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((me.status, me.code()), (401, "unauthenticated"));
+    let r = alice.post("/v1/sessions", json!({"ttl_s": 100000})).await;
+    assert_eq!(r.code(), "invalid_request");
+}
+
+#[tokio::test]
+async fn agents_admin() {
+    let t = start().await;
+    let dave = t.add_agent("dave", "agent").await;
+    assert_eq!(dave.get("/v1/agents/me").await.body["agent"], "dave");
+    let admin = t.agent("admin");
+    let rotated = admin.post("/v1/agents/dave/rotate", json!({})).await;
+    assert_eq!(rotated.body["key_id"], 2);
+    // The old key still works during its grace period.
+    assert_eq!(dave.get("/v1/agents/me").await.status, 200);
+    let list = admin.get("/v1/agents").await;
+    assert!(
+        list.body["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == "dave")
+    );
+    assert_eq!(t.agent("alice").get("/v1/agents").await.status, 403);
+    assert_eq!(
+        admin
+            .post("/v1/agents", json!({"id": "dave", "role": "agent"}))
+            .await
+            .status,
+        409
+    );
+}
+
+#[tokio::test]
+async fn health_metrics_and_request_ids() {
+    let t = start().await;
+    let http = reqwest::Client::new();
+    let live = common::reply(
+        http.get(format!("{}/health/live", t.base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(live.body, json!({"status": "ok"}));
+    let ready = common::reply(
+        http.get(format!("{}/health/ready", t.base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(ready.body["status"], "ok");
+    assert_eq!(ready.body["components"]["store"], "ok");
+    let alice = t.agent("alice");
+    let r = common::reply(
+        alice
+            .request(Method::GET, "/v1/agents/me", b"")
+            .header("x-request-id", "trace-123")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.headers["x-request-id"], "trace-123");
+    let m = http
+        .get(format!("{}/metrics", t.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "lighthouse_elicitations_total{outcome=\"expired\"} 0",
+        "lighthouse_security_violations_total{kind=\"replayed_request\"} 0",
+        "lighthouse_http_requests_total{route=\"/v1/agents/me\",status=\"200\"}",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(m.contains(name), "missing {name}");
+    }
+    // Shutting down turns readiness to 503.
+    t.bridge.begin_shutdown();
+    let ready = common::reply(
+        http.get(format!("{}/health/ready", t.base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (ready.status, ready.body["status"].as_str()),
+        (503, Some("unavailable"))
+    );
+}
