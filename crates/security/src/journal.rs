@@ -292,6 +292,53 @@ impl Journal {
     }
 }
 
+/// Runs [`NonceStore::flush`](crate::NonceStore::flush) every interval on a background thread until dropped.
+///
+/// The interval (default [`DEFAULT_FLUSH_INTERVAL`]) is what a crash may lose:
+/// nonces accepted after the last completed flush (at most
+/// [`NonceConfig::max_unflushed_per_shard`](crate::NonceConfig::max_unflushed_per_shard) per shard) are not on disk.
+pub struct NonceFlusher {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Default interval between journal flushes: 100 ms.
+pub const DEFAULT_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl NonceFlusher {
+    /// Starts flushing `store` every `interval`.
+    pub fn start(
+        store: std::sync::Arc<crate::nonce::NonceStore>,
+        interval: std::time::Duration,
+    ) -> Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("nonce-flusher".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    rx.recv_timeout(interval)
+                {
+                    let _ = store.flush();
+                }
+                let _ = store.flush();
+            })
+            .map_err(|e| Error::io("nonce-flusher thread", e))?;
+        Ok(NonceFlusher {
+            stop: Some(tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for NonceFlusher {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -84,8 +84,9 @@ pub use credential::Credential;
 pub use error::{Error, Result};
 pub use gate::{Denial, Gate, SecurityConfig};
 pub use headers::{AuthHeaders, MAX_NONCE_LEN, MIN_NONCE_LEN};
+pub use journal::{DEFAULT_FLUSH_INTERVAL, NonceFlusher};
 pub use keys::{AgentSecret, MASTER_KEY_ENV, MasterKey};
-pub use nonce::{DEFAULT_FLUSH_INTERVAL, NonceConfig, NonceFlusher, NonceRefusal, NonceStore};
+pub use nonce::{NonceConfig, NonceRefusal, NonceStore};
 pub use rate::{Quota, RateConfig, RateLimiter, RateLimits, RateRefusal};
 pub use refusal::{Refusal, Unauthenticated, Unavailable};
 pub use registry::{

@@ -44,7 +44,7 @@ pub struct NonceConfig {
     pub shards: usize,
     /// With a journal: records per shard buffered before the inserting request
     /// flushes them itself (default 8192). Bounds what a crash loses, together
-    /// with the flush interval of [`NonceFlusher`].
+    /// with the flush interval of [`NonceFlusher`](crate::NonceFlusher).
     pub max_unflushed_per_shard: usize,
     /// With a journal: a new segment file is started after this many seconds
     /// (default 300); a segment is deleted once every nonce in it has expired.
@@ -69,6 +69,9 @@ impl Default for NonceConfig {
 pub enum NonceRefusal {
     /// Seen for this agent inside the window.
     Replayed,
+    /// The agent id or nonce is longer than a verified request's can be (64
+    /// bytes each); only reachable by calling the store directly.
+    Malformed,
     /// No room: see [`Unavailable`].
     Unavailable(Unavailable),
 }
@@ -322,7 +325,7 @@ impl NonceStore {
 
     /// A store persisted in `dir` (created if needed): the nonces of unexpired
     /// journal segments are loaded, and accepted nonces are appended to the journal
-    /// by [`flush`](Self::flush) (run it with a [`NonceFlusher`]).
+    /// by [`flush`](Self::flush) (run it with a [`NonceFlusher`](crate::NonceFlusher)).
     pub fn open(dir: impl AsRef<Path>, config: NonceConfig, clock: SharedClock) -> Result<Self> {
         let now_s = clock.now().unix_secs();
         let (journal, records) = Journal::open(dir.as_ref(), now_s, config.segment_span_s)?;
@@ -375,6 +378,9 @@ impl NonceStore {
         ts_s: i64,
         now: Timestamp,
     ) -> Result<(), NonceRefusal> {
+        if agent.len() > 64 || nonce.len() > crate::headers::MAX_NONCE_LEN {
+            return Err(NonceRefusal::Malformed);
+        }
         let now_s = self.effective_now_s(now);
         let (shard, fp) = self.locate(agent, nonce);
         let expiry = self.expiry(ts_s, now_s);
@@ -505,46 +511,92 @@ impl NonceStore {
     }
 }
 
-/// Runs [`NonceStore::flush`] every interval on a background thread until dropped.
-///
-/// The interval (default [`DEFAULT_FLUSH_INTERVAL`]) is what a crash may lose:
-/// nonces accepted after the last completed flush (at most
-/// `max_unflushed_per_shard` per shard) are not on disk.
-pub struct NonceFlusher {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lighthouse_event_store::ManualClock;
+    use std::sync::Arc;
 
-/// Default interval between journal flushes: 100 ms.
-pub const DEFAULT_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+    const T0: i64 = 1_790_000_000;
 
-impl NonceFlusher {
-    /// Starts flushing `store` every `interval`.
-    pub fn start(store: std::sync::Arc<NonceStore>, interval: std::time::Duration) -> Result<Self> {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("nonce-flusher".into())
-            .spawn(move || {
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    rx.recv_timeout(interval)
-                {
-                    let _ = store.flush();
-                }
-                let _ = store.flush();
-            })
-            .map_err(|e| Error::io("nonce-flusher thread", e))?;
-        Ok(NonceFlusher {
-            stop: Some(tx),
-            thread: Some(thread),
-        })
+    fn store(config: NonceConfig) -> NonceStore {
+        let clock = ManualClock::new(Timestamp::from_unix_secs(T0));
+        NonceStore::in_memory(config, Arc::new(clock)).unwrap()
     }
-}
 
-impl Drop for NonceFlusher {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_unix_secs(s)
+    }
+
+    #[test]
+    fn concurrent_submissions_of_one_nonce_accept_exactly_one() {
+        let store = Arc::new(store(NonceConfig::default()));
+        let accepted: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let store = store.clone();
+                    scope.spawn(move || {
+                        (0..2000)
+                            .filter(|i| {
+                                let nonce = format!("race-nonce-{i:08}");
+                                store.check_and_insert("alice", &nonce, T0, at(T0)).is_ok()
+                            })
+                            .count()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(accepted, 2000);
+        assert_eq!(store.len(), 2000);
+    }
+
+    #[test]
+    fn expiry_is_inclusive_and_agent_slots_are_reused() {
+        let s = store(NonceConfig::default());
+        s.check_and_insert("alice", "nonce-expiry-00001", T0, at(T0))
+            .unwrap();
+        // Kept through second T0 + 300 (a request with timestamp T0 is still
+        // inside the window then), forgotten after.
+        assert_eq!(
+            s.check_and_insert("alice", "nonce-expiry-00001", T0, at(T0 + 300)),
+            Err(NonceRefusal::Replayed)
+        );
+        s.purge_expired(at(T0 + 301));
+        assert_eq!(s.len(), 0);
+        assert_eq!(s.agent_len("alice"), 0);
+        let shard = s.shard_of("alice").lock();
+        assert!(shard.index.is_empty());
+        assert_eq!(shard.free.len(), 1);
+    }
+
+    #[test]
+    fn oversized_input_is_refused_without_touching_the_store() {
+        let s = store(NonceConfig::default());
+        let long = "n".repeat(65);
+        assert_eq!(
+            s.check_and_insert("alice", &long, T0, at(T0)),
+            Err(NonceRefusal::Malformed)
+        );
+        assert_eq!(
+            s.check_and_insert(&"a".repeat(65), "nonce-0000000001", T0, at(T0)),
+            Err(NonceRefusal::Malformed)
+        );
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_large_jump_in_time_sweeps_everything_once() {
+        let s = store(NonceConfig::default());
+        for i in 0..100 {
+            let ts = T0 - 300 + i * 6;
+            s.check_and_insert("alice", &format!("nonce-jump-{i:06}"), ts, at(T0))
+                .unwrap();
         }
+        s.purge_expired(at(T0 + 100_000));
+        assert!(s.is_empty());
+        s.check_and_insert("alice", "nonce-jump-000000", T0 + 100_000, at(T0 + 100_000))
+            .unwrap();
+        assert_eq!(s.len(), 1);
     }
 }
