@@ -59,6 +59,9 @@ pub(crate) struct Inner {
     pub(crate) public_url: String,
     shutting_down: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Writes accepted nonces to the journal every flush interval (so a replay
+    /// is refused across a restart); stops when dropped.
+    _nonce_flusher: lighthouse_security::NonceFlusher,
 }
 
 impl Drop for Inner {
@@ -139,6 +142,8 @@ impl Bridge {
                 .directory(Arc::new(RegistryDirectory(gate.registry().clone()))),
         )
         .await?;
+        let nonce_flusher =
+            gate.start_nonce_flusher(lighthouse_security::DEFAULT_FLUSH_INTERVAL)?;
         let bridge = Bridge {
             inner: Arc::new(Inner {
                 store,
@@ -150,6 +155,7 @@ impl Bridge {
                 public_url: config.public_url.clone(),
                 shutting_down: AtomicBool::new(false),
                 tasks: Mutex::new(Vec::new()),
+                _nonce_flusher: nonce_flusher,
             }),
         };
         bridge.refresh_store_gauges();
@@ -283,6 +289,9 @@ impl Bridge {
         }
         if let Some(e) = self.inner.gate.flush_audit() {
             let _ = self.inner.store.append(vec![e]).await;
+        }
+        if let Err(e) = self.inner.gate.nonces().flush() {
+            tracing::warn!(error = %e, "could not write the nonce journal");
         }
         self.inner
             .store

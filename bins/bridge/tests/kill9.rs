@@ -1,0 +1,242 @@
+//! The bridge process is killed with SIGKILL in the middle of traffic and started
+//! again: every acknowledged elicitation, message and event is there with the
+//! right state, and pending elicitations continue.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lighthouse_security::Credential;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(data: &std::path::Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_lighthouse-bridge"))
+        .args([
+            "serve",
+            "--dev",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data",
+        ])
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_ready(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(r) = reqwest::get(format!("{base}/health/ready")).await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("bridge did not become ready");
+}
+
+struct Agent {
+    cred: Credential,
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Agent {
+    async fn call(
+        &self,
+        method: Method,
+        path_q: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        let bytes = body
+            .map(|b| serde_json::to_vec(&b).unwrap())
+            .unwrap_or_default();
+        let (path, query) = path_q.split_once('?').unwrap_or((path_q, ""));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let h = self
+            .cred
+            .signer()
+            .sign(method.as_str(), path, query, &bytes, now);
+        let mut rb = self.http.request(method, format!("{}{path_q}", self.base));
+        for (n, v) in h.pairs() {
+            rb = rb.header(n, v);
+        }
+        if !bytes.is_empty() {
+            rb = rb.header("content-type", "application/json").body(bytes);
+        }
+        let r = rb.send().await?;
+        let status = r.status().as_u16();
+        let v = r.json().await.unwrap_or(Value::Null);
+        Ok((status, v))
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_state_survives_sigkill_and_pending_work_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = spawn(&data, port);
+    wait_ready(&base).await;
+    let load = |n: &str| Agent {
+        cred: Credential::read(data.join("credentials").join(format!("{n}.json"))).unwrap(),
+        http: reqwest::Client::new(),
+        base: base.clone(),
+    };
+    let (alice, bob) = (load("alice"), load("bob"));
+    let schema =
+        json!({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]});
+
+    // Traffic from three tasks; the bridge is killed while it runs.
+    let mut acked_elicitations: Vec<(String, &'static str)> = Vec::new();
+    let mut acked_messages: Vec<u64> = Vec::new();
+    let mut acked_events: Vec<(u64, i64)> = Vec::new();
+    let kill_at = Instant::now() + Duration::from_millis(700);
+    let mut i = 0i64;
+    loop {
+        i += 1;
+        if Instant::now() >= kill_at {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            break;
+        }
+        let el = alice
+            .call(Method::POST, "/v1/elicitations", Some(json!({"to": "bob", "message": format!("q{i}"), "requested_schema": schema, "timeout_ms": 600000})))
+            .await;
+        if let Ok((201, v)) = el {
+            let id = v["id"].as_str().unwrap().to_owned();
+            // Every other one is answered, the rest stay pending.
+            if i % 2 == 0 {
+                if let Ok((200, _)) = bob
+                    .call(
+                        Method::POST,
+                        &format!("/v1/elicitations/{id}/respond"),
+                        Some(json!({"action": "accept", "content": {"ok": true}})),
+                    )
+                    .await
+                {
+                    acked_elicitations.push((id, "accepted"));
+                } else {
+                    acked_elicitations.push((id, "?"));
+                }
+            } else {
+                acked_elicitations.push((id, "pending"));
+            }
+        }
+        if let Ok((201, v)) = alice
+            .call(
+                Method::POST,
+                "/v1/messages",
+                Some(json!({"to": "bob", "body": {"i": i}})),
+            )
+            .await
+        {
+            acked_messages.push(v["seq"].as_u64().unwrap());
+        }
+        if let Ok((201, v)) = alice
+            .call(
+                Method::POST,
+                "/v1/events",
+                Some(json!({"stream": "notes-1", "type": "note.added", "data": {"i": i}})),
+            )
+            .await
+        {
+            acked_events.push((v["seq"].as_u64().unwrap(), i));
+        }
+    }
+    assert!(acked_elicitations.len() >= 5, "traffic ran before the kill");
+
+    let mut child = spawn(&data, port);
+    wait_ready(&base).await;
+    for (id, state) in &acked_elicitations {
+        let (status, v) = alice
+            .call(Method::GET, &format!("/v1/elicitations/{id}"), None)
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{id} lost");
+        if *state != "?" {
+            assert_eq!(v["status"], *state, "{id}");
+        }
+    }
+    let (_, msgs) = bob
+        .call(Method::GET, "/v1/messages?after=0&limit=1000", None)
+        .await
+        .unwrap();
+    let got: Vec<u64> = msgs["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    for s in &acked_messages {
+        assert!(got.contains(s), "message {s} lost");
+    }
+    let (_, evs) = alice
+        .call(Method::GET, "/v1/events?stream=notes-1&limit=1000", None)
+        .await
+        .unwrap();
+    for (seq, i) in &acked_events {
+        let e = evs["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["seq"] == *seq)
+            .unwrap_or_else(|| panic!("event {seq} lost"));
+        assert_eq!(e["data"], json!({"i": i}));
+    }
+    // Pending work continues: bob answers one that was pending before the kill.
+    let (pending, _) = acked_elicitations
+        .iter()
+        .find(|(_, s)| *s == "pending")
+        .unwrap();
+    let (status, v) = bob
+        .call(
+            Method::POST,
+            &format!("/v1/elicitations/{pending}/respond"),
+            Some(json!({"action": "accept", "content": {"ok": false}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!((status, v["status"].as_str()), (200, Some("accepted")));
+    let ops = load("ops");
+    let (_, verify) = ops
+        .call(Method::POST, "/v1/ops/verify", Some(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(verify["ok"], true);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_cleanly_with_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = spawn(&data, port);
+    wait_ready(&base).await;
+    // SAFETY: sends SIGTERM to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
