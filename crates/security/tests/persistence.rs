@@ -268,3 +268,31 @@ impl NowTs for ManualClock {
         self.now()
     }
 }
+
+#[tokio::test]
+async fn registry_and_token_futures_are_send() {
+    fn assert_send<T: Send>(t: T) -> T {
+        t
+    }
+    let env = Env::new();
+    assert_send(env.gate.registry().register("alice", Role::Agent, None))
+        .await
+        .unwrap();
+    assert_send(env.gate.registry().rotate("alice", None))
+        .await
+        .unwrap();
+    let id = TokenId {
+        agent: "alice".into(),
+        key_id: 1,
+        expires_s: T0 + 60,
+        token_id: [1; 16],
+    };
+    let now = Timestamp::from_unix_secs(T0);
+    assert_send(env.gate.tokens().revoke(&id, None, now))
+        .await
+        .unwrap();
+    assert_send(env.gate.registry().revoke("alice", None))
+        .await
+        .unwrap();
+    assert!(!env.gate.registry().is_active("alice"));
+}
