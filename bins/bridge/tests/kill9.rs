@@ -18,8 +18,19 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(data: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_lighthouse-bridge"))
+/// The bridge child process; killed and reaped when dropped, so no test path
+/// leaves a process behind.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(data: &std::path::Path, port: u16) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_lighthouse-bridge"))
         .args([
             "serve",
             "--dev",
@@ -32,16 +43,17 @@ fn spawn(data: &std::path::Path, port: u16) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Proc(child)
 }
 
 async fn wait_ready(base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok(r) = reqwest::get(format!("{base}/health/ready")).await {
-            if r.status() == 200 {
-                return;
-            }
+        if let Ok(r) = reqwest::get(format!("{base}/health/ready")).await
+            && r.status() == 200
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -113,8 +125,8 @@ async fn acknowledged_state_survives_sigkill_and_pending_work_continues() {
     loop {
         i += 1;
         if Instant::now() >= kill_at {
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
+            child.0.kill().unwrap(); // SIGKILL
+            child.0.wait().unwrap();
             break;
         }
         let el = alice
@@ -163,7 +175,7 @@ async fn acknowledged_state_survives_sigkill_and_pending_work_continues() {
     }
     assert!(acked_elicitations.len() >= 5, "traffic ran before the kill");
 
-    let mut child = spawn(&data, port);
+    let _child = spawn(&data, port);
     wait_ready(&base).await;
     for (id, state) in &acked_elicitations {
         let (status, v) = alice
@@ -221,8 +233,6 @@ async fn acknowledged_state_survives_sigkill_and_pending_work_continues() {
         .await
         .unwrap();
     assert_eq!(verify["ok"], true);
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 #[tokio::test]
@@ -235,8 +245,8 @@ async fn sigterm_shuts_down_cleanly_with_exit_0() {
     wait_ready(&base).await;
     // SAFETY: sends SIGTERM to our own child process.
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
+        libc::kill(child.0.id() as i32, libc::SIGTERM);
     }
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
