@@ -6,8 +6,11 @@
 
 use clap::{Parser, Subcommand};
 
+mod elicitation;
+mod flags;
 mod metrics;
 mod report;
+mod security;
 mod store;
 
 #[derive(Parser)]
@@ -27,6 +30,15 @@ enum Family {
     /// Metrics: recording a sample, an HTTP request, a flag evaluation, the
     /// windowed tracker, rendering the catalogue, windowed stats.
     Metrics(metrics::Args),
+    /// Flags: evaluation (split, variants, allow list, prerequisites, unknown,
+    /// on a snapshot, concurrent), durable writes, rebuild on open.
+    Flags(flags::Args),
+    /// Security: admitting a signed request (signature, nonce, rate limit),
+    /// verifying a token, signing, nonce memory.
+    Security(security::Args),
+    /// Elicitations in process on a durable store: open-loop round trips,
+    /// saturation, rebuild from a large log, expiry lateness.
+    Elicitation(elicitation::Args),
 }
 
 fn main() {
@@ -34,6 +46,9 @@ fn main() {
     let result = match cli.family {
         Family::Store(a) => store::run(a),
         Family::Metrics(a) => metrics::run(a),
+        Family::Security(a) => security::run(a),
+        Family::Flags(a) => flags::run(a),
+        Family::Elicitation(a) => elicitation::run(a),
     };
     if let Err(e) = result {
         eprintln!("lighthouse-bench: {e}");

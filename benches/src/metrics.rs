@@ -168,7 +168,12 @@ fn record(a: &Args) -> Result<(), String> {
     let ns = per_op_ns(a.samples, a.iters, |i| {
         m.elicitation_delivered(black_box(Duration::from_micros(200 + i % 4096)))
     });
-    emit(report("metrics.record_histogram_sample", a.iters, ns, Some(50.0)));
+    emit(report(
+        "metrics.record_histogram_sample",
+        a.iters,
+        ns,
+        Some(50.0),
+    ));
     Ok(())
 }
 
@@ -178,7 +183,11 @@ fn http(a: &Args) -> Result<(), String> {
     let ns = per_op_ns(a.samples, a.iters, |i| {
         let route = ROUTES[(i % ROUTES.len() as u64) as usize];
         let status = STATUSES[(i % STATUSES.len() as u64) as usize];
-        m.http_request(black_box(route), black_box(status), Duration::from_micros(i % 5000))
+        m.http_request(
+            black_box(route),
+            black_box(status),
+            Duration::from_micros(i % 5000),
+        )
     });
     emit(report("metrics.http_request", a.iters, ns, None));
     Ok(())
@@ -189,7 +198,10 @@ fn flag(a: &Args) -> Result<(), String> {
     let m = populated()?;
     let flags: Vec<String> = (0..FLAGS).map(|i| format!("flag-{i}")).collect();
     let ns = per_op_ns(a.samples, a.iters, |i| {
-        m.flag_evaluation(black_box(&flags[(i % FLAGS as u64) as usize]), FlagResult::On)
+        m.flag_evaluation(
+            black_box(&flags[(i % FLAGS as u64) as usize]),
+            FlagResult::On,
+        )
     });
     emit(report("metrics.flag_evaluation", a.iters, ns, None));
     Ok(())
@@ -198,7 +210,7 @@ fn flag(a: &Args) -> Result<(), String> {
 /// The windowed tracker alone, time given by the caller (a new second every
 /// 1000 samples, so rotations are included).
 fn window(a: &Args) -> Result<(), String> {
-    let mut w = LatencyWindow::new(WindowConfig::default()).map_err(|e| e.to_string())?;
+    let w = LatencyWindow::new(WindowConfig::default()).map_err(|e| e.to_string())?;
     let mut t = 0u64;
     let ns = per_op_ns(a.samples, a.iters, |i| {
         t += 1;
@@ -227,7 +239,12 @@ fn render(a: &Args) -> Result<(), String> {
     if let Some(e) = failed {
         return Err(e);
     }
-    let mut out = report("metrics.render_catalogue", a.render_iters, ns, Some(1_000_000.0));
+    let mut out = report(
+        "metrics.render_catalogue",
+        a.render_iters,
+        ns,
+        Some(1_000_000.0),
+    );
     out.insert("bytes".into(), bytes.into());
     out.insert("series".into(), series.into());
     emit(out);
@@ -245,7 +262,11 @@ fn stats(a: &Args) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     for _ in 0..900 {
         for i in 0..500u64 {
-            m.http_request("/v1/events", 200, Duration::from_micros(200 + (i * 7919) % 20_000));
+            m.http_request(
+                "/v1/events",
+                200,
+                Duration::from_micros(200 + (i * 7919) % 20_000),
+            );
         }
         time.advance(Duration::from_secs(1));
     }

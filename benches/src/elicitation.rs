@@ -1,0 +1,544 @@
+//! `lighthouse-bench elicitation`: the elicitation service in process, on a
+//! durable store.
+//!
+//! - `round-trip`: `--pairs` requester/target pairs. Each target holds an agent
+//!   subscription and accepts every elicitation it is notified of; each requester
+//!   creates one, then waits on it until it observes the outcome. Open loop: round
+//!   trips are started on a fixed schedule of `--rate` per second over all pairs,
+//!   so the latency includes any queueing (`latency_*` from the actual start of
+//!   the create, `from_schedule_*` from the planned start).
+//! - `saturate`: the same pairs, closed loop (each starts its next round trip
+//!   when it has observed the last): the most round trips per second.
+//! - `rebuild`: fills a log with `--events` elicitation events (requested then
+//!   accepted, through the service), reopens it, and times a service open that
+//!   replays the whole log, then one that starts from a snapshot plus a tail
+//!   (about 5% of the log, written after the snapshot).
+//! - `expiry`: `--count` elicitations with a 1 s timeout; how late after
+//!   `expires_at` each `elicitation.expired` event was committed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use lighthouse_elicitation::{
+    CreateRequest, ElicitationService, Limits, NotificationKind, Payload, RespondRequest,
+    ServiceOptions, events,
+};
+use lighthouse_event_store::{Durability, EventStore, Filter, Query, StoreOptions};
+use lighthouse_security::{Caller, Role};
+use serde_json::{Map, Value, json};
+
+use crate::report::{emit, latency_histogram, percentiles};
+
+/// Options of the elicitation family.
+#[derive(clap::Args)]
+pub struct Args {
+    /// round-trip, saturate, rebuild, expiry.
+    #[arg(long)]
+    scenario: String,
+    /// Requester/target pairs.
+    #[arg(long, default_value_t = 1_000)]
+    pairs: u64,
+    /// Round trips started per second, over all pairs (round-trip).
+    #[arg(long, default_value_t = 20_000)]
+    rate: u64,
+    /// Measured seconds (round-trip, saturate), after `--warmup-s`.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Seconds run before measuring.
+    #[arg(long, default_value_t = 2)]
+    warmup_s: u64,
+    /// Events in the log to rebuild from (rebuild).
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Elicitations to expire (expiry).
+    #[arg(long, default_value_t = 10_000)]
+    count: u64,
+    /// Keep the store here instead of a temporary directory (rebuild reuses a
+    /// log that already holds enough events).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+const KEY: &[u8] = b"lighthouse-bench elicitation key";
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Runs the chosen scenario.
+pub fn run(a: Args) -> Result<(), String> {
+    match a.scenario.as_str() {
+        "round-trip" => round_trips(&a, Some(a.rate.max(1))),
+        "saturate" => round_trips(&a, None),
+        "rebuild" => rebuild(&a),
+        "expiry" => expiry(&a),
+        s => Err(format!("unknown scenario {s}")),
+    }
+}
+
+fn store_dir(a: &Args) -> Result<(PathBuf, Option<tempfile::TempDir>), String> {
+    match &a.dir {
+        Some(d) => Ok((d.clone(), None)),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("lighthouse-bench-elicitation")
+                .tempdir_in(std::env::temp_dir())
+                .map_err(|e| e.to_string())?;
+            Ok((t.path().to_path_buf(), Some(t)))
+        }
+    }
+}
+
+fn agent(name: String) -> Caller {
+    Caller {
+        agent: name,
+        role: Role::Agent,
+        key_id: 1,
+    }
+}
+
+fn schema() -> Value {
+    json!({"type": "object",
+           "properties": {"port": {"type": "integer", "minimum": 1, "maximum": 65535}},
+           "required": ["port"]})
+}
+
+/// A target: accepts every elicitation it is notified of, until told to stop.
+async fn target(svc: ElicitationService, me: Caller, stop: Arc<AtomicU64>) -> Result<u64, String> {
+    let mut sub = svc.subscribe(&me, None).map_err(|e| e.to_string())?;
+    let mut answered = 0;
+    while stop.load(Ordering::Relaxed) == 0 {
+        let n = match tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
+            Err(_) => continue,
+            Ok(Ok(n)) => n,
+            Ok(Err(lighthouse_elicitation::Error::Lagged { last_seq })) => {
+                sub = svc
+                    .subscribe(&me, Some(last_seq))
+                    .map_err(|e| e.to_string())?;
+                continue;
+            }
+            Ok(Err(e)) => return Err(e.to_string()),
+        };
+        if let (NotificationKind::ElicitationRequested, Payload::Elicitation(r)) =
+            (n.kind, &n.payload)
+        {
+            let rid = format!("a-{}", n.seq);
+            match svc
+                .respond(
+                    &me,
+                    &rid,
+                    &r.id,
+                    RespondRequest::accept(json!({"port": 8080})),
+                )
+                .await
+            {
+                Ok(_) | Err(lighthouse_elicitation::Error::AlreadyResolved { .. }) => answered += 1,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+    Ok(answered)
+}
+
+struct PairResult {
+    latency: hdrhistogram::Histogram<u64>,
+    from_schedule: hdrhistogram::Histogram<u64>,
+    done: u64,
+}
+
+/// A requester: creates, then waits until it observes the outcome.
+#[allow(clippy::too_many_arguments)]
+async fn requester(
+    svc: ElicitationService,
+    me: Caller,
+    to: String,
+    pair: u64,
+    pairs: u64,
+    rate: Option<u64>,
+    start: tokio::time::Instant,
+    measure_from: tokio::time::Instant,
+    end: tokio::time::Instant,
+) -> Result<PairResult, String> {
+    let mut out = PairResult {
+        latency: latency_histogram(),
+        from_schedule: latency_histogram(),
+        done: 0,
+    };
+    let mut k: u64 = 0;
+    loop {
+        let planned = match rate {
+            Some(r) => {
+                let nanos = u128::from(k * pairs + pair) * 1_000_000_000 / u128::from(r);
+                start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+            }
+            None => tokio::time::Instant::now(),
+        };
+        if planned >= end {
+            break;
+        }
+        if rate.is_some() {
+            tokio::time::sleep_until(planned).await;
+        }
+        let began = tokio::time::Instant::now();
+        let req = CreateRequest::new(to.clone(), "Which port?", schema());
+        let rid = format!("c-{pair}-{k}");
+        let created = svc
+            .create(&me, &rid, req, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let seen = svc
+            .get(&me, &created.record.id, 60_000)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !seen.status.is_terminal() {
+            return Err(format!("{} still pending after 60 s", seen.id));
+        }
+        let now = tokio::time::Instant::now();
+        if began >= measure_from {
+            out.latency.record(micros(now - began)).ok();
+            out.from_schedule.record(micros(now - planned)).ok();
+            out.done += 1;
+        }
+        k += 1;
+    }
+    Ok(out)
+}
+
+/// CPU time (user + system) this process has used, from `/proc/self/stat`
+/// (in clock ticks of 10 ms, the kernel's fixed `USER_HZ` of 100).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+/// The 1-minute load average of the machine, from `/proc/loadavg`.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
+    let rt = runtime()?;
+    let (dir, _keep) = store_dir(a)?;
+    let store = EventStore::open(&dir, StoreOptions::new(KEY).durability(Durability::Durable))
+        .map_err(|e| e.to_string())?;
+    let pairs = a.pairs.max(1);
+    let result = rt.block_on(async {
+        let svc = ElicitationService::open(store.clone(), ServiceOptions::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        let stop = Arc::new(AtomicU64::new(0));
+        let mut targets = Vec::new();
+        for p in 0..pairs {
+            targets.push(tokio::spawn(target(
+                svc.clone(),
+                agent(format!("tgt-{p}")),
+                stop.clone(),
+            )));
+        }
+        let start = tokio::time::Instant::now() + Duration::from_millis(100);
+        let measure_from = start + Duration::from_secs(a.warmup_s);
+        let end = measure_from + Duration::from_secs(a.seconds);
+        let mut reqs = Vec::new();
+        for p in 0..pairs {
+            reqs.push(tokio::spawn(requester(
+                svc.clone(),
+                agent(format!("req-{p}")),
+                format!("tgt-{p}"),
+                p,
+                pairs,
+                rate,
+                start,
+                measure_from,
+                end,
+            )));
+        }
+        // CPU used over the measured window (sampled when it starts and ends).
+        let cpu_window = {
+            tokio::time::sleep_until(measure_from).await;
+            let c0 = process_cpu();
+            tokio::time::sleep_until(end).await;
+            c0.zip(process_cpu()).map(|(a, b)| b.saturating_sub(a))
+        };
+        let mut latency = latency_histogram();
+        let mut from_schedule = latency_histogram();
+        let mut done = 0;
+        for r in reqs {
+            let r = r.await.map_err(|e| e.to_string())??;
+            latency.add(&r.latency).map_err(|e| e.to_string())?;
+            from_schedule
+                .add(&r.from_schedule)
+                .map_err(|e| e.to_string())?;
+            done += r.done;
+        }
+        // The measured window ends when the last round trip planned inside it
+        // is observed.
+        let elapsed = (tokio::time::Instant::now().min(end + Duration::from_secs(60))
+            - measure_from)
+            .as_secs_f64();
+        stop.store(1, Ordering::Relaxed);
+        for t in targets {
+            t.await.map_err(|e| e.to_string())??;
+        }
+        let pending = svc.pending_count();
+        svc.abort().await;
+        Ok::<_, String>((latency, from_schedule, done, elapsed, pending, cpu_window))
+    })?;
+    let (latency, from_schedule, done, elapsed, pending, cpu_window) = result;
+    let mut out = Map::new();
+    let name = if rate.is_some() {
+        "elicitation.round_trip"
+    } else {
+        "elicitation.saturate"
+    };
+    out.insert("bench".into(), name.into());
+    out.insert("pairs".into(), pairs.into());
+    out.insert("durability".into(), "durable".into());
+    if let Some(r) = rate {
+        out.insert("planned_rate_per_s".into(), r.into());
+    }
+    out.insert("round_trips".into(), done.into());
+    out.insert(
+        "seconds".into(),
+        ((elapsed * 1000.0).round() / 1000.0).into(),
+    );
+    out.insert(
+        "round_trips_per_s".into(),
+        ((done as f64 / elapsed).round() as u64).into(),
+    );
+    percentiles(&mut out, &latency);
+    let mut sched = Map::new();
+    percentiles(&mut sched, &from_schedule);
+    for (k, v) in sched {
+        out.insert(format!("from_schedule_{k}"), v);
+    }
+    out.insert("left_pending".into(), pending.into());
+    out.insert("store_head_seq".into(), store.head_seq().into());
+    if let Some(cpu) = cpu_window {
+        let window = a.seconds.max(1) as f64;
+        out.insert(
+            "process_cpu_cores".into(),
+            ((cpu.as_secs_f64() / window * 100.0).round() / 100.0).into(),
+        );
+        if done > 0 {
+            out.insert(
+                "cpu_us_per_round_trip".into(),
+                ((cpu.as_secs_f64() * 1e6 / done as f64).round() as u64).into(),
+            );
+        }
+    }
+    if let Some(l) = load_average() {
+        out.insert("machine_load_1m".into(), l.into());
+    }
+    emit(out);
+    Ok(())
+}
+
+/// Runs `round_trips` create-then-accept round trips on 256 concurrent pairs.
+async fn drive(svc: &ElicitationService, round_trips: u64) -> Result<(), String> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..256u64 {
+        let (svc, next) = (svc.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let me = agent(format!("fill-req-{w}"));
+            let target = agent(format!("fill-tgt-{w}"));
+            while next.fetch_add(1, Ordering::Relaxed) < round_trips {
+                let req = CreateRequest::new(target.agent.clone(), "Which port?", schema());
+                let c = svc
+                    .create(&me, "fill", req, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                svc.respond(
+                    &target,
+                    "fill",
+                    &c.record.id,
+                    RespondRequest::accept(json!({"port": 1})),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
+/// Fills `dir` with at least `events` elicitation events through the service
+/// (requested + accepted per round trip), on a buffered store for speed, then
+/// flushes. Returns the head.
+fn fill(dir: &std::path::Path, events: u64) -> Result<u64, String> {
+    let store = EventStore::open(dir, StoreOptions::new(KEY).durability(Durability::Buffered))
+        .map_err(|e| e.to_string())?;
+    let have = store.head_seq();
+    if have >= events {
+        return Ok(have);
+    }
+    let rt = runtime()?;
+    rt.block_on(async {
+        let svc = ElicitationService::open(store.clone(), ServiceOptions::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        drive(&svc, (events - have).div_ceil(2)).await?;
+        store.flush().await.map_err(|e| e.to_string())?;
+        svc.abort().await;
+        Ok::<_, String>(())
+    })?;
+    Ok(store.head_seq())
+}
+
+fn rebuild(a: &Args) -> Result<(), String> {
+    let (dir, _keep) = store_dir(a)?;
+    let t = Instant::now();
+    let head = fill(&dir, a.events)?;
+    let fill_s = t.elapsed().as_secs_f64();
+    let rt = runtime()?;
+    let t = Instant::now();
+    let store = EventStore::open(&dir, StoreOptions::new(KEY)).map_err(|e| e.to_string())?;
+    let store_open_ms = t.elapsed().as_millis() as u64;
+    let (full_ms, held, snap_ms, tail, snapshot_bytes) = rt.block_on(async {
+        // The whole log: a snapshot name that does not exist.
+        let t = Instant::now();
+        let opts = ServiceOptions::new().snapshot_name("bench-no-snapshot");
+        let svc = ElicitationService::open(store.clone(), opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        let full_ms = t.elapsed().as_millis() as u64;
+        let held = svc.memory_counts().held_elicitations;
+        svc.abort().await;
+        // A snapshot, then a tail of about 5% of the log written after it.
+        let svc = ElicitationService::open(store.clone(), ServiceOptions::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        svc.save_snapshot().await.map_err(|e| e.to_string())?;
+        drive(&svc, head / 40).await?;
+        svc.abort().await;
+        let snapshot_bytes = store
+            .load_snapshot(lighthouse_elicitation::DEFAULT_SNAPSHOT_NAME)
+            .map_err(|e| e.to_string())?
+            .map_or(0, |s| s.data.len());
+        let t = Instant::now();
+        let svc = ElicitationService::open(store.clone(), ServiceOptions::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        let snap_ms = t.elapsed().as_millis() as u64;
+        let tail = svc.applied_seq() - svc.started_from_snapshot().unwrap_or(0);
+        svc.abort().await;
+        Ok::<_, String>((full_ms, held, snap_ms, tail, snapshot_bytes))
+    })?;
+    let mut out = Map::new();
+    out.insert("bench".into(), "elicitation.rebuild".into());
+    out.insert("events".into(), head.into());
+    out.insert("fill_s".into(), ((fill_s * 10.0).round() / 10.0).into());
+    out.insert("store_open_ms".into(), store_open_ms.into());
+    out.insert("full_replay_ms".into(), full_ms.into());
+    out.insert(
+        "full_replay_events_per_s".into(),
+        ((head as f64 / (full_ms.max(1) as f64 / 1000.0)) as u64).into(),
+    );
+    out.insert("held_elicitations".into(), held.into());
+    out.insert("snapshot_bytes".into(), snapshot_bytes.into());
+    out.insert("from_snapshot_ms".into(), snap_ms.into());
+    out.insert("snapshot_tail_events".into(), tail.into());
+    emit(out);
+    Ok(())
+}
+
+fn expiry(a: &Args) -> Result<(), String> {
+    let rt = runtime()?;
+    let (dir, _keep) = store_dir(a)?;
+    let store = EventStore::open(&dir, StoreOptions::new(KEY)).map_err(|e| e.to_string())?;
+    let count = a.count.max(1);
+    let (hist, written) = rt.block_on(async {
+        let limits = Limits {
+            max_pending: usize::try_from(count).unwrap_or(usize::MAX).max(100_000),
+            ..Limits::default()
+        };
+        let svc = ElicitationService::open(store.clone(), ServiceOptions::new().limits(limits))
+            .await
+            .map_err(|e| e.to_string())?;
+        let next = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for w in 0..64u64 {
+            let (svc, next) = (svc.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                let me = agent(format!("exp-req-{w}"));
+                while next.fetch_add(1, Ordering::Relaxed) < count {
+                    let req = CreateRequest::new(format!("exp-tgt-{w}"), "Still there?", schema())
+                        .timeout_ms(1_000);
+                    svc.create(&me, "exp", req, None)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok::<_, String>(())
+            }));
+        }
+        for t in tasks {
+            t.await.map_err(|e| e.to_string())??;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while svc.pending_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        svc.abort().await;
+        let mut h = latency_histogram();
+        let mut written = 0u64;
+        let mut q = Query {
+            limit: 10_000,
+            ..Query::new(Filter::event_type(events::EXPIRED))
+        };
+        loop {
+            let page = store.read(&q).map_err(|e| e.to_string())?;
+            for e in &page.events {
+                let expires = store
+                    .read_stream(&e.stream, 0, 1)
+                    .map_err(|e| e.to_string())?
+                    .first()
+                    .and_then(|r| r.data["expires_at"].as_str().map(str::to_owned))
+                    .ok_or("no requested event")?;
+                let expires = lighthouse_event_store::Timestamp::parse_rfc3339(&expires)
+                    .map_err(|e| e.to_string())?;
+                let late_ms = e.time.millis_since(expires).max(0);
+                h.record((late_ms as u64 * 1000).max(1)).ok();
+                written += 1;
+            }
+            match page.next {
+                Some(n) => q = q.resume(n),
+                None => break,
+            }
+        }
+        Ok::<_, String>((h, written))
+    })?;
+    let mut out = Map::new();
+    out.insert("bench".into(), "elicitation.expiry_lateness".into());
+    out.insert("elicitations".into(), count.into());
+    out.insert("expired".into(), written.into());
+    out.insert(
+        "resolution".into(),
+        "1 ms (event time is in milliseconds)".into(),
+    );
+    percentiles(&mut out, &hist);
+    emit(out);
+    Ok(())
+}
