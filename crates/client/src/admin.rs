@@ -1,0 +1,205 @@
+//! Events, flags, operations, agents, health and metrics (PROTOCOL.md 7 to 11).
+
+use lighthouse_core::api::{
+    AgentList, AppendEventRequest, AppendEventResponse, CreateAgentRequest, Credential,
+    DrainReport, DrainRequest, EventOrder, EventsPage, EventsQuery, Flag, FlagEvaluation,
+    FlagHistory, FlagList, FlagPut, Health, Me, OpsStats, ReasonBody, Role, VerifyResponse,
+};
+use reqwest::Method;
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::transport::{Call, Retry, segment};
+
+fn flag_path(key: &str, tail: &str) -> String {
+    format!("/v1/flags/{}{tail}", segment(key))
+}
+
+/// The query of `GET /v1/events` (and the filters of its stream).
+pub(crate) fn events_query(call: Call, q: &EventsQuery) -> Call {
+    call.query("after", q.after)
+        .query("before", q.before)
+        .query("stream", q.stream.as_deref())
+        .query("type", q.event_type.as_deref())
+        .query("agent", q.agent.as_deref())
+        .query("correlation_id", q.correlation_id.as_deref())
+        .query("since", q.since.map(|t| t.to_string()))
+        .query("until", q.until.map(|t| t.to_string()))
+        .query(
+            "order",
+            q.order.map(|o| match o {
+                EventOrder::Asc => "asc",
+                EventOrder::Desc => "desc",
+            }),
+        )
+        .query("limit", q.limit)
+}
+
+impl Client {
+    /// `POST /v1/events`. With an `id` the append is retried after ambiguous
+    /// failures (the bridge returns the original result for a repeated id);
+    /// without one it is retried only when it provably never arrived.
+    pub async fn append_event(
+        &self,
+        req: &AppendEventRequest,
+    ) -> Result<AppendEventResponse, Error> {
+        let retry = if req.id.is_some() {
+            Retry::Safe
+        } else {
+            Retry::Unsafe
+        };
+        self.json(Call::post("/v1/events").json(req)?.retry(retry))
+            .await
+    }
+
+    /// `GET /v1/events` with every filter of PROTOCOL.md 7.
+    pub async fn query_events(&self, q: &EventsQuery) -> Result<EventsPage, Error> {
+        self.json(events_query(Call::get("/v1/events"), q)).await
+    }
+
+    /// `GET /v1/flags`.
+    pub async fn list_flags(&self) -> Result<FlagList, Error> {
+        self.json(Call::get("/v1/flags")).await
+    }
+
+    /// `GET /v1/flags/{key}`.
+    pub async fn get_flag(&self, key: &str) -> Result<Flag, Error> {
+        self.json(Call::get(flag_path(key, ""))).await
+    }
+
+    /// `PUT /v1/flags/{key}`: creates or replaces. Retried after ambiguous
+    /// failures only without `expected_version` (replacing with the same fields
+    /// again leaves the same flag, with one more history entry); with it, a
+    /// retry after a lost success would be a false `409`.
+    pub async fn put_flag(&self, key: &str, put: &FlagPut) -> Result<Flag, Error> {
+        let retry = if put.expected_version.is_none() {
+            Retry::Safe
+        } else {
+            Retry::Unsafe
+        };
+        let call = Call::new(Method::PUT, flag_path(key, ""))
+            .json(put)?
+            .retry(retry);
+        self.json(call).await
+    }
+
+    /// `POST /v1/flags/{key}/kill`: off for every agent.
+    pub async fn kill_flag(&self, key: &str, reason: Option<&str>) -> Result<Flag, Error> {
+        let body = ReasonBody {
+            reason: reason.map(str::to_owned),
+        };
+        self.json(Call::post(flag_path(key, "/kill")).json(&body)?)
+            .await
+    }
+
+    /// `POST /v1/flags/{key}/unkill`.
+    pub async fn unkill_flag(&self, key: &str, reason: Option<&str>) -> Result<Flag, Error> {
+        let body = ReasonBody {
+            reason: reason.map(str::to_owned),
+        };
+        self.json(Call::post(flag_path(key, "/unkill")).json(&body)?)
+            .await
+    }
+
+    /// `GET /v1/flags/{key}/history`: every change, oldest first.
+    pub async fn flag_history(&self, key: &str) -> Result<FlagHistory, Error> {
+        self.json(Call::get(flag_path(key, "/history"))).await
+    }
+
+    /// `GET /v1/flags/{key}/evaluate?agent=a`.
+    pub async fn evaluate_flag(&self, key: &str, agent: &str) -> Result<FlagEvaluation, Error> {
+        self.json(Call::get(flag_path(key, "/evaluate")).query("agent", Some(agent)))
+            .await
+    }
+
+    /// `GET /v1/ops/stats?window_s=N` (1 to 900).
+    pub async fn ops_stats(&self, window_s: u64) -> Result<OpsStats, Error> {
+        self.json(Call::get("/v1/ops/stats").query("window_s", Some(window_s)))
+            .await
+    }
+
+    /// `POST /v1/ops/drain`. Waits up to `timeout_ms` on the bridge, so the
+    /// request timeout is extended by as much. Not retried after an ambiguous
+    /// failure.
+    pub async fn drain(&self, req: &DrainRequest) -> Result<DrainReport, Error> {
+        let call = Call::post("/v1/ops/drain")
+            .json(req)?
+            .wait(std::time::Duration::from_millis(req.timeout_ms));
+        self.json(call).await
+    }
+
+    /// `POST /v1/ops/verify`: only reads the log, so it is retried like a read.
+    pub async fn verify(&self) -> Result<VerifyResponse, Error> {
+        self.json(Call::post("/v1/ops/verify").retry(Retry::Safe))
+            .await
+    }
+
+    /// `GET /v1/agents` (admin).
+    pub async fn list_agents(&self) -> Result<AgentList, Error> {
+        self.json(Call::get("/v1/agents")).await
+    }
+
+    /// `POST /v1/agents` (admin): the new agent's credential.
+    pub async fn add_agent(&self, id: &str, role: Role) -> Result<Credential, Error> {
+        let body = CreateAgentRequest {
+            id: id.to_owned(),
+            role,
+        };
+        self.json(Call::post("/v1/agents").json(&body)?).await
+    }
+
+    /// `POST /v1/agents/{id}/rotate` (admin): the credential with the next key id.
+    pub async fn rotate_agent(&self, id: &str) -> Result<Credential, Error> {
+        self.json(Call::post(format!("/v1/agents/{}/rotate", segment(id))))
+            .await
+    }
+
+    /// `DELETE /v1/agents/{id}` (admin): every key and token of the agent refused.
+    pub async fn revoke_agent(&self, id: &str) -> Result<(), Error> {
+        self.answer(Call::new(
+            Method::DELETE,
+            format!("/v1/agents/{}", segment(id)),
+        ))
+        .await
+        .map(|_| ())
+    }
+
+    /// `GET /v1/agents/me`.
+    pub async fn me(&self) -> Result<Me, Error> {
+        self.json(Call::get("/v1/agents/me")).await
+    }
+
+    /// `GET /health/live` (no credentials sent): `Ok` while the process serves.
+    pub async fn health_live(&self) -> Result<serde_json::Value, Error> {
+        self.json(Call::get("/health/live").unauthenticated()).await
+    }
+
+    /// `GET /health/ready` (no credentials sent). A `503` carrying the readiness
+    /// body is returned as `Ok` with `status: "unavailable"`, so the components
+    /// say why; see [`Health::is_ok`].
+    pub async fn health_ready(&self) -> Result<Health, Error> {
+        let call = Call::get("/health/ready").unauthenticated();
+        let answer = self
+            .transport
+            .execute(&call, |s| (200..300).contains(&s) || s == 503)
+            .await?;
+        match answer.decode::<Health>() {
+            Ok(h) => Ok(h),
+            // A 503 from something else than the bridge (a proxy, say).
+            Err(_) if answer.status == 503 => Err(Error::Refused(crate::transport::problem_from(
+                503,
+                &answer.body,
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /metrics` (no credentials sent): the Prometheus text.
+    pub async fn metrics_text(&self) -> Result<String, Error> {
+        let answer = self.answer(Call::get("/metrics").unauthenticated()).await?;
+        String::from_utf8(answer.body).map_err(|e| Error::InvalidResponse {
+            status: answer.status,
+            detail: format!("metrics are not UTF-8: {e}"),
+        })
+    }
+}

@@ -1,0 +1,403 @@
+//! SSE consumers of `GET /v1/stream` and `GET /v1/events/stream` that resume by
+//! themselves.
+//!
+//! The stream remembers the `id` of the last event it handed out. When the
+//! connection ends (closed, broken, silent for longer than the idle timeout, or
+//! ended by the bridge with a `lagged` or `shutdown` event) it reconnects after a
+//! bounded, jittered backoff with `Last-Event-ID` set to that id; the bridge
+//! then sends everything after it, so nothing is missed and nothing repeated.
+//! Refusals other than `429` and `502`/`503`/`504` end the stream with the
+//! error (a revoked agent must not reconnect forever).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lighthouse_core::api::{Elicitation, Event, EventsQuery, Message};
+use reqwest::Response;
+use serde_json::Value;
+
+use crate::admin::events_query;
+use crate::client::Client;
+use crate::config::jittered;
+use crate::error::Error;
+use crate::sse::{SseEvent, SseParser};
+use crate::transport::{Call, LAST_EVENT_ID, StreamOpenError, Transport};
+
+/// What the agent stream pushed (PROTOCOL.md 5).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentPayload {
+    /// `elicitation.requested`: addressed to me, as it was when created.
+    Requested(Elicitation),
+    /// `elicitation.resolved`: mine or to me, now terminal.
+    Resolved(Elicitation),
+    /// `message.received`.
+    Message(Message),
+    /// A kind this client does not know (a newer bridge), kept as JSON.
+    Other {
+        /// The SSE event name.
+        event: String,
+        /// Its data.
+        data: Value,
+    },
+}
+
+/// One event of the agent stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentEvent {
+    /// The store sequence that produced it (the SSE `id`).
+    pub seq: u64,
+    /// What it carries.
+    pub payload: AgentPayload,
+}
+
+impl AgentEvent {
+    /// The SSE event name.
+    pub fn kind(&self) -> &str {
+        match &self.payload {
+            AgentPayload::Requested(_) => "elicitation.requested",
+            AgentPayload::Resolved(_) => "elicitation.resolved",
+            AgentPayload::Message(_) => "message.received",
+            AgentPayload::Other { event, .. } => event,
+        }
+    }
+
+    /// The data as JSON (the record or message as the bridge sent it).
+    pub fn data(&self) -> Value {
+        match &self.payload {
+            AgentPayload::Requested(e) | AgentPayload::Resolved(e) => {
+                serde_json::to_value(e).unwrap_or(Value::Null)
+            }
+            AgentPayload::Message(m) => serde_json::to_value(m).unwrap_or(Value::Null),
+            AgentPayload::Other { data, .. } => data.clone(),
+        }
+    }
+}
+
+/// Counters of one resuming stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Connections opened (the first included).
+    pub connects: u64,
+    /// Connections that ended and were resumed.
+    pub disconnects: u64,
+    /// `lagged` events received (the bridge cut a slow consumer off).
+    pub lagged: u64,
+    /// `shutdown` events received.
+    pub shutdowns: u64,
+    /// Heartbeat comments received.
+    pub heartbeats: u64,
+}
+
+/// Turns one SSE event into an item.
+type Decode<T> = fn(&SseEvent, u64) -> Result<T, String>;
+
+/// A stream of `T` over SSE that reconnects and resumes by itself. Get items
+/// with [`ResumingStream::next`], which is cancel-safe (an item is marked as
+/// delivered only when `next` returns it).
+#[derive(Debug)]
+pub struct ResumingStream<T> {
+    transport: Arc<Transport>,
+    call: Call,
+    position: Option<u64>,
+    conn: Option<Response>,
+    parser: SseParser,
+    ready: VecDeque<SseEvent>,
+    delivered_since_connect: bool,
+    failures: u32,
+    next_delay: Option<Duration>,
+    finished: bool,
+    stats: StreamStats,
+    decode: Decode<T>,
+}
+
+/// The agent stream, `GET /v1/stream`.
+pub type AgentStream = ResumingStream<AgentEvent>;
+/// The event stream, `GET /v1/events/stream`.
+pub type EventTail = ResumingStream<Event>;
+
+/// The filters of `GET /v1/events/stream`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventStreamFilter {
+    /// Start after this sequence (default 0: from the beginning).
+    pub after: Option<u64>,
+    /// Exactly this stream.
+    pub stream: Option<String>,
+    /// Exactly this type.
+    pub event_type: Option<String>,
+}
+
+fn decode_agent(ev: &SseEvent, seq: u64) -> Result<AgentEvent, String> {
+    let err = |e: serde_json::Error| format!("{} data does not decode: {e}", ev.event);
+    let payload = match ev.event.as_str() {
+        "elicitation.requested" => {
+            AgentPayload::Requested(serde_json::from_str(&ev.data).map_err(err)?)
+        }
+        "elicitation.resolved" => {
+            AgentPayload::Resolved(serde_json::from_str(&ev.data).map_err(err)?)
+        }
+        "message.received" => AgentPayload::Message(serde_json::from_str(&ev.data).map_err(err)?),
+        other => AgentPayload::Other {
+            event: other.to_owned(),
+            data: serde_json::from_str(&ev.data).unwrap_or_else(|_| Value::String(ev.data.clone())),
+        },
+    };
+    Ok(AgentEvent { seq, payload })
+}
+
+fn decode_event(ev: &SseEvent, _seq: u64) -> Result<Event, String> {
+    serde_json::from_str(&ev.data).map_err(|e| format!("event data does not decode: {e}"))
+}
+
+impl Client {
+    /// Opens `GET /v1/stream`: with `after`, everything for me after that
+    /// sequence, then live events; without, every elicitation pending for me,
+    /// then live events. Connects on the first [`ResumingStream::next`].
+    pub fn agent_stream(&self, after: Option<u64>) -> AgentStream {
+        ResumingStream::new(
+            self.transport.clone(),
+            Call::get("/v1/stream"),
+            after,
+            decode_agent,
+        )
+    }
+
+    /// Opens `GET /v1/events/stream?stream=&type=`: the events I may read after
+    /// `filter.after` (default 0), then live ones.
+    pub fn event_stream(&self, filter: &EventStreamFilter) -> EventTail {
+        let q = EventsQuery {
+            stream: filter.stream.clone(),
+            event_type: filter.event_type.clone(),
+            ..EventsQuery::default()
+        };
+        let call = events_query(Call::get("/v1/events/stream"), &q);
+        ResumingStream::new(
+            self.transport.clone(),
+            call,
+            Some(filter.after.unwrap_or(0)),
+            decode_event,
+        )
+    }
+}
+
+enum Read {
+    Events,
+    Ended(&'static str),
+    Fatal(Error),
+}
+
+impl<T> ResumingStream<T> {
+    fn new(
+        transport: Arc<Transport>,
+        call: Call,
+        position: Option<u64>,
+        decode: Decode<T>,
+    ) -> Self {
+        let limit = transport.config.max_sse_event_bytes;
+        ResumingStream {
+            transport,
+            call,
+            position,
+            conn: None,
+            parser: SseParser::new(limit),
+            ready: VecDeque::new(),
+            delivered_since_connect: false,
+            failures: 0,
+            next_delay: None,
+            finished: false,
+            stats: StreamStats::default(),
+            decode,
+        }
+    }
+
+    /// The sequence of the last item handed out (or the starting position): what
+    /// a reconnect sends as `Last-Event-ID`.
+    pub fn position(&self) -> Option<u64> {
+        self.position
+    }
+
+    /// Connection counters.
+    pub fn stats(&self) -> StreamStats {
+        StreamStats {
+            heartbeats: self.stats.heartbeats + self.parser.comments(),
+            ..self.stats
+        }
+    }
+
+    /// Drops the current connection; the next [`ResumingStream::next`] resumes
+    /// from [`ResumingStream::position`] (what a network failure does; useful to
+    /// test resumption).
+    pub fn disconnect(&mut self) {
+        self.end_connection("closed by the client", false);
+        self.next_delay = None;
+    }
+
+    /// The next item, connecting and resuming as needed. `None` once the stream
+    /// has ended for good, after the error that ended it was returned.
+    pub async fn next(&mut self) -> Option<Result<T, Error>> {
+        loop {
+            if let Some(ev) = self.ready.pop_front() {
+                match self.handle(ev) {
+                    Some(item) => return Some(item),
+                    None => continue,
+                }
+            }
+            if self.finished {
+                return None;
+            }
+            if self.conn.is_none() {
+                if let Err(e) = self.connect().await {
+                    return Some(Err(e));
+                }
+                continue;
+            }
+            match self.read().await {
+                Read::Events => {}
+                Read::Ended(why) => self.end_connection(why, true),
+                Read::Fatal(e) => {
+                    self.finished = true;
+                    self.conn = None;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+
+    async fn connect(&mut self) -> Result<(), Error> {
+        if let Some(d) = self.next_delay.take() {
+            tokio::time::sleep(d).await;
+        }
+        let headers: Vec<(&'static str, String)> = self
+            .position
+            .map(|p| vec![(LAST_EVENT_ID, p.to_string())])
+            .unwrap_or_default();
+        match self.transport.open_stream(&self.call, &headers).await {
+            Ok(resp) => {
+                self.conn = Some(resp);
+                self.stats.heartbeats += self.parser.comments();
+                self.parser = SseParser::new(self.transport.config.max_sse_event_bytes);
+                self.delivered_since_connect = false;
+                self.stats.connects += 1;
+                Ok(())
+            }
+            Err(StreamOpenError::Refused(p)) if !matches!(p.status, 429 | 502..=504) => {
+                self.finished = true;
+                Err(Error::Refused(p))
+            }
+            Err(failure) => {
+                self.failures += 1;
+                let error = match failure {
+                    StreamOpenError::Refused(p) => Error::Refused(p),
+                    StreamOpenError::Transport(detail) => Error::Transport {
+                        detail,
+                        attempts: self.failures,
+                    },
+                };
+                let policy = self.transport.config.reconnect;
+                if policy.max_attempts.is_some_and(|m| self.failures >= m) {
+                    self.finished = true;
+                    return Err(error);
+                }
+                tracing::debug!(failures = self.failures, "stream connect failed: {error}");
+                self.schedule(policy.initial_delay);
+                Ok(())
+            }
+        }
+    }
+
+    async fn read(&mut self) -> Read {
+        let Some(conn) = self.conn.as_mut() else {
+            return Read::Ended("no connection");
+        };
+        let idle = self.transport.config.stream_idle_timeout;
+        match tokio::time::timeout(idle, conn.chunk()).await {
+            Err(_) => Read::Ended("idle timeout"),
+            Ok(Err(_)) => Read::Ended("connection broke"),
+            Ok(Ok(None)) => Read::Ended("connection closed"),
+            Ok(Ok(Some(bytes))) => {
+                let mut out = Vec::new();
+                let fed = self.parser.feed(&bytes, &mut out);
+                self.ready.extend(out);
+                match fed {
+                    Ok(()) => Read::Events,
+                    Err(t) => Read::Fatal(Error::InvalidResponse {
+                        status: 0,
+                        detail: format!(
+                            "an SSE event is larger than the limit of {} bytes",
+                            t.limit
+                        ),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Ends the connection; the next call reconnects after a backoff.
+    fn end_connection(&mut self, why: &str, count: bool) {
+        if self.conn.take().is_none() {
+            return;
+        }
+        self.ready.clear();
+        self.stats.disconnects += 1;
+        tracing::debug!(position = ?self.position, "stream ended ({why}); resuming");
+        if count && !self.delivered_since_connect {
+            self.failures += 1;
+        }
+        let base = self
+            .parser
+            .retry_ms()
+            .map(Duration::from_millis)
+            .unwrap_or(self.transport.config.reconnect.initial_delay);
+        self.schedule(base);
+    }
+
+    fn schedule(&mut self, base: Duration) {
+        let delay = self.transport.config.reconnect.delay(base, self.failures);
+        self.next_delay = Some(jittered(delay));
+    }
+
+    /// An event from the wire: the bridge's `lagged`/`shutdown` end the
+    /// connection; everything else becomes an item.
+    fn handle(&mut self, ev: SseEvent) -> Option<Result<T, Error>> {
+        match ev.event.as_str() {
+            "lagged" => {
+                self.stats.lagged += 1;
+                self.end_connection("cut off as a slow consumer", false);
+                return None;
+            }
+            "shutdown" => {
+                self.stats.shutdowns += 1;
+                // The bridge is going away: back off as after a failure.
+                self.failures += 1;
+                self.end_connection("the bridge is shutting down", false);
+                return None;
+            }
+            _ => {}
+        }
+        let seq = if ev.has_id {
+            match ev.last_event_id.trim().parse::<u64>() {
+                Ok(s) => Some(s),
+                Err(_) => {
+                    return Some(Err(Error::InvalidResponse {
+                        status: 0,
+                        detail: format!("SSE id {:?} is not a sequence number", ev.last_event_id),
+                    }));
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(s) = seq {
+            self.position = Some(s);
+        }
+        self.delivered_since_connect = true;
+        self.failures = 0;
+        let seq = seq.or(self.position).unwrap_or(0);
+        Some(
+            (self.decode)(&ev, seq).map_err(|detail| Error::InvalidResponse {
+                status: 200,
+                detail,
+            }),
+        )
+    }
+}

@@ -1,0 +1,139 @@
+//! `Control` over HTTP behaves as `Control` in process.
+
+mod common;
+
+use common::{TestBridge, port_schema};
+use lighthouse_client::Client;
+use lighthouse_core::api::{
+    CreateRequest, DrainRequest, DrainThen, ErrorCode, EventsQuery, FlagPut, FlagSpec, Role, Status,
+};
+use lighthouse_core::{Control, InProcess, OPS_STREAM};
+use lighthouse_security::Caller;
+use serde_json::json;
+
+/// Drives every `Control` method on `c` and checks its outcome; `alice` has one
+/// pending elicitation the drain must cancel.
+async fn exercise<C: Control>(c: &C, key: &str, alice: &Client, pending: &str) {
+    assert!(c.health().await.unwrap().is_ok());
+    let put = FlagPut {
+        spec: FlagSpec::new(true, 100.0),
+        reason: Some("stage 1".into()),
+        expected_version: None,
+    };
+    let flag = c.put_flag(key, put).await.unwrap();
+    assert_eq!((flag.version, flag.enabled, flag.killed), (1, true, false));
+    assert_eq!(c.get_flag(key).await.unwrap(), flag);
+    assert!(
+        c.list_flags()
+            .await
+            .unwrap()
+            .flags
+            .iter()
+            .any(|f| f.key == key)
+    );
+    assert!(c.kill_flag(key, "gate failed").await.unwrap().killed);
+    let off = c.evaluate_flag(key, "alice").await.unwrap();
+    assert_eq!((off.enabled, off.reason.as_str()), (false, "killed"));
+    assert!(!c.unkill_flag(key, "fixed").await.unwrap().killed);
+    let on = c.evaluate_flag(key, "alice").await.unwrap();
+    assert_eq!((on.enabled, on.reason.as_str()), (true, "split"));
+    assert_eq!(
+        c.get_flag("no_such_flag").await.unwrap_err().code,
+        ErrorCode::NotFound
+    );
+
+    let stats = c.stats(60).await.unwrap();
+    assert_eq!(stats.window_s, 60);
+    assert!(stats.elicitations.created >= 1, "{stats:?}");
+    assert!(stats.active_elicitations >= 1);
+
+    let rec = c
+        .record_ops_event("ops.deploy.started", json!({"flag": key}))
+        .await
+        .unwrap();
+    let page = c
+        .query_events(EventsQuery {
+            stream: Some(OPS_STREAM.into()),
+            event_type: Some("ops.deploy.started".into()),
+            ..EventsQuery::default()
+        })
+        .await
+        .unwrap();
+    let found = page
+        .events
+        .iter()
+        .find(|e| e.seq == rec.seq)
+        .expect("recorded");
+    assert_eq!(found.data, json!({"flag": key}));
+
+    let v = c.verify().await.unwrap();
+    assert!(v.ok && v.first_bad_seq.is_none() && v.head_seq >= rec.seq);
+
+    let drained = c
+        .drain(DrainRequest {
+            timeout_ms: 50,
+            then: DrainThen::Cancel,
+            reason: Some("rollback".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!((drained.cancelled, drained.remaining), (1, 0));
+    let record = alice
+        .get_elicitation(pending, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(record.status, Status::Cancelled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_implements_control_like_the_bridge_in_process() {
+    let tb = TestBridge::start().await;
+    tb.enable_elicitation().await;
+    let alice = tb.client("alice", Role::Agent).await;
+    tb.credential("bob", Role::Agent).await;
+    let req = CreateRequest::new("bob", "Which port?", port_schema());
+
+    let remote = tb.client("ops-remote", Role::Operator).await;
+    let pending = alice.elicit(&req).await.unwrap();
+    exercise(&remote, "remote_flag", &alice, &pending.id).await;
+    let by = alice
+        .get_elicitation(&pending.id, std::time::Duration::ZERO)
+        .await
+        .unwrap()
+        .response
+        .unwrap()
+        .by;
+    assert_eq!(by.as_deref(), Some("ops-remote"));
+
+    tb.credential("ops-local", Role::Operator).await;
+    let local = InProcess::new(
+        tb.bridge().clone(),
+        Caller {
+            agent: "ops-local".into(),
+            role: Role::Operator,
+            key_id: 1,
+        },
+    );
+    let pending = alice.elicit(&req).await.unwrap();
+    exercise(&local, "local_flag", &alice, &pending.id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_reports_an_unreachable_bridge_as_unavailable() {
+    let tb = TestBridge::start().await;
+    let mut cred = tb.credential("ops", Role::Operator).await;
+    let free = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    cred.bridge = format!("http://{}", free.local_addr().unwrap());
+    drop(free);
+    let client = Client::builder()
+        .credential(cred)
+        .retry(lighthouse_client::RetryPolicy::none())
+        .build()
+        .unwrap();
+    let p = Control::verify(&client).await.unwrap_err();
+    assert_eq!((p.code, p.status), (ErrorCode::Unavailable, 503));
+    // A refusal keeps the bridge's own problem.
+    let agent = tb.client("alice", Role::Agent).await;
+    let p = Control::verify(&agent).await.unwrap_err();
+    assert_eq!((p.code, p.status), (ErrorCode::Forbidden, 403));
+}

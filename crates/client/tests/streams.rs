@@ -1,0 +1,224 @@
+//! The SSE consumers resume by themselves: cut connections, client-side
+//! disconnects and a bridge restart lose nothing and repeat nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::proxy::Proxy;
+use common::{TestBridge, port_schema};
+use lighthouse_client::{AgentPayload, AgentStream, Client, EventStreamFilter, ReconnectPolicy};
+use lighthouse_core::api::{AppendEventRequest, CreateRequest, Credential, Role, Status};
+use serde_json::json;
+
+fn quick() -> ReconnectPolicy {
+    ReconnectPolicy {
+        initial_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(200),
+        max_attempts: None,
+    }
+}
+
+fn client_via(cred: &Credential, url: &str) -> Client {
+    Client::builder()
+        .credential(cred.clone())
+        .base_url(url)
+        .reconnect(quick())
+        .build()
+        .unwrap()
+}
+
+async fn next_message_seqs(stream: &mut AgentStream, n: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let ev = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("an event in time")
+            .expect("the stream goes on")
+            .expect("no error");
+        match ev.payload {
+            AgentPayload::Message(m) => {
+                assert_eq!(m.seq, ev.seq);
+                out.push(ev.seq);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    out
+}
+
+async fn send(alice: &Client, n: usize) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    for i in 0..n {
+        seqs.push(
+            alice
+                .send_message("bob", &json!({"i": i}))
+                .await
+                .unwrap()
+                .seq,
+        );
+    }
+    seqs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_stream_resumes_after_cut_connections_without_gap_or_duplicate() {
+    let tb = TestBridge::start().await;
+    let alice = tb.client("alice", Role::Agent).await;
+    let bob_cred = tb.credential("bob", Role::Agent).await;
+    let proxy = Proxy::start(tb.addr).await;
+    let bob = client_via(&bob_cred, &proxy.url);
+    let mut stream = bob.agent_stream(Some(0));
+
+    let mut sent = send(&alice, 10).await;
+    let mut got = next_message_seqs(&mut stream, 10).await;
+    // The network cuts the stream; more is sent while it is down.
+    proxy.cut_connections();
+    sent.extend(send(&alice, 10).await);
+    got.extend(next_message_seqs(&mut stream, 3).await);
+    proxy.cut_connections();
+    sent.extend(send(&alice, 5).await);
+    got.extend(next_message_seqs(&mut stream, 12).await);
+    // The client drops the connection itself.
+    stream.disconnect();
+    sent.extend(send(&alice, 5).await);
+    got.extend(next_message_seqs(&mut stream, 5).await);
+
+    assert_eq!(got, sent, "every message once, in order");
+    let stats = stream.stats();
+    assert!(stats.connects >= 3, "{stats:?}");
+    assert!(stats.disconnects >= 2, "{stats:?}");
+    assert_eq!(stream.position(), sent.last().copied());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_resumes_after_cut_connections() {
+    let tb = TestBridge::start().await;
+    let alice = tb.client("alice", Role::Agent).await;
+    let reader = tb.credential("reader", Role::Observer).await;
+    let proxy = Proxy::start(tb.addr).await;
+    let observer = client_via(&reader, &proxy.url);
+    let append = |i: usize| AppendEventRequest {
+        stream: "notes-7".into(),
+        event_type: "note.added".into(),
+        data: json!({"i": i}),
+        metadata: None,
+        expected_version: None,
+        id: None,
+    };
+    let mut tail = observer.event_stream(&EventStreamFilter {
+        stream: Some("notes-7".into()),
+        ..EventStreamFilter::default()
+    });
+    let mut want = Vec::new();
+    let mut got = Vec::new();
+    for round in 0..6 {
+        // Appended while the stream is down (after the first round); noise on
+        // another stream is filtered out by the bridge.
+        for i in 0..5 {
+            want.push(
+                alice
+                    .append_event(&append(round * 5 + i))
+                    .await
+                    .unwrap()
+                    .seq,
+            );
+            let noise = AppendEventRequest {
+                stream: "other".into(),
+                ..append(i)
+            };
+            alice.append_event(&noise).await.unwrap();
+        }
+        while got.len() < want.len() {
+            let e = tokio::time::timeout(Duration::from_secs(20), tail.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(e.stream, "notes-7");
+            got.push(e.seq);
+        }
+        proxy.cut_connections();
+    }
+    assert_eq!(got, want);
+    assert!(tail.stats().connects >= 6, "{:?}", tail.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_with_no_position_replays_what_is_pending_then_goes_live() {
+    let tb = TestBridge::start().await;
+    tb.enable_elicitation().await;
+    let alice = tb.client("alice", Role::Agent).await;
+    let bob = tb.client("bob", Role::Agent).await;
+    let req = CreateRequest::new("bob", "Which port?", port_schema());
+    let first = alice.elicit(&req).await.unwrap();
+    let answered = alice.elicit(&req).await.unwrap();
+    bob.accept(&answered.id, json!({"port": 1})).await.unwrap();
+    let mut stream = bob.agent_stream(None);
+    let ev = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    match ev.payload {
+        AgentPayload::Requested(r) => {
+            assert_eq!((r.id, r.status), (first.id.clone(), Status::Pending))
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    alice.cancel(&first.id, None).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    match ev.payload {
+        AgentPayload::Resolved(r) => assert_eq!((r.id, r.status), (first.id, Status::Cancelled)),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_survives_a_bridge_restart() {
+    let mut tb = TestBridge::start().await;
+    let alice_cred = tb.credential("alice", Role::Agent).await;
+    let bob_cred = tb.credential("bob", Role::Agent).await;
+    let alice = client_via(&alice_cred, &tb.url);
+    let bob = client_via(&bob_cred, &tb.url);
+    let mut stream = bob.agent_stream(Some(0));
+    let mut sent = send(&alice, 3).await;
+    let mut got = next_message_seqs(&mut stream, 3).await;
+    tb.restart().await;
+    sent.extend(send(&alice, 3).await);
+    got.extend(next_message_seqs(&mut stream, 3).await);
+    assert_eq!(got, sent);
+    assert_eq!(stream.stats().shutdowns, 1, "{:?}", stream.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stream_ends_with_the_problem() {
+    let tb = TestBridge::start().await;
+    let admin = tb.client("root", Role::Admin).await;
+    let cred = tb.credential("gone", Role::Agent).await;
+    admin.revoke_agent("gone").await.unwrap();
+    let mut stream = Client::from_credential(cred).unwrap().agent_stream(None);
+    let err = stream.next().await.unwrap().unwrap_err();
+    assert_eq!(err.problem().status, 401);
+    assert!(stream.next().await.is_none());
+    // A bearer client streams too: the first event alice may read is her message.
+    let alice = tb.client("alice", Role::Agent).await;
+    tb.credential("bob", Role::Agent).await;
+    let token = alice.create_session(None).await.unwrap().token;
+    let seq = alice.send_message("bob", &json!("x")).await.unwrap().seq;
+    let by_token = Client::with_token(&tb.url, token).unwrap();
+    let mut mine = by_token.event_stream(&EventStreamFilter::default());
+    let first = tokio::time::timeout(Duration::from_secs(10), mine.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (first.seq, first.event_type.as_str()),
+        (seq, "message.sent")
+    );
+}
