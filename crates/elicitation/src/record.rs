@@ -1,6 +1,7 @@
 //! The records of PROTOCOL.md sections 4 and 6, exactly as they go on the wire.
 
 use std::fmt;
+use std::sync::Arc;
 
 use lighthouse_event_store::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -132,8 +133,9 @@ pub struct Elicitation {
     pub to: String,
     /// The question.
     pub message: String,
-    /// The schema the answer must match.
-    pub requested_schema: Value,
+    /// The schema the answer must match (shared, not copied, between the
+    /// versions of the record).
+    pub requested_schema: Arc<Value>,
     /// Lifecycle state.
     pub status: Status,
     /// When it was created.
@@ -145,7 +147,7 @@ pub struct Elicitation {
     /// The outcome, `null` while pending.
     pub response: Option<Response>,
     /// The requester's metadata object (`{}` when none).
-    pub metadata: Value,
+    pub metadata: Arc<Value>,
 }
 
 impl Elicitation {
@@ -195,7 +197,7 @@ mod tests {
             from: "alice".into(),
             to: "bob".into(),
             message: "Which port?".into(),
-            requested_schema: json!({"type": "object", "properties": {}}),
+            requested_schema: Arc::new(json!({"type": "object", "properties": {}})),
             status: Status::Expired,
             created_at: Timestamp::from_unix_millis(0),
             expires_at: Timestamp::from_unix_millis(30_000),
@@ -206,7 +208,7 @@ mod tests {
                 reason: None,
                 by: None,
             }),
-            metadata: json!({}),
+            metadata: Arc::new(json!({})),
         };
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(

@@ -95,7 +95,7 @@ fn check_metadata(m: &Value, limits: &Limits, errors: &mut Vec<Violation>) {
         errors.push(Violation::new("/metadata", "must be a JSON object"));
         return;
     }
-    let size = serde_json::to_vec(m).map_or(usize::MAX, |v| v.len());
+    let size = json_size(m);
     if size > limits.max_metadata_bytes {
         errors.push(over("/metadata", size, limits.max_metadata_bytes));
     }
@@ -159,7 +159,7 @@ impl RespondRequest {
                 match &self.content {
                     None => errors.push(Violation::new("/content", "is required to accept")),
                     Some(c) => {
-                        let size = serde_json::to_vec(c).map_or(usize::MAX, |v| v.len());
+                        let size = json_size(c);
                         if size > limits.max_content_bytes {
                             errors.push(over("/content", size, limits.max_content_bytes));
                         }
@@ -313,6 +313,25 @@ pub struct DrainReport {
     pub remaining: u64,
     /// How long the drain took.
     pub elapsed_ms: u64,
+}
+
+/// The size of `v` serialized as JSON, counted without building the bytes.
+pub(crate) fn json_size(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    match serde_json::to_writer(&mut c, v) {
+        Ok(()) => c.0,
+        Err(_) => usize::MAX,
+    }
 }
 
 /// Checks a request id, which becomes the `correlation_id` of the events written.

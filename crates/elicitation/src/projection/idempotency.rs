@@ -70,9 +70,9 @@ impl Idempotency {
         self.by_seq.len()
     }
 
-    /// Every record, oldest first.
-    pub(crate) fn records(&self) -> impl Iterator<Item = &KeyRecord> {
-        self.by_seq.values().map(|r| r.as_ref())
+    /// Every record, oldest first (shared, for snapshots).
+    pub(crate) fn records(&self) -> impl Iterator<Item = Arc<KeyRecord>> + '_ {
+        self.by_seq.values().cloned()
     }
 }
 

@@ -18,6 +18,7 @@ use lighthouse_event_store::{Event, Timestamp};
 use tokio::sync::Notify;
 
 pub(crate) use idempotency::KeyRecord;
+
 pub use index::Mailbox;
 pub(crate) use snapshot::SnapshotCapture;
 
@@ -36,7 +37,7 @@ pub(crate) struct Entry {
     /// The last version seen on its stream (foreign events count).
     pub version: u64,
     pub requested_seq: u64,
-    pub requested_event_id: String,
+    pub requested_event_id: Arc<str>,
     pub terminal_seq: Option<u64>,
     /// Present while pending.
     pub live: Option<Live>,
@@ -61,6 +62,15 @@ impl Live {
             compiled,
         }
     }
+}
+
+/// What a create hands to the applier for its own `requested` event.
+#[derive(Debug)]
+pub(crate) struct Handoff {
+    /// The compiled schema, kept for the answer.
+    pub compiled: Arc<CompiledSchema>,
+    /// The event's payload, exactly as serialized into the event.
+    pub requested: Option<Requested>,
 }
 
 /// What applying one event changed, for notifications and hooks.
@@ -90,8 +100,8 @@ pub(crate) struct Projection {
     /// Every evicted elicitation's events have `seq <= evicted_through`.
     evicted_through: u64,
     idempotency: Idempotency,
-    /// Schemas compiled by creates whose `requested` event is not applied yet.
-    pub handoff: HashMap<Arc<str>, Arc<CompiledSchema>>,
+    /// What creates whose `requested` event is not applied yet hand over.
+    pub handoff: HashMap<Arc<str>, Handoff>,
     /// Every event up to this seq is applied.
     pub applied_seq: u64,
     /// Elicitation events applied since the last snapshot.
@@ -139,7 +149,19 @@ impl Projection {
     fn apply_elicitation(&mut self, e: &Event) -> crate::Result<Change> {
         let id = &e.stream[events::ELICITATION_STREAM_PREFIX.len()..];
         if e.event_type == events::REQUESTED && !self.entries.contains_key(id) {
-            let req: Requested = events::decode(e)?;
+            // The create that wrote this event handed over its payload and compiled
+            // schema: no need to decode (and copy) them again.
+            let (req, compiled) = match self.handoff.remove(id) {
+                Some(Handoff {
+                    compiled,
+                    requested: Some(req),
+                }) => (req, Some(compiled)),
+                Some(Handoff {
+                    compiled,
+                    requested: None,
+                }) => (events::decode(e)?, Some(compiled)),
+                None => (events::decode::<Requested>(e)?, None),
+            };
             if req.id != id {
                 return Err(crate::Error::Corrupt {
                     seq: e.seq,
@@ -147,7 +169,7 @@ impl Projection {
                     reason: "id does not match the stream".into(),
                 });
             }
-            return Ok(self.apply_requested(e, req));
+            return Ok(self.apply_requested(e, req, compiled));
         }
         let key = self.key_of(id);
         let Some(entry) = self.entries.get_mut(id) else {
@@ -181,9 +203,13 @@ impl Projection {
         Ok(Change::Resolved { record, resolved })
     }
 
-    fn apply_requested(&mut self, e: &Event, req: Requested) -> Change {
+    fn apply_requested(
+        &mut self,
+        e: &Event,
+        req: Requested,
+        compiled: Option<Arc<CompiledSchema>>,
+    ) -> Change {
         let key: Arc<str> = Arc::from(req.id.as_str());
-        let compiled = self.handoff.remove(&key);
         if let Some(k) = &req.idempotency_key {
             self.idempotency.insert(
                 KeyRecord {
@@ -198,13 +224,14 @@ impl Projection {
                 self.limits.max_idempotency_keys,
             );
         }
-        let record = Arc::new(req.record());
+        let profile = req.schema_profile;
+        let record = Arc::new(req.into_record());
         let entry = Entry {
             record: record.clone(),
-            profile: req.schema_profile,
+            profile,
             version: e.version,
             requested_seq: e.seq,
-            requested_event_id: e.id.clone(),
+            requested_event_id: Arc::from(e.id.as_str()),
             terminal_seq: None,
             live: Some(Live::new(compiled)),
         };
@@ -218,7 +245,7 @@ impl Projection {
         let r = &entry.record;
         let seq = entry.requested_seq;
         let pending = r.status == Status::Pending;
-        let to = self.agents.entry(Arc::from(r.to.as_str())).or_default();
+        let to = agent_index(&mut self.agents, &r.to);
         to.inbox.insert(seq, key.clone());
         to.feed.insert(seq, key.clone());
         if pending {
@@ -227,7 +254,7 @@ impl Projection {
         if let Some(t) = entry.terminal_seq {
             to.feed.insert(t, key.clone());
         }
-        let from = self.agents.entry(Arc::from(r.from.as_str())).or_default();
+        let from = agent_index(&mut self.agents, &r.from);
         from.outbox.insert(seq, key.clone());
         if pending {
             from.outbox_pending.insert(seq);
@@ -413,6 +440,20 @@ impl Projection {
             })
             .collect()
     }
+}
+
+/// The index of `agent`, created if needed (without allocating when it exists).
+fn agent_index<'a>(
+    agents: &'a mut HashMap<Arc<str>, AgentIndex>,
+    agent: &str,
+) -> &'a mut AgentIndex {
+    if !agents.contains_key(agent) {
+        agents.insert(Arc::from(agent), AgentIndex::default());
+    }
+    // Present: inserted just above if it was missing.
+    agents
+        .get_mut(agent)
+        .unwrap_or_else(|| unreachable!("agent index inserted above"))
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ struct SnapshotOut<'a> {
     applied_seq: u64,
     evicted_through: u64,
     entries: Vec<EntryOut<'a>>,
-    idempotency: &'a [KeyRecord],
+    idempotency: &'a [Arc<KeyRecord>],
 }
 
 #[derive(Deserialize)]
@@ -56,7 +56,7 @@ struct Captured {
     profile: SchemaProfile,
     version: u64,
     requested_seq: u64,
-    requested_event_id: String,
+    requested_event_id: Arc<str>,
     terminal_seq: Option<u64>,
 }
 
@@ -65,7 +65,7 @@ pub(crate) struct SnapshotCapture {
     pub applied_seq: u64,
     evicted_through: u64,
     entries: Vec<Captured>,
-    idempotency: Vec<KeyRecord>,
+    idempotency: Vec<Arc<KeyRecord>>,
 }
 
 impl SnapshotCapture {
@@ -113,7 +113,7 @@ impl Projection {
                     terminal_seq: e.terminal_seq,
                 })
                 .collect(),
-            idempotency: self.idempotency.records().cloned().collect(),
+            idempotency: self.idempotency.records().collect(),
         }
     }
 
@@ -150,7 +150,7 @@ impl Projection {
                     profile: e.profile,
                     version: e.version,
                     requested_seq: e.requested_seq,
-                    requested_event_id: e.requested_event_id,
+                    requested_event_id: Arc::from(e.requested_event_id),
                     terminal_seq: e.terminal_seq,
                     live: pending.then(|| Live::new(None)),
                 },

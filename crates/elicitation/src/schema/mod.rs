@@ -56,7 +56,7 @@ impl CompiledSchema {
         limits: &Limits,
         attempts: &Arc<AtomicU64>,
     ) -> Result<Self, Error> {
-        let size = serde_json::to_vec(schema).map_or(usize::MAX, |v| v.len());
+        let size = crate::request::json_size(schema);
         let limit = match profile {
             SchemaProfile::Form => limits.max_form_schema_bytes,
             SchemaProfile::JsonSchema => limits.max_json_schema_bytes,

@@ -54,7 +54,7 @@ impl ElicitationService {
                 "must be an agent id: 1 to 64 of [a-z0-9._-], starting with a-z or 0-9",
             ));
         }
-        let size = serde_json::to_vec(&req.body).map_or(usize::MAX, |v| v.len());
+        let size = crate::request::json_size(&req.body);
         if size > s.limits.max_message_body_bytes {
             return Err(Error::invalid(
                 "/body",

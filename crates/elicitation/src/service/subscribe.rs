@@ -205,7 +205,7 @@ impl AgentSubscription {
                     out.push(Notification::elicitation(
                         e.seq,
                         NotificationKind::ElicitationRequested,
-                        Arc::new(r.record()),
+                        Arc::new(r.into_record()),
                         None,
                     ));
                 }

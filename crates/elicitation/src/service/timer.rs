@@ -161,7 +161,7 @@ pub(crate) async fn resolve_batch(
                 data,
             )
             .with_correlation_id(correlation)
-            .with_causation_id(e.requested_event_id.clone())
+            .with_causation_id(e.requested_event_id.to_string())
             .expect(ExpectedVersion::Exact(e.version));
             if let Some(by) = by {
                 ev = ev.with_agent(by);

@@ -52,13 +52,13 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Removes a compiled schema from the handoff if its create failed.
-struct Handoff<'a> {
+/// Removes a create's handoff if its event was not applied (the create failed).
+struct HandoffGuard<'a> {
     shared: &'a Shared,
     id: Arc<str>,
 }
 
-impl Drop for Handoff<'_> {
+impl Drop for HandoffGuard<'_> {
     fn drop(&mut self) {
         self.shared.state.lock().proj.handoff.remove(&self.id);
     }
@@ -147,6 +147,7 @@ impl ElicitationService {
             request_hash: hash,
         };
         let key: Arc<str> = Arc::from(id.as_str());
+        let value = data.to_value();
         {
             let mut st = s.state.lock();
             if st.proj.pending_count() >= s.limits.max_pending {
@@ -155,10 +156,14 @@ impl ElicitationService {
                     limit: s.limits.max_pending,
                 });
             }
-            st.proj.handoff.insert(key.clone(), compiled);
+            let handoff = crate::projection::Handoff {
+                compiled,
+                requested: Some(data),
+            };
+            st.proj.handoff.insert(key.clone(), handoff);
         }
-        let _handoff = Handoff { shared: s, id: key };
-        let data = serde_json::to_value(&data).map_err(|e| Error::invalid("", e.to_string()))?;
+        let _handoff = HandoffGuard { shared: s, id: key };
+        let data = value;
         let ev = NewEvent::new(events::elicitation_stream(&id), events::REQUESTED, data)
             .with_agent(caller.agent.as_str())
             .with_correlation_id(request_id)
@@ -295,7 +300,7 @@ impl ElicitationService {
             (
                 e.record.clone(),
                 e.version,
-                e.requested_event_id.clone(),
+                e.requested_event_id.to_string(),
                 live.compiled.clone(),
                 e.profile,
             )
