@@ -33,8 +33,19 @@ impl EventStore {
         if has_exact(&q.filter) {
             self.read_indexed(q, lo, hi, descending, limit, &mut events)?;
         } else {
+            // The log is dense: a position missing inside the window is damage,
+            // reported rather than silently skipped.
+            let mut expect = if descending { hi } else { lo };
             for item in self.shared().backend.range(lo, hi, descending) {
                 let (seq, bytes) = item?;
+                if seq != expect {
+                    return Err(missing(expect));
+                }
+                expect = if descending {
+                    seq.saturating_sub(1)
+                } else {
+                    seq + 1
+                };
                 if let Some(e) = self.matching(seq, &bytes, &q.filter)? {
                     events.push(e);
                     if events.len() == limit {
@@ -116,7 +127,7 @@ impl EventStore {
             let exhausted = candidates.len() < chunk;
             for &seq in &candidates {
                 let Some(bytes) = self.shared().backend.get(seq)? else {
-                    continue;
+                    return Err(missing(seq));
                 };
                 if let Some(e) = self.matching(seq, &bytes, &q.filter)? {
                     out.push(e);
@@ -167,4 +178,11 @@ pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<Event> {
             seq,
             reason: e.0.into(),
         })
+}
+
+fn missing(seq: u64) -> Error {
+    Error::Corrupt {
+        seq,
+        reason: "the record is missing or unreadable; run verify".into(),
+    }
 }

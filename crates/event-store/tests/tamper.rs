@@ -98,3 +98,37 @@ async fn a_record_with_garbage_is_found_and_the_store_still_opens() {
     assert!(!s.damaged_on_open().is_empty());
     assert_eq!(s.verify().unwrap().first_bad_seq, Some(10));
 }
+
+#[tokio::test]
+async fn reads_report_a_damaged_record_instead_of_skipping_it() {
+    use lighthouse_event_store::{Error, Filter, Query};
+    let (s, _d) = store_with(40).await;
+    s.tamper_raw(21, Some(&[9, 9, 9])).unwrap();
+    let by_stream = s.read(&Query {
+        limit: 1000,
+        ..Query::new(Filter::stream("s0"))
+    });
+    assert!(
+        matches!(by_stream, Err(Error::Corrupt { seq: 21, .. })),
+        "{by_stream:?}"
+    );
+    let scan = s.read(&Query {
+        limit: 1000,
+        ..Query::default()
+    });
+    assert!(
+        matches!(scan, Err(Error::Corrupt { seq: 21, .. })),
+        "{scan:?}"
+    );
+    // Reads that do not touch the damage still work.
+    assert_eq!(
+        s.read(&Query {
+            after: Some(30),
+            ..Query::default()
+        })
+        .unwrap()
+        .events
+        .len(),
+        10
+    );
+}

@@ -441,3 +441,42 @@ async fn health_metrics_and_request_ids() {
         (503, Some("unavailable"))
     );
 }
+
+#[tokio::test]
+async fn a_full_nonce_store_answers_unavailable_rather_than_forgetting() {
+    let t = common::start_with(|c| c.security.nonces.per_agent_capacity = 3).await;
+    let alice = t.agent("alice");
+    for _ in 0..3 {
+        assert_eq!(alice.get("/v1/agents/me").await.status, 200);
+    }
+    let r = alice.get("/v1/agents/me").await;
+    assert_eq!((r.status, r.code()), (503, "unavailable"));
+}
+
+#[tokio::test]
+async fn a_damaged_store_answers_internal_without_leaking_details() {
+    let t = start().await;
+    let alice = t.agent("alice");
+    let r = alice
+        .post(
+            "/v1/events",
+            json!({"stream": "notes-1", "type": "note.added", "data": {"secret": "s3cr3t"}}),
+        )
+        .await;
+    let seq = r.body["seq"].as_u64().unwrap();
+    // Cut the record's header so it cannot be decoded.
+    t.bridge.store().tamper_raw(seq, Some(&[1, 2, 3])).unwrap();
+    let r = alice.get("/v1/events?stream=notes-1").await;
+    assert_eq!((r.status, r.code()), (500, "internal"));
+    let text = r.body.to_string();
+    assert!(
+        !text.contains("seq") && !text.contains("s3cr3t") && !text.contains("sled"),
+        "{text}"
+    );
+    // The operator's verify names the damage.
+    let v = t.agent("ops").post("/v1/ops/verify", json!({})).await;
+    assert_eq!(
+        (v.body["ok"].as_bool(), v.body["first_bad_seq"].as_u64()),
+        (Some(false), Some(seq))
+    );
+}
