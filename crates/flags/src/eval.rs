@@ -48,7 +48,7 @@ impl std::fmt::Display for Reason {
 
 /// The result of evaluating a flag for an agent:
 /// `{enabled, variant, reason, bucket}` on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evaluation {
     /// Whether the flag is on for the agent.
     pub enabled: bool,
@@ -144,7 +144,7 @@ impl Entry {
         }
         let slot = self.gate.variant_slot(agent);
         let i = self.rule.cumulative.iter().position(|&c| slot < c)?;
-        self.rule.variant_names.get(i).copied()
+        self.rule.variant_names.get(i).cloned()
     }
 }
 

@@ -23,9 +23,8 @@
 //!   version is the number of its changes. Replaying `$flags` yields the same
 //!   state the writer had.
 //! - A change is visible to every evaluation that starts after the write
-//!   returned. Evaluations take no lock and do not allocate; apart from
-//!   `arc-swap`'s per-thread bookkeeping they write no memory shared between
-//!   threads.
+//!   returned. Evaluations take no lock, do not allocate and, while the flags
+//!   do not change, write no memory shared between threads.
 //! - Every list and the number of flags are bounded by [`Limits`].
 //!
 //! # Example
@@ -64,6 +63,7 @@ mod eval;
 mod limits;
 mod model;
 pub mod names;
+mod published;
 mod replay;
 mod set;
 mod store;

@@ -2,13 +2,12 @@
 //!
 //! Writes are serialized by an async mutex, validated against the current
 //! snapshot, appended to `$flags` with the stream's exact expected version, and
-//! only then published by swapping in a new immutable [`FlagSet`]. Reads load the
-//! current snapshot through `arc-swap` (no lock, no allocation): a change is
-//! visible to every evaluation that starts after the write returned.
+//! only then published by swapping in a new immutable [`FlagSet`]. Reads never
+//! lock (see `published.rs`): a change is visible to every evaluation that starts
+//! after the write returned.
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use lighthouse_event_store::{EventStore, ExpectedVersion, NewEvent, SharedClock, SystemClock};
 use tokio::sync::Mutex;
 
@@ -17,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::eval::Evaluation;
 use crate::limits::Limits;
 use crate::model::{Flag, FlagSpec};
+use crate::published::Published;
 use crate::replay::replay;
 use crate::set::{FlagSet, Record};
 use crate::write::{Attribution, Decision, Op, WriteOutcome, decide};
@@ -81,7 +81,7 @@ struct Inner {
     events: EventStore,
     clock: SharedClock,
     limits: Limits,
-    current: ArcSwap<FlagSet>,
+    current: Published,
     /// Serializes writes; holds the last version of `$flags` this store applied.
     writer: Mutex<Option<u64>>,
 }
@@ -105,7 +105,7 @@ impl FlagStore {
                 events,
                 clock: options.clock,
                 limits: options.limits,
-                current: ArcSwap::from_pointee(set),
+                current: Published::new(set),
                 writer: Mutex::new(version),
             }),
         })
@@ -115,14 +115,14 @@ impl FlagStore {
     /// (see [`FlagSet::evaluate`]). Lock-free.
     #[inline]
     pub fn evaluate(&self, key: &str, agent: &str) -> Result<Evaluation> {
-        self.inner.current.load().evaluate(key, agent)
+        self.inner.current.with(|set| set.evaluate(key, agent))
     }
 
     /// Whether flag `key` is on for `agent` (`false` for an unknown flag or an
     /// invalid agent id). Lock-free.
     #[inline]
     pub fn is_enabled(&self, key: &str, agent: &str) -> bool {
-        self.inner.current.load().is_enabled(key, agent)
+        self.inner.current.with(|set| set.is_enabled(key, agent))
     }
 
     /// The current snapshot: consistent across several evaluations.
@@ -280,7 +280,7 @@ impl FlagStore {
                 Ok(appended) => {
                     candidate.set_seq(key, appended.seq);
                     *stream_version = Some(appended.version);
-                    self.inner.current.store(Arc::new(candidate));
+                    self.inner.current.store(candidate);
                     tracing::info!(
                         flag = key,
                         version = flag.version,
@@ -305,7 +305,7 @@ impl FlagStore {
                         &self.inner.current.load(),
                         *stream_version,
                     )?;
-                    self.inner.current.store(Arc::new(set));
+                    self.inner.current.store(set);
                     *stream_version = version;
                 }
                 Err(e) => return Err(e.into()),

@@ -484,3 +484,57 @@ async fn a_forged_change_that_skips_a_version_is_reported_on_open() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_thread_sees_each_change_on_its_next_evaluation() {
+    let (_events, flags, _clock) = fresh();
+    flags
+        .put("f", &spec(true, 0.0), None, &ops())
+        .await
+        .unwrap();
+    let (to_reader, rounds) = std::sync::mpsc::channel::<()>();
+    let (answer, from_reader) = std::sync::mpsc::channel::<bool>();
+    let reader = {
+        let flags = flags.clone();
+        std::thread::spawn(move || {
+            for () in rounds {
+                // Several evaluations per round, so the thread's cached snapshot
+                // is warm when the next change arrives.
+                let first = flags.evaluate("f", "alice").unwrap().enabled;
+                for _ in 0..100 {
+                    assert_eq!(flags.evaluate("f", "alice").unwrap().enabled, first);
+                }
+                answer.send(first).unwrap();
+            }
+        })
+    };
+    for round in 0..50 {
+        let on = round % 2 == 1;
+        let percent = if on { 100.0 } else { 0.0 };
+        flags
+            .put("f", &spec(true, percent), None, &ops())
+            .await
+            .unwrap();
+        to_reader.send(()).unwrap();
+        assert_eq!(from_reader.recv().unwrap(), on, "round {round}");
+    }
+    drop(to_reader);
+    reader.join().unwrap();
+}
+
+#[tokio::test]
+async fn evaluations_of_two_stores_on_one_thread_do_not_mix() {
+    let (_ea, a, _ca) = fresh();
+    let (_eb, b, _cb) = fresh();
+    a.put("f", &spec(true, 100.0), None, &ops()).await.unwrap();
+    b.put("f", &spec(true, 0.0), None, &ops()).await.unwrap();
+    for _ in 0..10 {
+        assert!(a.evaluate("f", "alice").unwrap().enabled);
+        assert!(!b.evaluate("f", "alice").unwrap().enabled);
+    }
+    b.put("f", &spec(true, 100.0), None, &ops()).await.unwrap();
+    assert!(b.evaluate("f", "alice").unwrap().enabled);
+    a.kill("f", &ops()).await.unwrap();
+    assert!(!a.evaluate("f", "alice").unwrap().enabled);
+    assert!(b.evaluate("f", "alice").unwrap().enabled);
+}
