@@ -1,0 +1,109 @@
+//! Arguments that carry JSON (inline or `@FILE`), times and enumerations.
+
+use lighthouse_core::api::{Status, Timestamp, Variant};
+use serde_json::Value;
+
+use crate::run::Failure;
+
+/// Parses `text` as JSON, or the file it names after `@`.
+pub fn json_arg(name: &str, text: &str) -> Result<Value, Failure> {
+    let (source, content) = match text.strip_prefix('@') {
+        Some(path) => {
+            let content = std::fs::read_to_string(path)
+                .map_err(|e| Failure::Usage(format!("--{name}: cannot read {path}: {e}")))?;
+            (path.to_owned(), content)
+        }
+        None => ("the argument".to_owned(), text.to_owned()),
+    };
+    serde_json::from_str(&content)
+        .map_err(|e| Failure::Usage(format!("--{name}: {source} is not valid JSON: {e}")))
+}
+
+/// Parses an elicitation status.
+pub fn status_arg(text: Option<&str>) -> Result<Option<Status>, Failure> {
+    text.map(|s| {
+        Status::parse(s).ok_or_else(|| {
+            Failure::Usage(format!(
+                "--status {s:?}: expected pending, accepted, declined, cancelled or expired"
+            ))
+        })
+    })
+    .transpose()
+}
+
+/// Parses an RFC 3339 time.
+pub fn time_arg(name: &str, text: Option<&str>) -> Result<Option<Timestamp>, Failure> {
+    text.map(|t| {
+        Timestamp::parse_rfc3339(t).map_err(|_| {
+            Failure::Usage(format!(
+                "--{name} {t:?}: expected an RFC 3339 time such as 2026-11-26T07:00:00.000Z"
+            ))
+        })
+    })
+    .transpose()
+}
+
+/// Parses `NAME=WEIGHT`.
+pub fn variant_arg(text: &str) -> Result<Variant, Failure> {
+    let bad = || Failure::Usage(format!("--variant {text:?}: expected NAME=WEIGHT"));
+    let (name, weight) = text.split_once('=').ok_or_else(bad)?;
+    let weight = weight.trim().parse::<u32>().map_err(|_| bad())?;
+    if name.trim().is_empty() {
+        return Err(bad());
+    }
+    Ok(Variant {
+        name: name.trim().to_owned(),
+        weight,
+    })
+}
+
+/// A comma-separated list argument: an empty value (`--allow ""`) clears.
+pub fn list_arg(items: Vec<String>) -> Vec<String> {
+    items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_comes_inline_or_from_a_file() {
+        assert_eq!(
+            json_arg("x", "{\"a\":1}").unwrap(),
+            serde_json::json!({"a": 1})
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.json");
+        std::fs::write(&p, "[1,2]").unwrap();
+        assert_eq!(
+            json_arg("x", &format!("@{}", p.display())).unwrap(),
+            serde_json::json!([1, 2])
+        );
+        assert!(matches!(json_arg("x", "{nope"), Err(Failure::Usage(_))));
+        assert!(matches!(
+            json_arg("x", "@/no/such/file"),
+            Err(Failure::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn small_arguments_are_checked() {
+        assert_eq!(status_arg(Some("pending")).unwrap(), Some(Status::Pending));
+        assert!(status_arg(Some("done")).is_err());
+        assert!(
+            time_arg("since", Some("2026-11-26T07:00:00.000Z"))
+                .unwrap()
+                .is_some()
+        );
+        assert!(time_arg("since", Some("yesterday")).is_err());
+        assert_eq!(variant_arg("control=500").unwrap().weight, 500);
+        assert!(variant_arg("control").is_err());
+        assert!(variant_arg("=5").is_err());
+        assert_eq!(list_arg(vec!["".into()]), Vec::<String>::new());
+        assert_eq!(list_arg(vec![" a".into(), "b".into()]), vec!["a", "b"]);
+    }
+}

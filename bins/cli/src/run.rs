@@ -1,0 +1,406 @@
+//! Each command: build the request from the arguments, call the client, print.
+
+use std::time::Duration;
+
+use lighthouse_client::{
+    Client, EventStreamFilter, ListElicitations, Mailbox, ReceiveMessages, idempotency_key,
+};
+use lighthouse_core::api::{
+    CreateRequest, DrainRequest, DrainThen, ErrorCode, EventOrder, EventsQuery, FlagPut, FlagSpec,
+    Problem, RespondRequest, SchemaProfile,
+};
+
+use crate::args::{
+    Cli, Command, ElicitArgs, EventsCommand, FlagSetArgs, FlagsCommand, ListArgs, OpsCommand,
+    QueryArgs, RespondArgs,
+};
+use crate::input::{json_arg, list_arg, status_arg, time_arg, variant_arg};
+use crate::output::{self, AgentEventJson, Out};
+
+/// Why a command failed, and so its exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// The bridge answered with a problem (exit 1).
+    Refused(Box<Problem>),
+    /// The command ran and its result says no (`ops verify` on a broken chain;
+    /// exit 1).
+    Negative(String),
+    /// Bad usage or input, found before anything was sent (exit 2).
+    Usage(String),
+    /// The bridge could not be reached or answered something unreadable (exit 3).
+    Broken(String),
+    /// Standard output was closed (a pipe reader went away): stop quietly.
+    OutputClosed,
+}
+
+impl Failure {
+    /// The documented exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Refused(_) | Failure::Negative(_) => 1,
+            Failure::Usage(_) => 2,
+            Failure::Broken(_) => 3,
+            Failure::OutputClosed => 0,
+        }
+    }
+
+    /// Prints the failure to stderr: the problem as JSON with `--json`, else a line.
+    pub fn report(&self, json: bool) {
+        match self {
+            Failure::Refused(p) if json => {
+                eprintln!("{}", serde_json::to_string(p).unwrap_or_default());
+            }
+            Failure::Refused(p) => {
+                eprintln!("error: {} ({}): {}", p.code.as_str(), p.status, p.detail);
+                for e in &p.errors {
+                    let at = if e.path.is_empty() { "(body)" } else { &e.path };
+                    eprintln!("  {at}: {}", e.message);
+                }
+            }
+            Failure::Negative(m) | Failure::Usage(m) | Failure::Broken(m) => {
+                eprintln!("error: {m}");
+            }
+            Failure::OutputClosed => {}
+        }
+    }
+}
+
+impl From<lighthouse_client::Error> for Failure {
+    fn from(e: lighthouse_client::Error) -> Self {
+        use lighthouse_client::Error as E;
+        match e {
+            E::Refused(p) => Failure::Refused(Box::new(p)),
+            e @ (E::Transport { .. } | E::InvalidResponse { .. }) => Failure::Broken(e.to_string()),
+            e @ (E::Credential(_) | E::Config(_)) => Failure::Usage(e.to_string()),
+        }
+    }
+}
+
+fn client(cli: &Cli) -> Result<Client, Failure> {
+    let path = cli.credential.as_ref().ok_or_else(|| {
+        Failure::Usage("no credential: pass --credential FILE or set LIGHTHOUSE_CREDENTIAL".into())
+    })?;
+    let credential = lighthouse_core::api::Credential::read(path)
+        .map_err(|e| Failure::Usage(format!("credential {}: {e}", path.display())))?;
+    let mut b = Client::builder().credential(credential);
+    if let Some(url) = &cli.bridge {
+        b = b.base_url(url.clone());
+    }
+    Ok(b.build()?)
+}
+
+fn wait_ms(name: &str, ms: u64) -> Result<Duration, Failure> {
+    if ms > lighthouse_core::MAX_WAIT_MS {
+        return Err(Failure::Usage(format!(
+            "--{name} must be 0 to {}",
+            lighthouse_core::MAX_WAIT_MS
+        )));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// Runs the command of `cli`.
+pub async fn run(cli: Cli, out: &mut Out) -> Result<(), Failure> {
+    let c = client(&cli)?;
+    match cli.command {
+        Command::Elicit(a) => elicit(&c, a, out).await,
+        Command::Inbox(a) => list(&c, Mailbox::Inbox, a, out).await,
+        Command::Outbox(a) => list(&c, Mailbox::Outbox, a, out).await,
+        Command::Get { id, wait_ms: ms } => {
+            let e = c.get_elicitation(&id, wait_ms("wait-ms", ms)?).await?;
+            out.show(&e, output::elicitation)
+        }
+        Command::Respond(a) => respond(&c, a, out).await,
+        Command::Cancel { id, reason } => {
+            let e = c.cancel(&id, reason.as_deref()).await?;
+            out.show(&e, output::elicitation)
+        }
+        Command::Watch { after, count } => watch(&c, after, count, out).await,
+        Command::Send { to, body } => {
+            let body = json_arg("body", &body)?;
+            let sent = c.send_message(&to, &body).await?;
+            out.show(&sent, |s| format!("sent {} (seq {})", s.id, s.seq))
+        }
+        Command::Messages {
+            after,
+            wait_ms: ms,
+            limit,
+        } => {
+            let q = ReceiveMessages {
+                after,
+                wait: wait_ms("wait-ms", ms)?,
+                limit,
+            };
+            let page = c.messages(&q).await?;
+            out.show(&page, |p| {
+                let mut lines: Vec<String> = p.messages.iter().map(output::message_row).collect();
+                lines.push(format!("next_after: {}", p.next_after));
+                lines.join("\n")
+            })
+        }
+        Command::Events(EventsCommand::Query(a)) => query(&c, a, out).await,
+        Command::Events(EventsCommand::Tail {
+            stream,
+            event_type,
+            after,
+            count,
+        }) => {
+            let filter = EventStreamFilter {
+                after,
+                stream,
+                event_type,
+            };
+            let mut tail = c.event_stream(&filter);
+            let mut seen = 0u64;
+            while count.is_none_or(|n| seen < n) {
+                match tail.next().await {
+                    Some(Ok(e)) => out.show(&e, output::event_row)?,
+                    Some(Err(e)) => return Err(e.into()),
+                    None => break,
+                }
+                seen += 1;
+            }
+            Ok(())
+        }
+        Command::Flags(f) => flags(&c, f, out).await,
+        Command::Ops(o) => ops(&c, o, out).await,
+        Command::Me => {
+            let me = c.me().await?;
+            out.show(&me, output::me)
+        }
+    }
+}
+
+async fn elicit(c: &Client, a: ElicitArgs, out: &mut Out) -> Result<(), Failure> {
+    let mut req = CreateRequest::new(a.to, a.message, json_arg("schema", &a.schema)?);
+    req.timeout_ms = a.timeout_ms;
+    req.metadata = a
+        .metadata
+        .as_deref()
+        .map(|m| json_arg("metadata", m))
+        .transpose()?;
+    if a.json_schema {
+        req.schema_profile = Some(SchemaProfile::JsonSchema);
+    }
+    let key = a.idempotency_key.unwrap_or_else(idempotency_key);
+    let created = c.elicit_with_key(&req, &key).await?.record;
+    if !a.wait {
+        return out.show(&created, output::elicitation);
+    }
+    // Until its deadline, plus a margin for the expiry to be written.
+    let life = created
+        .expires_at
+        .unix_millis()
+        .saturating_sub(created.created_at.unix_millis())
+        .max(0) as u64;
+    let done = c
+        .wait_terminal(&created.id, Duration::from_millis(life + 2_000))
+        .await?;
+    out.show(&done, output::elicitation)
+}
+
+async fn list(c: &Client, mailbox: Mailbox, a: ListArgs, out: &mut Out) -> Result<(), Failure> {
+    let q = ListElicitations {
+        mailbox,
+        status: status_arg(a.status.as_deref())?,
+        limit: a.limit,
+        cursor: a.cursor,
+    };
+    let page = c.list_elicitations(&q).await?;
+    out.show(&page, |p| {
+        output::elicitation_rows(&p.items, p.next_cursor.as_deref())
+    })
+}
+
+async fn respond(c: &Client, a: RespondArgs, out: &mut Out) -> Result<(), Failure> {
+    let req = match (a.accept, a.decline) {
+        (Some(content), false) => RespondRequest::accept(json_arg("accept", &content)?),
+        (None, true) => RespondRequest::decline(a.reason),
+        _ => {
+            return Err(Failure::Usage(
+                "give exactly one of --accept JSON or --decline".into(),
+            ));
+        }
+    };
+    let e = c.respond(&a.id, &req).await?;
+    out.show(&e, output::elicitation)
+}
+
+async fn watch(
+    c: &Client,
+    after: Option<u64>,
+    count: Option<u64>,
+    out: &mut Out,
+) -> Result<(), Failure> {
+    let mut stream = c.agent_stream(after);
+    let mut seen = 0u64;
+    while count.is_none_or(|n| seen < n) {
+        match stream.next().await {
+            Some(Ok(ev)) => out.show(&AgentEventJson::from(&ev), |_| output::agent_event(&ev))?,
+            Some(Err(e)) => return Err(e.into()),
+            None => break,
+        }
+        seen += 1;
+    }
+    Ok(())
+}
+
+async fn query(c: &Client, a: QueryArgs, out: &mut Out) -> Result<(), Failure> {
+    let q = EventsQuery {
+        after: a.after,
+        before: a.before,
+        stream: a.stream,
+        event_type: a.event_type,
+        agent: a.agent,
+        correlation_id: a.correlation_id,
+        since: time_arg("since", a.since.as_deref())?,
+        until: time_arg("until", a.until.as_deref())?,
+        order: a.desc.then_some(EventOrder::Desc),
+        limit: a.limit,
+    };
+    let page = c.query_events(&q).await?;
+    out.show(&page, |p| {
+        let mut lines: Vec<String> = p.events.iter().map(output::event_row).collect();
+        if let Some(n) = p.next {
+            lines.push(format!("(more: next {n})"));
+        }
+        if lines.is_empty() {
+            "(none)".to_owned()
+        } else {
+            lines.join("\n")
+        }
+    })
+}
+
+async fn flags(c: &Client, f: FlagsCommand, out: &mut Out) -> Result<(), Failure> {
+    match f {
+        FlagsCommand::List => {
+            let list = c.list_flags().await?;
+            out.show(&list, |l| {
+                if l.flags.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    l.flags
+                        .iter()
+                        .map(output::flag_row)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }
+            })
+        }
+        FlagsCommand::Get { key } => out.show(&c.get_flag(&key).await?, output::flag),
+        FlagsCommand::Set(a) => {
+            let flag = set_flag(c, a).await?;
+            out.show(&flag, output::flag)
+        }
+        FlagsCommand::Kill { key, reason } => {
+            out.show(&c.kill_flag(&key, Some(&reason)).await?, output::flag)
+        }
+        FlagsCommand::Unkill { key, reason } => {
+            out.show(&c.unkill_flag(&key, Some(&reason)).await?, output::flag)
+        }
+        FlagsCommand::History { key } => {
+            let h = c.flag_history(&key).await?;
+            out.show(&h, |h| {
+                h.changes
+                    .iter()
+                    .map(output::flag_change)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        FlagsCommand::Evaluate { key, agent } => {
+            out.show(&c.evaluate_flag(&key, &agent).await?, output::evaluation)
+        }
+    }
+}
+
+/// Read, change the given fields, write back conditioned on the version read.
+async fn set_flag(c: &Client, a: FlagSetArgs) -> Result<lighthouse_core::api::Flag, Failure> {
+    let current = match c.get_flag(&a.key).await {
+        Ok(f) => Some(f),
+        Err(lighthouse_client::Error::Refused(p)) if p.code == ErrorCode::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let mut spec = match &current {
+        Some(f) => FlagSpec {
+            key: None,
+            description: f.description.clone(),
+            enabled: f.enabled,
+            rollout_percent: f.rollout_percent.as_percent(),
+            allow: f.allow.clone(),
+            deny: f.deny.clone(),
+            variants: f.variants.clone(),
+            requires: f.requires.clone(),
+        },
+        // A new flag starts off for everyone unless told otherwise.
+        None => FlagSpec::new(false, 0.0),
+    };
+    if let Some(e) = a.enabled {
+        spec.enabled = e;
+    }
+    if let Some(p) = a.rollout {
+        spec.rollout_percent = p;
+    }
+    if let Some(d) = a.description {
+        spec.description = d;
+    }
+    if let Some(v) = a.allow {
+        spec.allow = list_arg(v);
+    }
+    if let Some(v) = a.deny {
+        spec.deny = list_arg(v);
+    }
+    if let Some(v) = a.requires {
+        spec.requires = list_arg(v);
+    }
+    if !a.variants.is_empty() {
+        spec.variants = a
+            .variants
+            .iter()
+            .map(|v| variant_arg(v))
+            .collect::<Result<_, _>>()?;
+    }
+    let put = FlagPut {
+        spec,
+        reason: Some(a.reason),
+        expected_version: a
+            .expected_version
+            .or(Some(current.map_or(0, |f| f.version))),
+    };
+    Ok(c.put_flag(&a.key, &put).await?)
+}
+
+async fn ops(c: &Client, o: OpsCommand, out: &mut Out) -> Result<(), Failure> {
+    match o {
+        OpsCommand::Stats { window_s } => out.show(&c.ops_stats(window_s).await?, output::stats),
+        OpsCommand::Drain {
+            timeout_ms,
+            cancel,
+            reason,
+        } => {
+            let req = DrainRequest {
+                timeout_ms,
+                then: if cancel {
+                    DrainThen::Cancel
+                } else {
+                    DrainThen::None
+                },
+                reason,
+            };
+            out.show(&c.drain(&req).await?, output::drain)
+        }
+        OpsCommand::Verify => {
+            let v = c.verify().await?;
+            out.show(&v, output::verify)?;
+            if v.ok {
+                Ok(())
+            } else {
+                Err(Failure::Negative(format!(
+                    "the integrity chain is broken at seq {}",
+                    v.first_bad_seq.map_or("?".to_owned(), |s| s.to_string())
+                )))
+            }
+        }
+    }
+}

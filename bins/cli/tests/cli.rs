@@ -1,0 +1,563 @@
+//! The `lighthouse` binary end to end against a bridge served by the test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lighthouse_core::api::Role;
+use lighthouse_core::{Bridge, BridgeConfig};
+use lighthouse_http::HttpConfig;
+use lighthouse_security::MasterKey;
+use serde_json::{Value, json};
+
+struct Env {
+    url: String,
+    bridge: Bridge,
+    dir: tempfile::TempDir,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Env {
+    async fn start() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let mut config = BridgeConfig::new(dir.path().join("data"), MasterKey::generate().unwrap());
+        config.public_url = url.clone();
+        let bridge = Bridge::open(config).await.unwrap();
+        let (router, _signal) = lighthouse_http::router(bridge.clone(), HttpConfig::default());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Env {
+            url,
+            bridge,
+            dir,
+            server,
+        }
+    }
+
+    /// Registers `agent` and writes its credential file (mode 0600).
+    async fn agent(&self, agent: &str, role: Role) -> PathBuf {
+        let mut c = self
+            .bridge
+            .gate()
+            .registry()
+            .register(agent, role, Some("test"))
+            .await
+            .unwrap();
+        c.bridge = self.url.clone();
+        let path = self.dir.path().join(format!("{agent}.json"));
+        c.write(&path).unwrap();
+        path
+    }
+
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+
+    fn lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn command(cred: Option<&Path>, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lighthouse"));
+    cmd.env_remove("LIGHTHOUSE_CREDENTIAL")
+        .env_remove("LIGHTHOUSE_BRIDGE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(c) = cred {
+        cmd.arg("--credential").arg(c);
+    }
+    cmd.args(args);
+    cmd
+}
+
+/// Waits for `child` (killing it after 60 s) and collects its output.
+fn finish(mut child: Child) -> Run {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn spawn(cred: Option<&Path>, args: &[&str]) -> tokio::task::JoinHandle<Run> {
+    let child = command(cred, args).spawn().unwrap();
+    tokio::task::spawn_blocking(move || finish(child))
+}
+
+async fn lh(cred: &Path, args: &[&str]) -> Run {
+    spawn(Some(cred), args).await.unwrap()
+}
+
+fn schema() -> String {
+    json!({"type": "object",
+           "properties": {"port": {"type": "integer", "minimum": 1, "maximum": 65535}},
+           "required": ["port"]})
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_output_modes_and_exit_codes() {
+    let env = Env::start().await;
+    let alice = env.agent("alice", Role::Agent).await;
+
+    let r = lh(&alice, &["me"]).await;
+    assert_eq!(
+        (r.code, r.stdout.trim()),
+        (0, "alice (agent, key 1)"),
+        "{r:?}"
+    );
+    let r = lh(&alice, &["--json", "me"]).await;
+    assert_eq!(
+        r.json(),
+        json!({"agent": "alice", "role": "agent", "key_id": 1})
+    );
+    let mut by_env = command(None, &["me"]);
+    by_env.env("LIGHTHOUSE_CREDENTIAL", &alice);
+    assert_eq!(finish(by_env.spawn().unwrap()).code, 0);
+
+    // 1: the bridge refused; its problem on stderr, as JSON with --json.
+    let r = lh(&alice, &["flags", "list"]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("forbidden (403)"), "{r:?}");
+    let r = lh(&alice, &["--json", "get", "el_missing"]).await;
+    assert_eq!(r.code, 1);
+    let p: Value = serde_json::from_str(r.stderr.trim()).unwrap();
+    assert_eq!(
+        (p["code"].as_str(), p["status"].as_u64()),
+        (Some("not_found"), Some(404))
+    );
+
+    // 2: bad usage or input, nothing sent.
+    assert_eq!(spawn(None, &["me"]).await.unwrap().code, 2);
+    assert_eq!(lh(&alice, &["respond", "el_x"]).await.code, 2);
+    assert_eq!(lh(&alice, &["frobnicate"]).await.code, 2);
+    let r = lh(
+        &alice,
+        &[
+            "elicit",
+            "--to",
+            "bob",
+            "--message",
+            "m",
+            "--schema",
+            "{nope",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--schema"), "{r:?}");
+    assert_eq!(
+        lh(&alice, &["send", "--to", "bob", "--body", "@/no/such/file"])
+            .await
+            .code,
+        2
+    );
+    assert_eq!(lh(&alice, &["inbox", "--status", "done"]).await.code, 2);
+    let readable = env.dir.path().join("readable.json");
+    std::fs::copy(&alice, &readable).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(lh(&readable, &["me"]).await.code, 2);
+
+    // 3: the bridge cannot be reached.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", free.local_addr().unwrap());
+    drop(free);
+    let r = lh(&alice, &["--bridge", &dead, "me"]).await;
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stderr.contains("transport"), "{r:?}");
+    // --bridge overrides the credential's URL.
+    assert_eq!(lh(&alice, &["--bridge", &env.url, "me"]).await.code, 0);
+    assert_eq!(spawn(None, &["--help"]).await.unwrap().code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_elicitation_round_trip_through_the_cli() {
+    let env = Env::start().await;
+    let ops = env.agent("ops", Role::Operator).await;
+    let alice = env.agent("alice", Role::Agent).await;
+    let bob = env.agent("bob", Role::Agent).await;
+    let r = lh(
+        &ops,
+        &[
+            "flags",
+            "set",
+            "elicitation_enabled",
+            "--enabled",
+            "true",
+            "--rollout",
+            "100",
+            "--reason",
+            "setup",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let schema_file = env.file("schema.json", &schema());
+    let schema_arg = format!("@{}", schema_file.display());
+
+    let waiting = spawn(
+        Some(&alice),
+        &[
+            "--json",
+            "elicit",
+            "--to",
+            "bob",
+            "--message",
+            "Which port?",
+            "--schema",
+            &schema_arg,
+            "--timeout-ms",
+            "60000",
+            "--wait",
+        ],
+    );
+    let id = {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = lh(&bob, &["--json", "inbox", "--status", "pending"]).await;
+            assert_eq!(r.code, 0, "{r:?}");
+            if let Some(item) = r.json()["items"]
+                .as_array()
+                .and_then(|a| a.first().cloned())
+            {
+                break item["id"].as_str().unwrap().to_owned();
+            }
+            assert!(Instant::now() < deadline, "the elicitation never arrived");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let r = lh(&bob, &["inbox"]).await;
+    assert!(
+        r.stdout.contains(&id) && r.stdout.contains("alice → bob"),
+        "{r:?}"
+    );
+
+    let r = lh(&bob, &["respond", &id, "--accept", r#"{"port": 70000}"#]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("schema_mismatch (422)") && r.stderr.contains("/port"),
+        "{r:?}"
+    );
+    let r = lh(&bob, &["respond", &id, "--accept", r#"{"port": 8080}"#]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("accepted") && r.stdout.contains(r#"{"port":8080}"#),
+        "{r:?}"
+    );
+
+    let done = waiting.await.unwrap();
+    assert_eq!(done.code, 0, "{done:?}");
+    let record = done.json();
+    assert_eq!(record["id"], json!(id));
+    assert_eq!(record["status"], json!("accepted"));
+    assert_eq!(record["response"]["content"], json!({"port": 8080}));
+
+    let r = lh(&alice, &["get", &id]).await;
+    assert!(
+        r.stdout.contains("accepted") && r.stdout.contains("by bob"),
+        "{r:?}"
+    );
+    let r = lh(&bob, &["respond", &id, "--decline", "--reason", "late"]).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("already_resolved"), "{r:?}");
+
+    let r = lh(
+        &alice,
+        &[
+            "--json",
+            "elicit",
+            "--to",
+            "bob",
+            "--message",
+            "Again?",
+            "--schema",
+            &schema(),
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let second = r.json()["id"].as_str().unwrap().to_owned();
+    let r = lh(&alice, &["cancel", &second, "--reason", "never mind"]).await;
+    assert!(
+        r.code == 0 && r.stdout.contains("cancelled") && r.stdout.contains("never mind"),
+        "{r:?}"
+    );
+    let r = lh(&alice, &["--json", "outbox"]).await;
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_messages_and_events() {
+    let env = Env::start().await;
+    let alice = env.agent("alice", Role::Agent).await;
+    let bob = env.agent("bob", Role::Agent).await;
+    let watching = spawn(
+        Some(&bob),
+        &["--json", "watch", "--after", "0", "--count", "2"],
+    );
+    for n in 1..=2 {
+        let body = format!(r#"{{"n": {n}}}"#);
+        let r = lh(&alice, &["send", "--to", "bob", "--body", &body]).await;
+        assert!(r.code == 0 && r.stdout.starts_with("sent msg_"), "{r:?}");
+    }
+    let w = watching.await.unwrap();
+    assert_eq!(w.code, 0, "{w:?}");
+    let lines = w.lines();
+    assert_eq!(lines.len(), 2);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["event"], json!("message.received"));
+        assert_eq!(l["data"]["body"], json!({"n": i + 1}));
+        assert_eq!(l["id"], l["data"]["seq"]);
+    }
+    assert!(lines[0]["id"].as_u64() < lines[1]["id"].as_u64());
+
+    let r = lh(&bob, &["--json", "messages"]).await;
+    let page = r.json();
+    assert_eq!(page["messages"].as_array().unwrap().len(), 2);
+    let last = page["next_after"].as_u64().unwrap();
+    let r = lh(&bob, &["messages", "--after", &last.to_string()]).await;
+    assert_eq!(r.stdout.trim(), format!("next_after: {last}"));
+    let r = lh(&bob, &["messages", "--wait-ms", "60001"]).await;
+    assert_eq!(r.code, 2);
+
+    let r = lh(
+        &alice,
+        &["--json", "events", "query", "--type", "message.sent"],
+    )
+    .await;
+    assert_eq!(r.json()["events"].as_array().unwrap().len(), 2);
+    let r = lh(
+        &alice,
+        &[
+            "events",
+            "query",
+            "--type",
+            "message.sent",
+            "--desc",
+            "--limit",
+            "1",
+        ],
+    )
+    .await;
+    assert!(
+        r.stdout.contains("message.sent") && r.stdout.contains("mailbox-bob"),
+        "{r:?}"
+    );
+    let r = lh(
+        &alice,
+        &[
+            "--json",
+            "events",
+            "tail",
+            "--type",
+            "message.sent",
+            "--count",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let tailed = r.lines();
+    assert_eq!(tailed.len(), 2);
+    assert_eq!(tailed[1]["seq"], json!(last));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_and_operations() {
+    let env = Env::start().await;
+    let ops = env.agent("ops", Role::Operator).await;
+    let r = lh(
+        &ops,
+        &[
+            "flags",
+            "set",
+            "new_ui",
+            "--reason",
+            "try",
+            "--enabled",
+            "true",
+            "--rollout",
+            "25",
+            "--allow",
+            "alice",
+            "--variant",
+            "control=500",
+            "--variant",
+            "treatment=500",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.starts_with("new_ui  enabled   25%  v1  by ops"),
+        "{r:?}"
+    );
+    let r = lh(
+        &ops,
+        &[
+            "flags",
+            "set",
+            "new_ui",
+            "--reason",
+            "more",
+            "--rollout",
+            "50",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let f = lh(&ops, &["--json", "flags", "get", "new_ui"]).await.json();
+    assert_eq!(
+        (
+            &f["version"],
+            &f["rollout_percent"],
+            &f["allow"],
+            &f["enabled"]
+        ),
+        (&json!(2), &json!(50.0), &json!(["alice"]), &json!(true))
+    );
+    let e = lh(
+        &ops,
+        &["--json", "flags", "evaluate", "new_ui", "--agent", "carol"],
+    )
+    .await
+    .json();
+    assert_eq!(
+        (&e["bucket"], &e["enabled"], &e["reason"]),
+        (&json!(6254), &json!(false), &json!("split"))
+    );
+    let r = lh(&ops, &["flags", "evaluate", "new_ui", "--agent", "alice"]).await;
+    assert!(
+        r.stdout.starts_with("on (reason targeting, bucket "),
+        "{r:?}"
+    );
+    assert!(r.stdout.contains(", variant "), "{r:?}");
+    let r = lh(&ops, &["flags", "kill", "new_ui", "--reason", "bad"]).await;
+    assert!(r.stdout.contains("KILLED"), "{r:?}");
+    let r = lh(&ops, &["flags", "evaluate", "new_ui", "--agent", "alice"]).await;
+    assert!(r.stdout.starts_with("off (reason killed"), "{r:?}");
+    assert_eq!(
+        lh(&ops, &["flags", "unkill", "new_ui", "--reason", "fixed"])
+            .await
+            .code,
+        0
+    );
+    let r = lh(&ops, &["flags", "history", "new_ui"]).await;
+    assert_eq!(r.stdout.lines().count(), 4, "{r:?}");
+    assert!(
+        r.stdout.contains("flag.killed") && r.stdout.contains("bad"),
+        "{r:?}"
+    );
+    assert!(lh(&ops, &["flags", "list"]).await.stdout.contains("new_ui"));
+    let r = lh(
+        &ops,
+        &[
+            "flags",
+            "set",
+            "new_ui",
+            "--reason",
+            "x",
+            "--expected-version",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("version_conflict"), "{r:?}");
+    let r = lh(
+        &ops,
+        &[
+            "flags",
+            "set",
+            "other",
+            "--reason",
+            "x",
+            "--rollout",
+            "12.345",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("invalid_request") && r.stderr.contains("/rollout_percent"),
+        "{r:?}"
+    );
+    assert_eq!(
+        lh(
+            &ops,
+            &["flags", "set", "other", "--reason", "x", "--variant", "a"]
+        )
+        .await
+        .code,
+        2
+    );
+
+    let r = lh(&ops, &["ops", "stats"]).await;
+    assert!(
+        r.code == 0 && r.stdout.starts_with("window: last 60 s"),
+        "{r:?}"
+    );
+    let s = lh(&ops, &["--json", "ops", "stats", "--window-s", "5"])
+        .await
+        .json();
+    assert_eq!(s["window_s"], json!(5));
+    let r = lh(&ops, &["ops", "verify"]).await;
+    assert!(r.code == 0 && r.stdout.starts_with("ok: "), "{r:?}");
+    let r = lh(
+        &ops,
+        &[
+            "ops",
+            "drain",
+            "--timeout-ms",
+            "0",
+            "--cancel",
+            "--reason",
+            "test",
+        ],
+    )
+    .await;
+    assert!(
+        r.code == 0 && r.stdout.contains("cancelled 0, remaining 0"),
+        "{r:?}"
+    );
+}
