@@ -1,0 +1,198 @@
+//! Which REST route an `/mcp` request counts as, for the bridge's admission
+//! (rate-limit class, permission, audit record).
+//!
+//! A `tools/call` of a Lighthouse tool is admitted exactly as the REST route it
+//! stands for (`lighthouse_elicit` as `POST /v1/elicitations` with
+//! [`Action::Elicit`], ...), so an agent has the same permissions, the same
+//! rate limits and the same audit trail whichever API it uses. Every other
+//! message (initialize, tools/list, notifications, ping) is the transport
+//! itself: `<method> /mcp` with [`Action::UseMcp`], which counts against the
+//! `write` class for `POST` (PROTOCOL.md 2.4: "every other POST") and `read`
+//! for `GET`.
+
+use lighthouse_security::{Action, append_action};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::tools::catalogue::*;
+
+/// The route, method and action an `/mcp` request is admitted as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RouteClass {
+    /// The permission it needs.
+    pub(crate) action: Action,
+    /// The HTTP method of the REST route (decides the rate-limit class).
+    pub(crate) method: &'static str,
+    /// The REST route template (decides the rate-limit class; named in audit
+    /// records).
+    pub(crate) route: &'static str,
+    /// The tool called, when the request is a `tools/call` of one of ours.
+    pub(crate) tool: Option<&'static str>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    params: Option<Params>,
+}
+
+#[derive(Deserialize)]
+struct Params {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<Value>,
+}
+
+/// The route an `/mcp` request with `http_method` and `body` counts as.
+pub(crate) fn classify(http_method: &str, body: &[u8]) -> RouteClass {
+    let transport = RouteClass {
+        action: Action::UseMcp,
+        method: match http_method {
+            "GET" => "GET",
+            "DELETE" => "DELETE",
+            _ => "POST",
+        },
+        route: "/mcp",
+        tool: None,
+    };
+    if http_method != "POST" {
+        return transport;
+    }
+    let Ok(msg) = serde_json::from_slice::<Message>(body) else {
+        return transport;
+    };
+    if msg.method.as_deref() != Some("tools/call") {
+        return transport;
+    }
+    let Some(params) = msg.params else {
+        return transport;
+    };
+    let Some(tool) = params
+        .name
+        .as_deref()
+        .and_then(|n| TOOL_NAMES.iter().copied().find(|t| *t == n))
+    else {
+        return transport;
+    };
+    let (action, method, route) = match tool {
+        ELICIT => (Action::Elicit, "POST", "/v1/elicitations"),
+        CHECK_ELICITATIONS => (Action::ReadElicitations, "GET", "/v1/elicitations"),
+        RESPOND => (Action::Respond, "POST", "/v1/elicitations/{id}/respond"),
+        GET_ELICITATION => (Action::ReadElicitations, "GET", "/v1/elicitations/{id}"),
+        CANCEL => (Action::Cancel, "POST", "/v1/elicitations/{id}/cancel"),
+        SEND_MESSAGE => (Action::SendMessage, "POST", "/v1/messages"),
+        WAIT_FOR_MESSAGES => (Action::ReadMessages, "GET", "/v1/messages"),
+        STORE_EVENT => {
+            let arg = |k: &str| {
+                params
+                    .arguments
+                    .as_ref()
+                    .and_then(|a| a.get(k))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            // As REST: a reserved target is admitted as an ordinary append and
+            // refused by the bridge with 403.
+            let action = append_action(&arg("stream"), &arg("type")).unwrap_or(Action::AppendEvent);
+            (action, "POST", "/v1/events")
+        }
+        QUERY_EVENTS => (Action::ReadEvents, "GET", "/v1/events"),
+        // Health is open in REST; through MCP it needs only the transport.
+        _ => (Action::UseMcp, "POST", "/mcp"),
+    };
+    RouteClass {
+        action,
+        method,
+        route,
+        tool: Some(tool),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lighthouse_security::ActionClass;
+    use serde_json::json;
+
+    fn call(name: &str, args: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": name, "arguments": args}}))
+        .unwrap()
+    }
+
+    fn class(c: &RouteClass) -> ActionClass {
+        ActionClass::for_route(c.method, c.route)
+    }
+
+    #[test]
+    fn tool_calls_count_as_their_rest_routes() {
+        let c = classify("POST", &call(ELICIT, json!({})));
+        assert_eq!(
+            (c.action, class(&c), c.tool),
+            (Action::Elicit, ActionClass::Elicit, Some(ELICIT))
+        );
+        let c = classify("POST", &call(RESPOND, json!({})));
+        assert_eq!(
+            (c.action, class(&c)),
+            (Action::Respond, ActionClass::Respond)
+        );
+        let c = classify("POST", &call(CANCEL, json!({})));
+        assert_eq!(
+            (c.action, class(&c)),
+            (Action::Cancel, ActionClass::Respond)
+        );
+        for t in [
+            CHECK_ELICITATIONS,
+            GET_ELICITATION,
+            WAIT_FOR_MESSAGES,
+            QUERY_EVENTS,
+        ] {
+            assert_eq!(
+                class(&classify("POST", &call(t, json!({})))),
+                ActionClass::Read,
+                "{t}"
+            );
+        }
+        let c = classify("POST", &call(SEND_MESSAGE, json!({})));
+        assert_eq!(
+            (c.action, class(&c)),
+            (Action::SendMessage, ActionClass::Write)
+        );
+        let c = classify(
+            "POST",
+            &call(STORE_EVENT, json!({"stream": "$ops", "type": "ops.deploy"})),
+        );
+        assert_eq!(
+            (c.action, class(&c)),
+            (Action::AppendOpsEvent, ActionClass::Write)
+        );
+        let c = classify(
+            "POST",
+            &call(STORE_EVENT, json!({"stream": "$agents", "type": "x"})),
+        );
+        assert_eq!(c.action, Action::AppendEvent);
+        let c = classify("POST", &call(HEALTH, json!({})));
+        assert_eq!((c.action, c.tool), (Action::UseMcp, Some(HEALTH)));
+    }
+
+    #[test]
+    fn everything_else_is_the_transport() {
+        for body in [
+            br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#.to_vec(),
+            br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_vec(),
+            br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#.to_vec(),
+            call("not_ours", json!({})),
+            br#"[1,2]"#.to_vec(),
+            b"garbage".to_vec(),
+        ] {
+            let c = classify("POST", &body);
+            assert_eq!((c.action, c.route, c.tool), (Action::UseMcp, "/mcp", None));
+            assert_eq!(class(&c), ActionClass::Write);
+        }
+        assert_eq!(class(&classify("GET", b"")), ActionClass::Read);
+    }
+}

@@ -1,0 +1,170 @@
+//! [`Backend`]: the operations the tools need, implemented on an in-process
+//! [`Bridge`] acting as one caller ([`BridgeBackend`], Streamable HTTP) and on
+//! a remote bridge through its HTTP API (the stdio proxy).
+//!
+//! The tools are written once against this trait, so both transports parse
+//! arguments, wait, and shape results and problems with the same code.
+
+use std::future::Future;
+
+use lighthouse_core::Bridge;
+use lighthouse_core::api::{
+    AppendEventRequest, AppendEventResponse, CancelRequest, CreateRequest, Elicitation,
+    ElicitationList, EventsPage, EventsQuery, Health, MessagesPage, Problem, RespondRequest,
+    SentMessage, Status,
+};
+use lighthouse_elicitation::{Mailbox, SendMessage};
+use lighthouse_security::Caller;
+
+/// What the tools do to a bridge, as one agent. Every method answers with the
+/// REST response body of the matching route, or its problem.
+pub trait Backend: Send + Sync {
+    /// `POST /v1/elicitations`.
+    fn elicit(
+        &self,
+        req: CreateRequest,
+    ) -> impl Future<Output = Result<Elicitation, Problem>> + Send;
+    /// `GET /v1/elicitations/{id}?wait_ms=N` (`wait_ms` at most 60000).
+    fn get_elicitation(
+        &self,
+        id: &str,
+        wait_ms: u64,
+    ) -> impl Future<Output = Result<Elicitation, Problem>> + Send;
+    /// `GET /v1/elicitations?box=inbox&status=pending&limit=`: the caller's
+    /// pending inbox, one page of at most `limit`.
+    fn pending_inbox(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<ElicitationList, Problem>> + Send;
+    /// `POST /v1/elicitations/{id}/respond`.
+    fn respond(
+        &self,
+        id: &str,
+        req: RespondRequest,
+    ) -> impl Future<Output = Result<Elicitation, Problem>> + Send;
+    /// `POST /v1/elicitations/{id}/cancel`.
+    fn cancel(
+        &self,
+        id: &str,
+        req: CancelRequest,
+    ) -> impl Future<Output = Result<Elicitation, Problem>> + Send;
+    /// `POST /v1/messages`.
+    fn send_message(
+        &self,
+        req: SendMessage,
+    ) -> impl Future<Output = Result<SentMessage, Problem>> + Send;
+    /// `GET /v1/messages?after=&wait_ms=`.
+    fn receive_messages(
+        &self,
+        after: u64,
+        wait_ms: u64,
+    ) -> impl Future<Output = Result<MessagesPage, Problem>> + Send;
+    /// `POST /v1/events`.
+    fn append_event(
+        &self,
+        req: AppendEventRequest,
+    ) -> impl Future<Output = Result<AppendEventResponse, Problem>> + Send;
+    /// `GET /v1/events?...`.
+    fn query_events(
+        &self,
+        q: EventsQuery,
+    ) -> impl Future<Output = Result<EventsPage, Problem>> + Send;
+    /// `GET /health/ready` (its body whether ready or not).
+    fn health(&self) -> impl Future<Output = Result<Health, Problem>> + Send;
+}
+
+/// [`Backend`] on an in-process bridge, acting as an admitted caller. The
+/// request id becomes the `correlation_id` of every event the call writes.
+#[derive(Debug, Clone)]
+pub struct BridgeBackend {
+    bridge: Bridge,
+    caller: Caller,
+    request_id: String,
+}
+
+impl BridgeBackend {
+    /// Acts as `caller`, correlating writes with `request_id` (1 to 128 of
+    /// `[A-Za-z0-9_.:-]`).
+    pub fn new(bridge: Bridge, caller: Caller, request_id: impl Into<String>) -> Self {
+        BridgeBackend {
+            bridge,
+            caller,
+            request_id: request_id.into(),
+        }
+    }
+
+    /// The caller this backend acts as.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+impl Backend for BridgeBackend {
+    async fn elicit(&self, req: CreateRequest) -> Result<Elicitation, Problem> {
+        let (record, _replayed) = self
+            .bridge
+            .elicit(&self.caller, &self.request_id, None, req)
+            .await?;
+        Ok((*record).clone())
+    }
+
+    async fn get_elicitation(&self, id: &str, wait_ms: u64) -> Result<Elicitation, Problem> {
+        let r = self
+            .bridge
+            .get_elicitation(&self.caller, id, wait_ms)
+            .await?;
+        Ok((*r).clone())
+    }
+
+    async fn pending_inbox(&self, limit: usize) -> Result<ElicitationList, Problem> {
+        self.bridge.list_elicitations(
+            &self.caller,
+            Mailbox::Inbox,
+            Some(Status::Pending),
+            Some(limit),
+            None,
+        )
+    }
+
+    async fn respond(&self, id: &str, req: RespondRequest) -> Result<Elicitation, Problem> {
+        let r = self
+            .bridge
+            .respond(&self.caller, &self.request_id, id, req)
+            .await?;
+        Ok((*r).clone())
+    }
+
+    async fn cancel(&self, id: &str, req: CancelRequest) -> Result<Elicitation, Problem> {
+        let r = self
+            .bridge
+            .cancel(&self.caller, &self.request_id, id, req)
+            .await?;
+        Ok((*r).clone())
+    }
+
+    async fn send_message(&self, req: SendMessage) -> Result<SentMessage, Problem> {
+        self.bridge
+            .send_message(&self.caller, &self.request_id, req)
+            .await
+    }
+
+    async fn receive_messages(&self, after: u64, wait_ms: u64) -> Result<MessagesPage, Problem> {
+        self.bridge
+            .receive_messages(&self.caller, after, wait_ms, None)
+            .await
+    }
+
+    async fn append_event(&self, req: AppendEventRequest) -> Result<AppendEventResponse, Problem> {
+        self.bridge
+            .append_event(&self.caller, &self.request_id, req)
+            .await
+    }
+
+    async fn query_events(&self, q: EventsQuery) -> Result<EventsPage, Problem> {
+        self.bridge.query_events(&self.caller, &q)
+    }
+
+    async fn health(&self) -> Result<Health, Problem> {
+        Ok(self.bridge.health().await)
+    }
+}

@@ -1,0 +1,225 @@
+//! Waiting inside a tool call: in slices of at most 60 s (the longest wait of
+//! `GET /v1/elicitations/{id}`), stopping as soon as the client cancels the
+//! call, and reporting progress when the client asked for it.
+
+use std::future::Future;
+use std::time::Duration;
+
+use lighthouse_core::api::{Elicitation, Problem};
+use rmcp::RoleServer;
+use rmcp::model::{ProgressNotificationParam, ProgressToken};
+use rmcp::service::Peer;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::Backend;
+use crate::config::McpConfig;
+
+/// Longest single wait on the bridge (`wait_ms` 60000).
+pub const MAX_WAIT_SLICE: Duration = Duration::from_secs(60);
+
+/// What a tool call may use of its MCP request: cancellation, progress, and
+/// the waiting limits of the configuration.
+#[derive(Clone)]
+pub struct CallContext {
+    ct: CancellationToken,
+    progress: Option<(Peer<RoleServer>, ProgressToken)>,
+    progress_interval: Duration,
+    expiry_grace: Duration,
+}
+
+impl std::fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallContext")
+            .field("cancelled", &self.ct.is_cancelled())
+            .field("progress", &self.progress.is_some())
+            .field("progress_interval", &self.progress_interval)
+            .field("expiry_grace", &self.expiry_grace)
+            .finish()
+    }
+}
+
+impl CallContext {
+    /// A call that ends early when `ct` is cancelled.
+    pub fn new(ct: CancellationToken, config: &McpConfig) -> Self {
+        CallContext {
+            ct,
+            progress: None,
+            progress_interval: config.progress_interval,
+            expiry_grace: config.expiry_grace,
+        }
+    }
+
+    /// Reports progress of waits to `peer` under `token`.
+    pub fn with_progress(mut self, peer: Peer<RoleServer>, token: ProgressToken) -> Self {
+        self.progress = Some((peer, token));
+        self
+    }
+
+    pub(crate) fn expiry_grace(&self) -> Duration {
+        self.expiry_grace
+    }
+
+    /// Runs `f` unless the client cancels the call first.
+    pub(crate) async fn until_cancelled<F: Future>(&self, f: F) -> Result<F::Output, Problem> {
+        tokio::select! {
+            biased;
+            _ = self.ct.cancelled() => Err(super::cancelled()),
+            r = f => Ok(r),
+        }
+    }
+
+    async fn report(&self, elapsed: Duration, total_s: u64, message: String) {
+        if let Some((peer, token)) = &self.progress {
+            let p = ProgressNotificationParam::new(token.clone(), elapsed.as_secs_f64().floor())
+                .with_total(total_s as f64)
+                .with_message(message);
+            if let Err(e) = peer.notify_progress(p).await {
+                tracing::debug!(error = %e, "progress notification not delivered");
+            }
+        }
+    }
+}
+
+/// Waits until `record` is terminal or `deadline` passes, returning the latest
+/// record either way.
+pub(crate) async fn until_terminal<B: Backend>(
+    backend: &B,
+    mut record: Elicitation,
+    deadline: Instant,
+    total_s: u64,
+    ctx: &CallContext,
+) -> Result<Elicitation, Problem> {
+    let started = Instant::now();
+    loop {
+        if record.status.is_terminal() {
+            return Ok(record);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(record);
+        }
+        let mut slice = (deadline - now).min(MAX_WAIT_SLICE);
+        if ctx.progress.is_some() {
+            slice = slice.min(ctx.progress_interval);
+        }
+        let ms = u64::try_from(slice.as_millis()).unwrap_or(60_000).max(1);
+        record = ctx
+            .until_cancelled(backend.get_elicitation(&record.id, ms))
+            .await??;
+        if !record.status.is_terminal() {
+            let message = format!("waiting for {} to answer {}", record.to, record.id);
+            ctx.report(started.elapsed(), total_s, message).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use lighthouse_core::api::{
+        AppendEventRequest, AppendEventResponse, CancelRequest, CreateRequest, ElicitationList,
+        EventsPage, EventsQuery, Health, MessagesPage, RespondRequest, SentMessage, Status,
+        Timestamp,
+    };
+    use lighthouse_elicitation::SendMessage;
+    use serde_json::json;
+
+    use super::*;
+
+    /// A bridge on which nobody ever answers: every wait runs its full length.
+    #[derive(Default)]
+    struct Silent {
+        waits: AtomicUsize,
+    }
+
+    fn pending() -> Elicitation {
+        Elicitation {
+            id: "el_1".into(),
+            from: "alice".into(),
+            to: "bob".into(),
+            message: "?".into(),
+            requested_schema: json!({}).into(),
+            status: Status::Pending,
+            created_at: Timestamp::EPOCH,
+            expires_at: Timestamp::EPOCH,
+            resolved_at: None,
+            response: None,
+            metadata: json!({}).into(),
+        }
+    }
+
+    impl Backend for Silent {
+        async fn elicit(&self, _: CreateRequest) -> Result<Elicitation, Problem> {
+            Ok(pending())
+        }
+        async fn get_elicitation(&self, _: &str, wait_ms: u64) -> Result<Elicitation, Problem> {
+            assert!((1..=60_000).contains(&wait_ms), "{wait_ms}");
+            self.waits.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            Ok(pending())
+        }
+        async fn pending_inbox(&self, _: usize) -> Result<ElicitationList, Problem> {
+            unimplemented!()
+        }
+        async fn respond(&self, _: &str, _: RespondRequest) -> Result<Elicitation, Problem> {
+            unimplemented!()
+        }
+        async fn cancel(&self, _: &str, _: CancelRequest) -> Result<Elicitation, Problem> {
+            unimplemented!()
+        }
+        async fn send_message(&self, _: SendMessage) -> Result<SentMessage, Problem> {
+            unimplemented!()
+        }
+        async fn receive_messages(&self, _: u64, _: u64) -> Result<MessagesPage, Problem> {
+            unimplemented!()
+        }
+        async fn append_event(
+            &self,
+            _: AppendEventRequest,
+        ) -> Result<AppendEventResponse, Problem> {
+            unimplemented!()
+        }
+        async fn query_events(&self, _: EventsQuery) -> Result<EventsPage, Problem> {
+            unimplemented!()
+        }
+        async fn health(&self) -> Result<Health, Problem> {
+            unimplemented!()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_in_slices_of_at_most_a_minute_until_the_deadline() {
+        let backend = Silent::default();
+        let ctx = CallContext::new(CancellationToken::new(), &McpConfig::default());
+        let deadline = Instant::now() + Duration::from_secs(3605);
+        let r = until_terminal(&backend, pending(), deadline, 3600, &ctx)
+            .await
+            .unwrap();
+        assert_eq!(r.status, Status::Pending);
+        assert!(Instant::now() >= deadline);
+        // 3605 s in slices of at most 60 s.
+        assert_eq!(backend.waits.load(Ordering::SeqCst), 61);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_call_stops_waiting_at_once() {
+        let backend = Silent::default();
+        let ct = CancellationToken::new();
+        let ctx = CallContext::new(ct.clone(), &McpConfig::default());
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        let started = Instant::now();
+        let canceller = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(90)).await;
+            ct.cancel();
+        });
+        let e = until_terminal(&backend, pending(), deadline, 3600, &ctx)
+            .await
+            .unwrap_err();
+        canceller.await.unwrap();
+        assert_eq!(e.code, lighthouse_core::api::ErrorCode::Unavailable);
+        assert_eq!(started.elapsed(), Duration::from_secs(90));
+        assert_eq!(backend.waits.load(Ordering::SeqCst), 2);
+    }
+}

@@ -1,0 +1,224 @@
+//! `/mcp` over Streamable HTTP: the admission layer (Origin check, body limit,
+//! bearer token through [`Bridge::admit`]) in front of rmcp's stateless
+//! Streamable HTTP service.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use lighthouse_core::Bridge;
+use lighthouse_core::api::{ErrorCode, Problem};
+use lighthouse_security::{AuthHeaders, Caller, HEADER_AUTHORIZATION};
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::classify;
+use crate::config::McpConfig;
+use crate::server::BridgeTools;
+
+/// The path the endpoint is served at.
+pub const MCP_PATH: &str = "/mcp";
+/// The media type of error bodies (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+/// The header whose value (1 to 128 of `[A-Za-z0-9_.:-]`) becomes the
+/// correlation id of a tool call's events; a fresh ULID otherwise.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The outcome of admitting one `/mcp` request, for the tool handler.
+#[derive(Debug, Clone)]
+pub(crate) struct Admission {
+    /// The tool the request calls, when it is a `tools/call` of one of ours.
+    pub(crate) tool: Option<String>,
+    /// The caller, or the problem (`forbidden`, `rate_limited`, `unavailable`)
+    /// the tool call answers with.
+    pub(crate) outcome: Result<Caller, Problem>,
+}
+
+/// Ends every open `/mcp` response stream (and so every waiting tool call)
+/// when triggered; dropping it does nothing.
+#[derive(Debug, Clone)]
+pub struct McpShutdown(CancellationToken);
+
+impl McpShutdown {
+    /// Ends every open `/mcp` stream.
+    pub fn trigger(&self) {
+        self.0.cancel();
+    }
+}
+
+#[derive(Clone)]
+struct GuardState {
+    bridge: Bridge,
+    config: Arc<McpConfig>,
+}
+
+/// The `/mcp` endpoint (`POST`, `GET`, `DELETE`) on `bridge`, to merge next to
+/// the REST router.
+pub fn router(bridge: Bridge, config: McpConfig) -> Router {
+    router_with_shutdown(bridge, config).0
+}
+
+/// [`router`], with the handle that ends open streams on shutdown.
+pub fn router_with_shutdown(bridge: Bridge, config: McpConfig) -> (Router, McpShutdown) {
+    let config = Arc::new(config);
+    let ct = CancellationToken::new();
+    // Stateless: every POST carries its own bearer token and is admitted on
+    // its own, so the bridge keeps no MCP session state (nothing to bound,
+    // nothing another agent could take over). A client's cancellation reaches
+    // a waiting tool by the response stream closing.
+    let rmcp_config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(false)
+        .with_sse_keep_alive(Some(config.sse_keep_alive))
+        .with_max_request_body_bytes(config.max_body_bytes)
+        .with_cancellation_token(ct.clone())
+        // Origin is checked by the admission layer (with problem bodies); a
+        // Host allow list would break every bridge reached by name, and every
+        // request must carry a token anyway.
+        .disable_allowed_hosts()
+        .disable_allowed_origins();
+    let service = {
+        let bridge = bridge.clone();
+        let config = config.clone();
+        StreamableHttpService::new(
+            move || Ok(BridgeTools::new(bridge.clone(), config.clone())),
+            Arc::new(NeverSessionManager::default()),
+            rmcp_config,
+        )
+    };
+    let state = GuardState { bridge, config };
+    let router = Router::new()
+        .route_service(MCP_PATH, service)
+        .layer(from_fn_with_state(state, guard));
+    (router, McpShutdown(ct))
+}
+
+/// A problem as an HTTP response.
+pub(crate) fn problem_response(p: &Problem) -> Response {
+    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::to_vec(p).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    if p.code == ErrorCode::RateLimited {
+        let secs = p.retry_after_s.unwrap_or(1).max(1);
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            h.insert(header::RETRY_AFTER, v);
+        }
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"lighthouse\""),
+        );
+    }
+    resp
+}
+
+async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Response {
+    // DNS-rebinding protection (MCP transport): a browser page of another
+    // origin is refused before anything else.
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let allowed = origin.to_str().is_ok_and(|o| st.config.origin_allowed(o));
+        if !allowed {
+            return problem_response(&Problem::new(
+                ErrorCode::Forbidden,
+                "this Origin is not allowed to use /mcp; add it to the bridge's MCP allowed origins",
+            ));
+        }
+    }
+    let (mut parts, body) = req.into_parts();
+    let limit = st.config.max_body_bytes;
+    let bytes = match axum::body::to_bytes(body, limit.saturating_add(1)).await {
+        Ok(b) if b.len() <= limit => b,
+        _ => {
+            return problem_response(&Problem::new(
+                ErrorCode::PayloadTooLarge,
+                format!("request bodies are limited to {limit} bytes"),
+            ));
+        }
+    };
+    let class = classify(parts.method.as_str(), &bytes);
+    // Bearer tokens only (PROTOCOL.md 2.3): signature headers are not passed
+    // on, so a request without a token is refused as unauthenticated.
+    let admitted = {
+        let headers = AuthHeaders::from_pairs(
+            parts
+                .headers
+                .get_all(header::AUTHORIZATION)
+                .iter()
+                .map(|v| (HEADER_AUTHORIZATION, v.as_bytes())),
+        );
+        let request = lighthouse_security::Request {
+            method: class.method,
+            path: class.route,
+            query: "",
+            headers,
+            body: b"",
+        };
+        st.bridge.admit(&request, class.action)
+    };
+    let outcome = match admitted {
+        Ok(caller) => Ok(caller),
+        // Nothing runs for a request that is not authenticated.
+        Err(p) if p.status == 401 => return problem_response(&p),
+        // A tool call refused after authentication answers with a tool error.
+        Err(p) if class.tool.is_some() => Err(p),
+        Err(p) => return problem_response(&p),
+    };
+    parts.extensions.insert(Admission {
+        tool: class.tool.map(str::to_owned),
+        outcome,
+    });
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// The request id of a tool call: `X-Request-Id` when it is 1 to 128 of
+/// `[A-Za-z0-9_.:-]`, else a fresh ULID.
+pub(crate) fn request_id(headers: Option<&HeaderMap>) -> String {
+    headers
+        .and_then(|h| h.get(REQUEST_ID_HEADER))
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+        })
+        .map_or_else(|| ulid::Ulid::generate().to_string(), str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_taken_only_when_well_formed() {
+        let mut h = HeaderMap::new();
+        h.insert(REQUEST_ID_HEADER, HeaderValue::from_static("req-1:a.b_c"));
+        assert_eq!(request_id(Some(&h)), "req-1:a.b_c");
+        h.insert(REQUEST_ID_HEADER, HeaderValue::from_static("bad id"));
+        let generated = request_id(Some(&h));
+        assert_eq!(generated.len(), 26);
+        assert!(generated.parse::<ulid::Ulid>().is_ok());
+        assert_ne!(request_id(None), request_id(None));
+    }
+
+    #[test]
+    fn problems_carry_their_status_and_headers() {
+        let r = problem_response(&Problem::new(ErrorCode::Unauthenticated, "no token"));
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert!(r.headers().contains_key(header::WWW_AUTHENTICATE));
+        let mut p = Problem::new(ErrorCode::RateLimited, "slow down");
+        p.retry_after_s = Some(3);
+        let r = problem_response(&p);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+    }
+}

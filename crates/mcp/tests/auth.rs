@@ -1,0 +1,201 @@
+//! Admission of `/mcp`: bearer tokens only, refused before any tool runs;
+//! Origin checks; permissions, rate limits and audit as in the REST API.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use lighthouse_core::api::EventsQuery;
+use lighthouse_mcp::McpConfig;
+use lighthouse_security::{ActionClass, Quota, Role};
+use serde_json::{Value, json};
+
+/// Bob's mailbox as the bridge holds it.
+async fn bobs_messages(b: &TestBridge) -> usize {
+    let bob = b.bridge.caller_for("bob").unwrap();
+    b.bridge
+        .receive_messages(&bob, 0, 0, None)
+        .await
+        .unwrap()
+        .messages
+        .len()
+}
+
+fn assert_unauthenticated(status: u16, headers: &reqwest::header::HeaderMap, body: &str) {
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert!(headers.contains_key("www-authenticate"));
+    let p: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(p["code"], "unauthenticated", "{p}");
+    assert_eq!(p["status"], 401);
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_token_are_refused_before_any_tool_runs() {
+    let b = start().await;
+    let send = tool_call_body(
+        "lighthouse_send_message",
+        json!({"to": "bob", "body": "hi"}),
+    );
+
+    // Missing.
+    let (s, h, body) = raw_post(&b, &[], &send).await;
+    assert_unauthenticated(s, &h, &body);
+    let (s, h, body) = raw_post(&b, &[], &initialize_body()).await;
+    assert_unauthenticated(s, &h, &body);
+    // Malformed.
+    let (s, h, body) = raw_post(&b, &[("authorization", "Bearer not-a-token")], &send).await;
+    assert_unauthenticated(s, &h, &body);
+    // Signed requests are not accepted here: bearer tokens only.
+    let (s, h, body) = raw_post(
+        &b,
+        &[
+            ("x-lighthouse-agent", "alice"),
+            ("x-lighthouse-key-id", "1"),
+        ],
+        &send,
+    )
+    .await;
+    assert_unauthenticated(s, &h, &body);
+    // Revoked.
+    let token = b.token("alice");
+    let alice = b.bridge.caller_for("alice").unwrap();
+    b.bridge.end_session(&alice, &token).await.unwrap();
+    let bearer = format!("Bearer {token}");
+    let (s, h, body) = raw_post(&b, &[("authorization", &bearer)], &send).await;
+    assert_unauthenticated(s, &h, &body);
+    // Expired.
+    let short = b.token_ttl("alice", Some(1));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let bearer = format!("Bearer {short}");
+    let (s, h, body) = raw_post(&b, &[("authorization", &bearer)], &send).await;
+    assert_unauthenticated(s, &h, &body);
+
+    assert_eq!(bobs_messages(&b).await, 0, "no tool ran");
+    // A valid token runs the same call.
+    let bearer = format!("Bearer {}", b.token("alice"));
+    let (s, _, body) = raw_post(&b, &[("authorization", &bearer)], &send).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(bobs_messages(&b).await, 1);
+}
+
+#[tokio::test]
+async fn an_rmcp_client_with_a_revoked_token_cannot_call_tools() {
+    let b = start().await;
+    let client = b.client("alice").await;
+    ok(&call(&client, "lighthouse_health", json!({})).await);
+    // Revoke every token of alice by revoking the agent.
+    let admin = b.bridge.caller_for("admin").unwrap();
+    b.bridge.revoke_agent(&admin, "alice").await.unwrap();
+    let err = client
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("lighthouse_send_message")
+                .with_arguments(args(json!({"to": "bob", "body": 1}))),
+        )
+        .await;
+    assert!(err.is_err(), "the call must fail at the transport: {err:?}");
+    assert_eq!(bobs_messages(&b).await, 0);
+}
+
+#[tokio::test]
+async fn origins_outside_the_allow_list_are_refused() {
+    let b = start_with(McpConfig::default().with_allowed_origins(["http://localhost:3000"])).await;
+    let bearer = format!("Bearer {}", b.token("alice"));
+    let (s, h, body) = raw_post(
+        &b,
+        &[
+            ("authorization", &bearer),
+            ("origin", "http://evil.example"),
+        ],
+        &initialize_body(),
+    )
+    .await;
+    assert_eq!(s, 403, "{body}");
+    assert_eq!(h["content-type"], "application/problem+json");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["code"],
+        "forbidden"
+    );
+    let (s, _, body) = raw_post(
+        &b,
+        &[
+            ("authorization", &bearer),
+            ("origin", "http://localhost:3000"),
+        ],
+        &initialize_body(),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    // No Origin at all (a non-browser client) is fine.
+    let (s, _, _) = raw_post(&b, &[("authorization", &bearer)], &initialize_body()).await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn a_role_that_may_not_elicit_gets_a_forbidden_tool_result_that_is_audited() {
+    let b = start().await;
+    let ops = b.client("ops").await;
+    let p = problem(
+        &call(
+            &ops,
+            "lighthouse_elicit",
+            json!({"to": "bob", "message": "x", "schema": port_schema()}),
+        )
+        .await,
+    );
+    assert_eq!(
+        (p["code"].as_str(), p["status"].as_u64()),
+        (Some("forbidden"), Some(403))
+    );
+    // Operators may read events: the same token works for what the role permits.
+    ok(&call(&ops, "lighthouse_query_events", json!({"limit": 5})).await);
+
+    let admin = b.bridge.caller_for("admin").unwrap();
+    let mut audited = None;
+    for _ in 0..100 {
+        let page = b
+            .bridge
+            .query_events(
+                &admin,
+                &EventsQuery {
+                    stream: Some("$security".into()),
+                    event_type: Some("security.violation".into()),
+                    ..EventsQuery::default()
+                },
+            )
+            .unwrap();
+        audited = page.events.into_iter().find(|e| e.data["agent"] == "ops");
+        if audited.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let e = audited.expect("the refusal is audited");
+    assert_eq!(e.data["kind"], "forbidden");
+    assert_eq!(e.data["action"], "elicit");
+    assert_eq!(e.data["route"], "POST /v1/elicitations");
+}
+
+#[tokio::test]
+async fn tool_calls_share_the_rest_rate_limits() {
+    let b = start_tuned(McpConfig::default(), |c| {
+        c.security
+            .rate
+            .limits
+            .set(Role::Agent, ActionClass::Elicit, Some(Quota::new(1, 2)));
+    })
+    .await;
+    let alice = b.client("alice").await;
+    let ask = json!({"to": "bob", "message": "x", "schema": port_schema(), "wait": false});
+    ok(&call(&alice, "lighthouse_elicit", ask.clone()).await);
+    ok(&call(&alice, "lighthouse_elicit", ask.clone()).await);
+    let p = problem(&call(&alice, "lighthouse_elicit", ask).await);
+    assert_eq!(
+        (p["code"].as_str(), p["status"].as_u64()),
+        (Some("rate_limited"), Some(429))
+    );
+    assert!(p["retry_after_s"].as_u64().is_some_and(|s| s >= 1), "{p}");
+    // Other classes are not affected.
+    ok(&call(&alice, "lighthouse_check_elicitations", json!({})).await);
+}

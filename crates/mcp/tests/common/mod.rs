@@ -1,0 +1,220 @@
+//! A bridge serving `/mcp` (and the REST API) on a real loopback socket, and
+//! rmcp clients connected to it with bearer tokens.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use lighthouse_core::{Bridge, BridgeConfig};
+use lighthouse_mcp::McpConfig;
+use lighthouse_security::MasterKey;
+use rmcp::model::{CallToolRequestParams, CallToolResult, ProtocolVersion};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient};
+use serde_json::Value;
+
+pub type McpClient = RunningService<RoleClient, ()>;
+
+pub struct TestBridge {
+    pub bridge: Bridge,
+    pub base: String,
+    pub creds: PathBuf,
+    pub _dir: tempfile::TempDir,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestBridge {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub async fn start() -> TestBridge {
+    start_with(McpConfig::default()).await
+}
+
+/// A bridge with `admin`, `alice`, `bob`, `carol` (agents) and `ops`
+/// (operator), `elicitation_enabled` on, serving REST and `/mcp`.
+pub async fn start_with(config: McpConfig) -> TestBridge {
+    start_tuned(config, |_| {}).await
+}
+
+/// [`start_with`], with the bridge's configuration adjusted by `tune`.
+pub async fn start_tuned(config: McpConfig, tune: impl FnOnce(&mut BridgeConfig)) -> TestBridge {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut bc = BridgeConfig::new(dir.path().join("data"), MasterKey::generate().unwrap());
+    bc.public_url = base.clone();
+    tune(&mut bc);
+    let bridge = Bridge::open(bc).await.unwrap();
+    let creds = dir.path().join("creds");
+    lighthouse_core::setup::initialize(&bridge, &creds, true)
+        .await
+        .unwrap();
+    let (rest, _shutdown) =
+        lighthouse_http::router(bridge.clone(), lighthouse_http::HttpConfig::default());
+    let app = rest.merge(lighthouse_mcp::router(bridge.clone(), config));
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    TestBridge {
+        bridge,
+        base,
+        creds,
+        _dir: dir,
+        server,
+    }
+}
+
+impl TestBridge {
+    pub fn url(&self) -> String {
+        format!("{}/mcp", self.base)
+    }
+
+    /// A fresh bearer token for `agent`.
+    pub fn token(&self, agent: &str) -> String {
+        self.token_ttl(agent, None)
+    }
+
+    pub fn token_ttl(&self, agent: &str, ttl_s: Option<u64>) -> String {
+        let caller = self.bridge.caller_for(agent).expect("registered agent");
+        self.bridge.create_session(&caller, ttl_s).unwrap().token
+    }
+
+    /// An rmcp client for `agent` with the `initialize` handshake (2025-11-25).
+    pub async fn client(&self, agent: &str) -> McpClient {
+        self.client_with(agent, HashMap::new(), ClientLifecycleMode::Initialize)
+            .await
+    }
+
+    /// An rmcp client for `agent` with the 2026-07-28 per-request lifecycle.
+    pub async fn modern_client(&self, agent: &str) -> McpClient {
+        self.client_with(
+            agent,
+            HashMap::new(),
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+    }
+
+    pub async fn client_with(
+        &self,
+        agent: &str,
+        headers: HashMap<http::HeaderName, http::HeaderValue>,
+        lifecycle: ClientLifecycleMode,
+    ) -> McpClient {
+        let config = StreamableHttpClientTransportConfig::with_uri(self.url())
+            .auth_header(self.token(agent))
+            .custom_headers(headers);
+        let transport = StreamableHttpClientTransport::from_config(config);
+        ().serve_with_lifecycle(transport, lifecycle)
+            .await
+            .expect("MCP client connects")
+    }
+}
+
+pub fn args(v: Value) -> serde_json::Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        other => panic!("arguments must be an object, got {other}"),
+    }
+}
+
+/// Calls `tool` and returns the result (tool errors included).
+pub async fn call(client: &McpClient, tool: &str, arguments: Value) -> CallToolResult {
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args(arguments)))
+        .await
+        .expect("the tool call completes")
+}
+
+/// The structured content of a successful result, checked against its text item.
+pub fn ok(r: &CallToolResult) -> Value {
+    assert_eq!(r.is_error, Some(false), "expected success, got {r:?}");
+    same_json(r)
+}
+
+/// The problem of an error result, checked against its text item.
+pub fn problem(r: &CallToolResult) -> Value {
+    assert_eq!(r.is_error, Some(true), "expected an error, got {r:?}");
+    let p = same_json(r);
+    assert!(
+        p["code"].is_string() && p["status"].is_u64() && p["type"].is_string(),
+        "{p}"
+    );
+    p
+}
+
+fn same_json(r: &CallToolResult) -> Value {
+    let structured = r.structured_content.clone().expect("structuredContent");
+    assert!(structured.is_object(), "{structured}");
+    assert_eq!(r.content.len(), 1, "one text item");
+    let text = &r.content[0].as_text().expect("a text item").text;
+    let parsed: Value = serde_json::from_str(text).expect("the text is JSON");
+    assert_eq!(
+        parsed, structured,
+        "text and structuredContent carry the same JSON"
+    );
+    structured
+}
+
+pub fn port_schema() -> Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {"port": {"type": "integer", "minimum": 1, "maximum": 65535}},
+        "required": ["port"],
+    })
+}
+
+/// Polls `client`'s pending inbox until it holds an elicitation (at most 10 s).
+pub async fn next_pending(client: &McpClient) -> Value {
+    for _ in 0..200 {
+        let inbox = ok(&call(
+            client,
+            "lighthouse_check_elicitations",
+            serde_json::json!({}),
+        )
+        .await);
+        if let Some(first) = inbox["items"].as_array().and_then(|a| a.first()) {
+            return first.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no pending elicitation arrived");
+}
+
+/// A raw JSON-RPC POST to `/mcp` with `headers`; returns status, headers, body.
+pub async fn raw_post(
+    b: &TestBridge,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut req = reqwest::Client::new()
+        .post(b.url())
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(body).unwrap());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let h = resp.headers().clone();
+    (status, h, resp.text().await.unwrap())
+}
+
+pub fn initialize_body() -> Value {
+    serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"}}})
+}
+
+pub fn tool_call_body(tool: &str, arguments: Value) -> Value {
+    serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments}})
+}

@@ -1,0 +1,255 @@
+//! The other tools over Streamable HTTP (messages, events, health), progress
+//! while waiting, and the stdio proxy: in process over a pipe, and as a child
+//! process driven by an rmcp client.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use lighthouse_mcp::McpConfig;
+use rmcp::model::{CallToolRequestParams, ClientRequest, ProgressNotificationParam, Request};
+use rmcp::service::{NotificationContext, PeerRequestOptions};
+use rmcp::transport::TokioChildProcess;
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::json;
+
+#[tokio::test]
+async fn messages_events_and_health() {
+    let b = start().await;
+    let alice = b.client("alice").await;
+    let bob = b.modern_client("bob").await;
+
+    let sent = ok(&call(
+        &alice,
+        "lighthouse_send_message",
+        json!({"to": "bob", "body": {"n": 1}}),
+    )
+    .await);
+    assert!(sent["id"].as_str().unwrap().starts_with("msg_"));
+    let page = ok(&call(
+        &bob,
+        "lighthouse_wait_for_messages",
+        json!({"wait_seconds": 1}),
+    )
+    .await);
+    assert_eq!(page["messages"][0]["from"], "alice");
+    assert_eq!(page["messages"][0]["body"], json!({"n": 1}));
+    assert_eq!(page["next_after"], sent["seq"]);
+    // Nothing newer: the long-poll returns empty after its wait.
+    let started = Instant::now();
+    let empty = ok(&call(
+        &bob,
+        "lighthouse_wait_for_messages",
+        json!({"after": page["next_after"], "wait_seconds": 1}),
+    )
+    .await);
+    assert_eq!(empty["messages"], json!([]));
+    assert_eq!(empty["next_after"], sent["seq"]);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let p = problem(
+        &call(
+            &bob,
+            "lighthouse_wait_for_messages",
+            json!({"wait_seconds": 61}),
+        )
+        .await,
+    );
+    assert_eq!(p["errors"][0]["path"], "/wait_seconds");
+
+    let stored = ok(&call(
+        &alice,
+        "lighthouse_store_event",
+        json!({"stream": "notes-1", "type": "note.added", "data": {"text": "hi"}, "expected_version": "no_stream"}),
+    )
+    .await);
+    assert_eq!(stored["version"], 0);
+    let conflict = problem(
+        &call(
+            &alice,
+            "lighthouse_store_event",
+            json!({"stream": "notes-1", "type": "note.added", "data": {}, "expected_version": 5}),
+        )
+        .await,
+    );
+    assert_eq!(
+        (
+            conflict["code"].as_str(),
+            conflict["actual_version"].as_u64()
+        ),
+        (Some("version_conflict"), Some(0))
+    );
+    let reserved = problem(
+        &call(
+            &alice,
+            "lighthouse_store_event",
+            json!({"stream": "$ops", "type": "ops.deploy", "data": {}}),
+        )
+        .await,
+    );
+    assert_eq!(reserved["code"], "forbidden");
+    let events = ok(&call(
+        &bob,
+        "lighthouse_query_events",
+        json!({"stream": "notes-1", "type": "note.added", "agent": "alice", "order": "desc", "limit": 10}),
+    )
+    .await);
+    assert_eq!(events["events"].as_array().unwrap().len(), 1);
+    assert_eq!(events["events"][0]["seq"], stored["seq"]);
+    assert_eq!(events["events"][0]["data"], json!({"text": "hi"}));
+    let p = problem(&call(&bob, "lighthouse_query_events", json!({"limit": 0})).await);
+    assert_eq!(p["errors"][0]["path"], "/limit");
+
+    let health = ok(&call(&alice, "lighthouse_health", json!({})).await);
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["components"]["store"], "ok");
+}
+
+#[derive(Clone, Default)]
+struct CountingClient(Arc<AtomicUsize>);
+
+impl ClientHandler for CountingClient {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        assert_eq!(params.total, Some(60.0));
+        assert!(
+            params
+                .message
+                .unwrap_or_default()
+                .contains("waiting for bob")
+        );
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_waiting_elicit_reports_progress_and_can_be_cancelled() {
+    let b =
+        start_with(McpConfig::default().with_progress_interval(Duration::from_millis(100))).await;
+    let counter = CountingClient::default();
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_config(
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+            b.url(),
+        )
+        .auth_header(b.token("alice")),
+    );
+    let alice = counter.clone().serve(transport).await.unwrap();
+    let params = CallToolRequestParams::new("lighthouse_elicit").with_arguments(args(json!({
+        "to": "bob", "message": "Which port?", "schema": port_schema(), "timeout_seconds": 60
+    })));
+    let handle = alice
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(Request::new(params)),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while counter.0.load(Ordering::SeqCst) < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no progress reported"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    handle.cancel(Some("user gave up".into())).await.unwrap();
+    let seen = counter.0.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        counter.0.load(Ordering::SeqCst) <= seen + 1,
+        "progress stopped"
+    );
+    // The question itself stays pending (the requester may still cancel it).
+    let inbox = ok(&call(
+        &b.client("bob").await,
+        "lighthouse_check_elicitations",
+        json!({}),
+    )
+    .await);
+    assert_eq!(inbox["items"][0]["status"], "pending");
+}
+
+#[tokio::test]
+async fn the_stdio_proxy_in_process_forwards_to_the_remote_bridge() {
+    let b = start().await;
+    let remote = lighthouse_client::Client::from_credential_file(b.creds.join("bob.json")).unwrap();
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    let (r, w) = tokio::io::split(server_io);
+    let proxy = tokio::spawn(lighthouse_mcp::serve_io(remote, McpConfig::default(), r, w));
+    let bob = ().serve(client_io).await.unwrap();
+    let alice = b.client("alice").await;
+
+    let created = ok(&call(
+        &alice,
+        "lighthouse_elicit",
+        json!({"to": "bob", "message": "Which port?", "schema": port_schema(), "wait": false}),
+    )
+    .await);
+    let pending = next_pending(&bob).await;
+    assert_eq!(pending["id"], created["id"]);
+    let p = problem(
+        &call(
+            &bob,
+            "lighthouse_respond_to_elicitation",
+            json!({"elicitation_id": created["id"], "action": "accept", "content": {"port": "x"}}),
+        )
+        .await,
+    );
+    assert_eq!(p["code"], "schema_mismatch");
+    ok(&call(
+        &bob,
+        "lighthouse_respond_to_elicitation",
+        json!({"elicitation_id": created["id"], "action": "accept", "content": {"port": 22}}),
+    )
+    .await);
+    let done = ok(&call(
+        &alice,
+        "lighthouse_get_elicitation",
+        json!({"elicitation_id": created["id"]}),
+    )
+    .await);
+    assert_eq!(done["response"]["by"], "bob");
+    bob.cancel().await.unwrap();
+    proxy.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_stdio_proxy_binary_serves_an_mcp_client() {
+    let b = start().await;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_lighthouse-mcp-proxy"));
+    cmd.arg("--credential").arg(b.creds.join("alice.json"));
+    let alice = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
+    let bob = b.client("bob").await;
+
+    let tools = alice.list_all_tools().await.unwrap();
+    assert_eq!(tools.len(), 10);
+    let asking = tokio::spawn(async move {
+        let r = call(
+            &alice,
+            "lighthouse_elicit",
+            json!({"to": "bob", "message": "Ship it?", "schema": {"type": "object", "properties": {"ship": {"type": "boolean"}}, "required": ["ship"]}, "timeout_seconds": 30}),
+        )
+        .await;
+        (alice, r)
+    });
+    let pending = next_pending(&bob).await;
+    assert_eq!(pending["from"], "alice");
+    ok(&call(
+        &bob,
+        "lighthouse_respond_to_elicitation",
+        json!({"elicitation_id": pending["id"], "action": "accept", "content": {"ship": true}}),
+    )
+    .await);
+    let (alice, r) = asking.await.unwrap();
+    let record = ok(&r);
+    assert_eq!(record["status"], "accepted");
+    assert_eq!(record["response"]["content"], json!({"ship": true}));
+    let health = ok(&call(&alice, "lighthouse_health", json!({})).await);
+    assert_eq!(health["status"], "ok");
+    alice.cancel().await.unwrap();
+}
