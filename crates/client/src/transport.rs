@@ -169,6 +169,8 @@ pub(crate) struct Transport {
 enum Failure {
     /// No answer; `sent` says whether the request may have reached the bridge.
     Transport { detail: String, not_sent: bool },
+    /// A 2xx answer that cannot be taken in.
+    Unreadable { status: u16, detail: String },
     /// A refusal.
     Refused {
         problem: Problem,
@@ -254,6 +256,7 @@ impl Transport {
                 Err(f) => f,
             };
             let wait = match &failure {
+                Failure::Unreadable { .. } => None,
                 Failure::Transport { not_sent, .. } => {
                     (*not_sent || call.retry == Retry::Safe).then(|| policy.backoff(attempt))
                 }
@@ -281,6 +284,9 @@ impl Transport {
                             attempts: attempt,
                         },
                         Failure::Refused { problem, .. } => Error::Refused(problem),
+                        Failure::Unreadable { status, detail } => {
+                            Error::InvalidResponse { status, detail }
+                        }
                     });
                 }
             }
@@ -310,12 +316,19 @@ impl Transport {
         };
         let status = resp.status().as_u16();
         if accept(status) {
-            let body = read_limited(&mut resp, self.config.max_response_bytes)
-                .await
-                .map_err(|detail| Failure::Transport {
-                    detail,
-                    not_sent: false,
-                })?;
+            let body = match read_limited(&mut resp, self.config.max_response_bytes).await {
+                Ok(body) => body,
+                Err(BodyError::Broken(detail)) => {
+                    return Err(Failure::Transport {
+                        detail,
+                        not_sent: false,
+                    });
+                }
+                // Asking again would get the same body: not retried.
+                Err(BodyError::TooLarge(detail)) => {
+                    return Err(Failure::Unreadable { status, detail });
+                }
+            };
             return Ok(Answer { status, body });
         }
         let retry_after = resp
@@ -393,19 +406,35 @@ fn describe(e: &reqwest::Error) -> String {
     out
 }
 
-/// Reads a body, refusing more than `limit` bytes.
-pub(crate) async fn read_limited(resp: &mut Response, limit: usize) -> Result<Vec<u8>, String> {
+/// Why a body could not be read.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// Over the configured limit.
+    TooLarge(String),
+    /// The connection failed while reading.
+    Broken(String),
+}
+
+/// Reads a body, refusing more than `limit` bytes (without reading them).
+pub(crate) async fn read_limited(resp: &mut Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let over = |n: String| {
+        BodyError::TooLarge(format!(
+            "response body of {n} bytes is over the limit of {limit} bytes"
+        ))
+    };
     if let Some(n) = resp.content_length()
         && n > limit as u64
     {
-        return Err(format!(
-            "response body of {n} bytes is over the limit of {limit}"
-        ));
+        return Err(over(n.to_string()));
     }
     let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e))? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| BodyError::Broken(describe(&e)))?
+    {
         if out.len() + chunk.len() > limit {
-            return Err(format!("response body is over the limit of {limit} bytes"));
+            return Err(over(format!("more than {}", out.len())));
         }
         out.extend_from_slice(&chunk);
     }

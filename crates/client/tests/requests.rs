@@ -449,3 +449,48 @@ async fn events_flags_ops_agents_health_and_metrics() {
     assert!(text.contains("lighthouse_elicitations_total"));
     assert!(text.contains("lighthouse_http_requests_total"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_over_the_size_limit_is_refused_not_buffered() {
+    let tb = TestBridge::start().await;
+    let cred = tb.credential("alice", Role::Agent).await;
+    let writer = Client::from_credential(cred.clone()).unwrap();
+    let big = "x".repeat(4096);
+    for i in 0..4 {
+        let req = AppendEventRequest {
+            stream: "notes-big".into(),
+            event_type: "note.added".into(),
+            data: json!({"i": i, "text": big}),
+            metadata: None,
+            expected_version: None,
+            id: None,
+        };
+        writer.append_event(&req).await.unwrap();
+    }
+    let config = lighthouse_client::ClientConfig {
+        max_response_bytes: 8 * 1024,
+        ..Default::default()
+    };
+    let small = Client::builder()
+        .credential(cred)
+        .config(config)
+        .build()
+        .unwrap();
+    let q = EventsQuery {
+        stream: Some("notes-big".into()),
+        ..EventsQuery::default()
+    };
+    match small.query_events(&q).await.unwrap_err() {
+        Error::InvalidResponse { status, detail } => {
+            assert_eq!(status, 200);
+            assert!(detail.contains("over the limit of 8192 bytes"), "{detail}");
+        }
+        other => panic!("expected InvalidResponse, got {other}"),
+    }
+    // One event fits.
+    let one = EventsQuery {
+        limit: Some(1),
+        ..q
+    };
+    assert_eq!(small.query_events(&one).await.unwrap().events.len(), 1);
+}
