@@ -9,6 +9,7 @@
 //! durability = "durable"           # LIGHTHOUSE_DURABILITY  (durable | buffered)
 //! window_s = 300                   # LIGHTHOUSE_WINDOW_S    (signature time window)
 //! shutdown_grace_ms = 10000        # LIGHTHOUSE_SHUTDOWN_GRACE_MS (in-flight requests on shutdown)
+//! mcp_allowed_origins = []         # LIGHTHOUSE_MCP_ALLOWED_ORIGINS (comma-separated browser origins for /mcp)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ pub struct ServeConfig {
     pub durability: String,
     pub window_s: u32,
     pub shutdown_grace_ms: u64,
+    pub mcp_allowed_origins: Vec<String>,
 }
 
 impl Default for ServeConfig {
@@ -38,6 +40,7 @@ impl Default for ServeConfig {
             durability: "durable".into(),
             window_s: 300,
             shutdown_grace_ms: 10_000,
+            mcp_allowed_origins: Vec::new(),
         }
     }
 }
@@ -90,6 +93,14 @@ impl ServeConfig {
             c.shutdown_grace_ms = v
                 .parse()
                 .map_err(|_| "LIGHTHOUSE_SHUTDOWN_GRACE_MS must be a number".to_owned())?;
+        }
+        if let Some(v) = env("LIGHTHOUSE_MCP_ALLOWED_ORIGINS") {
+            c.mcp_allowed_origins = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
         }
         if let Some(v) = o.listen {
             c.listen = v;

@@ -122,6 +122,13 @@ enum Command {
     },
     /// Start a bridge on a free port and run two agents through an elicitation.
     Demo,
+    /// Serve the Lighthouse MCP tools over stdio, forwarding to the bridge named
+    /// in the credential file (for MCP clients that only launch stdio servers).
+    Mcp {
+        /// The agent's credential file.
+        #[arg(long, env = "LIGHTHOUSE_CREDENTIAL")]
+        credential: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -260,6 +267,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Demo => demo::demo().await,
+        Command::Mcp { credential } => {
+            // stdout carries the protocol: logs go to stderr only.
+            init_logging("text");
+            let client =
+                lighthouse_client::Client::from_credential_file(&credential).map_err(|e| {
+                    Failure::input(format!(
+                        "cannot use credential {}: {e}",
+                        credential.display()
+                    ))
+                })?;
+            lighthouse_mcp::serve_stdio(client, lighthouse_mcp::McpConfig::default())
+                .await
+                .map_err(|e| Failure::error(e.to_string()))
+        }
     }
 }
 

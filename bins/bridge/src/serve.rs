@@ -155,6 +155,12 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
         .map_err(|e| Failure::error(e.to_string()))?;
     let (router, streams) =
         lighthouse_http::router(bridge.clone(), lighthouse_http::HttpConfig::default());
+    let mcp_config = lighthouse_mcp::McpConfig {
+        allowed_origins: c.mcp_allowed_origins.clone(),
+        ..lighthouse_mcp::McpConfig::default()
+    };
+    let (mcp, mcp_streams) = lighthouse_mcp::router_with_shutdown(bridge.clone(), mcp_config);
+    let router = router.merge(mcp);
     println!(
         "lighthouse-bridge listening on http://{addr} (data {})",
         c.data_dir.display()
@@ -181,6 +187,7 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
     tracing::info!("shutting down");
     bridge.begin_shutdown();
     streams.trigger();
+    mcp_streams.trigger();
     let _ = stop_tx.send(());
     let grace = Duration::from_millis(c.shutdown_grace_ms);
     if tokio::time::timeout(grace, &mut server).await.is_err() {

@@ -250,3 +250,57 @@ async fn sigterm_shuts_down_cleanly_with_exit_0() {
     let status = child.0.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[tokio::test]
+async fn serve_mounts_mcp_next_to_the_rest_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _child = spawn(&data, port);
+    wait_ready(&base).await;
+    let http = reqwest::Client::new();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    // No token: refused before any tool runs.
+    let r = http
+        .post(format!("{base}/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // A token from the REST API is accepted by /mcp.
+    let alice = Agent {
+        cred: Credential::read(data.join("credentials").join("alice.json")).unwrap(),
+        http: http.clone(),
+        base: base.clone(),
+    };
+    let (status, session) = alice
+        .call(Method::POST, "/v1/sessions", Some(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(status, 201);
+    let token = session["token"].as_str().unwrap();
+    let r = http
+        .post(format!("{base}/mcp"))
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A browser origin that is not allowed is refused.
+    let r = http
+        .post(format!("{base}/mcp"))
+        .bearer_auth(token)
+        .header("origin", "http://evil.example")
+        .header("accept", "application/json, text/event-stream")
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
