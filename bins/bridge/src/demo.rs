@@ -3,78 +3,18 @@
 //! his SSE stream, alice asks, bob is pushed the request and answers, alice's
 //! long-poll returns the answer. Prints the timeline as it was measured.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use lighthouse_client::{AgentPayload, Client};
+use lighthouse_core::api::{CreateRequest, RespondRequest};
 use lighthouse_core::setup::initialize;
-use lighthouse_security::Credential;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::Failure;
 use crate::serve::{credentials_dir, load_master_key, open};
 
-struct Agent {
-    cred: Credential,
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Agent {
-    fn signed(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        query: &str,
-        body: &[u8],
-    ) -> reqwest::RequestBuilder {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let h = self
-            .cred
-            .signer()
-            .sign(method.as_str(), path, query, body, now);
-        let url = if query.is_empty() {
-            format!("{}{path}", self.base)
-        } else {
-            format!("{}{path}?{query}", self.base)
-        };
-        let mut rb = self.http.request(method, url);
-        for (n, v) in h.pairs() {
-            rb = rb.header(n, v);
-        }
-        if !body.is_empty() {
-            rb = rb
-                .header("content-type", "application/json")
-                .body(body.to_vec());
-        }
-        rb
-    }
-
-    async fn json(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        query: &str,
-        body: Option<Value>,
-    ) -> Result<Value, Failure> {
-        let bytes = body
-            .map(|b| serde_json::to_vec(&b).unwrap_or_default())
-            .unwrap_or_default();
-        let resp = self
-            .signed(method, path, query, &bytes)
-            .send()
-            .await
-            .map_err(|e| Failure::error(e.to_string()))?;
-        let status = resp.status();
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| Failure::error(e.to_string()))?;
-        if !status.is_success() {
-            return Err(Failure::refused(format!("{path}: {status} {v}")));
-        }
-        Ok(v)
-    }
+fn failed(e: impl std::fmt::Display) -> Failure {
+    Failure::error(e.to_string())
 }
 
 fn ms(t0: Instant) -> f64 {
@@ -115,76 +55,50 @@ async fn run(dir: &std::path::Path) -> Result<(), Failure> {
         dir.display()
     );
 
-    let load = |name: &str| -> Result<Agent, Failure> {
-        let cred = Credential::read(credentials_dir(dir).join(format!("{name}.json")))
-            .map_err(|e| Failure::error(e.to_string()))?;
-        Ok(Agent {
-            cred,
-            http: reqwest::Client::new(),
-            base: base.clone(),
-        })
+    let load = |name: &str| -> Result<Client, Failure> {
+        Client::from_credential_file(credentials_dir(dir).join(format!("{name}.json")))
+            .map_err(failed)
     };
     let (alice, bob) = (load("alice")?, load("bob")?);
     let t0 = Instant::now();
 
-    // Bob opens his stream first.
-    let mut stream = bob
-        .signed(reqwest::Method::GET, "/v1/stream", "", b"")
-        .send()
-        .await
-        .map_err(|e| Failure::error(e.to_string()))?;
-    println!(
-        "{:>8} ms  bob opened GET /v1/stream ({})",
-        ms(t0),
-        stream.status()
-    );
-
+    // Bob listens on his stream (it resumes by itself if the connection drops).
+    let mut stream = bob.agent_stream(None);
     let schema = json!({"type": "object", "properties": {"port": {"type": "integer", "minimum": 1, "maximum": 65535}}, "required": ["port"]});
     let created = alice
-        .json(
-            reqwest::Method::POST,
-            "/v1/elicitations",
-            "",
-            Some(json!({"to": "bob", "message": "Which port should the service use?", "requested_schema": schema, "timeout_ms": 30000})),
+        .elicit(
+            &CreateRequest::new("bob", "Which port should the service use?", schema)
+                .timeout_ms(30_000),
         )
-        .await?;
-    let id = created["id"].as_str().unwrap_or_default().to_owned();
+        .await
+        .map_err(failed)?;
+    let id = created.id.clone();
     println!(
         "{:>8} ms  alice created {id} (status {})",
         ms(t0),
-        created["status"]
+        created.status.as_str()
     );
 
     // Alice waits for the outcome with a long-poll while bob answers.
     let waiter = {
-        let (alice, id) = (
-            Agent {
-                cred: alice.cred.clone(),
-                http: alice.http.clone(),
-                base: alice.base.clone(),
-            },
-            id.clone(),
-        );
-        tokio::spawn(async move {
-            alice
-                .json(
-                    reqwest::Method::GET,
-                    &format!("/v1/elicitations/{id}"),
-                    "wait_ms=10000",
-                    None,
-                )
-                .await
-        })
+        let (alice, id) = (alice.clone(), id.clone());
+        tokio::spawn(async move { alice.get_elicitation(&id, Duration::from_secs(10)).await })
     };
-
-    let mut buf = String::new();
-    while !buf.contains("event: elicitation.requested") {
-        match stream
-            .chunk()
-            .await
-            .map_err(|e| Failure::error(e.to_string()))?
-        {
-            Some(c) => buf.push_str(&String::from_utf8_lossy(&c)),
+    loop {
+        match stream.next().await {
+            Some(Ok(ev)) => {
+                if let AgentPayload::Requested(e) = &ev.payload
+                    && e.id == id
+                {
+                    println!(
+                        "{:>8} ms  bob was pushed elicitation.requested for {id} (event {})",
+                        ms(t0),
+                        ev.seq
+                    );
+                    break;
+                }
+            }
+            Some(Err(e)) => return Err(failed(e)),
             None => {
                 return Err(Failure::error(
                     "bob's stream ended before the request arrived",
@@ -192,54 +106,43 @@ async fn run(dir: &std::path::Path) -> Result<(), Failure> {
             }
         }
     }
-    println!(
-        "{:>8} ms  bob was pushed elicitation.requested for {id}",
-        ms(t0)
-    );
-
-    let bad = bob
-        .signed(
-            reqwest::Method::POST,
-            &format!("/v1/elicitations/{id}/respond"),
-            "",
-            br#"{"action":"accept","content":{"port":70000}}"#,
-        )
-        .send()
+    match bob
+        .respond(&id, &RespondRequest::accept(json!({"port": 70000})))
         .await
-        .map_err(|e| Failure::error(e.to_string()))?;
-    let status = bad.status();
-    let problem: Value = bad.json().await.unwrap_or_default();
-    println!(
-        "{:>8} ms  bob answered port 70000: {} {} ({})",
-        ms(t0),
-        status.as_u16(),
-        problem["code"].as_str().unwrap_or(""),
-        problem["errors"][0]["message"].as_str().unwrap_or("")
-    );
+    {
+        Err(lighthouse_client::Error::Refused(p)) => println!(
+            "{:>8} ms  bob answered port 70000: {} {} ({})",
+            ms(t0),
+            p.status,
+            p.code.as_str(),
+            p.errors.first().map_or("", |e| e.message.as_str())
+        ),
+        other => {
+            return Err(Failure::error(format!(
+                "a port of 70000 was not refused: {other:?}"
+            )));
+        }
+    }
     let done = bob
-        .json(
-            reqwest::Method::POST,
-            &format!("/v1/elicitations/{id}/respond"),
-            "",
-            Some(json!({"action": "accept", "content": {"port": 8080}})),
-        )
-        .await?;
+        .accept(&id, json!({"port": 8080}))
+        .await
+        .map_err(failed)?;
     println!(
         "{:>8} ms  bob answered port 8080: {}",
         ms(t0),
-        done["status"]
+        done.status.as_str()
     );
-    let seen = waiter.await.map_err(|e| Failure::error(e.to_string()))??;
+    let seen = waiter.await.map_err(failed)?.map_err(failed)?;
     println!(
         "{:>8} ms  alice's long-poll returned: status {}, content {}",
         ms(t0),
-        seen["status"],
-        seen["response"]["content"]
+        seen.status.as_str(),
+        seen.response
+            .as_ref()
+            .and_then(|r| r.content.clone())
+            .unwrap_or_default()
     );
-    let verify = bridge
-        .store()
-        .verify()
-        .map_err(|e| Failure::error(e.to_string()))?;
+    let verify = bridge.store().verify().map_err(failed)?;
     println!(
         "{:>8} ms  event log: {} events, integrity chain {}",
         ms(t0),
