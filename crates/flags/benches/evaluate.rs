@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use lighthouse_event_store::{Durability, EventStore, ManualClock, StoreOptions, Timestamp};
+use lighthouse_flags::bucket::{self, Murmur3};
 use lighthouse_flags::{
     Attribution, Flag, FlagSet, FlagSpec, FlagStore, FlagStoreOptions, Limits, RolloutPercent,
     Variant,
@@ -107,5 +108,24 @@ fn bench_store(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_set, bench_store);
+/// The `murmur3` crate (the reference) against the streaming form evaluation
+/// uses, on PROTOCOL.md's first vector input, and the per-evaluation part alone
+/// (the agent id fed into a prepared `"<key>:"` state).
+fn bench_hash(c: &mut Criterion) {
+    let input: &[u8] = b"elicitation_enabled:alice";
+    let mut g = c.benchmark_group("hash");
+    g.bench_function("murmur3_crate_25_bytes", |b| {
+        b.iter(|| bucket::murmur3_x86_32(black_box(input), 0))
+    });
+    g.bench_function("streaming_25_bytes", |b| {
+        b.iter(|| Murmur3::new(0).finish_with(black_box(input)))
+    });
+    let prefix = Murmur3::new(0).key_prefix("elicitation_enabled");
+    g.bench_function("streaming_agent_after_prefix", |b| {
+        b.iter(|| black_box(prefix).finish_with(black_box(b"alice")))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_set, bench_store, bench_hash);
 criterion_main!(benches);
