@@ -199,3 +199,56 @@ async fn tool_calls_share_the_rest_rate_limits() {
     // Other classes are not affected.
     ok(&call(&alice, "lighthouse_check_elicitations", json!({})).await);
 }
+
+#[tokio::test]
+async fn the_endpoint_is_stateless_and_answers_each_requested_revision() {
+    let b = start().await;
+    let bearer = format!("Bearer {}", b.token("alice"));
+    for revision in ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"] {
+        let mut init = initialize_body();
+        init["params"]["protocolVersion"] = json!(revision);
+        let (s, h, body) = raw_post(&b, &[("authorization", &bearer)], &init).await;
+        assert_eq!(s, 200, "{body}");
+        assert!(!h.contains_key("mcp-session-id"), "no session is created");
+        // The body is one SSE event carrying the JSON-RPC response.
+        let data = body
+            .lines()
+            .find_map(|l| l.strip_prefix("data:"))
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .expect("an SSE data line");
+        let msg: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(msg["result"]["protocolVersion"], revision, "{msg}");
+        assert!(msg["result"]["capabilities"]["tools"].is_object());
+        assert_eq!(msg["result"]["serverInfo"]["name"], "lighthouse");
+    }
+    assert_eq!(
+        lighthouse_mcp::protocol_revisions(),
+        [
+            "2024-11-05",
+            "2025-03-26",
+            "2025-06-18",
+            "2025-11-25",
+            "2026-07-28"
+        ]
+    );
+    let http = reqwest::Client::new();
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let r = http
+            .request(method.clone(), b.url())
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{method} without a token");
+        let r = http
+            .request(method.clone(), b.url())
+            .header("authorization", &bearer)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method}");
+        assert_eq!(r.headers()["allow"], "POST");
+    }
+}

@@ -253,3 +253,31 @@ async fn the_stdio_proxy_binary_serves_an_mcp_client() {
     assert_eq!(health["status"], "ok");
     alice.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_proxy_binary_prints_a_token_that_opens_mcp() {
+    let b = start().await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_lighthouse-mcp-proxy"))
+        .arg("token")
+        .arg("--credential")
+        .arg(b.creds.join("carol.json"))
+        .args(["--ttl-s", "60"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let bearer = format!("Bearer {token}");
+    let (s, _, body) = raw_post(&b, &[("authorization", &bearer)], &initialize_body()).await;
+    assert_eq!(s, 200, "{body}");
+    let bad = tokio::process::Command::new(env!("CARGO_BIN_EXE_lighthouse-mcp-proxy"))
+        .arg("token")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
