@@ -252,3 +252,25 @@ async fn the_endpoint_is_stateless_and_answers_each_requested_revision() {
         assert_eq!(r.headers()["allow"], "POST");
     }
 }
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_refused_whole() {
+    let b = start_with(McpConfig::default().with_max_body_bytes(4096)).await;
+    let bearer = format!("Bearer {}", b.token("alice"));
+    let big = tool_call_body(
+        "lighthouse_send_message",
+        json!({"to": "bob", "body": "x".repeat(5000)}),
+    );
+    let (s, h, body) = raw_post(&b, &[("authorization", &bearer)], &big).await;
+    assert_eq!(s, 413, "{body}");
+    assert_eq!(h["content-type"], "application/problem+json");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["code"],
+        "payload_too_large"
+    );
+    assert_eq!(bobs_messages(&b).await, 0);
+    let small = tool_call_body("lighthouse_send_message", json!({"to": "bob", "body": "x"}));
+    let (s, _, _) = raw_post(&b, &[("authorization", &bearer)], &small).await;
+    assert_eq!(s, 200);
+    assert_eq!(bobs_messages(&b).await, 1);
+}
