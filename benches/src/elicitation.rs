@@ -417,6 +417,22 @@ fn rebuild(a: &Args) -> Result<(), String> {
     let t = Instant::now();
     let store = EventStore::open(&dir, StoreOptions::new(KEY)).map_err(|e| e.to_string())?;
     let store_open_ms = t.elapsed().as_millis() as u64;
+    // The store alone: read every event back (what a replay reads), nothing applied.
+    let t = Instant::now();
+    let mut q = Query {
+        limit: Query::MAX_LIMIT,
+        ..Query::new(Filter::all())
+    };
+    let mut scanned = 0u64;
+    loop {
+        let page = store.read(&q).map_err(|e| e.to_string())?;
+        scanned += page.events.len() as u64;
+        match page.next {
+            Some(n) => q = q.resume(n),
+            None => break,
+        }
+    }
+    let scan_ms = t.elapsed().as_millis() as u64;
     let (full_ms, held, snap_ms, tail, snapshot_bytes) = rt.block_on(async {
         // The whole log: a snapshot name that does not exist.
         let t = Instant::now();
@@ -452,6 +468,8 @@ fn rebuild(a: &Args) -> Result<(), String> {
     out.insert("events".into(), head.into());
     out.insert("fill_s".into(), ((fill_s * 10.0).round() / 10.0).into());
     out.insert("store_open_ms".into(), store_open_ms.into());
+    out.insert("store_scan_events".into(), scanned.into());
+    out.insert("store_scan_ms".into(), scan_ms.into());
     out.insert("full_replay_ms".into(), full_ms.into());
     out.insert(
         "full_replay_events_per_s".into(),

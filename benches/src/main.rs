@@ -8,8 +8,10 @@ use clap::{Parser, Subcommand};
 
 mod elicitation;
 mod flags;
+mod mcp;
 mod metrics;
 mod report;
+mod roundtrip;
 mod security;
 mod store;
 
@@ -39,6 +41,12 @@ enum Family {
     /// Elicitations in process on a durable store: open-loop round trips,
     /// saturation, rebuild from a large log, expiry lateness.
     Elicitation(elicitation::Args),
+    /// The bridge over loopback HTTP (a spawned `lighthouse-bridge`): open-loop
+    /// elicitation and message round trips, memory with many agent streams.
+    Roundtrip(roundtrip::Args),
+    /// MCP: an elicitation round trip between two MCP clients through the
+    /// bridge (Streamable HTTP), next to the same round trip over the REST API.
+    Mcp(mcp::Args),
 }
 
 fn main() {
@@ -49,6 +57,8 @@ fn main() {
         Family::Security(a) => security::run(a),
         Family::Flags(a) => flags::run(a),
         Family::Elicitation(a) => elicitation::run(a),
+        Family::Roundtrip(a) => roundtrip::run(a),
+        Family::Mcp(a) => mcp::run(a),
     };
     if let Err(e) = result {
         eprintln!("lighthouse-bench: {e}");
