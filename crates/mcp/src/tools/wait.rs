@@ -161,31 +161,31 @@ mod tests {
             Ok(pending())
         }
         async fn pending_inbox(&self, _: usize) -> Result<ElicitationList, Problem> {
-            unimplemented!()
+            unreachable!("this test double serves only elicit and get_elicitation")
         }
         async fn respond(&self, _: &str, _: RespondRequest) -> Result<Elicitation, Problem> {
-            unimplemented!()
+            unreachable!("this test double serves only elicit and get_elicitation")
         }
         async fn cancel(&self, _: &str, _: CancelRequest) -> Result<Elicitation, Problem> {
-            unimplemented!()
+            unreachable!("this test double serves only elicit and get_elicitation")
         }
         async fn send_message(&self, _: SendMessage) -> Result<SentMessage, Problem> {
-            unimplemented!()
+            unreachable!("this test double serves only elicit and get_elicitation")
         }
         async fn receive_messages(&self, _: u64, _: u64) -> Result<MessagesPage, Problem> {
-            unimplemented!()
+            unreachable!("this test double serves only elicit and get_elicitation")
         }
         async fn append_event(
             &self,
             _: AppendEventRequest,
         ) -> Result<AppendEventResponse, Problem> {
-            unimplemented!()
+            unreachable!("this test double serves only elicit and get_elicitation")
         }
         async fn query_events(&self, _: EventsQuery) -> Result<EventsPage, Problem> {
-            unimplemented!()
+            unreachable!("this test double serves only elicit and get_elicitation")
         }
         async fn health(&self) -> Result<Health, Problem> {
-            unimplemented!()
+            unreachable!("this test double serves only elicit and get_elicitation")
         }
     }
 
