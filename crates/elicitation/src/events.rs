@@ -130,10 +130,10 @@ impl Requested {
     /// The pending record this event creates.
     pub(crate) fn into_record(self) -> Elicitation {
         Elicitation {
-            id: self.id,
-            from: self.from,
-            to: self.to,
-            message: self.message,
+            id: Arc::from(self.id),
+            from: Arc::from(self.from),
+            to: Arc::from(self.to),
+            message: Arc::from(self.message),
             requested_schema: Arc::new(self.requested_schema),
             status: Status::Pending,
             created_at: self.created_at,
@@ -162,21 +162,35 @@ pub(crate) struct Resolved {
     pub by: Option<String>,
 }
 
-impl Resolved {
-    /// `pending` moved to its terminal state by this event.
-    pub(crate) fn apply_to(&self, pending: &Elicitation, action: Action) -> Elicitation {
+/// What applying a terminal event needs of its payload (`id`, `from` and `to`
+/// are not decoded: the pending record has them).
+#[derive(Debug, Deserialize)]
+pub(crate) struct Outcome {
+    pub resolved_at: Timestamp,
+    #[serde(default)]
+    pub content: Option<Value>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+impl Outcome {
+    /// `pending` moved to its terminal state by this event (the record's shared
+    /// parts are not copied).
+    pub(crate) fn apply_to(self, pending: &Elicitation, action: Action) -> Elicitation {
         Elicitation {
             status: action.status(),
             resolved_at: Some(self.resolved_at),
             response: Some(Response {
                 action,
                 content: if action == Action::Accept {
-                    self.content.clone()
+                    self.content
                 } else {
                     None
                 },
-                reason: self.reason.clone(),
-                by: self.by.clone(),
+                reason: self.reason,
+                by: self.by,
             }),
             ..pending.clone()
         }
@@ -196,6 +210,23 @@ pub(crate) struct Sent {
 /// Decodes an event's payload.
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(e: &Event) -> Result<T, Error> {
     T::deserialize(&e.data).map_err(|err| Error::Corrupt {
+        seq: e.seq,
+        event_type: e.event_type.clone(),
+        reason: err.to_string(),
+    })
+}
+
+/// Decodes an event's payload, moving it out of `data` when the caller owns it
+/// (else copying from the event).
+pub(crate) fn decode_with<T: serde::de::DeserializeOwned>(
+    e: &Event,
+    data: &mut Option<Value>,
+) -> Result<T, Error> {
+    let r = match data.take() {
+        Some(v) => serde_json::from_value(v),
+        None => T::deserialize(&e.data),
+    };
+    r.map_err(|err| Error::Corrupt {
         seq: e.seq,
         event_type: e.event_type.clone(),
         reason: err.to_string(),
@@ -225,8 +256,8 @@ pub(crate) fn fold(events: &[Event]) -> Result<Option<Elicitation>, Error> {
         } else if let (Some(action), Some(r)) = (terminal_action(&e.event_type), record.as_ref())
             && r.status == Status::Pending
         {
-            let resolved: Resolved = decode(e)?;
-            record = Some(resolved.apply_to(r, action));
+            let outcome: Outcome = decode(e)?;
+            record = Some(outcome.apply_to(r, action));
         }
     }
     Ok(record)

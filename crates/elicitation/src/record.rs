@@ -126,13 +126,13 @@ impl SchemaProfile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Elicitation {
     /// `el_` followed by a ULID.
-    pub id: String,
+    pub id: Arc<str>,
     /// The requester.
-    pub from: String,
+    pub from: Arc<str>,
     /// The target.
-    pub to: String,
+    pub to: Arc<str>,
     /// The question.
-    pub message: String,
+    pub message: Arc<str>,
     /// The schema the answer must match (shared, not copied, between the
     /// versions of the record).
     pub requested_schema: Arc<Value>,
@@ -153,7 +153,7 @@ pub struct Elicitation {
 impl Elicitation {
     /// Whether `agent` is the requester or the target.
     pub fn involves(&self, agent: &str) -> bool {
-        self.from == agent || self.to == agent
+        *self.from == *agent || *self.to == *agent
     }
 
     /// The record as it was while pending (what a replayed `requested`

@@ -27,7 +27,7 @@ async fn pending_elicitations_are_capped() {
                 .unwrap()
                 .record
                 .id
-                .clone(),
+                .to_string(),
         );
     }
     assert!(matches!(
@@ -71,7 +71,7 @@ async fn resolved_elicitations_held_in_memory_are_capped() {
             .await
             .unwrap();
         }
-        last = r.id.clone();
+        last = r.id.to_string();
     }
     let m = svc.memory_counts();
     // 6 still pending, plus the 10 most recently resolved.

@@ -29,7 +29,7 @@ async fn drain_waits_then_cancels_the_rest_as_the_operator() {
                 .unwrap()
                 .record
                 .id
-                .clone(),
+                .to_string(),
         );
     }
     // Two are answered while the drain waits.
@@ -99,7 +99,7 @@ async fn drain_returns_as_soon_as_nothing_is_pending() {
         .record;
     let answering = {
         let svc = svc.clone();
-        let id = r.id.clone();
+        let id = r.id.to_string();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(30)).await;
             svc.respond(&bob(), "a", &id, RespondRequest::decline(None))

@@ -53,7 +53,7 @@ async fn the_timer_expires_at_the_deadline() {
     assert_eq!(evs.len(), 2);
     assert_eq!(evs[1].event_type, "elicitation.expired");
     assert_eq!(evs[1].agent, None);
-    assert_eq!(evs[1].correlation_id.as_deref(), Some(r.id.as_str()));
+    assert_eq!(evs[1].correlation_id.as_deref(), Some(&*r.id));
 }
 
 #[tokio::test]
@@ -167,7 +167,7 @@ async fn many_simultaneous_deadlines_expire_in_batches() {
             .await
             .unwrap()
             .record;
-        ids.push(r.id.clone());
+        ids.push(r.id.to_string());
     }
     clock.advance_millis(2_000);
     svc.tick();

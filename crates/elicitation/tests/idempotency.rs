@@ -86,7 +86,7 @@ async fn concurrent_retries_create_one_elicitation() {
     for t in tasks {
         let c = t.await.unwrap().unwrap();
         fresh += usize::from(!c.replayed);
-        ids.push(c.record.id.clone());
+        ids.push(c.record.id.to_string());
     }
     ids.dedup();
     assert_eq!(ids.len(), 1);

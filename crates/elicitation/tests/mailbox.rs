@@ -52,7 +52,7 @@ async fn send_and_receive_in_order_with_next_after() {
     assert_eq!(v["messages"][0]["from"], "alice");
     assert_eq!(v["messages"][0]["to"], "bob");
     assert_eq!(v["messages"][0]["body"], json!({"n": 1}));
-    assert_eq!(v["messages"][0]["id"], a.id.as_str());
+    assert_eq!(v["messages"][0]["id"], &*a.id);
     assert_eq!(v["messages"][0]["seq"], a.seq);
     assert_eq!(v["messages"][0]["created_at"], "2026-11-26T07:00:00.000Z");
     assert_eq!(v["messages"][1]["body"], json!([2]));

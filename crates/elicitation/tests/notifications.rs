@@ -53,7 +53,7 @@ async fn both_sides_are_notified_live() {
     );
     assert!(n.durable_at().is_some());
     let v: serde_json::Value = serde_json::to_value(&n.payload).unwrap();
-    assert_eq!(v["id"], r.id.as_str());
+    assert_eq!(v["id"], &*r.id);
     svc.respond(
         &bob(),
         "r",
@@ -115,11 +115,11 @@ async fn without_a_position_pending_ones_come_first() {
     let ids: Vec<_> = [&first, &second]
         .iter()
         .map(|n| match &n.payload {
-            Payload::Elicitation(r) => r.id.clone(),
+            Payload::Elicitation(r) => r.id.to_string(),
             Payload::Message(_) => unreachable!(),
         })
         .collect();
-    assert_eq!(ids, vec![a.id.clone(), c.id.clone()]);
+    assert_eq!(ids, vec![a.id.to_string(), c.id.to_string()]);
     assert!(first.seq < second.seq);
     // Then live.
     svc.cancel(&alice(), "r", &a.id, CancelRequest::default())
@@ -146,7 +146,7 @@ async fn workload(svc: &ElicitationService, clock: &ManualClock) {
             .await
             .unwrap()
             .record;
-        ids.push((from, to, r.id.clone()));
+        ids.push((from, to, r.id.to_string()));
         if i % 4 == 1 {
             svc.send_message(
                 &alice(),
@@ -372,7 +372,7 @@ async fn waiters_resolve_at_the_outcome_or_the_end_of_the_wait() {
     // Wakes when it resolves.
     let waiter = {
         let svc = svc.clone();
-        let id = r.id.clone();
+        let id = r.id.to_string();
         tokio::spawn(async move { svc.get(&alice(), &id, 60_000).await })
     };
     tokio::time::sleep(Duration::from_millis(20)).await;

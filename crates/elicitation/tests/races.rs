@@ -87,7 +87,7 @@ proptest! {
             for (op, yields) in ops.clone() {
                 let svc = w.svc.clone();
                 let clock = w.clock.clone();
-                let id = r.id.clone();
+                let id = r.id.to_string();
                 tasks.push(tokio::spawn(async move {
                     for _ in 0..yields {
                         tokio::task::yield_now().await;

@@ -66,7 +66,7 @@ async fn activity(svc: &ElicitationService, clock: &ManualClock, round: u64) -> 
             .await
             .unwrap();
         }
-        ids.push(r.id.clone());
+        ids.push(r.id.to_string());
     }
     // Let the short ones expire.
     clock.advance_millis(2_000);
@@ -78,7 +78,11 @@ async fn activity(svc: &ElicitationService, clock: &ManualClock, round: u64) -> 
             .or(svc.get(&carol(), id, 0).await)
             .unwrap();
         if r.expires_at <= clock.now() {
-            let owner = if r.from == "alice" { alice() } else { carol() };
+            let owner = if &*r.from == "alice" {
+                alice()
+            } else {
+                carol()
+            };
             svc.wait_terminal(&owner, id, Duration::from_secs(10))
                 .await
                 .unwrap();
@@ -173,7 +177,7 @@ async fn every_acknowledged_action_survives_a_crash() {
                 let Ok(c) = svc.create(&requester, "x", ask(&target.agent), None).await else {
                     break;
                 };
-                acked.push((c.record.id.clone(), Status::Pending));
+                acked.push((c.record.id.to_string(), Status::Pending));
                 let res = if i % 2 == 0 {
                     svc.respond(
                         &target,
@@ -248,7 +252,7 @@ async fn listings_paginate_by_status() {
                 .unwrap()
                 .record
                 .id
-                .clone(),
+                .to_string(),
         );
     }
     for id in &ids[..3] {
@@ -268,7 +272,7 @@ async fn listings_paginate_by_status() {
         let p = svc
             .list(&bob(), &page(Some(Status::Pending), cursor))
             .unwrap();
-        seen.extend(p.items.iter().map(|r| r.id.clone()));
+        seen.extend(p.items.iter().map(|r| r.id.to_string()));
         match p.next_cursor {
             Some(c) => cursor = Some(c),
             None => break,
@@ -290,7 +294,7 @@ async fn listings_paginate_by_status() {
         declined
             .items
             .iter()
-            .map(|r| r.id.clone())
+            .map(|r| r.id.to_string())
             .collect::<Vec<_>>(),
         ids[..3].to_vec()
     );

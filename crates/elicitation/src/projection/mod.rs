@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use lighthouse_event_store::{Event, Timestamp};
+use serde_json::Value;
 use tokio::sync::Notify;
 
 pub(crate) use idempotency::KeyRecord;
@@ -22,7 +23,7 @@ pub(crate) use idempotency::KeyRecord;
 pub use index::Mailbox;
 pub(crate) use snapshot::SnapshotCapture;
 
-use crate::events::{self, Requested, Resolved};
+use crate::events::{self, Outcome, Requested};
 use crate::limits::Limits;
 use crate::record::{Elicitation, Message, SchemaProfile, Status};
 use crate::schema::CompiledSchema;
@@ -46,19 +47,25 @@ pub(crate) struct Entry {
 /// What a pending elicitation needs beyond its record.
 #[derive(Debug)]
 pub(crate) struct Live {
-    /// Serializes transitions of this elicitation.
-    pub lock: Arc<tokio::sync::Mutex<()>>,
-    /// Woken when it reaches a terminal state.
-    pub resolved: Arc<Notify>,
+    /// Its transition lock and its waiters (one allocation for both).
+    pub sync: Arc<LiveSync>,
     /// Its schema, compiled at create (or on first use after a restart).
     pub compiled: Option<Arc<CompiledSchema>>,
+}
+
+/// The synchronization of one pending elicitation.
+#[derive(Debug, Default)]
+pub(crate) struct LiveSync {
+    /// Serializes transitions of this elicitation.
+    pub lock: tokio::sync::Mutex<()>,
+    /// Woken when it reaches a terminal state.
+    pub resolved: Notify,
 }
 
 impl Live {
     fn new(compiled: Option<Arc<CompiledSchema>>) -> Self {
         Live {
-            lock: Arc::new(tokio::sync::Mutex::new(())),
-            resolved: Arc::new(Notify::new()),
+            sync: Arc::new(LiveSync::default()),
             compiled,
         }
     }
@@ -84,7 +91,7 @@ pub(crate) enum Change {
     },
     Resolved {
         record: Arc<Elicitation>,
-        resolved: Option<Arc<Notify>>,
+        resolved: Option<Arc<LiveSync>>,
     },
     Message(Arc<Message>),
 }
@@ -106,6 +113,8 @@ pub(crate) struct Projection {
     pub applied_seq: u64,
     /// Elicitation events applied since the last snapshot.
     pub since_snapshot: u64,
+    /// Whether the per-agent indexes are maintained (see `set_indexing`).
+    indexing: bool,
 }
 
 impl Projection {
@@ -121,19 +130,33 @@ impl Projection {
             handoff: HashMap::new(),
             applied_seq: 0,
             since_snapshot: 0,
+            indexing: true,
         }
     }
 
     /// Applies one event of the log (any event: foreign ones only move the position).
     pub(crate) fn apply(&mut self, e: &Event) -> Change {
+        self.apply_inner(e, None, true)
+    }
+
+    /// Applies an event the caller owns, for replays: payloads are moved into the
+    /// state instead of copied, and no `Message` change is produced (a replay
+    /// notifies nobody).
+    pub(crate) fn apply_owned(&mut self, mut e: Event) {
+        let data = std::mem::take(&mut e.data);
+        self.apply_inner(&e, Some(data), false);
+    }
+
+    fn apply_inner(&mut self, e: &Event, data: Option<Value>, messages: bool) -> Change {
         if e.seq <= self.applied_seq {
             return Change::Nothing;
         }
         self.applied_seq = e.seq;
         let change = if e.stream.starts_with(events::ELICITATION_STREAM_PREFIX) {
             self.since_snapshot += 1;
-            self.apply_elicitation(e)
-        } else if e.event_type == events::MESSAGE_SENT
+            self.apply_elicitation(e, data)
+        } else if messages
+            && e.event_type == events::MESSAGE_SENT
             && e.stream.starts_with(events::MAILBOX_STREAM_PREFIX)
         {
             events::message_of(e).map(Change::Message)
@@ -146,7 +169,7 @@ impl Projection {
         })
     }
 
-    fn apply_elicitation(&mut self, e: &Event) -> crate::Result<Change> {
+    fn apply_elicitation(&mut self, e: &Event, mut data: Option<Value>) -> crate::Result<Change> {
         let id = &e.stream[events::ELICITATION_STREAM_PREFIX.len()..];
         if e.event_type == events::REQUESTED && !self.entries.contains_key(id) {
             // The create that wrote this event handed over its payload and compiled
@@ -159,8 +182,8 @@ impl Projection {
                 Some(Handoff {
                     compiled,
                     requested: None,
-                }) => (events::decode(e)?, Some(compiled)),
-                None => (events::decode::<Requested>(e)?, None),
+                }) => (events::decode_with(e, &mut data)?, Some(compiled)),
+                None => (events::decode_with::<Requested>(e, &mut data)?, None),
             };
             if req.id != id {
                 return Err(crate::Error::Corrupt {
@@ -183,20 +206,22 @@ impl Projection {
             tracing::warn!(seq = e.seq, id, "second terminal event ignored");
             return Ok(Change::Nothing);
         }
-        let res: Resolved = events::decode(e)?;
-        let record = Arc::new(res.apply_to(&entry.record, action));
+        let outcome: Outcome = events::decode_with(e, &mut data)?;
+        let record = Arc::new(outcome.apply_to(&entry.record, action));
         entry.record = record.clone();
         entry.terminal_seq = Some(e.seq);
-        let resolved = entry.live.take().map(|l| l.resolved);
+        let resolved = entry.live.take().map(|l| l.sync);
         let requested_seq = entry.requested_seq;
         self.deadlines.remove(&(record.expires_at, key.clone()));
-        if let Some(a) = self.agents.get_mut(record.to.as_str()) {
-            a.inbox_pending.remove(&requested_seq);
-            a.feed.insert(e.seq, key.clone());
-        }
-        if let Some(a) = self.agents.get_mut(record.from.as_str()) {
-            a.outbox_pending.remove(&requested_seq);
-            a.feed.insert(e.seq, key.clone());
+        if self.indexing {
+            if let Some(a) = self.agents.get_mut(&*record.to) {
+                a.inbox_pending.remove(&requested_seq);
+                a.feed.insert(e.seq, key.clone());
+            }
+            if let Some(a) = self.agents.get_mut(&*record.from) {
+                a.outbox_pending.remove(&requested_seq);
+                a.feed.insert(e.seq, key.clone());
+            }
         }
         self.resolved_order.insert(e.seq, key);
         self.evict();
@@ -242,29 +267,33 @@ impl Projection {
 
     /// Adds an entry to every index (used by apply and by snapshot loading).
     fn insert(&mut self, key: Arc<str>, entry: Entry) {
-        let r = &entry.record;
-        let seq = entry.requested_seq;
-        let pending = r.status == Status::Pending;
-        let to = agent_index(&mut self.agents, &r.to);
-        to.inbox.insert(seq, key.clone());
-        to.feed.insert(seq, key.clone());
-        if pending {
-            to.inbox_pending.insert(seq);
+        if entry.record.status == Status::Pending {
+            self.deadlines
+                .insert((entry.record.expires_at, key.clone()));
         }
         if let Some(t) = entry.terminal_seq {
-            to.feed.insert(t, key.clone());
-        }
-        let from = agent_index(&mut self.agents, &r.from);
-        from.outbox.insert(seq, key.clone());
-        if pending {
-            from.outbox_pending.insert(seq);
-            self.deadlines.insert((r.expires_at, key.clone()));
-        }
-        if let Some(t) = entry.terminal_seq {
-            from.feed.insert(t, key.clone());
             self.resolved_order.insert(t, key.clone());
         }
+        if self.indexing {
+            index_agents(&mut self.agents, &key, &entry);
+        }
         self.entries.insert(key, entry);
+    }
+
+    /// Turns the per-agent indexes on or off. A replay runs with them off (most
+    /// of what it builds is evicted again before it ends) and turns them on at
+    /// the end, which builds them once for what is held.
+    pub(crate) fn set_indexing(&mut self, on: bool) {
+        if on && !self.indexing {
+            self.agents.clear();
+            for (key, entry) in &self.entries {
+                index_agents(&mut self.agents, key, entry);
+            }
+        }
+        if !on {
+            self.agents.clear();
+        }
+        self.indexing = on;
     }
 
     /// The shared key of a held elicitation (so indexes share one allocation).
@@ -285,12 +314,15 @@ impl Projection {
                 continue;
             };
             let r = &entry.record;
-            for agent in [r.to.as_str(), r.from.as_str()] {
+            if !self.indexing {
+                continue;
+            }
+            for agent in [&*r.to, &*r.from] {
                 if let Some(a) = self.agents.get_mut(agent) {
-                    if r.to == agent {
+                    if *r.to == *agent {
                         a.inbox.remove(&entry.requested_seq);
                     }
-                    if r.from == agent {
+                    if *r.from == *agent {
                         a.outbox.remove(&entry.requested_seq);
                     }
                     a.feed.remove(&entry.requested_seq);
@@ -439,6 +471,30 @@ impl Projection {
                     .map(|e| (*s, e.record.clone()))
             })
             .collect()
+    }
+}
+
+/// Adds one held elicitation to the per-agent indexes.
+fn index_agents(agents: &mut HashMap<Arc<str>, AgentIndex>, key: &Arc<str>, entry: &Entry) {
+    let r = &entry.record;
+    let seq = entry.requested_seq;
+    let pending = r.status == Status::Pending;
+    let to = agent_index(agents, &r.to);
+    to.inbox.insert(seq, key.clone());
+    to.feed.insert(seq, key.clone());
+    if pending {
+        to.inbox_pending.insert(seq);
+    }
+    if let Some(t) = entry.terminal_seq {
+        to.feed.insert(t, key.clone());
+    }
+    let from = agent_index(agents, &r.from);
+    from.outbox.insert(seq, key.clone());
+    if pending {
+        from.outbox_pending.insert(seq);
+    }
+    if let Some(t) = entry.terminal_seq {
+        from.feed.insert(t, key.clone());
     }
 }
 

@@ -125,6 +125,8 @@ impl Projection {
             return Err(format!("snapshot format {} is not {FORMAT}", snap.format));
         }
         let mut p = Projection::new(limits);
+        // The caller turns the per-agent indexes on once the tail is applied.
+        p.set_indexing(false);
         p.applied_seq = snap.applied_seq;
         p.evicted_through = snap.evicted_through;
         for rec in snap.idempotency {
@@ -142,7 +144,7 @@ impl Projection {
                     e.record.id
                 ));
             }
-            let key: Arc<str> = Arc::from(e.record.id.as_str());
+            let key: Arc<str> = e.record.id.clone();
             p.insert(
                 key,
                 Entry {

@@ -138,12 +138,12 @@ fn feed_and_listings_follow_sequence_order() {
         vec![3, 4]
     );
     let (items, next) = p.list("bob", Mailbox::Inbox, None, 0, 1);
-    assert_eq!((items[0].id.as_str(), next), ("el_a", Some(1)));
+    assert_eq!((&*items[0].id, next), ("el_a", Some(1)));
     let (items, next) = p.list("bob", Mailbox::Inbox, None, 1, 1);
-    assert_eq!((items[0].id.as_str(), next), ("el_b", None));
+    assert_eq!((&*items[0].id, next), ("el_b", None));
     let (items, _) = p.list("bob", Mailbox::Inbox, Some(Status::Pending), 0, 10);
     assert_eq!(
-        items.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        items.iter().map(|r| &*r.id).collect::<Vec<_>>(),
         vec!["el_b"]
     );
     assert_eq!(
@@ -162,9 +162,43 @@ fn a_snapshot_round_trips() {
     p.apply(&requested(2, "el_b", "carol", "bob"));
     p.apply(&accepted(3, "el_a", "alice", "bob"));
     let bytes = p.capture().encode().unwrap();
-    let q = Projection::from_snapshot(&bytes, Limits::default()).unwrap();
+    let mut q = Projection::from_snapshot(&bytes, Limits::default()).unwrap();
+    q.set_indexing(true);
+    assert_eq!(q.list("bob", Mailbox::Inbox, None, 0, 10).0.len(), 2);
     assert_eq!(p.export(), q.export());
     assert_eq!(q.pending_count(), 1);
     assert!(q.entry("el_b").unwrap().live.is_some());
     assert!(Projection::from_snapshot(b"{}", Limits::default()).is_err());
+}
+
+#[test]
+#[ignore]
+fn profile_apply() {
+    let mut evs = Vec::new();
+    let mut seq = 0;
+    for i in 0..300_000u64 {
+        let id = format!("el_{i:026}");
+        let (from, to) = (format!("req-{}", i % 256), format!("tgt-{}", i % 256));
+        seq += 1;
+        evs.push(requested(seq, &id, &from, &to));
+        seq += 1;
+        evs.push(accepted(seq, &id, &from, &to));
+    }
+    let mut p = Projection::new(Limits::default());
+    p.set_indexing(false);
+    let t = std::time::Instant::now();
+    for e in &evs {
+        p.apply(e);
+    }
+    let applied = t.elapsed();
+    p.set_indexing(true);
+    eprintln!(
+        "applied {} events in {:?}, indexed in {:?}",
+        evs.len(),
+        applied,
+        t.elapsed() - applied
+    );
+    let t = std::time::Instant::now();
+    drop(evs);
+    eprintln!("dropped events in {:?}", t.elapsed());
 }

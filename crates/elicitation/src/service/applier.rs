@@ -74,7 +74,7 @@ fn apply(shared: &Arc<Shared>, e: &Event) {
                     st.subs.publish(&record.to, &n);
                 }
                 if let Some(r) = resolved {
-                    r.notify_waiters();
+                    r.resolved.notify_waiters();
                 }
             }
             Change::Message(m) => {

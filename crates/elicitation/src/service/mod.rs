@@ -204,7 +204,9 @@ impl ElicitationService {
         let limits = options.limits.clone();
         let mut proj = load_snapshot(&store, &options.snapshot_name, &limits);
         let started_from = (proj.applied_seq > 0).then_some(proj.applied_seq);
+        proj.set_indexing(false);
         replay(&store, &mut proj)?;
+        proj.set_indexing(true);
         let pending = proj.pending_count();
         let applied = proj.applied_seq;
         let shared = Arc::new(Shared {
@@ -382,6 +384,9 @@ fn load_snapshot(store: &EventStore, name: &str, limits: &Limits) -> Projection 
     Projection::new(limits.clone())
 }
 
+/// Events read per step of a replay (small enough to stay in cache).
+const REPLAY_PAGE: usize = 1_000;
+
 /// Applies every committed event after the projection's position.
 fn replay(store: &EventStore, proj: &mut Projection) -> Result<()> {
     let head = store.head_seq();
@@ -392,17 +397,18 @@ fn replay(store: &EventStore, proj: &mut Projection) -> Result<()> {
         let q = Query {
             after: Some(proj.applied_seq),
             before: Some(head + 1),
-            limit: Query::MAX_LIMIT,
+            limit: REPLAY_PAGE,
             ..Query::new(Filter::all())
         };
         let page = store.read(&q)?;
         if page.events.is_empty() {
             return Ok(());
         }
-        for e in &page.events {
-            proj.apply(e);
+        let last_page = page.next.is_none();
+        for e in page.events {
+            proj.apply_owned(e);
         }
-        if page.next.is_none() {
+        if last_page {
             return Ok(());
         }
     }

@@ -23,7 +23,7 @@ impl ElicitationService {
                 let st = self.shared.state.lock();
                 match st.proj.entry(id) {
                     Some(e) if e.record.involves(&caller.agent) => match &e.live {
-                        Some(live) if wait > 0 => live.resolved.clone(),
+                        Some(live) if wait > 0 => live.sync.clone(),
                         _ => return Ok(e.record.clone()),
                     },
                     Some(_) => {
@@ -45,7 +45,7 @@ impl ElicitationService {
             };
             // Registered before the state is looked at again, so a resolution in
             // between wakes it.
-            let notified = notify.notified();
+            let notified = notify.resolved.notified();
             {
                 let st = self.shared.state.lock();
                 if let Some(e) = st.proj.entry(id).filter(|e| e.live.is_none()) {

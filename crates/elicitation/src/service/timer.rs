@@ -102,20 +102,20 @@ pub(crate) async fn resolve_batch(
 ) -> Result<BatchOutcome> {
     ids.sort();
     ids.dedup();
-    let locks: Vec<_> = {
+    let syncs: Vec<_> = {
         let st = shared.state.lock();
         ids.iter()
             .filter_map(|id| {
                 st.proj
                     .entry(id)
                     .and_then(|e| e.live.as_ref())
-                    .map(|l| l.lock.clone())
+                    .map(|l| l.sync.clone())
             })
             .collect()
     };
-    let mut guards = Vec::with_capacity(locks.len());
-    for l in locks {
-        guards.push(l.lock_owned().await);
+    let mut guards = Vec::with_capacity(syncs.len());
+    for s in &syncs {
+        guards.push(s.lock.lock().await);
     }
     let now = shared.clock.now();
     let mut out = BatchOutcome::default();
@@ -144,9 +144,9 @@ pub(crate) async fn resolve_batch(
                 _ => (None, None, id.to_string()),
             };
             let data = Resolved {
-                id: e.record.id.clone(),
-                from: e.record.from.clone(),
-                to: e.record.to.clone(),
+                id: e.record.id.to_string(),
+                from: e.record.from.to_string(),
+                to: e.record.to.to_string(),
                 resolved_at: now,
                 content: None,
                 reason,

@@ -67,10 +67,12 @@ impl Drop for HandoffGuard<'_> {
 /// The error for acting on a terminal elicitation.
 pub(crate) fn terminal_error(r: &Elicitation) -> Error {
     if r.status == Status::Expired {
-        Error::Expired { id: r.id.clone() }
+        Error::Expired {
+            id: r.id.to_string(),
+        }
     } else {
         Error::AlreadyResolved {
-            id: r.id.clone(),
+            id: r.id.to_string(),
             status: r.status,
         }
     }
@@ -270,13 +272,13 @@ impl ElicitationService {
         act: Act,
     ) -> Result<Arc<Elicitation>> {
         let s = &*self.shared;
-        let lock = {
+        let sync = {
             let st = s.state.lock();
             match st.proj.entry(id) {
                 Some(e) => {
                     permitted(&e.record, caller, &act)?;
                     match &e.live {
-                        Some(live) => live.lock.clone(),
+                        Some(live) => live.sync.clone(),
                         None => return Err(terminal_error(&e.record)),
                     }
                 }
@@ -288,7 +290,7 @@ impl ElicitationService {
                 }
             }
         };
-        let _guard = lock.lock_owned().await;
+        let _guard = sync.lock.lock().await;
         let (record, version, cause, compiled, profile) = {
             let st = s.state.lock();
             let e = st.proj.entry(id).ok_or(Error::NotFound {
@@ -341,9 +343,9 @@ impl ElicitationService {
             Act::Cancel(r) => (Action::Cancel, None, r),
         };
         let data = Resolved {
-            id: record.id.clone(),
-            from: record.from.clone(),
-            to: record.to.clone(),
+            id: record.id.to_string(),
+            from: record.from.to_string(),
+            to: record.to.to_string(),
             resolved_at: now,
             content,
             reason,
@@ -403,10 +405,10 @@ fn permitted(r: &Elicitation, caller: &Caller, act: &Act) -> Result<()> {
         });
     }
     match act {
-        Act::Accept(_) | Act::Decline(_) if r.to != caller.agent => Err(Error::Forbidden {
+        Act::Accept(_) | Act::Decline(_) if *r.to != *caller.agent => Err(Error::Forbidden {
             reason: "only the target may respond",
         }),
-        Act::Cancel(_) if r.from != caller.agent => Err(Error::Forbidden {
+        Act::Cancel(_) if *r.from != *caller.agent => Err(Error::Forbidden {
             reason: "only the requester may cancel",
         }),
         _ => Ok(()),
