@@ -129,7 +129,7 @@ async fn a_full_elicitation_round_trip() {
     let req = CreateRequest::new("bob", "Which port?", port_schema()).timeout_ms(60_000);
     let created = alice.elicit(&req).await.unwrap();
     assert_eq!(
-        (created.status, created.from.as_str(), created.to.as_str()),
+        (created.status, &*created.from, &*created.to),
         (Status::Pending, "alice", "bob")
     );
 
