@@ -162,6 +162,31 @@ pub(crate) struct Resolved {
     pub by: Option<String>,
 }
 
+impl Resolved {
+    /// The event payload: what `serde_json::to_value` gives, built directly.
+    pub(crate) fn to_value(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        let s = |v: &str| Value::String(v.to_owned());
+        m.insert("id".into(), s(&self.id));
+        m.insert("from".into(), s(&self.from));
+        m.insert("to".into(), s(&self.to));
+        m.insert(
+            "resolved_at".into(),
+            Value::String(self.resolved_at.to_string()),
+        );
+        if let Some(c) = &self.content {
+            m.insert("content".into(), c.clone());
+        }
+        if let Some(r) = &self.reason {
+            m.insert("reason".into(), s(r));
+        }
+        if let Some(b) = &self.by {
+            m.insert("by".into(), s(b));
+        }
+        Value::Object(m)
+    }
+}
+
 /// What applying a terminal event needs of its payload (`id`, `from` and `to`
 /// are not decoded: the pending record has them).
 #[derive(Debug, Deserialize)]
@@ -288,6 +313,24 @@ mod tests {
         assert_eq!(r.to_value(), serde_json::to_value(&r).unwrap());
         let back: Requested = serde_json::from_value(r.to_value()).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn the_direct_terminal_payload_equals_the_serde_one() {
+        let mut r = Resolved {
+            id: "el_1".into(),
+            from: "alice".into(),
+            to: "bob".into(),
+            resolved_at: Timestamp::from_unix_millis(5),
+            content: Some(serde_json::json!({"port": 1})),
+            reason: None,
+            by: Some("bob".into()),
+        };
+        assert_eq!(r.to_value(), serde_json::to_value(&r).unwrap());
+        r.content = None;
+        r.reason = Some("why".into());
+        r.by = None;
+        assert_eq!(r.to_value(), serde_json::to_value(&r).unwrap());
     }
 
     #[test]

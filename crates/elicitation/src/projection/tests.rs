@@ -170,35 +170,3 @@ fn a_snapshot_round_trips() {
     assert!(q.entry("el_b").unwrap().live.is_some());
     assert!(Projection::from_snapshot(b"{}", Limits::default()).is_err());
 }
-
-#[test]
-#[ignore]
-fn profile_apply() {
-    let mut evs = Vec::new();
-    let mut seq = 0;
-    for i in 0..300_000u64 {
-        let id = format!("el_{i:026}");
-        let (from, to) = (format!("req-{}", i % 256), format!("tgt-{}", i % 256));
-        seq += 1;
-        evs.push(requested(seq, &id, &from, &to));
-        seq += 1;
-        evs.push(accepted(seq, &id, &from, &to));
-    }
-    let mut p = Projection::new(Limits::default());
-    p.set_indexing(false);
-    let t = std::time::Instant::now();
-    for e in &evs {
-        p.apply(e);
-    }
-    let applied = t.elapsed();
-    p.set_indexing(true);
-    eprintln!(
-        "applied {} events in {:?}, indexed in {:?}",
-        evs.len(),
-        applied,
-        t.elapsed() - applied
-    );
-    let t = std::time::Instant::now();
-    drop(evs);
-    eprintln!("dropped events in {:?}", t.elapsed());
-}

@@ -296,9 +296,14 @@ impl ElicitationService {
     /// returns once they are gone.
     pub async fn abort(self) {
         self.shared.closed.store(true, Ordering::Release);
-        let mut handles: Vec<_> = self.tasks.handles.lock().drain(..).collect();
-        handles.extend(self.shared.snapshot_task.lock().take());
+        let handles: Vec<_> = self.tasks.handles.lock().drain(..).collect();
         for h in handles {
+            h.abort();
+            let _ = h.await;
+        }
+        // Only now: the applier, which starts automatic snapshots, is gone.
+        let snapshot = self.shared.snapshot_task.lock().take();
+        if let Some(h) = snapshot {
             h.abort();
             let _ = h.await;
         }
@@ -387,29 +392,33 @@ fn load_snapshot(store: &EventStore, name: &str, limits: &Limits) -> Projection 
 /// Events read per step of a replay (small enough to stay in cache).
 const REPLAY_PAGE: usize = 1_000;
 
-/// Applies every committed event after the projection's position.
+/// Applies every committed elicitation event after the projection's position
+/// (the only ones that change it: a replay notifies nobody, so messages and
+/// foreign events are skipped without being decoded), then moves the position
+/// to the head read at the start.
 fn replay(store: &EventStore, proj: &mut Projection) -> Result<()> {
     let head = store.head_seq();
-    loop {
-        if proj.applied_seq >= head {
-            return Ok(());
-        }
+    let filter = Filter {
+        stream_prefix: Some(crate::events::ELICITATION_STREAM_PREFIX.into()),
+        ..Filter::default()
+    };
+    let mut after = proj.applied_seq;
+    while after < head {
         let q = Query {
-            after: Some(proj.applied_seq),
+            after: Some(after),
             before: Some(head + 1),
             limit: REPLAY_PAGE,
-            ..Query::new(Filter::all())
+            ..Query::new(filter.clone())
         };
         let page = store.read(&q)?;
-        if page.events.is_empty() {
-            return Ok(());
-        }
-        let last_page = page.next.is_none();
         for e in page.events {
             proj.apply_owned(e);
         }
-        if last_page {
-            return Ok(());
+        match page.next {
+            Some(n) => after = n,
+            None => break,
         }
     }
+    proj.applied_seq = proj.applied_seq.max(head);
+    Ok(())
 }

@@ -152,9 +152,7 @@ pub(crate) async fn resolve_batch(
                 reason,
                 by: by.clone(),
             };
-            let Ok(data) = serde_json::to_value(&data) else {
-                continue;
-            };
+            let data = data.to_value();
             let mut ev = NewEvent::new(
                 events::elicitation_stream(id),
                 events::terminal_type(action),
@@ -187,7 +185,7 @@ pub(crate) async fn resolve_batch(
             let mut last = 0;
             for (id, ev) in batch {
                 let action = events::terminal_action(&ev.event_type);
-                match append_terminal(shared, &id, ev, versions[&id]).await {
+                match append_terminal(shared, &id, || ev.clone(), versions[&id]).await {
                     Ok(seq) => {
                         last = seq;
                         match action {

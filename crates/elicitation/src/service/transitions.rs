@@ -351,16 +351,18 @@ impl ElicitationService {
             reason,
             by: Some(caller.agent.clone()),
         };
-        let data = serde_json::to_value(&data).map_err(|e| Error::invalid("", e.to_string()))?;
-        let ev = NewEvent::new(
-            events::elicitation_stream(id),
-            events::terminal_type(action),
-            data,
-        )
-        .with_agent(caller.agent.as_str())
-        .with_correlation_id(request_id)
-        .with_causation_id(cause);
-        let seq = append_terminal(s, id, ev, version).await?;
+        let stream = events::elicitation_stream(id);
+        let build = || {
+            NewEvent::new(
+                stream.as_str(),
+                events::terminal_type(action),
+                data.to_value(),
+            )
+            .with_agent(caller.agent.as_str())
+            .with_correlation_id(request_id)
+            .with_causation_id(cause.as_str())
+        };
+        let seq = append_terminal(s, id, build, version).await?;
         s.applied(seq).await?;
         self.record_of(id)
     }
@@ -421,13 +423,15 @@ fn permitted(r: &Elicitation, caller: &Caller, act: &Act) -> Result<()> {
 pub(crate) async fn append_terminal(
     s: &Shared,
     id: &str,
-    ev: NewEvent,
+    build: impl Fn() -> NewEvent,
     mut version: u64,
 ) -> Result<u64> {
+    // The event is built per attempt: the first one (almost always the only one)
+    // moves it into the store without a copy.
     for _ in 0..8 {
         match s
             .store
-            .append_one(ev.clone().expect(ExpectedVersion::Exact(version)))
+            .append_one(build().expect(ExpectedVersion::Exact(version)))
             .await
         {
             Ok(a) => return Ok(a.seq),

@@ -49,13 +49,26 @@ pub fn manual_clock() -> ManualClock {
 }
 
 pub fn store_at(dir: &Path, clock: &ManualClock) -> EventStore {
-    EventStore::open(
-        dir,
-        StoreOptions::new(KEY)
-            .durability(Durability::Buffered)
-            .clock(Arc::new(clock.clone())),
-    )
-    .unwrap()
+    // A buffered sled store releases its directory lock from a background
+    // thread shortly after the last handle is dropped: retry for a moment.
+    let mut tries = 0;
+    loop {
+        let opened = EventStore::open(
+            dir,
+            StoreOptions::new(KEY)
+                .durability(Durability::Buffered)
+                .clock(Arc::new(clock.clone())),
+        );
+        match opened {
+            Ok(s) => return s,
+            Err(e) if tries < 250 => {
+                tries += 1;
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("store did not reopen: {e}"),
+        }
+    }
 }
 
 pub fn options(clock: &ManualClock, limits: Limits) -> ServiceOptions {
