@@ -41,13 +41,91 @@ impl Anchor {
 /// A stored record's bytes.
 pub type RecordBytes = sled::IVec;
 
+/// Records with consecutive seqs, back to back in one buffer: what one group
+/// commit (or one restore step) hands to [`Backend::commit`]. The writer keeps one
+/// and reuses its buffers for every group, so encoding a record allocates nothing.
+#[derive(Debug, Default, Clone)]
+pub struct RecordBatch {
+    first_seq: u64,
+    bytes: Vec<u8>,
+    /// End offset of each record in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl RecordBatch {
+    /// An empty batch whose first record will have `first_seq`.
+    pub fn starting_at(first_seq: u64) -> Self {
+        RecordBatch {
+            first_seq,
+            ..Default::default()
+        }
+    }
+
+    /// Empties the batch (keeping its buffers); the next record will have
+    /// `first_seq`.
+    pub fn reset(&mut self, first_seq: u64) {
+        self.first_seq = first_seq;
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// Seq of the first record.
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Appends a stored record (it gets the next seq).
+    pub fn push(&mut self, record: &[u8]) {
+        self.bytes.extend_from_slice(record);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Appends one record written by `write` into the shared buffer (it gets the
+    /// next seq); returns what `write` returns.
+    pub fn push_with<R>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        let r = write(&mut self.bytes);
+        self.ends.push(self.bytes.len());
+        r
+    }
+
+    /// Every record's bytes, back to back.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// `(seq, record)` pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        self.ends
+            .iter()
+            .zip(starts)
+            .enumerate()
+            .map(|(i, (&end, start))| (self.first_seq + i as u64, &self.bytes[start..end]))
+    }
+
+    /// Record `i`'s end offset in [`bytes`](Self::bytes).
+    fn end(&self, i: usize) -> usize {
+        self.ends[i]
+    }
+}
+
 /// An iterator over `(seq, record)` pairs.
 pub type RecordIter<'a> = Box<dyn Iterator<Item = Result<(u64, RecordBytes)>> + Send + 'a>;
 
 /// What the event log needs from a storage engine.
 pub trait Backend: Send + Sync + 'static {
-    /// Writes `records` (each `(seq, bytes)`) and the new anchor, all or nothing.
-    fn commit(&self, records: &[(u64, Vec<u8>)], anchor: Anchor) -> Result<()>;
+    /// Writes `records` and the new anchor, all or nothing.
+    fn commit(&self, records: &RecordBatch, anchor: Anchor) -> Result<()>;
     /// Makes every commit so far durable.
     fn flush(&self) -> Result<()>;
     /// The record at `seq`.
@@ -90,7 +168,14 @@ pub struct SledBackend {
 pub const CHUNK_RECORDS: usize = 64;
 /// A chunk is closed once it holds this many bytes (a larger record gets a chunk
 /// of its own).
-pub const CHUNK_BYTES: usize = 64 << 10;
+///
+/// Kept small because of how sled writes: it rewrites a whole leaf (up to about
+/// 16 keys) each time it consolidates or splits it, and it writes a page larger
+/// than a quarter of its 512 KiB segment to a separate blob file. With 64 KiB
+/// chunks, the newest leaf went to a new blob file every few groups (file
+/// creation and deletion on the writer thread); 16 chunks of 6 KiB stay inline.
+/// Measured with `lighthouse-bench store --scenario buffered` (docs/PERFORMANCE.md).
+pub const CHUNK_BYTES: usize = 6 << 10;
 
 const ANCHOR_KEY: [u8; 9] = [0xff; 9];
 
@@ -143,34 +228,32 @@ fn split_chunk(first: u64, chunk: &sled::IVec) -> Vec<(u64, RecordBytes)> {
     out
 }
 
-fn pack(records: &[(u64, Vec<u8>)]) -> Vec<(u64, Vec<u8>)> {
+/// Splits a batch into chunks: `(first seq, byte range)` of runs of at most
+/// [`CHUNK_RECORDS`] records, closed once they reach [`CHUNK_BYTES`].
+fn pack(records: &RecordBatch) -> Vec<(u64, std::ops::Range<usize>)> {
     let mut chunks = Vec::new();
-    let mut cur: Option<(u64, Vec<u8>, usize)> = None;
-    for (seq, bytes) in records {
-        if let Some((first, buf, n)) = cur.take() {
-            if n < CHUNK_RECORDS && buf.len() < CHUNK_BYTES && first + n as u64 == *seq {
-                let mut buf = buf;
-                buf.extend_from_slice(bytes);
-                cur = Some((first, buf, n + 1));
-                continue;
-            }
-            chunks.push((first, buf));
+    // Index of the current chunk's first record, its first byte, the end of the
+    // last record added to it.
+    let (mut first, mut start, mut at) = (0usize, 0usize, 0usize);
+    for i in 0..records.len() {
+        let n = i - first;
+        if n > 0 && (n >= CHUNK_RECORDS || at - start >= CHUNK_BYTES) {
+            chunks.push((records.first_seq() + first as u64, start..at));
+            (first, start) = (i, at);
         }
-        let mut buf = Vec::with_capacity(bytes.len() * CHUNK_RECORDS.min(records.len()));
-        buf.extend_from_slice(bytes);
-        cur = Some((*seq, buf, 1));
+        at = records.end(i);
     }
-    if let Some((first, buf, _)) = cur {
-        chunks.push((first, buf));
+    if !records.is_empty() {
+        chunks.push((records.first_seq() + first as u64, start..at));
     }
     chunks
 }
 
 impl Backend for SledBackend {
-    fn commit(&self, records: &[(u64, Vec<u8>)], anchor: Anchor) -> Result<()> {
+    fn commit(&self, records: &RecordBatch, anchor: Anchor) -> Result<()> {
         let mut batch = sled::Batch::default();
-        for (first, chunk) in pack(records) {
-            batch.insert(&first.to_be_bytes(), chunk);
+        for (first, range) in pack(records) {
+            batch.insert(&first.to_be_bytes(), &records.bytes()[range]);
         }
         batch.insert(&ANCHOR_KEY, &anchor.encode()[..]);
         self.log.apply_batch(batch)?;
@@ -293,12 +376,37 @@ mod tests {
 
     #[test]
     fn packing_keeps_runs_of_consecutive_seqs_within_bounds() {
-        let recs: Vec<(u64, Vec<u8>)> = (1..=150).map(|s| (s, vec![0u8; 10])).collect();
+        let mut recs = RecordBatch::starting_at(1);
+        for _ in 1..=150 {
+            recs.push(&[0u8; 10]);
+        }
         let chunks = pack(&recs);
         let firsts: Vec<u64> = chunks.iter().map(|c| c.0).collect();
         assert_eq!(firsts, vec![1, 65, 129]);
+        assert_eq!(chunks[0].1, 0..640);
         assert_eq!(chunks[2].1.len(), 22 * 10);
-        let big: Vec<(u64, Vec<u8>)> = (1..=3).map(|s| (s, vec![0u8; CHUNK_BYTES])).collect();
-        assert_eq!(pack(&big).len(), 3);
+        let mut big = RecordBatch::starting_at(7);
+        for _ in 0..3 {
+            big.push(&vec![0u8; CHUNK_BYTES]);
+        }
+        let chunks = pack(&big);
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks[2], (9, 2 * CHUNK_BYTES..3 * CHUNK_BYTES));
+    }
+
+    #[test]
+    fn a_batch_lists_its_records_with_their_seqs() {
+        let mut b = RecordBatch::starting_at(5);
+        b.push(b"ab");
+        let r = b.push_with(|out| {
+            out.extend_from_slice(b"cde");
+            7
+        });
+        assert_eq!(r, 7);
+        let got: Vec<(u64, &[u8])> = b.iter().collect();
+        assert_eq!(got, vec![(5, &b"ab"[..]), (6, &b"cde"[..])]);
+        b.reset(9);
+        assert!(b.is_empty());
+        assert_eq!(b.iter().count(), 0);
     }
 }

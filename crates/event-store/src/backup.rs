@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::backend::{Anchor, Backend, SledBackend};
+use crate::backend::{Anchor, Backend, RecordBatch, SledBackend};
 use crate::codec::{ChainKey, GENESIS, RecordView};
 use crate::error::{Error, Result};
 use crate::options::StoreOptions;
@@ -281,7 +281,7 @@ fn restore_into(file: &Path, staging: &Path, options: &StoreOptions) -> Result<R
     backend.meta_put("key_check", &key.fingerprint())?;
     let mut prev = GENESIS;
     let mut seq = 0u64;
-    let mut batch: Vec<(u64, Vec<u8>)> = Vec::with_capacity(RESTORE_BATCH);
+    let mut batch = RecordBatch::starting_at(1);
     let mut snapshots = 0;
     loop {
         let digest_so_far = r.hash.clone().finalize();
@@ -304,10 +304,10 @@ fn restore_into(file: &Path, staging: &Path, options: &StoreOptions) -> Result<R
                     )));
                 }
                 prev = *v.mac;
-                batch.push((seq, payload));
+                batch.push(&payload);
                 if batch.len() == RESTORE_BATCH {
                     backend.commit(&batch, Anchor { seq, mac: prev })?;
-                    batch.clear();
+                    batch.reset(seq + 1);
                 }
             }
             TAG_SNAPSHOT => {

@@ -122,7 +122,7 @@ impl Prepared {
         HEADER_LEN + id_len + self.tail.len() + MAC_LEN
     }
 
-    /// Writes the finished record and returns its MAC.
+    /// Writes the finished record and returns it with its MAC.
     pub fn finish(
         &self,
         key: &ChainKey,
@@ -132,25 +132,46 @@ impl Prepared {
         time: Timestamp,
         id: &str,
     ) -> (Vec<u8>, [u8; MAC_LEN]) {
-        let e = &self.event;
         let mut out = Vec::with_capacity(self.record_len(id.len()));
-        out.push(FORMAT);
-        out.extend_from_slice(&seq.to_le_bytes());
-        out.extend_from_slice(&version.to_le_bytes());
-        out.extend_from_slice(&time.unix_millis().to_le_bytes());
-        out.push(id.len() as u8);
-        out.extend_from_slice(&(e.stream.len() as u16).to_le_bytes());
-        out.push(e.event_type.len() as u8);
-        out.push(e.agent.as_ref().map_or(0, |s| s.len() as u8));
-        out.push(e.correlation_id.as_ref().map_or(0, |s| s.len() as u8));
-        out.push(e.causation_id.as_ref().map_or(0, |s| s.len() as u8));
-        out.extend_from_slice(&self.data_len.to_le_bytes());
-        out.extend_from_slice(&self.meta_len.to_le_bytes());
+        let mac = self.finish_into(&mut out, key, prev, seq, version, time, id);
+        (out, mac)
+    }
+
+    /// Appends the finished record to `out` (the writer packs a whole group into
+    /// one buffer this way, without a buffer per record) and returns its MAC.
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish_into(
+        &self,
+        out: &mut Vec<u8>,
+        key: &ChainKey,
+        prev: &[u8; MAC_LEN],
+        seq: u64,
+        version: u64,
+        time: Timestamp,
+        id: &str,
+    ) -> [u8; MAC_LEN] {
+        let e = &self.event;
+        let mut header = [0u8; HEADER_LEN];
+        header[0] = FORMAT;
+        header[1..9].copy_from_slice(&seq.to_le_bytes());
+        header[9..17].copy_from_slice(&version.to_le_bytes());
+        header[17..25].copy_from_slice(&time.unix_millis().to_le_bytes());
+        header[25] = id.len() as u8;
+        header[26..28].copy_from_slice(&(e.stream.len() as u16).to_le_bytes());
+        header[28] = e.event_type.len() as u8;
+        header[29] = e.agent.as_ref().map_or(0, |s| s.len() as u8);
+        header[30] = e.correlation_id.as_ref().map_or(0, |s| s.len() as u8);
+        header[31] = e.causation_id.as_ref().map_or(0, |s| s.len() as u8);
+        header[32..36].copy_from_slice(&self.data_len.to_le_bytes());
+        header[36..40].copy_from_slice(&self.meta_len.to_le_bytes());
+        let start = out.len();
+        out.reserve(self.record_len(id.len()));
+        out.extend_from_slice(&header);
         out.extend_from_slice(id.as_bytes());
         out.extend_from_slice(&self.tail);
-        let mac = key.chain(prev, &out);
+        let mac = key.chain(prev, &out[start..]);
         out.extend_from_slice(&mac);
-        (out, mac)
+        mac
     }
 }
 

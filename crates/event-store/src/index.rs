@@ -10,8 +10,9 @@
 //! events costs a binary search plus `k` steps.
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
+use crate::clock::Timestamp;
 use crate::codec::RecordView;
 
 /// Seqs in ascending order, stored inline when there is only one.
@@ -38,6 +39,51 @@ impl Postings {
     }
 }
 
+/// Postings keyed by a value that is already a keyed hash (see
+/// [`Indexes::hash`]): hashing it again would only cost time, so the map uses it
+/// as is. Without the key an attacker cannot aim at collisions of either hash.
+type HashedMap = HashMap<u64, Postings, BuildHasherDefault<AlreadyHashed>>;
+
+/// A `Hasher` for keys that are already keyed hashes: passes the `u64` through.
+#[derive(Default)]
+struct AlreadyHashed(u64);
+
+impl Hasher for AlreadyHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed with this hasher; fold anything else in.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// The indexed fields of one event.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexEntry<'a> {
+    /// Global position.
+    pub seq: u64,
+    /// Append time.
+    pub time: Timestamp,
+    /// Event id.
+    pub id: &'a str,
+    /// Stream.
+    pub stream: &'a str,
+    /// Type.
+    pub event_type: &'a str,
+    /// Agent.
+    pub agent: Option<&'a str>,
+    /// Correlation id.
+    pub correlation_id: Option<&'a str>,
+}
+
 /// The indexes. Only the writer mutates them (under the store's write lock).
 /// Public only for the crate's benchmarks.
 #[derive(Debug)]
@@ -48,9 +94,9 @@ pub struct Indexes {
     agents: HashMap<Box<str>, Vec<u64>>,
     /// Keyed by a keyed hash of the correlation id; candidates are checked against
     /// the record, so a collision costs a step, never a wrong answer.
-    correlations: HashMap<u64, Postings>,
+    correlations: HashedMap,
     /// Keyed by a keyed hash of the event id; same collision rule.
-    ids: HashMap<u64, Postings>,
+    ids: HashedMap,
     /// Append time of every seq (`times[seq - 1]`); non-decreasing.
     times: Vec<i64>,
     hasher: std::collections::hash_map::RandomState,
@@ -69,8 +115,8 @@ impl Indexes {
             streams: HashMap::new(),
             types: HashMap::new(),
             agents: HashMap::new(),
-            correlations: HashMap::new(),
-            ids: HashMap::new(),
+            correlations: HashedMap::default(),
+            ids: HashedMap::default(),
             times: Vec::new(),
             hasher: Default::default(),
         }
@@ -83,25 +129,39 @@ impl Indexes {
     /// Adds one record. Records must be added in seq order without gaps, except
     /// that damaged records found on open are skipped.
     pub fn add(&mut self, r: &RecordView<'_>) {
-        push_named(&mut self.streams, r.stream, r.seq);
-        push_named(&mut self.types, r.event_type, r.seq);
-        if let Some(a) = r.agent {
-            push_named(&mut self.agents, a, r.seq);
+        self.insert(&IndexEntry {
+            seq: r.seq,
+            time: r.time,
+            id: r.id,
+            stream: r.stream,
+            event_type: r.event_type,
+            agent: r.agent,
+            correlation_id: r.correlation_id,
+        });
+    }
+
+    /// Adds one event from its known fields (the writer's path: no record to
+    /// parse). Same ordering rule as [`add`](Self::add).
+    pub fn insert(&mut self, e: &IndexEntry<'_>) {
+        push_named(&mut self.streams, e.stream, e.seq);
+        push_named(&mut self.types, e.event_type, e.seq);
+        if let Some(a) = e.agent {
+            push_named(&mut self.agents, a, e.seq);
         }
-        if let Some(c) = r.correlation_id {
+        if let Some(c) = e.correlation_id {
             let h = self.hash(c);
-            push_hashed(&mut self.correlations, h, r.seq);
+            push_hashed(&mut self.correlations, h, e.seq);
         }
-        let h = self.hash(r.id);
-        push_hashed(&mut self.ids, h, r.seq);
-        let idx = (r.seq as usize).saturating_sub(1);
+        let h = self.hash(e.id);
+        push_hashed(&mut self.ids, h, e.seq);
+        let idx = (e.seq as usize).saturating_sub(1);
         if self.times.len() < idx {
             // A damaged record was skipped: carry the previous time forward so the
             // vector stays indexed by seq and non-decreasing.
             let last = self.times.last().copied().unwrap_or(i64::MIN);
             self.times.resize(idx, last);
         }
-        self.times.push(r.time.unix_millis());
+        self.times.push(e.time.unix_millis());
     }
 
     /// The last version of `stream`, `None` if it has no events.
@@ -152,7 +212,7 @@ fn push_named(map: &mut HashMap<Box<str>, Vec<u64>>, key: &str, seq: u64) {
     }
 }
 
-fn push_hashed(map: &mut HashMap<u64, Postings>, key: u64, seq: u64) {
+fn push_hashed(map: &mut HashedMap, key: u64, seq: u64) {
     map.entry(key)
         .and_modify(|p| p.push(seq))
         .or_insert(Postings::One(seq));

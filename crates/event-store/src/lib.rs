@@ -51,6 +51,7 @@ mod model;
 mod options;
 mod query;
 mod read;
+mod request;
 mod store;
 mod subscription;
 mod writer;
@@ -62,7 +63,7 @@ pub use model::{
     AppendOutcome, Appended, Event, ExpectedVersion, Limits, NewEvent, validate_agent,
     validate_event_type, validate_stream, validate_token,
 };
-pub use options::{AppendObserver, Durability, StoreOptions};
+pub use options::{AppendObserver, DEFAULT_CACHE_BYTES, Durability, StoreOptions};
 pub use query::{Filter, Order, Page, Query};
 pub use store::{EventStore, Snapshot, StoreStats, VerifyReport};
 pub use subscription::Subscription;

@@ -15,8 +15,9 @@ use crate::index::Indexes;
 use crate::model::{AppendOutcome, Appended, Event, Limits, NewEvent};
 use crate::options::{Durability, StoreOptions};
 use crate::query::Filter;
+use crate::request::{Command, Pending, Placed};
 use crate::subscription::Subscription;
-use crate::writer::{Command, Writer};
+use crate::writer::Writer;
 
 /// State shared by the handle, the writer thread and subscriptions.
 pub(crate) struct Shared {
@@ -34,6 +35,8 @@ struct Inner {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Command>,
     limits: Limits,
+    /// Whether appends are timed (an observer is set).
+    timed: bool,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     _temp: Option<TempDir>,
 }
@@ -196,6 +199,7 @@ impl EventStore {
                 shared,
                 tx,
                 limits: options.limits,
+                timed: options.observer.is_some(),
                 writer: Mutex::new(Some(handle)),
                 _temp: temp,
             }),
@@ -213,9 +217,7 @@ impl EventStore {
     /// When every event carries an `id` that was appended before, nothing is
     /// written and the original positions are returned (`deduplicated: true`).
     pub async fn append(&self, events: Vec<NewEvent>) -> Result<AppendOutcome> {
-        let (cmd, rx) = self.prepare(events)?;
-        self.inner.tx.send(cmd).await.map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| Error::Closed)?
+        Ok(self.submit(events).await?.into_outcome())
     }
 
     /// [`append`](Self::append) for callers outside an async runtime. Must not be
@@ -226,19 +228,29 @@ impl EventStore {
             .tx
             .blocking_send(cmd)
             .map_err(|_| Error::Closed)?;
-        rx.blocking_recv().map_err(|_| Error::Closed)?
+        let placed = rx.blocking_recv().map_err(|_| Error::Closed)??;
+        Ok(placed.into_outcome())
     }
 
     /// Appends one event.
     pub async fn append_one(&self, event: NewEvent) -> Result<Appended> {
-        let mut out = self.append(vec![event]).await?;
-        out.events.pop().ok_or(Error::EmptyBatch)
+        self.submit(vec![event])
+            .await?
+            .into_first()
+            .ok_or(Error::EmptyBatch)
+    }
+
+    /// Hands a request to the writer and waits for its answer.
+    async fn submit(&self, events: Vec<NewEvent>) -> Result<Placed> {
+        let (cmd, rx) = self.prepare(events)?;
+        self.inner.tx.send(cmd).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
     }
 
     fn prepare(
         &self,
         events: Vec<NewEvent>,
-    ) -> Result<(Command, oneshot::Receiver<Result<AppendOutcome>>)> {
+    ) -> Result<(Command, oneshot::Receiver<Result<Placed>>)> {
         let limits = &self.inner.limits;
         if events.is_empty() {
             return Err(Error::EmptyBatch);
@@ -265,7 +277,7 @@ impl EventStore {
                 });
             }
             total += len;
-            prepared.push(p);
+            prepared.push(Pending::new(p));
         }
         if total > limits.max_batch_bytes {
             return Err(Error::TooLarge {
@@ -279,7 +291,8 @@ impl EventStore {
             Command::Append {
                 events: prepared,
                 reply,
-                enqueued: std::time::Instant::now(),
+                // Only the observer reads it: no clock read without one.
+                enqueued: self.inner.timed.then(std::time::Instant::now),
             },
             rx,
         ))

@@ -7,37 +7,54 @@
 //! the head, publishes to live subscribers and answers. While one flush is in
 //! progress, new requests queue up and form the next group: the more concurrent
 //! appenders, the more events per flush.
+//!
+//! Only what depends on the order of the log happens here (conditions, positions,
+//! ids, the MAC chain, the storage batch, the indexes). The caller's task does the
+//! rest: JSON encoding before the request is queued, and building the
+//! [`AppendOutcome`](crate::AppendOutcome) (id strings) and freeing the request after the answer. The
+//! answer carries the request's own events back ([`Placed::Written`]), so the
+//! writer neither allocates nor frees per event.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use crate::backend::Anchor;
+use crate::backend::{Anchor, RecordBatch};
 use crate::clock::{SharedClock, Timestamp};
-use crate::codec::{Prepared, RecordView};
+use crate::codec::{ChainKey, RecordView};
 use crate::error::{Error, Result};
-use crate::model::{AppendOutcome, Appended, Event, ExpectedVersion};
+use crate::index::{IndexEntry, Indexes};
+use crate::model::Appended;
 use crate::options::Durability;
+use crate::request::{Command, Pending, Placed};
+use crate::request::{Request, check_conditions, check_one};
 use crate::store::Shared;
 
-pub(crate) enum Command {
-    Append {
-        events: Vec<Prepared>,
-        reply: oneshot::Sender<Result<AppendOutcome>>,
-        enqueued: std::time::Instant,
-    },
-    Flush {
-        reply: oneshot::Sender<Result<()>>,
+/// Length of a ULID in text.
+const ULID_LEN: usize = 26;
+
+/// What the writer decided for one request of a group.
+enum Verdict {
+    /// Placed in this group's batch.
+    Accept,
+    /// Answered without writing. `after_commit`: the answer relies on an earlier
+    /// request of this group, so it stands only if the group is committed.
+    Answer {
+        answer: Result<Placed>,
+        after_commit: bool,
     },
 }
 
-type Request = (
-    Vec<Prepared>,
-    oneshot::Sender<Result<AppendOutcome>>,
-    std::time::Instant,
-);
+/// Where one accepted event goes.
+#[derive(Clone, Copy)]
+struct Placement {
+    seq: u64,
+    version: u64,
+    generated: Option<ulid::Ulid>,
+}
 
 pub(crate) struct Writer {
     observer: Option<Arc<dyn crate::options::AppendObserver>>,
@@ -50,14 +67,10 @@ pub(crate) struct Writer {
     chain: [u8; 32],
     last_time: Timestamp,
     last_id: ulid::Ulid,
-}
-
-/// A request that passed its checks and is part of the current group.
-struct Accepted {
-    reply: oneshot::Sender<Result<AppendOutcome>>,
-    enqueued: std::time::Instant,
-    appended: Vec<Appended>,
-    events: Vec<Event>,
+    /// The group's records; its buffers are reused by every group.
+    batch: RecordBatch,
+    /// The group's accepted events in order; reused by every group.
+    placements: Vec<Placement>,
 }
 
 impl Writer {
@@ -84,12 +97,15 @@ impl Writer {
             chain,
             last_time,
             last_id: ulid::Ulid::nil(),
+            batch: RecordBatch::default(),
+            placements: Vec::new(),
         }
     }
 
     pub(crate) fn run(mut self) {
+        // Reused by every group.
+        let mut appends = Vec::new();
         while let Some(first) = self.rx.blocking_recv() {
-            let mut appends = Vec::new();
             let mut flushes = Vec::new();
             let mut events = 0usize;
             let mut next = Some(first);
@@ -109,7 +125,7 @@ impl Writer {
                     next = self.rx.try_recv().ok();
                 }
             }
-            self.commit_group(appends);
+            self.commit_group(&mut appends);
             if !flushes.is_empty() {
                 let r = self.flush_durably();
                 for reply in flushes {
@@ -133,200 +149,251 @@ impl Writer {
         })
     }
 
-    fn commit_group(&mut self, requests: Vec<Request>) {
+    /// Commits the group `requests` and answers (and removes) every request.
+    fn commit_group(&mut self, requests: &mut Vec<Request>) {
         if requests.is_empty() {
             return;
         }
         if self.shared.poisoned.load(Ordering::Acquire) {
-            for (_, reply, _) in requests {
+            for (_, reply, _) in requests.drain(..) {
                 let _ = reply.send(Err(Error::Poisoned));
             }
             return;
         }
         let now = self.clock.now().max(self.last_time);
         let start = (self.head, self.chain, self.last_id);
-        let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
-        let mut accepted: Vec<Accepted> = Vec::new();
-        // Stream versions and ids written earlier in this group, not yet indexed.
-        let mut versions: HashMap<String, u64> = HashMap::new();
-        let mut ids: HashMap<String, Appended> = HashMap::new();
-        {
-            let shared = self.shared.clone();
-            let index = shared.index.read();
-            for (events, reply, enqueued) in requests {
-                // Idempotent retry: every id known → the original result.
-                match self.find_existing(&events, &ids, &index) {
-                    Ok(Some(original)) => {
-                        let _ = reply.send(Ok(AppendOutcome {
-                            events: original,
-                            deduplicated: true,
-                        }));
-                        continue;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                        continue;
-                    }
-                }
-                // Optimistic concurrency, with earlier events of this request and
-                // this group counted.
-                let mut local: HashMap<&str, u64> = HashMap::new();
-                let mut conflict = None;
-                for p in &events {
-                    let s = p.event.stream.as_str();
-                    let current = local
-                        .get(s)
-                        .or_else(|| versions.get(s))
-                        .copied()
-                        .map(Some)
-                        .unwrap_or_else(|| index.stream_version(s));
-                    let ok = match p.event.expected_version {
-                        ExpectedVersion::Any => true,
-                        ExpectedVersion::NoStream => current.is_none(),
-                        ExpectedVersion::Exact(n) => current == Some(n),
-                    };
-                    if !ok {
-                        conflict = Some(Error::VersionConflict {
-                            stream: s.to_owned(),
-                            expected: match p.event.expected_version {
-                                ExpectedVersion::Any => "any".into(),
-                                ExpectedVersion::NoStream => "no_stream".into(),
-                                ExpectedVersion::Exact(n) => n.to_string(),
-                            },
-                            actual: current,
-                        });
-                        break;
-                    }
-                    local.insert(s, current.map_or(0, |v| v + 1));
-                }
-                if let Some(e) = conflict {
-                    let _ = reply.send(Err(e));
-                    continue;
-                }
-                let mut appended = Vec::with_capacity(events.len());
-                let mut evs = Vec::with_capacity(events.len());
-                for p in events {
-                    let seq = self.head + 1;
-                    let s = p.event.stream.as_str();
-                    let version = versions
-                        .get(s)
-                        .map(|v| v + 1)
-                        .or_else(|| index.stream_version(s).map(|v| v + 1))
-                        .unwrap_or(0);
-                    let id = match &p.event.id {
-                        Some(id) => id.clone(),
-                        None => self.next_id(now),
-                    };
-                    let (bytes, mac) =
-                        p.finish(&self.shared.key, &self.chain, seq, version, now, &id);
-                    self.head = seq;
-                    self.chain = mac;
-                    versions.insert(s.to_owned(), version);
-                    let a = Appended {
-                        seq,
-                        id: id.clone(),
-                        version,
-                    };
-                    if p.event.id.is_some() {
-                        ids.insert(id.clone(), a.clone());
-                    }
-                    records.push((seq, bytes));
-                    appended.push(a);
-                    let e = p.event;
-                    evs.push(Event {
-                        seq,
-                        id,
-                        stream: e.stream,
-                        version,
-                        event_type: e.event_type,
-                        time: now,
-                        agent: e.agent,
-                        correlation_id: e.correlation_id,
-                        causation_id: e.causation_id,
-                        data: e.data,
-                        metadata: e.metadata,
-                    });
-                }
-                accepted.push(Accepted {
-                    reply,
-                    enqueued,
-                    appended,
-                    events: evs,
-                });
-            }
-        }
-        if records.is_empty() {
+        let verdicts = self.place(requests, now);
+        if self.batch.is_empty() {
+            self.answer(requests, verdicts, now, false);
             return;
         }
         let anchor = Anchor {
             seq: self.head,
             mac: self.chain,
         };
-        let written = self.shared.backend.commit(&records, anchor).and_then(|()| {
-            if self.durability == Durability::Durable {
-                self.flush_durably()
-            } else {
-                Ok(())
-            }
-        });
+        let written = self
+            .shared
+            .backend
+            .commit(&self.batch, anchor)
+            .and_then(|()| {
+                if self.durability == Durability::Durable {
+                    self.flush_durably()
+                } else {
+                    Ok(())
+                }
+            });
         if let Err(e) = written {
             tracing::error!(error = %e, "event store commit failed; refusing further writes");
             self.shared.poisoned.store(true, Ordering::Release);
             (self.head, self.chain, self.last_id) = start;
-            let msg = e.to_string();
-            for a in accepted {
-                let _ = a.reply.send(Err(Error::WriteFailed {
-                    reason: msg.clone(),
-                }));
+            let reason = e.to_string();
+            for ((_, reply, _), v) in requests.drain(..).zip(verdicts) {
+                let answer = match v {
+                    Verdict::Answer {
+                        answer,
+                        after_commit: false,
+                    } => answer,
+                    _ => Err(Error::WriteFailed {
+                        reason: reason.clone(),
+                    }),
+                };
+                let _ = reply.send(answer);
             }
             return;
         }
         self.last_time = now;
         {
             let mut index = self.shared.index.write();
-            for (_, bytes) in &records {
-                if let Ok(v) = RecordView::parse(bytes) {
-                    index.add(&v);
+            let mut placed = self.placements.iter();
+            for ((events, _, _), v) in requests.iter().zip(&verdicts) {
+                if !matches!(v, Verdict::Accept) {
+                    continue;
+                }
+                for (p, at) in events.iter().zip(placed.by_ref()) {
+                    let e = &p.prepared.event;
+                    let mut buf = [0u8; ULID_LEN];
+                    index.insert(&IndexEntry {
+                        seq: at.seq,
+                        time: now,
+                        id: id_text(e.id.as_deref(), at.generated, &mut buf),
+                        stream: &e.stream,
+                        event_type: &e.event_type,
+                        agent: e.agent.as_deref(),
+                        correlation_id: e.correlation_id.as_deref(),
+                    });
                 }
             }
         }
         self.shared.head.store(self.head, Ordering::Release);
-        let live = &self.shared.live;
-        let publish = live.receiver_count() > 0;
-        for a in accepted {
-            if publish {
-                for e in &a.events {
-                    let _ = live.send(Arc::new(e.clone()));
+        self.answer(requests, verdicts, now, true);
+    }
+
+    /// Checks every request against the log and the earlier requests of the group,
+    /// assigns positions and ids to the accepted ones and encodes their records
+    /// into `self.batch`, chaining MACs from `self.chain`.
+    fn place(&mut self, requests: &[Request], now: Timestamp) -> Vec<Verdict> {
+        self.batch.reset(self.head + 1);
+        self.placements.clear();
+        let shared = self.shared.clone();
+        let index = shared.index.read();
+        let mut verdicts = Vec::with_capacity(requests.len());
+        // Last version of each stream written earlier in this group, and the
+        // caller ids written earlier in this group (neither is indexed yet).
+        let mut versions: HashMap<&str, u64> = HashMap::with_capacity(requests.len());
+        let mut ids: HashMap<&str, (u64, u64)> = HashMap::new();
+        for (events, _, _) in requests {
+            // Idempotent retry: every id known → the original result.
+            match self.find_existing(events, &ids, &index) {
+                Ok(None) => {}
+                Ok(Some((original, after_commit))) => {
+                    verdicts.push(Verdict::Answer {
+                        answer: Ok(Placed::Deduplicated(original)),
+                        after_commit,
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    verdicts.push(Verdict::Answer {
+                        answer: Err(e),
+                        after_commit: false,
+                    });
+                    continue;
                 }
             }
-            if let Some(o) = &self.observer {
-                o.appended(a.appended.len(), a.enqueued.elapsed(), self.head);
+            // Optimistic concurrency: each event's expected version against its
+            // stream as it stands after the log, the earlier requests of this group
+            // and the earlier events of this request.
+            let checked = match events.as_slice() {
+                // The common single-event request: one lookup for check and version.
+                [p] => {
+                    let e = &p.prepared.event;
+                    let slot = versions.entry(e.stream.as_str());
+                    let current = match &slot {
+                        Entry::Occupied(o) => Some(*o.get()),
+                        Entry::Vacant(_) => index.stream_version(&e.stream),
+                    };
+                    check_one(&e.stream, e.expected_version, current).map(|()| {
+                        let version = current.map_or(0, |v| v + 1);
+                        slot.insert_entry(version);
+                        self.encode(p, version, now, &shared.key);
+                        if let Some(id) = &e.id {
+                            ids.insert(id, (self.head, version));
+                        }
+                    })
+                }
+                _ => check_conditions(events, &versions, &index).map(|()| {
+                    for p in events {
+                        let e = &p.prepared.event;
+                        let s = e.stream.as_str();
+                        let version = versions
+                            .get(s)
+                            .copied()
+                            .or_else(|| index.stream_version(s))
+                            .map_or(0, |v| v + 1);
+                        versions.insert(s, version);
+                        self.encode(p, version, now, &shared.key);
+                        if let Some(id) = &e.id {
+                            ids.insert(id, (self.head, version));
+                        }
+                    }
+                }),
+            };
+            if let Err(e) = checked {
+                verdicts.push(Verdict::Answer {
+                    answer: Err(e),
+                    after_commit: false,
+                });
+                continue;
             }
-            let _ = a.reply.send(Ok(AppendOutcome {
-                events: a.appended,
-                deduplicated: false,
-            }));
+            verdicts.push(Verdict::Accept);
+        }
+        verdicts
+    }
+
+    /// Places one accepted event at the next seq: chooses its id, encodes its
+    /// record into the batch and advances the chain.
+    fn encode(&mut self, p: &Pending, version: u64, now: Timestamp, key: &ChainKey) {
+        let seq = self.head + 1;
+        let e = &p.prepared.event;
+        let generated = match e.id {
+            Some(_) => None,
+            None => Some(self.next_id(now)),
+        };
+        let mut buf = [0u8; ULID_LEN];
+        let id = id_text(e.id.as_deref(), generated, &mut buf);
+        let prev = &self.chain;
+        let mac = self.batch.push_with(|out| {
+            p.prepared
+                .finish_into(out, key, prev, seq, version, now, id)
+        });
+        self.head = seq;
+        self.chain = mac;
+        self.placements.push(Placement {
+            seq,
+            version,
+            generated,
+        });
+    }
+
+    /// Publishes the accepted events (when `committed`) and answers every request.
+    fn answer(
+        &mut self,
+        requests: &mut Vec<Request>,
+        verdicts: Vec<Verdict>,
+        now: Timestamp,
+        committed: bool,
+    ) {
+        let live = &self.shared.live;
+        let publish = committed && live.receiver_count() > 0;
+        let mut placed = self.placements.iter();
+        for ((mut events, reply, enqueued), v) in requests.drain(..).zip(verdicts) {
+            match v {
+                Verdict::Answer { answer, .. } => {
+                    let _ = reply.send(answer);
+                }
+                Verdict::Accept => {
+                    for (p, at) in events.iter_mut().zip(placed.by_ref()) {
+                        p.seq = at.seq;
+                        p.version = at.version;
+                        p.generated = at.generated;
+                        if publish {
+                            let _ = live.send(Arc::new(p.take_event(now)));
+                        }
+                    }
+                    if let Some(o) = &self.observer {
+                        let latency = enqueued.map(|t| t.elapsed()).unwrap_or_default();
+                        o.appended(events.len(), latency, self.head);
+                    }
+                    let _ = reply.send(Ok(Placed::Written(events)));
+                }
+            }
         }
     }
 
-    /// For a request whose events all carry ids: the original positions if every
-    /// id exists, an error if only some do, `None` if none do.
+    /// For a request whose events all carry ids: the original positions (and
+    /// whether any of them is only pending in this group) if every id exists, an
+    /// error if only some do, `None` if none do.
     fn find_existing(
         &self,
-        events: &[Prepared],
-        pending: &HashMap<String, Appended>,
-        index: &crate::index::Indexes,
-    ) -> Result<Option<Vec<Appended>>> {
+        events: &[Pending],
+        pending: &HashMap<&str, (u64, u64)>,
+        index: &Indexes,
+    ) -> Result<Option<(Vec<Appended>, bool)>> {
         let mut found = Vec::new();
         let mut missing = false;
+        let mut in_group = false;
         for p in events {
-            let Some(id) = &p.event.id else {
+            let Some(id) = &p.prepared.event.id else {
                 missing = true;
                 continue;
             };
-            if let Some(a) = pending.get(id) {
-                found.push(a.clone());
+            if let Some(&(seq, version)) = pending.get(id.as_str()) {
+                in_group = true;
+                found.push(Appended {
+                    seq,
+                    id: id.clone(),
+                    version,
+                });
                 continue;
             }
             let mut hit = None;
@@ -352,7 +419,7 @@ impl Writer {
         }
         match (found.is_empty(), missing) {
             (true, _) => Ok(None),
-            (false, false) => Ok(Some(found)),
+            (false, false) => Ok(Some((found, in_group))),
             (false, true) => Err(Error::DuplicateId {
                 id: found[0].id.clone(),
             }),
@@ -360,7 +427,7 @@ impl Writer {
     }
 
     /// A ULID for `now`, strictly increasing within the store's lifetime.
-    fn next_id(&mut self, now: Timestamp) -> String {
+    fn next_id(&mut self, now: Timestamp) -> ulid::Ulid {
         let ms = now.unix_millis().max(0) as u64;
         let fresh = || ulid::Ulid::from_parts(ms, ulid::Ulid::generate().random());
         let id = if self.last_id.timestamp_ms() >= ms {
@@ -369,6 +436,19 @@ impl Writer {
             fresh()
         };
         self.last_id = id;
-        id.to_string()
+        id
+    }
+}
+
+/// The event's id as text: the caller's, or the generated ULID encoded in `buf`.
+fn id_text<'a>(
+    given: Option<&'a str>,
+    generated: Option<ulid::Ulid>,
+    buf: &'a mut [u8; ULID_LEN],
+) -> &'a str {
+    match (given, generated) {
+        (Some(id), _) => id,
+        (None, Some(u)) => u.array_to_str(buf),
+        (None, None) => "",
     }
 }
