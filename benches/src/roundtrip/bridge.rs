@@ -4,6 +4,7 @@
 //! through the admin API.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -113,7 +114,18 @@ pub fn spawn(bin: &Path, dir: &Path, log: &str) -> Result<BridgeProcess, String>
     let log_path = dir.with_file_name("bridge.log");
     let log_file =
         std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-    let mut child = Command::new(bin)
+    let mut cmd = Command::new(bin);
+    // SAFETY: prctl(2) is async-signal-safe; it asks the kernel to send the
+    // child SIGTERM should the bench die first (including by SIGKILL), so no
+    // bridge outlives it. The spawning thread is the main thread, which lives
+    // as long as the bench.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let mut child = cmd
         .arg("serve")
         .arg("--data")
         .arg(dir)

@@ -23,6 +23,7 @@ mod client;
 mod memory;
 mod paths;
 mod plan;
+mod scrape;
 mod stats;
 
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ use tokio::sync::{mpsc, watch};
 use self::bridge::BridgeProcess;
 use self::client::{Agent, Http};
 use self::plan::{Arrivals, schedule};
+use self::scrape::Scrape;
 use self::stats::{Ctx, round1};
 use crate::report::emit;
 
@@ -218,6 +220,30 @@ fn setup(a: &Args, ids: &[String], rt: &tokio::runtime::Runtime) -> Result<Setup
     })
 }
 
+/// The machine's 1-minute load average (other work competing for the cores).
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The share of the last 10 s in which some task waited for a CPU (`"cpu"`)
+/// or for the disk (`"io"`) (`/proc/pressure/<kind>`, `some avg10`): how
+/// contended the machine was.
+fn pressure(kind: &str) -> Option<f64> {
+    std::fs::read_to_string(format!("/proc/pressure/{kind}"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("some"))?
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("avg10="))?
+        .parse()
+        .ok()
+}
+
 /// Process figures sampled at the start and end of the measured window.
 struct Usage {
     at: std::time::Instant,
@@ -249,8 +275,58 @@ impl Usage {
     }
 }
 
+/// The dispatcher: a thread of its own that sleeps (with the operating
+/// system's microsecond timers, not the runtime's millisecond ones) until each
+/// slot's planned time and starts its round trip on the runtime.
+struct Dispatch {
+    ctx: Arc<Ctx>,
+    slots: Vec<u64>,
+    start_us: u64,
+    measure_from: u64,
+    requesters: Vec<Agent>,
+    targets: Vec<String>,
+    path: PathKind,
+    pid: Option<u32>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Dispatch {
+    /// Runs the schedule; returns the usage sampled as the measured window began.
+    fn run(self) -> Option<Usage> {
+        let t0 = self.ctx.t0.into_std();
+        let mut first = None;
+        for (i, off) in self.slots.iter().enumerate() {
+            let planned = self.start_us + off;
+            let at = t0 + Duration::from_micros(planned);
+            let now = std::time::Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+            if first.is_none() && planned >= self.measure_from {
+                first = Some(Usage::now(self.pid));
+            }
+            self.ctx.dispatched(planned);
+            let pair = i % self.requesters.len();
+            let (ctx, me, to) = (
+                self.ctx.clone(),
+                self.requesters[pair].clone(),
+                self.targets[pair].clone(),
+            );
+            match self.path {
+                PathKind::Elicitations => self.runtime.spawn(paths::elicit(ctx, me, to, planned)),
+                PathKind::Messages => self
+                    .runtime
+                    .spawn(paths::send_message(ctx, me, to, planned)),
+            };
+        }
+        first
+    }
+}
+
 fn round_trips(a: &Args) -> Result<(), String> {
     let (nofile, _) = raise_nofile();
+    let load_before = load_average();
+    let pressure_before = (pressure("cpu"), pressure("io"));
     let pairs = a.pairs.max(1);
     let rt = runtime()?;
     let ids = agent_ids(a, &["req", "tgt"], pairs);
@@ -309,30 +385,24 @@ fn round_trips(a: &Args) -> Result<(), String> {
         let measure_from = start_us + a.warmup_s * 1_000_000;
         let end_us = measure_from + a.duration_s * 1_000_000;
         ctx.measure_from(measure_from);
-        let mut first: Option<Usage> = None;
-        for (i, off) in slots.iter().enumerate() {
-            let planned = start_us + off;
-            let at = ctx.t0 + Duration::from_micros(planned);
-            if at > tokio::time::Instant::now() {
-                tokio::time::sleep_until(at).await;
-            }
-            if first.is_none() && planned >= measure_from {
-                first = Some(Usage::now(s.pid));
-            }
-            ctx.dispatched(planned);
-            let pair = i % requesters.len();
-            let (ctx, me, to) = (
-                ctx.clone(),
-                requesters[pair].clone(),
-                targets[pair].id.clone(),
-            );
-            match a.path {
-                PathKind::Elicitations => tokio::spawn(paths::elicit(ctx, me, to, planned)),
-                PathKind::Messages => tokio::spawn(paths::send_message(ctx, me, to, planned)),
-            };
-        }
+        let plan = Dispatch {
+            ctx: ctx.clone(),
+            slots,
+            start_us,
+            measure_from,
+            requesters: requesters.to_vec(),
+            targets: targets.iter().map(|t| t.id.clone()).collect(),
+            path: a.path,
+            pid: s.pid,
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let dispatcher = tokio::task::spawn_blocking(move || plan.run());
+        tokio::time::sleep_until(ctx.t0 + Duration::from_micros(measure_from)).await;
+        let scrape_first = Scrape::take(&ctx.http).await;
+        let first = dispatcher.await.map_err(|e| format!("dispatcher: {e}"))?;
         tokio::time::sleep_until(ctx.t0 + Duration::from_micros(end_us)).await;
         let last = Usage::now(s.pid);
+        let scrape_last = Scrape::take(&ctx.http).await;
         let drain_until = tokio::time::Instant::now() + timeout + Duration::from_secs(1);
         while ctx.unfinished() > 0 && tokio::time::Instant::now() < drain_until {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -343,6 +413,9 @@ fn round_trips(a: &Args) -> Result<(), String> {
         let mut out = Map::new();
         if let Some(first) = first {
             first.report(&last, &mut out);
+        }
+        if let (Some(a), Some(b)) = (scrape_first, scrape_last) {
+            out.insert("bridge_metrics".into(), a.window(&b));
         }
         Ok::<_, String>(out)
     })?;
@@ -382,6 +455,12 @@ fn round_trips(a: &Args) -> Result<(), String> {
                 .into(),
         );
     }
+    head.insert("loadavg_1m_before".into(), load_before.into());
+    head.insert("loadavg_1m_after".into(), load_average().into());
+    head.insert("cpu_pressure_pct_before".into(), pressure_before.0.into());
+    head.insert("cpu_pressure_pct_after".into(), pressure("cpu").into());
+    head.insert("io_pressure_pct_before".into(), pressure_before.1.into());
+    head.insert("io_pressure_pct_after".into(), pressure("io").into());
     head.insert("nofile_limit".into(), nofile.into());
     head.insert(
         "bridge".into(),
