@@ -104,7 +104,9 @@ pub struct Args {
     #[arg(long)]
     bridge_bin: Option<PathBuf>,
     /// `RUST_LOG` of the spawned bridge (its log goes to `bridge.log` beside
-    /// the data directory).
+    /// the data directory). The spawned bridge inherits the environment, so
+    /// `LIGHTHOUSE_DURABILITY=buffered` runs it without flushing each append
+    /// (a diagnostic; the durable store is the default and the target).
     #[arg(long, default_value = "info")]
     bridge_log: String,
     /// Keep the spawned bridge's data under this folder instead of a temporary
@@ -472,6 +474,13 @@ fn round_trips(a: &Args) -> Result<(), String> {
         .into(),
     );
     head.insert("bridge_log".into(), a.bridge_log.clone().into());
+    // A spawned bridge inherits the environment, so this is its durability.
+    head.insert(
+        "bridge_durability".into(),
+        std::env::var("LIGHTHOUSE_DURABILITY")
+            .unwrap_or_else(|_| "durable".to_owned())
+            .into(),
+    );
     head.insert(
         "cores".into(),
         std::thread::available_parallelism()
