@@ -56,8 +56,8 @@ pub struct Limits {
     /// Most events one expiry or drain append writes (default 256).
     pub transition_batch: usize,
     /// A snapshot of the projection is saved after this many elicitation events
-    /// (default 500,000, so a restart replays at most that many; 0 disables
-    /// automatic snapshots).
+    /// (default 250,000, so a restart replays at most that many on top of the
+    /// snapshot; 0 disables automatic snapshots).
     pub snapshot_every_events: u64,
     /// Longest the expiry timer sleeps before looking at the clock again, in
     /// milliseconds, so that a wall-clock step cannot delay an expiry for long
@@ -91,7 +91,7 @@ impl Default for Limits {
             subscription_buffer: 1_024,
             max_message_waiters: 10_000,
             transition_batch: 256,
-            snapshot_every_events: 500_000,
+            snapshot_every_events: 250_000,
             timer_max_sleep_ms: 1_000,
         }
     }

@@ -31,7 +31,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut sub: Subscription) {
         }
     }
     shared.closed.store(true, Ordering::Release);
-    shared.state.lock().seq_waiters.clear();
+    shared.seq_waiters.lock().clear();
 }
 
 /// Applies one live event and fans out what it changed.
@@ -40,14 +40,7 @@ fn apply(shared: &Arc<Shared>, e: &Event) {
     let (change, pending, capture) = {
         let mut st = shared.state.lock();
         let change = st.proj.apply(e);
-        while let Some(entry) = st.seq_waiters.first_entry() {
-            if *entry.key() > e.seq {
-                break;
-            }
-            for tx in entry.remove() {
-                let _ = tx.send(());
-            }
-        }
+        shared.applied.store(st.proj.applied_seq, Ordering::Release);
         match &change {
             Change::Nothing => {}
             Change::Requested { record, earliest } => {
@@ -80,9 +73,6 @@ fn apply(shared: &Arc<Shared>, e: &Event) {
             Change::Message(m) => {
                 st.subs
                     .publish(&m.to, &Notification::message(m.clone(), durable_at));
-                if let Some((n, _)) = st.mail_waiters.get(m.to.as_str()) {
-                    n.notify_waiters();
-                }
             }
         }
         let every = shared.limits.snapshot_every_events;
@@ -95,6 +85,23 @@ fn apply(shared: &Arc<Shared>, e: &Event) {
         });
         (change, st.proj.pending_count(), capture)
     };
+    // Writers waiting for this position: the projection shows it now.
+    {
+        let mut waiters = shared.seq_waiters.lock();
+        while let Some(entry) = waiters.first_entry() {
+            if *entry.key() > e.seq {
+                break;
+            }
+            for tx in entry.remove() {
+                let _ = tx.send(());
+            }
+        }
+    }
+    if let Change::Message(m) = &change
+        && let Some((n, _)) = shared.mail_waiters.lock().get(&*m.to)
+    {
+        n.notify_waiters();
+    }
     match &change {
         Change::Nothing => {}
         Change::Requested { record, .. } => {

@@ -27,11 +27,11 @@ struct MailWaiter<'a> {
 
 impl Drop for MailWaiter<'_> {
     fn drop(&mut self) {
-        let mut st = self.shared.state.lock();
-        if let Some((_, n)) = st.mail_waiters.get_mut(&self.agent) {
+        let mut waiters = self.shared.mail_waiters.lock();
+        if let Some((_, n)) = waiters.get_mut(&self.agent) {
             *n -= 1;
             if *n == 0 {
-                st.mail_waiters.remove(&self.agent);
+                waiters.remove(&self.agent);
             }
         }
     }
@@ -98,9 +98,9 @@ impl ElicitationService {
         }
         let agent: Arc<str> = Arc::from(caller.agent.as_str());
         let notify = {
-            let mut st = s.state.lock();
-            let len = st.mail_waiters.len();
-            match st.mail_waiters.get_mut(&agent) {
+            let mut waiters = s.mail_waiters.lock();
+            let len = waiters.len();
+            match waiters.get_mut(&agent) {
                 Some((n, count)) => {
                     *count += 1;
                     n.clone()
@@ -113,7 +113,7 @@ impl ElicitationService {
                 }
                 None => {
                     let n = Arc::new(Notify::new());
-                    st.mail_waiters.insert(agent.clone(), (n.clone(), 1));
+                    waiters.insert(agent.clone(), (n.clone(), 1));
                     n
                 }
             }

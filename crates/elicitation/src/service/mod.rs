@@ -99,15 +99,16 @@ impl ServiceOptions {
     }
 }
 
-/// State changed only under one short lock, never held across an `.await`.
+/// The projection and the live subscribers, changed together under one short
+/// lock (so a subscription registers at an exact log position), never held
+/// across an `.await`.
 pub(crate) struct State {
     pub proj: Projection,
-    /// Writers waiting for the applier to reach their event's seq.
-    pub seq_waiters: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
     pub subs: Subscribers,
-    /// Long-poll receivers by agent: the notify and how many wait on it.
-    pub mail_waiters: HashMap<Arc<str>, (Arc<Notify>, usize)>,
 }
+
+/// Long-poll receivers by agent: the notify and how many wait on it.
+pub(crate) type MailWaiters = HashMap<Arc<str>, (Arc<Notify>, usize)>;
 
 pub(crate) struct Shared {
     pub store: EventStore,
@@ -116,6 +117,13 @@ pub(crate) struct Shared {
     pub hooks: Arc<dyn Hooks>,
     pub directory: Arc<dyn Directory>,
     pub state: Mutex<State>,
+    /// The last seq the applier has applied (also `state.proj.applied_seq`),
+    /// readable without the state lock.
+    pub applied: AtomicU64,
+    /// Writers waiting for the applier to reach their event's seq (a lock of
+    /// its own, so waiting does not contend with the projection).
+    pub seq_waiters: Mutex<BTreeMap<u64, Vec<oneshot::Sender<()>>>>,
+    pub mail_waiters: Mutex<MailWaiters>,
     /// Wakes the expiry timer (a new earliest deadline, a `tick`, a shutdown).
     pub timer_wake: Notify,
     /// The number of pending elicitations, for drains.
@@ -138,16 +146,21 @@ pub(crate) struct Shared {
 impl Shared {
     /// Resolves once the applier has applied every event up to `seq`.
     pub(crate) async fn applied(&self, seq: u64) -> Result<()> {
+        if self.applied.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
         let rx = {
-            let mut st = self.state.lock();
-            if st.proj.applied_seq >= seq {
+            let mut waiters = self.seq_waiters.lock();
+            // Checked again under the lock: the applier publishes its position
+            // before it takes this lock to wake the waiters.
+            if self.applied.load(Ordering::Acquire) >= seq {
                 return Ok(());
             }
             if self.closed.load(Ordering::Acquire) {
                 return Err(Error::Closed);
             }
             let (tx, rx) = oneshot::channel();
-            st.seq_waiters.entry(seq).or_default().push(tx);
+            waiters.entry(seq).or_default().push(tx);
             rx
         };
         rx.await.map_err(|_| Error::Closed)
@@ -216,10 +229,11 @@ impl ElicitationService {
             directory: options.directory,
             state: Mutex::new(State {
                 proj,
-                seq_waiters: BTreeMap::new(),
                 subs: Subscribers::new(limits.max_subscriptions, limits.subscription_buffer),
-                mail_waiters: HashMap::new(),
             }),
+            applied: AtomicU64::new(applied),
+            seq_waiters: Mutex::new(BTreeMap::new()),
+            mail_waiters: Mutex::new(HashMap::new()),
             timer_wake: Notify::new(),
             pending: watch::Sender::new(pending),
             creating: Mutex::new(HashMap::new()),
@@ -274,7 +288,7 @@ impl ElicitationService {
 
     /// The store position the in-memory state reflects.
     pub fn applied_seq(&self) -> u64 {
-        self.shared.state.lock().proj.applied_seq
+        self.shared.applied.load(Ordering::Acquire)
     }
 
     /// Saves a snapshot of the projection now; returns the seq it reflects.
@@ -307,7 +321,7 @@ impl ElicitationService {
             h.abort();
             let _ = h.await;
         }
-        self.shared.state.lock().seq_waiters.clear();
+        self.shared.seq_waiters.lock().clear();
     }
 
     /// A canonical JSON rendering of the in-memory state (every held record with
@@ -339,8 +353,8 @@ impl ElicitationService {
             pending: st.proj.pending_count(),
             idempotency_keys: st.proj.idempotency_len(),
             subscriptions: st.subs.len(),
-            seq_waiters: st.seq_waiters.len(),
-            mail_waiters: st.mail_waiters.len(),
+            seq_waiters: self.shared.seq_waiters.lock().len(),
+            mail_waiters: self.shared.mail_waiters.lock().len(),
             handoff: st.proj.handoff.len(),
             creating: self.shared.creating.lock().len(),
         }
