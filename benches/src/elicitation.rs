@@ -10,9 +10,10 @@
 //! - `saturate`: the same pairs, closed loop (each starts its next round trip
 //!   when it has observed the last): the most round trips per second.
 //! - `rebuild`: fills a log with `--events` elicitation events (requested then
-//!   accepted, through the service), reopens it, and times a service open that
-//!   replays the whole log, then one that starts from a snapshot plus a tail
-//!   (about 5% of the log, written after the snapshot).
+//!   accepted, through the service; the projection snapshot is saved at 95%),
+//!   reopens it, and times a read of the whole log by the store alone, a service
+//!   open that replays the whole log, and one that starts from the snapshot plus
+//!   the 5% tail.
 //! - `expiry`: `--count` elicitations with a 1 s timeout; how late after
 //!   `expires_at` each `elicitation.expired` event was committed.
 
@@ -90,6 +91,22 @@ fn store_dir(a: &Args) -> Result<(PathBuf, Option<tempfile::TempDir>), String> {
                 .tempdir_in(std::env::temp_dir())
                 .map_err(|e| e.to_string())?;
             Ok((t.path().to_path_buf(), Some(t)))
+        }
+    }
+}
+
+/// Opens the store in `dir`, retrying for a moment: a buffered sled store
+/// releases its directory lock from a background thread after it is dropped.
+fn open_store(dir: &std::path::Path, durability: Durability) -> Result<EventStore, String> {
+    let mut tries = 0;
+    loop {
+        match EventStore::open(dir, StoreOptions::new(KEY).durability(durability)) {
+            Ok(s) => return Ok(s),
+            Err(_) if tries < 250 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e.to_string()),
         }
     }
 }
@@ -271,13 +288,10 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
                 end,
             )));
         }
-        // CPU used over the measured window (sampled when it starts and ends).
-        let cpu_window = {
-            tokio::time::sleep_until(measure_from).await;
-            let c0 = process_cpu();
-            tokio::time::sleep_until(end).await;
-            c0.zip(process_cpu()).map(|(a, b)| b.saturating_sub(a))
-        };
+        // CPU used from the start of the measured window until the last round
+        // trip started in it has been observed.
+        tokio::time::sleep_until(measure_from).await;
+        let cpu_start = process_cpu();
         let mut latency = latency_histogram();
         let mut from_schedule = latency_histogram();
         let mut done = 0;
@@ -294,6 +308,9 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
         let elapsed = (tokio::time::Instant::now().min(end + Duration::from_secs(60))
             - measure_from)
             .as_secs_f64();
+        let cpu_window = cpu_start
+            .zip(process_cpu())
+            .map(|(a, b)| b.saturating_sub(a));
         stop.store(1, Ordering::Relaxed);
         for t in targets {
             t.await.map_err(|e| e.to_string())??;
@@ -333,10 +350,9 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
     out.insert("left_pending".into(), pending.into());
     out.insert("store_head_seq".into(), store.head_seq().into());
     if let Some(cpu) = cpu_window {
-        let window = a.seconds.max(1) as f64;
         out.insert(
             "process_cpu_cores".into(),
-            ((cpu.as_secs_f64() / window * 100.0).round() / 100.0).into(),
+            ((cpu.as_secs_f64() / elapsed * 100.0).round() / 100.0).into(),
         );
         if done > 0 {
             out.insert(
@@ -386,21 +402,28 @@ async fn drive(svc: &ElicitationService, round_trips: u64) -> Result<(), String>
 }
 
 /// Fills `dir` with at least `events` elicitation events through the service
-/// (requested + accepted per round trip), on a buffered store for speed, then
-/// flushes. Returns the head.
+/// (requested + accepted per round trip), on a buffered store for speed, saving
+/// the projection snapshot when 95% of them are written (so the last 5% are the
+/// tail a restart applies on top of it). A directory that already holds enough
+/// is left as it is. Returns the head.
 fn fill(dir: &std::path::Path, events: u64) -> Result<u64, String> {
-    let store = EventStore::open(dir, StoreOptions::new(KEY).durability(Durability::Buffered))
-        .map_err(|e| e.to_string())?;
-    let have = store.head_seq();
-    if have >= events {
-        return Ok(have);
+    let store = open_store(dir, Durability::Buffered)?;
+    if store.head_seq() >= events {
+        return Ok(store.head_seq());
     }
     let rt = runtime()?;
     rt.block_on(async {
         let svc = ElicitationService::open(store.clone(), ServiceOptions::new())
             .await
             .map_err(|e| e.to_string())?;
-        drive(&svc, (events - have).div_ceil(2)).await?;
+        let at_snapshot = events / 100 * 95;
+        let head = store.head_seq();
+        if head < at_snapshot {
+            drive(&svc, (at_snapshot - head).div_ceil(2)).await?;
+            svc.save_snapshot().await.map_err(|e| e.to_string())?;
+        }
+        let head = store.head_seq();
+        drive(&svc, events.saturating_sub(head).div_ceil(2)).await?;
         store.flush().await.map_err(|e| e.to_string())?;
         svc.abort().await;
         Ok::<_, String>(())
@@ -415,12 +438,12 @@ fn rebuild(a: &Args) -> Result<(), String> {
     let fill_s = t.elapsed().as_secs_f64();
     let rt = runtime()?;
     let t = Instant::now();
-    let store = EventStore::open(&dir, StoreOptions::new(KEY)).map_err(|e| e.to_string())?;
+    let store = open_store(&dir, Durability::Durable)?;
     let store_open_ms = t.elapsed().as_millis() as u64;
     // The store alone: read every event back (what a replay reads), nothing applied.
     let t = Instant::now();
     let mut q = Query {
-        limit: Query::MAX_LIMIT,
+        limit: 1_000,
         ..Query::new(Filter::all())
     };
     let mut scanned = 0u64;
@@ -433,7 +456,11 @@ fn rebuild(a: &Args) -> Result<(), String> {
         }
     }
     let scan_ms = t.elapsed().as_millis() as u64;
-    let (full_ms, held, snap_ms, tail, snapshot_bytes) = rt.block_on(async {
+    let snapshot_bytes = store
+        .load_snapshot(lighthouse_elicitation::DEFAULT_SNAPSHOT_NAME)
+        .map_err(|e| e.to_string())?
+        .map_or(0, |s| s.data.len());
+    let (full_ms, held, snap_ms, tail) = rt.block_on(async {
         // The whole log: a snapshot name that does not exist.
         let t = Instant::now();
         let opts = ServiceOptions::new().snapshot_name("bench-no-snapshot");
@@ -443,17 +470,7 @@ fn rebuild(a: &Args) -> Result<(), String> {
         let full_ms = t.elapsed().as_millis() as u64;
         let held = svc.memory_counts().held_elicitations;
         svc.abort().await;
-        // A snapshot, then a tail of about 5% of the log written after it.
-        let svc = ElicitationService::open(store.clone(), ServiceOptions::new())
-            .await
-            .map_err(|e| e.to_string())?;
-        svc.save_snapshot().await.map_err(|e| e.to_string())?;
-        drive(&svc, head / 40).await?;
-        svc.abort().await;
-        let snapshot_bytes = store
-            .load_snapshot(lighthouse_elicitation::DEFAULT_SNAPSHOT_NAME)
-            .map_err(|e| e.to_string())?
-            .map_or(0, |s| s.data.len());
+        // The snapshot saved at 95% of the log, plus the tail.
         let t = Instant::now();
         let svc = ElicitationService::open(store.clone(), ServiceOptions::new())
             .await
@@ -461,7 +478,7 @@ fn rebuild(a: &Args) -> Result<(), String> {
         let snap_ms = t.elapsed().as_millis() as u64;
         let tail = svc.applied_seq() - svc.started_from_snapshot().unwrap_or(0);
         svc.abort().await;
-        Ok::<_, String>((full_ms, held, snap_ms, tail, snapshot_bytes))
+        Ok::<_, String>((full_ms, held, snap_ms, tail))
     })?;
     let mut out = Map::new();
     out.insert("bench".into(), "elicitation.rebuild".into());
@@ -479,6 +496,9 @@ fn rebuild(a: &Args) -> Result<(), String> {
     out.insert("snapshot_bytes".into(), snapshot_bytes.into());
     out.insert("from_snapshot_ms".into(), snap_ms.into());
     out.insert("snapshot_tail_events".into(), tail.into());
+    if let Some(l) = load_average() {
+        out.insert("machine_load_1m".into(), l.into());
+    }
     emit(out);
     Ok(())
 }
