@@ -49,6 +49,12 @@ enum Family {
     Mcp(mcp::Args),
 }
 
+/// mimalloc instead of the system allocator: the request path allocates a lot of
+/// small, short-lived objects across threads, where glibc malloc showed up as
+/// about a sixth of the CPU in profiles (docs/PERFORMANCE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.family {

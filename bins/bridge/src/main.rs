@@ -11,6 +11,12 @@ mod serve;
 
 use std::path::PathBuf;
 
+/// mimalloc instead of the system allocator: the request path allocates a lot of
+/// small, short-lived objects across threads, where glibc malloc showed up as
+/// about a sixth of the CPU in profiles (docs/PERFORMANCE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use lighthouse_security::Role;
 

@@ -1,5 +1,5 @@
 //! The outermost middleware: request id, one tracing span and log line per
-//! request, and per-route metrics.
+//! request (DEBUG, or WARN for a server error), and per-route metrics.
 
 use std::time::Instant;
 
@@ -55,14 +55,17 @@ pub(crate) async fn observe(State(st): State<AppState>, mut req: Request, next: 
     st.bridge.metrics().http_request(&route, status, busy);
     span.record("route", route.as_str());
     let streaming = resp.extensions().get::<Streaming>().is_some();
+    // One line per request: at DEBUG (as tower-http's `TraceLayer` does), since at
+    // thousands of requests per second formatting and writing it cost the bridge
+    // a measurable share of its CPU (docs/PERFORMANCE.md); server errors at WARN.
     span.in_scope(|| {
-        tracing::info!(
-            status,
-            busy_ms = busy.as_secs_f64() * 1000.0,
-            waited_ms = waited.as_secs_f64() * 1000.0,
-            streaming,
-            "request"
-        );
+        let busy_ms = busy.as_secs_f64() * 1000.0;
+        let waited_ms = waited.as_secs_f64() * 1000.0;
+        if status >= 500 {
+            tracing::warn!(status, busy_ms, waited_ms, streaming, "request");
+        } else {
+            tracing::debug!(status, busy_ms, waited_ms, streaming, "request");
+        }
     });
     if let Ok(v) = HeaderValue::from_str(&rid) {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
