@@ -23,7 +23,7 @@ impl Agent {
     }
 }
 
-/// The client every simulated agent shares: one connection pool to one bridge.
+/// The client every virtual agent shares: one connection pool to one bridge.
 #[derive(Clone)]
 pub struct Http {
     pub client: reqwest::Client,
