@@ -186,7 +186,7 @@ fn answer(ctx: &Arc<Ctx>, me: &Agent, data: &str) {
         let limit = ctx.timeout + Duration::from_secs(5);
         let res = ctx
             .http
-            .call::<serde_json::Value>(&me, Method::POST, &path, body, 200, limit)
+            .call::<serde::de::IgnoredAny>(&me, Method::POST, &path, body, 200, limit)
             .await;
         if let Err(k) = res {
             ctx.connection_error(&format!("respond_{k}"));
@@ -205,7 +205,7 @@ pub async fn send_message(ctx: Arc<Ctx>, me: Agent, to: String, planned_us: u64)
     let limit = ctx.timeout + Duration::from_secs(5);
     if let Err(k) = ctx
         .http
-        .call::<serde_json::Value>(&me, Method::POST, "/v1/messages", body, 201, limit)
+        .call::<serde::de::IgnoredAny>(&me, Method::POST, "/v1/messages", body, 201, limit)
         .await
     {
         ctx.failed(planned_us, &format!("send_{k}"));
@@ -298,7 +298,7 @@ fn reply(ctx: &Arc<Ctx>, me: &Agent, m: Message) {
         let limit = ctx.timeout + Duration::from_secs(5);
         if let Err(k) = ctx
             .http
-            .call::<serde_json::Value>(&me, Method::POST, "/v1/messages", body, 201, limit)
+            .call::<serde::de::IgnoredAny>(&me, Method::POST, "/v1/messages", body, 201, limit)
             .await
         {
             ctx.connection_error(&format!("reply_{k}"));
