@@ -1,17 +1,29 @@
 //! The bench's HTTP side: signed requests with a pooled `reqwest` client, an SSE
 //! reader, and the error kinds a failed request is counted under.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lighthouse_security::{Credential, Signer};
 use reqwest::Method;
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
-/// One agent as the bench drives it: its id and a signer for its key.
+/// Requests one agent keeps in flight at most (its stream aside), as an agent
+/// process with a small connection pool would. Without a bound, an open-loop
+/// schedule that falls behind opens one connection per late request: tens of
+/// thousands of them, until loopback runs out of ephemeral ports and every run
+/// in the next minute fails to connect. Time spent waiting here counts, since
+/// latency is measured from the planned send time.
+pub const MAX_IN_FLIGHT_PER_AGENT: usize = 4;
+
+/// One agent as the bench drives it: its id, a signer for its key and its
+/// in-flight bound.
 #[derive(Clone)]
 pub struct Agent {
     pub id: String,
     signer: Signer,
+    in_flight: Arc<Semaphore>,
 }
 
 impl Agent {
@@ -19,6 +31,7 @@ impl Agent {
         Agent {
             id: cred.agent.clone(),
             signer: cred.signer(),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_AGENT)),
         }
     }
 }
@@ -87,6 +100,12 @@ impl Http {
         want: u16,
         timeout: Duration,
     ) -> Result<T, String> {
+        // The semaphore is never closed.
+        let _permit = agent
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| "transport".to_owned())?;
         let resp = self
             .signed(agent, method, path_and_query, body)
             .timeout(timeout)

@@ -10,6 +10,7 @@
 //! window_s = 300                   # LIGHTHOUSE_WINDOW_S    (signature time window)
 //! shutdown_grace_ms = 10000        # LIGHTHOUSE_SHUTDOWN_GRACE_MS (in-flight requests on shutdown)
 //! mcp_allowed_origins = []         # LIGHTHOUSE_MCP_ALLOWED_ORIGINS (comma-separated browser origins for /mcp)
+//! max_connections = 16384          # LIGHTHOUSE_MAX_CONNECTIONS (open connections; beyond it, accepting waits)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ pub struct ServeConfig {
     pub window_s: u32,
     pub shutdown_grace_ms: u64,
     pub mcp_allowed_origins: Vec<String>,
+    pub max_connections: usize,
 }
 
 impl Default for ServeConfig {
@@ -41,6 +43,7 @@ impl Default for ServeConfig {
             window_s: 300,
             shutdown_grace_ms: 10_000,
             mcp_allowed_origins: Vec::new(),
+            max_connections: 16_384,
         }
     }
 }
@@ -102,6 +105,11 @@ impl ServeConfig {
                 .map(str::to_owned)
                 .collect();
         }
+        if let Some(v) = env("LIGHTHOUSE_MAX_CONNECTIONS") {
+            c.max_connections = v
+                .parse()
+                .map_err(|_| "LIGHTHOUSE_MAX_CONNECTIONS must be a number".to_owned())?;
+        }
         if let Some(v) = o.listen {
             c.listen = v;
         }
@@ -130,6 +138,9 @@ impl ServeConfig {
                 "durability must be durable or buffered, not {:?}",
                 self.durability
             ));
+        }
+        if self.max_connections == 0 || self.max_connections > 1_000_000 {
+            return Err("max_connections must be 1 to 1000000".into());
         }
         if self.window_s == 0 || self.window_s > 3600 {
             return Err("window_s must be 1 to 3600".into());

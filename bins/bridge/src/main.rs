@@ -7,6 +7,7 @@
 mod admin;
 mod config;
 mod demo;
+mod listener;
 mod serve;
 
 use std::path::PathBuf;

@@ -167,13 +167,9 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
     );
     tracing::info!(%addr, "listening");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    // No Nagle delay on accepted connections: SSE pushes and small responses
-    // go out at once instead of waiting for the peer's delayed ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
+    // No Nagle delay on accepted connections (SSE pushes and small responses go
+    // out at once), and at most `max_connections` of them open.
+    let listener = crate::listener::Bounded::new(listener, c.max_connections);
     let mut server = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async {

@@ -1,0 +1,135 @@
+//! The bridge's listener: TCP with `TCP_NODELAY`, and at most `max_connections`
+//! connections open at once. At the limit, accepting waits until one closes (the
+//! kernel's backlog holds new connections meanwhile), so a client that opens a
+//! connection per request cannot make the bridge hold tens of thousands of them.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::serve::Listener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A TCP listener bounded to `max` open connections.
+pub struct Bounded {
+    inner: TcpListener,
+    permits: Arc<Semaphore>,
+    max: usize,
+    warned: bool,
+}
+
+impl Bounded {
+    pub fn new(inner: TcpListener, max: usize) -> Self {
+        Bounded {
+            inner,
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+            warned: false,
+        }
+    }
+}
+
+/// An accepted connection; its slot is given back when it is dropped.
+pub struct Conn {
+    io: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Listener for Bounded {
+    type Io = Conn;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Conn, SocketAddr) {
+        if self.permits.available_permits() == 0 {
+            if !self.warned {
+                tracing::warn!(
+                    max_connections = self.max,
+                    "connection limit reached; new connections wait"
+                );
+                self.warned = true;
+            }
+        } else {
+            self.warned = false;
+        }
+        let slot = match self.permits.clone().acquire_owned().await {
+            Ok(p) => p,
+            // The semaphore is never closed; if it were, accept nothing more.
+            Err(_) => std::future::pending().await,
+        };
+        let (io, addr) = Listener::accept(&mut self.inner).await;
+        if let Err(e) = io.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        (Conn { io, _slot: slot }, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn accepting_waits_at_the_limit_and_resumes_when_a_connection_closes() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let mut l = Bounded::new(tcp, 1);
+        let _c1 = TcpStream::connect(addr).await.unwrap();
+        let (first, _) = l.accept().await;
+        let _c2 = TcpStream::connect(addr).await.unwrap();
+        // The second connection is in the backlog, not accepted.
+        let waited = tokio::time::timeout(Duration::from_millis(200), l.accept()).await;
+        assert!(waited.is_err(), "accepted past the limit");
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), l.accept()).await;
+        assert!(second.is_ok(), "did not accept after a connection closed");
+    }
+}
