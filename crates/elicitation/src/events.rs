@@ -128,19 +128,32 @@ impl Requested {
     }
 
     /// The pending record this event creates.
-    pub(crate) fn into_record(self) -> Elicitation {
+    pub(crate) fn into_record(mut self) -> Elicitation {
+        let schema = Arc::new(std::mem::take(&mut self.requested_schema));
+        let metadata = Arc::new(std::mem::take(&mut self.metadata));
+        self.into_record_sharing(schema, metadata)
+    }
+
+    /// The pending record this event creates, with `requested_schema` and
+    /// `metadata` given as values shared with other records (the fields of
+    /// `self` are ignored).
+    pub(crate) fn into_record_sharing(
+        self,
+        requested_schema: Arc<Value>,
+        metadata: Arc<Value>,
+    ) -> Elicitation {
         Elicitation {
             id: Arc::from(self.id),
             from: Arc::from(self.from),
             to: Arc::from(self.to),
             message: Arc::from(self.message),
-            requested_schema: Arc::new(self.requested_schema),
+            requested_schema,
             status: Status::Pending,
             created_at: self.created_at,
             expires_at: self.expires_at,
             resolved_at: None,
             response: None,
-            metadata: Arc::new(self.metadata),
+            metadata,
         }
     }
 }
@@ -191,6 +204,7 @@ impl Resolved {
 /// are not decoded: the pending record has them).
 #[derive(Debug, Deserialize)]
 pub(crate) struct Outcome {
+    #[serde(deserialize_with = "timestamp")]
     pub resolved_at: Timestamp,
     #[serde(default)]
     pub content: Option<Value>,
@@ -232,26 +246,57 @@ pub(crate) struct Sent {
     pub created_at: Timestamp,
 }
 
+/// Deserializes a [`Timestamp`] as its own `Deserialize` does, reading the
+/// form the store writes (`2026-11-26T07:00:00.123Z`) without the general
+/// RFC 3339 parser (a replay reads two per elicitation); any other text goes to
+/// that parser.
+pub(crate) fn timestamp<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+    let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    match written_millis(&s) {
+        Some(ms) => Ok(Timestamp::from_unix_millis(ms)),
+        None => Timestamp::parse_rfc3339(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+/// The Unix milliseconds of `YYYY-MM-DDTHH:MM:SS.mmmZ`; `None` for any other
+/// text, and for days after the 28th (left to the general parser, which knows
+/// the length of each month).
+fn written_millis(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 24
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[23] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| {
+        b[r].iter().try_fold(0i64, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    if y < 1 || !(1..=12).contains(&m) || !(1..=28).contains(&d) || h > 23 || mi > 59 || sec > 59 {
+        return None;
+    }
+    // Days from civil (H. Hinnant), years starting in March.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3_600 + mi * 60 + sec) * 1_000 + ms)
+}
+
 /// Decodes an event's payload.
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(e: &Event) -> Result<T, Error> {
     T::deserialize(&e.data).map_err(|err| Error::Corrupt {
-        seq: e.seq,
-        event_type: e.event_type.clone(),
-        reason: err.to_string(),
-    })
-}
-
-/// Decodes an event's payload, moving it out of `data` when the caller owns it
-/// (else copying from the event).
-pub(crate) fn decode_with<T: serde::de::DeserializeOwned>(
-    e: &Event,
-    data: &mut Option<Value>,
-) -> Result<T, Error> {
-    let r = match data.take() {
-        Some(v) => serde_json::from_value(v),
-        None => T::deserialize(&e.data),
-    };
-    r.map_err(|err| Error::Corrupt {
         seq: e.seq,
         event_type: e.event_type.clone(),
         reason: err.to_string(),
@@ -331,6 +376,50 @@ mod tests {
         r.reason = Some("why".into());
         r.by = None;
         assert_eq!(r.to_value(), serde_json::to_value(&r).unwrap());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn written_timestamps_read_back_as_the_general_parser_reads_them(
+            ms in -62_135_596_800_000i64..=253_402_300_799_999,
+        ) {
+            let text = Timestamp::from_unix_millis(ms).to_string();
+            let fast = written_millis(&text);
+            proptest::prop_assert!(fast.is_none_or(|f| f == ms), "{text}: {fast:?}");
+            let via = |t: &str| timestamp(serde_json::Value::String(t.into())).ok();
+            proptest::prop_assert_eq!(via(&text), Some(Timestamp::from_unix_millis(ms)));
+        }
+    }
+
+    #[test]
+    fn other_timestamp_texts_go_to_the_general_parser() {
+        let via = |t: &str| timestamp(serde_json::Value::String(t.into())).ok();
+        for t in [
+            "1970-01-01T00:00:00.000Z",
+            "0001-01-01T00:00:00.000Z",
+            "9999-12-31T23:59:59.999Z",
+            "2024-02-29T12:00:00.000Z",
+            "2026-11-26T07:00:00Z",
+            "2026-11-26T08:00:00.123+01:00",
+            "2026-11-26t07:00:00.123z",
+        ] {
+            assert_eq!(via(t), Timestamp::parse_rfc3339(t).ok(), "{t}");
+            assert!(via(t).is_some(), "{t}");
+        }
+        assert_eq!(written_millis("1970-01-01T00:00:01.002Z"), Some(1_002));
+        assert_eq!(written_millis("2024-02-29T12:00:00.000Z"), None);
+        for bad in [
+            "2026-02-30T00:00:00.000Z",
+            "2026-13-01T00:00:00.000Z",
+            "2026-11-26T24:00:00.000Z",
+            "2026-11-26T07:60:00.000Z",
+            "0000-01-01T00:00:00.000Z",
+            "2026-1a-26T07:00:00.000Z",
+            "2026-11-26T07:00:00.000",
+            "",
+        ] {
+            assert_eq!(via(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -327,3 +327,54 @@ async fn listings_paginate_by_status() {
         .is_err()
     );
 }
+
+#[tokio::test]
+async fn a_replay_skips_a_misshapen_event_and_refuses_a_damaged_record() {
+    use lighthouse_event_store::NewEvent;
+    let clock = manual_clock();
+    let (svc, store) = open_temp(&clock).await;
+    svc.create(&alice(), "a", ask("bob"), None).await.unwrap();
+    // JSON, but not a `requested` payload: skipped, as when applied live.
+    store
+        .append_one(NewEvent::new(
+            "elicitation-el_bogus",
+            "elicitation.requested",
+            json!({"id": 1}),
+        ))
+        .await
+        .unwrap();
+    let b = svc
+        .create(&carol(), "a", ask("bob"), None)
+        .await
+        .unwrap()
+        .record;
+    let live = svc.export_state();
+    svc.abort().await;
+    let opts = options(&clock, Limits::default()).snapshot_name("no-snapshot");
+    let again = ElicitationService::open(store.clone(), opts.clone())
+        .await
+        .unwrap();
+    assert_eq!(again.started_from_snapshot(), None);
+    assert_eq!(again.pending_count(), 2);
+    assert_eq!(again.applied_seq(), store.head_seq());
+    assert_eq!(again.export_state(), live);
+    again.abort().await;
+    // Data that is not JSON at all: the log is damaged and the open says so.
+    let seq = store
+        .read_stream(&format!("elicitation-{}", b.id), 0, 1)
+        .unwrap()[0]
+        .seq;
+    let mut raw = store.raw_record(seq).unwrap().unwrap();
+    let header = lighthouse_event_store::codec::HEADER_LEN;
+    let data = header + raw[header..].iter().position(|&c| c == b'{').unwrap();
+    raw[data] = b'<';
+    store.tamper_raw(seq, Some(&raw)).unwrap();
+    let r = ElicitationService::open(store.clone(), opts).await;
+    assert!(
+        matches!(
+            &r,
+            Err(lighthouse_elicitation::Error::Store(lighthouse_event_store::Error::Corrupt { seq: s, .. })) if *s == seq
+        ),
+        "{r:?}"
+    );
+}

@@ -52,6 +52,7 @@ mod options;
 mod query;
 mod read;
 mod request;
+mod scan;
 mod store;
 mod subscription;
 mod writer;

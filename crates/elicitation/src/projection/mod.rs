@@ -7,6 +7,7 @@
 //! plus the tail equals a rebuild from the whole log); idempotency keys are capped
 //! by count and age.
 
+mod decoded;
 mod idempotency;
 mod index;
 mod snapshot;
@@ -18,15 +19,19 @@ use lighthouse_event_store::{Event, Timestamp};
 use serde_json::Value;
 use tokio::sync::Notify;
 
+#[cfg(test)]
+use decoded::Decoded;
+pub(crate) use decoded::{ReplayDecoder, ReplayEvent};
 pub(crate) use idempotency::KeyRecord;
 
 pub use index::Mailbox;
 pub(crate) use snapshot::SnapshotCapture;
 
-use crate::events::{self, Outcome, Requested};
+use crate::events::{self, Requested};
 use crate::limits::Limits;
 use crate::record::{Elicitation, Message, SchemaProfile, Status};
 use crate::schema::CompiledSchema;
+use decoded::{EventHead, Payload};
 use idempotency::Idempotency;
 use index::AgentIndex;
 
@@ -136,30 +141,37 @@ impl Projection {
 
     /// Applies one event of the log (any event: foreign ones only move the position).
     pub(crate) fn apply(&mut self, e: &Event) -> Change {
-        self.apply_inner(e, None, true)
+        self.apply_inner(&EventHead::of(e), Payload::Json(e), true)
     }
 
-    /// Applies an event the caller owns, for replays: payloads are moved into the
-    /// state instead of copied, and no `Message` change is produced (a replay
-    /// notifies nobody).
-    pub(crate) fn apply_owned(&mut self, mut e: Event) {
-        let data = std::mem::take(&mut e.data);
-        self.apply_inner(&e, Some(data), false);
+    /// Applies an event a replay's reader decoded ahead of time (see
+    /// [`ReplayEvent`]). No `Message` change is produced: a replay notifies
+    /// nobody, and reads only elicitation streams.
+    pub(crate) fn apply_decoded(&mut self, e: ReplayEvent) {
+        let head = EventHead {
+            seq: e.seq,
+            version: e.version,
+            id: &e.id,
+            stream: &e.stream,
+            event_type: &e.event_type,
+        };
+        self.apply_inner(&head, Payload::Decoded(e.payload), false);
     }
 
-    fn apply_inner(&mut self, e: &Event, data: Option<Value>, messages: bool) -> Change {
+    fn apply_inner(&mut self, e: &EventHead<'_>, payload: Payload<'_>, messages: bool) -> Change {
         if e.seq <= self.applied_seq {
             return Change::Nothing;
         }
         self.applied_seq = e.seq;
         let change = if e.stream.starts_with(events::ELICITATION_STREAM_PREFIX) {
             self.since_snapshot += 1;
-            self.apply_elicitation(e, data)
-        } else if messages
+            self.apply_elicitation(e, payload)
+        } else if let Payload::Json(event) = payload
+            && messages
             && e.event_type == events::MESSAGE_SENT
             && e.stream.starts_with(events::MAILBOX_STREAM_PREFIX)
         {
-            events::message_of(e).map(Change::Message)
+            events::message_of(event).map(Change::Message)
         } else {
             Ok(Change::Nothing)
         };
@@ -169,7 +181,11 @@ impl Projection {
         })
     }
 
-    fn apply_elicitation(&mut self, e: &Event, mut data: Option<Value>) -> crate::Result<Change> {
+    fn apply_elicitation(
+        &mut self,
+        e: &EventHead<'_>,
+        mut payload: Payload<'_>,
+    ) -> crate::Result<Change> {
         let id = &e.stream[events::ELICITATION_STREAM_PREFIX.len()..];
         if e.event_type == events::REQUESTED && !self.entries.contains_key(id) {
             // The create that wrote this event handed over its payload and compiled
@@ -178,35 +194,36 @@ impl Projection {
                 Some(Handoff {
                     compiled,
                     requested: Some(req),
-                }) => (req, Some(compiled)),
+                }) => ((req, None), Some(compiled)),
                 Some(Handoff {
                     compiled,
                     requested: None,
-                }) => (events::decode_with(e, &mut data)?, Some(compiled)),
-                None => (events::decode_with::<Requested>(e, &mut data)?, None),
+                }) => (payload.requested(e)?, Some(compiled)),
+                None => (payload.requested(e)?, None),
             };
+            let (req, shared) = req;
             if req.id != id {
                 return Err(crate::Error::Corrupt {
                     seq: e.seq,
-                    event_type: e.event_type.clone(),
+                    event_type: e.event_type.to_owned(),
                     reason: "id does not match the stream".into(),
                 });
             }
-            return Ok(self.apply_requested(e, req, compiled));
+            return Ok(self.apply_requested(e, req, shared, compiled));
         }
         let key = self.key_of(id);
         let Some(entry) = self.entries.get_mut(id) else {
             return Ok(Change::Nothing);
         };
         entry.version = e.version;
-        let Some(action) = events::terminal_action(&e.event_type) else {
+        let Some(action) = events::terminal_action(e.event_type) else {
             return Ok(Change::Nothing);
         };
         if entry.record.status != Status::Pending {
             tracing::warn!(seq = e.seq, id, "second terminal event ignored");
             return Ok(Change::Nothing);
         }
-        let outcome: Outcome = events::decode_with(e, &mut data)?;
+        let outcome = payload.outcome(e)?;
         let record = Arc::new(outcome.apply_to(&entry.record, action));
         entry.record = record.clone();
         entry.terminal_seq = Some(e.seq);
@@ -230,8 +247,9 @@ impl Projection {
 
     fn apply_requested(
         &mut self,
-        e: &Event,
+        e: &EventHead<'_>,
         req: Requested,
+        shared: Option<(Arc<Value>, Arc<Value>)>,
         compiled: Option<Arc<CompiledSchema>>,
     ) -> Change {
         let key: Arc<str> = Arc::from(req.id.as_str());
@@ -250,13 +268,16 @@ impl Projection {
             );
         }
         let profile = req.schema_profile;
-        let record = Arc::new(req.into_record());
+        let record = Arc::new(match shared {
+            Some((schema, metadata)) => req.into_record_sharing(schema, metadata),
+            None => req.into_record(),
+        });
         let entry = Entry {
             record: record.clone(),
             profile,
             version: e.version,
             requested_seq: e.seq,
-            requested_event_id: Arc::from(e.id.as_str()),
+            requested_event_id: Arc::from(e.id),
             terminal_seq: None,
             live: Some(Live::new(compiled)),
         };

@@ -4,7 +4,7 @@ use lighthouse_event_store::{Event, Timestamp};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::events::{ACCEPTED, REQUESTED};
+use crate::events::{ACCEPTED, CANCELLED, DECLINED, REQUESTED};
 
 fn event(seq: u64, stream: &str, version: u64, ty: &str, data: Value) -> Event {
     Event {
@@ -169,4 +169,173 @@ fn a_snapshot_round_trips() {
     assert_eq!(q.pending_count(), 1);
     assert!(q.entry("el_b").unwrap().live.is_some());
     assert!(Projection::from_snapshot(b"{}", Limits::default()).is_err());
+}
+
+/// `e` as the store keeps it.
+fn stored(e: &Event) -> Vec<u8> {
+    use lighthouse_event_store::NewEvent;
+    use lighthouse_event_store::codec::{ChainKey, GENESIS, Prepared};
+    let new = NewEvent::new(e.stream.clone(), e.event_type.clone(), e.data.clone())
+        .with_metadata(e.metadata.clone());
+    let key = ChainKey::new(b"projection test key");
+    Prepared::new(new)
+        .finish(&key, &GENESIS, e.seq, e.version, e.time, &e.id)
+        .0
+}
+
+fn decoded(d: &mut ReplayDecoder, e: &Event) -> ReplayEvent {
+    let bytes = stored(e);
+    let view = lighthouse_event_store::codec::RecordView::parse(&bytes).unwrap();
+    d.decode(&view).unwrap()
+}
+
+#[test]
+fn a_replay_of_stored_records_builds_what_applying_the_events_builds() {
+    let with = |mut e: Event, version: u64| {
+        e.version = version;
+        e
+    };
+    let mut other = requested(11, "el_c", "carol", "dave");
+    other.data["requested_schema"] =
+        json!({"type": "object", "properties": {"n": {"type": "integer"}}});
+    other.data["metadata"] = json!({"k": [1, "x\"y"]});
+    other.data["idempotency_key"] = json!("key-1");
+    other.data["request_hash"] = json!("abc");
+    let mut mismatched = requested(7, "el_q", "alice", "bob");
+    mismatched.stream = "elicitation-el_z".into();
+    let events = vec![
+        requested(1, "el_a", "alice", "bob"),
+        requested(2, "el_b", "carol", "bob"),
+        event(
+            3,
+            "elicitation-el_a",
+            1,
+            "note.added",
+            json!({"any": "thing"}),
+        ),
+        with(accepted(4, "el_a", "alice", "bob"), 2),
+        with(accepted(5, "el_a", "alice", "bob"), 3),
+        event(6, "elicitation-el_y", 0, REQUESTED, json!({"id": 1})),
+        mismatched,
+        accepted(8, "el_missing", "alice", "bob"),
+        event(
+            9,
+            "elicitation-el_b",
+            1,
+            DECLINED,
+            json!({"resolved_at": 5}),
+        ),
+        with(requested(10, "el_a", "alice", "bob"), 4),
+        other,
+        event(
+            12,
+            "elicitation-el_c",
+            1,
+            CANCELLED,
+            json!({"id": "el_c", "from": "carol", "to": "dave", "resolved_at": "2026-11-26T07:00:02.000Z",
+                   "reason": "no longer needed", "by": "carol"}),
+        ),
+    ];
+    let limits = Limits {
+        max_retained_resolved: 1,
+        ..Limits::default()
+    };
+    let mut applied = Projection::new(limits.clone());
+    let mut replayed = Projection::new(limits);
+    let mut decoder = ReplayDecoder::default();
+    for e in &events {
+        applied.apply(e);
+        replayed.apply_decoded(decoded(&mut decoder, e));
+        assert_eq!(applied.export(), replayed.export(), "after seq {}", e.seq);
+        if e.seq == 2 {
+            // Equal schema texts are parsed once and shared.
+            let schema = |id: &str| replayed.entry(id).unwrap().record.requested_schema.clone();
+            assert!(Arc::ptr_eq(&schema("el_a"), &schema("el_b")));
+        }
+    }
+    assert_eq!(replayed.applied_seq, 12);
+    assert_eq!(replayed.since_snapshot, applied.since_snapshot);
+    for id in ["el_a", "el_b", "el_c"] {
+        assert_eq!(
+            replayed.entry(id).map(|e| e.version),
+            applied.entry(id).map(|e| e.version),
+            "{id}"
+        );
+    }
+    assert_eq!(replayed.entry("el_b").unwrap().version, 1);
+    assert_eq!(
+        replayed.entry("el_b").unwrap().record.status,
+        Status::Pending
+    );
+    assert!(replayed.entry("el_y").is_none() && replayed.entry("el_z").is_none());
+    assert_eq!(replayed.idempotency_len(), 1);
+    assert!(replayed.entry("el_a").is_none(), "evicted");
+    assert_eq!(
+        *replayed.entry("el_c").unwrap().record.metadata,
+        json!({"k": [1, "x\"y"]})
+    );
+}
+
+#[test]
+fn a_replay_refuses_a_record_whose_data_or_metadata_is_not_json() {
+    let mut d = ReplayDecoder::default();
+    for (ty, field) in [
+        (REQUESTED, "data"),
+        (ACCEPTED, "data"),
+        ("note.added", "data"),
+        ("note.added", "metadata"),
+    ] {
+        let mut e = event(7, "elicitation-el_a", 0, ty, json!("dat"));
+        e.metadata = json!("met");
+        let mut bytes = stored(&e);
+        let marker: &[u8] = if field == "data" {
+            b"\"dat\""
+        } else {
+            b"\"met\""
+        };
+        let at = bytes.windows(5).position(|w| w == marker).unwrap();
+        bytes[at] = b'\'';
+        bytes[at + 4] = b'\'';
+        let view = lighthouse_event_store::codec::RecordView::parse(&bytes).unwrap();
+        let r = d.decode(&view);
+        assert!(
+            matches!(
+                r,
+                Err(lighthouse_event_store::Error::Corrupt { seq: 7, .. })
+            ),
+            "{ty} {field}: {r:?}"
+        );
+    }
+    // JSON of the wrong shape is not the store's concern: applying skips it.
+    let e = event(8, "elicitation-el_a", 0, REQUESTED, json!([1, 2]));
+    let r = decoded(&mut d, &e);
+    assert!(matches!(r.payload, Decoded::Requested(Err(_))));
+}
+
+#[test]
+fn a_replay_remembers_a_bounded_number_of_schema_texts() {
+    use super::decoded::{SHARED_VALUE_MAX_LEN, SHARED_VALUES};
+    let mut d = ReplayDecoder::default();
+    let mut most = 0;
+    for i in 0..(3 * SHARED_VALUES as u64) {
+        let mut e = requested(i + 1, &format!("el_{i}"), "alice", "bob");
+        e.data["requested_schema"] = json!({"type": "object", "title": format!("t{i}")});
+        let r = decoded(&mut d, &e);
+        let Decoded::Requested(Ok(req)) = r.payload else {
+            panic!("not decoded: {:?}", r.payload);
+        };
+        assert_eq!(req.requested_schema["title"], format!("t{i}"));
+        most = most.max(d.remembered().0);
+    }
+    // Every schema was distinct; every metadata was `{}`.
+    assert_eq!(most, SHARED_VALUES);
+    assert_eq!(d.remembered().1, 1);
+    let mut e = requested(1_000, "el_big", "alice", "bob");
+    e.data["requested_schema"] = json!({"title": "x".repeat(SHARED_VALUE_MAX_LEN)});
+    let before = d.remembered();
+    assert!(matches!(
+        decoded(&mut d, &e).payload,
+        Decoded::Requested(Ok(_))
+    ));
+    assert_eq!(d.remembered(), before, "a long text is not remembered");
 }

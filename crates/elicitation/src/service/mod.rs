@@ -5,6 +5,7 @@ mod applier;
 mod drain;
 mod mailbox;
 mod queries;
+mod replay;
 mod subscribe;
 mod timer;
 mod transitions;
@@ -13,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use lighthouse_event_store::{EventStore, Filter, Query, SharedClock, SystemClock};
+use lighthouse_event_store::{EventStore, Filter, SharedClock, SystemClock};
 use lighthouse_security::{Caller, Role};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot, watch};
@@ -218,7 +219,7 @@ impl ElicitationService {
         let mut proj = load_snapshot(&store, &options.snapshot_name, &limits);
         let started_from = (proj.applied_seq > 0).then_some(proj.applied_seq);
         proj.set_indexing(false);
-        replay(&store, &mut proj)?;
+        replay::replay(&store, &mut proj)?;
         proj.set_indexing(true);
         let pending = proj.pending_count();
         let applied = proj.applied_seq;
@@ -401,38 +402,4 @@ fn load_snapshot(store: &EventStore, name: &str, limits: &Limits) -> Projection 
         }
     }
     Projection::new(limits.clone())
-}
-
-/// Events read per step of a replay (small enough to stay in cache).
-const REPLAY_PAGE: usize = 1_000;
-
-/// Applies every committed elicitation event after the projection's position
-/// (the only ones that change it: a replay notifies nobody, so messages and
-/// foreign events are skipped without being decoded), then moves the position
-/// to the head read at the start.
-fn replay(store: &EventStore, proj: &mut Projection) -> Result<()> {
-    let head = store.head_seq();
-    let filter = Filter {
-        stream_prefix: Some(crate::events::ELICITATION_STREAM_PREFIX.into()),
-        ..Filter::default()
-    };
-    let mut after = proj.applied_seq;
-    while after < head {
-        let q = Query {
-            after: Some(after),
-            before: Some(head + 1),
-            limit: REPLAY_PAGE,
-            ..Query::new(filter.clone())
-        };
-        let page = store.read(&q)?;
-        for e in page.events {
-            proj.apply_owned(e);
-        }
-        match page.next {
-            Some(n) => after = n,
-            None => break,
-        }
-    }
-    proj.applied_seq = proj.applied_seq.max(head);
-    Ok(())
 }
