@@ -111,12 +111,11 @@ async fn start() -> Result<Setup, String> {
             .token)
     };
     let tokens = [token("alice")?, token("bob")?];
-    let (rest, _shutdown) =
-        lighthouse_http::router(bridge.clone(), lighthouse_http::HttpConfig::default());
-    let app = rest.merge(lighthouse_mcp::router(
-        bridge,
-        lighthouse_mcp::McpConfig::default(),
-    ));
+    // As `lighthouse-bridge serve` mounts it: /mcp inside the REST router's
+    // request ids, logs and metrics.
+    let mcp = lighthouse_mcp::router(bridge.clone(), lighthouse_mcp::McpConfig::default());
+    let (app, _shutdown) =
+        lighthouse_http::router_with(bridge, lighthouse_http::HttpConfig::default(), mcp);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             eprintln!("lighthouse-bench mcp: server: {e}");

@@ -153,14 +153,14 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
     let addr = listener
         .local_addr()
         .map_err(|e| Failure::error(e.to_string()))?;
-    let (router, streams) =
-        lighthouse_http::router(bridge.clone(), lighthouse_http::HttpConfig::default());
     let mcp_config = lighthouse_mcp::McpConfig {
         allowed_origins: c.mcp_allowed_origins.clone(),
         ..lighthouse_mcp::McpConfig::default()
     };
     let (mcp, mcp_streams) = lighthouse_mcp::router_with_shutdown(bridge.clone(), mcp_config);
-    let router = router.merge(mcp);
+    // /mcp inside the REST router's request ids, logs and per-route metrics.
+    let (router, streams) =
+        lighthouse_http::router_with(bridge.clone(), lighthouse_http::HttpConfig::default(), mcp);
     println!(
         "lighthouse-bridge listening on http://{addr} (data {})",
         c.data_dir.display()

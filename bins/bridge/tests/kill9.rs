@@ -271,6 +271,28 @@ async fn serve_mounts_mcp_next_to_the_rest_api() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    // /mcp is inside the REST API's observability: a request id is echoed...
+    assert!(
+        r.headers().contains_key("x-request-id"),
+        "{:?}",
+        r.headers()
+    );
+    // ...and the request is counted under its route.
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("lighthouse_http_requests_total{")
+                && l.contains("route=\"/mcp\"")),
+        "no /mcp series in /metrics"
+    );
     // A token from the REST API is accepted by /mcp.
     let alice = Agent {
         cred: Credential::read(data.join("credentials").join("alice.json")).unwrap(),

@@ -40,6 +40,16 @@ pub use state::{AppState, HttpConfig, RequestId, ShutdownSignal};
 /// The whole API. Returns the router and the signal that ends open streams on
 /// shutdown.
 pub fn router(bridge: Bridge, config: HttpConfig) -> (Router, ShutdownSignal) {
+    router_with(bridge, config, Router::new())
+}
+
+/// [`router`] with `extra` routes (for example `lighthouse_mcp`'s `/mcp`)
+/// mounted inside the same observability: each of their requests gets a request
+/// id (echoed in `X-Request-Id`), the request span and log line, and the
+/// per-route metrics under its route template. Their own authentication stays
+/// theirs. (Routers merged onto the result of [`router`] afterwards get none of
+/// this.)
+pub fn router_with(bridge: Bridge, config: HttpConfig, extra: Router) -> (Router, ShutdownSignal) {
     let (state, shutdown) = AppState::new(bridge, config);
     let api = Router::new()
         .route("/v1/elicitations", post(elicit::create).get(elicit::list))
@@ -84,9 +94,10 @@ pub fn router(bridge: Bridge, config: HttpConfig) -> (Router, ShutdownSignal) {
         .route("/metrics", get(health::metrics));
     let router = api
         .merge(open)
+        .with_state(state.clone())
+        .merge(extra)
         .fallback(|| async { ApiError(lighthouse_core::api::Problem::not_found("route")) })
         .route_layer(from_fn(auth::mark_route))
-        .layer(from_fn_with_state(state.clone(), observe::observe))
-        .with_state(state);
+        .layer(from_fn_with_state(state, observe::observe));
     (router, shutdown)
 }

@@ -24,12 +24,24 @@ fn valid_request_id(s: &str) -> bool {
 
 pub(crate) async fn observe(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let rid = req
+    let given = req
         .headers()
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|s| valid_request_id(s))
-        .map_or_else(|| ulid::Ulid::generate().to_string(), str::to_owned);
+        .map(str::to_owned);
+    let rid = match given {
+        Some(r) => r,
+        None => {
+            let r = ulid::Ulid::generate().to_string();
+            // Routes mounted with `router_with` (such as /mcp) read the header:
+            // they see the id this request is logged and answered under.
+            if let Ok(v) = HeaderValue::from_str(&r) {
+                req.headers_mut().insert(REQUEST_ID_HEADER, v);
+            }
+            r
+        }
+    };
     req.extensions_mut().insert(RequestId(rid.clone()));
     let method = req.method().clone();
     let span = tracing::info_span!(

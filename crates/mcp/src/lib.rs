@@ -31,8 +31,10 @@
 //! # Example
 //! ```no_run
 //! # async fn run(bridge: lighthouse_core::Bridge) -> std::io::Result<()> {
-//! // Merge it next to the REST router (`lighthouse_http::router`) in the bridge binary.
-//! let app = lighthouse_mcp::router(bridge, lighthouse_mcp::McpConfig::default());
+//! // Mounted next to the REST API, inside its request ids, logs and metrics.
+//! let mcp = lighthouse_mcp::router(bridge.clone(), lighthouse_mcp::McpConfig::default());
+//! let (app, _shutdown) =
+//!     lighthouse_http::router_with(bridge, lighthouse_http::HttpConfig::default(), mcp);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8765").await?;
 //! axum::serve(listener, app).await
 //! # }

@@ -54,9 +54,9 @@ pub async fn start_tuned(config: McpConfig, tune: impl FnOnce(&mut BridgeConfig)
     lighthouse_core::setup::initialize(&bridge, &creds, true)
         .await
         .unwrap();
-    let (rest, _shutdown) =
-        lighthouse_http::router(bridge.clone(), lighthouse_http::HttpConfig::default());
-    let app = rest.merge(lighthouse_mcp::router(bridge.clone(), config));
+    let mcp = lighthouse_mcp::router(bridge.clone(), config);
+    let (app, _shutdown) =
+        lighthouse_http::router_with(bridge.clone(), lighthouse_http::HttpConfig::default(), mcp);
     let server = tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
