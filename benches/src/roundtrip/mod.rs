@@ -251,6 +251,7 @@ struct Usage {
     at: std::time::Instant,
     client: Option<Duration>,
     bridge: Option<Duration>,
+    bridge_threads: std::collections::BTreeMap<String, (Duration, Duration)>,
 }
 
 impl Usage {
@@ -259,6 +260,7 @@ impl Usage {
             at: std::time::Instant::now(),
             client: bridge::process_cpu("self"),
             bridge: pid.and_then(|p| bridge::process_cpu(&p.to_string())),
+            bridge_threads: pid.map(bridge::thread_cpu).unwrap_or_default(),
         }
     }
 
@@ -273,6 +275,27 @@ impl Usage {
                 let pct = b.saturating_sub(a).as_secs_f64() / wall * 100.0;
                 out.insert(name.into(), round1(pct).into());
             }
+        }
+        // Where the bridge's CPU went: per thread group, user and system time.
+        let mut by_thread = Map::new();
+        for (group, (u1, s1)) in &end.bridge_threads {
+            let (u0, s0) = self
+                .bridge_threads
+                .get(group)
+                .copied()
+                .unwrap_or((Duration::ZERO, Duration::ZERO));
+            let pct =
+                |a: Duration, b: Duration| round1(b.saturating_sub(a).as_secs_f64() / wall * 100.0);
+            let (user, system) = (pct(u0, *u1), pct(s0, *s1));
+            if user + system > 0.0 {
+                by_thread.insert(
+                    group.clone(),
+                    serde_json::json!({"user_pct": user, "system_pct": system}),
+                );
+            }
+        }
+        if !by_thread.is_empty() {
+            out.insert("bridge_cpu_by_thread".into(), by_thread.into());
         }
     }
 }
