@@ -17,6 +17,7 @@
 //! - `expiry`: `--count` elicitations with a 1 s timeout; how late after
 //!   `expires_at` each `elicitation.expired` event was committed.
 
+use crate::sys::{load_average, process_cpu, runtime};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,13 +64,6 @@ pub struct Args {
 }
 
 const KEY: &[u8] = b"lighthouse-bench elicitation key";
-
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
-}
 
 /// Runs the chosen scenario.
 pub fn run(a: Args) -> Result<(), String> {
@@ -226,28 +220,6 @@ async fn requester(
     Ok(out)
 }
 
-/// CPU time (user + system) this process has used, from `/proc/self/stat`
-/// (in clock ticks of 10 ms, the kernel's fixed `USER_HZ` of 100).
-fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    Some(Duration::from_millis((utime + stime) * 10))
-}
-
-/// The 1-minute load average of the machine, from `/proc/loadavg`.
-fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
@@ -291,7 +263,7 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
         // CPU used from the start of the measured window until the last round
         // trip started in it has been observed.
         tokio::time::sleep_until(measure_from).await;
-        let cpu_start = process_cpu();
+        let cpu_start = process_cpu("self");
         let mut latency = latency_histogram();
         let mut from_schedule = latency_histogram();
         let mut done = 0;
@@ -309,7 +281,7 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
             - measure_from)
             .as_secs_f64();
         let cpu_window = cpu_start
-            .zip(process_cpu())
+            .zip(process_cpu("self"))
             .map(|(a, b)| b.saturating_sub(a));
         stop.store(1, Ordering::Relaxed);
         for t in targets {

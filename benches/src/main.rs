@@ -14,6 +14,7 @@ mod report;
 mod roundtrip;
 mod security;
 mod store;
+mod sys;
 
 #[derive(Parser)]
 #[command(

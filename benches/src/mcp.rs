@@ -19,6 +19,7 @@
 //!   `GET /v1/elicitations?status=pending`) back to back and answers what it
 //!   finds; timed from the requester's first call to its answer.
 
+use crate::sys::runtime;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -50,13 +51,6 @@ pub struct Args {
 }
 
 type Mcp = RunningService<RoleClient, ()>;
-
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
-}
 
 /// Runs the chosen scenario.
 pub fn run(a: Args) -> Result<(), String> {

@@ -3,6 +3,7 @@
 //! Every scenario writes events whose `data` is 256 bytes of JSON, as in the
 //! targets of issue 2, and prints one JSON line.
 
+use crate::sys::runtime;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,13 +47,6 @@ const EVENTS_PER_STREAM: u64 = 100;
 fn payload() -> Value {
     // {"p":"xxx..."} is exactly 256 bytes of JSON.
     json!({ "p": "x".repeat(256 - 8) })
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
 }
 
 /// Runs the chosen scenario.

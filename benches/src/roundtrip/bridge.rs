@@ -214,61 +214,6 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
-/// CPU time (user + system) of process `pid` (`"self"` for this one).
-pub fn process_cpu(pid: &str) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (in parentheses, which may hold spaces).
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-        .ok()
-        .filter(|&h| h > 0)?;
-    Some(Duration::from_micros(ticks * 1_000_000 / hz))
-}
-
-/// CPU time (user, system) of each thread group of process `pid`, keyed by thread
-/// name with a trailing `-<n>` removed (`sled-io-3` counts under `sled-io`), read
-/// from `/proc/<pid>/task/*/stat`. Threads that ended are not counted.
-pub fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, (Duration, Duration)> {
-    let mut out = std::collections::BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    // SAFETY: sysconf has no preconditions.
-    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-        .ok()
-        .filter(|&h| h > 0)
-        .unwrap_or(100);
-    for t in tasks.flatten() {
-        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
-            continue;
-        };
-        let (Some(open), Some((head, rest))) = (stat.find('('), stat.rsplit_once(')')) else {
-            continue;
-        };
-        let name = head.get(open + 1..).unwrap_or("?");
-        let group = match name.rsplit_once('-') {
-            Some((g, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => g,
-            _ => name,
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let (Some(Ok(u)), Some(Ok(s))) = (
-            f.get(11).map(|v| v.parse::<u64>()),
-            f.get(12).map(|v| v.parse::<u64>()),
-        ) else {
-            continue;
-        };
-        let e = out
-            .entry(group.to_owned())
-            .or_insert((Duration::ZERO, Duration::ZERO));
-        e.0 += Duration::from_micros(u * 1_000_000 / hz);
-        e.1 += Duration::from_micros(s * 1_000_000 / hz);
-    }
-    out
-}
-
 /// A sample's value from Prometheus text (`name` with no labels).
 pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()

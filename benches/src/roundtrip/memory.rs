@@ -148,7 +148,7 @@ pub fn streams_memory(a: &Args) -> Result<(), String> {
             (r.saturating_sub(b) / open).into(),
         );
     }
-    head.insert("loadavg_1m".into(), super::load_average().into());
+    head.insert("loadavg_1m".into(), crate::sys::load_average().into());
     head.insert("cpu_pressure_pct".into(), super::pressure("cpu").into());
     head.insert("nofile_limit".into(), soft.into());
     head.insert("target_bytes".into(), TARGET_BYTES.into());

@@ -26,6 +26,7 @@ mod plan;
 mod scrape;
 mod stats;
 
+use crate::sys::{load_average, runtime};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,13 +125,6 @@ pub fn run(a: Args) -> Result<(), String> {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
-}
-
 /// Raises this process's open-file limit to its hard limit (a spawned bridge
 /// inherits it). Returns `(soft, hard)` after the change.
 fn raise_nofile() -> (u64, u64) {
@@ -222,16 +216,6 @@ fn setup(a: &Args, ids: &[String], rt: &tokio::runtime::Runtime) -> Result<Setup
     })
 }
 
-/// The machine's 1-minute load average (other work competing for the cores).
-fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// The share of the last 10 s in which some task waited for a CPU (`"cpu"`)
 /// or for the disk (`"io"`) (`/proc/pressure/<kind>`, `some avg10`): how
 /// contended the machine was.
@@ -258,9 +242,9 @@ impl Usage {
     fn now(pid: Option<u32>) -> Self {
         Usage {
             at: std::time::Instant::now(),
-            client: bridge::process_cpu("self"),
-            bridge: pid.and_then(|p| bridge::process_cpu(&p.to_string())),
-            bridge_threads: pid.map(bridge::thread_cpu).unwrap_or_default(),
+            client: crate::sys::process_cpu("self"),
+            bridge: pid.and_then(|p| crate::sys::process_cpu(&p.to_string())),
+            bridge_threads: pid.map(crate::sys::thread_cpu).unwrap_or_default(),
         }
     }
 
