@@ -7,8 +7,13 @@
 //! sequence assignment under a lock; see docs/ARCHITECTURE.md).
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use crate::codec::ChainKey;
 use crate::error::Result;
+use crate::wal::{Recovery, Wal};
 
 /// The head of the chain as stored with every committed batch: the last seq and
 /// its MAC. Used to detect a truncated log and to resume the chain on open.
@@ -158,10 +163,41 @@ pub trait Backend: Send + Sync + 'static {
 /// in the same tree under a 9-byte key that sorts after every seq, so one atomic
 /// `apply_batch` writes a whole group and its anchor. Tree `meta` holds metadata
 /// and snapshots.
+///
+/// Opened with [`enable_wal`](SledBackend::enable_wal) (the store does so in
+/// durable mode), a commit is made durable by the write-ahead log of
+/// `crate::wal` instead of by flushing sled, and sled is flushed by a background
+/// checkpointer.
 pub struct SledBackend {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    wal: Option<Arc<Wal>>,
+    /// Metadata was written since sled's last flush (it is not in the WAL).
+    meta_dirty: AtomicBool,
+    checkpointer: Option<Checkpointer>,
+}
+
+/// The background thread that flushes sled and recycles the log's files.
+struct Checkpointer {
+    /// Asks for an early checkpoint; dropping it stops the thread.
+    wake: Option<std::sync::mpsc::SyncSender<()>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for SledBackend {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.checkpointer.take() {
+            drop(c.wake.take());
+            if let Some(h) = c.handle.take() {
+                let _ = h.join();
+            }
+        }
+        // Leave sled complete so that the next open replays nothing.
+        if self.wal.is_some() {
+            let _ = self.db.flush();
+        }
+    }
 }
 
 /// Most records packed into one chunk.
@@ -190,7 +226,88 @@ impl SledBackend {
             .open()?;
         let log = db.open_tree("log")?;
         let meta = db.open_tree("meta")?;
-        Ok(SledBackend { db, log, meta })
+        Ok(SledBackend {
+            db,
+            log,
+            meta,
+            wal: None,
+            meta_dirty: AtomicBool::new(false),
+            checkpointer: None,
+        })
+    }
+
+    /// Makes commits durable through a write-ahead log in `dir` (the database's
+    /// directory) from now on: first replays into sled every record of the log
+    /// above sled's anchor that chains under `key`, flushes sled, then starts the
+    /// checkpointer. Open sled without a background flush (`flush_every_ms:
+    /// None`) and check the key before calling this.
+    pub(crate) fn enable_wal(
+        &mut self,
+        dir: &Path,
+        key: &ChainKey,
+        checkpoint_every: Duration,
+    ) -> Result<Recovery> {
+        let wal_dir = dir.join("wal");
+        let anchor = self.anchor()?;
+        let recovery = crate::wal::recover(&wal_dir, anchor, key, |records, anchor| {
+            self.apply(records, anchor)
+        })?;
+        // Commits in this mode write sled key by key (see `commit`), so a crash
+        // can leave chunks of a group whose anchor never made it; sled recovers
+        // a prefix of its writes, so such chunks all lie above the anchor.
+        // Replayed frames have rewritten theirs; remove the rest.
+        let head = self.anchor()?.map_or(0, |a| a.seq);
+        let stray: Vec<sled::IVec> = self
+            .log
+            .range((head + 1).to_be_bytes().to_vec()..ANCHOR_KEY.to_vec())
+            .keys()
+            .collect::<std::result::Result<_, _>>()?;
+        if !stray.is_empty() {
+            tracing::info!(
+                chunks = stray.len(),
+                head,
+                "event store: removing chunks of an unacknowledged group above the head"
+            );
+            let mut batch = sled::Batch::default();
+            for k in stray {
+                batch.remove(k);
+            }
+            self.log.apply_batch(batch)?;
+        }
+        if recovery.replayed > 0 || recovery.torn_tail {
+            tracing::info!(
+                replayed = recovery.replayed,
+                torn_tail = recovery.torn_tail,
+                "event store: write-ahead log replayed into sled (a torn tail is a group cut \
+                 by the crash before it was acknowledged)"
+            );
+        }
+        self.db.flush()?;
+        let wal = Arc::new(Wal::open(&wal_dir)?);
+        let (wake, rx) = std::sync::mpsc::sync_channel(1);
+        let handle = {
+            let (wal, db) = (wal.clone(), self.db.clone());
+            std::thread::Builder::new()
+                .name("lighthouse-store-checkpoint".into())
+                .spawn(move || checkpoint_loop(&wal, &db, &rx, checkpoint_every))?
+        };
+        self.wal = Some(wal);
+        self.checkpointer = Some(Checkpointer {
+            wake: Some(wake),
+            handle: Some(handle),
+        });
+        Ok(recovery)
+    }
+
+    /// Writes `records` and `anchor` to sled in one atomic batch.
+    fn apply(&self, records: &RecordBatch, anchor: Anchor) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (first, range) in pack(records) {
+            batch.insert(&first.to_be_bytes(), &records.bytes()[range]);
+        }
+        batch.insert(&ANCHOR_KEY, &anchor.encode()[..]);
+        self.log.apply_batch(batch)?;
+        Ok(())
     }
 
     /// The chunk that holds `seq`: its first seq and bytes.
@@ -249,19 +366,74 @@ fn pack(records: &RecordBatch) -> Vec<(u64, std::ops::Range<usize>)> {
     chunks
 }
 
+/// Every `every` or when woken: swap the log's files, flush sled, let the
+/// outgoing file be reused. Ends when the backend drops the sender.
+fn checkpoint_loop(
+    wal: &Wal,
+    db: &sled::Db,
+    wake: &std::sync::mpsc::Receiver<()>,
+    every: Duration,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        if let Err(RecvTimeoutError::Disconnected) = wake.recv_timeout(every) {
+            return;
+        }
+        match wal.rotate() {
+            Ok(None) => {}
+            Ok(Some(old)) => match db.flush() {
+                Ok(_) => wal.retire(old),
+                Err(e) => {
+                    tracing::error!(error = %e, "event store checkpoint: sled flush failed; refusing further writes");
+                    wal.poison();
+                    return;
+                }
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "event store checkpoint: write-ahead log failed; refusing further writes");
+                return;
+            }
+        }
+    }
+}
+
 impl Backend for SledBackend {
     fn commit(&self, records: &RecordBatch, anchor: Anchor) -> Result<()> {
-        let mut batch = sled::Batch::default();
+        let Some(wal) = &self.wal else {
+            return self.apply(records, anchor);
+        };
+        // The log makes the group atomic and durable, so sled gets plain inserts
+        // (chunks first, the anchor last): sled's `apply_batch` seals and writes
+        // its I/O buffer before and after every batch, which costs two writes,
+        // two `sync_file_range`s and thread-pool wake-ups per group; inserts fill
+        // the buffer and are written when it is full or at the checkpoint.
+        // sled first, then the log: a checkpoint may recycle a log file once the
+        // sled flush that follows its swap returns, so every frame in it must
+        // already be in sled when it is written.
         for (first, range) in pack(records) {
-            batch.insert(&first.to_be_bytes(), &records.bytes()[range]);
+            self.log
+                .insert(first.to_be_bytes(), &records.bytes()[range])?;
         }
-        batch.insert(&ANCHOR_KEY, &anchor.encode()[..]);
-        self.log.apply_batch(batch)?;
+        self.log.insert(ANCHOR_KEY, &anchor.encode()[..])?;
+        let due = wal.append(records)?;
+        if due && let Some(wake) = self.checkpointer.as_ref().and_then(|c| c.wake.as_ref()) {
+            let _ = wake.try_send(());
+        }
         Ok(())
     }
 
     fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+        match &self.wal {
+            None => {
+                self.db.flush()?;
+            }
+            Some(wal) => {
+                if self.meta_dirty.swap(false, Ordering::AcqRel) {
+                    self.db.flush()?;
+                }
+                wal.sync()?;
+            }
+        }
         Ok(())
     }
 
@@ -331,6 +503,7 @@ impl Backend for SledBackend {
 
     fn meta_put(&self, key: &str, value: &[u8]) -> Result<()> {
         self.meta.insert(key.as_bytes(), value)?;
+        self.meta_dirty.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -366,7 +539,8 @@ impl Backend for SledBackend {
     }
 
     fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()?)
+        let wal = self.wal.as_ref().map_or(0, |w| w.size_on_disk());
+        Ok(self.db.size_on_disk()? + wal)
     }
 }
 

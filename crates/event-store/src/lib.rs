@@ -12,8 +12,9 @@
 //! - `seq` starts at 1 and has no gaps; `version` starts at 0 per stream and has no
 //!   gaps; `time` never decreases along `seq`.
 //! - An append is acknowledged only after its batch is committed atomically and, in
-//!   [`Durability::Durable`] mode (the default), flushed to disk. Concurrent
-//!   appenders share one flush (group commit).
+//!   [`Durability::Durable`] mode (the default), on disk: synced to the store's
+//!   write-ahead log, which is replayed into sled on open. Concurrent appenders
+//!   share one sync (group commit).
 //! - Each record carries an HMAC-SHA256 chained with the previous record's; the
 //!   chain head is stored with every batch. [`EventStore::verify`] finds the first
 //!   changed, removed, reordered or truncated record.
@@ -55,6 +56,7 @@ mod request;
 mod scan;
 mod store;
 mod subscription;
+mod wal;
 mod writer;
 
 pub use backup::{BackupReport, RestoreReport};

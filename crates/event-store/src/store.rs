@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -118,6 +119,9 @@ const META_FORMAT: &str = "format";
 const META_KEY_CHECK: &str = "key_check";
 const FORMAT_VERSION: &[u8] = b"lighthouse-event-store/1";
 const SNAPSHOT_PREFIX: &str = "snapshot/";
+/// How often sled is flushed (and the write-ahead log recycled) in durable mode;
+/// bounds how much of the log a restart replays.
+const DURABLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// How many unreadable positions `damaged_on_open` lists at most.
 const MAX_DAMAGED_LISTED: usize = 256;
 
@@ -142,11 +146,19 @@ impl EventStore {
     }
 
     fn open_inner(dir: &Path, options: StoreOptions, temp: Option<TempDir>) -> Result<EventStore> {
-        let flush_every = match options.durability {
-            Durability::Durable => None,
-            Durability::Buffered => Some(options.buffered_flush_ms),
+        // sled is flushed by the write-ahead log's checkpointer, not by its own
+        // timer: in durable mode about once a second (each group is durable
+        // through the log already), in buffered mode every `buffered_flush_ms`.
+        let mut backend = SledBackend::open(dir, options.cache_bytes, None)?;
+        let checkpoint_every = match options.durability {
+            Durability::Durable => DURABLE_CHECKPOINT_EVERY,
+            Durability::Buffered => Duration::from_millis(options.buffered_flush_ms),
         };
-        let backend = SledBackend::open(dir, options.cache_bytes, flush_every)?;
+        // The key is checked before the log is replayed: with a wrong key no
+        // record would chain, and the log's frames must not be given up.
+        let key = ChainKey::new(&options.key);
+        check_key(&backend, &key)?;
+        backend.enable_wal(dir, &key, checkpoint_every)?;
         Self::with_backend(Box::new(backend), options, temp)
     }
 
@@ -156,15 +168,7 @@ impl EventStore {
         temp: Option<TempDir>,
     ) -> Result<EventStore> {
         let key = ChainKey::new(&options.key);
-        match backend.meta_get(META_KEY_CHECK)? {
-            Some(stored) if stored != key.fingerprint() => return Err(Error::WrongKey),
-            Some(_) => {}
-            None => {
-                backend.meta_put(META_FORMAT, FORMAT_VERSION)?;
-                backend.meta_put(META_KEY_CHECK, &key.fingerprint())?;
-                backend.flush()?;
-            }
-        }
+        check_key(backend.as_ref(), &key)?;
         let anchor = backend.anchor()?;
         let (index, damaged, last_time) = rebuild_index(backend.as_ref(), anchor)?;
         let head = anchor.map_or(0, |a| a.seq);
@@ -470,6 +474,20 @@ impl EventStore {
 
 /// Scans the log once and rebuilds the indexes; returns them, the seqs that could
 /// not be decoded, and the last append time.
+/// Refuses a store created with another key; records the key's fingerprint (and
+/// the format) in a new store.
+fn check_key(backend: &dyn Backend, key: &ChainKey) -> Result<()> {
+    match backend.meta_get(META_KEY_CHECK)? {
+        Some(stored) if stored != key.fingerprint() => Err(Error::WrongKey),
+        Some(_) => Ok(()),
+        None => {
+            backend.meta_put(META_FORMAT, FORMAT_VERSION)?;
+            backend.meta_put(META_KEY_CHECK, &key.fingerprint())?;
+            backend.flush()
+        }
+    }
+}
+
 fn rebuild_index(
     backend: &dyn Backend,
     anchor: Option<Anchor>,
