@@ -20,6 +20,7 @@
 
 mod bridge;
 mod client;
+mod http1;
 mod memory;
 mod paths;
 mod plan;

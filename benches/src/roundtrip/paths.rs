@@ -16,15 +16,15 @@
 //! connection error; the slot itself fails on the requester's side (its
 //! long-poll returns the elicitation still pending, or no reply ever comes).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use reqwest::Method;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::sync::watch;
 
-use super::client::{Agent, SseReader, failure_kind, transport_kind};
+use super::client::Agent;
 use super::stats::Ctx;
 
 /// How long the messages pollers wait per long-poll.
@@ -63,28 +63,68 @@ struct MessagesPage {
     next_after: u64,
 }
 
-fn schema() -> serde_json::Value {
-    json!({"type": "object",
-           "properties": {"port": {"type": "integer", "minimum": 1, "maximum": 65535}},
-           "required": ["port"]})
+/// The schema every elicitation asks its answer to satisfy.
+static SCHEMA: LazyLock<Box<RawValue>> = LazyLock::new(|| {
+    RawValue::from_string(
+        r#"{"type":"object","properties":{"port":{"type":"integer","minimum":1,"maximum":65535}},"required":["port"]}"#
+            .to_owned(),
+    )
+    .expect("the schema is valid JSON")
+});
+
+/// The target's answer to every elicitation.
+const ACCEPT: &[u8] = br#"{"action":"accept","content":{"port":8080}}"#;
+
+/// The bodies the bench sends are built from these (serialised straight to
+/// bytes, without a `serde_json::Value` in between).
+#[derive(Serialize)]
+struct NewElicitation<'a> {
+    to: &'a str,
+    message: &'static str,
+    requested_schema: &'static RawValue,
+    metadata: SentStamp,
 }
 
-fn to_vec(v: &serde_json::Value) -> Vec<u8> {
-    // Serialising a Value built here cannot fail.
+#[derive(Serialize)]
+struct SentStamp {
+    planned_us: u64,
+    sent_us: u64,
+}
+
+#[derive(Serialize)]
+struct NewMessage<'a> {
+    to: &'a str,
+    body: MessageStamp,
+}
+
+#[derive(Serialize)]
+struct MessageStamp {
+    kind: &'static str,
+    planned_us: u64,
+    sent_us: u64,
+}
+
+fn to_vec(v: &impl Serialize) -> Vec<u8> {
+    // Serialising these structs (no maps with non-string keys) cannot fail.
     serde_json::to_vec(v).unwrap_or_default()
 }
 
 /// One elicitation round trip for the slot planned at `planned_us`.
 pub async fn elicit(ctx: Arc<Ctx>, me: Agent, to: String, planned_us: u64) {
     let sent_us = ctx.now_us();
-    let body = to_vec(&json!({
-        "to": to, "message": "Which port?", "requested_schema": schema(),
-        "metadata": {"planned_us": planned_us, "sent_us": sent_us},
-    }));
+    let body = to_vec(&NewElicitation {
+        to: &to,
+        message: "Which port?",
+        requested_schema: &SCHEMA,
+        metadata: SentStamp {
+            planned_us,
+            sent_us,
+        },
+    });
     let limit = ctx.timeout + Duration::from_secs(5);
     let created: Record = match ctx
         .http
-        .call(&me, Method::POST, "/v1/elicitations", body, 201, limit)
+        .call(&me, Method::POST, "/v1/elicitations", &body, 201, limit)
         .await
     {
         Ok(r) => r,
@@ -94,7 +134,7 @@ pub async fn elicit(ctx: Arc<Ctx>, me: Agent, to: String, planned_us: u64) {
     let path = format!("/v1/elicitations/{}?wait_ms={wait_ms}", created.id);
     match ctx
         .http
-        .call::<Record>(&me, Method::GET, &path, Vec::new(), 200, limit)
+        .call::<Record>(&me, Method::GET, &path, b"", 200, limit)
         .await
     {
         Ok(r) if r.status == "accepted" => ctx.completed(planned_us, sent_us),
@@ -116,21 +156,10 @@ pub async fn target_stream(
     let mut last_id: Option<u64> = None;
     let mut ready = Some(ready);
     while !*stop.borrow() {
-        let mut rb = ctx.http.signed(&me, Method::GET, "/v1/stream", Vec::new());
-        if let Some(id) = last_id {
-            rb = rb.header("last-event-id", id.to_string());
-        }
-        let resp = match rb.send().await {
-            Ok(r) if r.status() == 200 => r,
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let body = r.bytes().await.unwrap_or_default();
-                ctx.connection_error(&format!("stream_{}", failure_kind(status, &body)));
-                tokio::time::sleep(RETRY_PAUSE).await;
-                continue;
-            }
-            Err(e) => {
-                ctx.connection_error(&format!("stream_{}", transport_kind(&e)));
+        let mut reader = match ctx.http.open_stream(&me, last_id).await {
+            Ok(r) => r,
+            Err(k) => {
+                ctx.connection_error(&format!("stream_{k}"));
                 tokio::time::sleep(RETRY_PAUSE).await;
                 continue;
             }
@@ -138,7 +167,6 @@ pub async fn target_stream(
         if let Some(r) = ready.take() {
             let _ = r.send(()).await;
         }
-        let mut reader = SseReader::new(resp);
         loop {
             let ev = tokio::select! {
                 ev = reader.next() => ev,
@@ -182,11 +210,10 @@ fn answer(ctx: &Arc<Ctx>, me: &Agent, data: &str) {
     let (ctx, me) = (ctx.clone(), me.clone());
     tokio::spawn(async move {
         let path = format!("/v1/elicitations/{}/respond", r.id);
-        let body = to_vec(&json!({"action": "accept", "content": {"port": 8080}}));
         let limit = ctx.timeout + Duration::from_secs(5);
         let res = ctx
             .http
-            .call::<serde::de::IgnoredAny>(&me, Method::POST, &path, body, 200, limit)
+            .call::<serde::de::IgnoredAny>(&me, Method::POST, &path, ACCEPT, 200, limit)
             .await;
         if let Err(k) = res {
             ctx.connection_error(&format!("respond_{k}"));
@@ -198,14 +225,18 @@ fn answer(ctx: &Arc<Ctx>, me: &Agent, data: &str) {
 /// pollers do the rest.
 pub async fn send_message(ctx: Arc<Ctx>, me: Agent, to: String, planned_us: u64) {
     let sent_us = ctx.now_us();
-    let body = to_vec(&json!({
-        "to": to,
-        "body": {"kind": "request", "planned_us": planned_us, "sent_us": sent_us},
-    }));
+    let body = to_vec(&NewMessage {
+        to: &to,
+        body: MessageStamp {
+            kind: "request",
+            planned_us,
+            sent_us,
+        },
+    });
     let limit = ctx.timeout + Duration::from_secs(5);
     if let Err(k) = ctx
         .http
-        .call::<serde::de::IgnoredAny>(&me, Method::POST, "/v1/messages", body, 201, limit)
+        .call::<serde::de::IgnoredAny>(&me, Method::POST, "/v1/messages", &body, 201, limit)
         .await
     {
         ctx.failed(planned_us, &format!("send_{k}"));
@@ -237,7 +268,7 @@ pub async fn message_poller(
         let path = format!("/v1/messages?after={after}&wait_ms={POLL_WAIT_MS}&limit=1000");
         let call = ctx
             .http
-            .call::<MessagesPage>(&me, Method::GET, &path, Vec::new(), 200, limit);
+            .call::<MessagesPage>(&me, Method::GET, &path, b"", 200, limit);
         if let Some(r) = ready.take() {
             // The request is built and about to be sent; the bridge sees it
             // within the first poll of the future below.
@@ -274,7 +305,7 @@ async fn skip_old_messages(ctx: &Ctx, me: &Agent, limit: Duration) -> u64 {
         let path = format!("/v1/messages?after={after}&limit=1000");
         match ctx
             .http
-            .call::<MessagesPage>(me, Method::GET, &path, Vec::new(), 200, limit)
+            .call::<MessagesPage>(me, Method::GET, &path, b"", 200, limit)
             .await
         {
             Ok(p) if !p.messages.is_empty() => after = p.next_after,
@@ -291,14 +322,18 @@ fn reply(ctx: &Arc<Ctx>, me: &Agent, m: Message) {
     ctx.delivered(m.body.planned_us, m.body.sent_us);
     let (ctx, me) = (ctx.clone(), me.clone());
     tokio::spawn(async move {
-        let body = to_vec(&json!({
-            "to": m.from,
-            "body": {"kind": "reply", "planned_us": m.body.planned_us, "sent_us": m.body.sent_us},
-        }));
+        let body = to_vec(&NewMessage {
+            to: &m.from,
+            body: MessageStamp {
+                kind: "reply",
+                planned_us: m.body.planned_us,
+                sent_us: m.body.sent_us,
+            },
+        });
         let limit = ctx.timeout + Duration::from_secs(5);
         if let Err(k) = ctx
             .http
-            .call::<serde::de::IgnoredAny>(&me, Method::POST, "/v1/messages", body, 201, limit)
+            .call::<serde::de::IgnoredAny>(&me, Method::POST, "/v1/messages", &body, 201, limit)
             .await
         {
             ctx.connection_error(&format!("reply_{k}"));
