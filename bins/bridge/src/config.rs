@@ -11,6 +11,7 @@
 //! shutdown_grace_ms = 10000        # LIGHTHOUSE_SHUTDOWN_GRACE_MS (in-flight requests on shutdown)
 //! mcp_allowed_origins = []         # LIGHTHOUSE_MCP_ALLOWED_ORIGINS (comma-separated browser origins for /mcp)
 //! max_connections = 16384          # LIGHTHOUSE_MAX_CONNECTIONS (open connections; beyond it, accepting waits)
+//! listen_backlog = 4096            # LIGHTHOUSE_LISTEN_BACKLOG (connections the kernel queues before accept; capped by net.core.somaxconn)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ pub struct ServeConfig {
     pub shutdown_grace_ms: u64,
     pub mcp_allowed_origins: Vec<String>,
     pub max_connections: usize,
+    pub listen_backlog: u32,
 }
 
 impl Default for ServeConfig {
@@ -44,6 +46,7 @@ impl Default for ServeConfig {
             shutdown_grace_ms: 10_000,
             mcp_allowed_origins: Vec::new(),
             max_connections: 16_384,
+            listen_backlog: 4096,
         }
     }
 }
@@ -110,6 +113,11 @@ impl ServeConfig {
                 .parse()
                 .map_err(|_| "LIGHTHOUSE_MAX_CONNECTIONS must be a number".to_owned())?;
         }
+        if let Some(v) = env("LIGHTHOUSE_LISTEN_BACKLOG") {
+            c.listen_backlog = v
+                .parse()
+                .map_err(|_| "LIGHTHOUSE_LISTEN_BACKLOG must be a number".to_owned())?;
+        }
         if let Some(v) = o.listen {
             c.listen = v;
         }
@@ -141,6 +149,9 @@ impl ServeConfig {
         }
         if self.max_connections == 0 || self.max_connections > 1_000_000 {
             return Err("max_connections must be 1 to 1000000".into());
+        }
+        if self.listen_backlog == 0 || self.listen_backlog > 65_535 {
+            return Err("listen_backlog must be 1 to 65535".into());
         }
         if self.window_s == 0 || self.window_s > 3600 {
             return Err("window_s must be 1 to 3600".into());
@@ -193,5 +204,22 @@ mod tests {
         std::fs::write(&f, "colour = \"blue\"\n").unwrap();
         let e = ServeConfig::resolve(Some(&f), |_| None, Overrides::default()).unwrap_err();
         assert!(e.contains("colour"), "{e}");
+        std::fs::write(&f, "listen_backlog = 0\n").unwrap();
+        let e = ServeConfig::resolve(Some(&f), |_| None, Overrides::default()).unwrap_err();
+        assert!(e.contains("listen_backlog"), "{e}");
+        let e = ServeConfig::resolve(
+            None,
+            |k| (k == "LIGHTHOUSE_LISTEN_BACKLOG").then(|| "many".to_owned()),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("LIGHTHOUSE_LISTEN_BACKLOG"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_listener_takes_the_configured_backlog_and_refuses_a_bad_address() {
+        let l = crate::listener::bind("127.0.0.1:0", 4096).unwrap();
+        assert!(l.local_addr().unwrap().port() > 0);
+        assert!(crate::listener::bind("nowhere", 16).is_err());
     }
 }

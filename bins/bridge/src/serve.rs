@@ -147,8 +147,7 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
             println!("  wrote {}", p.display());
         }
     }
-    let listener = tokio::net::TcpListener::bind(&c.listen)
-        .await
+    let listener = crate::listener::bind(&c.listen, c.listen_backlog)
         .map_err(|e| Failure::error(format!("cannot listen on {}: {e}", c.listen)))?;
     let addr = listener
         .local_addr()
