@@ -169,9 +169,7 @@ async fn requester(
     me: Caller,
     to: String,
     pair: u64,
-    pairs: u64,
-    rate: Option<u64>,
-    start: tokio::time::Instant,
+    mut slots: Option<tokio::sync::mpsc::UnboundedReceiver<tokio::time::Instant>>,
     measure_from: tokio::time::Instant,
     end: tokio::time::Instant,
 ) -> Result<PairResult, String> {
@@ -182,18 +180,17 @@ async fn requester(
     };
     let mut k: u64 = 0;
     loop {
-        let planned = match rate {
-            Some(r) => {
-                let nanos = u128::from(k * pairs + pair) * 1_000_000_000 / u128::from(r);
-                start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
-            }
+        // Open loop: the next planned time from the dispatcher (the channel
+        // closes after the last slot); closed loop: now, until the end.
+        let planned = match &mut slots {
+            Some(rx) => match rx.recv().await {
+                Some(t) => t,
+                None => break,
+            },
             None => tokio::time::Instant::now(),
         };
         if planned >= end {
             break;
-        }
-        if rate.is_some() {
-            tokio::time::sleep_until(planned).await;
         }
         let began = tokio::time::Instant::now();
         let req = CreateRequest::new(to.clone(), "Which port?", schema());
@@ -218,6 +215,36 @@ async fn requester(
         k += 1;
     }
     Ok(out)
+}
+
+/// The open-loop schedule: slot `i` is planned at `start + i / rate` for pair
+/// `i % pairs`. A thread of its own sleeps (with the operating system's timer,
+/// not Tokio's, whose 1 ms ticks made every slot start up to a millisecond
+/// late and counted that in the latency from the planned time) until each
+/// slot's time and hands it to the pair's requester; a requester still busy
+/// with its previous round trip finds it queued, and that wait counts.
+fn dispatch(
+    pairs: &[tokio::sync::mpsc::UnboundedSender<tokio::time::Instant>],
+    rate: u64,
+    start: std::time::Instant,
+    end: std::time::Instant,
+) {
+    let n = pairs.len().max(1) as u64;
+    for i in 0u64.. {
+        let nanos = u128::from(i) * 1_000_000_000 / u128::from(rate.max(1));
+        let planned = start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+        if planned >= end {
+            break;
+        }
+        let now = std::time::Instant::now();
+        if planned > now {
+            std::thread::sleep(planned - now);
+        }
+        let Some(tx) = pairs.get((i % n) as usize) else {
+            break;
+        };
+        let _ = tx.send(tokio::time::Instant::from_std(planned));
+    }
 }
 
 fn micros(d: Duration) -> u64 {
@@ -247,19 +274,32 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
         let measure_from = start + Duration::from_secs(a.warmup_s);
         let end = measure_from + Duration::from_secs(a.seconds);
         let mut reqs = Vec::new();
+        let mut senders = Vec::new();
         for p in 0..pairs {
+            let slots = rate.map(|_| {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                senders.push(tx);
+                rx
+            });
             reqs.push(tokio::spawn(requester(
                 svc.clone(),
                 agent(format!("req-{p}")),
                 format!("tgt-{p}"),
                 p,
-                pairs,
-                rate,
-                start,
+                slots,
                 measure_from,
                 end,
             )));
         }
+        let dispatcher = rate.map(|r| {
+            let (start, end) = (start.into_std(), end.into_std());
+            std::thread::Builder::new()
+                .name("bench-dispatch".into())
+                .spawn(move || dispatch(&senders, r, start, end))
+        });
+        let dispatcher = dispatcher
+            .transpose()
+            .map_err(|e| format!("dispatcher thread: {e}"))?;
         // CPU used from the start of the measured window until the last round
         // trip started in it has been observed.
         tokio::time::sleep_until(measure_from).await;
@@ -274,6 +314,9 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
                 .add(&r.from_schedule)
                 .map_err(|e| e.to_string())?;
             done += r.done;
+        }
+        if let Some(d) = dispatcher {
+            d.join().map_err(|_| "dispatcher panicked".to_owned())?;
         }
         // The measured window ends when the last round trip planned inside it
         // is observed.
