@@ -215,15 +215,35 @@ pub const CHUNK_BYTES: usize = 6 << 10;
 
 const ANCHOR_KEY: [u8; 9] = [0xff; 9];
 
+/// How long [`SledBackend::open`] waits for sled's directory lock.
+pub const LOCK_WAIT: Duration = Duration::from_secs(2);
+
 impl SledBackend {
     /// Opens (or creates) the database in `dir`. `flush_every_ms` is sled's
     /// background flush interval (`None` disables it).
+    ///
+    /// sled takes an exclusive lock on the directory, and a database closed by
+    /// this process releases it from sled's I/O threads a moment after the last
+    /// handle is dropped; so a lock refusal is retried for up to
+    /// [`LOCK_WAIT`] before it is returned (another process holding the store
+    /// still gets the error, after that wait).
     pub fn open(dir: &Path, cache_bytes: u64, flush_every_ms: Option<u64>) -> Result<Self> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            .flush_every_ms(flush_every_ms)
-            .open()?;
+            .flush_every_ms(flush_every_ms);
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                r => break r?,
+            }
+        };
         let log = db.open_tree("log")?;
         let meta = db.open_tree("meta")?;
         Ok(SledBackend {
