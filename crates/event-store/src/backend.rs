@@ -164,9 +164,10 @@ pub trait Backend: Send + Sync + 'static {
 /// `apply_batch` writes a whole group and its anchor. Tree `meta` holds metadata
 /// and snapshots.
 ///
-/// Opened with [`enable_wal`](SledBackend::enable_wal) (the store does so in
-/// durable mode), a commit is made durable by the write-ahead log of
-/// `crate::wal` instead of by flushing sled, and sled is flushed by a background
+/// Once [`enable_wal`](SledBackend::enable_wal) has been called (the store
+/// does so on open, in both durability modes), a commit goes to sled as plain
+/// inserts plus one frame of the write-ahead log of `crate::wal`, a flush syncs
+/// that log instead of flushing sled, and sled is flushed by a background
 /// checkpointer.
 pub struct SledBackend {
     db: sled::Db,

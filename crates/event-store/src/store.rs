@@ -159,16 +159,16 @@ impl EventStore {
         let key = ChainKey::new(&options.key);
         check_key(&backend, &key)?;
         backend.enable_wal(dir, &key, checkpoint_every)?;
-        Self::with_backend(Box::new(backend), options, temp)
+        Self::with_backend(Box::new(backend), key, options, temp)
     }
 
+    /// Starts a store over `backend`, whose key has been checked.
     fn with_backend(
         backend: Box<dyn Backend>,
+        key: ChainKey,
         options: StoreOptions,
         temp: Option<TempDir>,
     ) -> Result<EventStore> {
-        let key = ChainKey::new(&options.key);
-        check_key(backend.as_ref(), &key)?;
         let anchor = backend.anchor()?;
         let (index, damaged, last_time) = rebuild_index(backend.as_ref(), anchor)?;
         let head = anchor.map_or(0, |a| a.seq);
@@ -472,8 +472,6 @@ impl EventStore {
     }
 }
 
-/// Scans the log once and rebuilds the indexes; returns them, the seqs that could
-/// not be decoded, and the last append time.
 /// Refuses a store created with another key; records the key's fingerprint (and
 /// the format) in a new store.
 fn check_key(backend: &dyn Backend, key: &ChainKey) -> Result<()> {
@@ -488,6 +486,8 @@ fn check_key(backend: &dyn Backend, key: &ChainKey) -> Result<()> {
     }
 }
 
+/// Scans the log once and rebuilds the indexes; returns them, the seqs that could
+/// not be decoded, and the last append time.
 fn rebuild_index(
     backend: &dyn Backend,
     anchor: Option<Anchor>,

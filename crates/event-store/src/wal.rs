@@ -1,15 +1,15 @@
 //! The write-ahead log that makes a durable append cheap.
 //!
-//! Flushing sled once per commit group cost more than the group's own work: each
-//! flush is handed to sled's I/O thread pool, which wakes all of its idle threads
-//! for every log write, and the sync happens on another thread than the writer's
-//! (docs/EVENT_STORE.md, "What a durable flush costs"). So in
-//! [`Durability::Durable`](crate::Durability::Durable) mode the writer thread
-//! applies each group to sled *without* flushing it, writes the group's records to
-//! this log as one frame and `fdatasync`s the log itself: one `pwrite` pair and
-//! one sync per group, on the thread that already holds the group. A background
-//! checkpointer flushes sled about once a second and then lets the log's older
-//! file be reused. On open, frames beyond what sled recovered are checked against
+//! Making a group durable through sled cost more than the group's own work:
+//! sled's `apply_batch` writes its I/O buffer twice per batch through its thread
+//! pool, which wakes all of its idle threads for every write, and the sync
+//! happens on another thread than the writer's (docs/EVENT_STORE.md, "The
+//! write-ahead log"). So the writer thread applies each group to sled with plain
+//! inserts, writes the group's records to this log as one frame and, in
+//! [`Durability::Durable`](crate::Durability::Durable) mode, `fdatasync`s the log
+//! itself: one `pwrite` pair and one sync per group, on the thread that already
+//! holds the group. A background checkpointer flushes sled (about once a second
+//! in durable mode) and then lets the log's older file be reused. On open, frames beyond what sled recovered are checked against
 //! the integrity chain and applied to sled again.
 //!
 //! # Files
@@ -453,6 +453,17 @@ mod tests {
         b
     }
 
+    /// A fresh log in a temporary directory, its key, and the empty head.
+    fn new_log() -> (tempfile::TempDir, ChainKey, Wal, Anchor) {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path()).unwrap();
+        let head = Anchor {
+            seq: 0,
+            mac: GENESIS,
+        };
+        (dir, ChainKey::new(b"k"), wal, head)
+    }
+
     fn replay(dir: &Path, anchor: Option<Anchor>, key: &ChainKey) -> (Recovery, Vec<u64>) {
         let mut seqs = Vec::new();
         let r = recover(dir, anchor, key, |b, a| {
@@ -466,13 +477,7 @@ mod tests {
 
     #[test]
     fn frames_beyond_the_anchor_are_replayed_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = ChainKey::new(b"k");
-        let wal = Wal::open(dir.path()).unwrap();
-        let mut head = Anchor {
-            seq: 0,
-            mac: GENESIS,
-        };
+        let (dir, key, wal, mut head) = new_log();
         let mut anchors = Vec::new();
         for n in [3, 1, 5] {
             wal.append(&records(&key, &mut head, n)).unwrap();
@@ -495,13 +500,7 @@ mod tests {
 
     #[test]
     fn a_torn_last_frame_is_dropped_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = ChainKey::new(b"k");
-        let wal = Wal::open(dir.path()).unwrap();
-        let mut head = Anchor {
-            seq: 0,
-            mac: GENESIS,
-        };
+        let (dir, key, wal, mut head) = new_log();
         wal.append(&records(&key, &mut head, 2)).unwrap();
         wal.append(&records(&key, &mut head, 4)).unwrap();
         wal.sync().unwrap();
@@ -517,7 +516,7 @@ mod tests {
         assert_eq!(seqs, vec![1, 2]);
         assert!(r.torn_tail);
         // Cut in the middle of the second frame: same.
-        let cut = bytes.len() - (bytes.len() - end) - 100;
+        let cut = end - 100;
         let mut cut_bytes = std::fs::read(&path).unwrap();
         cut_bytes.truncate(cut);
         std::fs::write(&path, &cut_bytes).unwrap();
@@ -527,13 +526,7 @@ mod tests {
 
     #[test]
     fn a_reused_file_replays_only_its_new_frames() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = ChainKey::new(b"k");
-        let wal = Wal::open(dir.path()).unwrap();
-        let mut head = Anchor {
-            seq: 0,
-            mac: GENESIS,
-        };
+        let (dir, key, wal, mut head) = new_log();
         // Fill the first file with many frames, checkpoint twice so it is reused.
         for _ in 0..20 {
             wal.append(&records(&key, &mut head, 3)).unwrap();
