@@ -254,10 +254,7 @@ impl Http {
             let _ = conn.read_body(&mut head.body, &mut bytes).await;
             return Err(failure_kind(head.status, &bytes));
         }
-        Ok(SseReader::with_source(Source::Raw {
-            conn,
-            body: head.body,
-        }))
+        Ok(SseReader::new(conn, head.body))
     }
 
     /// An unsigned `GET` (health, metrics) returning the body as text.
@@ -282,17 +279,6 @@ pub fn failure_kind(status: u16, body: &[u8]) -> String {
     format!("http_{status}_{code}")
 }
 
-/// `timeout`, `connect` or `transport` for a request that got no answer.
-pub fn transport_kind(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "client_timeout".to_owned()
-    } else if e.is_connect() {
-        "connect".to_owned()
-    } else {
-        "transport".to_owned()
-    }
-}
-
 /// One server-sent event (comments are skipped by the reader).
 #[derive(Debug)]
 pub struct SseEvent {
@@ -301,17 +287,11 @@ pub struct SseEvent {
     pub data: String,
 }
 
-/// Where an event stream's bytes come from.
-enum Source {
-    /// A stream opened with `reqwest` (the memory scenario).
-    Reqwest(reqwest::Response),
-    /// A stream opened by [`Http::open_stream`].
-    Raw { conn: Conn, body: Body },
-}
-
-/// Reads events from an open `text/event-stream` response.
+/// Reads events from a `text/event-stream` response opened by
+/// [`Http::open_stream`].
 pub struct SseReader {
-    source: Source,
+    conn: Conn,
+    body: Body,
     /// Body bytes received and not yet returned as events.
     buf: Vec<u8>,
     /// `buf` before this holds no blank line (so it is not searched again).
@@ -319,13 +299,10 @@ pub struct SseReader {
 }
 
 impl SseReader {
-    pub fn new(resp: reqwest::Response) -> Self {
-        Self::with_source(Source::Reqwest(resp))
-    }
-
-    fn with_source(source: Source) -> Self {
+    fn new(conn: Conn, body: Body) -> Self {
         SseReader {
-            source,
+            conn,
+            body,
             buf: Vec::with_capacity(4096),
             scanned: 0,
         }
@@ -345,21 +322,13 @@ impl SseReader {
             }
             // A blank line may straddle what is here and what comes next.
             self.scanned = self.buf.len().saturating_sub(1);
-            match &mut self.source {
-                Source::Reqwest(resp) => match resp.chunk().await {
-                    Ok(Some(c)) => self.buf.extend_from_slice(&c),
-                    Ok(None) => return Ok(None),
-                    Err(e) => return Err(transport_kind(&e)),
-                },
-                Source::Raw { conn, body } => {
-                    let done = conn
-                        .read_some(body, &mut self.buf)
-                        .await
-                        .map_err(|_| "transport".to_owned())?;
-                    if done && find_blank_line(&self.buf[self.scanned..]).is_none() {
-                        return Ok(None);
-                    }
-                }
+            let done = self
+                .conn
+                .read_some(&mut self.body, &mut self.buf)
+                .await
+                .map_err(|_| "transport".to_owned())?;
+            if done && find_blank_line(&self.buf[self.scanned..]).is_none() {
+                return Ok(None);
             }
         }
     }

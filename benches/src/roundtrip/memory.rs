@@ -4,12 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::bridge::{metric, proc_status_kib};
-use super::client::{Agent, Http, SseReader, failure_kind, transport_kind};
+use super::client::{Agent, Http};
 use super::{Args, agent_ids, raise_nofile, runtime, setup};
 use crate::report::emit;
 
@@ -40,27 +39,15 @@ async fn hold_stream(
     mut stop: watch::Receiver<bool>,
 ) {
     let permit = gate.acquire_owned().await;
-    let resp = match http
-        .signed(&me, Method::GET, "/v1/stream", Vec::new())
-        .timeout(Duration::from_secs(3600))
-        .send()
-        .await
-    {
-        Ok(r) if r.status() == 200 => r,
-        Ok(r) => {
-            let status = r.status().as_u16();
-            let body = r.bytes().await.unwrap_or_default();
-            let _ = opened.send(Err(failure_kind(status, &body))).await;
-            return;
-        }
-        Err(e) => {
-            let _ = opened.send(Err(transport_kind(&e))).await;
+    let mut reader = match http.open_stream(&me, None).await {
+        Ok(r) => r,
+        Err(kind) => {
+            let _ = opened.send(Err(kind)).await;
             return;
         }
     };
     drop(permit);
     let _ = opened.send(Ok(())).await;
-    let mut reader = SseReader::new(resp);
     loop {
         tokio::select! {
             ev = reader.next() => if !matches!(ev, Ok(Some(_))) { return },
