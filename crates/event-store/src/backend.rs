@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
+
 use crate::codec::ChainKey;
 use crate::error::Result;
-use crate::wal::{Recovery, Wal};
+use crate::segments::{Location, Recovery, SegmentLog};
 
 /// The head of the chain as stored with every committed batch: the last seq and
 /// its MAC. Used to detect a truncated log and to resume the chain on open.
@@ -153,35 +155,51 @@ pub trait Backend: Send + Sync + 'static {
     fn size_on_disk(&self) -> Result<u64>;
 }
 
-/// The log on sled.
+/// The log on sled and segment files.
 ///
-/// Tree `log` holds records packed in chunks: the key is the big-endian seq of a
-/// chunk's first record, the value its records back to back (each record carries
-/// its own length in its header). A group commit writes one key per chunk of up to
-/// [`CHUNK_RECORDS`] records or [`CHUNK_BYTES`] bytes instead of one key per
-/// event, because sled's cost is per key written (CALIBRATION.md). The anchor sits
-/// in the same tree under a 9-byte key that sorts after every seq, so one atomic
-/// `apply_batch` writes a whole group and its anchor. Tree `meta` holds metadata
-/// and snapshots.
+/// The records themselves live in append-only segment files
+/// (`crate::segments`), written once. sled's tree `log` indexes them by chunk:
+/// the key is the big-endian seq of a chunk's first record, the value a
+/// 16-byte location (segment, offset, length) of up to [`CHUNK_RECORDS`] records
+/// or [`CHUNK_BYTES`] bytes lying back to back (each record carries its own length
+/// in its header). The anchor sits in the same tree under a 9-byte key that sorts
+/// after every seq. Tree `meta` holds metadata and snapshots.
 ///
-/// Once [`enable_wal`](SledBackend::enable_wal) has been called (the store
-/// does so on open, in both durability modes), a commit goes to sled as plain
-/// inserts plus one frame of the write-ahead log of `crate::wal`, a flush syncs
-/// that log instead of flushing sled, and sled is flushed by a background
-/// checkpointer.
+/// A commit writes the group's records to the active segment as one frame
+/// (synced at once when [`LogMode::sync_each_commit`]), then the chunks'
+/// locations and the anchor to sled as plain inserts. sled is flushed by a
+/// background checkpointer; on open, frames above sled's anchor are checked
+/// against the integrity chain and their locations inserted again
+/// (`SegmentLog::open`).
 pub struct SledBackend {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
-    wal: Option<Arc<Wal>>,
-    /// Metadata was written since sled's last flush (it is not in the WAL).
+    segments: Option<Arc<SegmentLog>>,
+    /// Sync every commit's frame before its locations go to sled.
+    sync_each_commit: bool,
+    /// Held by a commit and by a buffered-mode checkpoint (sync the segment,
+    /// then flush sled), so that sled never makes a location durable before the
+    /// bytes it points at.
+    commit_lock: Arc<Mutex<()>>,
+    /// Metadata was written since sled's last flush.
     meta_dirty: AtomicBool,
     checkpointer: Option<Checkpointer>,
 }
 
-/// The background thread that flushes sled and recycles the log's files.
+/// How the segment log is synced.
+#[derive(Debug, Clone, Copy)]
+pub struct LogMode {
+    /// Sync each commit before it returns (durable mode).
+    pub sync_each_commit: bool,
+    /// How often the checkpointer flushes sled (and, without
+    /// `sync_each_commit`, syncs the segment first).
+    pub checkpoint_every: Duration,
+}
+
+/// The background thread that flushes sled.
 struct Checkpointer {
-    /// Asks for an early checkpoint; dropping it stops the thread.
+    /// Dropping it stops the thread.
     wake: Option<std::sync::mpsc::SyncSender<()>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
@@ -194,25 +212,23 @@ impl Drop for SledBackend {
                 let _ = h.join();
             }
         }
-        // Leave sled complete so that the next open replays nothing.
-        if self.wal.is_some() {
+        // Leave everything durable so that the next open replays nothing.
+        if let Some(segments) = &self.segments
+            && segments.sync().is_ok()
+        {
             let _ = self.db.flush();
         }
     }
 }
 
-/// Most records packed into one chunk.
+/// Most records in one chunk.
 pub const CHUNK_RECORDS: usize = 64;
 /// A chunk is closed once it holds this many bytes (a larger record gets a chunk
-/// of its own).
-///
-/// Kept small because of how sled writes: it rewrites a whole leaf (up to about
-/// 16 keys) each time it consolidates or splits it, and it writes a page larger
-/// than a quarter of its 512 KiB segment to a separate blob file. With 64 KiB
-/// chunks, the newest leaf went to a new blob file every few groups (file
-/// creation and deletion on the writer thread); 16 chunks of 6 KiB stay inline.
-/// Measured with `lighthouse-bench store --scenario buffered` (docs/PERFORMANCE.md).
-pub const CHUNK_BYTES: usize = 6 << 10;
+/// of its own). A read of one record reads its whole chunk, so chunks stay
+/// small; a group of single appends makes a few of them.
+pub const CHUNK_BYTES: usize = 8 << 10;
+/// How much a forward range read fetches from a segment at once.
+const READ_AHEAD: usize = 256 << 10;
 
 const ANCHOR_KEY: [u8; 9] = [0xff; 9];
 
@@ -220,19 +236,20 @@ const ANCHOR_KEY: [u8; 9] = [0xff; 9];
 pub const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 impl SledBackend {
-    /// Opens (or creates) the database in `dir`. `flush_every_ms` is sled's
-    /// background flush interval (`None` disables it).
+    /// Opens (or creates) the database in `dir`; records cannot be read or
+    /// written until [`start_log`](Self::start_log).
     ///
     /// sled takes an exclusive lock on the directory, and a database closed by
     /// this process releases it from sled's I/O threads a moment after the last
     /// handle is dropped; so a lock refusal is retried for up to
     /// [`LOCK_WAIT`] before it is returned (another process holding the store
     /// still gets the error, after that wait).
-    pub fn open(dir: &Path, cache_bytes: u64, flush_every_ms: Option<u64>) -> Result<Self> {
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self> {
+        // sled is flushed by the checkpointer, not by its own timer.
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            .flush_every_ms(flush_every_ms);
+            .flush_every_ms(None);
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         let db = loop {
             match config.open() {
@@ -251,32 +268,40 @@ impl SledBackend {
             db,
             log,
             meta,
-            wal: None,
+            segments: None,
+            sync_each_commit: false,
+            commit_lock: Arc::new(Mutex::new(())),
             meta_dirty: AtomicBool::new(false),
             checkpointer: None,
         })
     }
 
-    /// Makes commits durable through a write-ahead log in `dir` (the database's
-    /// directory) from now on: first replays into sled every record of the log
-    /// above sled's anchor that chains under `key`, flushes sled, then starts the
-    /// checkpointer. Open sled without a background flush (`flush_every_ms:
-    /// None`) and check the key before calling this.
-    pub(crate) fn enable_wal(
+    /// Opens the segment files in `dir/segments` and brings sled up to date with
+    /// them: inserts the locations of every frame above sled's anchor that
+    /// chains under `key`, removes locations above the head left by a group whose
+    /// anchor never reached sled, flushes sled, then starts the checkpointer.
+    /// Check the key before calling this.
+    pub(crate) fn start_log(
         &mut self,
         dir: &Path,
         key: &ChainKey,
-        checkpoint_every: Duration,
+        mode: LogMode,
     ) -> Result<Recovery> {
-        let wal_dir = dir.join("wal");
         let anchor = self.anchor()?;
-        let recovery = crate::wal::recover(&wal_dir, anchor, key, |records, anchor| {
-            self.apply(records, anchor)
-        })?;
-        // Commits in this mode write sled key by key (see `commit`), so a crash
-        // can leave chunks of a group whose anchor never made it; sled recovers
-        // a prefix of its writes, so such chunks all lie above the anchor.
-        // Replayed frames have rewritten theirs; remove the rest.
+        let anchor_segment = match anchor {
+            Some(a) => self.chunk_of(a.seq)?.map(|(_, loc)| loc.segment),
+            None => None,
+        };
+        let (segments, recovery) = SegmentLog::open(
+            &dir.join("segments"),
+            anchor,
+            anchor_segment,
+            key,
+            |records, anchor, segment, offset| self.index(records, anchor, segment, offset),
+        )?;
+        // Locations are inserted key by key (see `commit`), so a crash can leave
+        // those of a group whose anchor never made it; sled recovers a prefix of
+        // its writes, so they all lie above the anchor.
         let head = self.anchor()?.map_or(0, |a| a.seq);
         let stray: Vec<sled::IVec> = self
             .log
@@ -289,30 +314,40 @@ impl SledBackend {
                 head,
                 "event store: removing chunks of an unacknowledged group above the head"
             );
-            let mut batch = sled::Batch::default();
             for k in stray {
-                batch.remove(k);
+                self.log.remove(k)?;
             }
-            self.log.apply_batch(batch)?;
         }
         if recovery.replayed > 0 || recovery.torn_tail {
             tracing::info!(
                 replayed = recovery.replayed,
                 torn_tail = recovery.torn_tail,
-                "event store: write-ahead log replayed into sled (a torn tail is a group cut \
-                 by the crash before it was acknowledged)"
+                "event store: segment frames above sled's anchor indexed again (a torn tail \
+                 is a group cut by the crash before it was acknowledged)"
             );
         }
         self.db.flush()?;
-        let wal = Arc::new(Wal::open(&wal_dir)?);
+        let segments = Arc::new(segments);
         let (wake, rx) = std::sync::mpsc::sync_channel(1);
         let handle = {
-            let (wal, db) = (wal.clone(), self.db.clone());
+            let (segments, db, lock) =
+                (segments.clone(), self.db.clone(), self.commit_lock.clone());
+            let sync_first = !mode.sync_each_commit;
             std::thread::Builder::new()
                 .name("lighthouse-store-checkpoint".into())
-                .spawn(move || checkpoint_loop(&wal, &db, &rx, checkpoint_every))?
+                .spawn(move || {
+                    checkpoint_loop(
+                        &segments,
+                        &db,
+                        &lock,
+                        sync_first,
+                        &rx,
+                        mode.checkpoint_every,
+                    )
+                })?
         };
-        self.wal = Some(wal);
+        self.segments = Some(segments);
+        self.sync_each_commit = mode.sync_each_commit;
         self.checkpointer = Some(Checkpointer {
             wake: Some(wake),
             handle: Some(handle),
@@ -320,26 +355,49 @@ impl SledBackend {
         Ok(recovery)
     }
 
-    /// Writes `records` and `anchor` to sled in one atomic batch.
-    fn apply(&self, records: &RecordBatch, anchor: Anchor) -> Result<()> {
-        let mut batch = sled::Batch::default();
+    fn segments(&self) -> Result<&SegmentLog> {
+        self.segments
+            .as_deref()
+            .ok_or_else(|| std::io::Error::other("event store: segment log not started").into())
+    }
+
+    /// Inserts the locations of `records`, written to `segment` from `offset`,
+    /// then `anchor`.
+    fn index(
+        &self,
+        records: &RecordBatch,
+        anchor: Anchor,
+        segment: u32,
+        offset: u64,
+    ) -> Result<()> {
         for (first, range) in pack(records) {
-            batch.insert(&first.to_be_bytes(), &records.bytes()[range]);
+            let loc = Location {
+                segment,
+                offset: offset + range.start as u64,
+                len: range.len() as u32,
+            };
+            self.log.insert(first.to_be_bytes(), &loc.encode()[..])?;
         }
-        batch.insert(&ANCHOR_KEY, &anchor.encode()[..]);
-        self.log.apply_batch(batch)?;
+        self.log.insert(ANCHOR_KEY, &anchor.encode()[..])?;
         Ok(())
     }
 
-    /// The chunk that holds `seq`: its first seq and bytes.
-    fn chunk_of(&self, seq: u64) -> Result<Option<(u64, sled::IVec)>> {
+    /// The chunk that holds `seq`: its first seq and location.
+    fn chunk_of(&self, seq: u64) -> Result<Option<(u64, Location)>> {
         match self.log.range(..=seq.to_be_bytes()).next_back() {
             Some(kv) => {
                 let (k, v) = kv?;
-                Ok(seq_of(&k).map(|first| (first, v)))
+                Ok(seq_of(&k).zip(Location::decode(&v)))
             }
             None => Ok(None),
         }
+    }
+
+    fn read_chunk(&self, loc: Location) -> Result<sled::IVec> {
+        Ok(self
+            .segments()?
+            .read(loc.segment, loc.offset, loc.len as usize)?
+            .into())
     }
 }
 
@@ -387,11 +445,13 @@ fn pack(records: &RecordBatch) -> Vec<(u64, std::ops::Range<usize>)> {
     chunks
 }
 
-/// Every `every` or when woken: swap the log's files, flush sled, let the
-/// outgoing file be reused. Ends when the backend drops the sender.
+/// Every `every`: (when `sync_first`, sync the segment and, under the commit
+/// lock) flush sled. Ends when the backend drops the sender.
 fn checkpoint_loop(
-    wal: &Wal,
+    segments: &SegmentLog,
     db: &sled::Db,
+    lock: &Mutex<()>,
+    sync_first: bool,
     wake: &std::sync::mpsc::Receiver<()>,
     every: Duration,
 ) {
@@ -400,68 +460,91 @@ fn checkpoint_loop(
         if let Err(RecvTimeoutError::Disconnected) = wake.recv_timeout(every) {
             return;
         }
-        match wal.rotate() {
-            Ok(None) => {}
-            Ok(Some(old)) => match db.flush() {
-                Ok(_) => wal.retire(old),
-                Err(e) => {
-                    tracing::error!(error = %e, "event store checkpoint: sled flush failed; refusing further writes");
-                    wal.poison();
-                    return;
-                }
-            },
-            Err(e) => {
-                tracing::error!(error = %e, "event store checkpoint: write-ahead log failed; refusing further writes");
-                return;
-            }
+        let r = if sync_first {
+            let _g = lock.lock();
+            segments
+                .sync()
+                .map_err(sled::Error::from)
+                .and_then(|()| db.flush())
+        } else {
+            db.flush()
+        };
+        if let Err(e) = r {
+            tracing::error!(error = %e, "event store checkpoint failed; refusing further writes");
+            segments.poison();
+            return;
         }
+    }
+}
+
+/// Reads chunks through one read-ahead buffer, so that a range read costs one
+/// `pread` per [`READ_AHEAD`] bytes instead of one per chunk.
+struct ChunkReader<'a> {
+    segments: &'a SegmentLog,
+    /// Segment, file offset of the buffer's first byte, the bytes.
+    buf: Option<(u32, u64, sled::IVec)>,
+}
+
+impl ChunkReader<'_> {
+    fn chunk(&mut self, loc: Location, forward: bool) -> Result<sled::IVec> {
+        let len = loc.len as usize;
+        if let Some((seg, start, buf)) = &self.buf
+            && *seg == loc.segment
+            && loc.offset >= *start
+            && loc.offset + len as u64 <= start + buf.len() as u64
+        {
+            return Ok(buf.subslice((loc.offset - start) as usize, len));
+        }
+        let want = READ_AHEAD.max(len);
+        // Forward reads fetch what follows the chunk, backward what precedes it.
+        let start = if forward {
+            loc.offset
+        } else {
+            (loc.offset + len as u64)
+                .saturating_sub(want as u64)
+                .max(16)
+                .min(loc.offset)
+        };
+        let need = (loc.offset - start) as usize + len;
+        let bytes: sled::IVec = self
+            .segments
+            .read_span(loc.segment, start, need, if forward { want } else { need })?
+            .into();
+        let chunk = bytes.subslice((loc.offset - start) as usize, len);
+        self.buf = Some((loc.segment, start, bytes));
+        Ok(chunk)
     }
 }
 
 impl Backend for SledBackend {
     fn commit(&self, records: &RecordBatch, anchor: Anchor) -> Result<()> {
-        let Some(wal) = &self.wal else {
-            return self.apply(records, anchor);
-        };
-        // The log makes the group atomic and durable, so sled gets plain inserts
-        // (chunks first, the anchor last): sled's `apply_batch` seals and writes
-        // its I/O buffer before and after every batch, which costs two writes,
-        // two `sync_file_range`s and thread-pool wake-ups per group; inserts fill
-        // the buffer and are written when it is full or at the checkpoint.
-        // sled first, then the log: a checkpoint may recycle a log file once the
-        // sled flush that follows its swap returns, so every frame in it must
-        // already be in sled when it is written.
-        for (first, range) in pack(records) {
-            self.log
-                .insert(first.to_be_bytes(), &records.bytes()[range])?;
+        let segments = self.segments()?;
+        let _g = self.commit_lock.lock();
+        // The frame first (synced in durable mode), then its locations: sled
+        // must never hold a location whose bytes could be lost.
+        let (segment, offset) = segments.append(records)?;
+        if self.sync_each_commit {
+            segments.sync()?;
         }
-        self.log.insert(ANCHOR_KEY, &anchor.encode()[..])?;
-        let due = wal.append(records)?;
-        if due && let Some(wake) = self.checkpointer.as_ref().and_then(|c| c.wake.as_ref()) {
-            let _ = wake.try_send(());
-        }
-        Ok(())
+        self.index(records, anchor, segment, offset)
     }
 
     fn flush(&self) -> Result<()> {
-        match &self.wal {
-            None => {
-                self.db.flush()?;
-            }
-            Some(wal) => {
-                if self.meta_dirty.swap(false, Ordering::AcqRel) {
-                    self.db.flush()?;
-                }
-                wal.sync()?;
-            }
+        // Before `start_log` there is only metadata to flush.
+        if let Some(segments) = &self.segments {
+            segments.sync()?;
+        }
+        if self.meta_dirty.swap(false, Ordering::AcqRel) {
+            self.db.flush()?;
         }
         Ok(())
     }
 
     fn get(&self, seq: u64) -> Result<Option<RecordBytes>> {
-        let Some((first, chunk)) = self.chunk_of(seq)? else {
+        let Some((first, loc)) = self.chunk_of(seq)? else {
             return Ok(None);
         };
+        let chunk = self.read_chunk(loc)?;
         // Walk the headers to the record without materialising the others.
         let mut off = 0;
         let mut at = first;
@@ -484,27 +567,39 @@ impl Backend for SledBackend {
         if from > to {
             return Box::new(std::iter::empty());
         }
+        let segments = match self.segments() {
+            Ok(s) => s,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
         let start = match self.chunk_of(from) {
             Ok(Some((first, _))) => first,
             Ok(None) => from,
             Err(e) => return Box::new(std::iter::once(Err(e))),
         };
         let chunks = self.log.range(start.to_be_bytes()..=to.to_be_bytes());
+        let mut reader = ChunkReader {
+            segments,
+            buf: None,
+        };
         let expand =
             move |kv: sled::Result<(sled::IVec, sled::IVec)>| -> Vec<Result<(u64, RecordBytes)>> {
-                match kv {
-                    Ok((k, v)) => match seq_of(&k) {
-                        Some(first) => {
-                            let mut recs = split_chunk(first, &v);
-                            recs.retain(|(s, _)| (from..=to).contains(s));
-                            if descending {
-                                recs.reverse();
-                            }
-                            recs.into_iter().map(Ok).collect()
+                let (k, v) = match kv {
+                    Ok(kv) => kv,
+                    Err(e) => return vec![Err(e.into())],
+                };
+                let (Some(first), Some(loc)) = (seq_of(&k), Location::decode(&v)) else {
+                    return Vec::new();
+                };
+                match reader.chunk(loc, !descending) {
+                    Ok(chunk) => {
+                        let mut recs = split_chunk(first, &chunk);
+                        recs.retain(|(s, _)| (from..=to).contains(s));
+                        if descending {
+                            recs.reverse();
                         }
-                        None => Vec::new(),
-                    },
-                    Err(e) => vec![Err(e.into())],
+                        recs.into_iter().map(Ok).collect()
+                    }
+                    Err(e) => vec![Err(e)],
                 }
             };
         if descending {
@@ -540,28 +635,47 @@ impl Backend for SledBackend {
     }
 
     fn raw_put(&self, seq: u64, bytes: Option<&[u8]>) -> Result<()> {
-        // Rewrites the chunk holding `seq` with that record replaced or cut out.
-        let Some((first, chunk)) = self.chunk_of(seq)? else {
+        // Writes the chunk holding `seq`, with that record replaced or cut out,
+        // as a new frame, and points the chunk's key at it. Its seqs are at or
+        // below the anchor, so a reopen does not index it again.
+        let Some((first, loc)) = self.chunk_of(seq)? else {
             return Ok(());
         };
+        let chunk = self.read_chunk(loc)?;
         let mut out = Vec::with_capacity(chunk.len());
+        let mut count = 0u32;
         for (s, r) in split_chunk(first, &chunk) {
-            if s == seq {
-                if let Some(b) = bytes {
-                    out.extend_from_slice(b);
-                }
-            } else {
-                out.extend_from_slice(&r);
+            match (s == seq, bytes) {
+                (true, Some(b)) => out.extend_from_slice(b),
+                (true, None) => continue,
+                (false, _) => out.extend_from_slice(&r),
             }
+            count += 1;
         }
-        self.log.insert(first.to_be_bytes(), out)?;
+        let _g = self.commit_lock.lock();
+        let segments = self.segments()?;
+        let loc = if out.is_empty() {
+            None
+        } else {
+            let (segment, offset) = segments.append_raw(first, count, &out)?;
+            Some(Location {
+                segment,
+                offset,
+                len: out.len() as u32,
+            })
+        };
+        segments.sync()?;
+        match loc {
+            Some(loc) => self.log.insert(first.to_be_bytes(), &loc.encode()[..])?,
+            None => self.log.remove(first.to_be_bytes())?,
+        };
         self.db.flush()?;
         Ok(())
     }
 
     fn size_on_disk(&self) -> Result<u64> {
-        let wal = self.wal.as_ref().map_or(0, |w| w.size_on_disk());
-        Ok(self.db.size_on_disk()? + wal)
+        let segments = self.segments.as_ref().map_or(0, |s| s.size_on_disk());
+        Ok(self.db.size_on_disk()? + segments)
     }
 }
 

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::backend::{Anchor, Backend, RecordBatch, SledBackend};
+use crate::backend::{Anchor, Backend, LogMode, RecordBatch, SledBackend};
 use crate::codec::{ChainKey, GENESIS, RecordView};
 use crate::error::{Error, Result};
 use crate::options::StoreOptions;
@@ -276,9 +276,19 @@ fn restore_into(file: &Path, staging: &Path, options: &StoreOptions) -> Result<R
         return Err(Error::WrongKey);
     }
     std::fs::create_dir_all(staging)?;
-    let backend = SledBackend::open(staging, options.cache_bytes, None)?;
-    backend.meta_put("format", b"lighthouse-event-store/1")?;
+    let mut backend = SledBackend::open(staging, options.cache_bytes)?;
+    backend.meta_put("format", crate::store::FORMAT_VERSION)?;
     backend.meta_put("key_check", &key.fingerprint())?;
+    // Synced once at the end (`flush` below); the staging directory is thrown
+    // away if anything fails before that.
+    backend.start_log(
+        staging,
+        &key,
+        LogMode {
+            sync_each_commit: false,
+            checkpoint_every: std::time::Duration::from_secs(3600),
+        },
+    )?;
     let mut prev = GENESIS;
     let mut seq = 0u64;
     let mut batch = RecordBatch::starting_at(1);

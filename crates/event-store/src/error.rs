@@ -109,6 +109,17 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The directory holds a store of another on-disk format.
+    #[error(
+        "the store was written in format {found:?}, this build reads {expected:?}; export it \
+         with a backup from the build that wrote it and restore into a new store"
+    )]
+    UnsupportedFormat {
+        /// The format found.
+        found: String,
+        /// The format this build reads and writes.
+        expected: String,
+    },
     /// A write or flush failed earlier, so the store refuses further writes until
     /// it is reopened (the on-disk state is whatever was durably flushed).
     #[error("the store refused writes after an earlier storage failure; reopen it")]

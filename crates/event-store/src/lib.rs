@@ -54,9 +54,9 @@ mod query;
 mod read;
 mod request;
 mod scan;
+mod segments;
 mod store;
 mod subscription;
-mod wal;
 mod writer;
 
 pub use backup::{BackupReport, RestoreReport};

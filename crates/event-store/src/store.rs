@@ -8,7 +8,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::backend::{Anchor, Backend, SledBackend};
+use crate::backend::{Anchor, Backend, LogMode, SledBackend};
 use crate::clock::Timestamp;
 use crate::codec::{ChainKey, GENESIS, Prepared, RecordView};
 use crate::error::{Error, Result};
@@ -117,10 +117,11 @@ impl std::fmt::Debug for EventStore {
 
 const META_FORMAT: &str = "format";
 const META_KEY_CHECK: &str = "key_check";
-const FORMAT_VERSION: &[u8] = b"lighthouse-event-store/1";
+/// Format 2 keeps records in segment files (format 1 kept them in sled).
+pub(crate) const FORMAT_VERSION: &[u8] = b"lighthouse-event-store/2";
 const SNAPSHOT_PREFIX: &str = "snapshot/";
-/// How often sled is flushed (and the write-ahead log recycled) in durable mode;
-/// bounds how much of the log a restart replays.
+/// How often sled is flushed in durable mode; bounds how much of the segments a
+/// restart indexes again.
 const DURABLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// How many unreadable positions `damaged_on_open` lists at most.
 const MAX_DAMAGED_LISTED: usize = 256;
@@ -146,19 +147,26 @@ impl EventStore {
     }
 
     fn open_inner(dir: &Path, options: StoreOptions, temp: Option<TempDir>) -> Result<EventStore> {
-        // sled is flushed by the write-ahead log's checkpointer, not by its own
-        // timer: in durable mode about once a second (each group is durable
-        // through the log already), in buffered mode every `buffered_flush_ms`.
-        let mut backend = SledBackend::open(dir, options.cache_bytes, None)?;
-        let checkpoint_every = match options.durability {
-            Durability::Durable => DURABLE_CHECKPOINT_EVERY,
-            Durability::Buffered => Duration::from_millis(options.buffered_flush_ms),
+        let mut backend = SledBackend::open(dir, options.cache_bytes)?;
+        // Durable mode syncs each group's frame; sled is flushed about once a
+        // second. Buffered mode syncs the segment and flushes sled every
+        // `buffered_flush_ms`.
+        let mode = match options.durability {
+            Durability::Durable => LogMode {
+                sync_each_commit: true,
+                checkpoint_every: DURABLE_CHECKPOINT_EVERY,
+            },
+            Durability::Buffered => LogMode {
+                sync_each_commit: false,
+                checkpoint_every: Duration::from_millis(options.buffered_flush_ms),
+            },
         };
-        // The key is checked before the log is replayed: with a wrong key no
-        // record would chain, and the log's frames must not be given up.
+        // The key is checked before the segments are read: with a wrong key no
+        // record would chain, and the frames above sled's anchor must not be
+        // given up.
         let key = ChainKey::new(&options.key);
         check_key(&backend, &key)?;
-        backend.enable_wal(dir, &key, checkpoint_every)?;
+        backend.start_log(dir, &key, mode)?;
         Self::with_backend(Box::new(backend), key, options, temp)
     }
 
@@ -475,6 +483,14 @@ impl EventStore {
 /// Refuses a store created with another key; records the key's fingerprint (and
 /// the format) in a new store.
 fn check_key(backend: &dyn Backend, key: &ChainKey) -> Result<()> {
+    if let Some(found) = backend.meta_get(META_FORMAT)?
+        && found != FORMAT_VERSION
+    {
+        return Err(Error::UnsupportedFormat {
+            found: String::from_utf8_lossy(&found).into_owned(),
+            expected: String::from_utf8_lossy(FORMAT_VERSION).into_owned(),
+        });
+    }
     match backend.meta_get(META_KEY_CHECK)? {
         Some(stored) if stored != key.fingerprint() => Err(Error::WrongKey),
         Some(_) => Ok(()),
