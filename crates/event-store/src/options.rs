@@ -20,13 +20,10 @@ pub enum Durability {
 
 /// Default bound of the storage engine's page cache: 512 MiB.
 ///
-/// sled counts the leaves of the log at their real size since the log is packed in
-/// 6 KiB chunks (`backend::CHUNK_BYTES`). With the earlier 64 KiB chunks every leaf
-/// was stored as a blob that sled's cache counted at the size of its pointer, so
-/// the old 256 MiB bound was in effect not enforced for the log at all (measured:
-/// the resident size after reading a 1M-event log did not depend on the bound).
-/// 512 MiB keeps the leaves of a 1M-event log of 256-byte events cached, which the
-/// `read-stream` benchmark needs; a larger log is served partly from disk.
+/// Since records moved to segment files (format 2) sled caches only chunk
+/// locations (16 bytes per chunk of records) and metadata; the records are read
+/// through the kernel's page cache. The bound is kept at its earlier value; it
+/// was not re-measured for the new layout.
 pub const DEFAULT_CACHE_BYTES: u64 = 512 << 20;
 
 /// How to open a store. Build with [`StoreOptions::new`] and the setters.
