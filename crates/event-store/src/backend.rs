@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 
 use crate::codec::ChainKey;
 use crate::error::Result;
-use crate::segments::{Location, Recovery, SegmentLog};
+use crate::segments::{FILE_HEADER_LEN, Location, Recovery, SegmentLog};
 
 /// The head of the chain as stored with every committed batch: the last seq and
 /// its MAC. Used to detect a truncated log and to resume the chain on open.
@@ -488,10 +488,13 @@ struct ChunkReader<'a> {
 impl ChunkReader<'_> {
     fn chunk(&mut self, loc: Location, forward: bool) -> Result<sled::IVec> {
         let len = loc.len as usize;
+        // Saturating: a location from a damaged index must fail the read, not
+        // overflow.
+        let end = loc.offset.saturating_add(len as u64);
         if let Some((seg, start, buf)) = &self.buf
             && *seg == loc.segment
             && loc.offset >= *start
-            && loc.offset + len as u64 <= start + buf.len() as u64
+            && end <= start + buf.len() as u64
         {
             return Ok(buf.subslice((loc.offset - start) as usize, len));
         }
@@ -500,9 +503,8 @@ impl ChunkReader<'_> {
         let start = if forward {
             loc.offset
         } else {
-            (loc.offset + len as u64)
-                .saturating_sub(want as u64)
-                .max(16)
+            end.saturating_sub(want as u64)
+                .max(FILE_HEADER_LEN)
                 .min(loc.offset)
         };
         let need = (loc.offset - start) as usize + len;

@@ -60,7 +60,7 @@ use crate::codec::{ChainKey, RecordView, stored_len};
 use crate::error::{Error, Result};
 
 const FILE_MAGIC: &[u8; 8] = b"LHSEG\0\0\x01";
-const FILE_HEADER_LEN: u64 = 16;
+pub(crate) const FILE_HEADER_LEN: u64 = 16;
 const FRAME_HEADER_LEN: usize = 24;
 /// The active file grows in steps of at least this (and at most
 /// [`MAX_EXTEND`]), zero-filled.
@@ -70,6 +70,9 @@ const MAX_EXTEND: u64 = 8 << 20;
 /// is left still goes whole into the segment it starts in).
 pub(crate) const SEGMENT_BYTES: u64 = 64 << 20;
 static ZEROS: [u8; 64 << 10] = [0u8; 64 << 10];
+/// Reads larger than this are checked against the file's size before their
+/// buffer is allocated.
+const LARGE_READ: usize = 1 << 20;
 
 /// Where a run of consecutive records lies: sled's value for a chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,7 +395,24 @@ impl SegmentLog {
             .get(&segment)
             .cloned()
             .ok_or_else(|| io_err(format!("segment {segment} does not exist")))?;
-        let mut buf = vec![0u8; want.max(need)];
+        let end = offset.saturating_add(need as u64);
+        let short = || {
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("segment {segment} ends before offset {end}"),
+            )
+        };
+        let mut want = want.max(need);
+        // A location read back from a damaged index could ask for gigabytes:
+        // a large read is first checked against the file's size.
+        if want > LARGE_READ {
+            let size = file.metadata()?.len();
+            if end > size {
+                return Err(short());
+            }
+            want = want.min((size - offset) as usize);
+        }
+        let mut buf = vec![0u8; want];
         let mut got = 0;
         while got < buf.len() {
             match file.read_at(&mut buf[got..], offset + got as u64) {
@@ -403,13 +423,7 @@ impl SegmentLog {
             }
         }
         if got < need {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!(
-                    "segment {segment} ends before offset {}",
-                    offset + need as u64
-                ),
-            ));
+            return Err(short());
         }
         buf.truncate(got);
         Ok(buf)
@@ -561,13 +575,20 @@ mod tests {
     use crate::model::NewEvent;
 
     fn records(key: &ChainKey, prev: &mut Anchor, n: usize) -> RecordBatch {
+        records_with(key, prev, n, |seq| serde_json::json!({ "n": seq }))
+    }
+
+    /// `n` records chaining from `prev` (advanced to the last), each with the
+    /// data `data(seq of the previous record)`.
+    fn records_with(
+        key: &ChainKey,
+        prev: &mut Anchor,
+        n: usize,
+        data: impl Fn(u64) -> serde_json::Value,
+    ) -> RecordBatch {
         let mut b = RecordBatch::starting_at(prev.seq + 1);
         for _ in 0..n {
-            let p = Prepared::new(NewEvent::new(
-                "s-1",
-                "t",
-                serde_json::json!({"n": prev.seq}),
-            ));
+            let p = Prepared::new(NewEvent::new("s-1", "t", data(prev.seq)));
             let seq = prev.seq + 1;
             let id = format!("id-{seq}");
             let mac = b.push_with(|out| {
@@ -610,13 +631,28 @@ mod tests {
         (log, r, seqs)
     }
 
-    #[test]
-    fn frames_beyond_the_anchor_are_replayed_in_order_and_readable() {
+    /// A new log in a temporary directory, its key and the empty head.
+    fn fresh() -> (tempfile::TempDir, ChainKey, SegmentLog, Anchor) {
         let dir = tempfile::tempdir().unwrap();
         let key = ChainKey::new(b"k");
         let (log, _, seqs) = open(dir.path(), None, None, &key);
         assert!(seqs.is_empty());
-        let mut head = GENESIS_HEAD;
+        (dir, key, log, GENESIS_HEAD)
+    }
+
+    /// Writes a frame of 2 records and one of 4, syncs and closes the log;
+    /// returns the head after the first frame. Segment 1 holds both.
+    fn two_frames(log: SegmentLog, key: &ChainKey, head: &mut Anchor) -> Anchor {
+        log.append(&records(key, head, 2)).unwrap();
+        let after_two = *head;
+        log.append(&records(key, head, 4)).unwrap();
+        log.sync().unwrap();
+        after_two
+    }
+
+    #[test]
+    fn frames_beyond_the_anchor_are_replayed_in_order_and_readable() {
+        let (dir, key, log, mut head) = fresh();
         let mut anchors = Vec::new();
         let mut places = Vec::new();
         for n in [3, 1, 5] {
@@ -624,6 +660,8 @@ mod tests {
             let (seg, off) = log.append(&b).unwrap();
             log.sync().unwrap();
             assert_eq!(log.read(seg, off, b.bytes().len()).unwrap(), b.bytes());
+            // A length from a damaged index fails before its buffer is allocated.
+            assert!(log.read(seg, off, usize::MAX / 2).is_err());
             anchors.push(head);
             places.push(seg);
         }
@@ -639,15 +677,8 @@ mod tests {
 
     #[test]
     fn a_torn_last_frame_is_cut_off_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = ChainKey::new(b"k");
-        let (log, _, _) = open(dir.path(), None, None, &key);
-        let mut head = GENESIS_HEAD;
-        log.append(&records(&key, &mut head, 2)).unwrap();
-        let after_two = head;
-        log.append(&records(&key, &mut head, 4)).unwrap();
-        log.sync().unwrap();
-        drop(log);
+        let (dir, key, log, mut head) = fresh();
+        let after_two = two_frames(log, &key, &mut head);
         let path = dir.path().join(file_name(1));
         // Flip a byte in the last record of the second frame.
         let mut bytes = std::fs::read(&path).unwrap();
@@ -669,14 +700,8 @@ mod tests {
 
     #[test]
     fn a_cut_frame_is_dropped_and_damage_in_a_closed_segment_refuses_the_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = ChainKey::new(b"k");
-        let (log, _, _) = open(dir.path(), None, None, &key);
-        let mut head = GENESIS_HEAD;
-        log.append(&records(&key, &mut head, 2)).unwrap();
-        log.append(&records(&key, &mut head, 4)).unwrap();
-        log.sync().unwrap();
-        drop(log);
+        let (dir, key, log, mut head) = fresh();
+        two_frames(log, &key, &mut head);
         let path = dir.path().join(file_name(1));
         let bytes = std::fs::read(&path).unwrap();
         let end = bytes.iter().rposition(|&b| b != 0).unwrap();
@@ -697,32 +722,12 @@ mod tests {
 
     #[test]
     fn a_full_segment_is_closed_and_the_next_one_continues_the_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = ChainKey::new(b"k");
-        let (log, _, _) = open(dir.path(), None, None, &key);
-        let mut head = GENESIS_HEAD;
+        let (dir, key, log, mut head) = fresh();
         // Frames of ~1 MiB: the 64th or so goes to segment 2.
+        let big = "x".repeat(1 << 20);
         let mut last_seg = 1;
         while last_seg == 1 {
-            let mut b = RecordBatch::starting_at(head.seq + 1);
-            let p = Prepared::new(NewEvent::new(
-                "s-1",
-                "t",
-                serde_json::json!({"p": "x".repeat(1 << 20)}),
-            ));
-            let seq = head.seq + 1;
-            let mac = b.push_with(|out| {
-                p.finish_into(
-                    out,
-                    &key,
-                    &head.mac,
-                    seq,
-                    seq - 1,
-                    Timestamp::from_unix_millis(1),
-                    "i",
-                )
-            });
-            head = Anchor { seq, mac };
+            let b = records_with(&key, &mut head, 1, |_| serde_json::json!({ "p": big }));
             let (seg, off) = log.append(&b).unwrap();
             assert_eq!(log.read(seg, off, b.bytes().len()).unwrap(), b.bytes());
             last_seg = seg;
