@@ -105,9 +105,12 @@ pub(crate) enum Change {
 #[derive(Debug)]
 pub(crate) struct Projection {
     limits: Limits,
-    entries: HashMap<Arc<str>, Entry>,
+    // B-trees rather than hash maps for what grows with the traffic: a hash map
+    // doubles all at once, under the state lock every create and respond waits
+    // for (the store's indexes, docs/PERFORMANCE.md, session 5).
+    entries: BTreeMap<Arc<str>, Entry>,
     deadlines: BTreeSet<(Timestamp, Arc<str>)>,
-    agents: HashMap<Arc<str>, AgentIndex>,
+    agents: BTreeMap<Arc<str>, AgentIndex>,
     resolved_order: BTreeMap<u64, Arc<str>>,
     /// Every evicted elicitation's events have `seq <= evicted_through`.
     evicted_through: u64,
@@ -126,9 +129,9 @@ impl Projection {
     pub(crate) fn new(limits: Limits) -> Self {
         Projection {
             limits,
-            entries: HashMap::new(),
+            entries: BTreeMap::new(),
             deadlines: BTreeSet::new(),
-            agents: HashMap::new(),
+            agents: BTreeMap::new(),
             resolved_order: BTreeMap::new(),
             evicted_through: 0,
             idempotency: Idempotency::default(),
@@ -496,7 +499,7 @@ impl Projection {
 }
 
 /// Adds one held elicitation to the per-agent indexes.
-fn index_agents(agents: &mut HashMap<Arc<str>, AgentIndex>, key: &Arc<str>, entry: &Entry) {
+fn index_agents(agents: &mut BTreeMap<Arc<str>, AgentIndex>, key: &Arc<str>, entry: &Entry) {
     let r = &entry.record;
     let seq = entry.requested_seq;
     let pending = r.status == Status::Pending;
@@ -521,7 +524,7 @@ fn index_agents(agents: &mut HashMap<Arc<str>, AgentIndex>, key: &Arc<str>, entr
 
 /// The index of `agent`, created if needed (without allocating when it exists).
 fn agent_index<'a>(
-    agents: &'a mut HashMap<Arc<str>, AgentIndex>,
+    agents: &'a mut BTreeMap<Arc<str>, AgentIndex>,
     agent: &str,
 ) -> &'a mut AgentIndex {
     if !agents.contains_key(agent) {

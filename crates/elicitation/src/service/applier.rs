@@ -85,18 +85,6 @@ fn apply(shared: &Arc<Shared>, e: &Event) {
         });
         (change, st.proj.pending_count(), capture)
     };
-    // Writers waiting for this position: the projection shows it now.
-    {
-        let mut waiters = shared.seq_waiters.lock();
-        while let Some(entry) = waiters.first_entry() {
-            if *entry.key() > e.seq {
-                break;
-            }
-            for tx in entry.remove() {
-                let _ = tx.send(());
-            }
-        }
-    }
     if let Change::Message(m) = &change
         && let Some((n, _)) = shared.mail_waiters.lock().get(&*m.to)
     {
@@ -123,9 +111,22 @@ fn apply(shared: &Arc<Shared>, e: &Event) {
         }
         Change::Message(m) => shared.hooks.message_sent(m),
     }
+    // Writers waiting for this position: the projection shows it now, and the
+    // hooks have seen it (so a create that returned is counted).
+    {
+        let mut waiters = shared.seq_waiters.lock();
+        while let Some(entry) = waiters.first_entry() {
+            if *entry.key() > e.seq {
+                break;
+            }
+            for tx in entry.remove() {
+                let _ = tx.send(());
+            }
+        }
+    }
     if let Some(capture) = capture {
         let task_shared = shared.clone();
-        let task = tokio::spawn(async move {
+        let task = shared.runtime.spawn(async move {
             if let Err(err) = write_snapshot(&task_shared, capture).await {
                 tracing::warn!(error = %err, "elicitation snapshot failed; the log remains the source of truth");
             }
