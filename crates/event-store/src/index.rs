@@ -9,8 +9,8 @@
 //! Each posting list holds seqs in ascending order, so a query that returns `k`
 //! events costs a binary search plus `k` steps.
 
-use std::collections::BTreeMap;
-use std::hash::BuildHasher;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use crate::clock::Timestamp;
 use crate::codec::RecordView;
@@ -39,10 +39,34 @@ impl Postings {
     }
 }
 
-/// Postings keyed by a keyed hash of a string (see [`Indexes::hash`]): 8 bytes
-/// per key instead of the string, and a collision only costs a check against
-/// the record.
-type HashedMap = BTreeMap<u64, Postings>;
+/// Postings keyed by a value that is already a keyed hash (see
+/// [`Indexes::hash`]): hashing it again would only cost time, so the map uses it
+/// as is. Without the key an attacker cannot aim at collisions of either hash.
+type HashedMap = griddle::HashMap<u64, Postings, BuildHasherDefault<AlreadyHashed>>;
+
+/// A `Hasher` for keys that are already keyed hashes: passes the `u64` through.
+#[derive(Default)]
+struct AlreadyHashed(u64);
+
+impl Hasher for AlreadyHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed with this hasher; fold anything else in.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Postings keyed by a name.
+type NamedMap = griddle::HashMap<Box<str>, Vec<u64>, RandomState>;
 
 /// The indexed fields of one event.
 #[derive(Debug, Clone, Copy)]
@@ -66,17 +90,19 @@ pub struct IndexEntry<'a> {
 /// The indexes. Only the writer mutates them (under the store's write lock).
 /// Public only for the crate's benchmarks.
 ///
-/// The maps that grow with the log are B-trees, not hash maps: a hash map
-/// doubles all at once, and the writer, which holds the index lock while it
-/// inserts, stalled every commit behind each doubling (measured: 10-25 ms at
-/// 57,000 and 114,000 events, when the id and correlation maps, and then the
-/// stream map, doubled together). A B-tree grows a node at a time.
+/// The maps grow with the log, so they resize incrementally (`griddle`): a
+/// standard hash map doubles all at once, and the writer, which holds the index
+/// lock while it inserts, stalled every commit behind each doubling (measured:
+/// 10-25 ms at 57,000 and 114,000 events, when the id and correlation maps, and
+/// then the stream map, doubled together). B-trees, tried first, have no such
+/// stall but tripled the writer's indexing time (random keys shift node
+/// contents on every insert).
 #[derive(Debug)]
 pub struct Indexes {
     /// Stream name → seq of each version (version `i` at index `i`).
-    streams: BTreeMap<Box<str>, Vec<u64>>,
-    types: BTreeMap<Box<str>, Vec<u64>>,
-    agents: BTreeMap<Box<str>, Vec<u64>>,
+    streams: NamedMap,
+    types: NamedMap,
+    agents: NamedMap,
     /// Keyed by a keyed hash of the correlation id; candidates are checked against
     /// the record, so a collision costs a step, never a wrong answer.
     correlations: HashedMap,
@@ -97,11 +123,11 @@ impl Indexes {
     /// Empty indexes.
     pub fn new() -> Self {
         Indexes {
-            streams: BTreeMap::new(),
-            types: BTreeMap::new(),
-            agents: BTreeMap::new(),
-            correlations: HashedMap::new(),
-            ids: HashedMap::new(),
+            streams: NamedMap::with_hasher(RandomState::new()),
+            types: NamedMap::with_hasher(RandomState::new()),
+            agents: NamedMap::with_hasher(RandomState::new()),
+            correlations: HashedMap::default(),
+            ids: HashedMap::default(),
             times: Times::default(),
             hasher: Default::default(),
         }
@@ -247,7 +273,7 @@ impl Times {
     }
 }
 
-fn push_named(map: &mut BTreeMap<Box<str>, Vec<u64>>, key: &str, seq: u64) {
+fn push_named(map: &mut NamedMap, key: &str, seq: u64) {
     if let Some(v) = map.get_mut(key) {
         v.push(seq);
     } else {

@@ -12,6 +12,7 @@ mod idempotency;
 mod index;
 mod snapshot;
 
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -101,16 +102,20 @@ pub(crate) enum Change {
     Message(Arc<Message>),
 }
 
+/// A map keyed by elicitation or agent id.
+type Map<V> = griddle::HashMap<Arc<str>, V, RandomState>;
+
 /// The projection.
 #[derive(Debug)]
 pub(crate) struct Projection {
     limits: Limits,
-    // B-trees rather than hash maps for what grows with the traffic: a hash map
-    // doubles all at once, under the state lock every create and respond waits
-    // for (the store's indexes, docs/PERFORMANCE.md, session 5).
-    entries: BTreeMap<Arc<str>, Entry>,
+    // Incrementally resized maps for what grows with the traffic: a standard
+    // hash map doubles (or rehashes its tombstones) all at once, under the state
+    // lock every create and respond waits for (as the store's indexes,
+    // docs/PERFORMANCE.md, session 5).
+    entries: Map<Entry>,
     deadlines: BTreeSet<(Timestamp, Arc<str>)>,
-    agents: BTreeMap<Arc<str>, AgentIndex>,
+    agents: Map<AgentIndex>,
     resolved_order: BTreeMap<u64, Arc<str>>,
     /// Every evicted elicitation's events have `seq <= evicted_through`.
     evicted_through: u64,
@@ -129,9 +134,9 @@ impl Projection {
     pub(crate) fn new(limits: Limits) -> Self {
         Projection {
             limits,
-            entries: BTreeMap::new(),
+            entries: Map::with_hasher(RandomState::new()),
             deadlines: BTreeSet::new(),
-            agents: BTreeMap::new(),
+            agents: Map::with_hasher(RandomState::new()),
             resolved_order: BTreeMap::new(),
             evicted_through: 0,
             idempotency: Idempotency::default(),
@@ -499,7 +504,7 @@ impl Projection {
 }
 
 /// Adds one held elicitation to the per-agent indexes.
-fn index_agents(agents: &mut BTreeMap<Arc<str>, AgentIndex>, key: &Arc<str>, entry: &Entry) {
+fn index_agents(agents: &mut Map<AgentIndex>, key: &Arc<str>, entry: &Entry) {
     let r = &entry.record;
     let seq = entry.requested_seq;
     let pending = r.status == Status::Pending;
@@ -523,10 +528,7 @@ fn index_agents(agents: &mut BTreeMap<Arc<str>, AgentIndex>, key: &Arc<str>, ent
 }
 
 /// The index of `agent`, created if needed (without allocating when it exists).
-fn agent_index<'a>(
-    agents: &'a mut BTreeMap<Arc<str>, AgentIndex>,
-    agent: &str,
-) -> &'a mut AgentIndex {
+fn agent_index<'a>(agents: &'a mut Map<AgentIndex>, agent: &str) -> &'a mut AgentIndex {
     if !agents.contains_key(agent) {
         agents.insert(Arc::from(agent), AgentIndex::default());
     }
