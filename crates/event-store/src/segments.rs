@@ -65,7 +65,14 @@ const FRAME_HEADER_LEN: usize = 24;
 /// The active file grows in steps of at least this (and at most
 /// [`MAX_EXTEND`]), zero-filled.
 const MIN_EXTEND: u64 = 256 << 10;
-const MAX_EXTEND: u64 = 8 << 20;
+/// The committing thread writes the zeros and the next commit's sync writes
+/// them to disk, so a step stalls the commits behind it in proportion to its
+/// size: 8 MiB steps took 2-4 ms to write and 6-8 ms more in that sync, about
+/// once a second at 10,000 round trips/s (docs/PERFORMANCE.md, session 5).
+/// Zeros written ahead by another thread (with `O_DIRECT`, so that they are not
+/// dirty pages of the active file) were tried and made the common commit
+/// slower, the fill's writes competing with the commits' syncs.
+const MAX_EXTEND: u64 = 1 << 20;
 /// A segment is closed once it holds this many bytes (a frame larger than what
 /// is left still goes whole into the segment it starts in).
 pub(crate) const SEGMENT_BYTES: u64 = 64 << 20;

@@ -180,7 +180,7 @@ pub(crate) fn require_role(caller: &Caller, roles: &[Role], what: &'static str) 
     }
 }
 
-/// Aborts the background tasks when the last service handle is dropped.
+/// Stops the background work when the last service handle is dropped.
 struct Tasks {
     handles: Mutex<Vec<JoinHandle<()>>>,
     /// Dropping it ends the applier's thread (and its runtime).
@@ -223,9 +223,9 @@ fn spawn_applier(
 
 /// The elicitation and mailbox service. Cheap to clone; clones share everything.
 ///
-/// Opened on an [`EventStore`]; runs two tasks on the current Tokio runtime: the
-/// applier (follows the log and updates the projection, wakes waiters and
-/// subscribers) and the expiry timer.
+/// Opened on an [`EventStore`]; runs the applier (follows the log and updates
+/// the projection, wakes waiters and subscribers) on a thread of its own, and
+/// the expiry timer as a task on the current Tokio runtime.
 #[derive(Clone)]
 pub struct ElicitationService {
     shared: Arc<Shared>,
