@@ -241,9 +241,9 @@ impl Times {
         match self.blocks.last_mut() {
             Some(b) if b.len() < self.block => b.push(t),
             _ => {
-                let mut b = Vec::with_capacity(self.block);
-                b.push(t);
-                self.blocks.push(b);
+                // Grown by doubling like any `Vec` (at most one block copied),
+                // so that a small store does not hold a whole block.
+                self.blocks.push(vec![t]);
             }
         }
         self.len += 1;
