@@ -9,7 +9,7 @@ use crate::record::{Elicitation, Message};
 
 /// Observations for metrics. Every method has an empty default.
 ///
-/// Called from the service's single applier (its own thread), in log order, once per event
+/// Called from the service's single applier task, in log order, once per event
 /// applied while the service runs (never for events replayed at start), so an
 /// implementation must be cheap and must not block (atomics, a histogram record).
 pub trait Hooks: Send + Sync + 'static {

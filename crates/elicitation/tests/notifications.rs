@@ -473,8 +473,8 @@ async fn hooks_see_counts_latencies_and_deliveries() {
     for _ in 0..4 {
         next(&mut sub).await;
     }
-    // The applier calls the hooks just after it publishes (on its own thread):
-    // the message's hook may trail the message's notification by a moment.
+    // The applier calls the hooks just after it publishes: the message's hook
+    // may trail the message's notification by a moment on another thread.
     for _ in 0..500 {
         if hooks.messages.load(Ordering::SeqCst) == 1 {
             break;

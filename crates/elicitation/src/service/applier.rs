@@ -126,7 +126,7 @@ fn apply(shared: &Arc<Shared>, e: &Event) {
     }
     if let Some(capture) = capture {
         let task_shared = shared.clone();
-        let task = shared.runtime.spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(err) = write_snapshot(&task_shared, capture).await {
                 tracing::warn!(error = %err, "elicitation snapshot failed; the log remains the source of truth");
             }

@@ -142,9 +142,6 @@ pub(crate) struct Shared {
     /// Serializes snapshot writes; holds the seq of the newest one saved, so an
     /// older capture never replaces a newer snapshot.
     pub snapshot_saved: tokio::sync::Mutex<u64>,
-    /// The runtime the service was opened on (the applier, on a runtime of its
-    /// own, starts snapshot writes here).
-    pub runtime: tokio::runtime::Handle,
 }
 
 impl Shared {
@@ -180,11 +177,9 @@ pub(crate) fn require_role(caller: &Caller, roles: &[Role], what: &'static str) 
     }
 }
 
-/// Stops the background work when the last service handle is dropped.
+/// Aborts the background tasks when the last service handle is dropped.
 struct Tasks {
     handles: Mutex<Vec<JoinHandle<()>>>,
-    /// Dropping it ends the applier's thread (and its runtime).
-    applier_thread: Mutex<Option<oneshot::Sender<()>>>,
 }
 
 impl Drop for Tasks {
@@ -192,40 +187,15 @@ impl Drop for Tasks {
         for h in self.handles.lock().drain(..) {
             h.abort();
         }
-        self.applier_thread.lock().take();
     }
-}
-
-/// Starts the applier on a thread of its own, with a single-threaded runtime.
-///
-/// Every create and respond waits for the applier, so it must not queue behind
-/// the tasks it wakes: on the shared runtime, under load, it waited its turn
-/// behind hundreds of them (and yielded every 128 events to Tokio's budget).
-/// Returns the applier task's handle and the sender whose drop ends the thread.
-fn spawn_applier(
-    shared: Arc<Shared>,
-    sub: lighthouse_event_store::Subscription,
-) -> Result<(JoinHandle<()>, oneshot::Sender<()>)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Store(e.into()))?;
-    let task = rt.spawn(applier::run(shared, sub));
-    let (stop, stopped) = oneshot::channel::<()>();
-    std::thread::Builder::new()
-        .name("lh-elicit-apply".into())
-        .spawn(move || {
-            let _ = rt.block_on(stopped);
-        })
-        .map_err(|e| Error::Store(e.into()))?;
-    Ok((task, stop))
 }
 
 /// The elicitation and mailbox service. Cheap to clone; clones share everything.
 ///
-/// Opened on an [`EventStore`]; runs the applier (follows the log and updates
-/// the projection, wakes waiters and subscribers) on a thread of its own, and
-/// the expiry timer as a task on the current Tokio runtime.
+/// Opened on an [`EventStore`]; runs two tasks on the current Tokio runtime: the
+/// applier (follows the log and updates the projection, wakes waiters and
+/// subscribers) and the expiry timer. (A thread of its own for the applier was
+/// measured and not kept: docs/PERFORMANCE.md, session 5.)
 #[derive(Clone)]
 pub struct ElicitationService {
     shared: Arc<Shared>,
@@ -276,16 +246,14 @@ impl ElicitationService {
             started_from,
             snapshot_task: Mutex::new(None),
             snapshot_saved: tokio::sync::Mutex::new(0),
-            runtime: tokio::runtime::Handle::current(),
             limits,
         });
         let sub = store.subscribe(applied, Filter::all());
-        let (applier, applier_thread) = spawn_applier(shared.clone(), sub)?;
+        let applier = tokio::spawn(applier::run(shared.clone(), sub));
         let service = ElicitationService {
             shared: shared.clone(),
             tasks: Arc::new(Tasks {
                 handles: Mutex::new(vec![applier]),
-                applier_thread: Mutex::new(Some(applier_thread)),
             }),
         };
         timer::expire_overdue(&shared).await?;
