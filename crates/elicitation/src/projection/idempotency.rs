@@ -4,7 +4,7 @@
 //! configured bound), never on the wall clock, so a projection rebuilt from a
 //! snapshot plus the tail equals one rebuilt from the whole log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use lighthouse_event_store::Timestamp;
@@ -23,7 +23,7 @@ pub(crate) struct KeyRecord {
 
 #[derive(Debug, Default)]
 pub(crate) struct Idempotency {
-    by_key: BTreeMap<(String, String), Arc<KeyRecord>>,
+    by_key: HashMap<(String, String), Arc<KeyRecord>>,
     by_seq: BTreeMap<u64, Arc<KeyRecord>>,
 }
 
