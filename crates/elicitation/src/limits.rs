@@ -63,6 +63,9 @@ pub struct Limits {
     /// milliseconds, so that a wall-clock step cannot delay an expiry for long
     /// (default 1,000). The timer still wakes at the next deadline.
     pub timer_max_sleep_ms: u64,
+    /// Compiled schemas kept for reuse, by profile and schema text (default
+    /// 1,024; schemas over 4 KiB serialised are not kept; 0 turns it off).
+    pub schema_cache_entries: usize,
 }
 
 impl Default for Limits {
@@ -93,6 +96,7 @@ impl Default for Limits {
             transition_batch: 256,
             snapshot_every_events: 250_000,
             timer_max_sleep_ms: 1_000,
+            schema_cache_entries: 1_024,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! when an elicitation is created and reused to check its answer.
 
 mod answer;
+mod cache;
 mod form;
 mod formats;
 mod full;
@@ -15,6 +16,8 @@ use serde_json::Value;
 use crate::error::{Error, Violation};
 use crate::limits::Limits;
 use crate::record::SchemaProfile;
+
+pub(crate) use cache::SchemaCache;
 
 /// A requested schema, checked against its profile and ready to check answers.
 pub struct CompiledSchema {

@@ -133,6 +133,7 @@ pub(crate) struct Shared {
     pub creating: Mutex<HashMap<(String, String), Arc<Notify>>>,
     pub closed: AtomicBool,
     pub retrievals: Arc<AtomicU64>,
+    pub schemas: crate::schema::SchemaCache,
     pub snapshot_name: String,
     pub snapshot_running: AtomicBool,
     /// The seq of the snapshot the service started from, if it used one.
@@ -241,6 +242,7 @@ impl ElicitationService {
             creating: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             retrievals: Arc::new(AtomicU64::new(0)),
+            schemas: crate::schema::SchemaCache::new(limits.schema_cache_entries),
             snapshot_name: options.snapshot_name,
             snapshot_running: AtomicBool::new(false),
             started_from,

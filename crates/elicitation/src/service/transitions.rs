@@ -22,7 +22,6 @@ use crate::request::{
     CancelRequest, CreateRequest, RespondAction, RespondRequest, check_reason_only,
     check_request_id,
 };
-use crate::schema::CompiledSchema;
 
 /// The result of a create.
 #[derive(Debug, Clone)]
@@ -111,12 +110,9 @@ impl ElicitationService {
             return Err(Error::NotFound { what: "agent" });
         }
         let profile = req.schema_profile.unwrap_or_default();
-        let compiled = Arc::new(CompiledSchema::compile_counting(
-            profile,
-            &req.requested_schema,
-            &s.limits,
-            &s.retrievals,
-        )?);
+        let compiled =
+            s.schemas
+                .compile(profile, &req.requested_schema, &s.limits, &s.retrievals)?;
         let hash = idempotency_key.map(|_| request_hash(&req));
         let mut in_flight = InFlight {
             shared: s,
@@ -317,12 +313,12 @@ impl ElicitationService {
                 Some(c) => c,
                 None => {
                     // After a restart: compile once, keep it for the next answer.
-                    let c = Arc::new(CompiledSchema::compile_counting(
+                    let c = s.schemas.compile(
                         profile,
                         &record.requested_schema,
                         &s.limits,
                         &s.retrievals,
-                    )?);
+                    )?;
                     if let Some(live) = s
                         .state
                         .lock()
