@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod elicitation;
 mod flags;
+mod host;
 mod mcp;
 mod metrics;
 mod report;
@@ -48,6 +49,9 @@ enum Family {
     /// MCP: an elicitation round trip between two MCP clients through the
     /// bridge (Streamable HTTP), next to the same round trip over the REST API.
     Mcp(mcp::Args),
+    /// The machine itself: how late a sleeping thread wakes (the stalls that
+    /// bound every latency percentile measured here).
+    Host(host::Args),
 }
 
 /// mimalloc instead of the system allocator: the request path allocates a lot of
@@ -66,6 +70,7 @@ fn main() {
         Family::Elicitation(a) => elicitation::run(a),
         Family::Roundtrip(a) => roundtrip::run(a),
         Family::Mcp(a) => mcp::run(a),
+        Family::Host(a) => host::run(a),
     };
     if let Err(e) = result {
         eprintln!("lighthouse-bench: {e}");
