@@ -57,6 +57,10 @@ pub struct Args {
     /// Elicitations to expire (expiry).
     #[arg(long, default_value_t = 10_000)]
     count: u64,
+    /// Save a projection snapshot every this many events during round-trip and
+    /// saturate (default: the service's default; 0 turns snapshots off).
+    #[arg(long)]
+    snapshot_every: Option<u64>,
     /// Keep the store here instead of a temporary directory (rebuild reuses a
     /// log that already holds enough events).
     #[arg(long)]
@@ -269,7 +273,11 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let pairs = a.pairs.max(1);
     let result = rt.block_on(async {
-        let svc = ElicitationService::open(store.clone(), ServiceOptions::new())
+        let mut limits = Limits::default();
+        if let Some(n) = a.snapshot_every {
+            limits.snapshot_every_events = n;
+        }
+        let svc = ElicitationService::open(store.clone(), ServiceOptions::new().limits(limits))
             .await
             .map_err(|e| e.to_string())?;
         let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -145,6 +145,8 @@ pub trait Backend: Send + Sync + 'static {
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>>;
     /// Sets a metadata value (durable after the next flush).
     fn meta_put(&self, key: &str, value: &[u8]) -> Result<()>;
+    /// Removes a metadata value (durable after the next flush).
+    fn meta_remove(&self, key: &str) -> Result<()>;
     /// Metadata keys starting with `prefix`.
     fn meta_keys(&self, prefix: &str) -> Result<Vec<String>>;
     /// Removes a record, bypassing the log's rules: only for tests that prove
@@ -163,7 +165,8 @@ pub trait Backend: Send + Sync + 'static {
 /// 16-byte location (segment, offset, length) of up to [`CHUNK_RECORDS`] records
 /// or [`CHUNK_BYTES`] bytes lying back to back (each record carries its own length
 /// in its header). The anchor sits in the same tree under a 9-byte key that sorts
-/// after every seq. Tree `meta` holds metadata and snapshots.
+/// after every seq. Tree `meta` holds metadata (and, in stores written before
+/// snapshots became files, snapshots).
 ///
 /// A commit writes the group's records to the active segment as one frame
 /// (synced at once when [`LogMode::sync_each_commit`]), then the chunks'
@@ -622,6 +625,13 @@ impl Backend for SledBackend {
     fn meta_put(&self, key: &str, value: &[u8]) -> Result<()> {
         self.meta.insert(key.as_bytes(), value)?;
         self.meta_dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn meta_remove(&self, key: &str) -> Result<()> {
+        if self.meta.remove(key.as_bytes())?.is_some() {
+            self.meta_dirty.store(true, Ordering::Release);
+        }
         Ok(())
     }
 

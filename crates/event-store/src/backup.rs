@@ -293,6 +293,7 @@ fn restore_into(file: &Path, staging: &Path, options: &StoreOptions) -> Result<R
     let mut seq = 0u64;
     let mut batch = RecordBatch::starting_at(1);
     let mut snapshots = 0;
+    let snapshot_files = crate::snapshot::SnapshotFiles::new(staging);
     loop {
         let digest_so_far = r.hash.clone().finalize();
         let tag = read_exact_vec(&mut r, 1)?[0];
@@ -330,12 +331,12 @@ fn restore_into(file: &Path, staging: &Path, options: &StoreOptions) -> Result<R
                 }
                 let name = std::str::from_utf8(&payload[2..2 + nl])
                     .map_err(|_| Error::InvalidBackup("snapshot name is not UTF-8".into()))?;
+                crate::model::validate_token(name, crate::error::Field::SnapshotName).map_err(
+                    |_| Error::InvalidBackup(format!("snapshot name {name:?} is not valid")),
+                )?;
                 let mut s = [0u8; 8];
                 s.copy_from_slice(&payload[2 + nl..2 + nl + 8]);
-                let mut v = Vec::with_capacity(payload.len() - 2 - nl);
-                v.extend_from_slice(&u64::from_le_bytes(s).to_be_bytes());
-                v.extend_from_slice(&payload[2 + nl + 8..]);
-                backend.meta_put(&format!("snapshot/{name}"), &v)?;
+                snapshot_files.save(&key, name, u64::from_le_bytes(s), &payload[2 + nl + 8..])?;
                 snapshots += 1;
             }
             TAG_END => {

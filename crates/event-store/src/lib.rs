@@ -55,6 +55,7 @@ mod read;
 mod request;
 mod scan;
 mod segments;
+mod snapshot;
 mod store;
 mod subscription;
 mod writer;

@@ -17,6 +17,7 @@ use crate::model::{AppendOutcome, Appended, Event, Limits, NewEvent};
 use crate::options::{Durability, StoreOptions};
 use crate::query::Filter;
 use crate::request::{Command, Pending, Placed};
+use crate::snapshot::SnapshotFiles;
 use crate::subscription::Subscription;
 use crate::writer::Writer;
 
@@ -27,6 +28,7 @@ pub(crate) struct Shared {
     pub(crate) head: AtomicU64,
     pub(crate) live: broadcast::Sender<Arc<Event>>,
     pub(crate) key: ChainKey,
+    pub(crate) snapshots: SnapshotFiles,
     pub(crate) poisoned: AtomicBool,
     /// Records that could not be decoded when the store was opened.
     pub(crate) damaged_on_open: Vec<u64>,
@@ -167,12 +169,13 @@ impl EventStore {
         let key = ChainKey::new(&options.key);
         check_key(&backend, &key)?;
         backend.start_log(dir, &key, mode)?;
-        Self::with_backend(Box::new(backend), key, options, temp)
+        Self::with_backend(Box::new(backend), dir, key, options, temp)
     }
 
     /// Starts a store over `backend`, whose key has been checked.
     fn with_backend(
         backend: Box<dyn Backend>,
+        dir: &Path,
         key: ChainKey,
         options: StoreOptions,
         temp: Option<TempDir>,
@@ -188,6 +191,7 @@ impl EventStore {
             head: AtomicU64::new(head),
             live,
             key,
+            snapshots: SnapshotFiles::new(dir),
             poisoned: AtomicBool::new(false),
             damaged_on_open: damaged,
         });
@@ -412,22 +416,45 @@ impl EventStore {
     }
 
     /// Saves a projection snapshot under `name`, reflecting events up to `seq`.
-    /// Replaces an older one of that name; durable when this returns.
-    pub async fn save_snapshot(&self, name: &str, seq: u64, data: &[u8]) -> Result<()> {
+    /// Replaces an older one of that name; durable when this returns, and
+    /// written on a blocking thread (`<dir>/snapshots/<name>.snap`,
+    /// docs/EVENT_STORE.md).
+    pub async fn save_snapshot(
+        &self,
+        name: &str,
+        seq: u64,
+        data: impl Into<Vec<u8>>,
+    ) -> Result<()> {
         crate::model::validate_token(name, crate::error::Field::SnapshotName)?;
-        let mut v = Vec::with_capacity(8 + data.len());
-        v.extend_from_slice(&seq.to_be_bytes());
-        v.extend_from_slice(data);
-        self.shared()
-            .backend
-            .meta_put(&format!("{SNAPSHOT_PREFIX}{name}"), &v)?;
-        self.flush().await
+        // The log first: a snapshot must never reflect events a crash could
+        // lose (in durable mode everything acknowledged already is on disk).
+        self.flush().await?;
+        let store = self.clone();
+        let name = name.to_owned();
+        let data = data.into();
+        tokio::task::spawn_blocking(move || {
+            let shared = store.shared();
+            shared.snapshots.save(&shared.key, &name, seq, &data)?;
+            // A store written before snapshots became files may still hold
+            // this one in sled; the file supersedes it.
+            shared
+                .backend
+                .meta_remove(&format!("{SNAPSHOT_PREFIX}{name}"))
+        })
+        .await
+        .map_err(|_| Error::Closed)?
     }
 
-    /// The snapshot saved under `name`, if any.
+    /// The snapshot saved under `name`, if any. `Corrupt` when its file is
+    /// damaged or fails its MAC check.
     pub fn load_snapshot(&self, name: &str) -> Result<Option<Snapshot>> {
-        let Some(v) = self
-            .shared()
+        crate::model::validate_token(name, crate::error::Field::SnapshotName)?;
+        let shared = self.shared();
+        if let Some(s) = shared.snapshots.load(&shared.key, name)? {
+            return Ok(Some(s));
+        }
+        // Stores written before snapshots became files kept them in sled.
+        let Some(v) = shared
             .backend
             .meta_get(&format!("{SNAPSHOT_PREFIX}{name}"))?
         else {
@@ -449,13 +476,17 @@ impl EventStore {
 
     /// Names of every saved snapshot.
     pub fn snapshot_names(&self) -> Result<Vec<String>> {
-        Ok(self
-            .shared()
-            .backend
-            .meta_keys(SNAPSHOT_PREFIX)?
-            .into_iter()
-            .filter_map(|k| k.strip_prefix(SNAPSHOT_PREFIX).map(str::to_owned))
-            .collect())
+        let mut names = self.shared().snapshots.names()?;
+        names.extend(
+            self.shared()
+                .backend
+                .meta_keys(SNAPSHOT_PREFIX)?
+                .into_iter()
+                .filter_map(|k| k.strip_prefix(SNAPSHOT_PREFIX).map(str::to_owned)),
+        );
+        names.sort();
+        names.dedup();
+        Ok(names)
     }
 
     pub(crate) fn backend(&self) -> &dyn Backend {

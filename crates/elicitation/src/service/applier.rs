@@ -127,7 +127,7 @@ fn apply(shared: &Arc<Shared>, e: &Event) {
     if let Some(capture) = capture {
         let task_shared = shared.clone();
         let task = tokio::spawn(async move {
-            if let Err(err) = write_snapshot(&task_shared, capture).await {
+            if let Err(err) = write_snapshot(&task_shared, capture, Urgency::Background).await {
                 tracing::warn!(error = %err, "elicitation snapshot failed; the log remains the source of truth");
             }
             task_shared.snapshot_running.store(false, Ordering::Release);
@@ -136,25 +136,74 @@ fn apply(shared: &Arc<Shared>, e: &Event) {
     }
 }
 
+/// How a snapshot's encoding is scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Urgency {
+    /// The automatic snapshot: encoded on a thread of its own at the lowest
+    /// scheduling priority, so that it uses spare CPU and does not compete
+    /// with live transitions (encoding 100,000 elicitations is about 250 ms of
+    /// a core; at normal priority that was a stall of the same order for a
+    /// busy 2-core service).
+    Background,
+    /// Asked for (shutdown, an operator): on the blocking pool, at once.
+    Now,
+}
+
 /// Encodes a capture off the async threads and saves it; returns its position.
-pub(crate) async fn write_snapshot(shared: &Shared, capture: SnapshotCapture) -> Result<u64> {
+pub(crate) async fn write_snapshot(
+    shared: &Shared,
+    capture: SnapshotCapture,
+    urgency: Urgency,
+) -> Result<u64> {
     let seq = capture.applied_seq;
     let mut saved = shared.snapshot_saved.lock().await;
     if *saved >= seq && *saved > 0 {
         return Ok(*saved);
     }
-    let bytes = tokio::task::spawn_blocking(move || capture.encode())
-        .await
-        .map_err(|_| crate::Error::Closed)?
-        .map_err(|e| crate::Error::Corrupt {
-            seq,
-            event_type: "snapshot".into(),
-            reason: e.to_string(),
-        })?;
+    let encoded = match urgency {
+        Urgency::Now => tokio::task::spawn_blocking(move || capture.encode())
+            .await
+            .map_err(|_| crate::Error::Closed)?,
+        Urgency::Background => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name("elicitation-snapshot".into())
+                .spawn(move || {
+                    lowest_priority();
+                    let _ = tx.send(capture.encode());
+                })
+                .map_err(|e| crate::Error::Corrupt {
+                    seq,
+                    event_type: "snapshot".into(),
+                    reason: format!("could not start the snapshot thread: {e}"),
+                })?;
+            rx.await.map_err(|_| crate::Error::Closed)?
+        }
+    };
+    let bytes = encoded.map_err(|e| crate::Error::Corrupt {
+        seq,
+        event_type: "snapshot".into(),
+        reason: e.to_string(),
+    })?;
     shared
         .store
-        .save_snapshot(&shared.snapshot_name, seq, &bytes)
+        .save_snapshot(&shared.snapshot_name, seq, bytes)
         .await?;
     *saved = seq;
     Ok(seq)
+}
+
+/// Gives the calling thread the lowest scheduling priority (nice 19; on Linux
+/// the nice value belongs to the thread). Best effort: elsewhere, or if refused,
+/// the thread keeps its priority.
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority has no memory-safety preconditions; `who` 0 is
+        // the calling thread, and raising one's own nice value is always allowed.
+        let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+        if r != 0 {
+            tracing::debug!("could not lower the snapshot thread's priority");
+        }
+    }
 }

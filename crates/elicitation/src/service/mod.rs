@@ -298,7 +298,7 @@ impl ElicitationService {
     /// Saves a snapshot of the projection now; returns the seq it reflects.
     pub async fn save_snapshot(&self) -> Result<u64> {
         let capture = self.shared.state.lock().proj.capture();
-        applier::write_snapshot(&self.shared, capture).await
+        applier::write_snapshot(&self.shared, capture, applier::Urgency::Now).await
     }
 
     /// Saves a snapshot and stops the background tasks; returns once they are
