@@ -4,7 +4,7 @@
 //! configured bound), never on the wall clock, so a projection rebuilt from a
 //! snapshot plus the tail equals one rebuilt from the whole log.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use lighthouse_event_store::Timestamp;
@@ -24,8 +24,12 @@ pub(crate) struct KeyRecord {
 #[derive(Debug, Default)]
 pub(crate) struct Idempotency {
     by_key: HashMap<(String, String), Arc<KeyRecord>>,
-    by_seq: BTreeMap<u64, Arc<KeyRecord>>,
+    /// A persistent map, so that a snapshot copies it in constant time.
+    by_seq: Records,
 }
+
+/// The records by the seq of their `requested` event.
+pub(crate) type Records = imbl::OrdMap<u64, Arc<KeyRecord>>;
 
 impl Idempotency {
     /// Remembers `rec`, then forgets keys older than `ttl_ms` before it and the
@@ -42,7 +46,7 @@ impl Idempotency {
         let horizon = rec
             .created_at
             .add_millis(-i64::try_from(ttl_ms).unwrap_or(i64::MAX));
-        while let Some((_, oldest)) = self.by_seq.first_key_value() {
+        while let Some((_, oldest)) = self.by_seq.get_min() {
             if self.by_seq.len() <= max && oldest.created_at >= horizon {
                 break;
             }
@@ -70,9 +74,9 @@ impl Idempotency {
         self.by_seq.len()
     }
 
-    /// Every record, oldest first (shared, for snapshots).
-    pub(crate) fn records(&self) -> impl Iterator<Item = Arc<KeyRecord>> + '_ {
-        self.by_seq.values().cloned()
+    /// Every record by seq: a constant-time copy, for snapshots.
+    pub(crate) fn records(&self) -> Records {
+        self.by_seq.clone()
     }
 }
 

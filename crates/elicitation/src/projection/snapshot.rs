@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Entry, KeyRecord, Live, Projection};
+use super::{Entries, Entry, KeyRecord, Live, Projection, Records};
 use crate::limits::Limits;
 use crate::record::{Elicitation, SchemaProfile, Status};
 
@@ -38,7 +38,7 @@ struct SnapshotOut<'a> {
     applied_seq: u64,
     evicted_through: u64,
     entries: Vec<EntryOut<'a>>,
-    idempotency: &'a [Arc<KeyRecord>],
+    idempotency: &'a [&'a KeyRecord],
 }
 
 #[derive(Deserialize)]
@@ -50,70 +50,52 @@ struct SnapshotIn {
     idempotency: Vec<KeyRecord>,
 }
 
-/// One held elicitation, copied out of the projection.
-struct Captured {
-    record: Arc<Elicitation>,
-    profile: SchemaProfile,
-    version: u64,
-    requested_seq: u64,
-    requested_event_id: Arc<str>,
-    terminal_seq: Option<u64>,
-}
-
 /// The projection as of `applied_seq`, ready to encode without the lock.
 pub(crate) struct SnapshotCapture {
     pub applied_seq: u64,
     evicted_through: u64,
-    entries: Vec<Captured>,
-    idempotency: Vec<Arc<KeyRecord>>,
+    /// A copy of the persistent map (shares every node with the projection's
+    /// until one changes).
+    entries: Entries,
+    idempotency: Records,
 }
 
 impl SnapshotCapture {
     /// Encodes the capture. Entries are ordered by `requested` seq, so equal
     /// projections encode to equal bytes.
-    pub(crate) fn encode(mut self) -> Result<Vec<u8>, serde_json::Error> {
-        self.entries.sort_by_key(|c| c.requested_seq);
+    pub(crate) fn encode(self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut entries: Vec<&Entry> = self.entries.values().collect();
+        entries.sort_by_key(|e| e.requested_seq);
+        let idempotency: Vec<&KeyRecord> = self.idempotency.values().map(|r| &**r).collect();
         let out = SnapshotOut {
             format: FORMAT,
             applied_seq: self.applied_seq,
             evicted_through: self.evicted_through,
-            entries: self
-                .entries
-                .iter()
-                .map(|c| EntryOut {
-                    record: &c.record,
-                    profile: c.profile,
-                    version: c.version,
-                    requested_seq: c.requested_seq,
-                    requested_event_id: &c.requested_event_id,
-                    terminal_seq: c.terminal_seq,
+            entries: entries
+                .into_iter()
+                .map(|e| EntryOut {
+                    record: &e.record,
+                    profile: e.profile,
+                    version: e.version,
+                    requested_seq: e.requested_seq,
+                    requested_event_id: &e.requested_event_id,
+                    terminal_seq: e.terminal_seq,
                 })
                 .collect(),
-            idempotency: &self.idempotency,
+            idempotency: &idempotency,
         };
         serde_json::to_vec(&out)
     }
 }
 
 impl Projection {
-    /// Copies what a snapshot needs (pointer copies for records).
+    /// Copies what a snapshot needs, in constant time (persistent maps).
     pub(crate) fn capture(&self) -> SnapshotCapture {
         SnapshotCapture {
             applied_seq: self.applied_seq,
             evicted_through: self.evicted_through,
-            entries: self
-                .entries
-                .values()
-                .map(|e| Captured {
-                    record: e.record.clone(),
-                    profile: e.profile,
-                    version: e.version,
-                    requested_seq: e.requested_seq,
-                    requested_event_id: e.requested_event_id.clone(),
-                    terminal_seq: e.terminal_seq,
-                })
-                .collect(),
-            idempotency: self.idempotency.records().collect(),
+            entries: self.entries.clone(),
+            idempotency: self.idempotency.records(),
         }
     }
 
