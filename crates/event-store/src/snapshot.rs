@@ -122,6 +122,21 @@ impl SnapshotFiles {
         Ok(Some(Snapshot { seq, data }))
     }
 
+    /// Bytes held by the snapshot files (partial ones included: they take
+    /// space until the next save of their name replaces them).
+    pub(crate) fn size_on_disk(&self) -> Result<u64> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let mut total = 0;
+        for entry in entries {
+            total += entry?.metadata()?.len();
+        }
+        Ok(total)
+    }
+
     /// Names of the snapshot files (partial files left by a crash are not
     /// snapshots).
     pub(crate) fn names(&self) -> Result<Vec<String>> {
@@ -170,6 +185,7 @@ mod tests {
         assert_eq!((s.seq, s.data.as_slice()), (9, &b"two"[..]));
         assert_eq!(f.load(&key, "q").unwrap().unwrap().data, b"");
         assert_eq!(f.names().unwrap(), ["p", "q"]);
+        assert_eq!(f.size_on_disk().unwrap(), 2 * HEADER_LEN as u64 + 3);
     }
 
     #[test]

@@ -99,7 +99,7 @@ pub struct StoreStats {
     pub head_seq: u64,
     /// Distinct streams.
     pub streams: usize,
-    /// Bytes on disk.
+    /// Bytes on disk: sled, the segment files and the snapshot files.
     pub size_bytes: u64,
 }
 
@@ -341,7 +341,8 @@ impl EventStore {
         Ok(StoreStats {
             head_seq: self.head_seq(),
             streams: self.shared().index.read().stream_count(),
-            size_bytes: self.shared().backend.size_on_disk()?,
+            size_bytes: self.shared().backend.size_on_disk()?
+                + self.shared().snapshots.size_on_disk()?,
         })
     }
 

@@ -1,6 +1,9 @@
 //! Crash safety: a child process appends durably and reports every acknowledged
 //! event; it is killed with SIGKILL at a random moment; the store is reopened and
 //! every acknowledged event must be there, unchanged, with the chain intact.
+//! The child also saves a snapshot again and again (a megabyte each, so that
+//! kills land inside a save); after the kill the snapshot must load, intact, at
+//! or after the last save the child reported.
 //!
 //! `cargo test -p lighthouse-event-store --test crash` runs 20 trials; the
 //! 200-trial soak is `cargo test -p lighthouse-event-store --test crash -- --ignored crash_soak`.
@@ -33,6 +36,17 @@ fn crash_child() {
     let deadline = Instant::now() + Duration::from_secs(30);
     rt.block_on(async {
         let mut tasks = Vec::new();
+        let snapshots = store.clone();
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let seq = snapshots.head_seq();
+                snapshots
+                    .save_snapshot(SNAPSHOT, seq, snapshot_data(seq))
+                    .await
+                    .expect("save snapshot");
+                println!("SNAP {seq}");
+            }
+        }));
         for w in 0..8u32 {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
@@ -64,6 +78,20 @@ fn crash_child() {
     });
 }
 
+const SNAPSHOT: &str = "proj";
+
+/// The bytes the child saves as the snapshot at `seq`.
+fn snapshot_data(seq: u64) -> Vec<u8> {
+    (0..1usize << 20)
+        .map(|i| (seq as usize ^ i) as u8)
+        .collect()
+}
+
+enum Line {
+    Ack(Ack),
+    Snap(u64),
+}
+
 struct Ack {
     seq: u64,
     id: String,
@@ -71,14 +99,17 @@ struct Ack {
     i: u64,
 }
 
-fn parse(line: &str) -> Option<Ack> {
+fn parse(line: &str) -> Option<Line> {
+    if let Some(seq) = line.strip_prefix("SNAP ") {
+        return Some(Line::Snap(seq.parse().ok()?));
+    }
     let mut p = line.strip_prefix("ACK ")?.split(' ');
-    Some(Ack {
+    Some(Line::Ack(Ack {
         seq: p.next()?.parse().ok()?,
         id: p.next()?.to_owned(),
         w: p.next()?.parse().ok()?,
         i: p.next()?.parse().ok()?,
-    })
+    }))
 }
 
 /// A tiny deterministic generator for kill delays.
@@ -94,6 +125,7 @@ fn trials(n: usize) {
     let exe = std::env::current_exe().unwrap();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ std::process::id() as u64;
     let mut acked: Vec<Ack> = Vec::new();
+    let mut last_snapshot: Option<u64> = None;
     for trial in 0..n {
         let mut child = Command::new(&exe)
             .args([
@@ -120,15 +152,21 @@ fn trials(n: usize) {
             }
         });
         // Wait for the first acknowledgement so every trial kills a writing process.
-        let first = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("child acknowledged nothing");
-        acked.push(first);
+        let mut lines = vec![
+            rx.recv_timeout(Duration::from_secs(20))
+                .expect("child acknowledged nothing"),
+        ];
         std::thread::sleep(next_delay(&mut rng));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         reader.join().unwrap();
-        acked.extend(rx.try_iter());
+        lines.extend(rx.try_iter());
+        for line in lines {
+            match line {
+                Line::Ack(a) => acked.push(a),
+                Line::Snap(seq) => last_snapshot = Some(last_snapshot.unwrap_or(0).max(seq)),
+            }
+        }
 
         let store = EventStore::open(dir.path(), StoreOptions::new(KEY)).unwrap();
         let report = store.verify().unwrap();
@@ -138,6 +176,25 @@ fn trials(n: usize) {
             report.first_bad_seq
         );
         assert!(store.head_seq() >= acked.iter().map(|a| a.seq).max().unwrap_or(0));
+        match (store.load_snapshot(SNAPSHOT), last_snapshot) {
+            (Ok(Some(snap)), _) => {
+                assert!(
+                    snap.seq >= last_snapshot.unwrap_or(0) && snap.seq <= store.head_seq(),
+                    "trial {trial}: snapshot at {} (last saved {last_snapshot:?}, head {})",
+                    snap.seq,
+                    store.head_seq()
+                );
+                assert!(
+                    snap.data == snapshot_data(snap.seq),
+                    "trial {trial}: snapshot bytes changed"
+                );
+            }
+            (Ok(None), None) => {}
+            (other, _) => panic!(
+                "trial {trial}: snapshot lost or damaged: {:?} (last saved {last_snapshot:?})",
+                other.map(|s| s.map(|s| s.seq))
+            ),
+        }
         for a in &acked {
             let e = store
                 .get(a.seq)
