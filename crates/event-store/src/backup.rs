@@ -181,8 +181,16 @@ impl EventStore {
         // Snapshot names are listed through the metadata keys they are stored under.
         let mut out = Vec::new();
         for name in self.snapshot_names()? {
-            if let Some(s) = self.load_snapshot(&name)? {
-                out.push((name, s.seq, s.data));
+            match self.load_snapshot(&name) {
+                Ok(Some(s)) => out.push((name, s.seq, s.data)),
+                Ok(None) => {}
+                // A snapshot is derived from the log: a damaged one is left out
+                // (the restored projection replays the log) rather than failing
+                // the backup of the log itself.
+                Err(Error::Corrupt { reason, .. }) => {
+                    tracing::warn!(snapshot = %name, %reason, "damaged snapshot left out of the backup");
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(out)

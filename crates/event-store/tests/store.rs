@@ -378,6 +378,28 @@ async fn time_never_decreases_even_when_the_clock_does() {
 }
 
 #[tokio::test]
+async fn a_damaged_snapshot_is_refused_and_left_out_of_a_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = EventStore::open(dir.path().join("s"), opts()).unwrap();
+    s.append_one(ev("a", "t", 1)).await.unwrap();
+    s.save_snapshot("p", 1, b"good").await.unwrap();
+    s.save_snapshot("q", 1, b"will be damaged").await.unwrap();
+    let path = dir.path().join("s").join("snapshots").join("q.snap");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x20;
+    std::fs::write(&path, bytes).unwrap();
+    assert!(matches!(s.load_snapshot("q"), Err(Error::Corrupt { .. })));
+    let rep = s.backup(dir.path().join("b.lhbk")).unwrap();
+    assert_eq!((rep.head_seq, rep.snapshots), (1, 1));
+    let (r, rr) =
+        EventStore::restore(dir.path().join("b.lhbk"), dir.path().join("r"), opts()).unwrap();
+    assert_eq!(rr.snapshots, 1);
+    assert_eq!(r.load_snapshot("p").unwrap().unwrap().data, b"good");
+    assert!(r.load_snapshot("q").unwrap().is_none());
+}
+
+#[tokio::test]
 async fn backup_and_restore_give_back_the_same_store() {
     let clock = ManualClock::new(Timestamp::from_unix_secs(1_800_000_000));
     let s = sample_store(&clock).await;
