@@ -122,16 +122,20 @@ impl SnapshotFiles {
         Ok(Some(Snapshot { seq, data }))
     }
 
+    /// The directory's entries; none before the first save created it.
+    fn entries(&self) -> Result<impl Iterator<Item = std::io::Result<std::fs::DirEntry>>> {
+        match std::fs::read_dir(&self.dir) {
+            Ok(e) => Ok(Some(e).into_iter().flatten()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None.into_iter().flatten()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Bytes held by the snapshot files (partial ones included: they take
     /// space until the next save of their name replaces them).
     pub(crate) fn size_on_disk(&self) -> Result<u64> {
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(e.into()),
-        };
         let mut total = 0;
-        for entry in entries {
+        for entry in self.entries()? {
             total += entry?.metadata()?.len();
         }
         Ok(total)
@@ -140,13 +144,8 @@ impl SnapshotFiles {
     /// Names of the snapshot files (partial files left by a crash are not
     /// snapshots).
     pub(crate) fn names(&self) -> Result<Vec<String>> {
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
         let mut out = Vec::new();
-        for entry in entries {
+        for entry in self.entries()? {
             let entry = entry?;
             if let Some(name) = entry
                 .file_name()

@@ -55,36 +55,31 @@ impl SchemaCache {
         limits: &Limits,
         attempts: &Arc<AtomicU64>,
     ) -> Result<Arc<CompiledSchema>, Error> {
-        if self.capacity == 0 {
-            return Ok(Arc::new(CompiledSchema::compile_counting(
-                profile, schema, limits, attempts,
-            )?));
-        }
-        let text = match serde_json::to_vec(schema) {
-            Ok(t) if t.len() <= MAX_CACHED_SCHEMA_BYTES => t,
-            // Too long to keep (or unserialisable): the compile reports it.
-            _ => {
-                return Ok(Arc::new(CompiledSchema::compile_counting(
-                    profile, schema, limits, attempts,
-                )?));
-            }
-        };
-        let key: Key = (profile, text.into_boxed_slice());
-        if let Some(c) = self.inner.lock().map.get(&key) {
+        // Off, too long to keep, or unserialisable (the compile reports it):
+        // no key, compiled every time.
+        let key: Option<Key> = (self.capacity > 0)
+            .then(|| serde_json::to_vec(schema).ok())
+            .flatten()
+            .filter(|t| t.len() <= MAX_CACHED_SCHEMA_BYTES)
+            .map(|t| (profile, t.into_boxed_slice()));
+        if let Some(key) = &key
+            && let Some(c) = self.inner.lock().map.get(key)
+        {
             return Ok(c.clone());
         }
         let compiled = Arc::new(CompiledSchema::compile_counting(
             profile, schema, limits, attempts,
         )?);
+        let Some(key) = key else {
+            return Ok(compiled);
+        };
         let mut inner = self.inner.lock();
         if !inner.map.contains_key(&key) {
             while inner.order.len() >= self.capacity {
-                match inner.order.pop_front() {
-                    Some(old) => {
-                        inner.map.remove(&old);
-                    }
-                    None => break,
-                }
+                let Some(old) = inner.order.pop_front() else {
+                    break;
+                };
+                inner.map.remove(&old);
             }
             inner.order.push_back(key.clone());
             inner.map.insert(key, compiled.clone());
@@ -110,24 +105,24 @@ mod tests {
                "required": ["port"]})
     }
 
+    /// `schema(n)` through `cache`, which must accept it.
+    fn compiled(cache: &SchemaCache, profile: SchemaProfile, n: u64) -> Arc<CompiledSchema> {
+        let attempts = Arc::new(AtomicU64::new(0));
+        cache
+            .compile(profile, &schema(n), &Limits::default(), &attempts)
+            .unwrap()
+    }
+
     #[test]
     fn the_same_schema_is_compiled_once_and_checks_answers_alike() {
         let cache = SchemaCache::new(8);
-        let limits = Limits::default();
-        let attempts = Arc::new(AtomicU64::new(0));
-        let a = cache
-            .compile(SchemaProfile::Form, &schema(1), &limits, &attempts)
-            .unwrap();
-        let b = cache
-            .compile(SchemaProfile::Form, &schema(1), &limits, &attempts)
-            .unwrap();
+        let a = compiled(&cache, SchemaProfile::Form, 1);
+        let b = compiled(&cache, SchemaProfile::Form, 1);
         assert!(Arc::ptr_eq(&a, &b));
         assert!(b.check(&json!({"port": 1})).is_ok());
         assert!(b.check(&json!({"port": 0})).is_err());
         // Another profile is another entry.
-        let c = cache
-            .compile(SchemaProfile::JsonSchema, &schema(1), &limits, &attempts)
-            .unwrap();
+        let c = compiled(&cache, SchemaProfile::JsonSchema, 1);
         assert!(!Arc::ptr_eq(&a, &c));
         assert_eq!(cache.len(), 2);
     }
@@ -135,20 +130,12 @@ mod tests {
     #[test]
     fn it_holds_at_most_its_capacity_and_forgets_the_oldest() {
         let cache = SchemaCache::new(3);
-        let limits = Limits::default();
-        let attempts = Arc::new(AtomicU64::new(0));
-        let first = cache
-            .compile(SchemaProfile::Form, &schema(0), &limits, &attempts)
-            .unwrap();
+        let first = compiled(&cache, SchemaProfile::Form, 0);
         for n in 1..10 {
-            cache
-                .compile(SchemaProfile::Form, &schema(n), &limits, &attempts)
-                .unwrap();
+            compiled(&cache, SchemaProfile::Form, n);
             assert!(cache.len() <= 3);
         }
-        let again = cache
-            .compile(SchemaProfile::Form, &schema(0), &limits, &attempts)
-            .unwrap();
+        let again = compiled(&cache, SchemaProfile::Form, 0);
         assert!(!Arc::ptr_eq(&first, &again));
     }
 
@@ -170,14 +157,8 @@ mod tests {
     #[test]
     fn capacity_zero_compiles_every_time() {
         let cache = SchemaCache::new(0);
-        let limits = Limits::default();
-        let attempts = Arc::new(AtomicU64::new(0));
-        let a = cache
-            .compile(SchemaProfile::Form, &schema(1), &limits, &attempts)
-            .unwrap();
-        let b = cache
-            .compile(SchemaProfile::Form, &schema(1), &limits, &attempts)
-            .unwrap();
+        let a = compiled(&cache, SchemaProfile::Form, 1);
+        let b = compiled(&cache, SchemaProfile::Form, 1);
         assert!(!Arc::ptr_eq(&a, &b));
         assert_eq!(cache.len(), 0);
     }

@@ -160,6 +160,11 @@ pub(crate) async fn write_snapshot(
     if *saved >= seq && *saved > 0 {
         return Ok(*saved);
     }
+    let corrupt = |reason: String| crate::Error::Corrupt {
+        seq,
+        event_type: "snapshot".into(),
+        reason,
+    };
     let encoded = match urgency {
         Urgency::Now => tokio::task::spawn_blocking(move || capture.encode())
             .await
@@ -172,19 +177,11 @@ pub(crate) async fn write_snapshot(
                     lowest_priority();
                     let _ = tx.send(capture.encode());
                 })
-                .map_err(|e| crate::Error::Corrupt {
-                    seq,
-                    event_type: "snapshot".into(),
-                    reason: format!("could not start the snapshot thread: {e}"),
-                })?;
+                .map_err(|e| corrupt(format!("could not start the snapshot thread: {e}")))?;
             rx.await.map_err(|_| crate::Error::Closed)?
         }
     };
-    let bytes = encoded.map_err(|e| crate::Error::Corrupt {
-        seq,
-        event_type: "snapshot".into(),
-        reason: e.to_string(),
-    })?;
+    let bytes = encoded.map_err(|e| corrupt(e.to_string()))?;
     shared
         .store
         .save_snapshot(&shared.snapshot_name, seq, bytes)
