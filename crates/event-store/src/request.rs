@@ -19,13 +19,60 @@ use crate::model::{AppendOutcome, Appended, Event, ExpectedVersion};
 pub(crate) enum Command {
     Append {
         events: Vec<Pending>,
-        reply: oneshot::Sender<Result<Placed>>,
+        reply: Reply,
         /// When the request was handed over, if an observer wants latencies.
         enqueued: Option<std::time::Instant>,
     },
     Flush {
         reply: oneshot::Sender<Result<()>>,
     },
+}
+
+/// Where the writer's answer to an append goes.
+pub(crate) enum Reply {
+    /// To a caller waiting on the channel.
+    Wait(oneshot::Sender<Result<Placed>>),
+    /// To a function run on the writer thread ([`EventStore::append_then`](crate::EventStore::append_then)):
+    /// no task is woken.
+    Call(Done),
+}
+
+impl Reply {
+    /// Sends an answer that is not a written request (an error or a
+    /// deduplicated one).
+    pub(crate) fn send(self, answer: Result<Placed>) {
+        match self {
+            Reply::Wait(tx) => {
+                let _ = tx.send(answer);
+            }
+            Reply::Call(done) => done.call(answer.map(Placed::into_outcome)),
+        }
+    }
+}
+
+/// The function an [`append_then`](crate::EventStore::append_then) caller gave:
+/// called exactly once, with `Err(Closed)` if the request is dropped unanswered
+/// (the store shut down with it queued).
+pub(crate) struct Done(Option<Box<dyn FnOnce(Result<AppendOutcome>) + Send>>);
+
+impl Done {
+    pub(crate) fn new(f: impl FnOnce(Result<AppendOutcome>) + Send + 'static) -> Self {
+        Done(Some(Box::new(f)))
+    }
+
+    pub(crate) fn call(mut self, outcome: Result<AppendOutcome>) {
+        if let Some(f) = self.0.take() {
+            f(outcome);
+        }
+    }
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err(Error::Closed));
+        }
+    }
 }
 
 /// One event of an append request: prepared by the caller, placed by the writer.
@@ -54,6 +101,19 @@ impl Pending {
             id: match self.generated {
                 Some(u) => u.to_string(),
                 None => self.prepared.event.id.unwrap_or_default(),
+            },
+            version: self.version,
+        }
+    }
+
+    /// [`appended`](Self::appended) without consuming the event (before it is
+    /// published).
+    pub(crate) fn appended_ref(&self) -> Appended {
+        Appended {
+            seq: self.seq,
+            id: match self.generated {
+                Some(u) => u.to_string(),
+                None => self.prepared.event.id.clone().unwrap_or_default(),
             },
             version: self.version,
         }
@@ -112,11 +172,7 @@ impl Placed {
     }
 }
 
-pub(crate) type Request = (
-    Vec<Pending>,
-    oneshot::Sender<Result<Placed>>,
-    Option<std::time::Instant>,
-);
+pub(crate) type Request = (Vec<Pending>, Reply, Option<std::time::Instant>);
 
 /// [`check_one`] for every event of a request, counting its earlier events.
 pub(crate) fn check_conditions(

@@ -16,7 +16,7 @@ use crate::index::Indexes;
 use crate::model::{AppendOutcome, Appended, Event, Limits, NewEvent};
 use crate::options::{Durability, StoreOptions};
 use crate::query::Filter;
-use crate::request::{Command, Pending, Placed};
+use crate::request::{Command, Done, Pending, Placed, Reply};
 use crate::snapshot::SnapshotFiles;
 use crate::subscription::Subscription;
 use crate::writer::Writer;
@@ -50,7 +50,12 @@ impl Drop for Inner {
         let (dead_tx, _) = mpsc::channel(1);
         drop(std::mem::replace(&mut self.tx, dead_tx));
         if let Some(h) = self.writer.lock().take() {
-            let _ = h.join();
+            // The last handle can go on the writer thread itself (captured by
+            // an `append_then` function); it must not wait for itself. The
+            // writer exits on its own once the queue is closed.
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
         }
     }
 }
@@ -256,6 +261,35 @@ impl EventStore {
             .ok_or(Error::EmptyBatch)
     }
 
+    /// Hands a batch to the writer and returns once it is queued, without
+    /// waiting for the commit: `done` runs on the writer thread with what
+    /// [`append`](Self::append) would have returned, exactly once (with
+    /// [`Error::Closed`] if the store shuts down first). On success it runs
+    /// before the events reach any subscriber, so what it registers for them
+    /// is in place when a subscriber sees them.
+    ///
+    /// For services that learn of their own appends from a subscription and
+    /// would otherwise wake twice per append. `done` must be quick and must not
+    /// block: the writer commits nothing else while it runs. A batch refused
+    /// before it is queued (empty, too large, invalid) is an error here and
+    /// `done` is not called.
+    pub async fn append_then(
+        &self,
+        events: Vec<NewEvent>,
+        done: impl FnOnce(Result<AppendOutcome>) + Send + 'static,
+    ) -> Result<()> {
+        let events = self.check(events)?;
+        let cmd = Command::Append {
+            events,
+            reply: Reply::Call(Done::new(done)),
+            enqueued: self.inner.timed.then(std::time::Instant::now),
+        };
+        // If the queue is closed the command is dropped, and `done` with it
+        // hears `Closed`.
+        let _ = self.inner.tx.send(cmd).await;
+        Ok(())
+    }
+
     /// Hands a request to the writer and waits for its answer.
     async fn submit(&self, events: Vec<NewEvent>) -> Result<Placed> {
         let (cmd, rx) = self.prepare(events)?;
@@ -267,6 +301,21 @@ impl EventStore {
         &self,
         events: Vec<NewEvent>,
     ) -> Result<(Command, oneshot::Receiver<Result<Placed>>)> {
+        let prepared = self.check(events)?;
+        let (reply, rx) = oneshot::channel();
+        Ok((
+            Command::Append {
+                events: prepared,
+                reply: Reply::Wait(reply),
+                // Only the observer reads it: no clock read without one.
+                enqueued: self.inner.timed.then(std::time::Instant::now),
+            },
+            rx,
+        ))
+    }
+
+    /// Validates a batch against the limits and encodes its events.
+    fn check(&self, events: Vec<NewEvent>) -> Result<Vec<Pending>> {
         let limits = &self.inner.limits;
         if events.is_empty() {
             return Err(Error::EmptyBatch);
@@ -302,16 +351,7 @@ impl EventStore {
                 limit: limits.max_batch_bytes,
             });
         }
-        let (reply, rx) = oneshot::channel();
-        Ok((
-            Command::Append {
-                events: prepared,
-                reply,
-                // Only the observer reads it: no clock read without one.
-                enqueued: self.inner.timed.then(std::time::Instant::now),
-            },
-            rx,
-        ))
+        Ok(prepared)
     }
 
     /// Waits until everything acknowledged so far is on disk (useful in

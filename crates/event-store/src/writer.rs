@@ -27,9 +27,9 @@ use crate::clock::{SharedClock, Timestamp};
 use crate::codec::{ChainKey, RecordView};
 use crate::error::{Error, Result};
 use crate::index::{IndexEntry, Indexes};
-use crate::model::Appended;
+use crate::model::{AppendOutcome, Appended};
 use crate::options::Durability;
-use crate::request::{Command, Pending, Placed};
+use crate::request::{Command, Pending, Placed, Reply};
 use crate::request::{Request, check_conditions, check_one};
 use crate::store::Shared;
 
@@ -156,7 +156,7 @@ impl Writer {
         }
         if self.shared.poisoned.load(Ordering::Acquire) {
             for (_, reply, _) in requests.drain(..) {
-                let _ = reply.send(Err(Error::Poisoned));
+                reply.send(Err(Error::Poisoned));
             }
             return;
         }
@@ -197,7 +197,7 @@ impl Writer {
                         reason: reason.clone(),
                     }),
                 };
-                let _ = reply.send(answer);
+                reply.send(answer);
             }
             return;
         }
@@ -348,23 +348,38 @@ impl Writer {
         let mut placed = self.placements.iter();
         for ((mut events, reply, enqueued), v) in requests.drain(..).zip(verdicts) {
             match v {
-                Verdict::Answer { answer, .. } => {
-                    let _ = reply.send(answer);
-                }
+                Verdict::Answer { answer, .. } => reply.send(answer),
                 Verdict::Accept => {
                     for (p, at) in events.iter_mut().zip(placed.by_ref()) {
                         p.seq = at.seq;
                         p.version = at.version;
                         p.generated = at.generated;
-                        if publish {
-                            let _ = live.send(Arc::new(p.take_event(now)));
-                        }
                     }
                     if let Some(o) = &self.observer {
                         let latency = enqueued.map(|t| t.elapsed()).unwrap_or_default();
                         o.appended(events.len(), latency, self.head);
                     }
-                    let _ = reply.send(Ok(Placed::Written(events)));
+                    // A function is called before the events are published, so
+                    // whatever it registers is in place before a subscriber
+                    // can see them.
+                    let wait = match reply {
+                        Reply::Wait(tx) => Some(tx),
+                        Reply::Call(done) => {
+                            done.call(Ok(AppendOutcome {
+                                events: events.iter().map(Pending::appended_ref).collect(),
+                                deduplicated: false,
+                            }));
+                            None
+                        }
+                    };
+                    if publish {
+                        for p in &mut events {
+                            let _ = live.send(Arc::new(p.take_event(now)));
+                        }
+                    }
+                    if let Some(tx) = wait {
+                        let _ = tx.send(Ok(Placed::Written(events)));
+                    }
                 }
             }
         }

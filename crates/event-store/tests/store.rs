@@ -544,3 +544,108 @@ async fn a_dropped_store_reopens_at_once_with_everything_in_it() {
     // A second handle while the first is open is refused (after the wait).
     assert!(EventStore::open(dir.path(), opts()).is_err());
 }
+
+/// `append_then` answers through the function on the writer thread: the
+/// outcome `append` would give, before any subscriber sees the events; errors
+/// found by the writer reach it; a batch refused before it is queued is an
+/// error of the call and the function never runs.
+#[tokio::test]
+async fn append_then_answers_through_the_function_before_subscribers_see_it() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let s = EventStore::open_temporary(opts()).unwrap();
+    let mut sub = s.subscribe(0, Filter::all());
+    // Each answer: (seq, version) per event, or the error's text.
+    type Answers = Arc<Mutex<Vec<Result<Vec<(u64, u64)>, String>>>>;
+    let answered: Answers = Arc::default();
+    let record = |answered: &Arc<Mutex<Vec<_>>>| {
+        let answered = answered.clone();
+        move |r: lighthouse_event_store::Result<lighthouse_event_store::AppendOutcome>| {
+            answered.lock().unwrap().push(
+                r.map(|o| o.events.iter().map(|a| (a.seq, a.version)).collect())
+                    .map_err(|e| e.to_string()),
+            );
+        }
+    };
+    s.append_then(vec![ev("a", "t", 1), ev("a", "t", 2)], record(&answered))
+        .await
+        .unwrap();
+    // The subscriber sees the batch only after the function has run.
+    assert_eq!(sub.next().await.unwrap().seq, 1);
+    assert_eq!(
+        answered.lock().unwrap().as_slice(),
+        &[Ok(vec![(1, 0), (2, 1)])]
+    );
+    assert_eq!(sub.next().await.unwrap().seq, 2);
+    // A version conflict is the function's answer.
+    s.append_then(
+        vec![ev("a", "t", 3).expect(ExpectedVersion::NoStream)],
+        record(&answered),
+    )
+    .await
+    .unwrap();
+    s.flush().await.unwrap();
+    {
+        let got = answered.lock().unwrap();
+        assert_eq!(got.len(), 2);
+        let err = got[1].as_ref().unwrap_err();
+        assert!(err.contains("version"), "{err}");
+    }
+    // Refused before it is queued: an error of the call; the function is dropped
+    // unused.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let e = s
+        .append_then(Vec::new(), move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::EmptyBatch), "{e}");
+    s.flush().await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(s.head_seq(), 2);
+}
+
+/// A function may hold the last handle to the store: dropping it on the writer
+/// thread closes the store without the writer waiting for itself, and what was
+/// appended is on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_handle_may_go_inside_an_append_then_function() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // A writer that tried to join itself would panic ("Resource deadlock
+    // avoided") and still leave the data on disk: watch for the panic.
+    static WRITER_PANICKED: AtomicBool = AtomicBool::new(false);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some("lighthouse-store-writer") {
+            WRITER_PANICKED.store(true, Ordering::SeqCst);
+        }
+        previous(info);
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let store = EventStore::open(dir.path(), opts()).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (gone_tx, gone_rx) = std::sync::mpsc::channel::<()>();
+    let held = store.clone();
+    store
+        .append_then(vec![ev("a", "t", 1)], move |r| {
+            // Only once the test's own handle is gone is `held` the last one.
+            let _ = gone_rx.recv_timeout(std::time::Duration::from_secs(10));
+            let _ = tx.send(r.map(|o| o.events[0].seq));
+            drop(held);
+        })
+        .await
+        .unwrap();
+    drop(store);
+    gone_tx.send(()).unwrap();
+    assert_eq!(rx.await.unwrap().unwrap(), 1);
+    // The writer exits by itself and sled lets go of the directory.
+    let store = EventStore::open(dir.path(), opts()).unwrap();
+    assert_eq!(store.head_seq(), 1);
+    assert!(store.verify().unwrap().ok());
+    assert!(
+        !WRITER_PANICKED.load(Ordering::SeqCst),
+        "the writer panicked"
+    );
+}

@@ -37,44 +37,13 @@ pub(crate) async fn run(shared: Arc<Shared>, mut sub: Subscription) {
 /// Applies one live event and fans out what it changed.
 fn apply(shared: &Arc<Shared>, e: &Event) {
     let durable_at = Some(Instant::now());
+    // Only the projection changes under the state lock every create and
+    // respond takes; waking subscribers and waiters (which can mean a system
+    // call to unpark a worker) happens after it is released.
     let (change, pending, capture) = {
         let mut st = shared.state.lock();
         let change = st.proj.apply(e);
         shared.applied.store(st.proj.applied_seq, Ordering::Release);
-        match &change {
-            Change::Nothing => {}
-            Change::Requested { record, earliest } => {
-                let n = Notification::elicitation(
-                    e.seq,
-                    NotificationKind::ElicitationRequested,
-                    record.clone(),
-                    durable_at,
-                );
-                st.subs.publish(&record.to, &n);
-                if *earliest {
-                    shared.timer_wake.notify_one();
-                }
-            }
-            Change::Resolved { record, resolved } => {
-                let n = Notification::elicitation(
-                    e.seq,
-                    NotificationKind::ElicitationResolved,
-                    record.clone(),
-                    durable_at,
-                );
-                st.subs.publish(&record.from, &n);
-                if record.to != record.from {
-                    st.subs.publish(&record.to, &n);
-                }
-                if let Some(r) = resolved {
-                    r.resolved.notify_waiters();
-                }
-            }
-            Change::Message(m) => {
-                st.subs
-                    .publish(&m.to, &Notification::message(m.clone(), durable_at));
-            }
-        }
         let every = shared.limits.snapshot_every_events;
         let capture = (every > 0
             && st.proj.since_snapshot >= every
@@ -85,6 +54,7 @@ fn apply(shared: &Arc<Shared>, e: &Event) {
         });
         (change, st.proj.pending_count(), capture)
     };
+    publish(shared, e.seq, &change, durable_at);
     if let Change::Message(m) = &change
         && let Some((n, _)) = shared.mail_waiters.lock().get(&*m.to)
     {
@@ -113,15 +83,21 @@ fn apply(shared: &Arc<Shared>, e: &Event) {
     }
     // Writers waiting for this position: the projection shows it now, and the
     // hooks have seen it (so a create that returned is counted).
-    {
+    // Taken out under the lock (which the writer thread takes too), woken
+    // after it.
+    let due = {
         let mut waiters = shared.seq_waiters.lock();
-        while let Some(entry) = waiters.first_entry() {
-            if *entry.key() > e.seq {
-                break;
+        match waiters.first_key_value() {
+            Some((&first, _)) if first <= e.seq => {
+                let later = waiters.split_off(&(e.seq + 1));
+                std::mem::replace(&mut *waiters, later)
             }
-            for tx in entry.remove() {
-                let _ = tx.send(());
-            }
+            _ => Default::default(),
+        }
+    };
+    for (seq, txs) in due {
+        for tx in txs {
+            let _ = tx.send(Ok(seq));
         }
     }
     if let Some(capture) = capture {
@@ -133,6 +109,55 @@ fn apply(shared: &Arc<Shared>, e: &Event) {
             task_shared.snapshot_running.store(false, Ordering::Release);
         });
         *shared.snapshot_task.lock() = Some(task);
+    }
+}
+
+/// Offers an applied event's notifications to the registry and wakes the
+/// waiters on its elicitation.
+///
+/// Runs after the state lock is released, in log order (only the applier
+/// publishes). No gap and no duplicate: a subscription registered before the
+/// event was applied is in the registry already, and one registered after it
+/// has its boundary at or past `seq` and skips it.
+fn publish(shared: &Shared, seq: u64, change: &Change, durable_at: Option<Instant>) {
+    match change {
+        Change::Nothing => {}
+        Change::Requested { record, earliest } => {
+            let n = Notification::elicitation(
+                seq,
+                NotificationKind::ElicitationRequested,
+                record.clone(),
+                durable_at,
+            );
+            shared.subs.lock().publish(&record.to, &n);
+            if *earliest {
+                shared.timer_wake.notify_one();
+            }
+        }
+        Change::Resolved { record, resolved } => {
+            let n = Notification::elicitation(
+                seq,
+                NotificationKind::ElicitationResolved,
+                record.clone(),
+                durable_at,
+            );
+            {
+                let mut subs = shared.subs.lock();
+                subs.publish(&record.from, &n);
+                if record.to != record.from {
+                    subs.publish(&record.to, &n);
+                }
+            }
+            if let Some(r) = resolved {
+                r.resolved.notify_waiters();
+            }
+        }
+        Change::Message(m) => {
+            shared
+                .subs
+                .lock()
+                .publish(&m.to, &Notification::message(m.clone(), durable_at));
+        }
     }
 }
 

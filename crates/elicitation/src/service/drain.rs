@@ -62,7 +62,7 @@ impl ElicitationService {
             };
             let pending = s.state.lock().proj.pending_ids();
             for chunk in pending.chunks(s.limits.transition_batch.max(1)) {
-                let out = resolve_batch(s, chunk.to_vec(), Some(&actor)).await?;
+                let out = resolve_batch(&self.shared, chunk.to_vec(), Some(&actor)).await?;
                 cancelled += out.cancelled;
                 expired_by_drain += out.expired;
             }

@@ -14,7 +14,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use lighthouse_event_store::{EventStore, Filter, SharedClock, SystemClock};
+use lighthouse_event_store::{
+    Error as StoreError, EventStore, Filter, NewEvent, Result as StoreResult, SharedClock,
+    SystemClock,
+};
 use lighthouse_security::{Caller, Role};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot, watch};
@@ -100,13 +103,13 @@ impl ServiceOptions {
     }
 }
 
-/// The projection and the live subscribers, changed together under one short
-/// lock (so a subscription registers at an exact log position), never held
-/// across an `.await`.
+/// The projection, under one short lock never held across an `.await`.
 pub(crate) struct State {
     pub proj: Projection,
-    pub subs: Subscribers,
 }
+
+/// Waiters by the seq they wait for; the applier answers `Ok(seq)`.
+pub(crate) type SeqWaiters = BTreeMap<u64, Vec<oneshot::Sender<StoreResult<u64>>>>;
 
 /// Long-poll receivers by agent: the notify and how many wait on it.
 pub(crate) type MailWaiters = HashMap<Arc<str>, (Arc<Notify>, usize)>;
@@ -118,12 +121,16 @@ pub(crate) struct Shared {
     pub hooks: Arc<dyn Hooks>,
     pub directory: Arc<dyn Directory>,
     pub state: Mutex<State>,
+    /// The live subscribers. A subscription registers while holding the state
+    /// lock too (so at an exact log position); the applier publishes with only
+    /// this lock, after applying.
+    pub subs: Mutex<Subscribers>,
     /// The last seq the applier has applied (also `state.proj.applied_seq`),
     /// readable without the state lock.
     pub applied: AtomicU64,
     /// Writers waiting for the applier to reach their event's seq (a lock of
     /// its own, so waiting does not contend with the projection).
-    pub seq_waiters: Mutex<BTreeMap<u64, Vec<oneshot::Sender<()>>>>,
+    pub seq_waiters: Mutex<SeqWaiters>,
     pub mail_waiters: Mutex<MailWaiters>,
     /// Wakes the expiry timer (a new earliest deadline, a `tick`, a shutdown).
     pub timer_wake: Notify,
@@ -146,26 +153,43 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Resolves once the applier has applied every event up to `seq`.
-    pub(crate) async fn applied(&self, seq: u64) -> Result<()> {
-        if self.applied.load(Ordering::Acquire) >= seq {
-            return Ok(());
-        }
-        let rx = {
-            let mut waiters = self.seq_waiters.lock();
-            // Checked again under the lock: the applier publishes its position
-            // before it takes this lock to wake the waiters.
-            if self.applied.load(Ordering::Acquire) >= seq {
-                return Ok(());
-            }
-            if self.closed.load(Ordering::Acquire) {
-                return Err(Error::Closed);
-            }
-            let (tx, rx) = oneshot::channel();
-            waiters.entry(seq).or_default().push(tx);
-            rx
-        };
-        rx.await.map_err(|_| Error::Closed)
+    /// Appends `events` and resolves with the last one's seq once the applier
+    /// has applied it. The caller is woken once, by the applier (or by the
+    /// writer with an error), instead of by the writer when the batch is
+    /// durable and then again by the applier: the writer registers the wait
+    /// on its own thread before the applier can see the events.
+    pub(crate) async fn append_applied(
+        self: &Arc<Self>,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<u64> {
+        let (tx, rx) = oneshot::channel();
+        let shared = Arc::downgrade(self);
+        self.store
+            .append_then(events, move |outcome| {
+                let seq = match outcome {
+                    Ok(o) => o.events.last().map_or(0, |a| a.seq),
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let Some(shared) = shared.upgrade() else {
+                    let _ = tx.send(Err(StoreError::Closed));
+                    return;
+                };
+                let mut waiters = shared.seq_waiters.lock();
+                if shared.applied.load(Ordering::Acquire) >= seq {
+                    drop(waiters);
+                    let _ = tx.send(Ok(seq));
+                } else if shared.closed.load(Ordering::Acquire) {
+                    drop(waiters);
+                    let _ = tx.send(Err(StoreError::Closed));
+                } else {
+                    waiters.entry(seq).or_default().push(tx);
+                }
+            })
+            .await?;
+        rx.await.unwrap_or(Err(StoreError::Closed))
     }
 }
 
@@ -230,10 +254,11 @@ impl ElicitationService {
             clock: options.clock,
             hooks: options.hooks,
             directory: options.directory,
-            state: Mutex::new(State {
-                proj,
-                subs: Subscribers::new(limits.max_subscriptions, limits.subscription_buffer),
-            }),
+            state: Mutex::new(State { proj }),
+            subs: Mutex::new(Subscribers::new(
+                limits.max_subscriptions,
+                limits.subscription_buffer,
+            )),
             applied: AtomicU64::new(applied),
             seq_waiters: Mutex::new(BTreeMap::new()),
             mail_waiters: Mutex::new(HashMap::new()),
@@ -281,7 +306,7 @@ impl ElicitationService {
 
     /// Open agent subscriptions.
     pub fn subscription_count(&self) -> usize {
-        self.shared.state.lock().subs.len()
+        self.shared.subs.lock().len()
     }
 
     /// Whether the applier and the expiry timer are running (for readiness).
@@ -356,7 +381,7 @@ impl ElicitationService {
             held_elicitations: st.proj.held_count(),
             pending: st.proj.pending_count(),
             idempotency_keys: st.proj.idempotency_len(),
-            subscriptions: st.subs.len(),
+            subscriptions: self.shared.subs.lock().len(),
             seq_waiters: self.shared.seq_waiters.lock().len(),
             mail_waiters: self.shared.mail_waiters.lock().len(),
             handoff: st.proj.handoff.len(),

@@ -3,7 +3,8 @@
 //!
 //! A subscription is registered with the applier's registry under the state
 //! lock, at a boundary `B` = the last applied seq: every notification with
-//! `seq > B` arrives live (the applier publishes in log order), and everything
+//! `seq > B` arrives live (the applier publishes in log order, after applying
+//! and outside the state lock; the subscription skips what is `<= B`), and everything
 //! in `(after, B]` is read back in pages: from the projection's per-agent feed
 //! when no elicitation that concerns the range was evicted from memory, from the
 //! log otherwise, and from the agent's mailbox stream for messages.
@@ -55,7 +56,7 @@ impl std::fmt::Debug for AgentSubscription {
 
 impl Drop for AgentSubscription {
     fn drop(&mut self) {
-        self.shared.state.lock().subs.remove(&self.agent, self.slot);
+        self.shared.subs.lock().remove(&self.agent, self.slot);
     }
 }
 
@@ -67,9 +68,11 @@ impl ElicitationService {
     /// (each with the seq of its `requested` event), then live.
     pub fn subscribe(&self, caller: &Caller, after: Option<u64>) -> Result<AgentSubscription> {
         require_role(caller, ACTING_ROLES, "this role has no notifications")?;
-        let mut st = self.shared.state.lock();
+        // Both locks: the state lock keeps the applier from applying while the
+        // registry learns of the subscription, so its boundary is exact.
+        let st = self.shared.state.lock();
         let applied = st.proj.applied_seq;
-        let reg = st.subs.register(&caller.agent)?;
+        let reg = self.shared.subs.lock().register(&caller.agent)?;
         let (queue, cursor, boundary) = match after {
             Some(p) => (VecDeque::new(), p, applied.max(p)),
             None => {

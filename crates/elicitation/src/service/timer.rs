@@ -70,7 +70,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 }
 
 /// Expires everything already due (at start, before the service reports ready).
-pub(crate) async fn expire_overdue(shared: &Shared) -> Result<()> {
+pub(crate) async fn expire_overdue(shared: &Arc<Shared>) -> Result<()> {
     loop {
         let now = shared.clock.now();
         let due = shared
@@ -96,7 +96,7 @@ pub(crate) async fn expire_overdue(shared: &Shared) -> Result<()> {
 /// Locks are taken in id order, so batches never deadlock with each other, and a
 /// transition in progress finishes first.
 pub(crate) async fn resolve_batch(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     mut ids: Vec<Arc<str>>,
     drain: Option<&DrainActor<'_>>,
 ) -> Result<BatchOutcome> {
@@ -176,32 +176,27 @@ pub(crate) async fn resolve_batch(
         return Ok(out);
     }
     let events: Vec<NewEvent> = batch.iter().map(|(_, e)| e.clone()).collect();
-    let last = match shared.store.append(events).await {
-        Ok(o) => o.events.last().map_or(0, |a| a.seq),
+    // Either way, each append is applied when it returns.
+    match shared.append_applied(events).await {
+        Ok(_) => {}
         Err(StoreError::VersionConflict { .. }) => {
             // Someone outside this process wrote to one of the streams: fall back
             // to one append per elicitation, each resolving its own conflict.
             out = BatchOutcome::default();
-            let mut last = 0;
             for (id, ev) in batch {
                 let action = events::terminal_action(&ev.event_type);
                 match append_terminal(shared, &id, || ev.clone(), versions[&id]).await {
-                    Ok(seq) => {
-                        last = seq;
-                        match action {
-                            Some(Action::Cancel) => out.cancelled += 1,
-                            _ => out.expired += 1,
-                        }
-                    }
+                    Ok(_) => match action {
+                        Some(Action::Cancel) => out.cancelled += 1,
+                        _ => out.expired += 1,
+                    },
                     Err(crate::Error::AlreadyResolved { .. } | crate::Error::Expired { .. }) => {}
                     Err(e) => return Err(e),
                 }
             }
-            last
         }
         Err(e) => return Err(e.into()),
-    };
-    shared.applied(last).await?;
+    }
     drop(guards);
     Ok(out)
 }

@@ -51,15 +51,18 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Removes a create's handoff if its event was not applied (the create failed).
+/// Removes a create's handoff if its event was not applied (the create failed;
+/// applying the event takes the handoff).
 struct HandoffGuard<'a> {
     shared: &'a Shared,
-    id: Arc<str>,
+    id: Option<Arc<str>>,
 }
 
 impl Drop for HandoffGuard<'_> {
     fn drop(&mut self) {
-        self.shared.state.lock().proj.handoff.remove(&self.id);
+        if let Some(id) = self.id.take() {
+            self.shared.state.lock().proj.handoff.remove(&id);
+        }
     }
 }
 
@@ -160,14 +163,17 @@ impl ElicitationService {
             };
             st.proj.handoff.insert(key.clone(), handoff);
         }
-        let _handoff = HandoffGuard { shared: s, id: key };
+        let mut handoff = HandoffGuard {
+            shared: s,
+            id: Some(key),
+        };
         let data = value;
         let ev = NewEvent::new(events::elicitation_stream(&id), events::REQUESTED, data)
             .with_agent(caller.agent.as_str())
             .with_correlation_id(request_id)
             .expect(ExpectedVersion::NoStream);
-        let appended = s.store.append_one(ev).await?;
-        s.applied(appended.seq).await?;
+        self.shared.append_applied(vec![ev]).await?;
+        handoff.id = None;
         let record = s.state.lock().proj.entry(&id).map(|e| e.record.clone());
         match record {
             Some(record) => Ok(Created {
@@ -358,8 +364,7 @@ impl ElicitationService {
             .with_correlation_id(request_id)
             .with_causation_id(cause.as_str())
         };
-        let seq = append_terminal(s, id, build, version).await?;
-        s.applied(seq).await?;
+        append_terminal(&self.shared, id, build, version).await?;
         self.record_of(id)
     }
 
@@ -413,11 +418,12 @@ fn permitted(r: &Elicitation, caller: &Caller, act: &Act) -> Result<()> {
     }
 }
 
-/// Appends a terminal event expecting `version`; on a conflict, reads the stream:
-/// a terminal event there is the winner (its error is returned), anything else
-/// was a foreign event and the append is retried at the new version.
+/// Appends a terminal event expecting `version` and waits until it is applied;
+/// on a conflict, reads the stream: a terminal event there is the winner (its
+/// error is returned), anything else was a foreign event and the append is
+/// retried at the new version.
 pub(crate) async fn append_terminal(
-    s: &Shared,
+    s: &Arc<Shared>,
     id: &str,
     build: impl Fn() -> NewEvent,
     mut version: u64,
@@ -426,11 +432,10 @@ pub(crate) async fn append_terminal(
     // moves it into the store without a copy.
     for _ in 0..8 {
         match s
-            .store
-            .append_one(build().expect(ExpectedVersion::Exact(version)))
+            .append_applied(vec![build().expect(ExpectedVersion::Exact(version))])
             .await
         {
-            Ok(a) => return Ok(a.seq),
+            Ok(seq) => return Ok(seq),
             Err(StoreError::VersionConflict { actual, .. }) => {
                 if let Some(err) = winner(s, id)? {
                     return Err(err);
