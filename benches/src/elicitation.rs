@@ -14,6 +14,8 @@
 //!   reopens it, and times a read of the whole log by the store alone, a service
 //!   open that replays the whole log, and one that starts from the snapshot plus
 //!   the 5% tail.
+//! - `open`: fills a log as `rebuild` does, then opens the store `--opens`
+//!   times (the index rebuild from the log), nothing else.
 //! - `expiry`: `--count` elicitations with a 1 s timeout; how late after
 //!   `expires_at` each `elicitation.expired` event was committed.
 
@@ -36,7 +38,7 @@ use crate::report::{emit, latency_histogram, percentiles};
 /// Options of the elicitation family.
 #[derive(clap::Args)]
 pub struct Args {
-    /// round-trip, saturate, rebuild, expiry.
+    /// round-trip, saturate, rebuild, open, expiry.
     #[arg(long)]
     scenario: String,
     /// Requester/target pairs.
@@ -54,6 +56,9 @@ pub struct Args {
     /// Events in the log to rebuild from (rebuild).
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
+    /// Store opens to time (open).
+    #[arg(long, default_value_t = 5)]
+    opens: u32,
     /// Elicitations to expire (expiry).
     #[arg(long, default_value_t = 10_000)]
     count: u64,
@@ -75,6 +80,7 @@ pub fn run(a: Args) -> Result<(), String> {
         "round-trip" => round_trips(&a, Some(a.rate.max(1))),
         "saturate" => round_trips(&a, None),
         "rebuild" => rebuild(&a),
+        "open" => opens(&a),
         "expiry" => expiry(&a),
         s => Err(format!("unknown scenario {s}")),
     }
@@ -467,6 +473,34 @@ fn fill(dir: &std::path::Path, events: u64) -> Result<u64, String> {
         Ok::<_, String>(())
     })?;
     Ok(store.head_seq())
+}
+
+/// Opens the store `--opens` times over a log of `--events` elicitation events.
+fn opens(a: &Args) -> Result<(), String> {
+    let (dir, _keep) = store_dir(a)?;
+    let head = fill(&dir, a.events)?;
+    let mut ms = Vec::new();
+    for _ in 0..a.opens.max(1) {
+        let t = Instant::now();
+        let store = open_store(&dir, Durability::Durable)?;
+        ms.push(t.elapsed().as_millis() as u64);
+        drop(store);
+        // sled lets go of the directory from a background thread a moment
+        // after the last handle; not to be timed as part of the next open.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let mut sorted = ms.clone();
+    sorted.sort_unstable();
+    let mut out = Map::new();
+    out.insert("bench".into(), "elicitation.open".into());
+    out.insert("events".into(), head.into());
+    out.insert("open_ms".into(), ms.into());
+    out.insert("open_ms_median".into(), sorted[sorted.len() / 2].into());
+    if let Some(l) = load_average() {
+        out.insert("machine_load_1m".into(), l.into());
+    }
+    emit(out);
+    Ok(())
 }
 
 fn rebuild(a: &Args) -> Result<(), String> {

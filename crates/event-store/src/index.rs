@@ -4,7 +4,8 @@
 //! CALIBRATION.md), so persisting one key per event per index would cap durable
 //! throughput far below the target. The log itself is the only thing written per
 //! event; these postings are derived from it (the Bitcask "keydir" design) and cost
-//! about 60 to 100 bytes per event in memory (measured: docs/PERFORMANCE.md).
+//! about 330 bytes per event in memory for a bridge-shaped log (measured:
+//! docs/EVENT_STORE.md, "Indexes").
 //!
 //! Each posting list holds seqs in ascending order, so a query that returns `k`
 //! events costs a binary search plus `k` steps.
@@ -68,6 +69,11 @@ impl Hasher for AlreadyHashed {
 /// Postings keyed by a name.
 type NamedMap = griddle::HashMap<Box<str>, Vec<u64>, RandomState>;
 
+/// Postings keyed by a stream name. Most streams are short (an elicitation's
+/// has two or three events), so a stream's first seq is stored inline: on open,
+/// one allocation fewer per stream than a `Vec` that grows from one to two.
+type StreamMap = griddle::HashMap<Box<str>, Postings, RandomState>;
+
 /// The indexed fields of one event.
 #[derive(Debug, Clone, Copy)]
 pub struct IndexEntry<'a> {
@@ -99,15 +105,10 @@ pub struct IndexEntry<'a> {
 /// contents on every insert).
 #[derive(Debug)]
 pub struct Indexes {
-    /// Stream name → seq of each version (version `i` at index `i`).
-    streams: NamedMap,
     types: NamedMap,
     agents: NamedMap,
-    /// Keyed by a keyed hash of the correlation id; candidates are checked against
-    /// the record, so a collision costs a step, never a wrong answer.
-    correlations: HashedMap,
-    /// Keyed by a keyed hash of the event id; same collision rule.
-    ids: HashedMap,
+    /// Streams, ids and correlation ids.
+    wide: Wide,
     /// Append time of every seq (`times[seq - 1]`); non-decreasing.
     times: Times,
     hasher: std::collections::hash_map::RandomState,
@@ -119,15 +120,39 @@ impl Default for Indexes {
     }
 }
 
+impl<'a> IndexEntry<'a> {
+    /// The indexed fields of a stored record.
+    pub fn of(r: &RecordView<'a>) -> Self {
+        IndexEntry {
+            seq: r.seq,
+            time: r.time,
+            id: r.id,
+            stream: r.stream,
+            event_type: r.event_type,
+            agent: r.agent,
+            correlation_id: r.correlation_id,
+        }
+    }
+}
+
 impl Indexes {
     /// Empty indexes.
     pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// Empty indexes with room for the ids of `events` events, for a rebuild
+    /// that knows how many it will add: the id map (one entry per event) then
+    /// never resizes while it is filled.
+    pub fn with_capacity(events: usize) -> Self {
         Indexes {
-            streams: NamedMap::with_hasher(RandomState::new()),
             types: NamedMap::with_hasher(RandomState::new()),
             agents: NamedMap::with_hasher(RandomState::new()),
-            correlations: HashedMap::default(),
-            ids: HashedMap::default(),
+            wide: Wide {
+                streams: StreamMap::with_hasher(RandomState::new()),
+                correlations: HashedMap::default(),
+                ids: HashedMap::with_capacity_and_hasher(events, Default::default()),
+            },
             times: Times::default(),
             hasher: Default::default(),
         }
@@ -140,46 +165,63 @@ impl Indexes {
     /// Adds one record. Records must be added in seq order without gaps, except
     /// that damaged records found on open are skipped.
     pub fn add(&mut self, r: &RecordView<'_>) {
-        self.insert(&IndexEntry {
-            seq: r.seq,
-            time: r.time,
-            id: r.id,
-            stream: r.stream,
-            event_type: r.event_type,
-            agent: r.agent,
-            correlation_id: r.correlation_id,
-        });
+        self.insert(&IndexEntry::of(r));
     }
 
     /// Adds one event from its known fields (the writer's path: no record to
     /// parse). Same ordering rule as [`add`](Self::add).
     pub fn insert(&mut self, e: &IndexEntry<'_>) {
-        push_named(&mut self.streams, e.stream, e.seq);
+        let (id, correlation) = self.insert_narrow(e);
+        self.wide.insert(e.seq, e.stream, id, correlation);
+    }
+
+    /// Adds the fields of `e` with few distinct values (type, agent) and its
+    /// time, and returns the keyed hashes of its id and correlation id, for
+    /// [`Wide::insert`].
+    pub(crate) fn insert_narrow(&mut self, e: &IndexEntry<'_>) -> (u64, Option<u64>) {
         push_named(&mut self.types, e.event_type, e.seq);
         if let Some(a) = e.agent {
             push_named(&mut self.agents, a, e.seq);
         }
-        if let Some(c) = e.correlation_id {
-            let h = self.hash(c);
-            push_hashed(&mut self.correlations, h, e.seq);
-        }
-        let h = self.hash(e.id);
-        push_hashed(&mut self.ids, h, e.seq);
         let idx = (e.seq as usize).saturating_sub(1);
         // A damaged record skipped on open leaves a gap: the previous time is
         // carried forward so that the times stay indexed by seq and non-decreasing.
         self.times.push_at(idx, e.time.unix_millis());
+        (self.hash(e.id), e.correlation_id.map(|c| self.hash(c)))
+    }
+
+    /// Takes the maps with a key (nearly) per event out, so that another
+    /// thread can fill them while this one reads the log; give them back with
+    /// [`put_wide`](Self::put_wide).
+    pub(crate) fn take_wide(&mut self) -> Wide {
+        std::mem::replace(
+            &mut self.wide,
+            Wide {
+                streams: StreamMap::with_hasher(RandomState::new()),
+                correlations: HashedMap::default(),
+                ids: HashedMap::default(),
+            },
+        )
+    }
+
+    /// Puts back what [`take_wide`](Self::take_wide) took.
+    pub(crate) fn put_wide(&mut self, wide: Wide) {
+        self.wide = wide;
     }
 
     /// The last version of `stream`, `None` if it has no events.
     pub(crate) fn stream_version(&self, stream: &str) -> Option<u64> {
-        self.streams
+        self.wide
+            .streams
             .get(stream)
-            .and_then(|v| (v.len() as u64).checked_sub(1))
+            .and_then(|p| (p.as_slice().len() as u64).checked_sub(1))
     }
 
     pub(crate) fn stream(&self, stream: &str) -> &[u64] {
-        self.streams.get(stream).map_or(&[], Vec::as_slice)
+        self.wide
+            .streams
+            .get(stream)
+            .map_or(&[], Postings::as_slice)
     }
 
     pub(crate) fn by_type(&self, t: &str) -> &[u64] {
@@ -191,13 +233,17 @@ impl Indexes {
     }
 
     pub(crate) fn by_correlation(&self, c: &str) -> &[u64] {
-        self.correlations
+        self.wide
+            .correlations
             .get(&self.hash(c))
             .map_or(&[], Postings::as_slice)
     }
 
     pub(crate) fn by_id(&self, id: &str) -> &[u64] {
-        self.ids.get(&self.hash(id)).map_or(&[], Postings::as_slice)
+        self.wide
+            .ids
+            .get(&self.hash(id))
+            .map_or(&[], Postings::as_slice)
     }
 
     /// The first seq whose time is `>= t` (head + 1 when none).
@@ -207,7 +253,37 @@ impl Indexes {
 
     /// Number of distinct streams.
     pub(crate) fn stream_count(&self) -> usize {
-        self.streams.len()
+        self.wide.streams.len()
+    }
+}
+
+/// The maps with a key (nearly) per event: streams, event ids and correlation
+/// ids. They grow with the log and outgrow the caches; a part of their own so
+/// that a rebuild can fill them on a second thread.
+#[derive(Debug)]
+pub(crate) struct Wide {
+    /// Stream name → seq of each version (version `i` at index `i`).
+    streams: StreamMap,
+    /// Keyed by a keyed hash of the correlation id; candidates are checked against
+    /// the record, so a collision costs a step, never a wrong answer.
+    correlations: HashedMap,
+    /// Keyed by a keyed hash of the event id; same collision rule.
+    ids: HashedMap,
+}
+
+impl Wide {
+    /// Adds one event's stream and the hashes of its id and correlation id
+    /// (from [`Indexes::insert_narrow`]), in seq order.
+    pub(crate) fn insert(&mut self, seq: u64, stream: &str, id: u64, correlation: Option<u64>) {
+        if let Some(p) = self.streams.get_mut(stream) {
+            p.push(seq);
+        } else {
+            self.streams.insert(stream.into(), Postings::One(seq));
+        }
+        if let Some(c) = correlation {
+            push_hashed(&mut self.correlations, c, seq);
+        }
+        push_hashed(&mut self.ids, id, seq);
     }
 }
 

@@ -12,7 +12,7 @@ use crate::backend::{Anchor, Backend, LogMode, SledBackend};
 use crate::clock::Timestamp;
 use crate::codec::{ChainKey, GENESIS, Prepared, RecordView};
 use crate::error::{Error, Result};
-use crate::index::Indexes;
+use crate::index::{IndexEntry, Indexes};
 use crate::model::{AppendOutcome, Appended, Event, Limits, NewEvent};
 use crate::options::{Durability, StoreOptions};
 use crate::query::Filter;
@@ -574,43 +574,105 @@ fn check_key(backend: &dyn Backend, key: &ChainKey) -> Result<()> {
     }
 }
 
+/// Index entries handed to the second thread of a rebuild at a time.
+const REBUILD_BATCH: usize = 4096;
+
+/// What the second thread of a rebuild gets per event: its seq, the length of
+/// its stream name (the names lie back to back in the batch's text), and the
+/// keyed hashes of its id and correlation id.
+struct WideBatch {
+    streams: String,
+    entries: Vec<(u64, u32, u64, Option<u64>)>,
+}
+
+impl WideBatch {
+    fn new() -> Self {
+        WideBatch {
+            streams: String::with_capacity(REBUILD_BATCH * 48),
+            entries: Vec::with_capacity(REBUILD_BATCH),
+        }
+    }
+}
+
 /// Scans the log once and rebuilds the indexes; returns them, the seqs that could
 /// not be decoded, and the last append time.
+///
+/// On two threads: this one reads and parses the log and indexes types,
+/// agents and times; a second indexes streams, ids and correlation ids, the
+/// maps with a key (nearly) per event: random inserts into tables that outgrow
+/// the caches. Opening 1,000,000 elicitation events: docs/PERFORMANCE.md.
 fn rebuild_index(
     backend: &dyn Backend,
     anchor: Option<Anchor>,
 ) -> Result<(Indexes, Vec<u64>, Timestamp)> {
-    let mut idx = Indexes::new();
     let mut damaged = Vec::new();
     let mut last_time = Timestamp::EPOCH;
     let Some(anchor) = anchor else {
-        return Ok((idx, damaged, last_time));
+        return Ok((Indexes::new(), damaged, last_time));
     };
-    // Positions that cannot be read are remembered (the first few hundred) so
-    // that `damaged_on_open` can name them; `verify` gives the full answer.
-    let note = |seq: u64, damaged: &mut Vec<u64>| {
-        if damaged.len() < MAX_DAMAGED_LISTED {
-            tracing::error!(seq, "event store record is damaged or missing; run verify");
-            damaged.push(seq);
-        }
-    };
-    let mut expect = 1u64;
-    for item in backend.range(1, anchor.seq, false) {
-        let (seq, bytes) = item?;
-        for missing in expect..seq.min(expect + MAX_DAMAGED_LISTED as u64) {
-            note(missing, &mut damaged);
-        }
-        expect = seq + 1;
-        match RecordView::parse(&bytes) {
-            Ok(v) if v.seq == seq => {
-                last_time = last_time.max(v.time);
-                idx.add(&v);
+    // Room for the ids of the events the anchor counts, up to 16M (beyond that
+    // the map grows as usual; a damaged anchor cannot make the open reserve
+    // more).
+    let mut idx = Indexes::with_capacity(usize::try_from(anchor.seq.min(1 << 24)).unwrap_or(0));
+    let mut wide = idx.take_wide();
+    let (tx, rx) = crossbeam_channel::bounded::<WideBatch>(4);
+    let wide = std::thread::scope(|scope| -> Result<_> {
+        let filler = std::thread::Builder::new()
+            .name("lighthouse-store-index".into())
+            .spawn_scoped(scope, move || {
+                for batch in rx {
+                    let mut at = 0;
+                    for (seq, len, id, correlation) in batch.entries {
+                        let end = at + len as usize;
+                        let stream = batch.streams.get(at..end).unwrap_or_default();
+                        wide.insert(seq, stream, id, correlation);
+                        at = end;
+                    }
+                }
+                wide
+            })?;
+        // Positions that cannot be read are remembered (the first few hundred)
+        // so that `damaged_on_open` can name them; `verify` gives the full answer.
+        let note = |seq: u64, damaged: &mut Vec<u64>| {
+            if damaged.len() < MAX_DAMAGED_LISTED {
+                tracing::error!(seq, "event store record is damaged or missing; run verify");
+                damaged.push(seq);
             }
-            _ => note(seq, &mut damaged),
+        };
+        let mut batch = WideBatch::new();
+        let mut expect = 1u64;
+        for item in backend.range(1, anchor.seq, false) {
+            // On an error `tx` goes with this closure and the filler stops.
+            let (seq, bytes) = item?;
+            for missing in expect..seq.min(expect + MAX_DAMAGED_LISTED as u64) {
+                note(missing, &mut damaged);
+            }
+            expect = seq + 1;
+            match RecordView::parse(&bytes) {
+                Ok(v) if v.seq == seq => {
+                    last_time = last_time.max(v.time);
+                    let (id, correlation) = idx.insert_narrow(&IndexEntry::of(&v));
+                    batch.streams.push_str(v.stream);
+                    let len = u32::try_from(v.stream.len()).unwrap_or(u32::MAX);
+                    batch.entries.push((seq, len, id, correlation));
+                    if batch.entries.len() == REBUILD_BATCH {
+                        let full = std::mem::replace(&mut batch, WideBatch::new());
+                        // Fails only if the filler is gone, which join reports.
+                        let _ = tx.send(full);
+                    }
+                }
+                _ => note(seq, &mut damaged),
+            }
         }
-    }
-    if expect <= anchor.seq {
-        note(expect, &mut damaged);
-    }
+        if expect <= anchor.seq {
+            note(expect, &mut damaged);
+        }
+        let _ = tx.send(batch);
+        drop(tx);
+        filler
+            .join()
+            .map_err(|_| Error::Io(std::io::Error::other("the index rebuild thread failed")))
+    })?;
+    idx.put_wide(wide);
     Ok((idx, damaged, last_time))
 }
