@@ -62,7 +62,7 @@ impl Done {
 
     pub(crate) fn call(mut self, outcome: Result<AppendOutcome>) {
         if let Some(f) = self.0.take() {
-            f(outcome);
+            run(f, outcome);
         }
     }
 }
@@ -70,8 +70,17 @@ impl Done {
 impl Drop for Done {
     fn drop(&mut self) {
         if let Some(f) = self.0.take() {
-            f(Err(Error::Closed));
+            run(f, Err(Error::Closed));
         }
+    }
+}
+
+/// Runs a caller's function on the writer thread; a panic in it is the
+/// caller's bug and must not take the writer (and every other append) down.
+fn run(f: Box<dyn FnOnce(Result<AppendOutcome>) + Send>, outcome: Result<AppendOutcome>) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(outcome)));
+    if r.is_err() {
+        tracing::error!("an append_then function panicked; the append itself stands");
     }
 }
 

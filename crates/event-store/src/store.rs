@@ -270,7 +270,8 @@ impl EventStore {
     ///
     /// For services that learn of their own appends from a subscription and
     /// would otherwise wake twice per append. `done` must be quick and must not
-    /// block: the writer commits nothing else while it runs. A batch refused
+    /// block: the writer commits nothing else while it runs. A panic in it is
+    /// caught and logged; the append stands. A batch refused
     /// before it is queued (empty, too large, invalid) is an error here and
     /// `done` is not called.
     pub async fn append_then(
