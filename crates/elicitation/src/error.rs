@@ -126,7 +126,19 @@ pub enum Error {
     },
     /// The event store failed.
     #[error("event store: {0}")]
-    Store(#[from] lighthouse_event_store::Error),
+    Store(lighthouse_event_store::Error),
+}
+
+impl From<lighthouse_event_store::Error> for Error {
+    /// A closed store (or a service stopped while the call waited for its
+    /// event to be applied) is [`Error::Closed`], "unavailable", like the
+    /// service's own shutdown; every other store error is [`Error::Store`].
+    fn from(e: lighthouse_event_store::Error) -> Self {
+        match e {
+            lighthouse_event_store::Error::Closed => Error::Closed,
+            e => Error::Store(e),
+        }
+    }
 }
 
 impl Error {

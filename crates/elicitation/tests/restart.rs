@@ -378,3 +378,81 @@ async fn a_replay_skips_a_misshapen_event_and_refuses_a_damaged_record() {
         "{r:?}"
     );
 }
+
+/// Stopping the service while creates and responses are in flight: every call
+/// returns (done, or `Closed`), none waits forever for an applier that is
+/// gone, nothing is left waiting in memory, and after a restart every create
+/// that returned `Ok` is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_service_answers_every_call_in_flight() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = manual_clock();
+    let svc = open_at(dir.path(), &clock, Limits::default()).await;
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for w in 0..20u64 {
+        let (svc, done) = (svc.clone(), done.clone());
+        // Each creates (and answers every other one) until the service stops.
+        workers.push(tokio::spawn(async move {
+            let mut created = Vec::new();
+            for i in 0u64.. {
+                let c = match svc.create(&alice(), "s", ask("bob"), None).await {
+                    Ok(c) => c,
+                    Err(lighthouse_elicitation::Error::Closed) => return created,
+                    Err(e) => panic!("worker {w}: unexpected error {e}"),
+                };
+                created.push(c.record.id.to_string());
+                done.fetch_add(1, Ordering::Relaxed);
+                if i % 2 == 0 {
+                    match svc
+                        .respond(
+                            &bob(),
+                            "r",
+                            &c.record.id,
+                            RespondRequest::accept(json!({"port": 1})),
+                        )
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(lighthouse_elicitation::Error::Closed) => return created,
+                        Err(e) => panic!("worker {w}: unexpected error {e}"),
+                    }
+                }
+            }
+            created
+        }));
+    }
+    while done.load(Ordering::Relaxed) < 200 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let probe = svc.clone();
+    svc.abort().await;
+    let mut created = Vec::new();
+    for w in workers {
+        let ids = tokio::time::timeout(Duration::from_secs(10), w)
+            .await
+            .expect("a call in flight did not return after the stop")
+            .unwrap();
+        created.extend(ids);
+    }
+    assert!(created.len() >= 200);
+    let after = tokio::time::timeout(
+        Duration::from_secs(10),
+        probe.create(&alice(), "s", ask("bob"), None),
+    )
+    .await
+    .expect("a create after the stop did not return");
+    assert!(
+        matches!(after, Err(lighthouse_elicitation::Error::Closed)),
+        "{after:?}"
+    );
+    let counts = probe.memory_counts();
+    assert_eq!((counts.seq_waiters, counts.handoff), (0, 0), "{counts:?}");
+    drop(probe);
+    let svc = open_at(dir.path(), &clock, Limits::default()).await;
+    for id in &created {
+        svc.get(&alice(), id, 0).await.unwrap();
+    }
+}
