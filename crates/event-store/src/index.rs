@@ -201,11 +201,7 @@ impl Indexes {
         Indexes {
             types: NamedMap::with_hasher(RandomState::new()),
             agents: NamedMap::with_hasher(RandomState::new()),
-            wide: Wide {
-                streams: StreamMap::with_hasher(RandomState::new()),
-                correlations: HashedMap::default(),
-                ids: HashedMap::with_capacity(events),
-            },
+            wide: Wide::with_capacity(events),
             times: Times::default(),
             hasher: Default::default(),
         }
@@ -247,14 +243,7 @@ impl Indexes {
     /// thread can fill them while this one reads the log; give them back with
     /// [`put_wide`](Self::put_wide).
     pub(crate) fn take_wide(&mut self) -> Wide {
-        std::mem::replace(
-            &mut self.wide,
-            Wide {
-                streams: StreamMap::with_hasher(RandomState::new()),
-                correlations: HashedMap::default(),
-                ids: HashedMap::default(),
-            },
-        )
+        std::mem::replace(&mut self.wide, Wide::with_capacity(0))
     }
 
     /// Puts back what [`take_wide`](Self::take_wide) took.
@@ -319,6 +308,15 @@ pub(crate) struct Wide {
 }
 
 impl Wide {
+    /// Empty maps, with room for the ids of `events` events.
+    fn with_capacity(events: usize) -> Self {
+        Wide {
+            streams: StreamMap::with_hasher(RandomState::new()),
+            correlations: HashedMap::default(),
+            ids: HashedMap::with_capacity(events),
+        }
+    }
+
     /// Adds one event's stream and the hashes of its id and correlation id
     /// (from [`Indexes::insert_narrow`]), in seq order.
     pub(crate) fn insert(&mut self, seq: u64, stream: &str, id: u64, correlation: Option<u64>) {

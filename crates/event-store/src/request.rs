@@ -120,23 +120,26 @@ impl Pending {
     pub(crate) fn appended_ref(&self) -> Appended {
         Appended {
             seq: self.seq,
-            id: match self.generated {
-                Some(u) => u.to_string(),
-                None => self.prepared.event.id.clone().unwrap_or_default(),
-            },
+            id: self.id_string(),
             version: self.version,
+        }
+    }
+
+    /// The event's id as placed: the caller's, or the one the store chose.
+    fn id_string(&self) -> String {
+        match self.generated {
+            Some(u) => u.to_string(),
+            None => self.prepared.event.id.clone().unwrap_or_default(),
         }
     }
 
     /// The committed event, for live subscribers: moves the payload out.
     pub(crate) fn take_event(&mut self, time: Timestamp) -> Event {
+        let id = self.id_string();
         let e = &mut self.prepared.event;
         Event {
             seq: self.seq,
-            id: match self.generated {
-                Some(u) => u.to_string(),
-                None => e.id.clone().unwrap_or_default(),
-            },
+            id,
             stream: std::mem::take(&mut e.stream),
             version: self.version,
             event_type: std::mem::take(&mut e.event_type),

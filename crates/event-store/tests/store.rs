@@ -697,6 +697,17 @@ async fn indexes_rebuilt_on_open_answer_as_the_writers_did() {
         }
     };
     let probes: Vec<u64> = (0..10_000).step_by(487).collect();
+    // Every probe filter's events (seq, version), and its stream's version.
+    let answers = |s: &EventStore| -> Vec<_> {
+        probes
+            .iter()
+            .flat_map(|&i| filters(i))
+            .map(|f| {
+                let v = f.stream.as_deref().and_then(|st| s.stream_version(st));
+                (read_all(s, &f), v)
+            })
+            .collect()
+    };
     let before = {
         let s = EventStore::open(dir.path(), opts()).unwrap();
         for chunk in (0..10_000u64).collect::<Vec<_>>().chunks(500) {
@@ -717,28 +728,13 @@ async fn indexes_rebuilt_on_open_answer_as_the_writers_did() {
             s.append(batch).await.unwrap();
         }
         s.flush().await.unwrap();
-        let answers: Vec<_> = probes
-            .iter()
-            .flat_map(|&i| filters(i))
-            .map(|f| {
-                let v = f.stream.as_deref().and_then(|st| s.stream_version(st));
-                (read_all(&s, &f), v)
-            })
-            .collect();
+        let answers = answers(&s);
         assert!(answers.iter().all(|(seqs, _)| !seqs.is_empty()));
         answers
     };
     let s = EventStore::open(dir.path(), opts()).unwrap();
     assert_eq!(s.head_seq(), 10_000);
-    let after: Vec<_> = probes
-        .iter()
-        .flat_map(|&i| filters(i))
-        .map(|f| {
-            let v = f.stream.as_deref().and_then(|st| s.stream_version(st));
-            (read_all(&s, &f), v)
-        })
-        .collect();
-    assert_eq!(before, after);
+    assert_eq!(before, answers(&s));
     let again = s
         .append(vec![ev(&stream(4242), "t.2", 4242).with_id("the-one-id")])
         .await
