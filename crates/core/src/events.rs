@@ -46,6 +46,7 @@ impl Bridge {
             ));
         };
         self.check(caller, action)?;
+        let stream = req.stream.clone();
         let mut e = NewEvent::new(req.stream, req.event_type, req.data)
             .with_agent(caller.agent.clone())
             .with_correlation_id(request_id)
@@ -66,11 +67,34 @@ impl Bridge {
             .into_iter()
             .next()
             .ok_or_else(Problem::internal)?;
+        if out.deduplicated {
+            self.check_replayed_id(caller, &stream, a.seq)?;
+        }
         Ok(AppendEventResponse {
             seq: a.seq,
             id: a.id,
             version: a.version,
         })
+    }
+
+    /// A repeated event id returns the original result only to its own retry:
+    /// the same agent appending to the same stream. Ids are global in the
+    /// store, so without this check anyone who learned an id would be told
+    /// where another agent's event sits, and their own event would be dropped.
+    fn check_replayed_id(&self, caller: &Caller, stream: &str, seq: u64) -> Result<(), Problem> {
+        let original = self
+            .store()
+            .get(seq)
+            .map_err(from_store)?
+            .ok_or_else(Problem::internal)?;
+        if original.stream == stream && original.agent.as_deref() == Some(caller.agent.as_str()) {
+            Ok(())
+        } else {
+            Err(Problem::invalid(
+                "/id",
+                "this id is already taken by another event; a retry must repeat the stream it was first sent to, and a new event needs a new id",
+            ))
+        }
     }
 
     /// `GET /v1/events`: every filter, with the caller's visibility applied.

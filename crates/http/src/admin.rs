@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use lighthouse_core::api::{
-    AppendEventRequest, CreateAgentRequest, DrainRequest, EventsQuery, FlagPut, Problem,
+    AppendEventRequest, CreateAgentRequest, DrainRequest, EventsQuery, FlagPut, FlagSpec, Problem,
     ReasonBody, SessionRequest,
 };
 use lighthouse_security::Caller;
@@ -65,17 +65,41 @@ pub(crate) async fn put_flag(
     Path(key): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    // `FlagPut` flattens the spec, and serde cannot refuse unknown fields
+    // through a flatten; so the body is taken apart here and the spec parsed
+    // on its own, where an unknown field is refused with its path.
     let mut v: serde_json::Value = parse_json(&body)?;
-    if let Some(o) = v.as_object_mut() {
-        for f in READ_ONLY_FLAG_FIELDS {
-            o.remove(f);
-        }
+    let Some(o) = v.as_object_mut() else {
+        return Err(Problem::invalid("", "the body must be a JSON object (a flag)").into());
+    };
+    for f in READ_ONLY_FLAG_FIELDS {
+        o.remove(f);
     }
-    let put: FlagPut = parse_json(&serde_json::to_vec(&v).unwrap_or_default())?;
+    let reason = take_field::<Option<String>>(o, "reason")?.flatten();
+    let expected_version = take_field::<Option<u64>>(o, "expected_version")?.flatten();
+    let spec: FlagSpec = parse_json(&serde_json::to_vec(&v).unwrap_or_default())?;
+    let put = FlagPut {
+        spec,
+        reason,
+        expected_version,
+    };
     Ok(json(
         StatusCode::OK,
         &st.bridge.put_flag(&caller, &rid.0, &key, put).await?,
     ))
+}
+
+/// Removes `name` from a JSON object and parses it, a type error naming the field.
+fn take_field<T: serde::de::DeserializeOwned>(
+    o: &mut serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Result<Option<T>, ApiError> {
+    o.remove(name)
+        .map(|v| {
+            serde_json::from_value(v)
+                .map_err(|e| ApiError(Problem::invalid(format!("/{name}"), e.to_string())))
+        })
+        .transpose()
 }
 
 async fn kill(
@@ -250,7 +274,10 @@ pub(crate) async fn end_session(
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        })
         .ok_or_else(|| {
             Problem::invalid(
                 "/Authorization",

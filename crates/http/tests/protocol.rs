@@ -181,6 +181,28 @@ async fn the_flag_gates_creation_per_agent_and_changes_take_effect_at_once() {
     put["rollout_percent"] = json!(0);
     put["allow"] = json!(["bob"]);
     put["reason"] = json!("stage 0");
+    // A misspelt field is refused by name, not silently dropped.
+    let mut typo = put.clone();
+    typo["rollout_precent"] = json!(0);
+    let r = ops.put("/v1/flags/elicitation_enabled", typo).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_request"),
+        "{:?}",
+        r.body
+    );
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("rollout_precent"),
+        "{:?}",
+        r.body
+    );
+    let mut bad_reason = put.clone();
+    bad_reason["reason"] = json!(7);
+    let r = ops.put("/v1/flags/elicitation_enabled", bad_reason).await;
+    assert_eq!(r.body["errors"][0]["path"], "/reason");
     let r = ops.put("/v1/flags/elicitation_enabled", put).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let r = ask().await;
@@ -278,6 +300,32 @@ async fn events_query_with_visibility() {
 }
 
 #[tokio::test]
+async fn a_repeated_event_id_replays_only_for_its_own_retry() {
+    let t = start().await;
+    let (alice, bob) = (t.agent("alice"), t.agent("bob"));
+    let body = json!({"stream": "notes-1", "type": "note.added", "data": {}, "id": "note-0001"});
+    let first = alice.post("/v1/events", body.clone()).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    let retry = alice.post("/v1/events", body.clone()).await;
+    assert_eq!(retry.body, first.body, "a retry gets the original result");
+    // Another agent reusing the id learns nothing of alice's event.
+    let r = bob.post("/v1/events", body).await;
+    assert_eq!((r.status, r.code()), (400, "invalid_request"));
+    assert_eq!(r.body["errors"][0]["path"], "/id");
+    assert!(r.body.get("seq").is_none());
+    // Nor does alice's own id on another stream pass as a retry.
+    let r = alice
+        .post(
+            "/v1/events",
+            json!({"stream": "notes-2", "type": "note.added", "data": {}, "id": "note-0001"}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (400, "invalid_request"));
+    let page = alice.get("/v1/events?type=note.added").await;
+    assert_eq!(page.body["events"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn operations_and_sessions() {
     let t = start().await;
     let (alice, ops) = (t.agent("alice"), t.agent("ops"));
@@ -331,9 +379,21 @@ async fn operations_and_sessions() {
         me.body,
         json!({"agent": "alice", "role": "agent", "key_id": 1})
     );
+    // Only a signed request creates a session: a token cannot mint its successor.
+    let mint = common::reply(
+        http.post(format!("{}/v1/sessions", t.base))
+            .bearer_auth(&token)
+            .json(&json!({"ttl_s": 60}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((mint.status, mint.code()), (401, "unauthenticated"));
+    // The auth scheme is case-insensitive (RFC 9110 11.1), here as everywhere.
     let del = http
         .delete(format!("{}/v1/sessions/current", t.base))
-        .bearer_auth(&token)
+        .header("authorization", format!("bearer {token}"))
         .send()
         .await
         .unwrap();

@@ -14,7 +14,7 @@ use crate::journal::NonceFlusher;
 use crate::keys::MasterKey;
 use crate::nonce::{NonceConfig, NonceStore};
 use crate::rate::{RateConfig, RateLimiter, RateRefusal};
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, Unauthenticated};
 use crate::registry::{AgentRegistry, RegistryConfig};
 use crate::signing::HEADER_AGENT;
 use crate::token::{TokenAuthority, TokenConfig};
@@ -142,6 +142,10 @@ impl Gate {
             Ok(a) => a,
             Err(refusal) => return Err(self.deny(refusal, req, action, None, now)),
         };
+        if auth.token.is_some() && action == Action::ManageOwnSession && req.method == "POST" {
+            let refusal = Refusal::Unauthenticated(Unauthenticated::SignatureRequired);
+            return Err(self.deny(refusal, req, action, Some(&auth.caller.agent), now));
+        }
         // Step 6 (the nonce, if any, is already used).
         let class = ActionClass::for_route(req.method, req.path);
         if let Err(r) = self

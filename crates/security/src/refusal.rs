@@ -25,6 +25,10 @@ pub enum Unauthenticated {
     RevokedToken,
     /// The token's agent is unknown or revoked, or its key id was retired.
     TokenKeyInactive,
+    /// A bearer token was presented where PROTOCOL.md 2.3 asks for a signature:
+    /// `POST /v1/sessions`, so that a stolen token cannot mint itself a
+    /// successor and outlive its expiry.
+    SignatureRequired,
 }
 
 impl Unauthenticated {
@@ -40,6 +44,9 @@ impl Unauthenticated {
             Unauthenticated::ExpiredToken => "expired token",
             Unauthenticated::RevokedToken => "revoked token",
             Unauthenticated::TokenKeyInactive => "token of a revoked agent or retired key",
+            Unauthenticated::SignatureRequired => {
+                "this request must be signed; a bearer token cannot create a session"
+            }
         }
     }
 

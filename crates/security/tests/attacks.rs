@@ -337,6 +337,32 @@ async fn expired_token_is_unauthenticated() {
 }
 
 #[tokio::test]
+async fn a_token_cannot_create_a_session_but_may_end_its_own() {
+    let env = Env::new();
+    let alice = env.agent("alice", Role::Agent).await;
+    let caller = lighthouse_security::Caller {
+        agent: alice.agent.clone(),
+        role: alice.role,
+        key_id: alice.key_id,
+    };
+    let tok = env
+        .gate
+        .tokens()
+        .issue(&caller, Some(60), env.gate.clock().now())
+        .unwrap();
+    let mint = Wire::bearer(&tok.token, "POST", "/v1/sessions");
+    assert_eq!(
+        env.admit(&mint, Action::ManageOwnSession),
+        Err(Refusal::Unauthenticated(Unauthenticated::SignatureRequired))
+    );
+    let end = Wire::bearer(&tok.token, "DELETE", "/v1/sessions/current");
+    assert_eq!(
+        env.admit(&end, Action::ManageOwnSession).unwrap().caller,
+        caller
+    );
+}
+
+#[tokio::test]
 async fn token_of_a_revoked_agent_is_unauthenticated() {
     let env = Env::new();
     let alice = env.agent("alice", Role::Agent).await;

@@ -117,19 +117,18 @@ async fn token_requests_are_rate_limited_and_authorized_too() {
             action: Action::Elicit
         })
     );
-    for _ in 0..10 {
-        assert!(
-            env.admit(
-                &Wire::bearer(&t.token, "POST", "/v1/sessions"),
-                Action::ManageOwnSession
-            )
-            .is_ok()
+    // The observer's read burst is 600 (PROTOCOL.md 2.4).
+    for i in 0..600 {
+        let r = env.admit(
+            &Wire::bearer(&t.token, "GET", "/v1/events"),
+            Action::ReadEvents,
         );
+        assert!(r.is_ok(), "request {i}: {r:?}");
     }
     assert!(matches!(
         env.admit(
-            &Wire::bearer(&t.token, "POST", "/v1/sessions"),
-            Action::ManageOwnSession
+            &Wire::bearer(&t.token, "GET", "/v1/events"),
+            Action::ReadEvents
         ),
         Err(Refusal::RateLimited { .. })
     ));
