@@ -12,6 +12,8 @@
 //! mcp_allowed_origins = []         # LIGHTHOUSE_MCP_ALLOWED_ORIGINS (comma-separated browser origins for /mcp)
 //! max_connections = 16384          # LIGHTHOUSE_MAX_CONNECTIONS (open connections; beyond it, accepting waits)
 //! listen_backlog = 4096            # LIGHTHOUSE_LISTEN_BACKLOG (connections the kernel queues before accept; capped by net.core.somaxconn)
+//! header_read_timeout_ms = 30000   # LIGHTHOUSE_HEADER_READ_TIMEOUT_MS (a request head must arrive within it; also the idle keep-alive)
+//! body_read_timeout_ms = 30000     # LIGHTHOUSE_BODY_READ_TIMEOUT_MS (a request body must arrive within it)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -32,6 +34,8 @@ pub struct ServeConfig {
     pub mcp_allowed_origins: Vec<String>,
     pub max_connections: usize,
     pub listen_backlog: u32,
+    pub header_read_timeout_ms: u64,
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for ServeConfig {
@@ -47,6 +51,8 @@ impl Default for ServeConfig {
             mcp_allowed_origins: Vec::new(),
             max_connections: 16_384,
             listen_backlog: 4096,
+            header_read_timeout_ms: 30_000,
+            body_read_timeout_ms: 30_000,
         }
     }
 }
@@ -118,6 +124,16 @@ impl ServeConfig {
                 .parse()
                 .map_err(|_| "LIGHTHOUSE_LISTEN_BACKLOG must be a number".to_owned())?;
         }
+        if let Some(v) = env("LIGHTHOUSE_HEADER_READ_TIMEOUT_MS") {
+            c.header_read_timeout_ms = v
+                .parse()
+                .map_err(|_| "LIGHTHOUSE_HEADER_READ_TIMEOUT_MS must be a number".to_owned())?;
+        }
+        if let Some(v) = env("LIGHTHOUSE_BODY_READ_TIMEOUT_MS") {
+            c.body_read_timeout_ms = v
+                .parse()
+                .map_err(|_| "LIGHTHOUSE_BODY_READ_TIMEOUT_MS must be a number".to_owned())?;
+        }
         if let Some(v) = o.listen {
             c.listen = v;
         }
@@ -152,6 +168,14 @@ impl ServeConfig {
         }
         if self.listen_backlog == 0 || self.listen_backlog > 65_535 {
             return Err("listen_backlog must be 1 to 65535".into());
+        }
+        for (name, ms) in [
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("body_read_timeout_ms", self.body_read_timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&ms) {
+                return Err(format!("{name} must be 100 to 600000"));
+            }
         }
         if self.window_s == 0 || self.window_s > 3600 {
             return Err("window_s must be 1 to 3600".into());

@@ -9,6 +9,7 @@ mod config;
 mod demo;
 mod listener;
 mod serve;
+mod server;
 
 use std::path::PathBuf;
 

@@ -157,9 +157,16 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
         ..lighthouse_mcp::McpConfig::default()
     };
     let (mcp, mcp_streams) = lighthouse_mcp::router_with_shutdown(bridge.clone(), mcp_config);
+    let http_config = lighthouse_http::HttpConfig {
+        body_read_timeout: Duration::from_millis(c.body_read_timeout_ms),
+        ..lighthouse_http::HttpConfig::default()
+    };
+    let timeouts = crate::server::Timeouts {
+        header_read: Duration::from_millis(c.header_read_timeout_ms),
+        http2_keep_alive: Duration::from_secs(20),
+    };
     // /mcp inside the REST router's request ids, logs and per-route metrics.
-    let (router, streams) =
-        lighthouse_http::router_with(bridge.clone(), lighthouse_http::HttpConfig::default(), mcp);
+    let (router, streams) = lighthouse_http::router_with(bridge.clone(), http_config, mcp);
     println!(
         "lighthouse-bridge listening on http://{addr} (data {})",
         c.data_dir.display()
@@ -169,19 +176,14 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
     // No Nagle delay on accepted connections (SSE pushes and small responses go
     // out at once), and at most `max_connections` of them open.
     let listener = crate::listener::Bounded::new(listener, c.max_connections);
-    let mut server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let mut server = tokio::spawn(crate::server::serve(listener, router, timeouts, async {
+        let _ = stop_rx.await;
+    }));
     tokio::select! {
         _ = shutdown_signal() => {}
         r = &mut server => {
             return match r {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(Failure::error(format!("server failed: {e}"))),
+                Ok(()) => Ok(()),
                 Err(e) => Err(Failure::error(format!("server task failed: {e}"))),
             };
         }

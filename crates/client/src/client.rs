@@ -102,6 +102,10 @@ impl ClientBuilder {
         let base = parse_base(&url)?;
         let http = reqwest::Client::builder()
             .connect_timeout(self.config.connect_timeout)
+            // The bridge closes a keep-alive connection idle for 30 s (its
+            // default header read timeout); reusing one just as it closes
+            // would fail a request, so the pool lets go first.
+            .pool_idle_timeout(std::time::Duration::from_secs(20))
             .tcp_nodelay(true)
             .user_agent(concat!("lighthouse-client/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -75,16 +75,28 @@ pub(crate) async fn authenticate(
 ) -> Response {
     let (mut parts, body) = req.into_parts();
     let limit = st.config.max_body_bytes;
-    let bytes: Bytes = match axum::body::to_bytes(body, limit + 1).await {
-        Ok(b) if b.len() <= limit => b,
-        _ => {
-            return ApiError(Problem::new(
-                ErrorCode::PayloadTooLarge,
-                format!("request bodies are limited to {limit} bytes"),
-            ))
-            .into_response();
-        }
-    };
+    let within = st.config.body_read_timeout;
+    let bytes: Bytes =
+        match tokio::time::timeout(within, axum::body::to_bytes(body, limit + 1)).await {
+            Ok(Ok(b)) if b.len() <= limit => b,
+            Err(_) => {
+                return ApiError(Problem::new(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "the request body did not arrive within {} ms",
+                        within.as_millis()
+                    ),
+                ))
+                .into_response();
+            }
+            _ => {
+                return ApiError(Problem::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("request bodies are limited to {limit} bytes"),
+                ))
+                .into_response();
+            }
+        };
     let route = matched.as_ref().map_or("", |m| m.as_str());
     let action = action_for(&parts.method, route, &bytes);
     let admitted = {

@@ -13,6 +13,10 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Comment line interval on SSE streams (default 15 s).
     pub heartbeat: Duration,
+    /// Longest time a request body may take to arrive (default 30 s; slower
+    /// is `400 invalid_request`, so a trickling client cannot hold a request
+    /// open).
+    pub body_read_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -20,6 +24,7 @@ impl Default for HttpConfig {
         HttpConfig {
             max_body_bytes: 1 << 20,
             heartbeat: Duration::from_secs(15),
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }

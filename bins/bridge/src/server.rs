@@ -1,0 +1,77 @@
+//! The accept loop. `axum::serve` builds hyper connections without a timer,
+//! so a client that sends its request head one byte a minute, or opens a
+//! connection and never speaks, holds one of the `max_connections` slots
+//! forever. Here every HTTP/1 connection must deliver each request head within
+//! `header_read_timeout` (idle keep-alive connections included: hyper starts the
+//! clock when it starts waiting for a head), and HTTP/2 connections are pinged
+//! so a vanished peer is noticed.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::serve::Listener;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+
+use crate::listener::Bounded;
+
+/// Connection timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Longest wait for a complete request head, and longest idle keep-alive.
+    pub header_read: Duration,
+    /// HTTP/2 ping interval; a ping unanswered for as long closes the connection.
+    pub http2_keep_alive: Duration,
+}
+
+/// Serves `router` on `listener` until `stop` resolves, then stops accepting
+/// and lets open connections finish their requests (the caller bounds that
+/// wait).
+pub async fn serve(
+    mut listener: Bounded,
+    router: Router,
+    timeouts: Timeouts,
+    stop: impl Future<Output = ()>,
+) {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(timeouts.http2_keep_alive)
+        .keep_alive_timeout(timeouts.http2_keep_alive);
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (io, remote) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stop => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let header_read = timeouts.header_read;
+        tokio::spawn(async move {
+            if !io.first_bytes_within(header_read).await {
+                tracing::debug!(%remote, "connection closed: no request within the header read timeout");
+                return;
+            }
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                // Timeouts, resets and malformed requests end here; they are
+                // the client's business, not an operator's.
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}

@@ -1,0 +1,95 @@
+//! Connections that never finish a request are closed: a request head that
+//! trickles in, an idle keep-alive connection, a body that never completes.
+//! Each would otherwise hold one of `max_connections` slots for ever.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{free_port, spawn_with, wait_ready};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads until the bridge closes the connection or `limit` passes; returns
+/// what was read and how long the connection lasted.
+async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> Option<(String, Duration)> {
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return Some((
+                    String::from_utf8_lossy(&got).into_owned(),
+                    started.elapsed(),
+                ));
+            }
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_heads_idle_connections_and_stalled_bodies_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let _child = spawn_with(
+        &dir.path().join("data"),
+        port,
+        &[
+            ("LIGHTHOUSE_HEADER_READ_TIMEOUT_MS", "400"),
+            ("LIGHTHOUSE_BODY_READ_TIMEOUT_MS", "400"),
+        ],
+    );
+    wait_ready(&format!("http://{addr}")).await;
+    let limit = Duration::from_secs(10);
+
+    // A request head that never ends.
+    let mut slow = TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let (_, lasted) = read_until_closed(&mut slow, limit)
+        .await
+        .expect("a never-ending head is cut off");
+    assert!(lasted >= Duration::from_millis(300), "{lasted:?}");
+
+    // A connection that says nothing at all.
+    let mut idle = TcpStream::connect(&addr).await.unwrap();
+    assert!(read_until_closed(&mut idle, limit).await.is_some());
+
+    // An HTTP/2 preface that never ends (the version sniffing has a deadline too).
+    let mut preface = TcpStream::connect(&addr).await.unwrap();
+    preface.write_all(b"PRI * HTTP/2").await.unwrap();
+    assert!(read_until_closed(&mut preface, limit).await.is_some());
+
+    // Keep-alive: a finished request, then silence.
+    let mut kept = TcpStream::connect(&addr).await.unwrap();
+    kept.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (text, _) = read_until_closed(&mut kept, limit)
+        .await
+        .expect("an idle keep-alive connection is closed");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+
+    // A body that stops half way is refused, not waited for.
+    let mut stalled = TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"to\":")
+        .await
+        .unwrap();
+    let (text, _) = read_until_closed(&mut stalled, limit)
+        .await
+        .expect("a stalled body is answered and the connection closed");
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("did not arrive within 400 ms"), "{text}");
+
+    // The bridge still serves.
+    let r = reqwest::get(format!("http://{addr}/health/live"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
