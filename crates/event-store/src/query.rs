@@ -159,6 +159,9 @@ impl Query {
 pub struct Page {
     /// The events, in the query's order.
     pub events: Vec<Event>,
-    /// When the page is full: the cursor to pass to [`Query::resume`] for the rest.
+    /// When the page is full, or a [`read_within`](crate::EventStore::read_within)
+    /// budget ran out first: the cursor to pass to [`Query::resume`] for the rest.
     pub next: Option<u64>,
+    /// How many records the read looked at (matching or not).
+    pub examined: usize,
 }

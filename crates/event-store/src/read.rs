@@ -19,24 +19,46 @@ impl EventStore {
     }
 
     /// Runs a query. Exact filters are served by indexes: the cost is a binary
-    /// search plus one step per candidate of the most selective filter.
+    /// search plus one step per candidate of the most selective filter. A
+    /// query whose filters together match little of a large candidate list
+    /// (two exact filters, a prefix filter) may look at many records; a server
+    /// answering untrusted queries uses [`read_within`](Self::read_within).
     pub fn read(&self, q: &Query) -> Result<Page> {
+        self.read_within(q, usize::MAX)
+    }
+
+    /// [`read`](Self::read), looking at no more than `max_examined` records
+    /// (at least one). When the budget runs out before the page is full, the
+    /// page ends early with `next` set to the last record looked at, so the
+    /// caller resumes from there: the cost of one call is bounded whatever
+    /// the filters, and no event is skipped.
+    pub fn read_within(&self, q: &Query, max_examined: usize) -> Result<Page> {
         let limit = q.limit.clamp(1, Query::MAX_LIMIT);
+        let budget = max_examined.max(1);
         let Some((lo, hi)) = self.bounds(q) else {
             return Ok(Page {
                 events: Vec::new(),
                 next: None,
+                examined: 0,
             });
         };
         let descending = q.order == Order::Descending;
         let mut events = Vec::with_capacity(limit.min(256));
+        let mut scan = Scan {
+            examined: 0,
+            budget,
+            last: None,
+        };
         if has_exact(&q.filter) {
-            self.read_indexed(q, lo, hi, descending, limit, &mut events)?;
+            self.read_indexed(q, lo, hi, descending, limit, &mut events, &mut scan)?;
         } else {
             // The log is dense: a position missing inside the window is damage,
             // reported rather than silently skipped.
             let mut expect = if descending { hi } else { lo };
             for item in self.shared().backend.range(lo, hi, descending) {
+                if scan.spent() {
+                    break;
+                }
                 let (seq, bytes) = item?;
                 if seq != expect {
                     return Err(missing(expect));
@@ -46,6 +68,7 @@ impl EventStore {
                 } else {
                     seq + 1
                 };
+                scan.look(seq);
                 if let Some(e) = self.matching(seq, &bytes, &q.filter)? {
                     events.push(e);
                     if events.len() == limit {
@@ -54,8 +77,20 @@ impl EventStore {
                 }
             }
         }
-        let next = (events.len() == limit).then(|| events[events.len() - 1].seq);
-        Ok(Page { events, next })
+        let next = if events.len() == limit {
+            Some(events[events.len() - 1].seq)
+        } else if scan.spent() {
+            // Only "more may follow" if the budget, not the window, ended it.
+            scan.last
+                .filter(|&l| if descending { l > lo } else { l < hi })
+        } else {
+            None
+        };
+        Ok(Page {
+            events,
+            next,
+            examined: scan.examined,
+        })
     }
 
     /// The seq window `[lo, hi]` a query covers, `None` if empty.
@@ -86,6 +121,7 @@ impl EventStore {
         (lo <= hi && hi > 0).then_some((lo, hi))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn read_indexed(
         &self,
         q: &Query,
@@ -94,6 +130,7 @@ impl EventStore {
         descending: bool,
         limit: usize,
         out: &mut Vec<Event>,
+        scan: &mut Scan,
     ) -> Result<()> {
         // Candidates are copied out in chunks so the index lock is held briefly and
         // a large posting list is never copied whole.
@@ -126,6 +163,10 @@ impl EventStore {
             };
             let exhausted = candidates.len() < chunk;
             for &seq in &candidates {
+                if scan.spent() {
+                    return Ok(());
+                }
+                scan.look(seq);
                 let Some(bytes) = self.shared().backend.get(seq)? else {
                     return Err(missing(seq));
                 };
@@ -164,6 +205,24 @@ impl EventStore {
             seq,
             reason: e.0.into(),
         })
+    }
+}
+
+/// What a read has looked at, against its budget.
+struct Scan {
+    examined: usize,
+    budget: usize,
+    last: Option<u64>,
+}
+
+impl Scan {
+    fn spent(&self) -> bool {
+        self.examined >= self.budget
+    }
+
+    fn look(&mut self, seq: u64) {
+        self.examined += 1;
+        self.last = Some(seq);
     }
 }
 

@@ -12,6 +12,9 @@ use crate::store::EventStore;
 
 /// Events read from disk per catch-up step (bounds the subscription's buffer).
 const CATCH_UP_PAGE: usize = 256;
+/// Records looked at per catch-up step at most, matching or not (bounds the
+/// work between two points where the task lets others run).
+const CATCH_UP_EXAMINED: usize = 4096;
 
 /// A stream of the events matching a filter after a position.
 ///
@@ -88,7 +91,12 @@ impl Subscription {
                 return Ok(e);
             }
             if !self.live {
-                self.catch_up_step()?;
+                if !self.catch_up_step()? {
+                    // A stretch of the log with nothing for this filter: let
+                    // other tasks run before looking at the next stretch, so
+                    // catching up over a long log never holds a worker.
+                    tokio::task::yield_now().await;
+                }
                 continue;
             }
             match self.rx.recv().await {
@@ -118,10 +126,11 @@ impl Subscription {
         }
     }
 
-    fn catch_up_step(&mut self) -> Result<()> {
+    /// Reads the next stretch of the log; `true` when it found events.
+    fn catch_up_step(&mut self) -> Result<bool> {
         if self.examined >= self.catch_up_until {
             self.live = true;
-            return Ok(());
+            return Ok(true);
         }
         let q = Query {
             after: Some(self.examined),
@@ -129,12 +138,13 @@ impl Subscription {
             limit: CATCH_UP_PAGE,
             ..Query::new(self.filter.clone())
         };
-        let page = self.store.read(&q)?;
+        let page = self.store.read_within(&q, CATCH_UP_EXAMINED)?;
         self.examined = match page.next {
             Some(last) => last,
             None => self.catch_up_until,
         };
+        let found = !page.events.is_empty();
         self.buffer.extend(page.events.into_iter().map(Arc::new));
-        Ok(())
+        Ok(found)
     }
 }

@@ -152,7 +152,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn appends_and_reads_match_the_model(ops in prop::collection::vec(op(), 1..40)) {
+    fn appends_and_reads_match_the_model(ops in prop::collection::vec(op(), 1..40), budget in 1usize..6) {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let store = EventStore::open_temporary(StoreOptions::new(KEY).durability(Durability::Buffered)).unwrap();
@@ -212,6 +212,34 @@ proptest! {
                 let got: Vec<u64> = store.read(&Query { limit: 10_000, ..Query::new(Filter::event_type(&ty)) }).unwrap()
                     .events.iter().map(|e| e.seq).collect();
                 prop_assert_eq!(got, want);
+            }
+            // A budgeted read, resumed until it says no more follows, returns
+            // exactly the unbounded answer: two exact filters, one, none, a
+            // prefix; both orders.
+            let filters = [
+                Filter { stream: Some("s1".into()), event_type: Some("t.k0".into()), ..Filter::default() },
+                Filter::event_type("t.k2"),
+                Filter::default(),
+                Filter { type_prefix: Some("t.k1".into()), ..Filter::default() },
+            ];
+            for f in filters {
+                for order in [Order::Ascending, Order::Descending] {
+                    let q = Query { limit: 2, order, ..Query::new(f.clone()) };
+                    let want: Vec<u64> = store.read(&Query { limit: 10_000, ..q.clone() }).unwrap()
+                        .events.iter().map(|e| e.seq).collect();
+                    let mut got = Vec::new();
+                    let mut q = q;
+                    loop {
+                        let page = store.read_within(&q, budget).unwrap();
+                        prop_assert!(page.examined <= budget);
+                        got.extend(page.events.iter().map(|e| e.seq));
+                        match page.next {
+                            Some(n) => q = q.resume(n),
+                            None => break,
+                        }
+                    }
+                    prop_assert_eq!(got, want, "{:?} {:?} budget {}", f, order, budget);
+                }
             }
             prop_assert!(store.verify().unwrap().ok());
             Ok(())

@@ -755,3 +755,31 @@ async fn a_panicking_append_then_function_leaves_the_store_working() {
     assert_eq!((next.seq, next.version), (2, 1));
     assert_eq!(s.read_stream("a", 0, 10).unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn catching_up_over_a_long_stretch_without_matches_lets_other_tasks_run() {
+    let s = EventStore::open_temporary(opts()).unwrap();
+    for (stream, t) in [("a", "x.one"), ("b", "x.two")] {
+        for chunk in 0..10 {
+            let batch = (0..1000).map(|i| ev(stream, t, chunk * 1000 + i)).collect();
+            s.append(batch).await.unwrap();
+        }
+    }
+    let last = s.append_one(ev("a", "x.two", -1)).await.unwrap();
+    // Stream "a" and type "x.two" each match 10,000 events; together, one.
+    let filter = Filter {
+        stream: Some("a".into()),
+        event_type: Some("x.two".into()),
+        ..Filter::default()
+    };
+    let mut sub = s.subscribe(0, filter);
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = ran.clone();
+    tokio::spawn(async move { flag.store(true, std::sync::atomic::Ordering::SeqCst) });
+    let e = sub.next().await.unwrap();
+    assert_eq!(e.seq, last.seq);
+    assert!(
+        ran.load(std::sync::atomic::Ordering::SeqCst),
+        "on a one-thread runtime the other task ran during the catch-up"
+    );
+}

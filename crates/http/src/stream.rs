@@ -160,6 +160,7 @@ pub(crate) async fn event_stream(
         caller: Caller,
         _guard: lighthouse_metrics::StreamGuard,
         done: bool,
+        skipped: u64,
     }
     let state = S {
         sub,
@@ -167,6 +168,7 @@ pub(crate) async fn event_stream(
         caller,
         _guard: guard,
         done: false,
+        skipped: 0,
     };
     let stream = futures::stream::unfold(state, |mut s| async move {
         loop {
@@ -182,6 +184,13 @@ pub(crate) async fn event_stream(
                 e = s.sub.next() => match e {
                     Ok(e) => {
                         if !Bridge::event_visible(&s.caller, &e) {
+                            // A long run of events this caller may not see
+                            // must not hold the worker: let others run now
+                            // and then.
+                            s.skipped += 1;
+                            if s.skipped % 256 == 0 {
+                                tokio::task::yield_now().await;
+                            }
                             continue;
                         }
                         let data = serde_json::to_string(&*e).unwrap_or_else(|_| "{}".to_owned());

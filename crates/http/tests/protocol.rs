@@ -326,6 +326,45 @@ async fn a_repeated_event_id_replays_only_for_its_own_retry() {
 }
 
 #[tokio::test]
+async fn an_event_query_looks_at_a_bounded_number_of_records_and_resumes() {
+    let t = start().await;
+    let ops = t.agent("ops");
+    for (stream, ty) in [("notes-1", "note.added"), ("notes-2", "note.other")] {
+        for batch in 0..11 {
+            let events = (0..1000)
+                .map(|i| {
+                    lighthouse_event_store::NewEvent::new(
+                        stream,
+                        ty,
+                        json!({"n": batch * 1000 + i}),
+                    )
+                })
+                .collect();
+            t.bridge.store().append(events).await.unwrap();
+        }
+    }
+    // Two exact filters, each matching 11,000 events and together none: the
+    // candidates are not all read in one request.
+    let r = ops
+        .get("/v1/events?stream=notes-1&type=note.other&limit=10")
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["events"], json!([]));
+    let next = r.body["next"].as_u64().expect("a cursor to resume from");
+    let r = ops
+        .get(&format!(
+            "/v1/events?stream=notes-1&type=note.other&limit=10&after={next}"
+        ))
+        .await;
+    assert_eq!(r.body["events"], json!([]));
+    assert_eq!(
+        r.body["next"],
+        json!(null),
+        "the second page reaches the end"
+    );
+}
+
+#[tokio::test]
 async fn operations_and_sessions() {
     let t = start().await;
     let (alice, ops) = (t.agent("alice"), t.agent("ops"));
