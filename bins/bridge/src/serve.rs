@@ -122,6 +122,15 @@ async fn shutdown_signal() {
     }
 }
 
+/// Whether any development agent was ever registered here (revoked ones
+/// count: the directory was a development one).
+fn has_dev_agents(bridge: &Bridge) -> bool {
+    let registry = bridge.gate().registry();
+    lighthouse_core::setup::DEV_AGENTS
+        .iter()
+        .any(|(agent, _)| registry.get(agent).is_some())
+}
+
 /// `serve`: runs until SIGTERM or Ctrl-C. On the signal readiness turns 503,
 /// the listener stops accepting, streams get a final `shutdown` event, in-flight
 /// requests get `shutdown_grace_ms` to finish, the elicitation snapshot is
@@ -129,6 +138,14 @@ async fn shutdown_signal() {
 pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
     let (key, created) = load_master_key(&c.data_dir, dev)?;
     let bridge = open(&c.data_dir, key, Some(&c)).await?;
+    if dev && !created && !has_dev_agents(&bridge) {
+        return Err(Failure::error(format!(
+            "{} was initialised without --dev; --dev would add the development agents \
+             (alice, bob, carol, ops) to it. Serve it without --dev, or use a fresh \
+             --data directory for development",
+            c.data_dir.display()
+        )));
+    }
     if dev {
         let report = initialize(&bridge, &credentials_dir(&c.data_dir), true)
             .await

@@ -93,3 +93,30 @@ async fn slow_heads_idle_connections_and_stalled_bodies_are_closed() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[test]
+fn serve_dev_refuses_a_directory_initialised_for_production() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let bin = env!("CARGO_BIN_EXE_lighthouse-bridge");
+    let init = std::process::Command::new(bin)
+        .arg("init")
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let serve = std::process::Command::new(bin)
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!serve.status.success());
+    let err = String::from_utf8_lossy(&serve.stderr);
+    assert!(err.contains("initialised without --dev"), "{err}");
+    assert!(
+        !data.join("credentials").join("alice.json").exists(),
+        "no development credential was written"
+    );
+}

@@ -58,6 +58,9 @@ pub(crate) struct Inner {
     pub(crate) clock: SharedClock,
     pub(crate) public_url: String,
     shutting_down: AtomicBool,
+    /// The last store write probe of readiness and when it ran (see
+    /// [`Bridge::health`]).
+    store_probe: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Writes accepted nonces to the journal every flush interval (so a replay
     /// is refused across a restart); stops when dropped.
@@ -71,6 +74,9 @@ impl Drop for Inner {
         }
     }
 }
+
+/// How long a readiness probe of the store is reused (see [`Bridge::health`]).
+pub const STORE_PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// The engine: one store, the security gate, flags, elicitations and metrics.
 /// Cheap to clone.
@@ -154,6 +160,7 @@ impl Bridge {
                 clock: config.clock.clone(),
                 public_url: config.public_url.clone(),
                 shutting_down: AtomicBool::new(false),
+                store_probe: tokio::sync::Mutex::new(None),
                 tasks: Mutex::new(Vec::new()),
                 _nonce_flusher: nonce_flusher,
             }),
@@ -245,13 +252,33 @@ impl Bridge {
 
     /// Readiness: the store accepts writes, the expiry timer runs, the bridge is
     /// not shutting down.
+    ///
+    /// The store is probed with a flush (a sync to disk) at most once per
+    /// [`STORE_PROBE_EVERY`]; callers in between share the last answer, and
+    /// concurrent callers wait for one probe. `/health/ready` needs no
+    /// credentials, so a flood of it must not become a flood of syncs. The
+    /// answer says only "not writable"; the cause goes to the log.
     pub async fn health(&self) -> Health {
         let mut components = BTreeMap::new();
-        let store = match self.inner.store.flush().await {
-            Ok(()) => "ok".to_owned(),
-            Err(e) => format!("not writable: {e}"),
+        let writable = {
+            let mut probe = self.inner.store_probe.lock().await;
+            match *probe {
+                Some((at, ok)) if at.elapsed() < STORE_PROBE_EVERY => ok,
+                _ => {
+                    let ok = match self.inner.store.flush().await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "readiness: the store is not writable");
+                            false
+                        }
+                    };
+                    *probe = Some((std::time::Instant::now(), ok));
+                    ok
+                }
+            }
         };
-        components.insert("store".to_owned(), store);
+        let store = if writable { "ok" } else { "not writable" };
+        components.insert("store".to_owned(), store.to_owned());
         let timer = if self.inner.elicitations.is_running() {
             "ok"
         } else {
@@ -340,5 +367,37 @@ async fn housekeeping(inner: std::sync::Weak<Inner>, every: Duration) {
                 tracing::warn!(error = %err, "could not record the audit summary");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readiness_syncs_the_store_at_most_once_per_probe_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = lighthouse_security::MasterKey::generate().unwrap();
+        let bridge = Bridge::open(BridgeConfig::new(dir.path(), key))
+            .await
+            .unwrap();
+        let probed_at = || async { bridge.inner.store_probe.lock().await.map(|(at, _)| at) };
+        assert!(bridge.health().await.is_ok());
+        let first = probed_at().await.expect("the first check probes the store");
+        for _ in 0..50 {
+            assert_eq!(bridge.health().await.components["store"], "ok");
+        }
+        assert_eq!(
+            probed_at().await,
+            Some(first),
+            "no new probe inside the interval"
+        );
+        *bridge.inner.store_probe.lock().await =
+            Some((first.checked_sub(STORE_PROBE_EVERY).unwrap(), true));
+        assert!(bridge.health().await.is_ok());
+        assert!(
+            probed_at().await.unwrap() > first,
+            "a stale probe is redone"
+        );
     }
 }
