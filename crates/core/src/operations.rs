@@ -48,6 +48,17 @@ impl Bridge {
         req: CreateRequest,
     ) -> Result<(Arc<Elicitation>, bool), Problem> {
         self.check(caller, Action::Elicit)?;
+        // A retried create returns its first result even if the flag has
+        // turned off for this agent since (PROTOCOL.md 4: the key makes a
+        // retry return the first result).
+        if let Some(key) = idempotency_key
+            && let Some(first) = self
+                .elicitations()
+                .replay(caller, key, &req)
+                .map_err(from_elicitation)?
+        {
+            return Ok((first, true));
+        }
         let enabled = self.flags().is_enabled(ELICITATION_FLAG, &caller.agent);
         self.metrics().flag_evaluation(
             ELICITATION_FLAG,

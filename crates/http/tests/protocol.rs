@@ -365,6 +365,43 @@ async fn an_event_query_looks_at_a_bounded_number_of_records_and_resumes() {
 }
 
 #[tokio::test]
+async fn a_retried_create_gets_its_first_result_after_the_gates_close() {
+    let t = start().await;
+    let (alice, ops, admin) = (t.agent("alice"), t.agent("ops"), t.agent("admin"));
+    let body = json!({"to": "bob", "message": "m", "requested_schema": port_schema()});
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let create = || async {
+        common::reply(
+            alice
+                .request(Method::POST, "/v1/elicitations", &bytes)
+                .header("idempotency-key", "retry-1")
+                .header("content-type", "application/json")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    };
+    let first = create().await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    // The flag turns off for alice, and the target is revoked.
+    let mut flag = ops.get("/v1/flags/elicitation_enabled").await.body;
+    flag["rollout_percent"] = json!(0);
+    flag["reason"] = json!("test");
+    assert_eq!(
+        ops.put("/v1/flags/elicitation_enabled", flag).await.status,
+        200
+    );
+    assert_eq!(admin.delete("/v1/agents/bob").await.status, 204);
+    let retry = create().await;
+    assert_eq!(retry.status, 200, "{:?}", retry.body);
+    assert_eq!(retry.body["id"], first.body["id"]);
+    // Without the key it is a new create, and the gates apply.
+    let r = alice.post("/v1/elicitations", body).await;
+    assert_eq!((r.status, r.code()), (403, "feature_disabled"));
+}
+
+#[tokio::test]
 async fn operations_and_sessions() {
     let t = start().await;
     let (alice, ops) = (t.agent("alice"), t.agent("ops"));

@@ -98,24 +98,11 @@ impl ElicitationService {
         require_role(caller, ACTING_ROLES, "this role may not elicit")?;
         check_request_id(request_id)?;
         let timeout = req.check(&s.limits)?;
-        if let Some(k) = idempotency_key
-            && (k.is_empty() || k.len() > s.limits.max_idempotency_key_bytes)
-        {
-            return Err(Error::invalid(
-                "",
-                format!(
-                    "the idempotency key must be 1 to {} bytes",
-                    s.limits.max_idempotency_key_bytes
-                ),
-            ));
+        if let Some(k) = idempotency_key {
+            self.check_idempotency_key(k)?;
         }
-        if !s.directory.is_active(&req.to) {
-            return Err(Error::NotFound { what: "agent" });
-        }
-        let profile = req.schema_profile.unwrap_or_default();
-        let compiled =
-            s.schemas
-                .compile(profile, &req.requested_schema, &s.limits, &s.retrievals)?;
+        // A retry gets the first result before anything that may have changed
+        // since (the target's registration, schema limits) is looked at again.
         let hash = idempotency_key.map(|_| request_hash(&req));
         let mut in_flight = InFlight {
             shared: s,
@@ -130,6 +117,13 @@ impl ElicitationService {
             }
             in_flight.key = Some((caller.agent.clone(), k.to_owned()));
         }
+        if !s.directory.is_active(&req.to) {
+            return Err(Error::NotFound { what: "agent" });
+        }
+        let profile = req.schema_profile.unwrap_or_default();
+        let compiled =
+            s.schemas
+                .compile(profile, &req.requested_schema, &s.limits, &s.retrievals)?;
         let now = s.clock.now();
         let id = events::new_id("el_", now);
         let data = Requested {
@@ -185,6 +179,49 @@ impl ElicitationService {
                 replayed: false,
             }),
         }
+    }
+
+    /// The first result of an earlier create by `caller` with this idempotency
+    /// key and the same request, if there is one within the key's lifetime;
+    /// the key with a different request is `invalid_request`. It does not wait
+    /// for a create still in flight ([`create`](Self::create) does). A gate in
+    /// front of `create` (a feature flag) asks this first, so that a retry gets
+    /// its first result even after the gate has closed.
+    pub fn replay(
+        &self,
+        caller: &Caller,
+        key: &str,
+        req: &CreateRequest,
+    ) -> Result<Option<Arc<Elicitation>>> {
+        self.check_idempotency_key(key)?;
+        let s = &*self.shared;
+        let first = {
+            let st = s.state.lock();
+            st.proj
+                .idempotent(&caller.agent, key, s.clock.now())
+                .map(|rec| (rec.id.clone(), rec.hash.clone()))
+        };
+        let Some((id, first_hash)) = first else {
+            return Ok(None);
+        };
+        if first_hash.as_deref() != Some(request_hash(req).as_str()) {
+            return Err(Error::invalid(
+                "",
+                "this idempotency key was used with a different request",
+            ));
+        }
+        self.record_of(&id).map(Some)
+    }
+
+    fn check_idempotency_key(&self, k: &str) -> Result<()> {
+        let max = self.shared.limits.max_idempotency_key_bytes;
+        if k.is_empty() || k.len() > max {
+            return Err(Error::invalid(
+                "",
+                format!("the idempotency key must be 1 to {max} bytes"),
+            ));
+        }
+        Ok(())
     }
 
     /// Waits out a concurrent create with the same key; returns the first result
