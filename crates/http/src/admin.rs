@@ -243,6 +243,14 @@ pub(crate) async fn revoke_agent(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+pub(crate) async fn revoke_agent_named_me(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    st.bridge.revoke_agent(&caller, "me").await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 pub(crate) async fn me(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,

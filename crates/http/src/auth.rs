@@ -27,7 +27,13 @@ pub(crate) async fn mark_route(matched: Option<MatchedPath>, req: Request, next:
 /// on the body's stream and type.
 pub(crate) fn action_for(method: &Method, route: &str, body: &[u8]) -> Action {
     use Action::*;
-    let m = method.as_str();
+    // HEAD is a GET without the body (axum routes it to the GET handler), so
+    // it needs exactly what GET needs.
+    let m = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
     match (m, route) {
         ("POST", "/v1/elicitations") => Elicit,
         ("GET", "/v1/elicitations" | "/v1/elicitations/{id}") => ReadElicitations,

@@ -42,6 +42,66 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Turns an error response that is not a problem (axum's own: `405` for a
+/// method a route does not take, `400` for a path it cannot decode, an empty
+/// `500`) into `application/problem+json`, so every error of the API has the
+/// shape of PROTOCOL.md 3. A `405` keeps its status and its `Allow` header,
+/// with the code `invalid_request`.
+pub(crate) async fn problems_only(resp: Response) -> Response {
+    let status = resp.status();
+    // Ours are problems or JSON documents (a 503 readiness body); axum's are
+    // plain text or empty.
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        let allow = parts
+            .headers
+            .get(header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let mut p = Problem::new(
+            ErrorCode::InvalidRequest,
+            format!("this route does not take that method; it takes: {allow}"),
+        );
+        p.status = status.as_u16();
+        p.title = "Method not allowed".to_owned();
+        let mut out = ApiError(p).into_response();
+        *out.status_mut() = status;
+        if let Some(v) = parts.headers.get(header::ALLOW) {
+            out.headers_mut().insert(header::ALLOW, v.clone());
+        }
+        return out;
+    }
+    if status.is_server_error() {
+        return ApiError(Problem::internal()).into_response();
+    }
+    // axum's rejections say in plain text what was wrong; short, and never
+    // from our internals.
+    let text = axum::body::to_bytes(body, 1024).await.unwrap_or_default();
+    let detail = String::from_utf8_lossy(&text).trim().to_owned();
+    let detail = if detail.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("bad request")
+            .to_owned()
+    } else {
+        detail
+    };
+    let mut out = ApiError(Problem::new(ErrorCode::InvalidRequest, detail)).into_response();
+    if status != StatusCode::BAD_REQUEST {
+        // Keep what axum meant (415, 422, ...) while giving it the problem shape.
+        *out.status_mut() = status;
+    }
+    out
+}
+
 /// Parses a JSON body, turning serde's complaint into `400 invalid_request`
 /// naming the field by JSON pointer.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

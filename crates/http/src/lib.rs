@@ -76,7 +76,11 @@ pub fn router_with(bridge: Bridge, config: HttpConfig, extra: Router) -> (Router
         .route("/v1/ops/drain", post(admin::drain))
         .route("/v1/ops/verify", post(admin::verify))
         .route("/v1/agents", get(admin::list_agents).post(admin::add_agent))
-        .route("/v1/agents/me", get(admin::me))
+        // `me` is also a possible agent id: DELETE revokes the agent named "me".
+        .route(
+            "/v1/agents/me",
+            get(admin::me).delete(admin::revoke_agent_named_me),
+        )
         .route("/v1/agents/{id}/rotate", post(admin::rotate_agent))
         .route(
             "/v1/agents/{id}",
@@ -94,6 +98,7 @@ pub fn router_with(bridge: Bridge, config: HttpConfig, extra: Router) -> (Router
         .route("/metrics", get(health::metrics));
     let router = api
         .merge(open)
+        .layer(axum::middleware::map_response(error::problems_only))
         .with_state(state.clone())
         .merge(extra)
         .fallback(|| async { ApiError(lighthouse_core::api::Problem::not_found("route")) })

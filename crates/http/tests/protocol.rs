@@ -147,6 +147,44 @@ async fn request_errors_have_their_codes() {
     // An unknown route is a problem too.
     let r = alice.get("/v1/nothing-here").await;
     assert_eq!(r.status, 404);
+    // So is a method a route does not take (405 keeps its Allow header)...
+    let r = alice.send(Method::PUT, "/v1/stream", b"").await;
+    assert_eq!(
+        (r.status, r.code()),
+        (405, "invalid_request"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.headers["content-type"], "application/problem+json");
+    assert_eq!(r.body["status"], 405);
+    assert!(r.headers.contains_key("allow"));
+    // ...and a path segment axum cannot decode.
+    let r = alice.get("/v1/elicitations/%FF%FE").await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_request"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.headers["content-type"], "application/problem+json");
+    // HEAD needs what GET needs.
+    let r = alice.send(Method::HEAD, "/v1/ops/stats", b"").await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        t.agent("ops")
+            .send(Method::HEAD, "/v1/ops/stats", b"")
+            .await
+            .status,
+        200
+    );
+    // An agent may be called "me": DELETE /v1/agents/me revokes it (admin only).
+    let admin = t.agent("admin");
+    let r = admin
+        .post("/v1/agents", json!({"id": "me", "role": "agent"}))
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(alice.delete("/v1/agents/me").await.status, 403);
+    assert_eq!(admin.delete("/v1/agents/me").await.status, 204);
 }
 
 #[tokio::test]
