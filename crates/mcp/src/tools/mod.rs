@@ -15,7 +15,7 @@ use args::{
     CancelArgs, ElicitArgs, GetArgs, NoArgs, QueryArgs, RespondArgs, SendArgs, StoreEventArgs,
     WaitMessagesArgs, parse, rename_fields, timeout_seconds, wait_ms,
 };
-pub use wait::CallContext;
+pub use wait::{CallContext, MIN_PROGRESS_INTERVAL};
 
 /// A successful result: `value` as `structuredContent` and as a text item.
 pub fn success<T: Serialize>(value: &T) -> CallToolResult {
@@ -56,13 +56,13 @@ pub async fn call<B: Backend>(
     use catalogue::*;
     let r = match name {
         ELICIT => result(elicit(backend, arguments, ctx).await),
-        CHECK_ELICITATIONS => result(match parse::<NoArgs>(arguments) {
+        CHECK_ELICITATIONS => result(match parse::<NoArgs>(arguments, &[]) {
             Ok(_) => backend.pending_inbox(MAX_INBOX_ITEMS).await,
             Err(p) => Err(p),
         }),
         RESPOND => result(
             async {
-                let (id, req) = parse::<RespondArgs>(arguments)?.request();
+                let (id, req) = parse::<RespondArgs>(arguments, &[])?.request();
                 backend.respond(&id, req).await
             }
             .await,
@@ -70,7 +70,7 @@ pub async fn call<B: Backend>(
         GET_ELICITATION => result(get_elicitation(backend, arguments, ctx).await),
         CANCEL => result(
             async {
-                let a: CancelArgs = parse(arguments)?;
+                let a: CancelArgs = parse(arguments, &[])?;
                 let req = CancelRequest { reason: a.reason };
                 backend.cancel(&a.elicitation_id, req).await
             }
@@ -78,14 +78,14 @@ pub async fn call<B: Backend>(
         ),
         SEND_MESSAGE => result(
             async {
-                let a: SendArgs = parse(arguments)?;
+                let a: SendArgs = parse(arguments, &[])?;
                 backend.send_message(a).await
             }
             .await,
         ),
         WAIT_FOR_MESSAGES => result(
             async {
-                let a: WaitMessagesArgs = parse(arguments)?;
+                let a: WaitMessagesArgs = parse(arguments, &["after", "wait_seconds"])?;
                 let wait = wait_ms(a.wait_seconds)?;
                 let r = ctx
                     .until_cancelled(backend.receive_messages(a.after.unwrap_or(0), wait))
@@ -96,7 +96,7 @@ pub async fn call<B: Backend>(
         ),
         STORE_EVENT => result(
             async {
-                let a: StoreEventArgs = parse(arguments)?;
+                let a: StoreEventArgs = parse(arguments, &["expected_version"])?;
                 backend
                     .append_event(AppendEventRequest {
                         stream: a.stream,
@@ -112,12 +112,12 @@ pub async fn call<B: Backend>(
         ),
         QUERY_EVENTS => result(
             async {
-                let q: QueryArgs = parse(arguments)?;
+                let q: QueryArgs = parse(arguments, &["after", "before", "limit"])?;
                 backend.query_events(q).await
             }
             .await,
         ),
-        HEALTH => result(match parse::<NoArgs>(arguments) {
+        HEALTH => result(match parse::<NoArgs>(arguments, &[]) {
             Ok(_) => backend.health().await,
             Err(p) => Err(p),
         }),
@@ -131,7 +131,7 @@ async fn elicit<B: Backend>(
     arguments: Option<JsonObject>,
     ctx: &CallContext,
 ) -> Result<lighthouse_core::api::Elicitation, Problem> {
-    let a: ElicitArgs = parse(arguments)?;
+    let a: ElicitArgs = parse(arguments, &["timeout_seconds"])?;
     let timeout_s = timeout_seconds(a.timeout_seconds)?;
     // The deadline is measured here, on a monotonic clock, so a remote bridge's
     // clock skew cannot stretch or cut the wait.
@@ -159,7 +159,7 @@ async fn get_elicitation<B: Backend>(
     arguments: Option<JsonObject>,
     ctx: &CallContext,
 ) -> Result<lighthouse_core::api::Elicitation, Problem> {
-    let a: GetArgs = parse(arguments)?;
+    let a: GetArgs = parse(arguments, &["wait_seconds"])?;
     let wait = wait_ms(a.wait_seconds)?;
     ctx.until_cancelled(backend.get_elicitation(&a.elicitation_id, wait))
         .await?
