@@ -145,9 +145,15 @@ async fn wait_loop<B: Backend>(
         if now >= deadline {
             return Ok(record);
         }
+        // The call was admitted once, at its start; a wait of up to an hour
+        // must not outlive the caller's token (expired or revoked meanwhile).
+        backend.still_authorized().await?;
         let mut slice = (deadline - now).min(MAX_WAIT_SLICE);
         if ctx.progress.is_some() {
             slice = slice.min(ctx.progress_interval);
+        }
+        if let Some(every) = backend.recheck_every() {
+            slice = slice.min(every);
         }
         let ms = u64::try_from(slice.as_millis()).unwrap_or(60_000).max(1);
         record = ctx
