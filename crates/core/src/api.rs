@@ -228,9 +228,9 @@ impl std::error::Error for Problem {}
 /// `GET /v1/elicitations` result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ElicitationList {
-    /// Records, newest first.
+    /// Records, oldest first (by the sequence of their `requested` event).
     pub items: Vec<Elicitation>,
-    /// Cursor for the next page.
+    /// Cursor for the next page (`None` on the last page).
     pub next_cursor: Option<String>,
 }
 

@@ -35,8 +35,14 @@ pub struct Limits {
     pub max_page_limit: usize,
     /// How long an idempotency key returns the first result (default 24 h).
     pub idempotency_ttl_ms: u64,
-    /// Idempotency keys remembered at once; beyond it the oldest are forgotten
-    /// early (default 100,000).
+    /// Idempotency keys remembered per requester; beyond it that requester's
+    /// oldest are forgotten before their TTL (default 10,000). Per requester,
+    /// so that one agent creating with many keys cannot push out the keys of
+    /// the others.
+    pub max_idempotency_keys_per_agent: usize,
+    /// Idempotency keys remembered in all, a memory ceiling above the
+    /// per-requester cap (default 200,000); beyond it the requester holding
+    /// the most keys loses its oldest.
     pub max_idempotency_keys: usize,
     /// Longest idempotency key, in bytes (default 255).
     pub max_idempotency_key_bytes: usize,
@@ -86,7 +92,8 @@ impl Default for Limits {
             default_page_limit: 100,
             max_page_limit: 1_000,
             idempotency_ttl_ms: 24 * 3_600_000,
-            max_idempotency_keys: 100_000,
+            max_idempotency_keys_per_agent: 10_000,
+            max_idempotency_keys: 200_000,
             max_idempotency_key_bytes: 255,
             max_pending: 100_000,
             max_retained_resolved: 100_000,
@@ -97,6 +104,17 @@ impl Default for Limits {
             snapshot_every_events: 250_000,
             timer_max_sleep_ms: 1_000,
             schema_cache_entries: 1_024,
+        }
+    }
+}
+
+impl Limits {
+    /// The bounds of the idempotency keys, as the projection applies them.
+    pub(crate) fn idempotency_bounds(&self) -> crate::projection::KeyBounds {
+        crate::projection::KeyBounds {
+            ttl_ms: self.idempotency_ttl_ms,
+            per_agent: self.max_idempotency_keys_per_agent,
+            total: self.max_idempotency_keys,
         }
     }
 }

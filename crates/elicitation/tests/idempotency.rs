@@ -116,3 +116,49 @@ async fn keys_are_bounded() {
     assert_eq!(svc.memory_counts().idempotency_keys, 5);
     svc.abort().await;
 }
+
+/// The key cap is per requester: alice creating with many more keys than her
+/// quota evicts only her own oldest, and carol's key still returns her first
+/// result, also after a restart (the eviction depends only on the log).
+#[tokio::test]
+async fn one_requester_cannot_evict_anothers_keys() {
+    let clock = manual_clock();
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_idempotency_keys_per_agent: 5,
+        ..Limits::default()
+    };
+    let svc = open_at(dir.path(), &clock, limits.clone()).await;
+    let first = svc
+        .create(&carol(), "c1", ask("bob"), Some("carol-key"))
+        .await
+        .unwrap();
+    for i in 0..20 {
+        svc.create(&alice(), "r", ask("bob"), Some(&format!("k{i}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(svc.memory_counts().idempotency_keys, 6);
+    let again = svc
+        .create(&carol(), "c2", ask("bob"), Some("carol-key"))
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.record.id, first.record.id);
+    // alice's oldest keys are forgotten: reusing one creates a new elicitation.
+    assert!(
+        !svc.create(&alice(), "r", ask("bob"), Some("k0"))
+            .await
+            .unwrap()
+            .replayed
+    );
+    svc.shutdown().await.unwrap();
+    let svc = open_at(dir.path(), &clock, limits).await;
+    let again = svc
+        .create(&carol(), "c3", ask("bob"), Some("carol-key"))
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.record.id, first.record.id);
+    svc.abort().await;
+}

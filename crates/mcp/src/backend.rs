@@ -6,15 +6,17 @@
 //! arguments, wait, and shape results and problems with the same code.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
-use lighthouse_core::Bridge;
 use lighthouse_core::api::{
     AppendEventRequest, AppendEventResponse, CancelRequest, CreateRequest, Elicitation,
     ElicitationList, EventsPage, EventsQuery, Health, MessagesPage, Problem, RespondRequest,
     SentMessage, Status,
 };
+use lighthouse_core::{Bridge, refusal_problem};
 use lighthouse_elicitation::{Mailbox, SendMessage};
-use lighthouse_security::Caller;
+use lighthouse_security::{AuthHeaders, Caller, HEADER_AUTHORIZATION};
 
 /// What the tools do to a bridge, as one agent. Every method answers with the
 /// REST response body of the matching route, or its problem.
@@ -71,7 +73,24 @@ pub trait Backend: Send + Sync {
     ) -> impl Future<Output = Result<EventsPage, Problem>> + Send;
     /// `GET /health/ready` (its body whether ready or not).
     fn health(&self) -> impl Future<Output = Result<Health, Problem>> + Send;
+
+    /// `Ok` while the caller's credential is still valid; checked between the
+    /// slices of a long wait, which outlives its own admission. The default
+    /// (a remote bridge) has nothing to check here: each slice is a request
+    /// of its own, which the bridge admits again.
+    fn still_authorized(&self) -> impl Future<Output = Result<(), Problem>> + Send {
+        async { Ok(()) }
+    }
+
+    /// How often a long wait must call [`still_authorized`](Self::still_authorized),
+    /// at least; `None` when each slice is checked anyway.
+    fn recheck_every(&self) -> Option<Duration> {
+        None
+    }
 }
+
+/// How often a wait on an in-process bridge re-checks its bearer token.
+pub const TOKEN_RECHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// [`Backend`] on an in-process bridge, acting as an admitted caller. The
 /// request id becomes the `correlation_id` of every event the call writes.
@@ -80,6 +99,9 @@ pub struct BridgeBackend {
     bridge: Bridge,
     caller: Caller,
     request_id: String,
+    /// The `Authorization` value the call was admitted with, re-checked
+    /// during waits.
+    token: Option<Arc<[u8]>>,
 }
 
 impl BridgeBackend {
@@ -90,7 +112,17 @@ impl BridgeBackend {
             bridge,
             caller,
             request_id: request_id.into(),
+            token: None,
         }
+    }
+
+    /// Re-checks `authorization` (the `Authorization: Bearer` value the call
+    /// was admitted with) during long waits: a wait that outlives the token,
+    /// or its revocation, ends with `401 unauthenticated` within
+    /// [`TOKEN_RECHECK_INTERVAL`].
+    pub fn with_token(mut self, authorization: Arc<[u8]>) -> Self {
+        self.token = Some(authorization);
+        self
     }
 
     /// The caller this backend acts as.
@@ -166,5 +198,34 @@ impl Backend for BridgeBackend {
 
     async fn health(&self) -> Result<Health, Problem> {
         Ok(self.bridge.health().await)
+    }
+
+    /// The verification admission made of the token, without the rest of
+    /// admission (no rate-limit charge, no audit record; a token uses no
+    /// nonce): MAC, expiry, revocation, and the agent's key still active.
+    async fn still_authorized(&self) -> Result<(), Problem> {
+        let Some(authorization) = &self.token else {
+            return Ok(());
+        };
+        let headers =
+            AuthHeaders::from_pairs(std::iter::once((HEADER_AUTHORIZATION, &authorization[..])));
+        let request = lighthouse_security::Request {
+            method: "GET",
+            path: "/mcp",
+            query: "",
+            headers,
+            body: b"",
+        };
+        let now = self.bridge.clock().now();
+        self.bridge
+            .gate()
+            .verifier()
+            .verify(&request, now)
+            .map(|_| ())
+            .map_err(|r| refusal_problem(&r))
+    }
+
+    fn recheck_every(&self) -> Option<Duration> {
+        self.token.as_ref().map(|_| TOKEN_RECHECK_INTERVAL)
     }
 }

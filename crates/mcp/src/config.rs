@@ -27,7 +27,9 @@ pub struct McpConfig {
     /// larger is `413 payload_too_large`.
     pub max_body_bytes: usize,
     /// Interval between `notifications/progress` while a tool waits, sent
-    /// when the client asked for progress (default [`DEFAULT_PROGRESS_INTERVAL`]).
+    /// when the client asked for progress (default [`DEFAULT_PROGRESS_INTERVAL`];
+    /// shorter than [`MIN_PROGRESS_INTERVAL`](crate::tools::MIN_PROGRESS_INTERVAL)
+    /// counts as that).
     pub progress_interval: Duration,
     /// How long `lighthouse_elicit` waits past the deadline for the expiry
     /// event before returning the record as it is (default [`DEFAULT_EXPIRY_GRACE`]).
@@ -67,7 +69,7 @@ impl McpConfig {
 
     /// Sets the progress notification interval (at least 100 ms).
     pub fn with_progress_interval(mut self, every: Duration) -> Self {
-        self.progress_interval = every.max(Duration::from_millis(100));
+        self.progress_interval = every.max(crate::tools::MIN_PROGRESS_INTERVAL);
         self
     }
 

@@ -53,7 +53,7 @@ mod stdio;
 pub mod tools;
 mod transport;
 
-pub use backend::{Backend, BridgeBackend};
+pub use backend::{Backend, BridgeBackend, TOKEN_RECHECK_INTERVAL};
 pub use config::{
     DEFAULT_EXPIRY_GRACE, DEFAULT_MAX_BODY_BYTES, DEFAULT_PROGRESS_INTERVAL,
     DEFAULT_SSE_KEEP_ALIVE, McpConfig,

@@ -72,7 +72,61 @@ impl Backend for Client {
         Client::query_events(self, &q).await.map_err(problem)
     }
 
+    /// PROTOCOL.md 12: the health tool answers with a readiness body, never an
+    /// error result. A bridge that cannot be reached, or answers with
+    /// something that is not its readiness body, is therefore `unavailable`,
+    /// with the reason as the `bridge` component.
     async fn health(&self) -> Result<Health, Problem> {
-        self.health_ready().await.map_err(problem)
+        Ok(match self.health_ready().await {
+            Ok(h) => h,
+            Err(e) => unreachable_health(&e.problem().detail),
+        })
+    }
+}
+
+/// Longest reason put in the `bridge` component, in bytes.
+const MAX_REASON_BYTES: usize = 256;
+
+/// The readiness body of a bridge the proxy could not get one from.
+fn unreachable_health(reason: &str) -> Health {
+    let mut end = reason.len().min(MAX_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Health {
+        status: "unavailable".into(),
+        components: [("bridge".to_owned(), reason[..end].to_owned())].into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lighthouse_client::RetryPolicy;
+
+    use super::*;
+
+    /// An unreachable bridge is a normal health result saying `unavailable`.
+    #[tokio::test]
+    async fn health_of_an_unreachable_bridge_is_a_result_not_an_error() {
+        // A port that was free a moment ago: nothing listens there now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = Client::builder()
+            .base_url(format!("http://127.0.0.1:{port}"))
+            .bearer_token("token")
+            .retry(RetryPolicy::none())
+            .build()
+            .unwrap();
+        let h = Backend::health(&client).await.unwrap();
+        assert_eq!(h.status, "unavailable");
+        assert!(
+            h.components["bridge"].contains("could not be reached"),
+            "{:?}",
+            h.components
+        );
+        assert!(h.components["bridge"].len() <= MAX_REASON_BYTES);
     }
 }

@@ -110,7 +110,10 @@ impl ServerHandler for BridgeTools {
         let rid = request_id(parts.map(|p| &p.headers));
         let span =
             tracing::info_span!("mcp_tool", tool = name, agent = %caller.agent, request_id = %rid);
-        let backend = BridgeBackend::new(self.bridge.clone(), caller, rid);
+        let mut backend = BridgeBackend::new(self.bridge.clone(), caller, rid);
+        if let Some(token) = &admission.token {
+            backend = backend.with_token(token.clone());
+        }
         let ctx = call_context(&context, &self.config);
         let out = tools::call(&backend, name, request.arguments, &ctx)
             .instrument(span)

@@ -37,6 +37,10 @@ pub(crate) struct Admission {
     /// The caller, or the problem (`forbidden`, `rate_limited`, `unavailable`)
     /// the tool call answers with.
     pub(crate) outcome: Result<Caller, Problem>,
+    /// The `Authorization: Bearer` value the request was admitted with, so
+    /// that a long wait can check the token is still valid (not expired, not
+    /// revoked).
+    pub(crate) token: Option<Arc<[u8]>>,
 }
 
 /// Ends every open `/mcp` response stream (and so every waiting tool call)
@@ -146,7 +150,7 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
     let class = classify(parts.method.as_str(), &bytes);
     // Bearer tokens only (PROTOCOL.md 2.3): signature headers are not passed
     // on, so a request without a token is refused as unauthenticated.
-    let admitted = {
+    let (admitted, token) = {
         let headers = AuthHeaders::from_pairs(
             parts
                 .headers
@@ -161,7 +165,11 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
             headers,
             body: b"",
         };
-        st.bridge.admit(&request, class.action)
+        let token = headers
+            .bearer()
+            .and(parts.headers.get(header::AUTHORIZATION))
+            .map(|v| Arc::<[u8]>::from(v.as_bytes()));
+        (st.bridge.admit(&request, class.action), token)
     };
     let outcome = match admitted {
         Ok(caller) => Ok(caller),
@@ -174,6 +182,7 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
     parts.extensions.insert(Admission {
         tool: class.tool.map(str::to_owned),
         outcome,
+        token,
     });
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await

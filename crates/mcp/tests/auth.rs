@@ -274,3 +274,40 @@ async fn bodies_over_the_limit_are_refused_whole() {
     assert_eq!(s, 200);
     assert_eq!(bobs_messages(&b).await, 1);
 }
+
+/// A `lighthouse_elicit` wait outlives its admission; when the caller's
+/// credential is revoked meanwhile, the wait ends with `unauthenticated`
+/// within the re-check interval, naming the elicitation it created.
+#[tokio::test]
+async fn a_waiting_elicit_ends_when_the_callers_token_is_revoked() {
+    let b = start().await;
+    let alice = b.client("alice").await;
+    let waiting = tokio::spawn(async move {
+        let r = call(
+            &alice,
+            "lighthouse_elicit",
+            json!({"to": "bob", "message": "Which port?", "schema": port_schema(), "timeout_seconds": 120}),
+        )
+        .await;
+        (r, alice)
+    });
+    // Let the call be admitted and start waiting.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let admin = b.bridge.caller_for("admin").unwrap();
+    b.bridge.revoke_agent(&admin, "alice").await.unwrap();
+    let revoked_at = std::time::Instant::now();
+    let (r, _alice) = tokio::time::timeout(
+        lighthouse_mcp::TOKEN_RECHECK_INTERVAL + std::time::Duration::from_secs(5),
+        waiting,
+    )
+    .await
+    .expect("the wait must end soon after the revocation")
+    .unwrap();
+    assert!(
+        revoked_at.elapsed()
+            <= lighthouse_mcp::TOKEN_RECHECK_INTERVAL + std::time::Duration::from_secs(1)
+    );
+    let p = problem(&r);
+    assert_eq!(p["code"], "unauthenticated", "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("was created"), "{p}");
+}

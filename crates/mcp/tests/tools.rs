@@ -108,7 +108,7 @@ async fn messages_events_and_health() {
 }
 
 #[derive(Clone, Default)]
-struct CountingClient(Arc<AtomicUsize>);
+struct CountingClient(Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<f64>>>);
 
 impl ClientHandler for CountingClient {
     async fn on_progress(
@@ -123,6 +123,7 @@ impl ClientHandler for CountingClient {
                 .unwrap_or_default()
                 .contains("waiting for bob")
         );
+        self.1.lock().unwrap().push(params.progress);
         self.0.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -157,6 +158,13 @@ async fn a_waiting_elicit_reports_progress_and_can_be_cancelled() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // MCP requires progress to increase with each notification; the interval
+    // (100 ms) is shorter than a second, so whole seconds would repeat.
+    let values = counter.1.lock().unwrap().clone();
+    assert!(
+        values.windows(2).all(|w| w[0] < w[1]),
+        "progress not strictly increasing: {values:?}"
+    );
     handle.cancel(Some("user gave up".into())).await.unwrap();
     let seen = counter.0.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 #[cfg(test)]
 use decoded::Decoded;
 pub(crate) use decoded::{ReplayDecoder, ReplayEvent};
-pub(crate) use idempotency::{KeyRecord, Records};
+pub(crate) use idempotency::{KeyBounds, KeyRecord, Records};
 
 pub use index::Mailbox;
 pub(crate) use snapshot::SnapshotCapture;
@@ -279,8 +279,7 @@ impl Projection {
                     created_at: req.created_at,
                     seq: e.seq,
                 },
-                self.limits.idempotency_ttl_ms,
-                self.limits.max_idempotency_keys,
+                self.limits.idempotency_bounds(),
             );
         }
         let profile = req.schema_profile;

@@ -112,11 +112,7 @@ impl Projection {
         p.applied_seq = snap.applied_seq;
         p.evicted_through = snap.evicted_through;
         for rec in snap.idempotency {
-            p.idempotency.insert(
-                rec,
-                p.limits.idempotency_ttl_ms,
-                p.limits.max_idempotency_keys,
-            );
+            p.idempotency.insert(rec, p.limits.idempotency_bounds());
         }
         for e in snap.entries {
             let pending = e.record.status == Status::Pending;

@@ -1,6 +1,7 @@
 //! Checking an answer against a compiled form-profile schema.
 //!
-//! Every violation is reported, each with the JSON pointer of the offending value
+//! Every violation is reported (up to [`MAX_VIOLATIONS`](super::MAX_VIOLATIONS),
+//! then a note that more exist), each with the JSON pointer of the offending value
 //! inside `content`: a property not in the schema, a missing required property
 //! (at `/<name>`), a wrong type, a violated bound, a value outside the options,
 //! a string not in its format.
@@ -10,41 +11,34 @@ use std::cmp::Ordering;
 use serde_json::{Number, Value};
 
 use super::form::{FormSchema, Rule};
-use super::pointer;
+use super::{Violations, options_list, pointer, quote};
 use crate::error::Violation;
 
-/// Checks `content` against `schema`; the violations are sorted by path.
+/// Checks `content` against `schema`; the violations are sorted by path, at
+/// most [`MAX_VIOLATIONS`](super::MAX_VIOLATIONS) of them plus a note on the rest.
 pub(crate) fn check(schema: &FormSchema, content: &Value) -> Vec<Violation> {
-    let mut out = Vec::new();
+    let mut out = Violations::default();
     let Some(obj) = content.as_object() else {
-        out.push(Violation::new(
-            "",
-            format!("expected an object, got {}", kind(content)),
-        ));
-        return out;
+        out.push("", || format!("expected an object, got {}", kind(content)));
+        return out.into_sorted();
     };
     for (name, v) in obj {
         let path = pointer("", name);
         match schema.properties.get(name) {
             Some(rule) => check_value(rule, v, &path, &mut out),
-            None => out.push(Violation::new(
-                path,
-                "is not a property of the requested schema",
-            )),
+            None => out.push(path, || "is not a property of the requested schema".into()),
         }
     }
     for name in &schema.required {
         if !obj.contains_key(name) {
-            out.push(Violation::new(pointer("", name), "is a required property"));
+            out.push(pointer("", name), || "is a required property".into());
         }
     }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    out
+    out.into_sorted()
 }
 
-/// Checks one value against one property rule, appending violations at `path`.
-pub(crate) fn check_value(rule: &Rule, v: &Value, path: &str, out: &mut Vec<Violation>) {
-    let mut bad = |message: String| out.push(Violation::new(path, message));
+/// Checks one value against one property rule, adding violations at `path`.
+pub(crate) fn check_value(rule: &Rule, v: &Value, path: &str, out: &mut Violations) {
     match rule {
         Rule::Text {
             min_length,
@@ -52,17 +46,23 @@ pub(crate) fn check_value(rule: &Rule, v: &Value, path: &str, out: &mut Vec<Viol
             format,
         } => {
             let Some(s) = v.as_str() else {
-                return bad(format!("expected a string, got {}", kind(v)));
+                return out.push(path, || format!("expected a string, got {}", kind(v)));
             };
             let len = s.chars().count() as u64;
             if let Some(min) = min_length.filter(|m| len < *m) {
-                bad(format!("{s:?} is shorter than {min} characters"));
+                out.push(path, || {
+                    format!("{} is shorter than {min} characters", quote(s))
+                });
             }
             if let Some(max) = max_length.filter(|m| len > *m) {
-                bad(format!("{s:?} is longer than {max} characters"));
+                out.push(path, || {
+                    format!("{} is longer than {max} characters", quote(s))
+                });
             }
             if let Some(f) = format.filter(|f| !f.matches(s)) {
-                bad(format!("{s:?} is not a valid {}", f.as_str()));
+                out.push(path, || {
+                    format!("{} is not a valid {}", quote(s), f.as_str())
+                });
             }
         }
         Rule::Number {
@@ -72,29 +72,27 @@ pub(crate) fn check_value(rule: &Rule, v: &Value, path: &str, out: &mut Vec<Viol
         } => {
             let Value::Number(n) = v else {
                 let want = if *integer { "an integer" } else { "a number" };
-                return bad(format!("expected {want}, got {}", kind(v)));
+                return out.push(path, || format!("expected {want}, got {}", kind(v)));
             };
             if *integer && !is_integer(n) {
-                bad(format!("{n} is not an integer"));
+                out.push(path, || format!("{n} is not an integer"));
             }
             if let Some(min) = minimum.as_ref().filter(|m| compare(n, m).is_lt()) {
-                bad(format!("{n} is less than the minimum of {min}"));
+                out.push(path, || format!("{n} is less than the minimum of {min}"));
             }
             if let Some(max) = maximum.as_ref().filter(|m| compare(n, m).is_gt()) {
-                bad(format!("{n} is greater than the maximum of {max}"));
+                out.push(path, || format!("{n} is greater than the maximum of {max}"));
             }
         }
         Rule::Boolean => {
             if !v.is_boolean() {
-                bad(format!("expected a boolean, got {}", kind(v)));
+                out.push(path, || format!("expected a boolean, got {}", kind(v)));
             }
         }
         Rule::Select { options } => match v.as_str() {
             Some(s) if options.iter().any(|o| o == s) => {}
-            Some(s) => bad(format!(
-                "{s:?} is not one of the allowed values {options:?}"
-            )),
-            None => bad(format!("expected a string, got {}", kind(v))),
+            Some(s) => out.push(path, || not_allowed(s, options)),
+            None => out.push(path, || format!("expected a string, got {}", kind(v))),
         },
         Rule::MultiSelect {
             options,
@@ -102,31 +100,40 @@ pub(crate) fn check_value(rule: &Rule, v: &Value, path: &str, out: &mut Vec<Viol
             max_items,
         } => {
             let Some(items) = v.as_array() else {
-                return bad(format!("expected an array, got {}", kind(v)));
+                return out.push(path, || format!("expected an array, got {}", kind(v)));
             };
             let n = items.len() as u64;
             if let Some(min) = min_items.filter(|m| n < *m) {
-                bad(format!("has {n} items, fewer than the minimum of {min}"));
+                out.push(path, || {
+                    format!("has {n} items, fewer than the minimum of {min}")
+                });
             }
             if let Some(max) = max_items.filter(|m| n > *m) {
-                bad(format!("has {n} items, more than the maximum of {max}"));
+                out.push(path, || {
+                    format!("has {n} items, more than the maximum of {max}")
+                });
             }
             for (i, item) in items.iter().enumerate() {
-                let ip = pointer(path, &i.to_string());
                 match item.as_str() {
                     Some(s) if options.iter().any(|o| o == s) => {}
-                    Some(s) => out.push(Violation::new(
-                        ip,
-                        format!("{s:?} is not one of the allowed values {options:?}"),
-                    )),
-                    None => out.push(Violation::new(
-                        ip,
-                        format!("expected a string, got {}", kind(item)),
-                    )),
+                    Some(s) => out.push(pointer(path, &i.to_string()), || not_allowed(s, options)),
+                    None => out.push(pointer(path, &i.to_string()), || {
+                        format!("expected a string, got {}", kind(item))
+                    }),
                 }
             }
         }
     }
+}
+
+/// The message for a value outside the options: the value and the options,
+/// each shortened, never the whole list of a long one.
+fn not_allowed(s: &str, options: &[String]) -> String {
+    format!(
+        "{} is not one of the allowed values {}",
+        quote(s),
+        options_list(options)
+    )
 }
 
 /// The JSON type of `v`, for messages.

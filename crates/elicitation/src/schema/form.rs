@@ -271,9 +271,9 @@ impl Compiler {
             }
         }?;
         if let Some(d) = obj.get("default") {
-            let mut v = Vec::new();
+            let mut v = super::Violations::default();
             super::answer::check_value(&rule, d, "", &mut v);
-            for violation in v {
+            for violation in v.into_sorted() {
                 self.problem(
                     "default",
                     pointer(base, "default"),

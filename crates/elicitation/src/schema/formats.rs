@@ -203,7 +203,11 @@ fn is_full_date(s: &str) -> bool {
 
 /// RFC 3339 `date-time`, for example `2026-11-26T07:00:00.123Z`.
 fn is_date_time(s: &str) -> bool {
-    s.len() >= 20 && is_full_date(&s[..10]) && OffsetDateTime::parse(s, &Rfc3339).is_ok()
+    // `get`, not `[..10]`: an answer is any string, and byte 10 of a non-ASCII
+    // one can fall inside a character, where slicing would panic.
+    s.len() >= 20
+        && s.get(..10).is_some_and(is_full_date)
+        && OffsetDateTime::parse(s, &Rfc3339).is_ok()
 }
 
 #[cfg(test)]
@@ -301,6 +305,39 @@ mod tests {
             "yesterday",
         ] {
             assert!(!Format::DateTime.matches(bad), "{bad}");
+        }
+    }
+
+    /// Multibyte characters around the byte offsets each check slices at (the
+    /// date's 10 bytes, `@`, `:`, `//`, `]`) are refused, never a panic.
+    #[test]
+    fn multibyte_input_is_refused_without_panicking() {
+        let date_times = [
+            // byte 10 falls inside `é` (bytes 9 and 10)
+            "2026-11-2é07:00:00.123Z",
+            "2026-11-26é07:00:00Z",
+            "ééééééééééééééééééééé",
+            "2026-11-26T07:00:00.123Z\u{1F600}",
+            "２０２６-11-26T07:00:00Z",
+        ];
+        for s in date_times {
+            assert!(!Format::DateTime.matches(s), "{s}");
+        }
+        for s in ["2026-11-2é", "2026-1é-26", "éééée", "２０２６-11-26"] {
+            assert!(!Format::Date.matches(s), "{s}");
+        }
+        for s in ["é@é", "a@é.com", "é\u{1F600}@x.y", "\"é\"@x.y", "a@[é]"] {
+            assert!(!Format::Email.matches(s), "{s}");
+        }
+        for s in [
+            "é:x",
+            "http://é/",
+            "http://[::1]é:80/",
+            "http://hé:80/",
+            "http://h:8é/",
+            "ht\u{1F600}tp://x",
+        ] {
+            assert!(!Format::Uri.matches(s), "{s}");
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::error::Error;
+use crate::error::{Error, Violation};
 
 fn compile_json(schema: &Value) -> Result<CompiledSchema, Error> {
     CompiledSchema::compile(SchemaProfile::JsonSchema, schema, &Limits::default())
@@ -28,7 +28,107 @@ fn json_schema_profile_accepts_full_2020_12() {
     let v = c.violations(&json!({"n": 0, "nested": {"x": "ABC"}, "mail": "nope", "zzz": 1}));
     let mut paths: Vec<_> = v.iter().map(|v| v.path.clone()).collect();
     paths.sort();
-    assert_eq!(paths, vec!["", "/mail", "/n", "/nested/x"], "{v:?}");
+    assert_eq!(paths, vec!["/mail", "/n", "/nested/x", "/zzz"], "{v:?}");
+}
+
+/// A missing required property and each disallowed one are reported at
+/// `/<name>` of that property, as in the form profile, not at their object.
+#[test]
+fn json_schema_property_violations_point_at_the_property() {
+    let s = json!({"type": "object",
+        "properties": {"a": {"type": "integer"}, "o": {"type": "object", "required": ["x"],
+                       "properties": {"x": {}}, "additionalProperties": false}},
+        "required": ["a", "b/c"], "additionalProperties": false});
+    let c = compile_json(&s).unwrap();
+    let v = c.violations(&json!({"o": {"y": 1, "z": 2}, "extra": true}));
+    let got: Vec<_> = v
+        .iter()
+        .map(|v| (v.path.as_str(), v.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("/a", "is a required property"),
+            ("/b~1c", "is a required property"),
+            ("/extra", "is not a property the requested schema allows"),
+            ("/o/x", "is a required property"),
+            ("/o/y", "is not a property the requested schema allows"),
+            ("/o/z", "is not a property the requested schema allows"),
+        ]
+    );
+    let s = json!({"properties": {"a": {}}, "unevaluatedProperties": false});
+    let v = compile_json(&s)
+        .unwrap()
+        .violations(&json!({"a": 1, "b": 2}));
+    assert_eq!(
+        v,
+        vec![Violation::new(
+            "/b",
+            "is not a property the requested schema allows"
+        )]
+    );
+}
+
+/// Many failing items: messages for the first `MAX_VIOLATIONS` only, then the
+/// exact count of the others.
+#[test]
+fn json_schema_violations_are_capped() {
+    let c = compile_json(&json!({"type": "array", "items": {"enum": ["x".repeat(2000)]}})).unwrap();
+    let answer = Value::Array(vec![json!(1); 300]);
+    let v = c.violations(&answer);
+    assert_eq!(v.len(), MAX_VIOLATIONS + 1, "{v:?}");
+    assert_eq!(v[0].path, "/0");
+    assert!(
+        v[..MAX_VIOLATIONS]
+            .iter()
+            .all(|v| v.message.len() <= MAX_VIOLATION_MESSAGE_BYTES + 3)
+    );
+    assert_eq!(
+        v[MAX_VIOLATIONS],
+        Violation::new(
+            "",
+            "200 more violation(s) not listed: at most 100 are reported"
+        )
+    );
+}
+
+/// A schema that applies many subschemas to every item of a long array would
+/// make `jsonschema` collect hundreds of thousands of errors: only the first
+/// is reported, with a note, and the check is quick.
+#[test]
+fn json_schema_error_collection_is_bounded() {
+    let all_of: Vec<Value> = (0..400)
+        .map(|_| json!({"items": {"type": "string"}}))
+        .collect();
+    let c = compile_json(&json!({"allOf": all_of})).unwrap();
+    let answer = Value::Array(vec![json!(0); 20_000]);
+    let started = std::time::Instant::now();
+    let v = c.violations(&answer);
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert_eq!(v[0].path, "/0");
+    assert_eq!(v[1].path, "");
+    assert!(v[1].message.contains("only the first"), "{v:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // A reference is counted as its target: all violations here.
+    let c =
+        compile_json(&json!({"$defs": {"s": {"type": "string"}}, "items": {"$ref": "#/$defs/s"}}))
+            .unwrap();
+    let v = c.violations(&json!([1, 2]));
+    assert_eq!(
+        v.iter().map(|v| v.path.as_str()).collect::<Vec<_>>(),
+        ["/0", "/1"]
+    );
+    // A cycle of references has no bound: the first violation only.
+    let c = compile_json(
+        &json!({"$defs": {"t": {"type": "array", "items": {"$ref": "#/$defs/t"}}},
+        "$ref": "#/$defs/t"}),
+    )
+    .unwrap();
+    let v = c.violations(&json!([[1], 2]));
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert!(v[1].message.contains("only the first"), "{v:?}");
+    // No violations, no note.
+    assert_eq!(c.violations(&json!([[], [[]]])), vec![]);
 }
 
 #[test]

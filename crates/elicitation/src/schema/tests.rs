@@ -565,3 +565,104 @@ fn pointers_escape() {
     assert_eq!(pointer("", "a/b~c"), "/a~1b~0c");
     assert_eq!(pointer("/x", "0"), "/x/0");
 }
+
+/// A `date-time` answer or `default` whose byte 10 falls inside a character
+/// (`é` spans bytes 9 and 10 here) is a violation, not a panic.
+#[test]
+fn multibyte_date_time_is_a_violation_not_a_panic() {
+    let at = "2026-11-2é07:00:00.123Z";
+    let c = port_schema();
+    let got = c.violations(&json!({"port": 1, "at": at}));
+    assert_eq!(
+        got,
+        vec![Violation::new(
+            "/at",
+            format!("{at:?} is not a valid date-time")
+        )]
+    );
+    refused(
+        form(json!({"at": {"type": "string", "format": "date-time", "default": at}})),
+        "default",
+        "/properties/at/default",
+    );
+}
+
+/// An answer with thousands of bad items against a long list of options gets
+/// messages for the first `MAX_VIOLATIONS` only, each short (the options are
+/// not all spelled out), then the count of the others: the error stays small
+/// instead of growing with items × options.
+#[test]
+fn answer_violations_are_capped_in_number_and_length() {
+    let options: Vec<String> = (0..2000)
+        .map(|i| format!("option-{i:04}-xxxxxxxx"))
+        .collect();
+    let s = form(json!({"tags": {"type": "array", "items": {"type": "string", "enum": options}}}));
+    let c = compile_form(&s).unwrap();
+    let answer = json!({"tags": vec!["nope"; 10_000]});
+    let v = c.violations(&answer);
+    assert_eq!(v.len(), MAX_VIOLATIONS + 1);
+    let kept = &v[..MAX_VIOLATIONS];
+    assert!(
+        kept.iter()
+            .all(|v| v.message.len() <= MAX_VIOLATION_MESSAGE_BYTES + 3)
+    );
+    assert!(
+        kept[0]
+            .message
+            .starts_with("\"nope\" is not one of the allowed values [\"option-0000-"),
+        "{}",
+        kept[0].message
+    );
+    assert!(
+        kept[0].message.ends_with("… (2000 in all)]"),
+        "{}",
+        kept[0].message
+    );
+    assert_eq!(
+        v[MAX_VIOLATIONS],
+        Violation::new(
+            "",
+            "9900 more violation(s) not listed: at most 100 are reported"
+        )
+    );
+    let body = serde_json::to_string(&v).unwrap();
+    assert!(body.len() < 64 << 10, "{} bytes", body.len());
+
+    // A long offending string is quoted in part.
+    let c = compile_form(&form(
+        json!({"s": {"type": "string", "maxLength": 3, "format": "email"}}),
+    ))
+    .unwrap();
+    let long = "é".repeat(30_000);
+    let v = c.violations(&json!({"s": long}));
+    assert_eq!(v.len(), 2);
+    for v in &v {
+        assert!(v.message.len() < 200, "{}", v.message);
+        assert!(v.message.starts_with("\"éééé"), "{}", v.message);
+        assert!(v.message.contains("…\""), "{}", v.message);
+    }
+}
+
+/// A multi-select `default` with many bad items is refused with a bounded
+/// list of problems.
+#[test]
+fn default_problems_are_capped() {
+    let s = form(
+        json!({"tags": {"type": "array", "items": {"type": "string", "enum": ["a"]},
+        "default": vec!["z"; 5000]}}),
+    );
+    let Err(Error::InvalidSchema { problems }) = compile_form(&s) else {
+        panic!()
+    };
+    assert_eq!(problems.len(), MAX_VIOLATIONS + 1);
+    assert!(
+        problems
+            .iter()
+            .all(|p| p.path == "/properties/tags/default")
+    );
+    assert!(
+        problems[MAX_VIOLATIONS].message.contains("4900 more"),
+        "{:?}",
+        problems[MAX_VIOLATIONS]
+    );
+}

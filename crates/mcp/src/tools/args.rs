@@ -101,12 +101,29 @@ pub(crate) const MAX_TIMEOUT_SECONDS: u64 = 3600;
 /// `timeout_seconds` when not given.
 pub(crate) const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
 
-/// Parses `arguments` (absent means `{}`) into `T`.
-pub(crate) fn parse<T: DeserializeOwned>(arguments: Option<JsonObject>) -> Result<T, Problem> {
-    let value = Value::Object(arguments.unwrap_or_default());
+/// Parses `arguments` (absent means `{}`) into `T`. The top-level arguments
+/// named in `integers` take an integer-valued float (`30.0`) as that integer:
+/// JSON Schema's `integer` (which the input schemas declare) accepts it, and
+/// some clients send every number as a float.
+pub(crate) fn parse<T: DeserializeOwned>(
+    arguments: Option<JsonObject>,
+    integers: &[&str],
+) -> Result<T, Problem> {
+    let mut arguments = arguments.unwrap_or_default();
+    for name in integers {
+        if let Some(v) = arguments.get_mut(*name) {
+            integral(v);
+        }
+    }
+    let value = Value::Object(arguments);
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = pointer(&e.path().to_string());
         let message = e.inner().to_string();
+        // serde reports a missing field at the object that lacks it; the
+        // pointer should name the argument itself.
+        let path = match missing_field(&message) {
+            Some(field) => format!("{}/{}", pointer(&e.path().to_string()), escape(field)),
+            None => pointer(&e.path().to_string()),
+        };
         Problem::new(
             ErrorCode::InvalidRequest,
             format!("invalid arguments: {message}"),
@@ -131,6 +148,34 @@ pub(crate) fn timeout_seconds(t: Option<u64>) -> Result<u64, Problem> {
     }
 }
 
+/// Replaces a float that is exactly a non-negative integer within `u64` by
+/// that integer; anything else is left for the parser to refuse.
+fn integral(v: &mut Value) {
+    // 2^64, the first float beyond u64.
+    const LIMIT: f64 = 18_446_744_073_709_551_616.0;
+    if let Value::Number(n) = v
+        && n.is_f64()
+        && let Some(f) = n.as_f64()
+        && f.fract() == 0.0
+        && (0.0..LIMIT).contains(&f)
+    {
+        // Exact: `f` is an integer below 2^64.
+        *v = Value::from(f as u64);
+    }
+}
+
+/// The field name of serde's "missing field `name`" message.
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+}
+
+/// RFC 6901 escape of one pointer segment.
+fn escape(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
 /// `a.b[0].c` (serde_path_to_error) to `/a/b/0/c`.
 fn pointer(path: &str) -> String {
     if path == "." || path.is_empty() {
@@ -143,7 +188,7 @@ fn pointer(path: &str) -> String {
             continue;
         }
         out.push('/');
-        out.push_str(&part.replace('~', "~0").replace('/', "~1"));
+        out.push_str(&escape(part));
     }
     out
 }
@@ -176,15 +221,16 @@ mod tests {
 
     #[test]
     fn unknown_and_mistyped_arguments_name_the_argument() {
-        let e = parse::<GetArgs>(obj(json!({"elicitation_id": "el_1", "from": "x"}))).unwrap_err();
+        let e =
+            parse::<GetArgs>(obj(json!({"elicitation_id": "el_1", "from": "x"})), &[]).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidRequest);
         assert!(e.detail.contains("unknown field `from`"), "{}", e.detail);
-        let e = parse::<GetArgs>(obj(json!({"elicitation_id": 3}))).unwrap_err();
+        let e = parse::<GetArgs>(obj(json!({"elicitation_id": 3})), &[]).unwrap_err();
         assert_eq!(e.errors[0].path, "/elicitation_id");
-        let e = parse::<ElicitArgs>(None).unwrap_err();
+        let e = parse::<ElicitArgs>(None, &[]).unwrap_err();
         assert!(e.detail.contains("missing field"), "{}", e.detail);
-        assert!(parse::<NoArgs>(None).is_ok());
-        assert!(parse::<NoArgs>(obj(json!({"x": 1}))).is_err());
+        assert!(parse::<NoArgs>(None, &[]).is_ok());
+        assert!(parse::<NoArgs>(obj(json!({"x": 1})), &[]).is_err());
     }
 
     #[test]
@@ -194,16 +240,72 @@ mod tests {
             (json!("no_stream"), ExpectedVersion::NoStream),
             (json!("any"), ExpectedVersion::Any),
         ] {
-            let a: StoreEventArgs = parse(obj(
-                json!({"stream": "s-1", "type": "x.y", "data": {}, "expected_version": v}),
-            ))
+            let a: StoreEventArgs = parse(
+                obj(json!({"stream": "s-1", "type": "x.y", "data": {}, "expected_version": v})),
+                &[],
+            )
             .unwrap();
             assert_eq!(a.expected_version, Some(want));
         }
         assert!(
-            parse::<StoreEventArgs>(obj(
-                json!({"stream": "s", "type": "t", "data": 1, "id": "x"})
-            ))
+            parse::<StoreEventArgs>(
+                obj(json!({"stream": "s", "type": "t", "data": 1, "id": "x"})),
+                &[]
+            )
+            .is_err()
+        );
+    }
+
+    /// A missing argument is named by its own pointer, not `""`.
+    #[test]
+    fn a_missing_argument_is_named() {
+        let e = parse::<ElicitArgs>(obj(json!({"to": "bob", "schema": {}})), &[]).unwrap_err();
+        assert_eq!(e.errors[0].path, "/message");
+        assert_eq!(e.errors[0].message, "missing field `message`");
+        let e = parse::<GetArgs>(None, &[]).unwrap_err();
+        assert_eq!(e.errors[0].path, "/elicitation_id");
+    }
+
+    /// `30.0` is the integer 30 for an integer argument; `30.5`, `-1.0` and
+    /// 2^64 are still refused, and other arguments are left as they are.
+    #[test]
+    fn integral_floats_are_integers() {
+        let a: ElicitArgs = parse(
+            obj(
+                json!({"to": "bob", "message": "?", "schema": {"x": 1.0}, "timeout_seconds": 30.0}),
+            ),
+            &["timeout_seconds"],
+        )
+        .unwrap();
+        assert_eq!(a.timeout_seconds, Some(30));
+        assert_eq!(a.schema, json!({"x": 1.0}));
+        let a: WaitMessagesArgs = parse(
+            obj(json!({"after": 1e15, "wait_seconds": 0.0})),
+            &["after", "wait_seconds"],
+        )
+        .unwrap();
+        assert_eq!(
+            (a.after, a.wait_seconds),
+            (Some(1_000_000_000_000_000), Some(0))
+        );
+        for bad in [
+            json!(30.5),
+            json!(-1.0),
+            json!(18_446_744_073_709_551_616.0_f64),
+        ] {
+            let e = parse::<GetArgs>(
+                obj(json!({"elicitation_id": "el_1", "wait_seconds": bad})),
+                &["wait_seconds"],
+            )
+            .unwrap_err();
+            assert_eq!(e.errors[0].path, "/wait_seconds", "{bad}");
+        }
+        // Without the name in the list, a float is refused as before.
+        assert!(
+            parse::<GetArgs>(
+                obj(json!({"elicitation_id": "e", "wait_seconds": 1.0})),
+                &[]
+            )
             .is_err()
         );
     }

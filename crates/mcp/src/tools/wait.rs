@@ -18,6 +18,11 @@ use crate::config::McpConfig;
 /// Longest single wait on the bridge (`wait_ms` 60000).
 pub const MAX_WAIT_SLICE: Duration = Duration::from_secs(60);
 
+/// Shortest interval between progress notifications, whatever the
+/// configuration says: the interval is also the length of each wait on the
+/// bridge, and a zero interval would poll it every millisecond.
+pub const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
 /// What a tool call may use of its MCP request: cancellation, progress, and
 /// the waiting limits of the configuration.
 #[derive(Clone)]
@@ -45,7 +50,7 @@ impl CallContext {
         CallContext {
             ct,
             progress: None,
-            progress_interval: config.progress_interval,
+            progress_interval: config.progress_interval.max(MIN_PROGRESS_INTERVAL),
             expiry_grace: config.expiry_grace,
         }
     }
@@ -69,9 +74,9 @@ impl CallContext {
         }
     }
 
-    async fn report(&self, elapsed: Duration, total_s: u64, message: String) {
+    async fn report(&self, progress: f64, total_s: u64, message: String) {
         if let Some((peer, token)) = &self.progress {
-            let p = ProgressNotificationParam::new(token.clone(), elapsed.as_secs_f64().floor())
+            let p = ProgressNotificationParam::new(token.clone(), progress)
                 .with_total(total_s as f64)
                 .with_message(message);
             if let Err(e) = peer.notify_progress(p).await {
@@ -81,9 +86,49 @@ impl CallContext {
     }
 }
 
+/// The `progress` values of one wait: seconds waited, to the millisecond,
+/// strictly increasing as MCP requires (two reports in the same millisecond,
+/// or a clock that did not move, still get distinct values).
+#[derive(Debug, Default)]
+struct ProgressValues {
+    last: Option<f64>,
+}
+
+impl ProgressValues {
+    fn next(&mut self, elapsed: Duration) -> f64 {
+        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let mut v = ms as f64 / 1000.0;
+        if let Some(last) = self.last.filter(|l| v <= *l) {
+            v = last + 0.001;
+        }
+        self.last = Some(v);
+        v
+    }
+}
+
 /// Waits until `record` is terminal or `deadline` passes, returning the latest
-/// record either way.
+/// record either way. A failure while waiting names the elicitation in its
+/// detail: it was created, and the caller needs its id to poll or cancel it.
 pub(crate) async fn until_terminal<B: Backend>(
+    backend: &B,
+    record: Elicitation,
+    deadline: Instant,
+    total_s: u64,
+    ctx: &CallContext,
+) -> Result<Elicitation, Problem> {
+    let id = record.id.clone();
+    wait_loop(backend, record, deadline, total_s, ctx)
+        .await
+        .map_err(|mut p| {
+            p.detail = format!(
+                "{}; elicitation {id} was created and may still be pending: poll it with lighthouse_get_elicitation or cancel it with lighthouse_cancel_elicitation",
+                p.detail
+            );
+            p
+        })
+}
+
+async fn wait_loop<B: Backend>(
     backend: &B,
     mut record: Elicitation,
     deadline: Instant,
@@ -91,6 +136,7 @@ pub(crate) async fn until_terminal<B: Backend>(
     ctx: &CallContext,
 ) -> Result<Elicitation, Problem> {
     let started = Instant::now();
+    let mut progress = ProgressValues::default();
     loop {
         if record.status.is_terminal() {
             return Ok(record);
@@ -99,9 +145,15 @@ pub(crate) async fn until_terminal<B: Backend>(
         if now >= deadline {
             return Ok(record);
         }
+        // The call was admitted once, at its start; a wait of up to an hour
+        // must not outlive the caller's token (expired or revoked meanwhile).
+        backend.still_authorized().await?;
         let mut slice = (deadline - now).min(MAX_WAIT_SLICE);
         if ctx.progress.is_some() {
             slice = slice.min(ctx.progress_interval);
+        }
+        if let Some(every) = backend.recheck_every() {
+            slice = slice.min(every);
         }
         let ms = u64::try_from(slice.as_millis()).unwrap_or(60_000).max(1);
         record = ctx
@@ -109,7 +161,8 @@ pub(crate) async fn until_terminal<B: Backend>(
             .await??;
         if !record.status.is_terminal() {
             let message = format!("waiting for {} to answer {}", record.to, record.id);
-            ctx.report(started.elapsed(), total_s, message).await;
+            ctx.report(progress.next(started.elapsed()), total_s, message)
+                .await;
         }
     }
 }
@@ -219,7 +272,94 @@ mod tests {
             .unwrap_err();
         canceller.await.unwrap();
         assert_eq!(e.code, lighthouse_core::api::ErrorCode::Unavailable);
+        assert!(
+            e.detail.contains("elicitation el_1 was created"),
+            "{}",
+            e.detail
+        );
         assert_eq!(started.elapsed(), Duration::from_secs(90));
         assert_eq!(backend.waits.load(Ordering::SeqCst), 2);
+    }
+
+    /// A bridge that fails every wait, as one whose token expired would.
+    struct Failing;
+
+    impl Backend for Failing {
+        async fn elicit(&self, _: CreateRequest) -> Result<Elicitation, Problem> {
+            Ok(pending())
+        }
+        async fn get_elicitation(&self, _: &str, _: u64) -> Result<Elicitation, Problem> {
+            Err(Problem::new(
+                lighthouse_core::api::ErrorCode::Unauthenticated,
+                "the token has expired",
+            ))
+        }
+        async fn pending_inbox(&self, _: usize) -> Result<ElicitationList, Problem> {
+            unreachable!("this test double serves only elicit and get_elicitation")
+        }
+        async fn respond(&self, _: &str, _: RespondRequest) -> Result<Elicitation, Problem> {
+            unreachable!("this test double serves only elicit and get_elicitation")
+        }
+        async fn cancel(&self, _: &str, _: CancelRequest) -> Result<Elicitation, Problem> {
+            unreachable!("this test double serves only elicit and get_elicitation")
+        }
+        async fn send_message(&self, _: SendMessage) -> Result<SentMessage, Problem> {
+            unreachable!("this test double serves only elicit and get_elicitation")
+        }
+        async fn receive_messages(&self, _: u64, _: u64) -> Result<MessagesPage, Problem> {
+            unreachable!("this test double serves only elicit and get_elicitation")
+        }
+        async fn append_event(
+            &self,
+            _: AppendEventRequest,
+        ) -> Result<AppendEventResponse, Problem> {
+            unreachable!("this test double serves only elicit and get_elicitation")
+        }
+        async fn query_events(&self, _: EventsQuery) -> Result<EventsPage, Problem> {
+            unreachable!("this test double serves only elicit and get_elicitation")
+        }
+        async fn health(&self) -> Result<Health, Problem> {
+            unreachable!("this test double serves only elicit and get_elicitation")
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_wait_names_the_created_elicitation() {
+        let ctx = CallContext::new(CancellationToken::new(), &McpConfig::default());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let e = until_terminal(&Failing, pending(), deadline, 30, &ctx)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, lighthouse_core::api::ErrorCode::Unauthenticated);
+        assert!(
+            e.detail.starts_with("the token has expired; "),
+            "{}",
+            e.detail
+        );
+        assert!(
+            e.detail.contains("elicitation el_1 was created"),
+            "{}",
+            e.detail
+        );
+    }
+
+    #[test]
+    fn progress_values_strictly_increase() {
+        let mut p = ProgressValues::default();
+        let got: Vec<f64> = [100, 200, 200, 250, 1_000, 999]
+            .into_iter()
+            .map(|ms| p.next(Duration::from_millis(ms)))
+            .collect();
+        assert_eq!(got, vec![0.1, 0.2, 0.201, 0.25, 1.0, 1.001]);
+    }
+
+    #[test]
+    fn the_progress_interval_has_a_floor() {
+        let config = McpConfig {
+            progress_interval: Duration::ZERO,
+            ..McpConfig::default()
+        };
+        let ctx = CallContext::new(CancellationToken::new(), &config);
+        assert_eq!(ctx.progress_interval, MIN_PROGRESS_INTERVAL);
     }
 }
