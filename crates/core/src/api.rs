@@ -416,8 +416,12 @@ pub struct FlagList {
 /// `GET /v1/flags/{key}/history` result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlagHistory {
-    /// Every change, oldest first.
+    /// The changes, oldest first: every change, up to the page's limit (the
+    /// newest ones when there are more).
     pub changes: Vec<FlagChange>,
+    /// When older changes were left out: pass as `before` for the page before.
+    #[serde(default)]
+    pub next: Option<u64>,
 }
 
 /// A latency summary in milliseconds.

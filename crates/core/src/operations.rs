@@ -9,7 +9,7 @@ use lighthouse_elicitation::{
     AgentSubscription, CancelRequest, CreateRequest, DrainReport, DrainRequest, Elicitation,
     ListQuery, Mailbox, ReceiveQuery, RespondRequest, SendMessage, SentMessage, Status,
 };
-use lighthouse_flags::Attribution;
+use lighthouse_flags::{Attribution, FlagChange};
 use lighthouse_metrics::FlagResult;
 use lighthouse_security::{Action, Caller, Role};
 
@@ -35,6 +35,9 @@ fn latency(s: &lighthouse_metrics::LatencySummary) -> Latency {
         max: s.max,
     }
 }
+
+/// Most changes one `GET /v1/flags/{key}/history` returns.
+pub const MAX_FLAG_HISTORY: usize = 10_000;
 
 impl Bridge {
     /// `POST /v1/elicitations`: gated by the flag `elicitation_enabled` for the
@@ -276,26 +279,54 @@ impl Bridge {
 
     /// `GET /v1/flags/{key}/history`.
     pub fn flag_history(&self, caller: &Caller, key: &str) -> Result<FlagHistory, Problem> {
+        self.flag_history_page(caller, key, None, MAX_FLAG_HISTORY)
+    }
+
+    /// `GET /v1/flags/{key}/history?before=&limit=`: the newest `limit` changes
+    /// (1 to [`MAX_FLAG_HISTORY`]) with a version below `before`, oldest first;
+    /// `next` says where the older ones continue.
+    pub fn flag_history_page(
+        &self,
+        caller: &Caller,
+        key: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<FlagHistory, Problem> {
         self.check(caller, Action::ReadFlags)?;
-        let mut changes = Vec::new();
-        let mut before = None;
-        loop {
-            let page = self
+        if !(1..=MAX_FLAG_HISTORY).contains(&limit) {
+            return Err(Problem::invalid(
+                "/limit",
+                format!("must be 1 to {MAX_FLAG_HISTORY}"),
+            ));
+        }
+        let page_max = self.flags().limits().max_history_page.max(1);
+        let mut changes: Vec<FlagChange> = Vec::new();
+        let mut before = before;
+        let mut more = true;
+        while changes.len() < limit {
+            let want = (limit - changes.len()).min(page_max);
+            let mut page = self
                 .flags()
-                .history(key, before, usize::MAX)
+                .history(key, before, want)
                 .map_err(from_flags)?;
-            let Some(first) = page.first() else { break };
-            let next = first.version;
-            let full = page.len() >= self.flags().limits().max_history_page;
-            let mut page = page;
-            page.extend(changes);
+            let Some(oldest) = page.first().map(|c| c.version) else {
+                more = false;
+                break;
+            };
+            let short = page.len() < want;
+            page.append(&mut changes);
             changes = page;
-            if !full || next <= 1 {
+            before = Some(oldest);
+            if short || oldest <= 1 {
+                more = false;
                 break;
             }
-            before = Some(next);
         }
-        Ok(FlagHistory { changes })
+        let next = changes
+            .first()
+            .map(|c| c.version)
+            .filter(|&v| more && v > 1);
+        Ok(FlagHistory { changes, next })
     }
 
     /// `GET /v1/flags/{key}/evaluate?agent=a`.

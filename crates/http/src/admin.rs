@@ -138,14 +138,25 @@ pub(crate) async fn unkill_flag(
     kill(st, caller, rid, key, body, false).await
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistoryParams {
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
 pub(crate) async fn flag_history(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
+    RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
+    let p: HistoryParams = parse_query(q.as_deref())?;
+    let limit = p.limit.unwrap_or(lighthouse_core::MAX_FLAG_HISTORY);
     Ok(json(
         StatusCode::OK,
-        &st.bridge.flag_history(&caller, &key)?,
+        &st.bridge
+            .flag_history_page(&caller, &key, p.before, limit)?,
     ))
 }
 

@@ -275,6 +275,32 @@ async fn the_flag_gates_creation_per_agent_and_changes_take_effect_at_once() {
     );
     let h = ops.get("/v1/flags/elicitation_enabled/history").await;
     assert_eq!(h.body["changes"].as_array().unwrap().len(), 3);
+    assert_eq!(h.body["next"], serde_json::Value::Null);
+    // Paged: the newest two, then what came before them.
+    let newest = ops
+        .get("/v1/flags/elicitation_enabled/history?limit=2")
+        .await;
+    let versions = |r: &common::Reply| -> Vec<u64> {
+        r.body["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["version"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(versions(&newest), vec![2, 3]);
+    assert_eq!(newest.body["next"], 2);
+    let older = ops
+        .get("/v1/flags/elicitation_enabled/history?limit=2&before=2")
+        .await;
+    assert_eq!(versions(&older), vec![1]);
+    assert_eq!(older.body["next"], serde_json::Value::Null);
+    for bad in ["limit=0", "limit=10001", "colour=red"] {
+        let r = ops
+            .get(&format!("/v1/flags/elicitation_enabled/history?{bad}"))
+            .await;
+        assert_eq!(r.code(), "invalid_request", "{bad}");
+    }
     // An agent may read but not write flags.
     assert_eq!(
         alice
