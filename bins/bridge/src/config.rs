@@ -14,11 +14,26 @@
 //! listen_backlog = 4096            # LIGHTHOUSE_LISTEN_BACKLOG (connections the kernel queues before accept; capped by net.core.somaxconn)
 //! header_read_timeout_ms = 30000   # LIGHTHOUSE_HEADER_READ_TIMEOUT_MS (a request head must arrive within it; also the idle keep-alive)
 //! body_read_timeout_ms = 30000     # LIGHTHOUSE_BODY_READ_TIMEOUT_MS (a request body must arrive within it)
+//!
+//! # Rate limits per role and action class (PROTOCOL.md 2.4), file only; each
+//! # entry replaces that one default. Classes: elicit, respond, write, read, session.
+//! [rate_limits.agent]
+//! read = { per_minute = 12000, burst = 1200 }
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use lighthouse_security::{ActionClass, Quota, RateLimits, Role};
 use serde::Deserialize;
+
+/// One rate limit of the `[rate_limits.<role>]` tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSpec {
+    pub per_minute: u32,
+    pub burst: u32,
+}
 
 /// The resolved configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -36,6 +51,8 @@ pub struct ServeConfig {
     pub listen_backlog: u32,
     pub header_read_timeout_ms: u64,
     pub body_read_timeout_ms: u64,
+    /// Role, then class name, then quota: replaces those defaults.
+    pub rate_limits: BTreeMap<Role, BTreeMap<String, QuotaSpec>>,
 }
 
 impl Default for ServeConfig {
@@ -53,6 +70,7 @@ impl Default for ServeConfig {
             listen_backlog: 4096,
             header_read_timeout_ms: 30_000,
             body_read_timeout_ms: 30_000,
+            rate_limits: BTreeMap::new(),
         }
     }
 }
@@ -150,7 +168,36 @@ impl ServeConfig {
         Ok(c)
     }
 
+    /// PROTOCOL.md 2.4's defaults with this file's `[rate_limits]` applied.
+    pub fn rate_limits(&self) -> Result<RateLimits, String> {
+        let mut limits = RateLimits::default();
+        for (role, classes) in &self.rate_limits {
+            for (name, q) in classes {
+                let class = ActionClass::ALL
+                    .into_iter()
+                    .find(|c| c.as_str() == name)
+                    .ok_or_else(|| {
+                        format!(
+                            "rate_limits.{}.{name}: not an action class (elicit, respond, write, read, session)",
+                            role.as_str()
+                        )
+                    })?;
+                for (field, v) in [("per_minute", q.per_minute), ("burst", q.burst)] {
+                    if !(1..=1_000_000).contains(&v) {
+                        return Err(format!(
+                            "rate_limits.{}.{name}.{field} must be 1 to 1000000",
+                            role.as_str()
+                        ));
+                    }
+                }
+                limits.set(*role, class, Some(Quota::new(q.per_minute, q.burst)));
+            }
+        }
+        Ok(limits)
+    }
+
     fn check(&self) -> Result<(), String> {
+        self.rate_limits()?;
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(format!(
                 "log_format must be text or json, not {:?}",
@@ -238,6 +285,58 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("LIGHTHOUSE_LISTEN_BACKLOG"), "{e}");
+        std::fs::write(
+            &f,
+            "[rate_limits.agent]\nreads = { per_minute = 1, burst = 1 }\n",
+        )
+        .unwrap();
+        let e = ServeConfig::resolve(Some(&f), |_| None, Overrides::default()).unwrap_err();
+        assert!(e.contains("rate_limits.agent.reads"), "{e}");
+        std::fs::write(
+            &f,
+            "[rate_limits.agent]\nread = { per_minute = 0, burst = 1 }\n",
+        )
+        .unwrap();
+        let e = ServeConfig::resolve(Some(&f), |_| None, Overrides::default()).unwrap_err();
+        assert!(e.contains("rate_limits.agent.read.per_minute"), "{e}");
+        std::fs::write(
+            &f,
+            "[rate_limits.wizard]\nread = { per_minute = 1, burst = 1 }\n",
+        )
+        .unwrap();
+        let e = ServeConfig::resolve(Some(&f), |_| None, Overrides::default()).unwrap_err();
+        assert!(e.contains("wizard"), "{e}");
+    }
+
+    #[test]
+    fn rate_limits_replace_only_the_entries_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[rate_limits.agent]\nread = { per_minute = 12000, burst = 1200 }\n[rate_limits.operator]\nsession = { per_minute = 6, burst = 2 }\n",
+        )
+        .unwrap();
+        let c = ServeConfig::resolve(Some(&f), |_| None, Overrides::default()).unwrap();
+        let limits = c.rate_limits().unwrap();
+        let defaults = RateLimits::default();
+        assert_eq!(
+            limits.quota(Role::Agent, ActionClass::Read),
+            Some(Quota::new(12_000, 1_200))
+        );
+        assert_eq!(
+            limits.quota(Role::Operator, ActionClass::Session),
+            Some(Quota::new(6, 2))
+        );
+        for role in [Role::Agent, Role::Observer, Role::Operator, Role::Admin] {
+            for class in ActionClass::ALL {
+                if (role, class) != (Role::Agent, ActionClass::Read)
+                    && (role, class) != (Role::Operator, ActionClass::Session)
+                {
+                    assert_eq!(limits.quota(role, class), defaults.quota(role, class));
+                }
+            }
+        }
     }
 
     #[tokio::test]

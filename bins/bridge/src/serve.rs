@@ -55,6 +55,7 @@ pub async fn open(data: &Path, key: MasterKey, c: Option<&ServeConfig>) -> Resul
     if let Some(c) = c {
         config.public_url = c.public_url();
         config.security.window_s = c.window_s;
+        config.security.rate.limits = c.rate_limits().map_err(Failure::error)?;
         if c.durability == "buffered" {
             config.durability = Durability::Buffered;
         }
