@@ -343,7 +343,13 @@ impl Bridge {
 /// The protocol problem for a security refusal.
 pub fn refusal_problem(r: &Refusal) -> Problem {
     let code = ErrorCode::parse(r.code()).unwrap_or(ErrorCode::Unauthenticated);
-    let mut p = Problem::new(code, r.to_string());
+    let detail = match r {
+        Refusal::Forbidden {
+            action: Action::AppendReservedEvent,
+        } => crate::events::RESERVED_DETAIL.to_owned(),
+        _ => r.to_string(),
+    };
+    let mut p = Problem::new(code, detail);
     p.retry_after_s = r.retry_after_secs();
     p
 }

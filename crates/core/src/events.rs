@@ -24,6 +24,8 @@ pub const RESERVED_TYPE_PREFIXES: [&str; 6] = [
     "security.",
     "ops.",
 ];
+/// The detail of the `403` for an append to a stream or type only the bridge writes.
+pub(crate) const RESERVED_DETAIL: &str = "streams starting with $ and types elicitation.*, message.*, flag.*, agent.*, security.*, ops.* are written by the bridge only (operators may append to $ops)";
 /// The operations stream, open to operators and admins.
 pub const OPS_STREAM: &str = "$ops";
 /// How many records one `GET /v1/events` looks at, at most: filters that match
@@ -40,12 +42,8 @@ impl Bridge {
         req: AppendEventRequest,
     ) -> Result<AppendEventResponse, Problem> {
         // Reserved streams and types are written by the bridge only.
-        let Some(action) = lighthouse_security::append_action(&req.stream, &req.event_type) else {
-            return Err(Problem::new(
-                crate::api::ErrorCode::Forbidden,
-                "streams starting with $ and types elicitation.*, message.*, flag.*, agent.*, security.*, ops.* are written by the bridge only (operators may append to $ops)",
-            ));
-        };
+        let action = lighthouse_security::append_action(&req.stream, &req.event_type)
+            .unwrap_or(Action::AppendReservedEvent);
         self.check(caller, action)?;
         let stream = req.stream.clone();
         let mut e = NewEvent::new(req.stream, req.event_type, req.data)

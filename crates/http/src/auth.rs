@@ -51,7 +51,7 @@ pub(crate) fn action_for(method: &Method, route: &str, body: &[u8]) -> Action {
             }
             match serde_json::from_slice::<Target>(body) {
                 Ok(t) => lighthouse_security::append_action(&t.stream, &t.event_type)
-                    .unwrap_or(AppendEvent),
+                    .unwrap_or(AppendReservedEvent),
                 // The handler answers 400 for a malformed body.
                 Err(_) => AppendEvent,
             }

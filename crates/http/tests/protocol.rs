@@ -134,7 +134,33 @@ async fn request_errors_have_their_codes() {
             )
             .await;
         assert_eq!((r.status, r.code()), (403, "forbidden"), "{stream} {ty}");
+        if stream != "$ops" {
+            assert!(
+                r.body["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("written by the bridge only"),
+                "{:?}",
+                r.body
+            );
+        }
     }
+    // Each is a step-7 refusal: counted as a security violation.
+    let m = reqwest::get(format!("{}/metrics", t.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.lines()
+            .any(|l| l == "lighthouse_security_violations_total{kind=\"forbidden\"} 3"),
+        "{}",
+        m.lines()
+            .filter(|l| l.contains("violations"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     // Operators may append to $ops.
     let r = t
         .agent("ops")

@@ -95,9 +95,10 @@ pub(crate) fn classify(http_method: &str, body: &[u8]) -> RouteClass {
                     .unwrap_or("")
                     .to_owned()
             };
-            // As REST: a reserved target is admitted as an ordinary append and
-            // refused by the bridge with 403.
-            let action = append_action(&arg("stream"), &arg("type")).unwrap_or(Action::AppendEvent);
+            // As REST: a reserved target is refused at step 7 (403, counted
+            // and audited as a security violation).
+            let action =
+                append_action(&arg("stream"), &arg("type")).unwrap_or(Action::AppendReservedEvent);
             (action, "POST", "/v1/events")
         }
         QUERY_EVENTS => (Action::ReadEvents, "GET", "/v1/events"),
@@ -174,7 +175,7 @@ mod tests {
             "POST",
             &call(STORE_EVENT, json!({"stream": "$agents", "type": "x"})),
         );
-        assert_eq!(c.action, Action::AppendEvent);
+        assert_eq!(c.action, Action::AppendReservedEvent);
         let c = classify("POST", &call(HEALTH, json!({})));
         assert_eq!((c.action, c.tool), (Action::UseMcp, Some(HEALTH)));
     }

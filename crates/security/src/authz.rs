@@ -48,6 +48,10 @@ pub enum Action {
     ManageOwnSession,
     /// `/mcp`: the transport; each tool call is authorized with its own action.
     UseMcp,
+    /// `POST /v1/events` to a stream or type only the bridge writes (see
+    /// [`append_action`]): permitted to no role, so the refusal is a step-7
+    /// `403`, counted and audited like any other.
+    AppendReservedEvent,
 }
 
 /// A set of roles (bit per role).
@@ -123,6 +127,7 @@ pub const PERMISSIONS: &[(Action, Roles)] = &[
         Action::UseMcp,
         Roles::of(&[AGENT, OBSERVER, OPERATOR, ADMIN]),
     ),
+    (Action::AppendReservedEvent, Roles::of(&[])),
 ];
 
 impl Action {
@@ -162,6 +167,7 @@ impl Action {
             Action::WhoAmI => "who_am_i",
             Action::ManageOwnSession => "manage_own_session",
             Action::UseMcp => "use_mcp",
+            Action::AppendReservedEvent => "append_reserved_event",
         }
     }
 }
@@ -294,9 +300,16 @@ mod tests {
         let all: Vec<Action> = Action::all().collect();
         for (i, a) in all.iter().enumerate() {
             assert!(!all[i + 1..].contains(a), "{a:?} twice");
-            assert!(a.roles().contains(Role::Admin), "admin may do everything");
+            if *a == Action::AppendReservedEvent {
+                // Only the bridge writes there: not even an admin's request.
+                for r in [Role::Agent, Role::Observer, Role::Operator, Role::Admin] {
+                    assert!(!a.roles().contains(r), "{r:?}");
+                }
+            } else {
+                assert!(a.roles().contains(Role::Admin), "admin may do everything");
+            }
         }
-        assert_eq!(all.len(), 20);
+        assert_eq!(all.len(), 21);
     }
 
     #[test]
