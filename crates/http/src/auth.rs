@@ -71,6 +71,25 @@ pub(crate) fn action_for(method: &Method, route: &str, body: &[u8]) -> Action {
     }
 }
 
+/// Whether the route reads query parameters; every other route refuses them,
+/// as the routes that read them refuse unknown ones (a misspelt parameter is an
+/// error, never silently ignored).
+fn takes_query(method: &Method, route: &str) -> bool {
+    let get = method == Method::GET || method == Method::HEAD;
+    get && matches!(
+        route,
+        "/v1/elicitations"
+            | "/v1/elicitations/{id}"
+            | "/v1/stream"
+            | "/v1/messages"
+            | "/v1/events"
+            | "/v1/events/stream"
+            | "/v1/flags/{key}/history"
+            | "/v1/flags/{key}/evaluate"
+            | "/v1/ops/stats"
+    )
+}
+
 /// Buffers the body (refusing more than the limit), verifies the signature or
 /// token, nonce, rate limit and role, and hands the handler a [`Caller`].
 pub(crate) async fn authenticate(
@@ -121,6 +140,19 @@ pub(crate) async fn authenticate(
         };
         st.bridge.admit(&request, action)
     };
+    if admitted.is_ok()
+        && parts.uri.query().is_some_and(|q| !q.is_empty())
+        && !takes_query(&parts.method, route)
+    {
+        return ApiError(Problem::invalid(
+            "",
+            format!(
+                "{} {route} takes no query parameters",
+                parts.method.as_str()
+            ),
+        ))
+        .into_response();
+    }
     match admitted {
         Ok(caller) => {
             tracing::Span::current().record("agent", caller.agent.as_str());

@@ -193,6 +193,23 @@ async fn request_errors_have_their_codes() {
         r.body
     );
     assert_eq!(r.headers["content-type"], "application/problem+json");
+    // A route without query parameters refuses them rather than ignore them.
+    let r = alice.get("/v1/agents/me?verbose=1").await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_request"),
+        "{:?}",
+        r.body
+    );
+    let r = alice
+        .post("/v1/messages?urgent=1", json!({"to": "bob", "body": 1}))
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_request"),
+        "{:?}",
+        r.body
+    );
     // HEAD needs what GET needs.
     let r = alice.send(Method::HEAD, "/v1/ops/stats", b"").await;
     assert_eq!(r.status, 403);
