@@ -3,8 +3,9 @@
 //!
 //! The position is fixed (the subscription is made) before the response headers
 //! are sent. A consumer too slow for the bounded buffers is sent a final `lagged`
-//! event carrying the position to resume from, and disconnected. On shutdown each
-//! stream sends a final `shutdown` event.
+//! event carrying the position to resume from, and disconnected. On shutdown (or
+//! when the store closes) each stream sends a final `shutdown` event; any other
+//! failure ends it with a final `error` event, also carrying the position.
 
 use std::convert::Infallible;
 
@@ -83,6 +84,33 @@ fn notification_event(n: &Notification) -> SseEvent {
         .data(data)
 }
 
+/// The final event for a subscription that failed: `lagged` for a consumer
+/// too slow for the buffers, `shutdown` for a store that closed, `error` for
+/// anything else (a damaged record, logged here). Each carries the position to
+/// resume from.
+fn ending_of_elicitation(e: &lighthouse_elicitation::Error) -> &'static str {
+    match e {
+        lighthouse_elicitation::Error::Lagged { .. } => "lagged",
+        lighthouse_elicitation::Error::Closed => "shutdown",
+        other => {
+            tracing::warn!(error = %other, "an agent stream ended on an error");
+            "error"
+        }
+    }
+}
+
+/// As [`ending_of_elicitation`], for the event stream.
+fn ending_of_store(e: &lighthouse_event_store::Error) -> &'static str {
+    match e {
+        lighthouse_event_store::Error::Lagged { .. } => "lagged",
+        lighthouse_event_store::Error::Closed => "shutdown",
+        other => {
+            tracing::warn!(error = %other, "an event stream ended on an error");
+            "error"
+        }
+    }
+}
+
 fn final_event(kind: &str, position: u64) -> SseEvent {
     SseEvent::default()
         .event(kind)
@@ -125,10 +153,10 @@ pub(crate) async fn agent_stream(
         tokio::select! {
             n = s.sub.next() => match n {
                 Ok(n) => Some((Ok(notification_event(&n)), s)),
-                Err(_) => {
+                Err(e) => {
                     s.done = true;
                     let pos = s.sub.position();
-                    Some((Ok(final_event("lagged", pos)), s))
+                    Some((Ok(final_event(ending_of_elicitation(&e), pos)), s))
                 }
             },
             _ = s.shutdown.changed() => {
@@ -197,10 +225,10 @@ pub(crate) async fn event_stream(
                         let ev = SseEvent::default().id(e.seq.to_string()).event(e.event_type.as_str()).data(data);
                         return Some((Ok(ev), s));
                     }
-                    Err(_) => {
+                    Err(e) => {
                         s.done = true;
                         let pos = s.sub.position();
-                        return Some((Ok(final_event("lagged", pos)), s));
+                        return Some((Ok(final_event(ending_of_store(&e), pos)), s));
                     }
                 },
                 _ = s.shutdown.changed() => {
@@ -212,4 +240,25 @@ pub(crate) async fn event_stream(
         }
     });
     Ok(sse_response(&st, stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_subscription_ends_with_what_happened() {
+        use lighthouse_event_store::Error as S;
+        assert_eq!(ending_of_store(&S::Lagged { last_seq: 3 }), "lagged");
+        assert_eq!(ending_of_store(&S::Closed), "shutdown");
+        let damaged = S::Corrupt {
+            seq: 3,
+            reason: "x".into(),
+        };
+        assert_eq!(ending_of_store(&damaged), "error");
+        use lighthouse_elicitation::Error as E;
+        assert_eq!(ending_of_elicitation(&E::Lagged { last_seq: 3 }), "lagged");
+        assert_eq!(ending_of_elicitation(&E::Closed), "shutdown");
+        assert_eq!(ending_of_elicitation(&E::Store(damaged)), "error");
+    }
 }
