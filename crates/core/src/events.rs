@@ -103,6 +103,21 @@ impl Bridge {
         if !(1..=MAX_EVENTS_LIMIT).contains(&limit) {
             return Err(Problem::invalid("/limit", "must be 1 to 1000"));
         }
+        // An empty value would filter on the empty string and match nothing,
+        // silently; say so instead.
+        for (name, v) in [
+            ("stream", &q.stream),
+            ("type", &q.event_type),
+            ("agent", &q.agent),
+            ("correlation_id", &q.correlation_id),
+        ] {
+            if v.as_deref() == Some("") {
+                return Err(Problem::invalid(
+                    format!("/{name}"),
+                    "must not be empty; leave the parameter out to match every value",
+                ));
+            }
+        }
         let filter = Filter {
             stream: q.stream.clone(),
             event_type: q.event_type.clone(),
@@ -174,6 +189,14 @@ impl Bridge {
         event_type: Option<String>,
     ) -> Result<lighthouse_event_store::Subscription, Problem> {
         self.check(caller, Action::ReadEvents)?;
+        for (name, v) in [("stream", &stream), ("type", &event_type)] {
+            if v.as_deref() == Some("") {
+                return Err(Problem::invalid(
+                    format!("/{name}"),
+                    "must not be empty; leave the parameter out to match every value",
+                ));
+            }
+        }
         Ok(self.store().subscribe(
             after,
             Filter {

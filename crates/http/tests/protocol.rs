@@ -402,6 +402,9 @@ async fn events_query_with_visibility() {
     assert_eq!(r.code(), "invalid_request");
     let r = carol.get("/v1/events?colour=red").await;
     assert_eq!(r.code(), "invalid_request");
+    let r = carol.get("/v1/events?stream=").await;
+    assert_eq!(r.code(), "invalid_request");
+    assert_eq!(r.body["errors"][0]["path"], "/stream");
     let r = carol.get("/v1/events?order=desc&limit=1").await;
     assert_eq!(types(&r), vec!["note.added"]);
 }
