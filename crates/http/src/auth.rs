@@ -101,8 +101,50 @@ pub(crate) async fn authenticate(
     let (mut parts, body) = req.into_parts();
     let limit = st.config.max_body_bytes;
     let within = st.config.body_read_timeout;
+    let deadline = tokio::time::Instant::now() + within;
+    // Reserve the body's size in the shared budget before reading it: its
+    // declared length, or the whole limit when it is chunked.
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let reserve = match declared {
+        Some(n) if n > limit as u64 => {
+            return ApiError(Problem::new(
+                ErrorCode::PayloadTooLarge,
+                format!("request bodies are limited to {limit} bytes"),
+            ))
+            .into_response();
+        }
+        Some(n) => n as usize,
+        None if parts
+            .headers
+            .contains_key(axum::http::header::TRANSFER_ENCODING) =>
+        {
+            limit
+        }
+        None => 0,
+    };
+    let _reserved = if reserve == 0 {
+        None
+    } else {
+        let want = reserve.min(st.config.max_buffered_body_bytes);
+        let want = u32::try_from(want).unwrap_or(u32::MAX);
+        let acquire = st.body_budget.clone().acquire_many_owned(want);
+        match tokio::time::timeout_at(deadline, acquire).await {
+            Ok(Ok(permit)) => Some(permit),
+            _ => {
+                return ApiError(Problem::new(
+                    ErrorCode::Unavailable,
+                    "the bridge is receiving too many request bodies at once; retry shortly",
+                ))
+                .into_response();
+            }
+        }
+    };
     let bytes: Bytes =
-        match tokio::time::timeout(within, axum::body::to_bytes(body, limit + 1)).await {
+        match tokio::time::timeout_at(deadline, axum::body::to_bytes(body, limit + 1)).await {
             Ok(Ok(b)) if b.len() <= limit => b,
             Err(_) => {
                 return ApiError(Problem::new(

@@ -17,6 +17,12 @@ pub struct HttpConfig {
     /// is `400 invalid_request`, so a trickling client cannot hold a request
     /// open).
     pub body_read_timeout: Duration,
+    /// Request bodies held in memory at once, over all requests (default
+    /// 256 MiB). Bodies are read whole before authentication (the signature
+    /// covers their hash), so without this bound 16,384 connections each
+    /// sending 1 MiB could hold 16 GiB. A body that finds the budget spent
+    /// waits for it, within `body_read_timeout`, then is `503 unavailable`.
+    pub max_buffered_body_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -25,6 +31,7 @@ impl Default for HttpConfig {
             max_body_bytes: 1 << 20,
             heartbeat: Duration::from_secs(15),
             body_read_timeout: Duration::from_secs(30),
+            max_buffered_body_bytes: 256 << 20,
         }
     }
 }
@@ -35,6 +42,9 @@ pub struct AppState {
     pub(crate) bridge: Bridge,
     pub(crate) config: Arc<HttpConfig>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Bytes of request body that may be buffered now (see
+    /// [`HttpConfig::max_buffered_body_bytes`]).
+    pub(crate) body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// Tells open streams that the server is shutting down (each sends a final
@@ -55,6 +65,11 @@ impl AppState {
         (
             AppState {
                 bridge,
+                body_budget: Arc::new(tokio::sync::Semaphore::new(
+                    config
+                        .max_buffered_body_bytes
+                        .min(tokio::sync::Semaphore::MAX_PERMITS),
+                )),
                 config: Arc::new(config),
                 shutdown: rx,
             },

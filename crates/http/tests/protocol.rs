@@ -689,6 +689,58 @@ async fn health_metrics_and_request_ids() {
 }
 
 #[tokio::test]
+async fn request_bodies_share_a_memory_budget() {
+    let t = common::start_tuned(
+        |_| {},
+        |h| {
+            h.max_buffered_body_bytes = 100;
+            h.body_read_timeout = std::time::Duration::from_millis(300);
+        },
+    )
+    .await;
+    let addr = t.base.trim_start_matches("http://").to_owned();
+    // A client declares 100 bytes and sends none: it holds the whole budget
+    // until its body times out.
+    let mut hog = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut hog,
+        b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // A signed request waits for the budget rather than growing memory past it,
+    // and is served once the stalled body gives its share back.
+    let started = std::time::Instant::now();
+    let r = t
+        .agent("alice")
+        .post("/v1/messages", json!({"to": "bob", "body": 1}))
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(150),
+        "served before the stalled body released the budget"
+    );
+    // A declared length over the limit is refused before anything is read.
+    let mut big = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut big,
+        b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_exact(&mut big, &mut head),
+    )
+    .await
+    .expect("answered without waiting for the body")
+    .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413");
+}
+
+#[tokio::test]
 async fn a_full_nonce_store_answers_unavailable_rather_than_forgetting() {
     let t = common::start_with(|c| c.security.nonces.per_agent_capacity = 3).await;
     let alice = t.agent("alice");

@@ -29,6 +29,14 @@ pub async fn start() -> TestBridge {
 }
 
 pub async fn start_with(tune: impl FnOnce(&mut BridgeConfig)) -> TestBridge {
+    start_tuned(tune, |_| {}).await
+}
+
+/// A bridge with both its engine and its HTTP layer configured.
+pub async fn start_tuned(
+    tune: impl FnOnce(&mut BridgeConfig),
+    tune_http: impl FnOnce(&mut lighthouse_http::HttpConfig),
+) -> TestBridge {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -38,8 +46,9 @@ pub async fn start_with(tune: impl FnOnce(&mut BridgeConfig)) -> TestBridge {
     let bridge = Bridge::open(config).await.unwrap();
     let creds = dir.path().join("creds");
     initialize(&bridge, &creds, true).await.unwrap();
-    let (router, shutdown) =
-        lighthouse_http::router(bridge.clone(), lighthouse_http::HttpConfig::default());
+    let mut http = lighthouse_http::HttpConfig::default();
+    tune_http(&mut http);
+    let (router, shutdown) = lighthouse_http::router(bridge.clone(), http);
     let server = tokio::spawn(async move {
         axum::serve(listener, router).await.unwrap();
     });
