@@ -6,7 +6,9 @@
 //! magic     10 bytes  "LHBACKUP" 0x01 '\n'
 //! header    u32 LE length, then JSON:
 //!           {"format":1,"head_seq":N,"created_at":"<RFC 3339>","key_check":"<hex>"}
-//! frames    repeated: tag (1 byte), length (u32 LE), payload
+//! frames    repeated: tag (1 byte), length (u32 LE), payload (a snapshot too
+//!           large for a u32 length is left out with a warning: snapshots are
+//!           derived from the log, which restores without them)
 //!           tag 1 record:   the record exactly as stored (see `codec`), seq 1..=N in order
 //!           tag 2 snapshot: name length (u16 LE), name, seq (u64 LE), data
 //!           tag 0 end:      SHA-256 of every byte of the file before this tag
@@ -32,8 +34,13 @@ const MAGIC: &[u8; 10] = b"LHBACKUP\x01\n";
 const TAG_END: u8 = 0;
 const TAG_RECORD: u8 = 1;
 const TAG_SNAPSHOT: u8 = 2;
-/// Largest frame a restore accepts (a record is at most a few MiB).
-const MAX_FRAME: usize = 64 << 20;
+/// Largest record frame a restore accepts (a record is at most a few MiB).
+const MAX_RECORD_FRAME: usize = 64 << 20;
+/// Largest snapshot frame: what a u32 length can say. A snapshot holds a
+/// projection (the elicitation service's is ~60 MB at its default limits), so
+/// it is not held to the record bound; a restore still never allocates more
+/// than the file has left.
+const MAX_SNAPSHOT_FRAME: usize = u32::MAX as usize;
 const RESTORE_BATCH: usize = 1000;
 
 #[derive(Serialize, Deserialize)]
@@ -86,12 +93,14 @@ impl<W: Write> Write for Hashing<W> {
 struct HashingReader<R: Read> {
     inner: R,
     hash: Sha256,
+    read: u64,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hash.update(&buf[..n]);
+        self.read += n as u64;
         Ok(n)
     }
 }
@@ -112,10 +121,26 @@ impl EventStore {
     /// file appears atomically (written beside it, synced, then renamed).
     pub fn backup(&self, path: impl AsRef<Path>) -> Result<BackupReport> {
         let path = path.as_ref();
+        let tmp = sibling(path, "partial");
+        let report = self.backup_to(&tmp);
+        match report {
+            Ok(r) => {
+                std::fs::rename(&tmp, path)?;
+                sync_parent(path)?;
+                Ok(r)
+            }
+            Err(e) => {
+                // No half-written file is left behind.
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    fn backup_to(&self, tmp: &Path) -> Result<BackupReport> {
         let backend = self.backend();
         let head = backend.anchor()?.map_or(0, |a| a.seq);
-        let tmp = sibling(path, "partial");
-        let file = File::create(&tmp)?;
+        let file = File::create(tmp)?;
         let mut w = Hashing {
             inner: BufWriter::new(file),
             hash: Sha256::new(),
@@ -147,6 +172,14 @@ impl EventStore {
             if seq > head {
                 continue;
             }
+            if 2 + name.len() + 8 + data.len() > MAX_SNAPSHOT_FRAME {
+                tracing::warn!(
+                    snapshot = %name,
+                    bytes = data.len(),
+                    "snapshot too large for a backup frame; left out (the log restores without it)"
+                );
+                continue;
+            }
             frame(
                 &mut w,
                 TAG_SNAPSHOT,
@@ -169,7 +202,6 @@ impl EventStore {
             .into_inner()
             .map_err(|e| Error::Io(e.into_error()))?;
         file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
         Ok(BackupReport {
             head_seq: head,
             snapshots,
@@ -229,9 +261,20 @@ impl EventStore {
             std::fs::remove_dir(dir)?;
         }
         std::fs::rename(&staging, dir)?;
+        sync_parent(dir)?;
         let store = EventStore::open(dir, options)?;
         Ok((store, report))
     }
+}
+
+/// Makes a rename in `path`'s directory durable.
+fn sync_parent(path: &Path) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()?;
+    Ok(())
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
@@ -259,9 +302,12 @@ fn read_u32<R: Read>(r: &mut R) -> Result<usize> {
 
 fn restore_into(file: &Path, staging: &Path, options: &StoreOptions) -> Result<RestoreReport> {
     let key = ChainKey::new(&options.key);
+    let f = File::open(file)?;
+    let file_len = f.metadata()?.len();
     let mut r = HashingReader {
-        inner: BufReader::new(File::open(file)?),
+        inner: BufReader::new(f),
         hash: Sha256::new(),
+        read: 0,
     };
     if read_exact_vec(&mut r, MAGIC.len())? != MAGIC {
         return Err(Error::InvalidBackup(
@@ -306,10 +352,19 @@ fn restore_into(file: &Path, staging: &Path, options: &StoreOptions) -> Result<R
         let digest_so_far = r.hash.clone().finalize();
         let tag = read_exact_vec(&mut r, 1)?[0];
         let len = read_u32(&mut r)?;
-        if len > MAX_FRAME {
+        let max = if tag == TAG_SNAPSHOT {
+            MAX_SNAPSHOT_FRAME
+        } else {
+            MAX_RECORD_FRAME
+        };
+        if len > max {
             return Err(Error::InvalidBackup(format!(
                 "frame of {len} bytes is too large"
             )));
+        }
+        // A length the file cannot hold is damage; do not allocate for it.
+        if len as u64 > file_len.saturating_sub(r.read) {
+            return Err(Error::InvalidBackup("file ends early".into()));
         }
         let payload = read_exact_vec(&mut r, len)?;
         match tag {

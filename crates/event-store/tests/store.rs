@@ -783,3 +783,32 @@ async fn catching_up_over_a_long_stretch_without_matches_lets_other_tasks_run() 
         "on a one-thread runtime the other task ran during the catch-up"
     );
 }
+
+#[tokio::test]
+async fn a_snapshot_larger_than_a_record_frame_survives_backup_and_restore() {
+    let s = EventStore::open_temporary(opts()).unwrap();
+    s.append_one(ev("a", "x.y", 1)).await.unwrap();
+    // 65 MiB: more than the 64 MiB a record frame may hold, as a projection
+    // snapshot at default limits can be.
+    let mut big = vec![0x5au8; 65 << 20];
+    big[12_345] = 1;
+    *big.last_mut().unwrap() = 2;
+    s.save_snapshot("projection", 1, big.clone()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("b.lhbk");
+    let rep = s.backup(&file).unwrap();
+    assert_eq!(rep.snapshots, 1);
+    assert!(!dir.path().join("b.lhbk.partial").exists());
+    let (r, rr) = EventStore::restore(&file, dir.path().join("restored"), opts()).unwrap();
+    assert_eq!((rr.head_seq, rr.snapshots), (1, 1));
+    assert!(r.load_snapshot("projection").unwrap().unwrap().data == big);
+    // A frame claiming more than the file holds is refused before allocating.
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.truncate(bytes.len() - 1000);
+    let cut = dir.path().join("cut.lhbk");
+    std::fs::write(&cut, &bytes).unwrap();
+    assert!(matches!(
+        EventStore::restore(&cut, dir.path().join("other"), opts()),
+        Err(Error::InvalidBackup(m)) if m.contains("ends early")
+    ));
+}
