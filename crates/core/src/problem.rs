@@ -49,6 +49,16 @@ pub fn from_store(e: StoreError) -> Problem {
             ErrorCode::Unavailable,
             "the event store is not accepting writes; retry later",
         ),
+        StoreError::Damaged { seq } => {
+            tracing::error!(
+                seq,
+                "the event store is damaged and refuses writes; restore it from a backup"
+            );
+            Problem::new(
+                ErrorCode::Unavailable,
+                "the event store is damaged and refuses writes; an operator must restore it",
+            )
+        }
         other => internal("event store", &other),
     }
 }

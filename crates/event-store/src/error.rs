@@ -131,6 +131,17 @@ pub enum Error {
         /// The storage engine's message.
         reason: String,
     },
+    /// The store was opened with a damaged or missing record, so the version
+    /// of any stream after it cannot be trusted (the damaged record's stream is
+    /// unknown): it reads, but refuses every write until it is restored from a
+    /// backup. `verify` names the first bad position.
+    #[error(
+        "the store was opened with a damaged record at seq {seq}; it refuses writes until          restored from a backup (run verify)"
+    )]
+    Damaged {
+        /// The first damaged position found on open.
+        seq: u64,
+    },
     /// The store is closed.
     #[error("the store is closed")]
     Closed,

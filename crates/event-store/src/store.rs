@@ -317,6 +317,9 @@ impl EventStore {
 
     /// Validates a batch against the limits and encodes its events.
     fn check(&self, events: Vec<NewEvent>) -> Result<Vec<Pending>> {
+        if let Some(&seq) = self.shared().damaged_on_open.first() {
+            return Err(Error::Damaged { seq });
+        }
         let limits = &self.inner.limits;
         if events.is_empty() {
             return Err(Error::EmptyBatch);

@@ -97,6 +97,20 @@ async fn a_record_with_garbage_is_found_and_the_store_still_opens() {
     let s = reopened(&d);
     assert!(!s.damaged_on_open().is_empty());
     assert_eq!(s.verify().unwrap().first_bad_seq, Some(10));
+    // Reads go on; writes are refused, since a stream's next version would be
+    // counted without the damaged record and could repeat one already used.
+    assert!(s.read_stream("s0", 0, 10).is_ok());
+    let w = s
+        .append_one(lighthouse_event_store::NewEvent::new(
+            "s0",
+            "x.y",
+            serde_json::json!({}),
+        ))
+        .await;
+    assert!(
+        matches!(w, Err(lighthouse_event_store::Error::Damaged { seq: 10 })),
+        "{w:?}"
+    );
 }
 
 #[tokio::test]
