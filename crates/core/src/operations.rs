@@ -9,7 +9,7 @@ use lighthouse_elicitation::{
     AgentSubscription, CancelRequest, CreateRequest, DrainReport, DrainRequest, Elicitation,
     ListQuery, Mailbox, ReceiveQuery, RespondRequest, SendMessage, SentMessage, Status,
 };
-use lighthouse_flags::{Attribution, FlagChange};
+use lighthouse_flags::Attribution;
 use lighthouse_metrics::FlagResult;
 use lighthouse_security::{Action, Caller, Role};
 
@@ -36,8 +36,10 @@ fn latency(s: &lighthouse_metrics::LatencySummary) -> Latency {
     }
 }
 
-/// Most changes one `GET /v1/flags/{key}/history` returns.
-pub const MAX_FLAG_HISTORY: usize = 10_000;
+/// Most changes one `GET /v1/flags/{key}/history` returns: the flag store's
+/// page (each change carries the flag before and after, up to ~260 KB with
+/// full allow and deny lists, so a page is bounded in bytes as well).
+pub const MAX_FLAG_HISTORY: usize = 1_000;
 
 impl Bridge {
     /// `POST /v1/elicitations`: gated by the flag `elicitation_enabled` for the
@@ -299,33 +301,16 @@ impl Bridge {
                 format!("must be 1 to {MAX_FLAG_HISTORY}"),
             ));
         }
-        let page_max = self.flags().limits().max_history_page.max(1);
-        let mut changes: Vec<FlagChange> = Vec::new();
-        let mut before = before;
-        let mut more = true;
-        while changes.len() < limit {
-            let want = (limit - changes.len()).min(page_max);
-            let mut page = self
-                .flags()
-                .history(key, before, want)
-                .map_err(from_flags)?;
-            let Some(oldest) = page.first().map(|c| c.version) else {
-                more = false;
-                break;
-            };
-            let short = page.len() < want;
-            page.append(&mut changes);
-            changes = page;
-            before = Some(oldest);
-            if short || oldest <= 1 {
-                more = false;
-                break;
-            }
-        }
+        // One walk down the flag's chain per request (not one per page).
+        let limit = limit.min(self.flags().limits().max_history_page.max(1));
+        let changes = self
+            .flags()
+            .history(key, before, limit)
+            .map_err(from_flags)?;
         let next = changes
             .first()
             .map(|c| c.version)
-            .filter(|&v| more && v > 1);
+            .filter(|&v| changes.len() == limit && v > 1);
         Ok(FlagHistory { changes, next })
     }
 

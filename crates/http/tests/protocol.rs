@@ -338,7 +338,7 @@ async fn the_flag_gates_creation_per_agent_and_changes_take_effect_at_once() {
         .await;
     assert_eq!(versions(&older), vec![1]);
     assert_eq!(older.body["next"], serde_json::Value::Null);
-    for bad in ["limit=0", "limit=10001", "colour=red"] {
+    for bad in ["limit=0", "limit=1001", "colour=red"] {
         let r = ops
             .get(&format!("/v1/flags/elicitation_enabled/history?{bad}"))
             .await;
