@@ -76,6 +76,17 @@ impl RecordBatch {
         self.ends.clear();
     }
 
+    /// Gives back buffer capacity beyond `bytes` (the records are kept).
+    pub fn shrink_to(&mut self, bytes: usize) {
+        if self.bytes.capacity() > bytes {
+            self.bytes.shrink_to(bytes.max(self.bytes.len()));
+        }
+        let ends = bytes / 64;
+        if self.ends.capacity() > ends {
+            self.ends.shrink_to(ends.max(self.ends.len()));
+        }
+    }
+
     /// Seq of the first record.
     pub fn first_seq(&self) -> u64 {
         self.first_seq
@@ -694,6 +705,19 @@ impl Backend for SledBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_gives_back_what_a_burst_grew_and_keeps_its_records() {
+        let mut b = RecordBatch::starting_at(1);
+        b.push(&vec![7u8; 32 << 20]);
+        b.reset(2);
+        b.shrink_to(1 << 20);
+        assert!(b.bytes.capacity() <= 1 << 20, "{}", b.bytes.capacity());
+        b.push(b"abc");
+        b.shrink_to(0);
+        assert_eq!(b.bytes(), b"abc", "records are never dropped");
+        assert_eq!(b.len(), 1);
+    }
 
     #[test]
     fn packing_keeps_runs_of_consecutive_seqs_within_bounds() {

@@ -35,6 +35,13 @@ use crate::store::Shared;
 
 /// Length of a ULID in text.
 const ULID_LEN: usize = 26;
+/// A group stops taking requests once it holds this many bytes of records
+/// (besides `max_group_events`): 4,096 requests of up to 1 MiB each would
+/// otherwise make one multi-GiB frame, past what a segment frame can hold.
+const MAX_GROUP_BYTES: usize = 64 << 20;
+/// The group buffer's capacity kept between groups; a larger one (after a
+/// burst of large events) is given back.
+const RETAINED_BATCH_BYTES: usize = 8 << 20;
 
 /// What the writer decided for one request of a group.
 enum Verdict {
@@ -108,6 +115,7 @@ impl Writer {
         while let Some(first) = self.rx.blocking_recv() {
             let mut flushes = Vec::new();
             let mut events = 0usize;
+            let mut bytes = 0usize;
             let mut next = Some(first);
             while let Some(cmd) = next.take() {
                 match cmd {
@@ -117,15 +125,22 @@ impl Writer {
                         enqueued,
                     } => {
                         events += e.len();
+                        bytes += e
+                            .iter()
+                            .map(|p| p.prepared.record_len(ULID_LEN))
+                            .sum::<usize>();
                         appends.push((e, reply, enqueued));
                     }
                     Command::Flush { reply } => flushes.push(reply),
                 }
-                if events < self.max_group_events {
+                if events < self.max_group_events && bytes < MAX_GROUP_BYTES {
                     next = self.rx.try_recv().ok();
                 }
             }
             self.commit_group(&mut appends);
+            // One burst of large events must not pin its buffer for the life
+            // of the process.
+            self.batch.shrink_to(RETAINED_BATCH_BYTES);
             if !flushes.is_empty() {
                 let r = self.flush_durably();
                 for reply in flushes {
