@@ -359,7 +359,27 @@ impl<T> ResumingStream<T> {
     /// An event from the wire: the bridge's `lagged`/`shutdown` end the
     /// connection; everything else becomes an item.
     fn handle(&mut self, ev: SseEvent) -> Option<Result<T, Error>> {
+        // Final events carry no id; an event of the log always does (and an
+        // agent may well name its own event type `shutdown` or `error`).
+        let is_final = !ev.has_id && matches!(ev.event.as_str(), "lagged" | "shutdown" | "error");
+        if is_final {
+            // The bridge's final events say where to resume: everything up to
+            // `resume_after` was delivered. Without it a stream opened with no
+            // position would reconnect with none, and miss what happened in
+            // between.
+            #[derive(serde::Deserialize)]
+            struct Final {
+                resume_after: u64,
+            }
+            if let Ok(f) = serde_json::from_str::<Final>(&ev.data) {
+                self.position = Some(
+                    self.position
+                        .map_or(f.resume_after, |p| p.max(f.resume_after)),
+                );
+            }
+        }
         match ev.event.as_str() {
+            _ if !is_final => {}
             "lagged" => {
                 self.stats.lagged += 1;
                 self.end_connection("cut off as a slow consumer", false);
@@ -370,6 +390,11 @@ impl<T> ResumingStream<T> {
                 // The bridge is going away: back off as after a failure.
                 self.failures += 1;
                 self.end_connection("the bridge is shutting down", false);
+                return None;
+            }
+            "error" => {
+                self.failures += 1;
+                self.end_connection("the bridge ended the stream on an error", true);
                 return None;
             }
             _ => {}

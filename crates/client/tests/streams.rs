@@ -196,6 +196,64 @@ async fn a_stream_survives_a_bridge_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_opened_without_a_position_resumes_from_the_final_event() {
+    let mut tb = TestBridge::start().await;
+    let alice_cred = tb.credential("alice", Role::Agent).await;
+    let bob_cred = tb.credential("bob", Role::Agent).await;
+    let alice = client_via(&alice_cred, &tb.url);
+    let bob = client_via(&bob_cred, &tb.url);
+    // Nothing pending for bob, so the stream delivers nothing and learns no
+    // position from events; it connects while waiting.
+    let mut stream = bob.agent_stream(None);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), stream.next())
+            .await
+            .is_err()
+    );
+    tb.restart().await;
+    // Sent while bob is away: not pending, so not in a fresh stream's snapshot;
+    // only a resume from the `shutdown` event's position delivers it.
+    let sent = send(&alice, 1).await;
+    let got = next_message_seqs(&mut stream, 1).await;
+    assert_eq!(got, sent);
+    assert_eq!(stream.stats().shutdowns, 1, "{:?}", stream.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_named_like_the_bridges_final_events_are_items() {
+    let tb = TestBridge::start().await;
+    let alice = tb.client("alice", Role::Agent).await;
+    for t in ["shutdown", "lagged", "error"] {
+        alice
+            .append_event(&AppendEventRequest {
+                stream: "notes-8".into(),
+                event_type: t.into(),
+                data: json!({"resume_after": 999_999}),
+                metadata: None,
+                expected_version: None,
+                id: None,
+            })
+            .await
+            .unwrap();
+    }
+    let mut tail = alice.event_stream(&EventStreamFilter {
+        stream: Some("notes-8".into()),
+        ..EventStreamFilter::default()
+    });
+    let mut types = Vec::new();
+    for _ in 0..3 {
+        let e = tokio::time::timeout(Duration::from_secs(20), tail.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        types.push(e.event_type);
+    }
+    assert_eq!(types, ["shutdown", "lagged", "error"]);
+    assert_eq!(tail.stats().disconnects, 0, "{:?}", tail.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_stream_ends_with_the_problem() {
     let tb = TestBridge::start().await;
     let admin = tb.client("root", Role::Admin).await;
