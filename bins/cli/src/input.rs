@@ -5,12 +5,27 @@ use serde_json::Value;
 
 use crate::run::Failure;
 
+/// Largest `@FILE` JSON argument: the bridge's request body limit.
+const MAX_JSON_FILE_BYTES: u64 = 1 << 20;
+
 /// Parses `text` as JSON, or the file it names after `@`.
 pub fn json_arg(name: &str, text: &str) -> Result<Value, Failure> {
     let (source, content) = match text.strip_prefix('@') {
         Some(path) => {
-            let content = std::fs::read_to_string(path)
+            use std::io::Read;
+            let file = std::fs::File::open(path)
                 .map_err(|e| Failure::Usage(format!("--{name}: cannot read {path}: {e}")))?;
+            // The bridge takes bodies of at most 1 MiB: a larger file cannot be
+            // sent, so it is not read whole either.
+            let mut content = String::new();
+            file.take(MAX_JSON_FILE_BYTES + 1)
+                .read_to_string(&mut content)
+                .map_err(|e| Failure::Usage(format!("--{name}: cannot read {path}: {e}")))?;
+            if content.len() as u64 > MAX_JSON_FILE_BYTES {
+                return Err(Failure::Usage(format!(
+                    "--{name}: {path} is larger than {MAX_JSON_FILE_BYTES} bytes (the bridge's body limit)"
+                )));
+            }
             (path.to_owned(), content)
         }
         None => ("the argument".to_owned(), text.to_owned()),
@@ -69,6 +84,24 @@ pub fn list_arg(items: Vec<String>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_file_larger_than_a_request_body_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("ok.json");
+        std::fs::write(&ok, br#"{"port": 1}"#).unwrap();
+        let v = json_arg("content", &format!("@{}", ok.display())).unwrap();
+        assert_eq!(v, serde_json::json!({"port": 1}));
+        let big = dir.path().join("big.json");
+        let mut text = String::from("[");
+        text.push_str(&"1,".repeat(600_000));
+        text.push_str("1]");
+        std::fs::write(&big, text).unwrap();
+        match json_arg("content", &format!("@{}", big.display())) {
+            Err(Failure::Usage(m)) => assert!(m.contains("larger than"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn json_comes_inline_or_from_a_file() {

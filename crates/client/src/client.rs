@@ -106,6 +106,10 @@ impl ClientBuilder {
             // default header read timeout); reusing one just as it closes
             // would fail a request, so the pool lets go first.
             .pool_idle_timeout(std::time::Duration::from_secs(20))
+            // A redirect would hand a signed request (headers and all) to
+            // wherever it points, or turn a signed POST into an unsigned GET:
+            // a redirect is an answer, not something to follow.
+            .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
             .user_agent(concat!("lighthouse-client/", env!("CARGO_PKG_VERSION")))
             .build()

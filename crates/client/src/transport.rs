@@ -246,6 +246,18 @@ impl Transport {
         call: &Call,
         accept: impl Fn(u16) -> bool,
     ) -> Result<Answer, Error> {
+        // A URL normalises `.` and `..` segments away, so an id such as ".."
+        // would silently address another route.
+        if call.path.split('/').any(|seg| {
+            matches!(seg, "." | "..")
+                || seg.eq_ignore_ascii_case("%2e")
+                || seg.eq_ignore_ascii_case("%2e%2e")
+        }) {
+            return Err(Error::Config(format!(
+                "{}: an id may not be \".\" or \"..\"",
+                call.path
+            )));
+        }
         let policy = self.config.retry;
         let request_id = format!("lhc-{}", lighthouse_security::fresh_nonce());
         let mut attempt = 0u32;

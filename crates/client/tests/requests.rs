@@ -494,3 +494,55 @@ async fn a_response_over_the_size_limit_is_refused_not_buffered() {
     };
     assert_eq!(small.query_events(&one).await.unwrap().events.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segments_are_refused_before_anything_is_sent() {
+    let tb = TestBridge::start().await;
+    let alice = tb.client("alice", Role::Agent).await;
+    for id in [".", ".."] {
+        let e = alice.get_elicitation(id, Duration::ZERO).await.unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{id}: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_an_answer_not_followed() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Where a redirect would send the signed request: counts what arrives.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let seen = hits.clone();
+    let elsewhere = axum::Router::new().fallback(move || {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async { "captured" }
+    });
+    let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_url = format!("http://{}", other.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(other, elsewhere).await.unwrap() });
+    let target = format!("{other_url}/v1/agents/me");
+    let redirecting = axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move {
+            (
+                axum::http::StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, target)],
+            )
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, redirecting).await.unwrap() });
+    let tb = TestBridge::start().await;
+    let cred = tb.credential("alice", Role::Agent).await;
+    let alice = Client::builder()
+        .credential(cred)
+        .base_url(&url)
+        .build()
+        .unwrap();
+    let e = alice.me().await.unwrap_err();
+    assert_eq!(e.problem().status, 307, "{e}");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the signed request went elsewhere"
+    );
+}
