@@ -135,6 +135,31 @@ async fn without_a_position_pending_ones_come_first() {
     );
 }
 
+#[tokio::test]
+async fn a_partly_handed_out_pending_list_resumes_from_its_last_item() {
+    let clock = manual_clock();
+    let (svc, _store) = open_temp(&clock).await;
+    for _ in 0..3 {
+        svc.create(&alice(), "r", ask("bob"), None).await.unwrap();
+    }
+    let mut sub = svc.subscribe(&bob(), None).unwrap();
+    // Nothing handed out yet: a new subscription must start the list over.
+    assert_eq!(sub.resume_position(), None);
+    let first = next(&mut sub).await;
+    assert_eq!(sub.resume_position(), Some(first.seq));
+    assert!(sub.position() > first.seq, "the head, past the list");
+    // Resuming from there brings the rest of the list back.
+    let mut resumed = svc.subscribe(&bob(), sub.resume_position()).unwrap();
+    let rest: Vec<_> = [next(&mut resumed).await, next(&mut resumed).await]
+        .iter()
+        .map(|n| n.seq)
+        .collect();
+    let second = next(&mut sub).await;
+    let third = next(&mut sub).await;
+    assert_eq!(rest, vec![second.seq, third.seq]);
+    assert_eq!(sub.resume_position(), Some(sub.position()));
+}
+
 /// Runs a mixed workload; returns every notification bob received from 0, live.
 async fn workload(svc: &ElicitationService, clock: &ManualClock) {
     let mut ids = Vec::new();

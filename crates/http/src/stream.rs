@@ -111,10 +111,14 @@ fn ending_of_store(e: &lighthouse_event_store::Error) -> &'static str {
     }
 }
 
-fn final_event(kind: &str, position: u64) -> SseEvent {
-    SseEvent::default()
-        .event(kind)
-        .data(format!("{{\"resume_after\":{position}}}"))
+/// A final event; without a position (an agent stream still handing out its
+/// initial list of pending elicitations, none yet) the client starts over.
+fn final_event(kind: &str, position: impl Into<Option<u64>>) -> SseEvent {
+    let data = match position.into() {
+        Some(p) => format!("{{\"resume_after\":{p}}}"),
+        None => "{}".to_owned(),
+    };
+    SseEvent::default().event(kind).data(data)
 }
 
 /// `GET /v1/stream`.
@@ -147,7 +151,7 @@ pub(crate) async fn agent_stream(
         }
         if *s.shutdown.borrow() {
             s.done = true;
-            let pos = s.sub.position();
+            let pos = s.sub.resume_position();
             return Some((Ok(final_event("shutdown", pos)), s));
         }
         tokio::select! {
@@ -155,13 +159,13 @@ pub(crate) async fn agent_stream(
                 Ok(n) => Some((Ok(notification_event(&n)), s)),
                 Err(e) => {
                     s.done = true;
-                    let pos = s.sub.position();
+                    let pos = s.sub.resume_position();
                     Some((Ok(final_event(ending_of_elicitation(&e), pos)), s))
                 }
             },
             _ = s.shutdown.changed() => {
                 s.done = true;
-                let pos = s.sub.position();
+                let pos = s.sub.resume_position();
                 Some((Ok(final_event("shutdown", pos)), s))
             }
         }

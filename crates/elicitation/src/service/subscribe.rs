@@ -40,6 +40,8 @@ pub struct AgentSubscription {
     rx: mpsc::Receiver<Notification>,
     cut: Arc<std::sync::atomic::AtomicBool>,
     queue: VecDeque<Notification>,
+    /// The seq of the last item handed out from `queue`.
+    from_queue: Option<u64>,
     cursor: u64,
     boundary: u64,
     position: u64,
@@ -99,6 +101,7 @@ impl ElicitationService {
             rx: reg.rx,
             cut: reg.cut,
             queue,
+            from_queue: None,
             cursor,
             boundary,
             position: cursor,
@@ -113,11 +116,26 @@ impl AgentSubscription {
         self.position
     }
 
+    /// Where a new subscription must start to continue this one with no gap
+    /// and no duplicate: [`position`](Self::position), except while the initial
+    /// list of pending elicitations is only partly handed out (its items carry
+    /// seqs below the position). Then it is the last item handed out, from which
+    /// a read-back also brings the rest of the list; or `None` when none was, and
+    /// a new subscription without a position starts the list over.
+    pub fn resume_position(&self) -> Option<u64> {
+        if self.queue.is_empty() {
+            Some(self.position)
+        } else {
+            self.from_queue
+        }
+    }
+
     /// The next notification; waits for one when caught up.
     pub async fn next(&mut self) -> Result<Notification> {
         loop {
             if let Some(n) = self.queue.pop_front() {
                 self.position = self.position.max(n.seq);
+                self.from_queue = Some(n.seq);
                 return Ok(n);
             }
             // Everything read back so far has been delivered.
