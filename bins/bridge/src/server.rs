@@ -47,6 +47,7 @@ pub async fn serve(
         .keep_alive_interval(timeouts.http2_keep_alive)
         .keep_alive_timeout(timeouts.http2_keep_alive);
     let graceful = GracefulShutdown::new();
+    let (stop_tx, stopped) = tokio::sync::watch::channel(());
     let mut stop = std::pin::pin!(stop);
     loop {
         let (io, remote) = tokio::select! {
@@ -57,9 +58,17 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let header_read = timeouts.header_read;
+        let mut silent_until_stop = stopped.clone();
         tokio::spawn(async move {
-            if !io.first_bytes_within(header_read).await {
+            // A connection that has not spoken yet holds up no shutdown: it
+            // is dropped when the server stops, as it would be on timeout.
+            let spoke = tokio::select! {
+                spoke = io.first_bytes_within(header_read) => spoke,
+                _ = silent_until_stop.changed() => false,
+            };
+            if !spoke {
                 tracing::debug!(%remote, "connection closed: no request within the header read timeout");
+                drop(watcher);
                 return;
             }
             let conn = builder
@@ -73,5 +82,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    // Wakes the connections still waiting for their first bytes.
+    stop_tx.send_replace(());
     graceful.shutdown().await;
 }

@@ -120,3 +120,28 @@ fn serve_dev_refuses_a_directory_initialised_for_production() {
         "no development credential was written"
     );
 }
+
+#[tokio::test]
+async fn a_connection_that_never_speaks_does_not_hold_up_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = common::spawn(&dir.path().join("data"), port);
+    wait_ready(&format!("http://{addr}")).await;
+    let _silent = TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    // SAFETY: sends SIGTERM to our own child process.
+    unsafe {
+        libc::kill(child.0.id() as i32, libc::SIGTERM);
+    }
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    // The shutdown grace is 10 s and the header timeout 30 s; a clean stop
+    // takes well under a second.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown waited {:?} for a silent connection",
+        started.elapsed()
+    );
+}

@@ -109,6 +109,8 @@ pub(crate) async fn authenticate(
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // An HTTP/2 body need carry neither header, so "no body" is read off the
+    // body itself, not off the absence of a length.
     let reserve = match declared {
         Some(n) if n > limit as u64 => {
             return ApiError(Problem::new(
@@ -118,15 +120,13 @@ pub(crate) async fn authenticate(
             .into_response();
         }
         Some(n) => n as usize,
-        None if parts
-            .headers
-            .contains_key(axum::http::header::TRANSFER_ENCODING) =>
-        {
-            limit
-        }
-        None => 0,
+        None if axum::body::HttpBody::is_end_stream(&body) => 0,
+        None => match axum::body::HttpBody::size_hint(&body).exact() {
+            Some(n) if n <= limit as u64 => n as usize,
+            _ => limit,
+        },
     };
-    let _reserved = if reserve == 0 {
+    let mut reserved = if reserve == 0 {
         None
     } else {
         let want = reserve.min(st.config.max_buffered_body_bytes);
@@ -199,8 +199,17 @@ pub(crate) async fn authenticate(
         Ok(caller) => {
             tracing::Span::current().record("agent", caller.agent.as_str());
             parts.extensions.insert(caller);
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
+            // GET and HEAD handlers never read a body (one was only hashed for
+            // the signature): let it and its share of the budget go before a
+            // long-poll holds them for a minute.
+            let body = if parts.method == Method::GET || parts.method == Method::HEAD {
+                drop(bytes);
+                reserved.take();
+                Body::empty()
+            } else {
+                Body::from(bytes)
+            };
+            next.run(Request::from_parts(parts, body)).await
         }
         Err(p) => ApiError(p).into_response(),
     }

@@ -741,6 +741,33 @@ async fn request_bodies_share_a_memory_budget() {
 }
 
 #[tokio::test]
+async fn a_long_poll_does_not_hold_its_body_in_the_budget() {
+    let t = common::start_tuned(
+        |_| {},
+        |h| {
+            h.max_buffered_body_bytes = 100;
+            h.body_read_timeout = std::time::Duration::from_millis(300);
+        },
+    )
+    .await;
+    // A 90-byte body on a GET that waits two seconds: the body is only hashed
+    // for the signature, and its share of the budget is given back at once.
+    let bob = t.agent("bob");
+    let junk = vec![b' '; 90];
+    let poll = tokio::spawn(async move {
+        bob.send(Method::GET, "/v1/messages?after=0&wait_ms=2000", &junk)
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let r = t
+        .agent("alice")
+        .post("/v1/messages", json!({"to": "carol", "body": 1}))
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(poll.await.unwrap().status, 200);
+}
+
+#[tokio::test]
 async fn a_full_nonce_store_answers_unavailable_rather_than_forgetting() {
     let t = common::start_with(|c| c.security.nonces.per_agent_capacity = 3).await;
     let alice = t.agent("alice");
