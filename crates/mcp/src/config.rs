@@ -37,6 +37,13 @@ pub struct McpConfig {
     /// SSE keep-alive comment interval on response streams (default
     /// [`DEFAULT_SSE_KEEP_ALIVE`]).
     pub sse_keep_alive: Duration,
+    /// Longest time a request body may take to arrive (default 30 s; slower
+    /// is `400 invalid_request`).
+    pub body_read_timeout: Duration,
+    /// Request bodies held in memory at once over all `/mcp` requests
+    /// (default 64 MiB); a body that finds the budget spent waits, within
+    /// `body_read_timeout`, then is `503 unavailable`.
+    pub max_buffered_body_bytes: usize,
 }
 
 impl Default for McpConfig {
@@ -47,6 +54,8 @@ impl Default for McpConfig {
             progress_interval: DEFAULT_PROGRESS_INTERVAL,
             expiry_grace: DEFAULT_EXPIRY_GRACE,
             sse_keep_alive: DEFAULT_SSE_KEEP_ALIVE,
+            body_read_timeout: Duration::from_secs(30),
+            max_buffered_body_bytes: 64 << 20,
         }
     }
 }

@@ -59,6 +59,8 @@ impl McpShutdown {
 struct GuardState {
     bridge: Bridge,
     config: Arc<McpConfig>,
+    /// Bytes of request body that may be buffered now.
+    body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// The `/mcp` endpoint (`POST`, `GET`, `DELETE`) on `bridge`, to merge next to
@@ -95,7 +97,16 @@ pub fn router_with_shutdown(bridge: Bridge, config: McpConfig) -> (Router, McpSh
             rmcp_config,
         )
     };
-    let state = GuardState { bridge, config };
+    let body_budget = Arc::new(tokio::sync::Semaphore::new(
+        config
+            .max_buffered_body_bytes
+            .min(tokio::sync::Semaphore::MAX_PERMITS),
+    ));
+    let state = GuardState {
+        bridge,
+        config,
+        body_budget,
+    };
     let router = Router::new()
         .route_service(MCP_PATH, service)
         .layer(from_fn_with_state(state, guard));
@@ -138,14 +149,55 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
     }
     let (mut parts, body) = req.into_parts();
     let limit = st.config.max_body_bytes;
-    let bytes = match axum::body::to_bytes(body, limit.saturating_add(1)).await {
-        Ok(b) if b.len() <= limit => b,
-        _ => {
+    let too_large = || {
+        problem_response(&Problem::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request bodies are limited to {limit} bytes"),
+        ))
+    };
+    // As the REST API does: reserve the body's size in a shared budget, then
+    // read it within a deadline, so neither a trickled body nor many large
+    // ones can hold memory or a connection without bound.
+    let deadline = tokio::time::Instant::now() + st.config.body_read_timeout;
+    let reserve = match axum::body::HttpBody::size_hint(&body).exact() {
+        _ if axum::body::HttpBody::is_end_stream(&body) => 0,
+        Some(n) if n > limit as u64 => return too_large(),
+        Some(n) => n as usize,
+        None => limit,
+    };
+    let _reserved = if reserve == 0 {
+        None
+    } else {
+        let want =
+            u32::try_from(reserve.min(st.config.max_buffered_body_bytes)).unwrap_or(u32::MAX);
+        let acquire = st.body_budget.clone().acquire_many_owned(want);
+        match tokio::time::timeout_at(deadline, acquire).await {
+            Ok(Ok(permit)) => Some(permit),
+            _ => {
+                return problem_response(&Problem::new(
+                    ErrorCode::Unavailable,
+                    "the bridge is receiving too many request bodies at once; retry shortly",
+                ));
+            }
+        }
+    };
+    let bytes = match tokio::time::timeout_at(
+        deadline,
+        axum::body::to_bytes(body, limit.saturating_add(1)),
+    )
+    .await
+    {
+        Ok(Ok(b)) if b.len() <= limit => b,
+        Err(_) => {
             return problem_response(&Problem::new(
-                ErrorCode::PayloadTooLarge,
-                format!("request bodies are limited to {limit} bytes"),
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the request body did not arrive within {} ms",
+                    st.config.body_read_timeout.as_millis()
+                ),
             ));
         }
+        _ => return too_large(),
     };
     let class = classify(parts.method.as_str(), &bytes);
     // Bearer tokens only (PROTOCOL.md 2.3): signature headers are not passed

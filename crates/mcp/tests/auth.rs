@@ -311,3 +311,40 @@ async fn a_waiting_elicit_ends_when_the_callers_token_is_revoked() {
     assert_eq!(p["code"], "unauthenticated", "{p}");
     assert!(p["detail"].as_str().unwrap().contains("was created"), "{p}");
 }
+
+#[tokio::test]
+async fn a_trickled_body_is_cut_off_and_large_ones_share_a_budget() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = start_with(lighthouse_mcp::McpConfig {
+        body_read_timeout: std::time::Duration::from_millis(300),
+        max_buffered_body_bytes: 100,
+        ..lighthouse_mcp::McpConfig::default()
+    })
+    .await;
+    let addr = b.base.trim_start_matches("http://").to_owned();
+    let read_status = |mut s: tokio::net::TcpStream| async move {
+        let mut head = [0u8; 12];
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_exact(&mut head))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        String::from_utf8_lossy(&head).into_owned()
+    };
+    // A body declared and never sent: refused when the deadline passes.
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60\r\n\r\n{")
+        .await
+        .unwrap();
+    // Meanwhile a second body of 60 bytes finds the 100-byte budget spent and
+    // is refused at its own deadline rather than growing memory past it.
+    let mut second = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    second
+        .write_all(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_status(stalled).await, "HTTP/1.1 400");
+    let s = read_status(second).await;
+    assert!(s == "HTTP/1.1 503" || s == "HTTP/1.1 400", "{s}");
+}
