@@ -123,6 +123,15 @@ impl Bridge {
             .clock(config.clock.clone())
             .observer(Arc::new(StoreMetrics(metrics.clone())));
         let store = EventStore::open(dir.join("store"), store_options)?;
+        // A damaged store refuses writes (and its projections could not be
+        // rebuilt faithfully): a bridge on it would serve a partial state and
+        // fail every write, so it does not start; the offline tools
+        // (`store verify`, `store backup`, `store restore`) work on it.
+        if let Some(&seq) = store.damaged_on_open().first() {
+            return Err(OpenError::Store(lighthouse_event_store::Error::Damaged {
+                seq,
+            }));
+        }
         metrics.set_head_seq(store.head_seq());
         let nonce_dir = dir.join("nonces");
         std::fs::create_dir_all(&nonce_dir).map_err(io(&nonce_dir))?;
@@ -379,6 +388,38 @@ async fn housekeeping(inner: std::sync::Weak<Inner>, every: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_bridge_does_not_start_on_a_damaged_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = lighthouse_security::MasterKey::generate().unwrap();
+        {
+            let bridge = Bridge::open(BridgeConfig::new(dir.path(), key.clone()))
+                .await
+                .unwrap();
+            for i in 0..3 {
+                let e = lighthouse_event_store::NewEvent::new(
+                    "notes",
+                    "note.added",
+                    serde_json::json!({"i": i}),
+                );
+                bridge.store().append_one(e).await.unwrap();
+            }
+            bridge.shutdown().await.unwrap();
+            let head = bridge.store().head_seq();
+            bridge
+                .store()
+                .tamper_raw(head - 1, Some(&[1, 2, 3]))
+                .unwrap();
+        }
+        // sled lets go of its directory lock from a background thread.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match Bridge::open(BridgeConfig::new(dir.path(), key)).await {
+            Err(OpenError::Store(lighthouse_event_store::Error::Damaged { .. })) => {}
+            Err(e) => panic!("another error: {e}"),
+            Ok(_) => panic!("opened on a damaged store"),
+        }
+    }
 
     #[tokio::test]
     async fn readiness_syncs_the_store_at_most_once_per_probe_interval() {
