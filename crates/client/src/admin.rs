@@ -101,9 +101,37 @@ impl Client {
             .await
     }
 
-    /// `GET /v1/flags/{key}/history`: every change, oldest first.
+    /// `GET /v1/flags/{key}/history`: every change, oldest first, following
+    /// the bridge's pages (`next`) back to the first change.
     pub async fn flag_history(&self, key: &str) -> Result<FlagHistory, Error> {
-        self.json(Call::get(flag_path(key, "/history"))).await
+        let mut page = self.flag_history_page(key, None, None).await?;
+        let mut before = page.next;
+        while let Some(b) = before {
+            let mut older = self.flag_history_page(key, Some(b), None).await?;
+            // A cursor must move back; a bridge that repeats one would loop.
+            before = older.next.filter(|&n| n < b);
+            older.changes.append(&mut page.changes);
+            page.changes = older.changes;
+        }
+        page.next = None;
+        Ok(page)
+    }
+
+    /// One page of `GET /v1/flags/{key}/history?before=&limit=`: the newest
+    /// `limit` changes below version `before`, oldest first, and where older
+    /// ones continue (`next`).
+    pub async fn flag_history_page(
+        &self,
+        key: &str,
+        before: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<FlagHistory, Error> {
+        self.json(
+            Call::get(flag_path(key, "/history"))
+                .query("before", before)
+                .query("limit", limit),
+        )
+        .await
     }
 
     /// `GET /v1/flags/{key}/evaluate?agent=a`.

@@ -408,6 +408,21 @@ async fn events_flags_ops_agents_health_and_metrics() {
     let history = ops.flag_history("new_ui").await.unwrap();
     assert_eq!(history.changes.len(), 3);
     assert_eq!(history.changes[1].reason, "bad");
+    assert_eq!(history.next, None);
+    // Paged by hand: the newest two, then the one before them.
+    let newest = ops
+        .flag_history_page("new_ui", None, Some(2))
+        .await
+        .unwrap();
+    assert_eq!(newest.changes, history.changes[1..]);
+    let older = ops
+        .flag_history_page("new_ui", newest.next, Some(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        (older.changes.as_slice(), older.next),
+        (&history.changes[..1], None)
+    );
     let stale = FlagPut {
         expected_version: Some(1),
         ..put
