@@ -336,8 +336,12 @@ pub(crate) fn json_size(v: &Value) -> usize {
 
 /// Checks a request id, which becomes the `correlation_id` of the events written.
 pub(crate) fn check_request_id(id: &str) -> Result<(), Error> {
-    validate_token(id, Field::CorrelationId)
-        .map_err(|_| Error::invalid("", "the request id must be 1 to 128 of [A-Za-z0-9_.:-]"))
+    validate_token(id, Field::CorrelationId).map_err(|_| {
+        Error::invalid(
+            "/X-Request-Id",
+            "the request id must be 1 to 128 of [A-Za-z0-9_.:-]",
+        )
+    })
 }
 
 /// Checks the cap on a wait, and the page limit.

@@ -206,7 +206,7 @@ impl ElicitationService {
         };
         if first_hash.as_deref() != Some(request_hash(req).as_str()) {
             return Err(Error::invalid(
-                "",
+                "/Idempotency-Key",
                 "this idempotency key was used with a different request",
             ));
         }
@@ -217,7 +217,7 @@ impl ElicitationService {
         let max = self.shared.limits.max_idempotency_key_bytes;
         if k.is_empty() || k.len() > max {
             return Err(Error::invalid(
-                "",
+                "/Idempotency-Key",
                 format!("the idempotency key must be 1 to {max} bytes"),
             ));
         }
@@ -248,7 +248,7 @@ impl ElicitationService {
                 if let Some((id, first_hash)) = first {
                     if first_hash.as_deref() != hash {
                         return Err(Error::invalid(
-                            "",
+                            "/Idempotency-Key",
                             "this idempotency key was used with a different request",
                         ));
                     }
