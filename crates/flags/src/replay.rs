@@ -1,6 +1,6 @@
 //! Rebuilding the flags from stream `$flags`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use lighthouse_event_store::EventStore;
 
@@ -15,10 +15,14 @@ const REPLAY_PAGE: usize = 1_000;
 /// `base`. Returns the new set and the last version applied. Every event is
 /// checked against the state before it: the flag's version moves by exactly one
 /// and `previous_seq` points at the flag's previous event.
+/// `chains` gets the seq of every applied change appended to its flag's list
+/// (version `v` at index `v - 1`), for history reads that go straight to the
+/// changes asked for.
 pub(crate) fn replay(
     events: &EventStore,
     base: &FlagSet,
     applied: Option<u64>,
+    chains: &mut HashMap<String, Vec<u64>>,
 ) -> Result<(FlagSet, Option<u64>)> {
     let mut records: BTreeMap<String, Record> =
         base.records().map(|r| (r.flag.key.clone(), r)).collect();
@@ -61,6 +65,10 @@ pub(crate) fn replay(
                 seq,
                 reason: e.to_string(),
             })?;
+            let chain = chains.entry(record.flag.key.clone()).or_default();
+            // Version v sits at index v - 1 (checked above to follow on).
+            chain.truncate(usize::try_from(record.flag.version - 1).unwrap_or(usize::MAX));
+            chain.push(seq);
             records.insert(record.flag.key.clone(), record);
             version = Some(event_version);
             last_seq = seq;

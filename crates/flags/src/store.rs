@@ -6,6 +6,7 @@
 //! lock (see `published.rs`): a change is visible to every evaluation that starts
 //! after the write returned.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use lighthouse_event_store::{EventStore, ExpectedVersion, NewEvent, SharedClock, SystemClock};
@@ -84,6 +85,9 @@ struct Inner {
     current: Published,
     /// Serializes writes; holds the last version of `$flags` this store applied.
     writer: Mutex<Option<u64>>,
+    /// The seq of every change of each flag, by version (version `v` at index
+    /// `v - 1`): a history page reads just its changes, however deep it is.
+    chains: std::sync::Mutex<HashMap<String, Vec<u64>>>,
 }
 
 impl std::fmt::Debug for FlagStore {
@@ -99,7 +103,8 @@ impl FlagStore {
     /// builds the first snapshot. Fails with [`Error::CorruptLog`] when an event
     /// cannot be applied.
     pub fn open(events: EventStore, options: FlagStoreOptions) -> Result<FlagStore> {
-        let (set, version) = replay(&events, &FlagSet::empty(), None)?;
+        let mut chains = HashMap::new();
+        let (set, version) = replay(&events, &FlagSet::empty(), None, &mut chains)?;
         Ok(FlagStore {
             inner: Arc::new(Inner {
                 events,
@@ -107,6 +112,7 @@ impl FlagStore {
                 limits: options.limits,
                 current: Published::new(set),
                 writer: Mutex::new(version),
+                chains: std::sync::Mutex::new(chains),
             }),
         })
     }
@@ -184,19 +190,28 @@ impl FlagStore {
     /// Changes of flag `key` with a version below `before` (all when `None`): the
     /// newest `limit` of them (at most [`Limits::max_history_page`]), oldest
     /// first. Page backwards by passing the first returned version as `before`.
-    /// Follows the flag's own chain of events, so the cost is one read per change
-    /// from the newest down to the oldest returned.
+    /// Reads exactly the changes returned (their seqs are indexed by version),
+    /// so a page costs the same however deep it is.
     pub fn history(&self, key: &str, before: Option<u64>, limit: usize) -> Result<Vec<FlagChange>> {
         let limit = limit.clamp(1, self.inner.limits.max_history_page.max(1));
-        let Some(record) = self.inner.current.load().record(key) else {
+        if self.inner.current.load().record(key).is_none() {
             return Err(Error::NotFound {
                 key: key.to_owned(),
             });
+        }
+        // Versions below `before` are indexes below `before - 1`.
+        let (start, seqs): (usize, Vec<u64>) = {
+            let chains = self.chains();
+            let chain = chains.get(key).map_or(&[][..], Vec::as_slice);
+            let end = before.map_or(chain.len(), |b| {
+                usize::try_from(b.saturating_sub(1)).map_or(chain.len(), |b| b.min(chain.len()))
+            });
+            let start = end.saturating_sub(limit);
+            (start, chain[start..end].to_vec())
         };
-        let mut out = Vec::new();
-        let mut next = Some(record.seq);
-        let mut last_version = u64::MAX;
-        while let Some(seq) = next {
+        let first_version = start as u64 + 1;
+        let mut out = Vec::with_capacity(seqs.len());
+        for (i, seq) in seqs.into_iter().enumerate() {
             let event = self
                 .inner
                 .events
@@ -206,23 +221,23 @@ impl FlagStore {
                     reason: "event of the flag's chain is missing".into(),
                 })?;
             let decoded = change::decode(event)?;
-            if decoded.payload.key != key || decoded.payload.version >= last_version {
+            if decoded.payload.key != key || decoded.payload.version != first_version + i as u64 {
                 return Err(Error::CorruptLog {
                     seq,
                     reason: format!("the chain of flag {key:?} is broken"),
                 });
             }
-            last_version = decoded.payload.version;
-            next = decoded.payload.previous_seq;
-            if before.is_none_or(|b| decoded.payload.version < b) {
-                out.push(decoded.into_change());
-                if out.len() == limit {
-                    break;
-                }
-            }
+            out.push(decoded.into_change());
         }
-        out.reverse();
         Ok(out)
+    }
+
+    fn chains(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u64>>> {
+        // Nothing panics while holding it; a poisoned lock still holds whole lists.
+        self.inner
+            .chains
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs [`write`](Self::write) as its own task, so that a caller that stops
@@ -279,6 +294,10 @@ impl FlagStore {
             match self.inner.events.append_one(event).await {
                 Ok(appended) => {
                     candidate.set_seq(key, appended.seq);
+                    self.chains()
+                        .entry(key.to_owned())
+                        .or_default()
+                        .push(appended.seq);
                     *stream_version = Some(appended.version);
                     self.inner.current.store(candidate);
                     tracing::info!(
@@ -304,6 +323,7 @@ impl FlagStore {
                         &self.inner.events,
                         &self.inner.current.load(),
                         *stream_version,
+                        &mut self.chains(),
                     )?;
                     self.inner.current.store(set);
                     *stream_version = version;
