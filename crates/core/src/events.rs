@@ -103,21 +103,12 @@ impl Bridge {
         if !(1..=MAX_EVENTS_LIMIT).contains(&limit) {
             return Err(Problem::invalid("/limit", "must be 1 to 1000"));
         }
-        // An empty value would filter on the empty string and match nothing,
-        // silently; say so instead.
-        for (name, v) in [
+        refuse_empty_filters(&[
             ("stream", &q.stream),
             ("type", &q.event_type),
             ("agent", &q.agent),
             ("correlation_id", &q.correlation_id),
-        ] {
-            if v.as_deref() == Some("") {
-                return Err(Problem::invalid(
-                    format!("/{name}"),
-                    "must not be empty; leave the parameter out to match every value",
-                ));
-            }
-        }
+        ])?;
         let filter = Filter {
             stream: q.stream.clone(),
             event_type: q.event_type.clone(),
@@ -189,14 +180,7 @@ impl Bridge {
         event_type: Option<String>,
     ) -> Result<lighthouse_event_store::Subscription, Problem> {
         self.check(caller, Action::ReadEvents)?;
-        for (name, v) in [("stream", &stream), ("type", &event_type)] {
-            if v.as_deref() == Some("") {
-                return Err(Problem::invalid(
-                    format!("/{name}"),
-                    "must not be empty; leave the parameter out to match every value",
-                ));
-            }
-        }
+        refuse_empty_filters(&[("stream", &stream), ("type", &event_type)])?;
         Ok(self.store().subscribe(
             after,
             Filter {
@@ -214,6 +198,18 @@ impl Bridge {
 
     fn sees_everything(caller: &Caller) -> bool {
         matches!(caller.role, Role::Observer | Role::Operator | Role::Admin)
+    }
+}
+
+/// An empty filter value would match the empty string, so nothing, silently:
+/// it is refused, naming the parameter.
+fn refuse_empty_filters(filters: &[(&str, &Option<String>)]) -> Result<(), Problem> {
+    match filters.iter().find(|(_, v)| v.as_deref() == Some("")) {
+        Some((name, _)) => Err(Problem::invalid(
+            format!("/{name}"),
+            "must not be empty; leave the parameter out to match every value",
+        )),
+        None => Ok(()),
     }
 }
 

@@ -194,7 +194,7 @@ impl FlagStore {
     /// so a page costs the same however deep it is.
     pub fn history(&self, key: &str, before: Option<u64>, limit: usize) -> Result<Vec<FlagChange>> {
         let limit = limit.clamp(1, self.inner.limits.max_history_page.max(1));
-        if self.inner.current.load().record(key).is_none() {
+        if self.inner.current.load().get(key).is_none() {
             return Err(Error::NotFound {
                 key: key.to_owned(),
             });

@@ -103,28 +103,21 @@ pub(crate) async fn authenticate(
     let within = st.config.body_read_timeout;
     let deadline = tokio::time::Instant::now() + within;
     // Reserve the body's size in the shared budget before reading it: its
-    // declared length, or the whole limit when it is chunked.
-    let declared = parts
-        .headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    // An HTTP/2 body need carry neither header, so "no body" is read off the
-    // body itself, not off the absence of a length.
-    let reserve = match declared {
-        Some(n) if n > limit as u64 => {
-            return ApiError(Problem::new(
-                ErrorCode::PayloadTooLarge,
-                format!("request bodies are limited to {limit} bytes"),
-            ))
-            .into_response();
-        }
+    // exact length when known (hyper knows it from `Content-Length`), else the
+    // whole limit (chunked, or an HTTP/2 body without a length). "No body" is
+    // read off the body itself: HTTP/2 need not say it with a header.
+    let too_large = || {
+        ApiError(Problem::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request bodies are limited to {limit} bytes"),
+        ))
+        .into_response()
+    };
+    let reserve = match axum::body::HttpBody::size_hint(&body).exact() {
+        _ if axum::body::HttpBody::is_end_stream(&body) => 0,
+        Some(n) if n > limit as u64 => return too_large(),
         Some(n) => n as usize,
-        None if axum::body::HttpBody::is_end_stream(&body) => 0,
-        None => match axum::body::HttpBody::size_hint(&body).exact() {
-            Some(n) if n <= limit as u64 => n as usize,
-            _ => limit,
-        },
+        None => limit,
     };
     let mut reserved = if reserve == 0 {
         None
@@ -156,13 +149,7 @@ pub(crate) async fn authenticate(
                 ))
                 .into_response();
             }
-            _ => {
-                return ApiError(Problem::new(
-                    ErrorCode::PayloadTooLarge,
-                    format!("request bodies are limited to {limit} bytes"),
-                ))
-                .into_response();
-            }
+            _ => return too_large(),
         };
     let route = matched.as_ref().map_or("", |m| m.as_str());
     let action = action_for(&parts.method, route, &bytes);

@@ -688,16 +688,21 @@ async fn health_metrics_and_request_ids() {
     );
 }
 
-#[tokio::test]
-async fn request_bodies_share_a_memory_budget() {
-    let t = common::start_tuned(
+/// A bridge whose request bodies share 100 bytes and must arrive within 300 ms.
+async fn small_body_budget() -> common::TestBridge {
+    common::start_tuned(
         |_| {},
         |h| {
             h.max_buffered_body_bytes = 100;
             h.body_read_timeout = std::time::Duration::from_millis(300);
         },
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn request_bodies_share_a_memory_budget() {
+    let t = small_body_budget().await;
     let addr = t.base.trim_start_matches("http://").to_owned();
     // A client declares 100 bytes and sends none: it holds the whole budget
     // until its body times out.
@@ -742,14 +747,7 @@ async fn request_bodies_share_a_memory_budget() {
 
 #[tokio::test]
 async fn a_long_poll_does_not_hold_its_body_in_the_budget() {
-    let t = common::start_tuned(
-        |_| {},
-        |h| {
-            h.max_buffered_body_bytes = 100;
-            h.body_read_timeout = std::time::Duration::from_millis(300);
-        },
-    )
-    .await;
+    let t = small_body_budget().await;
     // A 90-byte body on a GET that waits two seconds: the body is only hashed
     // for the signature, and its share of the budget is given back at once.
     let bob = t.agent("bob");

@@ -311,20 +311,33 @@ async fn revoked_agent_is_refused_with_every_key() {
     }
 }
 
-#[tokio::test]
-async fn expired_token_is_unauthenticated() {
-    let env = Env::new();
-    let alice = env.agent("alice", Role::Agent).await;
+/// A fresh agent `agent` (role agent, key 1) and a token issued to it now.
+async fn token_for(
+    env: &Env,
+    agent: &str,
+    ttl_s: Option<u64>,
+) -> (
+    lighthouse_security::Caller,
+    lighthouse_security::IssuedToken,
+) {
+    let cred = env.agent(agent, Role::Agent).await;
     let caller = lighthouse_security::Caller {
-        agent: alice.agent.clone(),
-        role: alice.role,
-        key_id: alice.key_id,
+        agent: cred.agent.clone(),
+        role: cred.role,
+        key_id: cred.key_id,
     };
     let tok = env
         .gate
         .tokens()
-        .issue(&caller, Some(60), env.gate.clock().now())
+        .issue(&caller, ttl_s, env.gate.clock().now())
         .unwrap();
+    (caller, tok)
+}
+
+#[tokio::test]
+async fn expired_token_is_unauthenticated() {
+    let env = Env::new();
+    let (caller, tok) = token_for(&env, "alice", Some(60)).await;
     let w = Wire::bearer(&tok.token, "GET", "/v1/stream");
     assert_eq!(env.admit(&w, Action::OpenOwnStream).unwrap().caller, caller);
     env.clock.advance_millis(59_999);
@@ -339,17 +352,7 @@ async fn expired_token_is_unauthenticated() {
 #[tokio::test]
 async fn a_token_cannot_create_a_session_but_may_end_its_own() {
     let env = Env::new();
-    let alice = env.agent("alice", Role::Agent).await;
-    let caller = lighthouse_security::Caller {
-        agent: alice.agent.clone(),
-        role: alice.role,
-        key_id: alice.key_id,
-    };
-    let tok = env
-        .gate
-        .tokens()
-        .issue(&caller, Some(60), env.gate.clock().now())
-        .unwrap();
+    let (caller, tok) = token_for(&env, "alice", Some(60)).await;
     let mint = Wire::bearer(&tok.token, "POST", "/v1/sessions");
     assert_eq!(
         env.admit(&mint, Action::ManageOwnSession),
@@ -365,17 +368,7 @@ async fn a_token_cannot_create_a_session_but_may_end_its_own() {
 #[tokio::test]
 async fn token_of_a_revoked_agent_is_unauthenticated() {
     let env = Env::new();
-    let alice = env.agent("alice", Role::Agent).await;
-    let caller = lighthouse_security::Caller {
-        agent: alice.agent.clone(),
-        role: alice.role,
-        key_id: 1,
-    };
-    let tok = env
-        .gate
-        .tokens()
-        .issue(&caller, None, env.gate.clock().now())
-        .unwrap();
+    let (_, tok) = token_for(&env, "alice", None).await;
     let w = Wire::bearer(&tok.token, "GET", "/v1/stream");
     assert!(env.admit(&w, Action::OpenOwnStream).is_ok());
     env.gate
@@ -392,17 +385,7 @@ async fn token_of_a_revoked_agent_is_unauthenticated() {
 #[tokio::test]
 async fn token_with_any_single_byte_changed_is_refused() {
     let env = Env::new();
-    let alice = env.agent("alice.bot-1", Role::Agent).await;
-    let caller = lighthouse_security::Caller {
-        agent: alice.agent.clone(),
-        role: alice.role,
-        key_id: 1,
-    };
-    let tok = env
-        .gate
-        .tokens()
-        .issue(&caller, None, env.gate.clock().now())
-        .unwrap();
+    let (_, tok) = token_for(&env, "alice.bot-1", None).await;
     let now = env.gate.clock().now();
     assert!(env.gate.tokens().check(tok.token.as_bytes(), now).is_ok());
     let bytes = tok.token.as_bytes();

@@ -181,10 +181,12 @@ mod tests {
 
     use super::*;
 
-    /// A bridge on which nobody ever answers: every wait runs its full length.
+    /// A bridge on which nobody ever answers: every wait runs its full length,
+    /// or, with `fail`, is refused as one whose token expired would be.
     #[derive(Default)]
     struct Silent {
         waits: AtomicUsize,
+        fail: bool,
     }
 
     fn pending() -> Elicitation {
@@ -208,6 +210,12 @@ mod tests {
             Ok(pending())
         }
         async fn get_elicitation(&self, _: &str, wait_ms: u64) -> Result<Elicitation, Problem> {
+            if self.fail {
+                return Err(Problem::new(
+                    lighthouse_core::api::ErrorCode::Unauthenticated,
+                    "the token has expired",
+                ));
+            }
             assert!((1..=60_000).contains(&wait_ms), "{wait_ms}");
             self.waits.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(wait_ms)).await;
@@ -281,53 +289,15 @@ mod tests {
         assert_eq!(backend.waits.load(Ordering::SeqCst), 2);
     }
 
-    /// A bridge that fails every wait, as one whose token expired would.
-    struct Failing;
-
-    impl Backend for Failing {
-        async fn elicit(&self, _: CreateRequest) -> Result<Elicitation, Problem> {
-            Ok(pending())
-        }
-        async fn get_elicitation(&self, _: &str, _: u64) -> Result<Elicitation, Problem> {
-            Err(Problem::new(
-                lighthouse_core::api::ErrorCode::Unauthenticated,
-                "the token has expired",
-            ))
-        }
-        async fn pending_inbox(&self, _: usize) -> Result<ElicitationList, Problem> {
-            unreachable!("this test double serves only elicit and get_elicitation")
-        }
-        async fn respond(&self, _: &str, _: RespondRequest) -> Result<Elicitation, Problem> {
-            unreachable!("this test double serves only elicit and get_elicitation")
-        }
-        async fn cancel(&self, _: &str, _: CancelRequest) -> Result<Elicitation, Problem> {
-            unreachable!("this test double serves only elicit and get_elicitation")
-        }
-        async fn send_message(&self, _: SendMessage) -> Result<SentMessage, Problem> {
-            unreachable!("this test double serves only elicit and get_elicitation")
-        }
-        async fn receive_messages(&self, _: u64, _: u64) -> Result<MessagesPage, Problem> {
-            unreachable!("this test double serves only elicit and get_elicitation")
-        }
-        async fn append_event(
-            &self,
-            _: AppendEventRequest,
-        ) -> Result<AppendEventResponse, Problem> {
-            unreachable!("this test double serves only elicit and get_elicitation")
-        }
-        async fn query_events(&self, _: EventsQuery) -> Result<EventsPage, Problem> {
-            unreachable!("this test double serves only elicit and get_elicitation")
-        }
-        async fn health(&self) -> Result<Health, Problem> {
-            unreachable!("this test double serves only elicit and get_elicitation")
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_failed_wait_names_the_created_elicitation() {
         let ctx = CallContext::new(CancellationToken::new(), &McpConfig::default());
         let deadline = Instant::now() + Duration::from_secs(30);
-        let e = until_terminal(&Failing, pending(), deadline, 30, &ctx)
+        let failing = Silent {
+            fail: true,
+            ..Silent::default()
+        };
+        let e = until_terminal(&failing, pending(), deadline, 30, &ctx)
             .await
             .unwrap_err();
         assert_eq!(e.code, lighthouse_core::api::ErrorCode::Unauthenticated);
