@@ -19,7 +19,7 @@
 //! - `expiry`: `--count` elicitations with a 1 s timeout; how late after
 //!   `expires_at` each `elicitation.expired` event was committed.
 
-use crate::sys::{load_average, process_cpu, runtime};
+use crate::sys::{load_average, process_cpu, runtime, runtime_with};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,6 +70,15 @@ pub struct Args {
     /// log that already holds enough events).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Tokio worker threads for round-trip and saturate (default: Tokio's, one
+    /// per core). The store's writer is a thread of its own beside them.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// round-trip: the clock thread releases due slots at most this often, in
+    /// microseconds (0: at each slot's time). A slot is never released before
+    /// its time; the wait until its release counts in `from_schedule_*`.
+    #[arg(long, default_value_t = 250)]
+    release_every_us: u64,
 }
 
 const KEY: &[u8] = b"lighthouse-bench elicitation key";
@@ -238,33 +247,129 @@ async fn requester(
     Ok(out)
 }
 
-/// The open-loop schedule: slot `i` is planned at `start + i / rate` for pair
+/// The store's group commits during the measured window: how many, their
+/// events, and how long each took (write, sync, index) in microseconds. The
+/// disk's share of a round trip's latency: two commits lie on its path.
+#[derive(Default)]
+struct GroupCommits {
+    measuring: std::sync::atomic::AtomicBool,
+    groups: AtomicU64,
+    events: AtomicU64,
+    micros: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
+}
+
+impl GroupCommits {
+    fn start(&self) {
+        if let Ok(mut h) = self.micros.lock() {
+            *h = Some(latency_histogram());
+        }
+        self.measuring.store(true, Ordering::Release);
+    }
+
+    /// Stops measuring: (groups, events, durations).
+    fn stop(&self) -> (u64, u64, hdrhistogram::Histogram<u64>) {
+        self.measuring.store(false, Ordering::Release);
+        let h = self
+            .micros
+            .lock()
+            .ok()
+            .and_then(|mut h| h.take())
+            .unwrap_or_else(latency_histogram);
+        (
+            self.groups.load(Ordering::Acquire),
+            self.events.load(Ordering::Acquire),
+            h,
+        )
+    }
+}
+
+impl lighthouse_event_store::AppendObserver for GroupCommits {
+    fn appended(&self, _events: usize, _latency: Duration, _head_seq: u64) {}
+
+    fn committed(&self, events: usize, elapsed: Duration) {
+        if !self.measuring.load(Ordering::Acquire) {
+            return;
+        }
+        self.groups.fetch_add(1, Ordering::AcqRel);
+        self.events.fetch_add(events as u64, Ordering::AcqRel);
+        if let Ok(mut h) = self.micros.lock()
+            && let Some(h) = h.as_mut()
+        {
+            h.saturating_record(micros(elapsed));
+        }
+    }
+}
+
+/// When slot `i` of the open-loop schedule is planned: `start + i / rate`.
+fn slot_time(start: std::time::Instant, i: u64, rate: u64) -> std::time::Instant {
+    let nanos = u128::from(i) * 1_000_000_000 / u128::from(rate.max(1));
+    start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// The open-loop clock: slot `i` is planned at [`slot_time`] for pair
 /// `i % pairs`. A thread of its own sleeps (with the operating system's timer,
 /// not Tokio's, whose 1 ms ticks made every slot start up to a millisecond
-/// late and counted that in the latency from the planned time) until each
-/// slot's time and hands it to the pair's requester; a requester still busy
-/// with its previous round trip finds it queued, and that wait counts.
+/// late and counted that in the latency from the planned time) until the next
+/// slot is due, but at least `quantum` after its last wake-up, then hands
+/// every slot due by then to [`fan_out`] as one message. Each wake-up of this
+/// thread costs a timer, two context switches and a wake-up of the runtime
+/// from outside: waking for every slot, it used 0.12-0.16 of a core at 15,000
+/// slots/s, 0.07 with a 250 µs quantum, all counted in the process's CPU
+/// (docs/PERFORMANCE.md, session 11).
 fn dispatch(
-    pairs: &[tokio::sync::mpsc::UnboundedSender<tokio::time::Instant>],
+    slots: tokio::sync::mpsc::UnboundedSender<std::ops::Range<u64>>,
+    rate: u64,
+    quantum: Duration,
+    start: std::time::Instant,
+    end: std::time::Instant,
+) {
+    let mut next = 0u64;
+    let mut woke = std::time::Instant::now();
+    loop {
+        let planned = slot_time(start, next, rate);
+        if planned >= end {
+            break;
+        }
+        let now = std::time::Instant::now();
+        let wake_at = planned.max(woke + quantum);
+        if wake_at > now {
+            std::thread::sleep(wake_at - now);
+        }
+        let now = std::time::Instant::now();
+        woke = now;
+        let mut due = next + 1;
+        while slot_time(start, due, rate) <= now.min(end) {
+            due += 1;
+        }
+        if slots.send(next..due).is_err() {
+            break;
+        }
+        next = due;
+    }
+}
+
+/// Hands each slot of the ranges [`dispatch`] sends to its pair's requester;
+/// a requester still busy with its previous round trip finds it queued, and
+/// that wait counts in the latency from the planned time. Dropping the pairs'
+/// senders at the end closes their schedules.
+async fn fan_out(
+    mut ranges: tokio::sync::mpsc::UnboundedReceiver<std::ops::Range<u64>>,
+    pairs: Vec<tokio::sync::mpsc::UnboundedSender<tokio::time::Instant>>,
     rate: u64,
     start: std::time::Instant,
     end: std::time::Instant,
 ) {
     let n = pairs.len().max(1) as u64;
-    for i in 0u64.. {
-        let nanos = u128::from(i) * 1_000_000_000 / u128::from(rate.max(1));
-        let planned = start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
-        if planned >= end {
-            break;
+    while let Some(range) = ranges.recv().await {
+        for i in range {
+            let planned = slot_time(start, i, rate);
+            if planned >= end {
+                return;
+            }
+            if let Some(tx) = pairs.get((i % n) as usize) {
+                let _ = tx.send(tokio::time::Instant::from_std(planned));
+            }
         }
-        let now = std::time::Instant::now();
-        if planned > now {
-            std::thread::sleep(planned - now);
-        }
-        let Some(tx) = pairs.get((i % n) as usize) else {
-            break;
-        };
-        let _ = tx.send(tokio::time::Instant::from_std(planned));
     }
 }
 
@@ -273,10 +378,17 @@ fn micros(d: Duration) -> u64 {
 }
 
 fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
-    let rt = runtime()?;
+    let workers = a.workers.map(|n| n.max(1));
+    let rt = runtime_with(workers)?;
     let (dir, _keep) = store_dir(a)?;
-    let store = EventStore::open(&dir, StoreOptions::new(KEY).durability(Durability::Durable))
-        .map_err(|e| e.to_string())?;
+    let commits = Arc::new(GroupCommits::default());
+    let store = EventStore::open(
+        &dir,
+        StoreOptions::new(KEY)
+            .durability(Durability::Durable)
+            .observer(commits.clone()),
+    )
+    .map_err(|e| e.to_string())?;
     let pairs = a.pairs.max(1);
     let result = rt.block_on(async {
         let mut limits = Limits::default();
@@ -316,11 +428,14 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
                 end,
             )));
         }
+        let quantum = Duration::from_micros(a.release_every_us);
         let dispatcher = rate.map(|r| {
             let (start, end) = (start.into_std(), end.into_std());
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(fan_out(rx, std::mem::take(&mut senders), r, start, end));
             std::thread::Builder::new()
                 .name("bench-dispatch".into())
-                .spawn(move || dispatch(&senders, r, start, end))
+                .spawn(move || dispatch(tx, r, quantum, start, end))
         });
         let dispatcher = dispatcher
             .transpose()
@@ -328,6 +443,7 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
         // CPU used from the start of the measured window until the last round
         // trip started in it has been observed.
         tokio::time::sleep_until(measure_from).await;
+        commits.start();
         let cpu_start = process_cpu("self");
         let mut latency = latency_histogram();
         let mut from_schedule = latency_histogram();
@@ -352,6 +468,7 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
         let elapsed = (tokio::time::Instant::now().min(end + Duration::from_secs(60))
             - measure_from)
             .as_secs_f64();
+        let group_commits = commits.stop();
         let cpu_window = cpu_start
             .zip(process_cpu("self"))
             .map(|(a, b)| b.saturating_sub(a));
@@ -361,9 +478,17 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
         }
         let pending = svc.pending_count();
         svc.abort().await;
-        Ok::<_, String>((latency, from_schedule, done, elapsed, pending, cpu_window))
+        Ok::<_, String>((
+            latency,
+            from_schedule,
+            done,
+            elapsed,
+            pending,
+            cpu_window,
+            group_commits,
+        ))
     })?;
-    let (latency, from_schedule, done, elapsed, pending, cpu_window) = result;
+    let (latency, from_schedule, done, elapsed, pending, cpu_window, group_commits) = result;
     let mut out = Map::new();
     let name = if rate.is_some() {
         "elicitation.round_trip"
@@ -373,6 +498,10 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
     out.insert("bench".into(), name.into());
     out.insert("pairs".into(), pairs.into());
     out.insert("durability".into(), "durable".into());
+    out.insert(
+        "tokio_workers".into(),
+        workers.map_or_else(|| "default".into(), Value::from),
+    );
     if let Some(r) = rate {
         out.insert("planned_rate_per_s".into(), r.into());
     }
@@ -393,6 +522,19 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
     }
     out.insert("left_pending".into(), pending.into());
     out.insert("store_head_seq".into(), store.head_seq().into());
+    let (groups, grouped_events, commit_us) = group_commits;
+    out.insert("group_commits".into(), groups.into());
+    if groups > 0 {
+        out.insert(
+            "events_per_group".into(),
+            ((grouped_events as f64 / groups as f64 * 10.0).round() / 10.0).into(),
+        );
+    }
+    let mut commit = Map::new();
+    percentiles(&mut commit, &commit_us);
+    for (k, v) in commit {
+        out.insert(format!("group_commit_{k}"), v);
+    }
     if let Some(cpu) = cpu_window {
         out.insert(
             "process_cpu_cores".into(),

@@ -6,10 +6,17 @@ use std::time::Duration;
 
 /// The multi-threaded Tokio runtime the scenarios run on.
 pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
+    runtime_with(None)
+}
+
+/// The multi-threaded Tokio runtime with `workers` worker threads (`None`:
+/// Tokio's default, one per core or `TOKIO_WORKER_THREADS`).
+pub fn runtime_with(workers: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n.max(1));
+    }
+    b.enable_all().build().map_err(|e| e.to_string())
 }
 
 /// The machine's 1-minute load average (other work competing for the cores).

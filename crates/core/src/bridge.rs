@@ -103,6 +103,10 @@ impl AppendObserver for StoreMetrics {
         self.0.store_append(events as u64, latency);
         self.0.set_head_seq(head_seq);
     }
+
+    fn committed(&self, _events: usize, elapsed: Duration) {
+        self.0.store_commit(elapsed);
+    }
 }
 
 impl Bridge {

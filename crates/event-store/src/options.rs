@@ -47,6 +47,14 @@ pub trait AppendObserver: Send + Sync + 'static {
     /// `events` were acknowledged `latency` after the append was handed to the
     /// store; the head is now `head_seq`.
     fn appended(&self, events: usize, latency: std::time::Duration, head_seq: u64);
+
+    /// The writer committed one group of `events` events in `elapsed`: the
+    /// write, the sync (in durable mode) and the index updates, the part of an
+    /// append's latency that belongs to the disk. Called once per group, on
+    /// the writer thread, before the group's appends are acknowledged.
+    fn committed(&self, events: usize, elapsed: std::time::Duration) {
+        let _ = (events, elapsed);
+    }
 }
 
 impl std::fmt::Debug for StoreOptions {

@@ -186,6 +186,7 @@ impl Writer {
             seq: self.head,
             mac: self.chain,
         };
+        let began = self.observer.is_some().then(std::time::Instant::now);
         let written = self
             .shared
             .backend
@@ -215,6 +216,9 @@ impl Writer {
                 reply.send(answer);
             }
             return;
+        }
+        if let (Some(o), Some(t)) = (&self.observer, began) {
+            o.committed(self.placements.len(), t.elapsed());
         }
         self.last_time = now;
         {

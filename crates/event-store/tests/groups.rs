@@ -258,3 +258,53 @@ async fn requests_queued_back_to_back_see_each_other_across_groups() {
     assert_eq!(s.stream_version("chain"), Some(N / 2 - 1));
     assert!(s.verify().unwrap().ok());
 }
+
+/// Counts what the store reports to its observer.
+#[derive(Default)]
+struct Counted {
+    appended: std::sync::atomic::AtomicU64,
+    committed_events: std::sync::atomic::AtomicU64,
+    groups: std::sync::atomic::AtomicU64,
+}
+
+impl lighthouse_event_store::AppendObserver for Counted {
+    fn appended(&self, events: usize, _latency: std::time::Duration, _head_seq: u64) {
+        self.appended
+            .fetch_add(events as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn committed(&self, events: usize, elapsed: std::time::Duration) {
+        assert!(events > 0 && elapsed > std::time::Duration::ZERO);
+        self.committed_events
+            .fetch_add(events as u64, std::sync::atomic::Ordering::Relaxed);
+        self.groups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_committed_group_is_reported_once_with_its_events() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counted = std::sync::Arc::new(Counted::default());
+    let s = EventStore::open_temporary(durable().observer(counted.clone())).unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..16u64 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                s.append(vec![rich(t, i)]).await.unwrap();
+            }
+            // A refused append is not a committed event.
+            let stale = NewEvent::new("s0", "t.x", json!({})).expect(ExpectedVersion::NoStream);
+            assert!(s.append(vec![stale]).await.is_err());
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(s.head_seq(), 160);
+    assert_eq!(counted.appended.load(Relaxed), 160);
+    assert_eq!(counted.committed_events.load(Relaxed), 160);
+    let groups = counted.groups.load(Relaxed);
+    assert!((1..=160).contains(&groups), "{groups} groups");
+}

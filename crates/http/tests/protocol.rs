@@ -161,6 +161,12 @@ async fn request_errors_have_their_codes() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    // The writer reports its group commits (agents were registered: events).
+    let commits = m
+        .lines()
+        .find_map(|l| l.strip_prefix("lighthouse_event_store_commit_duration_seconds_count "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(commits.is_some_and(|c| c >= 1.0), "{commits:?}");
     // Operators may append to $ops.
     let r = t
         .agent("ops")

@@ -279,6 +279,14 @@ pub const STORE_APPEND_DURATION: MetricSpec = lighthouse(
     &[],
     APPEND_BUCKETS,
 );
+/// `lighthouse_event_store_commit_duration_seconds`
+pub const STORE_COMMIT_DURATION: MetricSpec = lighthouse(
+    "lighthouse_event_store_commit_duration_seconds",
+    "Time the store's writer took to commit one group of appends (write, sync in durable mode, index), in seconds",
+    Histogram,
+    &[],
+    APPEND_BUCKETS,
+);
 /// `lighthouse_event_store_head_seq`
 pub const STORE_HEAD_SEQ: MetricSpec = lighthouse(
     "lighthouse_event_store_head_seq",
@@ -374,6 +382,7 @@ pub const CATALOGUE: &[MetricSpec] = &[
     MESSAGES,
     STORE_APPENDS,
     STORE_APPEND_DURATION,
+    STORE_COMMIT_DURATION,
     STORE_HEAD_SEQ,
     STORE_SIZE,
     FLAG_EVALUATIONS,

@@ -104,6 +104,7 @@ struct Inner {
     messages: Counter,
     store_appends: Counter,
     store_append_duration: DurationHistogram,
+    store_commit_duration: DurationHistogram,
     head_seq: Gauge,
     store_size: Gauge,
     flag_evaluations: CounterFamily<2>,
@@ -153,6 +154,7 @@ impl Metrics {
             messages: exposition::counter(r, &cat::MESSAGES),
             store_appends: exposition::counter(r, &cat::STORE_APPENDS),
             store_append_duration: exposition::histogram(r, &cat::STORE_APPEND_DURATION),
+            store_commit_duration: exposition::histogram(r, &cat::STORE_COMMIT_DURATION),
             head_seq: exposition::gauge(r, &cat::STORE_HEAD_SEQ),
             store_size: exposition::gauge(r, &cat::STORE_SIZE),
             flag_evaluations: exposition::counter_family(r, &cat::FLAG_EVALUATIONS),
@@ -300,6 +302,12 @@ impl Metrics {
         self.inner.store_append_duration.observe(duration);
         let now = self.now_ms();
         self.inner.append_window.record(now, duration);
+    }
+
+    /// The store's writer committed one group of appends in `duration` (the
+    /// write, the sync in durable mode and the index updates).
+    pub fn store_commit(&self, duration: Duration) {
+        self.inner.store_commit_duration.observe(duration);
     }
 
     /// Sets the sequence of the last event in the store.
