@@ -6,7 +6,10 @@
 //!   creates one, then waits on it until it observes the outcome. Open loop: round
 //!   trips are started on a fixed schedule of `--rate` per second over all pairs,
 //!   so the latency includes any queueing (`latency_*` from the actual start of
-//!   the create, `from_schedule_*` from the planned start).
+//!   the create, `from_schedule_*` from the planned start). It also reports the
+//!   store's group commits in the measured window (`group_commits`,
+//!   `events_per_group`, `group_commit_*_us`: the write, sync and index of one
+//!   group, the disk's share of the latency).
 //! - `saturate`: the same pairs, closed loop (each starts its next round trip
 //!   when it has observed the last): the most round trips per second.
 //! - `rebuild`: fills a log with `--events` elicitation events (requested then
