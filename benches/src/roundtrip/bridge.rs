@@ -108,9 +108,15 @@ pub fn prepare_data(dir: &Path, agents: &[String]) -> Result<Vec<Credential>, St
     Ok(creds)
 }
 
-/// Starts `bin serve --data dir --listen 127.0.0.1:0` with `RUST_LOG=log`,
-/// its log going to `dir/../bridge.log`, and waits for the address it prints.
-pub fn spawn(bin: &Path, dir: &Path, log: &str) -> Result<BridgeProcess, String> {
+/// Starts `bin serve --data dir --listen 127.0.0.1:0` with `RUST_LOG=log`
+/// (and `TOKIO_WORKER_THREADS=workers` when given, for the bridge alone), its
+/// log going to `dir/../bridge.log`, and waits for the address it prints.
+pub fn spawn(
+    bin: &Path,
+    dir: &Path,
+    log: &str,
+    workers: Option<usize>,
+) -> Result<BridgeProcess, String> {
     let log_path = dir.with_file_name("bridge.log");
     let log_file =
         std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
@@ -124,6 +130,9 @@ pub fn spawn(bin: &Path, dir: &Path, log: &str) -> Result<BridgeProcess, String>
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
             Ok(())
         });
+    }
+    if let Some(n) = workers {
+        cmd.env("TOKIO_WORKER_THREADS", n.max(1).to_string());
     }
     let mut child = cmd
         .arg("serve")

@@ -111,6 +111,10 @@ pub struct Args {
     /// (a diagnostic; the durable store is the default and the target).
     #[arg(long, default_value = "info")]
     bridge_log: String,
+    /// Tokio worker threads of the spawned bridge (its `TOKIO_WORKER_THREADS`;
+    /// default: the bridge's own default, one per core).
+    #[arg(long)]
+    bridge_workers: Option<usize>,
     /// Keep the spawned bridge's data under this folder instead of a temporary
     /// one (agents already registered there are reused).
     #[arg(long)]
@@ -206,7 +210,7 @@ fn setup(a: &Args, ids: &[String], rt: &tokio::runtime::Runtime) -> Result<Setup
     let data = root.join("data");
     let bin = bridge::bridge_binary(a.bridge_bin.as_deref())?;
     let creds = bridge::prepare_data(&data, ids)?;
-    let process = bridge::spawn(&bin, &data, &a.bridge_log)?;
+    let process = bridge::spawn(&bin, &data, &a.bridge_log, a.bridge_workers)?;
     let http = Http::new(&process.base)?;
     Ok(Setup {
         http,
@@ -482,6 +486,11 @@ fn round_trips(a: &Args) -> Result<(), String> {
         .into(),
     );
     head.insert("bridge_log".into(), a.bridge_log.clone().into());
+    head.insert(
+        "bridge_workers".into(),
+        a.bridge_workers
+            .map_or_else(|| "default".into(), |n| n.max(1).into()),
+    );
     // A spawned bridge inherits the environment, so this is its durability.
     head.insert(
         "bridge_durability".into(),
