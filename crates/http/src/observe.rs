@@ -64,9 +64,13 @@ pub(crate) async fn observe(State(st): State<AppState>, mut req: Request, next: 
     let elapsed = started.elapsed();
     let busy = elapsed.saturating_sub(waited);
     let status = resp.status().as_u16();
-    st.bridge.metrics().http_request(&route, status, busy);
-    span.record("route", route.as_str());
     let streaming = resp.extensions().get::<Streaming>().is_some();
+    if streaming {
+        st.bridge.metrics().http_stream_opened(&route, status);
+    } else {
+        st.bridge.metrics().http_request(&route, status, busy);
+    }
+    span.record("route", route.as_str());
     // One line per request: at DEBUG (as tower-http's `TraceLayer` does), since at
     // thousands of requests per second formatting and writing it cost the bridge
     // a measurable share of its CPU (docs/PERFORMANCE.md); server errors at WARN.

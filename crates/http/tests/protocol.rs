@@ -539,6 +539,13 @@ async fn operations_and_sessions() {
         ops.get("/v1/ops/stats?window_s=901").await.code(),
         "invalid_request"
     );
+    // A stream is not an API request's latency: opening one leaves the
+    // windowed `http` figures alone (the stats call between counts once).
+    let requests = |b: &serde_json::Value| b["http"]["requests"].as_u64().unwrap();
+    let before = requests(&ops.get("/v1/ops/stats?window_s=60").await.body);
+    drop(alice.stream("/v1/stream", None).await);
+    let after = requests(&ops.get("/v1/ops/stats?window_s=60").await.body);
+    assert_eq!(after, before + 1);
     let d = ops
         .post(
             "/v1/ops/drain",

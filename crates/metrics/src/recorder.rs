@@ -222,6 +222,15 @@ impl Metrics {
         self.inner.http_windows.request(now, status, busy);
     }
 
+    /// A stream (SSE) on route template `route` was opened with `status`: it
+    /// counts in `lighthouse_http_requests_total`, but a stream's duration is
+    /// not request latency, so it stays out of the duration histogram and out
+    /// of the windowed `http` figures (PROTOCOL.md 9: "excluding streams").
+    pub fn http_stream_opened(&self, route: &str, status: u16) {
+        let series = self.route_series(route);
+        self.status_counter(series, status).inc();
+    }
+
     fn fold(&self, label: FoldedLabel) {
         self.inner.folded[label.index()].inc();
     }
