@@ -307,10 +307,9 @@ impl Bridge {
             .flags()
             .history(key, before, limit)
             .map_err(from_flags)?;
-        let next = changes
-            .first()
-            .map(|c| c.version)
-            .filter(|&v| changes.len() == limit && v > 1);
+        // Older changes exist when the oldest returned is not the first (a
+        // page may hold fewer than `limit`: the flag store bounds it in bytes).
+        let next = changes.first().map(|c| c.version).filter(|&v| v > 1);
         Ok(FlagHistory { changes, next })
     }
 

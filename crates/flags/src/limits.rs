@@ -26,6 +26,11 @@ pub struct Limits {
     pub max_reason_bytes: usize,
     /// Most changes one history read returns, default 1,000.
     pub max_history_page: usize,
+    /// Most bytes of changes (as JSON) one history read returns, default
+    /// 8 MiB; a read always returns at least one change. A change holds the
+    /// flag before and after, up to ~280 KB with full target lists, so 1,000
+    /// of them could otherwise make one response of ~280 MB.
+    pub max_history_page_bytes: usize,
 }
 
 impl Default for Limits {
@@ -39,6 +44,7 @@ impl Default for Limits {
             max_description_bytes: 1_024,
             max_reason_bytes: 1_024,
             max_history_page: 1_000,
+            max_history_page_bytes: 8 << 20,
         }
     }
 }

@@ -188,7 +188,8 @@ impl FlagStore {
     }
 
     /// Changes of flag `key` with a version below `before` (all when `None`): the
-    /// newest `limit` of them (at most [`Limits::max_history_page`]), oldest
+    /// newest `limit` of them (at most [`Limits::max_history_page`], and fewer
+    /// when they would pass [`Limits::max_history_page_bytes`] as JSON), oldest
     /// first. Page backwards by passing the first returned version as `before`.
     /// Reads exactly the changes returned (their seqs are indexed by version),
     /// so a page costs the same however deep it is.
@@ -210,8 +211,12 @@ impl FlagStore {
             (start, chain[start..end].to_vec())
         };
         let first_version = start as u64 + 1;
+        // Newest first, so that a page cut by its byte budget keeps the newest
+        // changes and pages on from the oldest one it holds.
+        let budget = self.inner.limits.max_history_page_bytes;
+        let mut bytes = 0usize;
         let mut out = Vec::with_capacity(seqs.len());
-        for (i, seq) in seqs.into_iter().enumerate() {
+        for (i, seq) in seqs.into_iter().enumerate().rev() {
             let event = self
                 .inner
                 .events
@@ -227,8 +232,15 @@ impl FlagStore {
                     reason: format!("the chain of flag {key:?} is broken"),
                 });
             }
-            out.push(decoded.into_change());
+            let change = decoded.into_change();
+            let size = json_len(&change);
+            if !out.is_empty() && bytes.saturating_add(size) > budget {
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            out.push(change);
         }
+        out.reverse();
         Ok(out)
     }
 
@@ -335,4 +347,23 @@ impl FlagStore {
             attempts: MAX_ATTEMPTS,
         })
     }
+}
+
+/// The length of `v` serialised as JSON, without keeping the bytes.
+fn json_len(v: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Serialising a change cannot fail (string keys, finite numbers); a
+    // failure would only count what was written before it.
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
 }

@@ -101,6 +101,66 @@ async fn history_pages_backwards_and_is_bounded() {
     ));
 }
 
+#[tokio::test]
+async fn a_history_page_is_bounded_in_bytes_and_keeps_the_newest() {
+    let events = temp_events();
+    let clock = ManualClock::new(start());
+    // Room for about two and a half updates of this flag.
+    let one = {
+        let probe = open_flags(&temp_events(), &clock, Limits::default());
+        probe
+            .put("f", &spec(true, 1.0), None, &ops())
+            .await
+            .unwrap();
+        probe
+            .put("f", &spec(true, 2.0), None, &ops())
+            .await
+            .unwrap();
+        serde_json::to_vec(&probe.history("f", None, 1).unwrap()[0])
+            .unwrap()
+            .len()
+    };
+    let limits = Limits {
+        max_history_page_bytes: one * 5 / 2,
+        ..Limits::default()
+    };
+    let flags = open_flags(&events, &clock, limits);
+    for i in 1..=7u32 {
+        flags
+            .put("f", &spec(true, f64::from(i)), None, &ops())
+            .await
+            .unwrap();
+    }
+    let versions =
+        |h: &[lighthouse_flags::FlagChange]| h.iter().map(|c| c.version).collect::<Vec<_>>();
+    // The newest changes that fit, and paging on from the oldest of them
+    // reaches every change once.
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let page = flags.history("f", before, 1_000).unwrap();
+        assert!(!page.is_empty() && page.len() <= 2, "{:?}", versions(&page));
+        pages.push(versions(&page));
+        if page[0].version == 1 {
+            break;
+        }
+        before = Some(page[0].version);
+    }
+    assert_eq!(pages[0], [6, 7]);
+    let all: Vec<u64> = pages.iter().rev().flatten().copied().collect();
+    assert_eq!(all, (1..=7).collect::<Vec<_>>());
+    // A change larger than the whole budget still comes, alone.
+    let tiny = open_flags(
+        &events,
+        &clock,
+        Limits {
+            max_history_page_bytes: 1,
+            ..Limits::default()
+        },
+    );
+    assert_eq!(versions(&tiny.history("f", None, 1_000).unwrap()), [7]);
+}
+
 fn durable(dir: &std::path::Path) -> EventStore {
     EventStore::open(dir, StoreOptions::new(KEY).durability(Durability::Durable)).unwrap()
 }
