@@ -356,12 +356,17 @@ impl<T> ResumingStream<T> {
         self.next_delay = Some(jittered(delay));
     }
 
-    /// An event from the wire: the bridge's `lagged`/`shutdown` end the
-    /// connection; everything else becomes an item.
+    /// An event from the wire: the bridge's final events (`lagged`,
+    /// `shutdown`, `error`, `unauthenticated`) end the connection; everything
+    /// else becomes an item.
     fn handle(&mut self, ev: SseEvent) -> Option<Result<T, Error>> {
         // Final events carry no id; an event of the log always does (and an
         // agent may well name its own event type `shutdown` or `error`).
-        let is_final = !ev.has_id && matches!(ev.event.as_str(), "lagged" | "shutdown" | "error");
+        let is_final = !ev.has_id
+            && matches!(
+                ev.event.as_str(),
+                "lagged" | "shutdown" | "error" | "unauthenticated"
+            );
         if is_final {
             // The bridge's final events say where to resume: everything up to
             // `resume_after` was delivered. Without it a stream opened with no
@@ -395,6 +400,14 @@ impl<T> ResumingStream<T> {
             "error" => {
                 self.failures += 1;
                 self.end_connection("the bridge ended the stream on an error", true);
+                return None;
+            }
+            "unauthenticated" => {
+                // The credential stopped holding (agent revoked, key retired,
+                // token expired or revoked): the reconnect says so as a 401,
+                // unless the credential was renewed meanwhile.
+                self.failures += 1;
+                self.end_connection("the credential no longer holds", true);
                 return None;
             }
             _ => {}

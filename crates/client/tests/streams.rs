@@ -223,7 +223,7 @@ async fn a_stream_opened_without_a_position_resumes_from_the_final_event() {
 async fn events_named_like_the_bridges_final_events_are_items() {
     let tb = TestBridge::start().await;
     let alice = tb.client("alice", Role::Agent).await;
-    for t in ["shutdown", "lagged", "error"] {
+    for t in ["shutdown", "lagged", "error", "unauthenticated"] {
         alice
             .append_event(&AppendEventRequest {
                 stream: "notes-8".into(),
@@ -241,7 +241,7 @@ async fn events_named_like_the_bridges_final_events_are_items() {
         ..EventStreamFilter::default()
     });
     let mut types = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let e = tokio::time::timeout(Duration::from_secs(20), tail.next())
             .await
             .unwrap()
@@ -249,7 +249,7 @@ async fn events_named_like_the_bridges_final_events_are_items() {
             .unwrap();
         types.push(e.event_type);
     }
-    assert_eq!(types, ["shutdown", "lagged", "error"]);
+    assert_eq!(types, ["shutdown", "lagged", "error", "unauthenticated"]);
     assert_eq!(tail.stats().disconnects, 0, "{:?}", tail.stats());
 }
 
@@ -279,4 +279,13 @@ async fn a_refused_stream_ends_with_the_problem() {
         (first.seq, first.event_type.as_str()),
         (seq, "message.sent")
     );
+    // Revoking alice ends her open stream (the bridge re-checks every 5 s):
+    // the final `unauthenticated` event, then the reconnect's 401.
+    admin.revoke_agent("alice").await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(15), mine.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.problem().status, 401);
 }

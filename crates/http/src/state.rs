@@ -23,6 +23,10 @@ pub struct HttpConfig {
     /// sending 1 MiB could hold 16 GiB. A body that finds the budget spent
     /// waits for it, within `body_read_timeout`, then is `503 unavailable`.
     pub max_buffered_body_bytes: usize,
+    /// How often an open stream checks that its caller's credential still
+    /// holds (default 5 s): a stream admitted once must not outlive a revoked
+    /// agent, a retired key or an expired or revoked token.
+    pub credential_recheck: Duration,
 }
 
 impl Default for HttpConfig {
@@ -32,6 +36,7 @@ impl Default for HttpConfig {
             heartbeat: Duration::from_secs(15),
             body_read_timeout: Duration::from_secs(30),
             max_buffered_body_bytes: 256 << 20,
+            credential_recheck: Duration::from_secs(5),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! failure ends it with a final `error` event, also carrying the position.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::{RawQuery, State};
@@ -18,7 +19,7 @@ use futures::Stream;
 use lighthouse_core::Bridge;
 use lighthouse_core::api::Problem;
 use lighthouse_elicitation::{Notification, Payload};
-use lighthouse_security::Caller;
+use lighthouse_security::{AuthHeaders, Caller, HEADER_AUTHORIZATION};
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -121,6 +122,69 @@ fn final_event(kind: &str, position: impl Into<Option<u64>>) -> SseEvent {
     SseEvent::default().event(kind).data(data)
 }
 
+/// What a stream re-checks of the credential that opened it, every
+/// [`HttpConfig::credential_recheck`](crate::HttpConfig): the agent and key
+/// (revoked agent, key past its grace period) and, for a bearer token, the
+/// token itself (expired, revoked). PROTOCOL.md 2.1 and 2.3: revoking kills
+/// every key and token at once, open streams included.
+struct Credential {
+    bridge: Bridge,
+    caller: Caller,
+    /// The `Authorization` header of a bearer request.
+    bearer: Option<Vec<u8>>,
+    every: tokio::time::Interval,
+}
+
+impl Credential {
+    fn new(st: &AppState, caller: &Caller, headers: &HeaderMap) -> Self {
+        // An admitted request presents a signature or a bearer token, never
+        // both (the gate refuses that as ambiguous).
+        let bearer = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
+            .map(<[u8]>::to_vec);
+        let period = st.config.credential_recheck.max(Duration::from_millis(10));
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Credential {
+            bridge: st.bridge.clone(),
+            caller: caller.clone(),
+            bearer,
+            every,
+        }
+    }
+
+    /// Waits for the next check; `false` when the credential no longer holds.
+    async fn still_valid(&mut self) -> bool {
+        self.every.tick().await;
+        let now = self.bridge.clock().now();
+        let gate = self.bridge.gate();
+        if !gate
+            .registry()
+            .key_is_active(&self.caller.agent, self.caller.key_id, now)
+        {
+            return false;
+        }
+        let Some(authorization) = &self.bearer else {
+            return true;
+        };
+        let request = lighthouse_security::Request {
+            method: "GET",
+            path: "/v1/stream",
+            query: "",
+            headers: AuthHeaders::from_pairs(std::iter::once((
+                HEADER_AUTHORIZATION,
+                &authorization[..],
+            ))),
+            body: b"",
+        };
+        gate.verifier()
+            .verify(&request, now)
+            .is_ok_and(|a| a.caller.agent == self.caller.agent)
+    }
+}
+
 /// `GET /v1/stream`.
 pub(crate) async fn agent_stream(
     State(st): State<AppState>,
@@ -136,37 +200,48 @@ pub(crate) async fn agent_stream(
     struct S {
         sub: lighthouse_elicitation::AgentSubscription,
         shutdown: watch::Receiver<bool>,
+        credential: Credential,
         _guard: lighthouse_metrics::StreamGuard,
         done: bool,
     }
     let state = S {
         sub,
         shutdown,
+        credential: Credential::new(&st, &caller, &headers),
         _guard: guard,
         done: false,
     };
     let stream = futures::stream::unfold(state, |mut s| async move {
-        if s.done {
-            return None;
-        }
-        if *s.shutdown.borrow() {
-            s.done = true;
-            let pos = s.sub.resume_position();
-            return Some((Ok(final_event("shutdown", pos)), s));
-        }
-        tokio::select! {
-            n = s.sub.next() => match n {
-                Ok(n) => Some((Ok(notification_event(&n)), s)),
-                Err(e) => {
-                    s.done = true;
-                    let pos = s.sub.resume_position();
-                    Some((Ok(final_event(ending_of_elicitation(&e), pos)), s))
-                }
-            },
-            _ = s.shutdown.changed() => {
+        loop {
+            if s.done {
+                return None;
+            }
+            if *s.shutdown.borrow() {
                 s.done = true;
                 let pos = s.sub.resume_position();
-                Some((Ok(final_event("shutdown", pos)), s))
+                return Some((Ok(final_event("shutdown", pos)), s));
+            }
+            tokio::select! {
+                n = s.sub.next() => return match n {
+                    Ok(n) => Some((Ok(notification_event(&n)), s)),
+                    Err(e) => {
+                        s.done = true;
+                        let pos = s.sub.resume_position();
+                        Some((Ok(final_event(ending_of_elicitation(&e), pos)), s))
+                    }
+                },
+                _ = s.shutdown.changed() => {
+                    s.done = true;
+                    let pos = s.sub.resume_position();
+                    return Some((Ok(final_event("shutdown", pos)), s));
+                }
+                valid = s.credential.still_valid() => {
+                    if !valid {
+                        s.done = true;
+                        let pos = s.sub.resume_position();
+                        return Some((Ok(final_event("unauthenticated", pos)), s));
+                    }
+                }
             }
         }
     });
@@ -189,6 +264,7 @@ pub(crate) async fn event_stream(
     struct S {
         sub: lighthouse_event_store::Subscription,
         shutdown: watch::Receiver<bool>,
+        credential: Credential,
         caller: Caller,
         _guard: lighthouse_metrics::StreamGuard,
         done: bool,
@@ -197,6 +273,7 @@ pub(crate) async fn event_stream(
     let state = S {
         sub,
         shutdown: st.shutdown.clone(),
+        credential: Credential::new(&st, &caller, &headers),
         caller,
         _guard: guard,
         done: false,
@@ -239,6 +316,13 @@ pub(crate) async fn event_stream(
                     s.done = true;
                     let pos = s.sub.position();
                     return Some((Ok(final_event("shutdown", pos)), s));
+                }
+                valid = s.credential.still_valid() => {
+                    if !valid {
+                        s.done = true;
+                        let pos = s.sub.position();
+                        return Some((Ok(final_event("unauthenticated", pos)), s));
+                    }
                 }
             }
         }

@@ -816,3 +816,57 @@ async fn a_damaged_store_answers_internal_without_leaking_details() {
         (Some(false), Some(seq))
     );
 }
+
+/// An open stream is admitted once; it must not outlive its credential
+/// (PROTOCOL.md 2.1, 2.3): a revoked token ends it, and so does revoking the
+/// agent, with a final `unauthenticated` event saying where to resume.
+#[tokio::test]
+async fn open_streams_end_when_their_credential_stops_holding() {
+    let t = common::start_tuned(
+        |_| {},
+        |h| h.credential_recheck = std::time::Duration::from_millis(100),
+    )
+    .await;
+    let (alice, admin) = (t.agent("alice"), t.agent("admin"));
+    // A stream opened with a bearer token, then the token revoked.
+    let token = alice.post("/v1/sessions", json!({"ttl_s": 60})).await.body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!("{}/v1/events/stream?after=0", t.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut by_token = common::Sse::from_response(resp);
+    let del = http
+        .delete(format!("{}/v1/sessions/current", t.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 204);
+    let end = loop {
+        let e = by_token.next_within(5).await.expect("the stream ends");
+        if e.id.is_none() {
+            break e;
+        }
+    };
+    assert_eq!(end.event, "unauthenticated");
+    assert!(end.data["resume_after"].is_u64(), "{:?}", end.data);
+    assert!(by_token.next_within(2).await.is_none());
+    // A signed stream of an agent that is then revoked.
+    let mut signed = alice.stream("/v1/stream", None).await;
+    assert_eq!(admin.delete("/v1/agents/alice").await.status, 204);
+    let end = loop {
+        let e = signed.next_within(5).await.expect("the stream ends");
+        if e.id.is_none() && e.event != "elicitation.requested" {
+            break e;
+        }
+    };
+    assert_eq!(end.event, "unauthenticated");
+    assert!(signed.next_within(2).await.is_none());
+}

@@ -409,6 +409,13 @@ impl AgentRegistry {
         Some((mac, e.record.role))
     }
 
+    /// Whether `key_id` is active for `agent` at `now`: the agent exists, is
+    /// not revoked, and the key is current or inside its grace period. What a
+    /// long-lived response (a stream) re-checks of the caller it admitted.
+    pub fn key_is_active(&self, agent: &str, key_id: u64, now: Timestamp) -> bool {
+        self.active_role(agent, key_id, now).is_some()
+    }
+
     /// The role of `agent` if `key_id` is active for it at `now`.
     pub(crate) fn active_role(&self, agent: &str, key_id: u64, now: Timestamp) -> Option<Role> {
         let state = self.inner.state.read();

@@ -229,6 +229,14 @@ pub struct SseEvent {
 }
 
 impl Sse {
+    /// Reads an SSE response opened some other way (a bearer token).
+    pub fn from_response(resp: reqwest::Response) -> Sse {
+        Sse {
+            resp,
+            buf: String::new(),
+        }
+    }
+
     /// The next event (comments skipped), or `None` when the stream ends or
     /// nothing arrives within `secs`.
     pub async fn next_within(&mut self, secs: u64) -> Option<SseEvent> {
