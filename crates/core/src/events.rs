@@ -32,6 +32,10 @@ pub const OPS_STREAM: &str = "$ops";
 /// little (two exact filters, or an agent's view of others' events) end the page
 /// early with a `next` cursor instead of scanning without bound.
 const MAX_EXAMINED_PER_PAGE: usize = 10_000;
+/// Stored bytes of events one `GET /v1/events` page holds at most (at least
+/// one event; the page then ends with `next`): 1,000 events of up to 1 MiB
+/// each would otherwise be a GiB in memory, twice over once serialised.
+pub const MAX_EVENTS_PAGE_BYTES: usize = 8 << 20;
 
 impl Bridge {
     /// `POST /v1/events`.
@@ -133,7 +137,7 @@ impl Bridge {
         if Self::sees_everything(caller) {
             let page = self
                 .store()
-                .read_within(&query, MAX_EXAMINED_PER_PAGE)
+                .read_bounded(&query, MAX_EXAMINED_PER_PAGE, MAX_EVENTS_PAGE_BYTES)
                 .map_err(from_store)?;
             return Ok(EventsPage {
                 events: page.events,
@@ -144,12 +148,20 @@ impl Bridge {
         // full, the log is exhausted, or the examination bound is reached.
         let mut events = Vec::with_capacity(limit);
         let mut examined = 0usize;
+        // Counts every event read, seen or not: the bound is on what the
+        // bridge holds, and a read may return events this caller drops.
+        let mut bytes = 0usize;
         loop {
             let page = self
                 .store()
-                .read_within(&query, MAX_EXAMINED_PER_PAGE - examined)
+                .read_bounded(
+                    &query,
+                    MAX_EXAMINED_PER_PAGE - examined,
+                    MAX_EVENTS_PAGE_BYTES - bytes,
+                )
                 .map_err(from_store)?;
             examined += page.examined;
+            bytes = bytes.saturating_add(page.bytes).min(MAX_EVENTS_PAGE_BYTES);
             for e in page.events {
                 if visible_to(&caller.agent, &e) {
                     let seq = e.seq;
@@ -163,7 +175,9 @@ impl Bridge {
                 }
             }
             match page.next {
-                Some(n) if examined < MAX_EXAMINED_PER_PAGE => query = query.resume(n),
+                Some(n) if examined < MAX_EXAMINED_PER_PAGE && bytes < MAX_EVENTS_PAGE_BYTES => {
+                    query = query.resume(n);
+                }
                 // The budget ran out: the client resumes where the store stopped.
                 next => return Ok(EventsPage { events, next }),
             }

@@ -164,4 +164,6 @@ pub struct Page {
     pub next: Option<u64>,
     /// How many records the read looked at (matching or not).
     pub examined: usize,
+    /// Stored bytes of the records returned (what a byte budget counts).
+    pub bytes: usize,
 }

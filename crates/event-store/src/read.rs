@@ -33,6 +33,14 @@ impl EventStore {
     /// caller resumes from there: the cost of one call is bounded whatever
     /// the filters, and no event is skipped.
     pub fn read_within(&self, q: &Query, max_examined: usize) -> Result<Page> {
+        self.read_bounded(q, max_examined, usize::MAX)
+    }
+
+    /// [`read_within`](Self::read_within), also returning no more than
+    /// `max_bytes` of stored records (at least one event): a page of 1,000
+    /// events of up to 1 MiB each would otherwise be a GiB in memory. A page
+    /// cut by its bytes ends with `next` set to its last event.
+    pub fn read_bounded(&self, q: &Query, max_examined: usize, max_bytes: usize) -> Result<Page> {
         let limit = q.limit.clamp(1, Query::MAX_LIMIT);
         let budget = max_examined.max(1);
         let Some((lo, hi)) = self.bounds(q) else {
@@ -40,6 +48,7 @@ impl EventStore {
                 events: Vec::new(),
                 next: None,
                 examined: 0,
+                bytes: 0,
             });
         };
         let descending = q.order == Order::Descending;
@@ -48,6 +57,8 @@ impl EventStore {
             examined: 0,
             budget,
             last: None,
+            bytes: 0,
+            max_bytes,
         };
         if has_exact(&q.filter) {
             self.read_indexed(q, lo, hi, descending, limit, &mut events, &mut scan)?;
@@ -71,14 +82,15 @@ impl EventStore {
                 scan.look(seq);
                 if let Some(e) = self.matching(seq, &bytes, &q.filter)? {
                     events.push(e);
-                    if events.len() == limit {
+                    scan.take(bytes.len());
+                    if events.len() == limit || scan.full() {
                         break;
                     }
                 }
             }
         }
-        let next = if events.len() == limit {
-            Some(events[events.len() - 1].seq)
+        let next = if events.len() == limit || scan.full() {
+            events.last().map(|e| e.seq)
         } else if scan.spent() {
             // Only "more may follow" if the budget, not the window, ended it.
             scan.last
@@ -90,6 +102,7 @@ impl EventStore {
             events,
             next,
             examined: scan.examined,
+            bytes: scan.bytes,
         })
     }
 
@@ -172,7 +185,8 @@ impl EventStore {
                 };
                 if let Some(e) = self.matching(seq, &bytes, &q.filter)? {
                     out.push(e);
-                    if out.len() == limit {
+                    scan.take(bytes.len());
+                    if out.len() == limit || scan.full() {
                         return Ok(());
                     }
                 }
@@ -213,9 +227,21 @@ struct Scan {
     examined: usize,
     budget: usize,
     last: Option<u64>,
+    /// Stored bytes of the events taken, and the most the page may take.
+    bytes: usize,
+    max_bytes: usize,
 }
 
 impl Scan {
+    fn take(&mut self, bytes: usize) {
+        self.bytes = self.bytes.saturating_add(bytes);
+    }
+
+    /// The page holds its byte budget (or more: its last event passed it).
+    fn full(&self) -> bool {
+        self.bytes >= self.max_bytes
+    }
+
     fn spent(&self) -> bool {
         self.examined >= self.budget
     }

@@ -15,6 +15,10 @@ const CATCH_UP_PAGE: usize = 256;
 /// Records looked at per catch-up step at most, matching or not (bounds the
 /// work between two points where the task lets others run).
 const CATCH_UP_EXAMINED: usize = 4096;
+/// Stored bytes one catch-up step buffers at most (at least one event): 256
+/// events of up to 1 MiB each would otherwise sit in the buffer of a consumer
+/// that stopped reading.
+const CATCH_UP_BYTES: usize = 1 << 20;
 
 /// A stream of the events matching a filter after a position.
 ///
@@ -138,7 +142,9 @@ impl Subscription {
             limit: CATCH_UP_PAGE,
             ..Query::new(self.filter.clone())
         };
-        let page = self.store.read_within(&q, CATCH_UP_EXAMINED)?;
+        let page = self
+            .store
+            .read_bounded(&q, CATCH_UP_EXAMINED, CATCH_UP_BYTES)?;
         self.examined = match page.next {
             Some(last) => last,
             None => self.catch_up_until,

@@ -812,3 +812,72 @@ async fn a_snapshot_larger_than_a_record_frame_survives_backup_and_restore() {
         Err(Error::InvalidBackup(m)) if m.contains("ends early")
     ));
 }
+
+/// A page is bounded in stored bytes as well as in events: cut pages end with
+/// `next` at their last event, and following `next` returns every event once,
+/// in both orders and with an exact filter or none.
+#[tokio::test]
+async fn pages_are_bounded_in_bytes_and_resume_without_gaps() {
+    let s = EventStore::open_temporary(opts()).unwrap();
+    let blob = "x".repeat(100_000);
+    for i in 0..30 {
+        let stream = if i % 3 == 0 { "big-a" } else { "big-b" };
+        s.append(vec![NewEvent::new(
+            stream,
+            "t.big",
+            json!({"i": i, "blob": blob}),
+        )])
+        .await
+        .unwrap();
+    }
+    for (filter, order, want) in [
+        (Filter::all(), Order::Ascending, 30),
+        (Filter::all(), Order::Descending, 30),
+        (Filter::stream("big-b"), Order::Ascending, 20),
+        (Filter::stream("big-b"), Order::Descending, 20),
+    ] {
+        let mut q = Query {
+            limit: 1_000,
+            order,
+            ..Query::new(filter.clone())
+        };
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            let page = s.read_bounded(&q, usize::MAX, 350_000).unwrap();
+            pages += 1;
+            // Three records pass 300,000 bytes; the fourth passes 350,000.
+            // (A page after one cut at the very last event is empty.)
+            assert!(page.events.len() <= 4);
+            assert!(!page.events.is_empty() || page.next.is_none());
+            assert!(page.bytes >= page.events.len() * 100_000);
+            seen.extend(page.events.iter().map(|e| e.seq));
+            match page.next {
+                Some(n) => {
+                    assert_eq!(Some(n), page.events.last().map(|e| e.seq));
+                    q = q.resume(n);
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), want, "{filter:?} {order:?}");
+        let mut sorted = seen.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), want, "no event twice");
+        assert!(pages >= want / 4, "{pages} pages");
+        // A budget smaller than one event still returns one.
+        let one = s
+            .read_bounded(
+                &Query {
+                    limit: 1_000,
+                    ..Query::new(filter)
+                },
+                usize::MAX,
+                1,
+            )
+            .unwrap();
+        assert_eq!(one.events.len(), 1);
+        assert!(one.next.is_some());
+    }
+}

@@ -870,3 +870,42 @@ async fn open_streams_end_when_their_credential_stops_holding() {
     assert_eq!(end.event, "unauthenticated");
     assert!(signed.next_within(2).await.is_none());
 }
+
+/// `GET /v1/events` pages are bounded in bytes too (PROTOCOL.md 5/7: memory is
+/// never allowed to grow without bound): large events end a page early with
+/// `next`, and following it returns every event once, for an operator (who
+/// sees everything) and for an agent (whose reads skip what it may not see).
+#[tokio::test]
+async fn event_pages_are_bounded_in_bytes() {
+    let t = start().await;
+    let (alice, ops) = (t.agent("alice"), t.agent("ops"));
+    let blob = "x".repeat(900 << 10);
+    for i in 0..12 {
+        let r = alice
+            .post(
+                "/v1/events",
+                json!({"stream": "notes-big", "type": "note.big", "data": {"i": i, "blob": blob}}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.code());
+    }
+    for reader in [&ops, &alice] {
+        let mut path = "/v1/events?stream=notes-big&limit=1000".to_owned();
+        let mut seen = Vec::new();
+        let mut first_page = None;
+        loop {
+            let r = reader.get(&path).await;
+            assert_eq!(r.status, 200, "{:?}", r.code());
+            let events = r.body["events"].as_array().unwrap();
+            first_page.get_or_insert(events.len());
+            seen.extend(events.iter().map(|e| e["data"]["i"].as_u64().unwrap()));
+            match r.body["next"].as_u64() {
+                Some(n) => path = format!("/v1/events?stream=notes-big&limit=1000&after={n}"),
+                None => break,
+            }
+        }
+        // 8 MiB of records is passed by the tenth event of ~900 KiB.
+        assert!(first_page.unwrap() <= 10, "{first_page:?}");
+        assert_eq!(seen, (0..12).collect::<Vec<_>>());
+    }
+}
