@@ -11,6 +11,35 @@ use lighthouse_security::{Caller, Role};
 use crate::Failure;
 use crate::serve::{credentials_dir, load_master_key, open};
 
+/// Makes sure a credential can be written at `path` before the change it
+/// records is saved: creates the folder and creates (then removes) a file
+/// beside the target. A registration or rotation saved with nowhere to write
+/// its credential would leave an agent nobody holds a key for.
+fn prepare_output(path: &Path) -> Result<(), Failure> {
+    let cannot = |e: std::io::Error| {
+        Failure::input(format!(
+            "cannot write the credential to {}: {e}",
+            path.display()
+        ))
+    };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent).map_err(cannot)?;
+    let name = path
+        .file_name()
+        .map_or_else(|| "credential".into(), |n| n.to_string_lossy().into_owned());
+    let probe = parent.join(format!(".{name}.probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(cannot)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 fn admin(bridge: &lighthouse_core::Bridge) -> Result<Caller, Failure> {
     bridge
         .caller_for(ADMIN_AGENT)
@@ -30,21 +59,24 @@ pub async fn add(
         public_url: Some(public_url),
         ..Default::default()
     };
+    let path = out.map_or_else(
+        || credentials_dir(data).join(format!("{id}.json")),
+        Path::to_path_buf,
+    );
+    prepare_output(&path)?;
     let bridge = open(data, key, Some(&c)).await?;
     let caller = admin(&bridge)?;
     let cred = bridge
         .add_agent(&caller, id, role)
         .await
         .map_err(|p| Failure::refused(p.to_string()))?;
-    let path = out.map_or_else(
-        || credentials_dir(data).join(format!("{id}.json")),
-        Path::to_path_buf,
-    );
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Failure::error(e.to_string()))?;
-    }
-    cred.write(&path)
-        .map_err(|e| Failure::error(e.to_string()))?;
+    cred.write(&path).map_err(|e| {
+        Failure::error(format!(
+            "{id} is registered, but its credential could not be written to {}: {e}; \
+             `lighthouse-bridge agents rotate {id} --out FILE` issues a new one",
+            path.display()
+        ))
+    })?;
     bridge
         .shutdown()
         .await
@@ -60,18 +92,24 @@ pub async fn add(
 /// `agents rotate ID`.
 pub async fn rotate(data: &Path, id: &str, out: Option<&Path>) -> Result<(), Failure> {
     let (key, _) = load_master_key(data, false)?;
+    let path = out.map_or_else(
+        || credentials_dir(data).join(format!("{id}.json")),
+        Path::to_path_buf,
+    );
+    prepare_output(&path)?;
     let bridge = open(data, key, None).await?;
     let caller = admin(&bridge)?;
     let cred = bridge
         .rotate_agent(&caller, id)
         .await
         .map_err(|p| Failure::refused(p.to_string()))?;
-    let path = out.map_or_else(
-        || credentials_dir(data).join(format!("{id}.json")),
-        Path::to_path_buf,
-    );
-    cred.write(&path)
-        .map_err(|e| Failure::error(e.to_string()))?;
+    cred.write(&path).map_err(|e| {
+        Failure::error(format!(
+            "{id} was rotated, but its new credential could not be written to {}: {e}; \
+             the previous key stays valid for its grace period; rotate again to issue another",
+            path.display()
+        ))
+    })?;
     bridge
         .shutdown()
         .await

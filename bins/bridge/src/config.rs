@@ -8,7 +8,7 @@
 //! log_format = "text"              # LIGHTHOUSE_LOG_FORMAT, --log-format (text | json)
 //! durability = "durable"           # LIGHTHOUSE_DURABILITY  (durable | buffered)
 //! window_s = 300                   # LIGHTHOUSE_WINDOW_S    (signature time window)
-//! shutdown_grace_ms = 10000        # LIGHTHOUSE_SHUTDOWN_GRACE_MS (in-flight requests on shutdown)
+//! shutdown_grace_ms = 10000        # LIGHTHOUSE_SHUTDOWN_GRACE_MS (in-flight requests on shutdown, 0 to 600000)
 //! mcp_allowed_origins = []         # LIGHTHOUSE_MCP_ALLOWED_ORIGINS (comma-separated browser origins for /mcp)
 //! max_connections = 16384          # LIGHTHOUSE_MAX_CONNECTIONS (open connections; beyond it, accepting waits)
 //! listen_backlog = 4096            # LIGHTHOUSE_LISTEN_BACKLOG (connections the kernel queues before accept; capped by net.core.somaxconn)
@@ -224,6 +224,11 @@ impl ServeConfig {
                 return Err(format!("{name} must be 100 to 600000"));
             }
         }
+        // Past it an orchestrator's SIGKILL would skip the final snapshot and
+        // flush; 0 cuts in-flight requests at once, which is a choice.
+        if self.shutdown_grace_ms > 600_000 {
+            return Err("shutdown_grace_ms must be 0 to 600000".into());
+        }
         if self.window_s == 0 || self.window_s > 3600 {
             return Err("window_s must be 1 to 3600".into());
         }
@@ -278,6 +283,13 @@ mod tests {
         std::fs::write(&f, "listen_backlog = 0\n").unwrap();
         let e = ServeConfig::resolve(Some(&f), |_| None, Overrides::default()).unwrap_err();
         assert!(e.contains("listen_backlog"), "{e}");
+        let e = ServeConfig::resolve(
+            None,
+            |k| (k == "LIGHTHOUSE_SHUTDOWN_GRACE_MS").then(|| "86400000".to_owned()),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("shutdown_grace_ms"), "{e}");
         let e = ServeConfig::resolve(
             None,
             |k| (k == "LIGHTHOUSE_LISTEN_BACKLOG").then(|| "many".to_owned()),

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lighthouse_core::setup::initialize;
+use lighthouse_core::ELICITATION_FLAG;
+use lighthouse_core::setup::{ADMIN_AGENT, initialize};
 use lighthouse_core::{Bridge, BridgeConfig};
 use lighthouse_event_store::Durability;
 use lighthouse_security::{MASTER_KEY_ENV, MasterKey};
@@ -70,32 +71,72 @@ pub async fn open(data: &Path, key: MasterKey, c: Option<&ServeConfig>) -> Resul
 }
 
 /// `init`: creates the data directory, master key, admin credential and the
-/// `elicitation_enabled` flag. Refuses an initialised directory.
+/// `elicitation_enabled` flag. Refuses an initialised directory (the admin
+/// registered and the flag created); resumes one an earlier `init` left half
+/// done (a full disk, a read-only credentials folder, an interrupt), writing
+/// the admin credential anew (a rotation) if it was registered but never
+/// written.
 pub async fn init(data: &Path, public_url: String) -> Result<(), Failure> {
-    if master_key_path(data).exists() {
-        return Err(Failure::input(format!(
-            "{} is already initialised",
-            data.display()
-        )));
-    }
+    let from_env = std::env::var_os(MASTER_KEY_ENV).is_some();
     let (key, _) = load_master_key(data, true)?;
     let c = ServeConfig {
         public_url: Some(public_url),
         ..Default::default()
     };
     let bridge = open(data, key, Some(&c)).await?;
-    let report = initialize(&bridge, &credentials_dir(data), false)
+    let close = |bridge: Bridge| async move {
+        bridge
+            .shutdown()
+            .await
+            .map_err(|p| Failure::error(p.to_string()))
+    };
+    let admin_registered = bridge.gate().registry().get(ADMIN_AGENT).is_some();
+    if admin_registered && bridge.flags().get(ELICITATION_FLAG).is_some() {
+        close(bridge).await?;
+        return Err(Failure::input(format!(
+            "{} is already initialised",
+            data.display()
+        )));
+    }
+    let creds = credentials_dir(data);
+    let mut report = initialize(&bridge, &creds, false)
         .await
         .map_err(|p| Failure::error(p.to_string()))?;
-    bridge
-        .shutdown()
-        .await
-        .map_err(|p| Failure::error(p.to_string()))?;
+    let admin_file = creds.join(format!("{ADMIN_AGENT}.json"));
+    if admin_registered && !admin_file.exists() {
+        // Registered by the interrupted run, its credential never written:
+        // nobody holds that key, so a new one replaces it.
+        let admin = bridge
+            .caller_for(ADMIN_AGENT)
+            .ok_or_else(|| Failure::error("the admin agent is revoked"))?;
+        let mut cred = bridge
+            .rotate_agent(&admin, ADMIN_AGENT)
+            .await
+            .map_err(|p| Failure::error(p.to_string()))?;
+        cred.bridge = bridge.public_url().to_owned();
+        std::fs::create_dir_all(&creds)
+            .and_then(|()| cred.write(&admin_file).map_err(std::io::Error::other))
+            .map_err(|e| {
+                Failure::error(format!(
+                    "cannot write {}: {e}; run init again once it can be written",
+                    admin_file.display()
+                ))
+            })?;
+        report.written.push(admin_file);
+    }
+    close(bridge).await?;
     println!("initialised {}", data.display());
-    println!(
-        "  master key: {} (mode 0600; keep it secret)",
-        master_key_path(data).display()
-    );
+    if from_env {
+        println!(
+            "  master key: from {MASTER_KEY_ENV} (not written to disk; the store is keyed with it, \
+             so every later start needs the same value)"
+        );
+    } else {
+        println!(
+            "  master key: {} (mode 0600; keep it secret)",
+            master_key_path(data).display()
+        );
+    }
     for p in report.written {
         println!("  credential: {}", p.display());
     }

@@ -145,3 +145,79 @@ async fn a_connection_that_never_speaks_does_not_hold_up_shutdown() {
         started.elapsed()
     );
 }
+
+/// `init` interrupted after registering the admin but before its credential
+/// was written (here: a directory in the way of `admin.json`) is resumed by
+/// the next `init`, which issues the admin a new key and writes it; an
+/// initialised directory is still refused. A rotation into a folder that does
+/// not exist yet creates it, and one that cannot be written is refused before
+/// anything is saved.
+#[test]
+fn init_resumes_what_an_interrupted_init_left_and_credentials_are_written_or_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let bin = env!("CARGO_BIN_EXE_lighthouse-bridge");
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin)
+            .args(args)
+            .arg("--data")
+            .arg(&data)
+            .env("RUST_LOG", "warn")
+            .env_remove("LIGHTHOUSE_MASTER_KEY")
+            .output()
+            .unwrap()
+    };
+    let agents = |args: &[&str]| {
+        std::process::Command::new(bin)
+            .args(["agents", "--data"])
+            .arg(&data)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env_remove("LIGHTHOUSE_MASTER_KEY")
+            .output()
+            .unwrap()
+    };
+    let admin_file = data.join("credentials").join("admin.json");
+    std::fs::create_dir_all(admin_file.join("in-the-way")).unwrap();
+    let first = run(&["init"]);
+    assert!(!first.status.success(), "{first:?}");
+    std::fs::remove_dir_all(&admin_file).unwrap();
+    let second = run(&["init"]);
+    assert!(second.status.success(), "{second:?}");
+    assert!(admin_file.is_file());
+    let again = run(&["init"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already initialised"));
+    // The written admin credential works: it can add an agent.
+    let added = agents(&["add", "bot"]);
+    assert!(added.status.success(), "{added:?}");
+    // Rotating into a folder that does not exist creates it.
+    let out = dir.path().join("new").join("bot.json");
+    let rotated = std::process::Command::new(bin)
+        .args(["agents", "--data"])
+        .arg(&data)
+        .args(["rotate", "bot", "--out"])
+        .arg(&out)
+        .env_remove("LIGHTHOUSE_MASTER_KEY")
+        .output()
+        .unwrap();
+    assert!(rotated.status.success(), "{rotated:?}");
+    assert!(out.is_file());
+    // An output path under a regular file cannot be written: refused, nothing saved.
+    let blocked = dir.path().join("a-file");
+    std::fs::write(&blocked, b"x").unwrap();
+    let refused = std::process::Command::new(bin)
+        .args(["agents", "--data"])
+        .arg(&data)
+        .args(["add", "bot2", "--out"])
+        .arg(blocked.join("bot2.json"))
+        .env_remove("LIGHTHOUSE_MASTER_KEY")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let list = agents(&["list"]);
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains("bot2"),
+        "{list:?}"
+    );
+}
