@@ -256,7 +256,7 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
     if tokio::time::timeout(grace, &mut server).await.is_err() {
         tracing::warn!(
             grace_ms = c.shutdown_grace_ms,
-            "in-flight requests did not finish in time; closing them"
+            "in-flight requests did not finish in time; closing their connections"
         );
         server.abort();
     }

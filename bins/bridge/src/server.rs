@@ -49,17 +49,22 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let (stop_tx, stopped) = tokio::sync::watch::channel(());
     let mut stop = std::pin::pin!(stop);
+    // The connections belong to this future: if it is dropped (the caller's
+    // grace ran out and it aborted the server), they are aborted with it
+    // rather than running on beside the bridge's own shutdown.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let (io, remote) = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut stop => break,
         };
+        while connections.try_join_next().is_some() {}
         let service = TowerToHyperService::new(router.clone());
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let header_read = timeouts.header_read;
         let mut silent_until_stop = stopped.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             // A connection that has not spoken yet holds up no shutdown: it
             // is dropped when the server stops, as it would be on timeout.
             let spoke = tokio::select! {
@@ -85,4 +90,6 @@ pub async fn serve(
     // Wakes the connections still waiting for their first bytes.
     stop_tx.send_replace(());
     graceful.shutdown().await;
+    // Every watched connection has closed; what is left ends now.
+    connections.shutdown().await;
 }
