@@ -255,5 +255,10 @@ pub fn restore(data: &Path, file: &Path) -> Result<(), Failure> {
         r.snapshots,
         if v.ok() { "ok" } else { "FAILED" }
     );
+    if !v.ok() {
+        return Err(Failure::refused(
+            "the restored store does not verify; do not serve it (see `store verify`)",
+        ));
+    }
     Ok(())
 }

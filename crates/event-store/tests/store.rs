@@ -448,6 +448,26 @@ async fn backup_and_restore_give_back_the_same_store() {
         Err(Error::InvalidBackup(_))
     ));
     assert!(!other.exists());
+    // A snapshot changed in the file, its checksum recomputed to match (the
+    // checksum is a plain SHA-256 anyone can recompute), fails its own MAC.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes.windows(4).rposition(|w| w == b"snap").unwrap();
+    bytes[at] ^= 0x20;
+    let body = bytes.len() - (1 + 4 + 32);
+    let digest = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&bytes[..body])
+    };
+    bytes[body + 5..].copy_from_slice(&digest);
+    std::fs::write(&bad, &bytes).unwrap();
+    match EventStore::restore(&bad, &other, opts()) {
+        Err(Error::InvalidBackup(reason)) => assert!(reason.contains("MAC"), "{reason}"),
+        other => panic!(
+            "a forged snapshot was restored: {:?}",
+            other.map(|(_, r)| r)
+        ),
+    }
+    assert!(!other.exists());
 }
 
 #[tokio::test]

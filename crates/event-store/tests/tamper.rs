@@ -146,3 +146,26 @@ async fn reads_report_a_damaged_record_instead_of_skipping_it() {
         10
     );
 }
+
+/// A backup checks the records as a restore will: a damaged or shortened log
+/// fails the backup at once, leaving no file (nor a partial one) behind.
+#[tokio::test]
+async fn a_backup_of_a_damaged_log_fails_and_leaves_nothing() {
+    let (s, d) = store_with(60).await;
+    let out = d.path().join("b.lhbackup");
+    let partial = d.path().join("b.lhbackup.partial");
+    let mut b = s.raw_record(30).unwrap().unwrap();
+    let last = b.len() - 1;
+    b[last] ^= 1;
+    s.tamper_raw(30, Some(&b)).unwrap();
+    assert!(s.backup(&out).is_err());
+    assert!(!out.exists() && !partial.exists());
+    // Undamaged again, then the last record gone.
+    let (s, d) = store_with(60).await;
+    let out = d.path().join("b.lhbackup");
+    assert!(s.backup(&out).is_ok());
+    std::fs::remove_file(&out).unwrap();
+    s.tamper_raw(60, None).unwrap();
+    assert!(s.backup(&out).is_err());
+    assert!(!out.exists());
+}
