@@ -182,6 +182,14 @@ async fn elicit(c: &Client, a: ElicitArgs, out: &mut Out) -> Result<(), Failure>
     if a.json_schema {
         req.schema_profile = Some(SchemaProfile::JsonSchema);
     }
+    // The bridge takes 1 to 255 bytes, sent as a header: printable ASCII.
+    if let Some(k) = &a.idempotency_key
+        && (k.is_empty() || k.len() > 255 || !k.bytes().all(|b| (0x20..0x7f).contains(&b)))
+    {
+        return Err(Failure::Usage(
+            "--idempotency-key must be 1 to 255 printable ASCII characters".into(),
+        ));
+    }
     let key = a.idempotency_key.unwrap_or_else(idempotency_key);
     let created = c.elicit_with_key(&req, &key).await?.record;
     if !a.wait {
@@ -317,6 +325,12 @@ async fn flags(c: &Client, f: FlagsCommand, out: &mut Out) -> Result<(), Failure
 
 /// Read, change the given fields, write back conditioned on the version read.
 async fn set_flag(c: &Client, a: FlagSetArgs) -> Result<lighthouse_core::api::Flag, Failure> {
+    // Arguments first: a malformed one is exit 2 with nothing sent.
+    let variants: Vec<_> = a
+        .variants
+        .iter()
+        .map(|v| variant_arg(v))
+        .collect::<Result<_, _>>()?;
     let current = match c.get_flag(&a.key).await {
         Ok(f) => Some(f),
         Err(lighthouse_client::Error::Refused(p)) if p.code == ErrorCode::NotFound => None,
@@ -354,12 +368,8 @@ async fn set_flag(c: &Client, a: FlagSetArgs) -> Result<lighthouse_core::api::Fl
     if let Some(v) = a.requires {
         spec.requires = list_arg(v);
     }
-    if !a.variants.is_empty() {
-        spec.variants = a
-            .variants
-            .iter()
-            .map(|v| variant_arg(v))
-            .collect::<Result<_, _>>()?;
+    if !variants.is_empty() {
+        spec.variants = variants;
     }
     let put = FlagPut {
         spec,

@@ -192,6 +192,33 @@ async fn identity_output_modes_and_exit_codes() {
         2
     );
     assert_eq!(lh(&alice, &["inbox", "--status", "done"]).await.code, 2);
+    // An idempotency key that cannot be a header, and a malformed variant
+    // of a flag: refused before any request (not a transport failure).
+    let schema = schema();
+    let r = lh(
+        &alice,
+        &[
+            "elicit",
+            "--to",
+            "bob",
+            "--message",
+            "m",
+            "--schema",
+            &schema,
+            "--idempotency-key",
+            "a\nb",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("--idempotency-key"), "{r:?}");
+    let r = lh(
+        &alice,
+        &["flags", "set", "k", "--reason", "r", "--variant", "bad"],
+    )
+    .await;
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("--variant"), "{r:?}");
     let readable = env.dir.path().join("readable.json");
     std::fs::copy(&alice, &readable).unwrap();
     use std::os::unix::fs::PermissionsExt;
