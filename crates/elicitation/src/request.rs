@@ -315,24 +315,8 @@ pub struct DrainReport {
     pub elapsed_ms: u64,
 }
 
-/// The size of `v` serialized as JSON, counted without building the bytes.
-pub(crate) fn json_size(v: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    match serde_json::to_writer(&mut c, v) {
-        Ok(()) => c.0,
-        Err(_) => usize::MAX,
-    }
-}
+/// The size of a value serialized as JSON, counted without building the bytes.
+pub(crate) use lighthouse_event_store::json_size;
 
 /// Checks a request id, which becomes the `correlation_id` of the events written.
 pub(crate) fn check_request_id(id: &str) -> Result<(), Error> {

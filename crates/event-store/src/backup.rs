@@ -179,7 +179,7 @@ impl EventStore {
                 return Err(damaged("missing from the log"));
             }
             let v = RecordView::parse(&bytes).map_err(|_| damaged("unreadable"))?;
-            if v.seq != seq || key.chain(&prev, v.body) != *v.mac {
+            if !v.follows(key, seq, &prev) {
                 return Err(damaged("fails the integrity chain"));
             }
             prev = *v.mac;
@@ -417,7 +417,7 @@ fn restore_into(file: &Path, staging: &Path, options: &StoreOptions) -> Result<R
                 seq += 1;
                 let v = RecordView::parse(&payload)
                     .map_err(|e| Error::InvalidBackup(format!("record {seq}: {}", e.0)))?;
-                if v.seq != seq || key.chain(&prev, v.body) != *v.mac {
+                if !v.follows(&key, seq, &prev) {
                     return Err(Error::InvalidBackup(format!(
                         "record {seq} fails the integrity chain"
                     )));

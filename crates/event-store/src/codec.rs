@@ -253,6 +253,12 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 
 impl<'a> RecordView<'a> {
+    /// Whether this record is the one at `seq` of the integrity chain after the
+    /// MAC `prev`: its seq is `seq` and its MAC chains from `prev` under `key`.
+    pub fn follows(&self, key: &ChainKey, seq: u64, prev: &[u8; MAC_LEN]) -> bool {
+        self.seq == seq && key.chain(prev, self.body) == *self.mac
+    }
+
     /// Parses the header and slices the fields; checks lengths and UTF-8, not the MAC.
     pub fn parse(b: &'a [u8]) -> Result<Self, DecodeError> {
         if b.len() < HEADER_LEN + MAC_LEN {

@@ -64,7 +64,7 @@ pub use backup::{BackupReport, RestoreReport};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, Timestamp};
 pub use error::{Error, Field, Result};
 pub use model::{
-    AppendOutcome, Appended, Event, ExpectedVersion, Limits, NewEvent, validate_agent,
+    AppendOutcome, Appended, Event, ExpectedVersion, Limits, NewEvent, json_size, validate_agent,
     validate_event_type, validate_stream, validate_token,
 };
 pub use options::{AppendObserver, DEFAULT_CACHE_BYTES, Durability, StoreOptions};

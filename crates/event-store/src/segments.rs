@@ -557,7 +557,7 @@ fn check_frame(
         let rec = frame.payload.get(off..off + len)?;
         if seq > head.seq {
             let v = RecordView::parse(rec).ok()?;
-            if v.seq != prev.seq + 1 || key.chain(&prev.mac, v.body) != *v.mac {
+            if !v.follows(key, prev.seq + 1, &prev.mac) {
                 return None;
             }
             skip.get_or_insert(off);

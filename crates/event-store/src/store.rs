@@ -436,7 +436,7 @@ impl EventStore {
             let bad = seq != expect
                 || match RecordView::parse(&bytes) {
                     Ok(v) => {
-                        let ok = v.seq == seq && shared.key.chain(&prev, v.body) == *v.mac;
+                        let ok = v.follows(&shared.key, seq, &prev);
                         prev = *v.mac;
                         !ok
                     }

@@ -233,7 +233,7 @@ impl FlagStore {
                 });
             }
             let change = decoded.into_change();
-            let size = json_len(&change);
+            let size = lighthouse_event_store::json_size(&change);
             if !out.is_empty() && bytes.saturating_add(size) > budget {
                 break;
             }
@@ -347,23 +347,4 @@ impl FlagStore {
             attempts: MAX_ATTEMPTS,
         })
     }
-}
-
-/// The length of `v` serialised as JSON, without keeping the bytes.
-fn json_len(v: &impl serde::Serialize) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    // Serialising a change cannot fail (string keys, finite numbers); a
-    // failure would only count what was written before it.
-    let _ = serde_json::to_writer(&mut c, v);
-    c.0
 }
