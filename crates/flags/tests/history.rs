@@ -70,6 +70,21 @@ async fn history_lists_every_change_of_one_flag_in_order() {
     assert_eq!(wire["type"], "flag.killed");
 }
 
+/// The versions of `h`, in its order.
+fn versions(h: &[lighthouse_flags::FlagChange]) -> Vec<u64> {
+    h.iter().map(|c| c.version).collect()
+}
+
+/// Writes flag `f` `n` times (versions 1 to `n`, each a different percentage).
+async fn put_versions(flags: &lighthouse_flags::FlagStore, n: u32) {
+    for i in 1..=n {
+        flags
+            .put("f", &spec(true, f64::from(i)), None, &ops())
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn history_pages_backwards_and_is_bounded() {
     let events = temp_events();
@@ -79,14 +94,7 @@ async fn history_pages_backwards_and_is_bounded() {
         ..Limits::default()
     };
     let flags = open_flags(&events, &clock, limits);
-    for i in 1..=10u32 {
-        flags
-            .put("f", &spec(true, f64::from(i)), None, &ops())
-            .await
-            .unwrap();
-    }
-    let versions =
-        |h: &[lighthouse_flags::FlagChange]| h.iter().map(|c| c.version).collect::<Vec<_>>();
+    put_versions(&flags, 10).await;
     // Asking for more than the page limit returns the limit: the newest four.
     let newest = flags.history("f", None, 1_000).unwrap();
     assert_eq!(versions(&newest), [7, 8, 9, 10]);
@@ -125,14 +133,7 @@ async fn a_history_page_is_bounded_in_bytes_and_keeps_the_newest() {
         ..Limits::default()
     };
     let flags = open_flags(&events, &clock, limits);
-    for i in 1..=7u32 {
-        flags
-            .put("f", &spec(true, f64::from(i)), None, &ops())
-            .await
-            .unwrap();
-    }
-    let versions =
-        |h: &[lighthouse_flags::FlagChange]| h.iter().map(|c| c.version).collect::<Vec<_>>();
+    put_versions(&flags, 7).await;
     // The newest changes that fit, and paging on from the oldest of them
     // reaches every change once.
     let mut pages = Vec::new();
