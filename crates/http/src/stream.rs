@@ -19,7 +19,7 @@ use futures::Stream;
 use lighthouse_core::Bridge;
 use lighthouse_core::api::Problem;
 use lighthouse_elicitation::{Notification, Payload};
-use lighthouse_security::{AuthHeaders, Caller, HEADER_AUTHORIZATION};
+use lighthouse_security::{Caller, bearer_token};
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -142,7 +142,7 @@ impl Credential {
         let bearer = headers
             .get(axum::http::header::AUTHORIZATION)
             .map(|v| v.as_bytes())
-            .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
+            .filter(|v| bearer_token(v).is_some())
             .map(<[u8]>::to_vec);
         let period = st.config.credential_recheck.max(Duration::from_millis(10));
         let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -169,19 +169,49 @@ impl Credential {
         let Some(authorization) = &self.bearer else {
             return true;
         };
-        let request = lighthouse_security::Request {
-            method: "GET",
-            path: "/v1/stream",
-            query: "",
-            headers: AuthHeaders::from_pairs(std::iter::once((
-                HEADER_AUTHORIZATION,
-                &authorization[..],
-            ))),
-            body: b"",
-        };
         gate.verifier()
-            .verify(&request, now)
+            .verify_bearer(authorization, now)
             .is_ok_and(|a| a.caller.agent == self.caller.agent)
+    }
+}
+
+/// Why a stream ends on its own account, whatever its subscription does: the
+/// server shuts down, or the caller's credential stops holding.
+struct Ends {
+    shutdown: watch::Receiver<bool>,
+    credential: Credential,
+}
+
+impl Ends {
+    fn new(st: &AppState, caller: &Caller, headers: &HeaderMap) -> Self {
+        Ends {
+            shutdown: st.shutdown.clone(),
+            credential: Credential::new(st, caller, headers),
+        }
+    }
+
+    /// The kind of the final event once the stream must end: `shutdown` or
+    /// `unauthenticated`. Ready at once if the server is already shutting
+    /// down; cancel-safe, so it can be raced against every next item. A
+    /// [`ShutdownSignal`](crate::state::ShutdownSignal) dropped without being
+    /// triggered is no shutdown: nothing can announce one any more.
+    async fn reached(&mut self) -> &'static str {
+        let mut watching = true;
+        loop {
+            if *self.shutdown.borrow() {
+                return "shutdown";
+            }
+            tokio::select! {
+                changed = self.shutdown.changed(), if watching => {
+                    watching = changed.is_ok();
+                }
+                valid = self.credential.still_valid() => {
+                    if !valid {
+                        return "unauthenticated";
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -196,53 +226,38 @@ pub(crate) async fn agent_stream(
     let after = position(&headers, p.after)?;
     let sub = st.bridge.subscribe(&caller, after)?;
     let guard = st.bridge.metrics().stream_opened();
-    let shutdown = st.shutdown.clone();
     struct S {
         sub: lighthouse_elicitation::AgentSubscription,
-        shutdown: watch::Receiver<bool>,
-        credential: Credential,
+        ends: Ends,
         _guard: lighthouse_metrics::StreamGuard,
         done: bool,
     }
     let state = S {
         sub,
-        shutdown,
-        credential: Credential::new(&st, &caller, &headers),
+        ends: Ends::new(&st, &caller, &headers),
         _guard: guard,
         done: false,
     };
     let stream = futures::stream::unfold(state, |mut s| async move {
-        loop {
-            if s.done {
-                return None;
-            }
-            if *s.shutdown.borrow() {
+        if s.done {
+            return None;
+        }
+        // The stream's own ending first: once it is due, nothing more goes out.
+        tokio::select! {
+            biased;
+            kind = s.ends.reached() => {
                 s.done = true;
                 let pos = s.sub.resume_position();
-                return Some((Ok(final_event("shutdown", pos)), s));
+                Some((Ok(final_event(kind, pos)), s))
             }
-            tokio::select! {
-                n = s.sub.next() => return match n {
-                    Ok(n) => Some((Ok(notification_event(&n)), s)),
-                    Err(e) => {
-                        s.done = true;
-                        let pos = s.sub.resume_position();
-                        Some((Ok(final_event(ending_of_elicitation(&e), pos)), s))
-                    }
-                },
-                _ = s.shutdown.changed() => {
+            n = s.sub.next() => match n {
+                Ok(n) => Some((Ok(notification_event(&n)), s)),
+                Err(e) => {
                     s.done = true;
                     let pos = s.sub.resume_position();
-                    return Some((Ok(final_event("shutdown", pos)), s));
+                    Some((Ok(final_event(ending_of_elicitation(&e), pos)), s))
                 }
-                valid = s.credential.still_valid() => {
-                    if !valid {
-                        s.done = true;
-                        let pos = s.sub.resume_position();
-                        return Some((Ok(final_event("unauthenticated", pos)), s));
-                    }
-                }
-            }
+            },
         }
     });
     Ok(sse_response(&st, stream))
@@ -263,8 +278,7 @@ pub(crate) async fn event_stream(
     let guard = st.bridge.metrics().stream_opened();
     struct S {
         sub: lighthouse_event_store::Subscription,
-        shutdown: watch::Receiver<bool>,
-        credential: Credential,
+        ends: Ends,
         caller: Caller,
         _guard: lighthouse_metrics::StreamGuard,
         done: bool,
@@ -272,8 +286,7 @@ pub(crate) async fn event_stream(
     }
     let state = S {
         sub,
-        shutdown: st.shutdown.clone(),
-        credential: Credential::new(&st, &caller, &headers),
+        ends: Ends::new(&st, &caller, &headers),
         caller,
         _guard: guard,
         done: false,
@@ -284,12 +297,14 @@ pub(crate) async fn event_stream(
             if s.done {
                 return None;
             }
-            if *s.shutdown.borrow() {
-                s.done = true;
-                let pos = s.sub.position();
-                return Some((Ok(final_event("shutdown", pos)), s));
-            }
+            // The stream's own ending first: once it is due, nothing more goes out.
             tokio::select! {
+                biased;
+                kind = s.ends.reached() => {
+                    s.done = true;
+                    let pos = s.sub.position();
+                    return Some((Ok(final_event(kind, pos)), s));
+                }
                 e = s.sub.next() => match e {
                     Ok(e) => {
                         if !Bridge::event_visible(&s.caller, &e) {
@@ -312,18 +327,6 @@ pub(crate) async fn event_stream(
                         return Some((Ok(final_event(ending_of_store(&e), pos)), s));
                     }
                 },
-                _ = s.shutdown.changed() => {
-                    s.done = true;
-                    let pos = s.sub.position();
-                    return Some((Ok(final_event("shutdown", pos)), s));
-                }
-                valid = s.credential.still_valid() => {
-                    if !valid {
-                        s.done = true;
-                        let pos = s.sub.position();
-                        return Some((Ok(final_event("unauthenticated", pos)), s));
-                    }
-                }
             }
         }
     });

@@ -16,7 +16,7 @@ use lighthouse_core::api::{
 };
 use lighthouse_core::{Bridge, refusal_problem};
 use lighthouse_elicitation::{Mailbox, SendMessage};
-use lighthouse_security::{AuthHeaders, Caller, HEADER_AUTHORIZATION};
+use lighthouse_security::Caller;
 
 /// What the tools do to a bridge, as one agent. Every method answers with the
 /// REST response body of the matching route, or its problem.
@@ -207,20 +207,11 @@ impl Backend for BridgeBackend {
         let Some(authorization) = &self.token else {
             return Ok(());
         };
-        let headers =
-            AuthHeaders::from_pairs(std::iter::once((HEADER_AUTHORIZATION, &authorization[..])));
-        let request = lighthouse_security::Request {
-            method: "GET",
-            path: "/mcp",
-            query: "",
-            headers,
-            body: b"",
-        };
         let now = self.bridge.clock().now();
         self.bridge
             .gate()
             .verifier()
-            .verify(&request, now)
+            .verify_bearer(authorization, now)
             .map(|_| ())
             .map_err(|r| refusal_problem(&r))
     }

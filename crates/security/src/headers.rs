@@ -164,8 +164,9 @@ impl<'a> AuthHeaders<'a> {
     }
 }
 
-/// `Bearer <token>` (scheme case-insensitive, one space).
-fn bearer_token(v: &[u8]) -> Option<&[u8]> {
+/// The token of an `Authorization` value `Bearer <token>` (scheme
+/// case-insensitive, one space); `None` for any other value.
+pub fn bearer_token(v: &[u8]) -> Option<&[u8]> {
     if v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ") {
         Some(&v[7..])
     } else {

@@ -83,7 +83,7 @@ pub use caller::{Caller, Role};
 pub use credential::Credential;
 pub use error::{Error, Result};
 pub use gate::{Denial, Gate, SecurityConfig};
-pub use headers::{AuthHeaders, MAX_NONCE_LEN, MIN_NONCE_LEN};
+pub use headers::{AuthHeaders, MAX_NONCE_LEN, MIN_NONCE_LEN, bearer_token};
 pub use journal::{DEFAULT_FLUSH_INTERVAL, NonceFlusher};
 pub use keys::{AgentSecret, MASTER_KEY_ENV, MasterKey};
 pub use nonce::{NonceConfig, NonceRefusal, NonceStore};

@@ -152,6 +152,20 @@ impl Verifier {
         })
     }
 
+    /// Verifies an `Authorization: Bearer` value alone, as admission does a
+    /// token (MAC, expiry, revocation, the agent's key still active): what a
+    /// response outliving its admission (a stream, a long wait) re-checks.
+    pub fn verify_bearer(
+        &self,
+        authorization: &[u8],
+        now: Timestamp,
+    ) -> Result<Authenticated, Refusal> {
+        let token = crate::headers::bearer_token(authorization).ok_or(Refusal::Unauthenticated(
+            Unauthenticated::MalformedHeader(crate::signing::HEADER_AUTHORIZATION),
+        ))?;
+        self.verify_token(token, now)
+    }
+
     fn verify_token(&self, token: &[u8], now: Timestamp) -> Result<Authenticated, Refusal> {
         let claims = self
             .tokens
