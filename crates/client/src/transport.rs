@@ -171,6 +171,9 @@ enum Failure {
     Transport { detail: String, not_sent: bool },
     /// A 2xx answer that cannot be taken in.
     Unreadable { status: u16, detail: String },
+    /// The request could not be built (a header value that is not one, say):
+    /// nothing was sent, and sending it again would fail the same way.
+    Unsendable { detail: String },
     /// A refusal.
     Refused {
         problem: Problem,
@@ -268,7 +271,7 @@ impl Transport {
                 Err(f) => f,
             };
             let wait = match &failure {
-                Failure::Unreadable { .. } => None,
+                Failure::Unreadable { .. } | Failure::Unsendable { .. } => None,
                 Failure::Transport { not_sent, .. } => {
                     (*not_sent || call.retry == Retry::Safe).then(|| policy.backoff(attempt))
                 }
@@ -296,6 +299,7 @@ impl Transport {
                             attempts: attempt,
                         },
                         Failure::Refused { problem, .. } => Error::Refused(problem),
+                        Failure::Unsendable { detail } => Error::Config(detail),
                         Failure::Unreadable { status, detail } => {
                             Error::InvalidResponse { status, detail }
                         }
@@ -319,6 +323,15 @@ impl Transport {
             .await;
         let mut resp = match sent {
             Ok(r) => r,
+            Err(e) if e.is_builder() => {
+                return Err(Failure::Unsendable {
+                    detail: format!(
+                        "{}: the request cannot be sent: {}",
+                        call.path,
+                        describe(&e)
+                    ),
+                });
+            }
             Err(e) => {
                 return Err(Failure::Transport {
                     not_sent: e.is_connect(),

@@ -136,3 +136,24 @@ async fn rate_limited_requests_wait_out_retry_after() {
     assert_eq!((p.code, p.status), (ErrorCode::RateLimited, 429));
     assert!(p.retry_after_s.unwrap_or(0) >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_cannot_be_built_is_not_retried() {
+    let tb = TestBridge::start().await;
+    tb.enable_elicitation().await;
+    tb.credential("bob", Role::Agent).await;
+    let cred = tb.credential("alice", Role::Agent).await;
+    let proxy = Proxy::start(tb.addr).await;
+    let alice = Client::builder()
+        .credential(cred)
+        .base_url(&proxy.url)
+        .build()
+        .unwrap();
+    let req = CreateRequest::new("bob", "Which port?", port_schema());
+    // A line break cannot be in a header value: reqwest refuses to build the
+    // request, which would fail the same way however often it were tried.
+    let err = alice.elicit_with_key(&req, "key\nsplit").await.unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    assert_eq!(err.code(), ErrorCode::InvalidRequest);
+    assert_eq!(proxy.connections(), 0, "nothing was sent");
+}

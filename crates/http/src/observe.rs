@@ -22,6 +22,12 @@ fn valid_request_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
+/// Health probes and the metrics scrape (PROTOCOL.md 11) are not API
+/// requests: they stay out of `/v1/ops/stats`' `http` figures.
+fn outside_api(route: &str) -> bool {
+    route == "/metrics" || route.starts_with("/health/")
+}
+
 pub(crate) async fn observe(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let given = req
@@ -67,6 +73,8 @@ pub(crate) async fn observe(State(st): State<AppState>, mut req: Request, next: 
     let streaming = resp.extensions().get::<Streaming>().is_some();
     if streaming {
         st.bridge.metrics().http_stream_opened(&route, status);
+    } else if outside_api(&route) {
+        st.bridge.metrics().http_probe(&route, status, busy);
     } else {
         st.bridge.metrics().http_request(&route, status, busy);
     }
@@ -91,7 +99,14 @@ pub(crate) async fn observe(State(st): State<AppState>, mut req: Request, next: 
 
 #[cfg(test)]
 mod tests {
-    use super::valid_request_id;
+    use super::{outside_api, valid_request_id};
+
+    #[test]
+    fn probes_and_scrapes_are_outside_the_api() {
+        assert!(outside_api("/health/live") && outside_api("/health/ready"));
+        assert!(outside_api("/metrics"));
+        assert!(!outside_api("/v1/ops/stats") && !outside_api("/mcp"));
+    }
 
     #[test]
     fn request_ids_are_bounded_tokens() {

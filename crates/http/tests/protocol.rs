@@ -544,6 +544,11 @@ async fn operations_and_sessions() {
     let requests = |b: &serde_json::Value| b["http"]["requests"].as_u64().unwrap();
     let before = requests(&ops.get("/v1/ops/stats?window_s=60").await.body);
     drop(alice.stream("/v1/stream", None).await);
+    // Nor do health probes and metrics scrapes, which are not API requests.
+    for path in ["/health/live", "/health/ready", "/metrics"] {
+        let r = reqwest::get(format!("{}{path}", t.base)).await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
     let after = requests(&ops.get("/v1/ops/stats?window_s=60").await.body);
     assert_eq!(after, before + 1);
     let d = ops

@@ -222,6 +222,17 @@ impl Metrics {
         self.inner.http_windows.request(now, status, busy);
     }
 
+    /// A request outside the API (a health probe, a metrics scrape) on route
+    /// template `route`: it counts in the per-route series like any request,
+    /// but not in the windowed `http` figures of `/v1/ops/stats`, which
+    /// measure API requests (PROTOCOL.md 9); otherwise a load balancer's
+    /// probes would dilute the latency and error ratio the deploy gates read.
+    pub fn http_probe(&self, route: &str, status: u16, busy: Duration) {
+        let series = self.route_series(route);
+        series.duration.observe(busy);
+        self.status_counter(series, status).inc();
+    }
+
     /// A stream (SSE) on route template `route` was opened with `status`: it
     /// counts in `lighthouse_http_requests_total`, but a stream's duration is
     /// not request latency, so it stays out of the duration histogram and out
