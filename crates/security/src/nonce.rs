@@ -6,7 +6,10 @@
 //! [`NonceConfig::capacity`] (whole store) and
 //! [`NonceConfig::per_agent_capacity`]; when either is reached the store refuses
 //! new nonces ([`Unavailable`]) instead of forgetting live ones, so a replay is
-//! never accepted.
+//! never accepted. Past `capacity`, an agent holding less than its fair share
+//! (`capacity` / agents holding nonces) is still admitted, up to twice
+//! `capacity` in all: a few agents flooding signed requests (a request refused
+//! by the rate limit has used its nonce too) cannot lock every other agent out.
 //!
 //! Layout: shards by agent, each a hash map from a 64-bit keyed fingerprint of
 //! `(agent, nonce)` to `(agent slot, expiry second)`, plus a timing wheel of
@@ -34,7 +37,8 @@ pub struct NonceConfig {
     /// (default 300). The gate sets it from its own window.
     pub window_s: u32,
     /// Most nonces remembered in total (default 1,048,576: about 40 MiB at the
-    /// measured ~40 bytes per nonce; see docs/SECURITY.md).
+    /// measured ~40 bytes per nonce; see docs/SECURITY.md). Agents below their
+    /// fair share may take the store up to twice this (see the module docs).
     pub capacity: usize,
     /// Most nonces remembered per agent (default 131,072: an agent at every
     /// default `agent` rate limit at once sends 181 requests/s, which is 54,300
@@ -69,6 +73,10 @@ impl Default for NonceConfig {
 pub enum NonceRefusal {
     /// Seen for this agent inside the window.
     Replayed,
+    /// The timestamp left the window while the request was being verified
+    /// (another request moved the store's time on): its nonce may already have
+    /// been forgotten, so it cannot be told apart from a replay.
+    Stale,
     /// The agent id or nonce is longer than a verified request's can be (64
     /// bytes each); only reachable by calling the store directly.
     Malformed,
@@ -275,6 +283,8 @@ pub struct NonceStore {
     keys: RandomState,
     shards: Box<[Mutex<Shard>]>,
     total: AtomicUsize,
+    /// Agents holding at least one nonce (the fair share's denominator).
+    holders: AtomicUsize,
     journal: Option<Mutex<Journal>>,
     journal_failing: AtomicBool,
     /// The latest second seen: time as the store sees it never goes back.
@@ -310,6 +320,7 @@ impl NonceStore {
                 .map(|_| Mutex::new(Shard::new(wheel_len)))
                 .collect(),
             total: AtomicUsize::new(0),
+            holders: AtomicUsize::new(0),
             journal: journal.map(Mutex::new),
             journal_failing: AtomicBool::new(false),
             high_water_s: AtomicI64::new(i64::MIN),
@@ -386,9 +397,13 @@ impl NonceStore {
         let expiry = self.expiry(ts_s, now_s);
         let need_flush = {
             let mut shard = shard.lock();
-            let removed = shard.sweep(now_s);
-            if removed > 0 {
-                self.total.fetch_sub(removed, Ordering::Relaxed);
+            self.sweep(&mut shard, now_s);
+            // Every nonce expiring before `swept_to` is forgotten (by this sweep
+            // or a later one that got the lock first): a timestamp that old is
+            // outside the window now, whatever the verifier saw before.
+            let horizon = shard.swept_to.max(now_s);
+            if ts_s.saturating_add(i64::from(self.config.window_s)) < horizon {
+                return Err(NonceRefusal::Stale);
             }
             if shard.map.contains_key(&fp) {
                 return Err(NonceRefusal::Replayed);
@@ -403,11 +418,17 @@ impl NonceStore {
             if self.journal.is_some() && self.journal_failing.load(Ordering::Relaxed) {
                 return Err(NonceRefusal::Unavailable(Unavailable::NonceJournalFailing));
             }
-            if self.total.fetch_add(1, Ordering::Relaxed) >= self.config.capacity {
-                self.total.fetch_sub(1, Ordering::Relaxed);
-                return Err(NonceRefusal::Unavailable(Unavailable::NoncesFull));
+            let total = self.total.fetch_add(1, Ordering::Relaxed);
+            if total >= self.config.capacity {
+                // Full: only an agent below its fair share gets in, and never
+                // past twice the capacity.
+                let fair = self.config.capacity / self.holders.load(Ordering::Relaxed).max(1);
+                if count as usize >= fair || total >= self.config.capacity.saturating_mul(2) {
+                    self.total.fetch_sub(1, Ordering::Relaxed);
+                    return Err(NonceRefusal::Unavailable(Unavailable::NoncesFull));
+                }
             }
-            shard.insert(fp, agent, expiry);
+            self.insert(&mut shard, fp, agent, expiry);
             if self.journal.is_some() {
                 journal::encode(&mut shard.pending, agent, nonce, i64::from(expiry));
                 shard.pending_records += 1;
@@ -434,20 +455,39 @@ impl NonceStore {
         let (shard, fp) = self.locate(&r.agent, &r.nonce);
         let expiry = r.expiry.clamp(0, i64::from(u32::MAX)) as u32;
         let mut shard = shard.lock();
-        shard.sweep(now_s);
+        self.sweep(&mut shard, now_s);
         if shard.map.contains_key(&fp) {
             return;
         }
-        shard.insert(fp, &r.agent, expiry);
+        self.insert(&mut shard, fp, &r.agent, expiry);
         self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sweeps `shard` to `now_s`, keeping the totals.
+    fn sweep(&self, shard: &mut Shard, now_s: i64) {
+        let holders = shard.index.len();
+        let removed = shard.sweep(now_s);
+        if removed > 0 {
+            self.total.fetch_sub(removed, Ordering::Relaxed);
+            self.holders
+                .fetch_sub(holders - shard.index.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Inserts into `shard`, counting a new holder (`total` is the caller's).
+    fn insert(&self, shard: &mut Shard, fp: u64, agent: &str, expiry: u32) {
+        let holders = shard.index.len();
+        shard.insert(fp, agent, expiry);
+        if shard.index.len() > holders {
+            self.holders.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Forgets expired nonces in every shard (inserts do this for their own shard).
     pub fn purge_expired(&self, now: Timestamp) {
         let now_s = self.effective_now_s(now);
         for s in self.shards.iter() {
-            let removed = s.lock().sweep(now_s);
-            self.total.fetch_sub(removed, Ordering::Relaxed);
+            self.sweep(&mut s.lock(), now_s);
         }
     }
 
@@ -568,6 +608,60 @@ mod tests {
         let shard = s.shard_of("alice").lock();
         assert!(shard.index.is_empty());
         assert_eq!(shard.free.len(), 1);
+    }
+
+    #[test]
+    fn a_nonce_forgotten_while_its_request_was_verified_is_not_a_fresh_one() {
+        let s = store(NonceConfig::default());
+        s.check_and_insert("alice", "nonce-edge-000001", T0, at(T0))
+            .unwrap();
+        // The verifier checked the window at T0 + 300 (still inside); before the
+        // nonce is looked up, another request moves the store's time on and the
+        // sweep forgets the first use.
+        s.purge_expired(at(T0 + 301));
+        assert_eq!(
+            s.check_and_insert("alice", "nonce-edge-000001", T0, at(T0 + 300)),
+            Err(NonceRefusal::Stale)
+        );
+        // A timestamp still inside the window at the store's time is fine.
+        assert_eq!(
+            s.check_and_insert("alice", "nonce-edge-000002", T0 + 1, at(T0 + 300)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_full_store_still_admits_agents_below_their_fair_share() {
+        let s = store(NonceConfig {
+            capacity: 4,
+            per_agent_capacity: 8,
+            ..NonceConfig::default()
+        });
+        let full = Err(NonceRefusal::Unavailable(Unavailable::NoncesFull));
+        let mut n = 0;
+        let mut next = |agent: &str| {
+            n += 1;
+            s.check_and_insert(agent, &format!("nonce-fair-{n:06}"), T0, at(T0))
+        };
+        for _ in 0..4 {
+            next("alice").unwrap();
+        }
+        // The store is full, all of it alice's: bob (holding nothing) gets in.
+        assert_eq!(next("bob"), Ok(()));
+        // Two holders, a fair share of 2: alice is past it, bob is not.
+        assert_eq!(next("alice"), full);
+        assert_eq!(next("bob"), Ok(()));
+        assert_eq!(next("bob"), full);
+        assert_eq!(next("carol"), Ok(()));
+        // Three holders, a fair share of 1.
+        assert_eq!(next("carol"), full);
+        assert_eq!(next("dave"), Ok(()));
+        // Twice the capacity is the hard bound, whatever the share.
+        assert_eq!(s.len(), 8);
+        assert_eq!(next("erin"), full);
+        // Expiry forgets the holders with their nonces.
+        s.purge_expired(at(T0 + 301));
+        assert_eq!((s.len(), s.holders.load(Ordering::Relaxed)), (0, 0));
     }
 
     #[test]

@@ -51,7 +51,10 @@ impl Quota {
 }
 
 /// Quotas per role and class; `None` means no limit for that pair (the role is
-/// not permitted those actions, so step 7 refuses them with `403`).
+/// not permitted those actions, so step 7 refuses them with `403`). PROTOCOL.md
+/// 2.4 gives observers no `write` quota, but an observer may send the two
+/// write-class requests every role may (`POST /mcp`, `DELETE /v1/sessions/current`):
+/// they get the operator's write quota rather than none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimits {
     /// Indexed `[role][class]` in the orders of [`Role`] and [`ActionClass::ALL`].
@@ -75,7 +78,7 @@ impl Default for RateLimits {
                     q(6000, 600),
                     q(60, 10),
                 ], // agent
-                [None, None, None, q(6000, 600), q(60, 10)], // observer
+                [None, None, q(600, 60), q(6000, 600), q(60, 10)], // observer
                 [None, None, q(600, 60), q(6000, 600), q(60, 10)], // operator
                 [
                     q(600, 60),
@@ -294,7 +297,13 @@ mod tests {
             l.quota(Role::Agent, ActionClass::Read),
             Some(Quota::new(6000, 600))
         );
-        assert_eq!(l.quota(Role::Observer, ActionClass::Write), None);
+        // Not in the table, which has no limit there: an observer's MCP
+        // envelopes and session ends are write-class requests.
+        assert_eq!(
+            l.quota(Role::Observer, ActionClass::Write),
+            Some(Quota::new(600, 60))
+        );
+        assert_eq!(l.quota(Role::Observer, ActionClass::Elicit), None);
         assert_eq!(
             l.quota(Role::Operator, ActionClass::Write),
             Some(Quota::new(600, 60))

@@ -140,6 +140,7 @@ impl Verifier {
             .check_and_insert(s.agent, s.nonce, s.timestamp, now)
             .map_err(|r| match r {
                 NonceRefusal::Replayed => Refusal::ReplayedRequest,
+                NonceRefusal::Stale => Refusal::StaleRequest,
                 NonceRefusal::Malformed => Refusal::Unauthenticated(
                     Unauthenticated::MalformedHeader(crate::signing::HEADER_NONCE),
                 ),
