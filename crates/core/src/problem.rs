@@ -33,6 +33,10 @@ pub fn from_store(e: StoreError) -> Problem {
             "/id",
             format!("event id {id} was already used for another event; choose a fresh id"),
         ),
+        StoreError::RepeatedId { id } => Problem::invalid(
+            "/id",
+            format!("event id {id} appears more than once in the batch"),
+        ),
         StoreError::InvalidName { field, rule } => {
             Problem::invalid(format!("/{field}"), format!("must be {rule}"))
         }

@@ -70,6 +70,12 @@ pub enum Error {
         /// The id that exists.
         id: String,
     },
+    /// Two events of one batch carry the same id.
+    #[error("event id {id} appears more than once in the batch")]
+    RepeatedId {
+        /// The repeated id.
+        id: String,
+    },
     /// A name does not follow its character set.
     #[error("invalid {field}: must be {rule}")]
     InvalidName {

@@ -144,6 +144,10 @@ pub(crate) struct Recovery {
     /// The last segment ended with bytes that were not a whole frame continuing
     /// the chain (a write cut by the crash); they were cut off.
     pub(crate) torn_tail: bool,
+    /// The last segment is damaged before the end of what sled had indexed
+    /// (media damage, not a torn write): nothing was cut, and the store opens
+    /// refusing appends at this position (`damaged_on_open`).
+    pub(crate) damaged_at: Option<u64>,
 }
 
 fn io_err(msg: impl Into<String>) -> std::io::Error {
@@ -176,6 +180,13 @@ impl SegmentLog {
             mac: crate::codec::GENESIS,
         });
         let mut out = Recovery::default();
+        // Frames up to sled's anchor were acknowledged and indexed: damage
+        // before the anchor is reached is never a torn tail to cut.
+        let anchor_seq = head.seq;
+        let mut reached_anchor = anchor_seq == 0;
+        // Segments whose frames were indexed again: synced before sled is
+        // flushed with their locations (they may be in the page cache only).
+        let mut replayed_in = Vec::new();
         // Where the last segment's valid frames end.
         let mut end_of_last = FILE_HEADER_LEN;
         let start = anchor_segment.unwrap_or(0);
@@ -206,25 +217,64 @@ impl SegmentLog {
                     torn = true;
                     break;
                 };
-                let last = frame.first_seq + u64::from(frame.count) - 1;
+                // The frame header's first seq is checked against its first
+                // record: trusted alone, a damaged header could make an
+                // acknowledged frame look indexed already and be skipped.
+                let mut frame = frame;
+                if n >= start
+                    && let Some(first) = first_seq_of(frame.payload)
+                    && first != frame.first_seq
+                {
+                    tracing::warn!(
+                        segment = n,
+                        offset = at,
+                        header = frame.first_seq,
+                        record = first,
+                        "event store: a frame header names another first seq than its record; \
+                         going by the record"
+                    );
+                    frame.first_seq = first;
+                }
+                let last = frame.first_seq.saturating_add(u64::from(frame.count) - 1);
                 if n >= start && last > head.seq {
                     match check_frame(&frame, head, key) {
                         Some((batch, next, skip)) => {
                             apply(&batch, next, n, frame.payload_at + skip as u64)?;
                             out.replayed += batch.len() as u64;
                             head = next;
+                            reached_anchor = true;
+                            if replayed_in.last() != Some(&n) {
+                                replayed_in.push(n);
+                            }
                         }
                         None => {
                             torn = true;
                             break;
                         }
                     }
+                } else if n >= start {
+                    reached_anchor |= last >= anchor_seq;
                 }
                 at = frame.payload_at as usize + frame.payload.len();
             }
             if torn {
                 if !is_last {
                     return Err(damaged(n, at as u64, head.seq + 1));
+                }
+                if !reached_anchor {
+                    // Damage among frames sled had indexed: never a torn write.
+                    // Nothing is cut (the records after it stay readable through
+                    // their locations, and the evidence stays for a restore);
+                    // the store opens refusing appends.
+                    tracing::error!(
+                        segment = n,
+                        offset = at,
+                        "event store: the last segment is damaged before the last indexed \
+                         record; left as it is, appends refused; run verify, restore from a backup"
+                    );
+                    out.damaged_at = Some(head.seq + 1);
+                    end_of_last = std::fs::metadata(dir.join(file_name(n)))?.len();
+                    continue;
                 }
                 // Cut the torn tail so that the next frame follows the last good one.
                 out.torn_tail = true;
@@ -244,6 +294,9 @@ impl SegmentLog {
             Some(&n) => (n + 1, FILE_HEADER_LEN),
             None => (1, FILE_HEADER_LEN),
         };
+        for &n in &replayed_in {
+            File::open(dir.join(file_name(n)))?.sync_all()?;
+        }
         if numbers.last() != Some(&number) {
             create_segment(dir, number)?;
             numbers.push(number);
@@ -450,6 +503,12 @@ fn damaged(segment: u32, offset: u64, seq: u64) -> Error {
              are synced before the next is created); restore from a backup"
         ),
     }
+}
+
+/// The seq of the first record in a frame's payload.
+fn first_seq_of(payload: &[u8]) -> Option<u64> {
+    let len = stored_len(payload)?;
+    RecordView::parse(payload.get(..len)?).ok().map(|v| v.seq)
 }
 
 /// Segment numbers in `dir`, ascending.
@@ -680,6 +739,49 @@ mod tests {
         // sled already holds the first two frames.
         let (_, r, seqs) = open(dir.path(), Some(anchors[1]), Some(places[1]), &key);
         assert_eq!((r.replayed, seqs), (5, (5..=9).collect::<Vec<_>>()));
+    }
+
+    /// File offset of the second frame's header in segment 1 of `two_frames`.
+    fn second_frame_at(bytes: &[u8]) -> usize {
+        let first = FILE_HEADER_LEN as usize;
+        let len = u32::from_le_bytes(bytes[first..first + 4].try_into().unwrap()) as usize;
+        first + FRAME_HEADER_LEN + len
+    }
+
+    #[test]
+    fn a_frame_header_naming_another_first_seq_is_read_by_its_records() {
+        let (dir, key, log, mut head) = fresh();
+        two_frames(log, &key, &mut head);
+        let path = dir.path().join(file_name(1));
+        let mut bytes = std::fs::read(&path).unwrap();
+        // The second frame (seqs 3 to 6) claims to start at 1: trusted, it
+        // would look indexed already, be skipped, and the tail be cut.
+        let at = second_frame_at(&bytes);
+        bytes[at + 16..at + 24].copy_from_slice(&1u64.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, r, seqs) = open(dir.path(), None, None, &key);
+        assert_eq!(seqs, (1..=6).collect::<Vec<_>>());
+        assert!(!r.torn_tail && r.damaged_at.is_none());
+    }
+
+    #[test]
+    fn damage_before_the_anchor_is_not_cut_as_a_torn_tail() {
+        let (dir, key, log, mut head) = fresh();
+        two_frames(log, &key, &mut head);
+        let path = dir.path().join(file_name(1));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let len_before = bytes.len();
+        // The second frame's length is damaged; sled's anchor (6) is past it.
+        let at = second_frame_at(&bytes);
+        bytes[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let (log, r, seqs) = open(dir.path(), Some(head), Some(1), &key);
+        assert!(seqs.is_empty());
+        assert_eq!((r.torn_tail, r.damaged_at), (false, Some(7)));
+        // Nothing was cut: the acknowledged records are still there to read
+        // or restore.
+        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, len_before);
+        assert!(log.read(1, (at + FRAME_HEADER_LEN) as u64, 10).is_ok());
     }
 
     #[test]

@@ -62,6 +62,8 @@ fn write_paced(f: &mut File, data: &[u8]) -> std::io::Result<()> {
 #[derive(Debug, Clone)]
 pub(crate) struct SnapshotFiles {
     dir: PathBuf,
+    /// Held by a save: two saves of one name would share its partial file.
+    saving: std::sync::Arc<parking_lot::Mutex<()>>,
 }
 
 impl SnapshotFiles {
@@ -70,6 +72,7 @@ impl SnapshotFiles {
     pub(crate) fn new(store_dir: &Path) -> Self {
         SnapshotFiles {
             dir: store_dir.join(DIR),
+            saving: Default::default(),
         }
     }
 
@@ -80,6 +83,7 @@ impl SnapshotFiles {
     /// Writes the snapshot `name` durably, replacing an older one. `name` must
     /// be a valid token (checked by the caller): it has no `/`.
     pub(crate) fn save(&self, key: &ChainKey, name: &str, seq: u64, data: &[u8]) -> Result<()> {
+        let _one_at_a_time = self.saving.lock();
         std::fs::create_dir_all(&self.dir)?;
         let tmp = self.dir.join(format!("{name}{PARTIAL_SUFFIX}"));
         let written = (|| {
@@ -249,6 +253,26 @@ mod tests {
         // Not a snapshot at all.
         std::fs::write(&path, vec![b'x'; 100]).unwrap();
         assert!(matches!(f.load(&key, "p"), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn concurrent_saves_of_one_name_leave_one_of_them_whole() {
+        let (_d, f) = files();
+        let key = ChainKey::new(b"k");
+        let data = |b: u8| vec![b; 1 << 20];
+        std::thread::scope(|scope| {
+            for (seq, b) in [(1, b'a'), (2, b'b')] {
+                let (f, key, bytes) = (&f, &key, data(b));
+                scope.spawn(move || f.save(key, "p", seq, &bytes).unwrap());
+            }
+        });
+        let snap = f.load(&key, "p").unwrap().unwrap();
+        let whole = [(1, data(b'a')), (2, data(b'b'))];
+        assert!(
+            whole
+                .iter()
+                .any(|(seq, d)| snap.seq == *seq && snap.data == *d)
+        );
     }
 
     #[test]

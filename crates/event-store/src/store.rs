@@ -173,8 +173,15 @@ impl EventStore {
         // given up.
         let key = ChainKey::new(&options.key);
         check_key(&backend, &key)?;
-        backend.start_log(dir, &key, mode)?;
-        Self::with_backend(Box::new(backend), dir, key, options, temp)
+        let recovery = backend.start_log(dir, &key, mode)?;
+        Self::with_backend(
+            Box::new(backend),
+            dir,
+            key,
+            options,
+            temp,
+            recovery.damaged_at,
+        )
     }
 
     /// Starts a store over `backend`, whose key has been checked.
@@ -184,11 +191,21 @@ impl EventStore {
         key: ChainKey,
         options: StoreOptions,
         temp: Option<TempDir>,
+        damaged_segment_at: Option<u64>,
     ) -> Result<EventStore> {
         let anchor = backend.anchor()?;
-        let (index, damaged, last_time) = rebuild_index(backend.as_ref(), anchor)?;
+        let (index, mut damaged, last_time) = rebuild_index(backend.as_ref(), anchor)?;
+        // Damage in the segment's frames that left every record readable still
+        // refuses appends: where the next frame would go is not known.
+        if let Some(seq) = damaged_segment_at
+            && !damaged.contains(&seq)
+        {
+            damaged.push(seq);
+            damaged.sort_unstable();
+        }
         let head = anchor.map_or(0, |a| a.seq);
         let chain = anchor.map_or(GENESIS, |a| a.mac);
+        let last_id = last_generated_id(backend.as_ref(), head);
         let (live, _) = broadcast::channel(options.live_buffer);
         let shared = Arc::new(Shared {
             backend,
@@ -210,6 +227,7 @@ impl EventStore {
             head,
             chain,
             last_time,
+            last_id,
             options.observer.clone(),
         );
         let handle = std::thread::Builder::new()
@@ -347,6 +365,18 @@ impl EventStore {
             }
             total += len;
             prepared.push(Pending::new(p));
+        }
+        // An id names one event: a batch naming two with it could not be
+        // retried (the retry's answer would give both the first one's place).
+        if prepared.len() > 1 {
+            let mut seen = std::collections::HashSet::with_capacity(prepared.len());
+            for p in &prepared {
+                if let Some(id) = &p.prepared.event.id
+                    && !seen.insert(id.as_str())
+                {
+                    return Err(Error::RepeatedId { id: id.clone() });
+                }
+            }
         }
         if total > limits.max_batch_bytes {
             return Err(Error::TooLarge {
@@ -554,6 +584,26 @@ impl EventStore {
     pub fn raw_record(&self, seq: u64) -> Result<Option<Vec<u8>>> {
         Ok(self.backend().get(seq)?.map(|b| b.to_vec()))
     }
+}
+
+/// The newest store-generated id among the last records (ids the callers
+/// chose are skipped), so that ids keep increasing across a restart: the first
+/// id of a new process may fall in the same millisecond as the last stored one.
+fn last_generated_id(backend: &dyn Backend, head: u64) -> ulid::Ulid {
+    /// How far back to look past records with the callers' own ids.
+    const LOOK_BACK: u64 = 256;
+    (head.saturating_sub(LOOK_BACK - 1).max(1)..=head)
+        .rev()
+        .find_map(|seq| {
+            let bytes = backend.get(seq).ok()??;
+            let v = RecordView::parse(&bytes).ok()?;
+            // A generated id carries its record's time; a caller's ULID with
+            // another time must not set where generated ids go on from.
+            ulid::Ulid::from_string(v.id)
+                .ok()
+                .filter(|u| i64::try_from(u.timestamp_ms()).ok() == Some(v.time.unix_millis()))
+        })
+        .unwrap_or(ulid::Ulid::nil())
 }
 
 /// Refuses a store created with another key; records the key's fingerprint (and

@@ -91,6 +91,7 @@ impl Writer {
         head: u64,
         chain: [u8; 32],
         last_time: Timestamp,
+        last_id: ulid::Ulid,
         observer: Option<Arc<dyn crate::options::AppendObserver>>,
     ) -> Self {
         Writer {
@@ -103,7 +104,7 @@ impl Writer {
             head,
             chain,
             last_time,
-            last_id: ulid::Ulid::nil(),
+            last_id,
             batch: RecordBatch::default(),
             placements: Vec::new(),
         }

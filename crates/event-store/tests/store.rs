@@ -132,6 +132,19 @@ async fn a_repeated_id_returns_the_original_result() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::DuplicateId { .. }), "{e}");
+    // One id twice in a batch is refused before anything is written.
+    let e = s
+        .append(vec![
+            ev("a", "t", 2).with_id("client-9"),
+            ev("a", "t", 3).with_id("client-9"),
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::RepeatedId { id } if id == "client-9"),
+        "{e}"
+    );
+    assert_eq!(s.head_seq(), 1);
     // Store-chosen ids are found too.
     s.append_one(ev("b", "t", 1)).await.unwrap();
     let generated = s.get(2).unwrap().unwrap().id;
@@ -899,5 +912,28 @@ async fn pages_are_bounded_in_bytes_and_resume_without_gaps() {
             .unwrap();
         assert_eq!(one.events.len(), 1);
         assert!(one.next.is_some());
+    }
+}
+
+#[tokio::test]
+async fn generated_ids_keep_increasing_across_a_reopen_in_the_same_millisecond() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_unix_secs(1_900_000_000));
+    let open = || EventStore::open(dir.path(), opts().clock(Arc::new(clock.clone()))).unwrap();
+    let mut last = String::new();
+    // The clock stands still: every id falls in one millisecond, and a new
+    // process must go on from the last stored id rather than draw a random one.
+    for _ in 0..8 {
+        let s = open();
+        for _ in 0..4 {
+            let a = s
+                .append_one(NewEvent::new("s", "t", json!({})))
+                .await
+                .unwrap();
+            let id = s.get(a.seq).unwrap().unwrap().id;
+            assert!(id > last, "{id} after {last}");
+            last = id;
+        }
+        drop(s);
     }
 }
