@@ -54,6 +54,9 @@ pub struct Limits {
     pub max_retained_resolved: usize,
     /// Open agent subscriptions at once (default 10,000).
     pub max_subscriptions: usize,
+    /// Open subscriptions of one agent at once (default 32), so that one agent
+    /// cannot hold every slot of [`max_subscriptions`](Self::max_subscriptions).
+    pub max_subscriptions_per_agent: usize,
     /// Notifications buffered per subscription before it is cut off with
     /// [`Error::Lagged`](crate::Error::Lagged) (default 1,024).
     pub subscription_buffer: usize,
@@ -98,6 +101,7 @@ impl Default for Limits {
             max_pending: 100_000,
             max_retained_resolved: 100_000,
             max_subscriptions: 10_000,
+            max_subscriptions_per_agent: 32,
             subscription_buffer: 1_024,
             max_message_waiters: 10_000,
             transition_batch: 256,

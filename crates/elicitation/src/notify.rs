@@ -113,16 +113,18 @@ pub(crate) struct Subscribers {
     count: usize,
     next_id: u64,
     max: usize,
+    per_agent: usize,
     buffer: usize,
 }
 
 impl Subscribers {
-    pub(crate) fn new(max: usize, buffer: usize) -> Self {
+    pub(crate) fn new(max: usize, per_agent: usize, buffer: usize) -> Self {
         Subscribers {
             by_agent: HashMap::new(),
             count: 0,
             next_id: 0,
             max,
+            per_agent,
             buffer: buffer.max(1),
         }
     }
@@ -133,6 +135,18 @@ impl Subscribers {
                 what: "subscriptions",
                 limit: self.max,
             });
+        }
+        if let Some(slots) = self.by_agent.get_mut(agent) {
+            // Slots whose subscription ended are pruned only on a publish.
+            let before = slots.len();
+            slots.retain(|s| !s.tx.is_closed());
+            self.count -= before - slots.len();
+            if slots.len() >= self.per_agent {
+                return Err(Error::Capacity {
+                    what: "subscriptions of one agent",
+                    limit: self.per_agent,
+                });
+            }
         }
         let (tx, rx) = mpsc::channel(self.buffer);
         let cut = Arc::new(AtomicBool::new(false));
@@ -209,7 +223,7 @@ mod tests {
 
     #[test]
     fn registry_is_bounded_and_cuts_off_full_subscribers() {
-        let mut s = Subscribers::new(2, 3);
+        let mut s = Subscribers::new(2, 8, 3);
         let mut a = s.register("b").unwrap();
         let _b = s.register("c").unwrap();
         assert!(matches!(s.register("d"), Err(Error::Capacity { .. })));

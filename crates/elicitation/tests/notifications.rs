@@ -383,6 +383,29 @@ async fn subscriptions_are_bounded() {
     drop(a);
     assert!(svc.subscribe(&carol(), None).is_ok());
     svc.abort().await;
+
+    // One agent cannot take every slot.
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open_at(
+        dir.path(),
+        &clock,
+        Limits {
+            max_subscriptions_per_agent: 2,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let first = svc.subscribe(&bob(), None).unwrap();
+    let _second = svc.subscribe(&bob(), Some(0)).unwrap();
+    assert!(matches!(
+        svc.subscribe(&bob(), None),
+        Err(Error::Capacity { .. })
+    ));
+    assert!(svc.subscribe(&alice(), None).is_ok());
+    // A slot comes back when its subscription ends.
+    drop(first);
+    assert!(svc.subscribe(&bob(), None).is_ok());
+    svc.abort().await;
 }
 
 #[tokio::test]
@@ -509,4 +532,35 @@ async fn hooks_see_counts_latencies_and_deliveries() {
     assert_eq!(hooks.pending.load(Ordering::SeqCst), 1);
     assert_eq!(hooks.messages.load(Ordering::SeqCst), 1);
     assert_eq!(hooks.delivered.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn a_catch_up_step_holds_a_bounded_number_of_bytes() {
+    let clock = manual_clock();
+    let (svc, _store) = open_temp(&clock).await;
+    // 24 messages of about 60 KiB: one step of 256 messages would hold them all.
+    let big = "x".repeat(60 * 1024);
+    for i in 0..24 {
+        svc.send_message(
+            &alice(),
+            "m",
+            SendMessage {
+                to: "bob".into(),
+                body: json!({"i": i, "text": big}),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let mut sub = svc.subscribe(&bob(), Some(0)).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..24 {
+        let n = next(&mut sub).await;
+        // A step reads back until it holds 256 KiB of stored events: five
+        // of these, one of which was just handed out.
+        assert!(sub.read_back_held() <= 4, "{}", sub.read_back_held());
+        got.push(serde_json::to_value(&n.payload).unwrap()["body"]["i"].clone());
+    }
+    // All of them, in order, once.
+    assert_eq!(got, (0..24).map(|i| json!(i)).collect::<Vec<_>>());
 }

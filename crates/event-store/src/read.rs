@@ -36,10 +36,11 @@ impl EventStore {
         self.read_bounded(q, max_examined, usize::MAX)
     }
 
-    /// [`read_within`](Self::read_within), also returning no more than
-    /// `max_bytes` of stored records (at least one event): a page of 1,000
-    /// events of up to 1 MiB each would otherwise be a GiB in memory. A page
-    /// cut by its bytes ends with `next` set to its last event.
+    /// [`read_within`](Self::read_within), also ending the page once it holds
+    /// `max_bytes` of stored records (so at most `max_bytes` plus one event,
+    /// and at least one event): a page of 1,000 events of up to 1 MiB each
+    /// would otherwise be a GiB in memory. A page cut by its bytes ends with
+    /// `next` set to its last event.
     pub fn read_bounded(&self, q: &Query, max_examined: usize, max_bytes: usize) -> Result<Page> {
         let limit = q.limit.clamp(1, Query::MAX_LIMIT);
         let budget = max_examined.max(1);

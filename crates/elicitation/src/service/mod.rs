@@ -257,6 +257,7 @@ impl ElicitationService {
             state: Mutex::new(State { proj }),
             subs: Mutex::new(Subscribers::new(
                 limits.max_subscriptions,
+                limits.max_subscriptions_per_agent,
                 limits.subscription_buffer,
             )),
             applied: AtomicU64::new(applied),

@@ -26,6 +26,12 @@ use crate::notify::{Notification, NotificationKind};
 /// Notifications read back per catch-up step (bounds the catch-up buffer).
 const CATCH_UP_PAGE: usize = 256;
 
+/// Stored bytes read back from the log per catch-up step and kind (at least one
+/// event): a stalled consumer holds at most one step, and decoded JSON can take
+/// several times its stored size (a 64 KiB array of zeros is about 1 MiB of
+/// values), so 256 messages of 64 KiB would pin hundreds of MiB per stream.
+const CATCH_UP_BYTES: usize = 256 * 1024;
+
 /// One agent's notifications: elicitations addressed to it, its own and those
 /// addressed to it reaching a terminal state, and its messages.
 ///
@@ -114,6 +120,13 @@ impl AgentSubscription {
     /// subscription without a starting position, was covered by its initial list).
     pub fn position(&self) -> u64 {
         self.position
+    }
+
+    /// Notifications read back and not handed out yet (at most one catch-up
+    /// step's worth); for tests and diagnostics.
+    #[doc(hidden)]
+    pub fn read_back_held(&self) -> usize {
+        self.queue.len()
     }
 
     /// Where a new subscription must start to continue this one with no gap
@@ -216,7 +229,10 @@ impl AgentSubscription {
                 ..Filter::default()
             })
         };
-        let page = self.shared.store.read(&q)?;
+        let page = self
+            .shared
+            .store
+            .read_bounded(&q, usize::MAX, CATCH_UP_BYTES)?;
         let h = page.next.unwrap_or(until);
         let mut out = Vec::new();
         for e in &page.events {
@@ -273,7 +289,10 @@ impl AgentSubscription {
                 ..Filter::default()
             })
         };
-        let page = self.shared.store.read(&q)?;
+        let page = self
+            .shared
+            .store
+            .read_bounded(&q, usize::MAX, CATCH_UP_BYTES)?;
         let h = page.next.unwrap_or(until);
         let out = page
             .events
