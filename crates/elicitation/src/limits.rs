@@ -52,6 +52,9 @@ pub struct Limits {
     /// Terminal elicitations kept in memory (for listings and catch-up without a
     /// log scan); older ones are still found by id, from the log (default 100,000).
     pub max_retained_resolved: usize,
+    /// A listing page ends once its records take this many bytes as JSON
+    /// (default 8 MiB, as `GET /v1/events` pages; at least one record).
+    pub max_list_page_bytes: usize,
     /// Open agent subscriptions at once (default 10,000).
     pub max_subscriptions: usize,
     /// Open subscriptions of one agent at once (default 32), so that one agent
@@ -100,6 +103,7 @@ impl Default for Limits {
             max_idempotency_key_bytes: 255,
             max_pending: 100_000,
             max_retained_resolved: 100_000,
+            max_list_page_bytes: 8 << 20,
             max_subscriptions: 10_000,
             max_subscriptions_per_agent: 32,
             subscription_buffer: 1_024,

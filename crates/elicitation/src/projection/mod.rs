@@ -430,7 +430,7 @@ impl Projection {
         status: Option<Status>,
         after: u64,
         limit: usize,
-    ) -> (Vec<Arc<Elicitation>>, Option<u64>) {
+    ) -> (Vec<(u64, Arc<Elicitation>)>, Option<u64>) {
         let Some(a) = self.agents.get(agent) else {
             return (Vec::new(), None);
         };
@@ -459,7 +459,7 @@ impl Projection {
         } else {
             None
         };
-        (out.into_iter().map(|(_, r)| r).collect(), next)
+        (out, next)
     }
 
     /// `agent`'s notifications with `after < seq <= until`, at most `limit`, as

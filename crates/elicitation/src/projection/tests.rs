@@ -138,12 +138,12 @@ fn feed_and_listings_follow_sequence_order() {
         vec![3, 4]
     );
     let (items, next) = p.list("bob", Mailbox::Inbox, None, 0, 1);
-    assert_eq!((&*items[0].id, next), ("el_a", Some(1)));
+    assert_eq!((&*items[0].1.id, next), ("el_a", Some(1)));
     let (items, next) = p.list("bob", Mailbox::Inbox, None, 1, 1);
-    assert_eq!((&*items[0].id, next), ("el_b", None));
+    assert_eq!((&*items[0].1.id, next), ("el_b", None));
     let (items, _) = p.list("bob", Mailbox::Inbox, Some(Status::Pending), 0, 10);
     assert_eq!(
-        items.iter().map(|r| &*r.id).collect::<Vec<_>>(),
+        items.iter().map(|(_, r)| &*r.id).collect::<Vec<_>>(),
         vec!["el_b"]
     );
     assert_eq!(

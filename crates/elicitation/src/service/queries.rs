@@ -91,7 +91,9 @@ impl ElicitationService {
     }
 
     /// One page of the caller's inbox or outbox, oldest first
-    /// (`GET /v1/elicitations?box=&status=&limit=&cursor=`).
+    /// (`GET /v1/elicitations?box=&status=&limit=&cursor=`): at most `limit`
+    /// records, and ending once it holds [`Limits::max_list_page_bytes`](crate::Limits)
+    /// of records as JSON (at least one), with `next_cursor` where it stopped.
     pub fn list(&self, caller: &Caller, q: &ListQuery) -> Result<ListPage> {
         let limit = page_limit(q.limit, &self.shared.limits)?;
         let after = match q.cursor.as_deref() {
@@ -100,14 +102,25 @@ impl ElicitationService {
                 .parse::<u64>()
                 .map_err(|_| Error::invalid("/cursor", "is not a cursor this service returned"))?,
         };
-        let (items, next) =
+        let (mut items, mut next) =
             self.shared
                 .state
                 .lock()
                 .proj
                 .list(&caller.agent, q.mailbox, q.status, after, limit);
+        // Bounded in bytes too (measured outside the state lock): 1,000 records
+        // with 64 KiB schemas and answers would be a response of ~130 MB.
+        let mut bytes = 0usize;
+        if let Some(cut) = items.iter().position(|(_, r)| {
+            bytes = bytes.saturating_add(lighthouse_event_store::json_size(&**r));
+            bytes >= self.shared.limits.max_list_page_bytes
+        }) && cut + 1 < items.len()
+        {
+            items.truncate(cut + 1);
+            next = items.last().map(|(seq, _)| *seq);
+        }
         Ok(ListPage {
-            items,
+            items: items.into_iter().map(|(_, r)| r).collect(),
             next_cursor: next.map(|n| n.to_string()),
         })
     }
