@@ -318,6 +318,25 @@ pub(crate) fn message_of(e: &Event) -> Result<Arc<Message>, Error> {
 
 /// Folds the events of one elicitation stream into its record (for elicitations
 /// no longer held in memory). `None` when there is no `requested` event.
+/// The record of `id` as its events in the log say, `None` if it was never
+/// created. Only the service's own events are read (types `elicitation.`, which
+/// only the bridge may write): others' events on the stream, however many,
+/// neither hide its outcome nor cost a read.
+pub(crate) fn read_back(
+    store: &lighthouse_event_store::EventStore,
+    id: &str,
+) -> Result<Option<Elicitation>, Error> {
+    let q = lighthouse_event_store::Query {
+        limit: 16,
+        ..lighthouse_event_store::Query::new(lighthouse_event_store::Filter {
+            stream: Some(elicitation_stream(id)),
+            type_prefix: Some("elicitation.".into()),
+            ..Default::default()
+        })
+    };
+    fold(&store.read(&q)?.events)
+}
+
 pub(crate) fn fold(events: &[Event]) -> Result<Option<Elicitation>, Error> {
     let mut record: Option<Elicitation> = None;
     for e in events {

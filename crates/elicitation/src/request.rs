@@ -125,8 +125,14 @@ pub enum RespondAction {
 pub struct RespondRequest {
     /// Accept or decline.
     pub action: RespondAction,
-    /// The answer (accept only, required there).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The answer (accept only, required there). A `null` given is an answer
+    /// (`Some(Value::Null)`, which a `json-schema` profile may allow), unlike
+    /// no `content` at all.
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub content: Option<Value>,
     /// Why (decline only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,7 +179,8 @@ impl RespondRequest {
                 }
             }
             RespondAction::Decline => {
-                if self.content.is_some() {
+                // `null` is taken as no content here, as it always was.
+                if self.content.as_ref().is_some_and(|c| !c.is_null()) {
                     errors.push(Violation::new(
                         "/content",
                         "is only allowed with action \"accept\"",
@@ -188,6 +195,11 @@ impl RespondRequest {
             Err(Error::InvalidRequest { errors })
         }
     }
+}
+
+/// A field that is present, even as `null`, is `Some`.
+fn given<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 fn check_reason(reason: Option<&str>, limits: &Limits, errors: &mut Vec<Violation>) {

@@ -415,3 +415,82 @@ async fn json_schema_profile_end_to_end() {
     );
     assert_eq!(svc.refused_retrievals(), 1);
 }
+
+#[tokio::test]
+async fn a_null_answer_is_an_answer_where_the_schema_allows_it() {
+    let clock = manual_clock();
+    let (svc, _store) = open_temp(&clock).await;
+    let req = CreateRequest {
+        schema_profile: Some(lighthouse_elicitation::SchemaProfile::JsonSchema),
+        ..CreateRequest::new("bob", "q", json!({"type": ["object", "null"]}))
+    };
+    let r = svc.create(&alice(), "r", req, None).await.unwrap().record;
+    let parse = |v| serde_json::from_value::<RespondRequest>(v).unwrap();
+    // No content at all is still refused.
+    let missing = parse(json!({"action": "accept"}));
+    assert_eq!(
+        svc.respond(&bob(), "r", &r.id, missing)
+            .await
+            .unwrap_err()
+            .code(),
+        "invalid_request"
+    );
+    let null = parse(json!({"action": "accept", "content": null}));
+    assert_eq!(null.content, Some(serde_json::Value::Null));
+    let done = svc.respond(&bob(), "r", &r.id, null).await.unwrap();
+    assert_eq!(done.status, Status::Accepted);
+    assert_eq!(
+        serde_json::to_value(&*done).unwrap()["response"]["content"],
+        serde_json::Value::Null
+    );
+    // A decline with `content: null` is read as a decline without content.
+    let decline = parse(json!({"action": "decline", "content": null}));
+    let r = svc
+        .create(&alice(), "r", ask("bob"), None)
+        .await
+        .unwrap()
+        .record;
+    assert!(svc.respond(&bob(), "r", &r.id, decline).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acting_on_a_create_written_but_not_applied_yet_waits_for_it() {
+    let clock = manual_clock();
+    let (svc, store) = open_temp(&clock).await;
+    let model = svc
+        .create(&alice(), "r", ask("bob"), None)
+        .await
+        .unwrap()
+        .record;
+    let first = &store
+        .read(&Query::new(Filter::stream(format!(
+            "elicitation-{}",
+            model.id
+        ))))
+        .unwrap()
+        .events[0];
+    // Creates written to the log by hand (as another writer would): the
+    // applier follows the log, so each is acted on at once, possibly before
+    // the projection has it. That is not "already resolved" while pending.
+    for i in 0..20 {
+        let id = format!("el_{}", ulid::Ulid::generate());
+        let mut data = first.data.clone();
+        data["id"] = json!(id);
+        store
+            .append_one(lighthouse_event_store::NewEvent::new(
+                format!("elicitation-{id}"),
+                "elicitation.requested",
+                data,
+            ))
+            .await
+            .unwrap();
+        let done = if i % 2 == 0 {
+            svc.respond(&bob(), "r", &id, RespondRequest::accept(json!({"port": 1})))
+                .await
+        } else {
+            svc.cancel(&alice(), "r", &id, CancelRequest::default())
+                .await
+        };
+        assert!(done.is_ok(), "{i}: {done:?}");
+    }
+}

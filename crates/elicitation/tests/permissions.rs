@@ -205,3 +205,56 @@ async fn visibility_holds_for_elicitations_no_longer_in_memory() {
     ));
     svc.abort().await;
 }
+
+#[tokio::test]
+async fn others_events_on_an_elicitations_stream_do_not_hide_its_outcome() {
+    let clock = manual_clock();
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_at(dir.path(), &clock);
+    let limits = Limits {
+        max_retained_resolved: 1,
+        ..Limits::default()
+    };
+    let svc = ElicitationService::open(store.clone(), options(&clock, limits))
+        .await
+        .unwrap();
+    let first = svc
+        .create(&alice(), "r", ask("bob"), None)
+        .await
+        .unwrap()
+        .record;
+    // Agents may write their own types to any stream not starting with `$`:
+    // more of them than a read of the whole stream used to look at.
+    let stream = format!("elicitation-{}", first.id);
+    for _ in 0..11 {
+        let notes = (0..1000)
+            .map(|_| lighthouse_event_store::NewEvent::new(stream.as_str(), "note.x", json!({})))
+            .collect();
+        store.append(notes).await.unwrap();
+    }
+    svc.respond(&bob(), "r", &first.id, RespondRequest::decline(None))
+        .await
+        .unwrap();
+    // Pushed out of memory by later resolutions, it is read back from the log.
+    for _ in 0..3 {
+        let r = svc
+            .create(&alice(), "r", ask("bob"), None)
+            .await
+            .unwrap()
+            .record;
+        svc.cancel(&alice(), "r", &r.id, CancelRequest::default())
+            .await
+            .unwrap();
+    }
+    assert_eq!(svc.memory_counts().held_elicitations, 1);
+    let r = svc.get(&alice(), &first.id, 0).await.unwrap();
+    assert_eq!(r.status, Status::Declined);
+    assert!(matches!(
+        svc.cancel(&alice(), "r", &first.id, CancelRequest::default())
+            .await,
+        Err(Error::AlreadyResolved {
+            status: Status::Declined,
+            ..
+        })
+    ));
+}

@@ -193,6 +193,28 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Waits until the projection has applied everything up to `seq`.
+    pub(crate) async fn wait_applied(&self, seq: u64) -> StoreResult<()> {
+        let rx = {
+            // Under the waiters' lock, which the applier takes after raising
+            // `applied`: either the position shows here or the applier finds
+            // this waiter.
+            let mut waiters = self.seq_waiters.lock();
+            if self.applied.load(Ordering::Acquire) >= seq {
+                return Ok(());
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return Err(StoreError::Closed);
+            }
+            let (tx, rx) = oneshot::channel();
+            waiters.entry(seq).or_default().push(tx);
+            rx
+        };
+        rx.await.unwrap_or(Err(StoreError::Closed)).map(drop)
+    }
+}
+
 /// Checks that `caller` has one of `roles`.
 pub(crate) fn require_role(caller: &Caller, roles: &[Role], what: &'static str) -> Result<()> {
     if roles.contains(&caller.role) {

@@ -18,12 +18,13 @@ impl ElicitationService {
     pub async fn get(&self, caller: &Caller, id: &str, wait_ms_: u64) -> Result<Arc<Elicitation>> {
         let wait = wait_ms(wait_ms_, &self.shared.limits, "/wait_ms")?;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
+        let mut waited = false;
         loop {
-            let notify = {
+            let held = {
                 let st = self.shared.state.lock();
                 match st.proj.entry(id) {
                     Some(e) if e.record.involves(&caller.agent) => match &e.live {
-                        Some(live) if wait > 0 => live.sync.clone(),
+                        Some(live) if wait > 0 => Some(live.sync.clone()),
                         _ => return Ok(e.record.clone()),
                     },
                     Some(_) => {
@@ -31,17 +32,25 @@ impl ElicitationService {
                             what: "elicitation",
                         });
                     }
-                    None => {
-                        drop(st);
-                        let r = self.read_from_log(id)?;
-                        if !r.involves(&caller.agent) {
-                            return Err(Error::NotFound {
-                                what: "elicitation",
-                            });
-                        }
-                        return Ok(Arc::new(r));
-                    }
+                    None => None,
                 }
+            };
+            let Some(notify) = held else {
+                let r = self.read_from_log(id)?;
+                if !r.involves(&caller.agent) {
+                    return Err(Error::NotFound {
+                        what: "elicitation",
+                    });
+                }
+                if r.status.is_terminal() || wait == 0 || waited {
+                    return Ok(Arc::new(r));
+                }
+                // Created but not applied yet: wait for it to be, so that a
+                // wait for the outcome waits.
+                let s = &self.shared;
+                s.wait_applied(s.store.head_seq()).await?;
+                waited = true;
+                continue;
             };
             // Registered before the state is looked at again, so a resolution in
             // between wakes it.

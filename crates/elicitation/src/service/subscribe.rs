@@ -267,13 +267,11 @@ impl AgentSubscription {
         if let Some(e) = self.shared.state.lock().proj.entry(id) {
             return Ok(e.record.clone());
         }
-        let evs = self
-            .shared
-            .store
-            .read_stream(&events::elicitation_stream(id), 0, 10_000)?;
-        events::fold(&evs)?.map(Arc::new).ok_or(Error::NotFound {
-            what: "elicitation",
-        })
+        events::read_back(&self.shared.store, id)?
+            .map(Arc::new)
+            .ok_or(Error::NotFound {
+                what: "elicitation",
+            })
     }
 
     /// The next messages, and how far they cover.

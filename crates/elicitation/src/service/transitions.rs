@@ -311,21 +311,34 @@ impl ElicitationService {
         act: Act,
     ) -> Result<Arc<Elicitation>> {
         let s = &*self.shared;
-        let sync = {
-            let st = s.state.lock();
-            match st.proj.entry(id) {
-                Some(e) => {
-                    permitted(&e.record, caller, &act)?;
-                    match &e.live {
-                        Some(live) => live.sync.clone(),
-                        None => return Err(terminal_error(&e.record)),
+        let mut waited = false;
+        let sync = loop {
+            let held = {
+                let st = s.state.lock();
+                match st.proj.entry(id) {
+                    Some(e) => {
+                        permitted(&e.record, caller, &act)?;
+                        match &e.live {
+                            Some(live) => Some(live.sync.clone()),
+                            None => return Err(terminal_error(&e.record)),
+                        }
                     }
+                    None => None,
                 }
+            };
+            match held {
+                Some(sync) => break sync,
                 None => {
-                    drop(st);
                     let r = self.read_from_log(id)?;
                     permitted(&r, caller, &act)?;
-                    return Err(terminal_error(&r));
+                    if r.status.is_terminal() || waited {
+                        return Err(terminal_error(&r));
+                    }
+                    // Pending in the log and not in memory: its create is
+                    // written but not applied yet (pending ones are never
+                    // evicted). Act once the projection has it.
+                    s.wait_applied(s.store.head_seq()).await?;
+                    waited = true;
                 }
             }
         };
@@ -420,11 +433,7 @@ impl ElicitationService {
                 what: "elicitation",
             });
         }
-        let evs = self
-            .shared
-            .store
-            .read_stream(&events::elicitation_stream(id), 0, 10_000)?;
-        events::fold(&evs)?.ok_or(Error::NotFound {
+        events::read_back(&self.shared.store, id)?.ok_or(Error::NotFound {
             what: "elicitation",
         })
     }
@@ -491,10 +500,7 @@ pub(crate) async fn append_terminal(
 
 /// The error a loser of a race gets, if the stream holds a terminal event.
 fn winner(s: &Shared, id: &str) -> Result<Option<Error>> {
-    let evs = s
-        .store
-        .read_stream(&events::elicitation_stream(id), 0, 10_000)?;
-    Ok(events::fold(&evs)?
+    Ok(events::read_back(&s.store, id)?
         .filter(|r| r.status.is_terminal())
         .map(|r| terminal_error(&r)))
 }
