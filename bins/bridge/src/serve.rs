@@ -213,6 +213,7 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
         .map_err(|e| Failure::error(e.to_string()))?;
     let mcp_config = lighthouse_mcp::McpConfig {
         allowed_origins: c.mcp_allowed_origins.clone(),
+        body_read_timeout: Duration::from_millis(c.body_read_timeout_ms),
         ..lighthouse_mcp::McpConfig::default()
     };
     let (mcp, mcp_streams) = lighthouse_mcp::router_with_shutdown(bridge.clone(), mcp_config);

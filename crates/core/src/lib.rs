@@ -46,3 +46,11 @@ pub use config::BridgeConfig;
 pub use control::{Control, InProcess};
 pub use events::{MAX_EVENTS_LIMIT, OPS_STREAM, RESERVED_TYPE_PREFIXES};
 pub use operations::{MAX_FLAG_HISTORY, MAX_STATS_WINDOW_S, MAX_WAIT_MS, wait_duration};
+
+/// Put on an HTTP response (as an extension) by a handler that waited for
+/// something outside the bridge's control (a long-poll, a tool call waiting for
+/// an answer): the HTTP layer leaves that time out of request latency
+/// (PROTOCOL.md 9, `http.latency_ms`). Shared here so that the REST routes and
+/// `/mcp` mark their responses the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waited(pub std::time::Duration);

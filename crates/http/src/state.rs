@@ -94,8 +94,7 @@ pub struct RequestId(pub String);
 pub(crate) struct RouteTemplate(pub(crate) String);
 
 /// Time a long-poll handler spent waiting, excluded from `http.latency_ms`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Waited(pub(crate) Duration);
+pub(crate) use lighthouse_core::Waited;
 
 /// Marks a streaming response (its duration is not request latency).
 #[derive(Debug, Clone, Copy)]

@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use lighthouse_core::api::{
@@ -102,6 +103,8 @@ pub struct BridgeBackend {
     /// The `Authorization` value the call was admitted with, re-checked
     /// during waits.
     token: Option<Arc<[u8]>>,
+    /// Where the time of long-polls on the bridge is added up, in µs.
+    waited_us: Option<Arc<AtomicU64>>,
 }
 
 impl BridgeBackend {
@@ -113,7 +116,28 @@ impl BridgeBackend {
             caller,
             request_id: request_id.into(),
             token: None,
+            waited_us: None,
         }
+    }
+
+    /// Adds the time spent in long-polls on the bridge (waiting for an answer
+    /// or a message, not working) to `waited_us`, in microseconds.
+    pub fn with_waited(mut self, waited_us: Arc<AtomicU64>) -> Self {
+        self.waited_us = Some(waited_us);
+        self
+    }
+
+    /// Runs `f`, a long-poll when `wait_ms > 0`, counting its time as waited.
+    async fn waiting<T>(&self, wait_ms: u64, f: impl Future<Output = T>) -> T {
+        let started = tokio::time::Instant::now();
+        let out = f.await;
+        if wait_ms > 0
+            && let Some(w) = &self.waited_us
+        {
+            let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            w.fetch_add(us, Ordering::AcqRel);
+        }
+        out
     }
 
     /// Re-checks `authorization` (the `Authorization: Bearer` value the call
@@ -141,10 +165,8 @@ impl Backend for BridgeBackend {
     }
 
     async fn get_elicitation(&self, id: &str, wait_ms: u64) -> Result<Elicitation, Problem> {
-        let r = self
-            .bridge
-            .get_elicitation(&self.caller, id, wait_ms)
-            .await?;
+        let wait = self.bridge.get_elicitation(&self.caller, id, wait_ms);
+        let r = self.waiting(wait_ms, wait).await?;
         Ok((*r).clone())
     }
 
@@ -181,9 +203,10 @@ impl Backend for BridgeBackend {
     }
 
     async fn receive_messages(&self, after: u64, wait_ms: u64) -> Result<MessagesPage, Problem> {
-        self.bridge
-            .receive_messages(&self.caller, after, wait_ms, None)
-            .await
+        let wait = self
+            .bridge
+            .receive_messages(&self.caller, after, wait_ms, None);
+        self.waiting(wait_ms, wait).await
     }
 
     async fn append_event(&self, req: AppendEventRequest) -> Result<AppendEventResponse, Problem> {

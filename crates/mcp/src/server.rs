@@ -110,7 +110,8 @@ impl ServerHandler for BridgeTools {
         let rid = request_id(parts.map(|p| &p.headers));
         let span =
             tracing::info_span!("mcp_tool", tool = name, agent = %caller.agent, request_id = %rid);
-        let mut backend = BridgeBackend::new(self.bridge.clone(), caller, rid);
+        let mut backend = BridgeBackend::new(self.bridge.clone(), caller, rid)
+            .with_waited(admission.waited_us.clone());
         if let Some(token) = &admission.token {
             backend = backend.with_token(token.clone());
         }

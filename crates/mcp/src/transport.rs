@@ -2,7 +2,11 @@
 //! bearer token through [`Bridge::admit`]) in front of rmcp's stateless
 //! Streamable HTTP service.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -10,14 +14,15 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use lighthouse_core::Bridge;
 use lighthouse_core::api::{ErrorCode, Problem};
+use lighthouse_core::{Bridge, Waited};
 use lighthouse_security::{AuthHeaders, Caller, HEADER_AUTHORIZATION};
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::classify;
+use crate::admission::{RouteClass, classify};
 use crate::config::McpConfig;
 use crate::server::BridgeTools;
 
@@ -41,6 +46,10 @@ pub(crate) struct Admission {
     /// that a long wait can check the token is still valid (not expired, not
     /// revoked).
     pub(crate) token: Option<Arc<[u8]>>,
+    /// Microseconds the tool call spent waiting on the bridge for others (an
+    /// answer, a message) before the response headers went out: left out of
+    /// the request's latency, as for the REST long-polls.
+    pub(crate) waited_us: Arc<AtomicU64>,
 }
 
 /// Ends every open `/mcp` response stream (and so every waiting tool call)
@@ -148,6 +157,21 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
         }
     }
     let (mut parts, body) = req.into_parts();
+    // Every request must carry a valid bearer token, and checking one needs no
+    // body: a request without one is refused before its body may take any of
+    // the shared budget (admitted as the bare transport, so that the refusal
+    // is counted and audited as any other).
+    let token_valid = parts.headers.get(header::AUTHORIZATION).is_some_and(|v| {
+        let now = st.bridge.clock().now();
+        let verifier = st.bridge.gate().verifier();
+        verifier.verify_bearer(v.as_bytes(), now).is_ok()
+    });
+    if !token_valid {
+        let class = classify(parts.method.as_str(), b"");
+        if let (Err(p), _) = admit(&st.bridge, &parts.headers, &class) {
+            return problem_response(&p);
+        }
+    }
     let limit = st.config.max_body_bytes;
     let too_large = || {
         problem_response(&Problem::new(
@@ -165,7 +189,7 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
         Some(n) => n as usize,
         None => limit,
     };
-    let _reserved = if reserve == 0 {
+    let reserved = if reserve == 0 {
         None
     } else {
         let want =
@@ -200,29 +224,7 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
         _ => return too_large(),
     };
     let class = classify(parts.method.as_str(), &bytes);
-    // Bearer tokens only (PROTOCOL.md 2.3): signature headers are not passed
-    // on, so a request without a token is refused as unauthenticated.
-    let (admitted, token) = {
-        let headers = AuthHeaders::from_pairs(
-            parts
-                .headers
-                .get_all(header::AUTHORIZATION)
-                .iter()
-                .map(|v| (HEADER_AUTHORIZATION, v.as_bytes())),
-        );
-        let request = lighthouse_security::Request {
-            method: class.method,
-            path: class.route,
-            query: "",
-            headers,
-            body: b"",
-        };
-        let token = headers
-            .bearer()
-            .and(parts.headers.get(header::AUTHORIZATION))
-            .map(|v| Arc::<[u8]>::from(v.as_bytes()));
-        (st.bridge.admit(&request, class.action), token)
-    };
+    let (admitted, token) = admit(&st.bridge, &parts.headers, &class);
     let outcome = match admitted {
         Ok(caller) => Ok(caller),
         // Nothing runs for a request that is not authenticated.
@@ -231,13 +233,85 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
         Err(p) if class.tool.is_some() => Err(p),
         Err(p) => return problem_response(&p),
     };
+    let waited_us = Arc::new(AtomicU64::new(0));
     parts.extensions.insert(Admission {
         tool: class.tool.map(str::to_owned),
         outcome,
         token,
+        waited_us: waited_us.clone(),
     });
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    // The budget is given back once rmcp has taken the body, not when the
+    // response ends: a 2026-07-28 tool call's response waits for its first
+    // message, up to the whole wait for an answer.
+    let body = Body::new(BudgetedBody {
+        bytes: Some(bytes),
+        reserved,
+    });
+    let mut resp = next.run(Request::from_parts(parts, body)).await;
+    let waited = waited_us.load(Ordering::Acquire);
+    if waited > 0 {
+        resp.extensions_mut()
+            .insert(Waited(Duration::from_micros(waited)));
+    }
+    resp
+}
+
+/// Admits an `/mcp` request counted as `class`, with its bearer token (the
+/// `Authorization` value, for the re-checks of a long wait). Bearer tokens
+/// only (PROTOCOL.md 2.3): signature headers are not passed on, so a request
+/// without a token is refused as unauthenticated.
+fn admit(
+    bridge: &Bridge,
+    headers: &HeaderMap,
+    class: &RouteClass,
+) -> (Result<Caller, Problem>, Option<Arc<[u8]>>) {
+    let auth = AuthHeaders::from_pairs(
+        headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .map(|v| (HEADER_AUTHORIZATION, v.as_bytes())),
+    );
+    let request = lighthouse_security::Request {
+        method: class.method,
+        path: class.route,
+        query: "",
+        headers: auth,
+        body: b"",
+    };
+    let token = auth
+        .bearer()
+        .and(headers.get(header::AUTHORIZATION))
+        .map(|v| Arc::<[u8]>::from(v.as_bytes()));
+    (bridge.admit(&request, class.action), token)
+}
+
+/// A request body already read whole, holding its share of the body budget
+/// until it is taken.
+struct BudgetedBody {
+    bytes: Option<axum::body::Bytes>,
+    reserved: Option<OwnedSemaphorePermit>,
+}
+
+impl http_body::Body for BudgetedBody {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        this.reserved = None;
+        Poll::Ready(this.bytes.take().map(|b| Ok(http_body::Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.bytes.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
+    }
 }
 
 /// The request id of a tool call: `X-Request-Id` when it is 1 to 128 of

@@ -322,6 +322,13 @@ async fn a_trickled_body_is_cut_off_and_large_ones_share_a_budget() {
     })
     .await;
     let addr = b.base.trim_start_matches("http://").to_owned();
+    let head = |len: usize, token: Option<&str>| {
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+        )
+    };
+    let token = b.token("alice");
     let read_status = |mut s: tokio::net::TcpStream| async move {
         let mut head = [0u8; 12];
         tokio::time::timeout(std::time::Duration::from_secs(10), s.read_exact(&mut head))
@@ -331,9 +338,19 @@ async fn a_trickled_body_is_cut_off_and_large_ones_share_a_budget() {
         String::from_utf8_lossy(&head).into_owned()
     };
     // A body declared and never sent: refused when the deadline passes.
+    // Without a token, it is refused at once, before the body takes any of
+    // the budget.
+    let mut tokenless = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = std::time::Instant::now();
+    tokenless
+        .write_all(format!("{}{{", head(60, None)).as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(read_status(tokenless).await, "HTTP/1.1 401");
+    assert!(started.elapsed() < std::time::Duration::from_millis(300));
     let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
     stalled
-        .write_all(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60\r\n\r\n{")
+        .write_all(format!("{}{{", head(60, Some(&token))).as_bytes())
         .await
         .unwrap();
     // Meanwhile a second body of 60 bytes finds the 100-byte budget spent and
@@ -341,10 +358,53 @@ async fn a_trickled_body_is_cut_off_and_large_ones_share_a_budget() {
     let mut second = tokio::net::TcpStream::connect(&addr).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     second
-        .write_all(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60\r\n\r\n")
+        .write_all(head(60, Some(&token)).as_bytes())
         .await
         .unwrap();
     assert_eq!(read_status(stalled).await, "HTTP/1.1 400");
     let s = read_status(second).await;
     assert!(s == "HTTP/1.1 503" || s == "HTTP/1.1 400", "{s}");
+}
+
+/// A 2026-07-28 tool call's response waits for its first message (rmcp answers
+/// it directly, not on an SSE stream opened at once): the wait for an answer
+/// holds neither the body budget nor counts as request latency.
+#[tokio::test]
+async fn waiting_tool_calls_hold_no_body_budget_and_are_not_latency() {
+    let b = start_with(McpConfig {
+        max_buffered_body_bytes: 1000,
+        body_read_timeout: Duration::from_millis(500),
+        ..McpConfig::default()
+    })
+    .await;
+    let alice = b.modern_client("alice").await;
+    let created = ok(&call(
+        &alice,
+        "lighthouse_elicit",
+        json!({"to": "bob", "message": "Which port?", "schema": port_schema(), "wait": false}),
+    )
+    .await);
+    let id = created["id"].as_str().unwrap().to_owned();
+    // Eight waits of about 150 bytes of body each: more than the budget if
+    // each held its share while it waits.
+    let mut waits = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let client = b.modern_client("alice").await;
+        let id = id.clone();
+        waits.spawn(async move {
+            call(
+                &client,
+                "lighthouse_get_elicitation",
+                json!({"elicitation_id": id, "wait_seconds": 2}),
+            )
+            .await
+        });
+    }
+    while let Some(r) = waits.join_next().await {
+        assert_eq!(ok(&r.unwrap())["status"], "pending");
+    }
+    // Two seconds waited, eight times: not the bridge's latency.
+    let stats = b.bridge.metrics().stats(60).unwrap();
+    let max = stats.http.latency_ms.max.unwrap();
+    assert!(max < 1000.0, "http latency max {max} ms");
 }
