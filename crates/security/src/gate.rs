@@ -232,7 +232,9 @@ impl Gate {
         let now = self.clock.now();
         self.limiter.reclaim_idle(now);
         self.nonces.purge_expired(now);
-        self.tokens.prune(now);
+        // Against the verifier's time, which never goes back: a revocation
+        // is forgotten only once its token is expired for every later check.
+        self.tokens.prune(self.verifier.steady(now));
     }
 
     /// The agent registry.

@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use lighthouse_event_store::{
     Event, EventStore, ExpectedVersion, NewEvent, SharedClock, Timestamp,
@@ -119,6 +120,10 @@ struct Inner {
     clock: SharedClock,
     config: RegistryConfig,
     state: RwLock<State>,
+    /// A change was written but could not be read back into `state` (a
+    /// store read failed): every credential is refused until a catch-up
+    /// succeeds, since the change may have been a revocation.
+    stale: AtomicBool,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +167,7 @@ impl AgentRegistry {
                 clock,
                 config,
                 state: RwLock::new(State::default()),
+                stale: AtomicBool::new(false),
             }),
         };
         reg.catch_up()?;
@@ -174,6 +180,7 @@ impl AgentRegistry {
             let from = self.inner.state.read().version.map_or(0, |v| v + 1);
             let events = self.inner.store.read_stream(AGENTS_STREAM, from, PAGE)?;
             if events.is_empty() {
+                self.inner.stale.store(false, Ordering::Release);
                 return Ok(());
             }
             let mut state = self.inner.state.write();
@@ -273,7 +280,16 @@ impl AgentRegistry {
                 event = event.with_agent(a);
             }
             match self.inner.store.append_one(event).await {
-                Ok(_) => return self.catch_up(),
+                Ok(_) => {
+                    return self.catch_up().inspect_err(|e| {
+                        self.inner.stale.store(true, Ordering::Release);
+                        tracing::error!(
+                            error = %e,
+                            "agent registry: a change was written but could not be read back; \
+                             refusing every credential until it is"
+                        );
+                    });
+                }
                 Err(lighthouse_event_store::Error::VersionConflict { .. }) => self.catch_up()?,
                 Err(e) => return Err(e.into()),
             }
@@ -400,6 +416,9 @@ impl AgentRegistry {
         key_id: u64,
         now: Timestamp,
     ) -> Option<(HmacSha256, Role)> {
+        if !self.current() {
+            return None;
+        }
         let state = self.inner.state.read();
         let e = state.agents.get(agent)?;
         if !key_active(&e.record, key_id, now) {
@@ -418,9 +437,23 @@ impl AgentRegistry {
 
     /// The role of `agent` if `key_id` is active for it at `now`.
     pub(crate) fn active_role(&self, agent: &str, key_id: u64, now: Timestamp) -> Option<Role> {
+        if !self.current() {
+            return None;
+        }
         let state = self.inner.state.read();
         let e = state.agents.get(agent)?;
         key_active(&e.record, key_id, now).then_some(e.record.role)
+    }
+
+    /// Whether the state holds every change written: when a change could not
+    /// be read back, tries again (fail closed until it can).
+    fn current(&self) -> bool {
+        !self.inner.stale.load(Ordering::Acquire) || self.catch_up().is_ok()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn mark_stale(&self) {
+        self.inner.stale.store(true, Ordering::Release);
     }
 
     pub(crate) fn master(&self) -> &MasterKey {
@@ -441,5 +474,47 @@ fn active<'s>(state: &'s State, agent: &str) -> Result<&'s Entry> {
         None => Err(Error::UnknownAgent(agent.to_owned())),
         Some(e) if e.record.revoked => Err(Error::AgentRevoked(agent.to_owned())),
         Some(e) => Ok(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use lighthouse_event_store::{
+        EventStore, ExpectedVersion, NewEvent, StoreOptions, SystemClock, Timestamp,
+    };
+    use serde_json::json;
+
+    use super::*;
+    use crate::keys::MasterKey;
+
+    #[tokio::test]
+    async fn a_change_written_but_not_read_back_refuses_until_it_is() {
+        let store = EventStore::open_temporary(StoreOptions::new(b"registry test key")).unwrap();
+        let reg = AgentRegistry::open(
+            store.clone(),
+            MasterKey::generate().unwrap(),
+            Arc::new(SystemClock),
+            RegistryConfig::default(),
+        )
+        .unwrap();
+        reg.register("alice", Role::Agent, None).await.unwrap();
+        let now = Timestamp::from_unix_secs(2_000_000_000);
+        assert!(reg.key_is_active("alice", 1, now));
+        // The revocation is in the log, but reading it back failed: the
+        // state still shows alice active.
+        store
+            .append_one(
+                NewEvent::new(AGENTS_STREAM, AGENT_REVOKED, json!({"agent": "alice"}))
+                    .expect(ExpectedVersion::Exact(0)),
+            )
+            .await
+            .unwrap();
+        reg.mark_stale();
+        // The next look-up reads it back before answering.
+        assert!(!reg.key_is_active("alice", 1, now));
+        assert!(reg.signing_key("alice", 1, now).is_none());
+        assert!(!reg.inner.stale.load(Ordering::Acquire));
     }
 }

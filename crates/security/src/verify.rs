@@ -2,6 +2,7 @@
 //! and 2.3 for bearer tokens.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use hmac::Mac;
 use lighthouse_event_store::Timestamp;
@@ -51,6 +52,11 @@ pub struct Verifier {
     nonces: Arc<NonceStore>,
     window_s: u32,
     dummy: HmacSha256,
+    /// The latest time seen, in ms: expiries (tokens, a rotated key's grace)
+    /// are checked against a time that never goes back, so a clock stepped
+    /// back cannot revive a token or key (nor a revoked token whose
+    /// revocation was forgotten at its expiry).
+    high_water_ms: AtomicI64,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -77,7 +83,14 @@ impl Verifier {
             nonces,
             window_s,
             dummy,
+            high_water_ms: AtomicI64::new(i64::MIN),
         }
+    }
+
+    /// `now`, or the latest time seen before if that is later.
+    pub fn steady(&self, now: Timestamp) -> Timestamp {
+        let ms = now.unix_millis();
+        Timestamp::from_unix_millis(self.high_water_ms.fetch_max(ms, Ordering::AcqRel).max(ms))
     }
 
     /// Authenticates `req` at `now`: steps 1-5 for a signature, or the token checks.
@@ -85,6 +98,7 @@ impl Verifier {
     /// Allocation is bounded: headers are borrowed and checked in place, the string
     /// to sign is streamed into the MAC, and only the accepted agent id is copied.
     pub fn verify(&self, req: &Request<'_>, now: Timestamp) -> Result<Authenticated, Refusal> {
+        let now = self.steady(now);
         match req.headers.presented().map_err(Refusal::Unauthenticated)? {
             Presented::Signature(sig) => {
                 self.verify_signature(req, &sig, now)
@@ -161,6 +175,7 @@ impl Verifier {
         authorization: &[u8],
         now: Timestamp,
     ) -> Result<Authenticated, Refusal> {
+        let now = self.steady(now);
         let token = crate::headers::bearer_token(authorization).ok_or(Refusal::Unauthenticated(
             Unauthenticated::MalformedHeader(crate::signing::HEADER_AUTHORIZATION),
         ))?;

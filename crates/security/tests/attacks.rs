@@ -443,3 +443,37 @@ async fn malformed_headers_are_unauthenticated() {
         )))
     );
 }
+
+#[tokio::test]
+async fn a_clock_stepping_back_revives_no_expired_or_revoked_token() {
+    let env = Env::new();
+    let (_, tok) = token_for(&env, "alice", Some(60)).await;
+    let w = Wire::bearer(&tok.token, "GET", "/v1/stream");
+    let id = env.admit(&w, Action::OpenOwnStream).unwrap().token.unwrap();
+    env.gate
+        .tokens()
+        .revoke(&id, Some("alice"), env.gate.clock().now())
+        .await
+        .unwrap();
+    assert_eq!(env.gate.tokens().revoked_len(), 1);
+    // Past its expiry, housekeeping forgets the revocation...
+    env.clock.advance_millis(61_000);
+    env.gate.housekeeping();
+    assert_eq!(env.gate.tokens().revoked_len(), 0);
+    // ...and then the clock steps back (NTP) to before the expiry: the token
+    // is still refused, as expired.
+    env.clock.advance_millis(-30_000);
+    assert_eq!(
+        env.admit(&w, Action::OpenOwnStream),
+        Err(Refusal::Unauthenticated(Unauthenticated::ExpiredToken))
+    );
+    let verifier = env.gate.verifier();
+    assert!(
+        verifier
+            .verify_bearer(
+                format!("Bearer {}", tok.token).as_bytes(),
+                env.gate.clock().now()
+            )
+            .is_err()
+    );
+}
