@@ -105,7 +105,17 @@ pub struct ResumingStream<T> {
     ready: VecDeque<SseEvent>,
     delivered_since_connect: bool,
     failures: u32,
-    next_delay: Option<Duration>,
+    /// Connect attempts in a row that failed (a connect that succeeds resets
+    /// it): what `ReconnectPolicy::max_attempts` counts. `failures` also counts
+    /// connections that ended without delivering, for the backoff.
+    failed_connects: u32,
+    /// When the next connect may start: a deadline rather than a delay, so
+    /// that a `next()` dropped during the wait (a lost `select!`) does not
+    /// skip the backoff.
+    next_attempt_at: Option<tokio::time::Instant>,
+    /// An error that ends the stream, returned once the items read before it
+    /// are handed out.
+    fatal: Option<Error>,
     finished: bool,
     stats: StreamStats,
     decode: Decode<T>,
@@ -203,7 +213,9 @@ impl<T> ResumingStream<T> {
             ready: VecDeque::new(),
             delivered_since_connect: false,
             failures: 0,
-            next_delay: None,
+            failed_connects: 0,
+            next_attempt_at: None,
+            fatal: None,
             finished: false,
             stats: StreamStats::default(),
             decode,
@@ -229,7 +241,7 @@ impl<T> ResumingStream<T> {
     /// test resumption).
     pub fn disconnect(&mut self) {
         self.end_connection("closed by the client", false);
-        self.next_delay = None;
+        self.next_attempt_at = None;
     }
 
     /// The next item, connecting and resuming as needed. `None` once the stream
@@ -241,6 +253,10 @@ impl<T> ResumingStream<T> {
                     Some(item) => return Some(item),
                     None => continue,
                 }
+            }
+            if let Some(e) = self.fatal.take() {
+                self.finished = true;
+                return Some(Err(e));
             }
             if self.finished {
                 return None;
@@ -255,17 +271,18 @@ impl<T> ResumingStream<T> {
                 Read::Events => {}
                 Read::Ended(why) => self.end_connection(why, true),
                 Read::Fatal(e) => {
-                    self.finished = true;
+                    // The items completed before it come out first.
                     self.conn = None;
-                    return Some(Err(e));
+                    self.fatal = Some(e);
                 }
             }
         }
     }
 
     async fn connect(&mut self) -> Result<(), Error> {
-        if let Some(d) = self.next_delay.take() {
-            tokio::time::sleep(d).await;
+        if let Some(at) = self.next_attempt_at {
+            tokio::time::sleep_until(at).await;
+            self.next_attempt_at = None;
         }
         let headers: Vec<(&'static str, String)> = self
             .position
@@ -277,6 +294,7 @@ impl<T> ResumingStream<T> {
                 self.stats.heartbeats += self.parser.comments();
                 self.parser = SseParser::new(self.transport.config.max_sse_event_bytes);
                 self.delivered_since_connect = false;
+                self.failed_connects = 0;
                 self.stats.connects += 1;
                 Ok(())
             }
@@ -286,15 +304,19 @@ impl<T> ResumingStream<T> {
             }
             Err(failure) => {
                 self.failures += 1;
+                self.failed_connects += 1;
                 let error = match failure {
                     StreamOpenError::Refused(p) => Error::Refused(p),
                     StreamOpenError::Transport(detail) => Error::Transport {
                         detail,
-                        attempts: self.failures,
+                        attempts: self.failed_connects,
                     },
                 };
                 let policy = self.transport.config.reconnect;
-                if policy.max_attempts.is_some_and(|m| self.failures >= m) {
+                if policy
+                    .max_attempts
+                    .is_some_and(|m| self.failed_connects >= m)
+                {
                     self.finished = true;
                     return Err(error);
                 }
@@ -353,7 +375,7 @@ impl<T> ResumingStream<T> {
 
     fn schedule(&mut self, base: Duration) {
         let delay = self.transport.config.reconnect.delay(base, self.failures);
-        self.next_delay = Some(jittered(delay));
+        self.next_attempt_at = Some(tokio::time::Instant::now() + jittered(delay));
     }
 
     /// An event from the wire: the bridge's final events (`lagged`,

@@ -52,8 +52,9 @@ pub struct Limits {
     /// Terminal elicitations kept in memory (for listings and catch-up without a
     /// log scan); older ones are still found by id, from the log (default 100,000).
     pub max_retained_resolved: usize,
-    /// A listing page ends once its records take this many bytes as JSON
-    /// (default 8 MiB, as `GET /v1/events` pages; at least one record).
+    /// A listing page ends once its records take this many bytes as JSON, and
+    /// a page of messages once its stored events do (default 8 MiB, as
+    /// `GET /v1/events` pages; at least one record or message).
     pub max_list_page_bytes: usize,
     /// Open agent subscriptions at once (default 10,000).
     pub max_subscriptions: usize,

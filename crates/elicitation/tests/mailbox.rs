@@ -237,3 +237,51 @@ async fn limits_and_roles() {
     assert_eq!(svc.memory_counts().mail_waiters, 0);
     svc.abort().await;
 }
+
+#[tokio::test]
+async fn a_page_of_messages_is_bounded_in_bytes() {
+    let clock = manual_clock();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open_at(
+        dir.path(),
+        &clock,
+        Limits {
+            max_list_page_bytes: 2_000,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        let body = json!({"i": i, "text": "x".repeat(700)});
+        sent.push(
+            svc.send_message(&alice(), "m", to("bob", body))
+                .await
+                .unwrap()
+                .seq,
+        );
+    }
+    // A page ends with the message that reaches 2,000 stored bytes; following
+    // `next_after` brings the rest, each once.
+    let (mut got, mut after) = (Vec::new(), 0);
+    loop {
+        let page = svc
+            .receive_messages(
+                &bob(),
+                ReceiveQuery {
+                    after,
+                    wait_ms: 0,
+                    limit: Some(1000),
+                },
+            )
+            .await
+            .unwrap();
+        if page.messages.is_empty() {
+            break;
+        }
+        assert!(page.messages.len() <= 3, "{}", page.messages.len());
+        got.extend(page.messages.iter().map(|m| m.seq));
+        after = page.next_after;
+    }
+    assert_eq!(got, sent);
+}

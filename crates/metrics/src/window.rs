@@ -283,8 +283,11 @@ impl LatencyWindow {
     /// seconds old at `now_ms`.
     pub fn snapshot(&self, now_ms: u64, window_s: u64) -> Result<WindowSnapshot> {
         check_window(window_s, self.config.max_window_s)?;
-        let now = second_of(now_ms);
         let ring = &mut *self.ring.lock();
+        // A `now` read before another thread recorded into a later second
+        // (or a clock that went back) counts as that second: the window ends
+        // at the newest second held, so it never spans more than `window_s`.
+        let now = second_of(now_ms).max(self.current_second.load(Ordering::SeqCst));
         self.advance_to(ring, now);
         let in_window = |second: u64| now.saturating_sub(second) < window_s;
         ring.scratch.reset();
@@ -303,14 +306,26 @@ impl LatencyWindow {
             }
         }
         if in_window(self.current_second.load(Ordering::SeqCst)) {
+            let mut top = None;
             for (i, c) in self.current.iter().enumerate() {
                 let n = c.load(Ordering::SeqCst);
                 if n > 0 {
                     count += n;
+                    top = Some(i);
                     ring.scratch.saturating_record_n(self.layout.value_of(i), n);
                 }
             }
-            max_us = max_us.max(self.current_max_us.load(Ordering::SeqCst));
+            let mut current_max = self.current_max_us.load(Ordering::SeqCst);
+            // Recording counts a sample before it raises the maximum: caught
+            // between the two, the highest counted bucket says more than the
+            // maximum does. Its highest value is then the bound (never below
+            // the sample).
+            if let Some(i) = top
+                && current_max < self.layout.value_of(i)
+            {
+                current_max = self.layout.value_of(i + 1).saturating_sub(1);
+            }
+            max_us = max_us.max(current_max);
         }
         if count == 0 {
             return Ok(WindowSnapshot::default());
@@ -416,7 +431,9 @@ impl WindowedCounter {
     /// The sum over the seconds less than `window_s` old at `now_ms`.
     pub fn sum(&self, now_ms: u64, window_s: u64) -> Result<u64> {
         check_window(window_s, self.slots.len() as u32)?;
-        let now = second_of(now_ms);
+        // As for the latency window: the window ends at the newest second
+        // counted, even when `now` was read before it was.
+        let now = second_of(now_ms).max(self.latest_second.load(Ordering::SeqCst));
         Ok(self
             .slots
             .iter()
@@ -501,6 +518,31 @@ mod tests {
         assert_eq!(s.p50_us, Some(51));
         assert_eq!(s.p95_us, Some(96));
         assert_eq!(s.max_us, Some(7_200_000_000));
+    }
+
+    #[test]
+    fn a_window_ends_at_the_newest_second_held_even_if_now_was_read_before_it() {
+        let w = window(60);
+        w.record_us(12_500, 1);
+        w.record_us(13_000, 1);
+        assert_eq!(w.snapshot(12_999, 1).unwrap().count, 1);
+        let c = WindowedCounter::new(60).unwrap();
+        c.add(12_500, 1);
+        c.add(13_000, 1);
+        assert_eq!(c.sum(12_999, 1).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_sample_counted_before_its_maximum_is_raised_is_still_bounded() {
+        let w = window(60);
+        w.record_us(5_000, 10);
+        // What a query sees between a recording's two steps: the count of a
+        // 900 ms sample, not yet its maximum.
+        w.current[w.layout.index_of(900_000)].fetch_add(1, Ordering::SeqCst);
+        let s = w.snapshot(5_500, 1).unwrap();
+        assert_eq!(s.count, 2);
+        assert!(s.max_us.unwrap() >= 900_000, "{:?}", s.max_us);
+        assert!(s.p99_us.unwrap() >= 900_000, "{:?}", s.p99_us);
     }
 
     #[test]

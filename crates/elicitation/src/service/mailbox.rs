@@ -143,7 +143,10 @@ impl ElicitationService {
                 ..Filter::default()
             })
         };
-        let page = self.shared.store.read(&q)?;
+        // Bounded in bytes too: 1,000 messages of 64 KiB would be a 64 MiB
+        // page (past a client's response limit, so it could never be read).
+        let max_bytes = self.shared.limits.max_list_page_bytes;
+        let page = self.shared.store.read_bounded(&q, usize::MAX, max_bytes)?;
         let messages: Vec<Arc<Message>> = page
             .events
             .iter()
