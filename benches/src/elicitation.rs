@@ -4,9 +4,13 @@
 //! - `round-trip`: `--pairs` requester/target pairs. Each target holds an agent
 //!   subscription and accepts every elicitation it is notified of; each requester
 //!   creates one, then waits on it until it observes the outcome. Open loop: round
-//!   trips are started on a fixed schedule of `--rate` per second over all pairs,
-//!   so the latency includes any queueing (`latency_*` from the actual start of
-//!   the create, `from_schedule_*` from the planned start). It also reports the
+//!   trips are planned on a fixed schedule of `--rate` per second over all pairs,
+//!   and the latency (`p50_us` ... `max_us`) is from the planned start, so it
+//!   includes any queueing behind a pair's earlier round trip or a stall (no
+//!   coordinated omission); `from_create_*` is from the actual start of the
+//!   create, the service's own time. A round trip is measured when it was planned
+//!   inside the measured window. `target` says whether the run meets issue 4's
+//!   20,000 round trips/s with p99 at most 2 ms. It also reports the
 //!   store's group commits in the measured window (`group_commits`,
 //!   `events_per_group`, `group_commit_*_us`: the write, sync and index of one
 //!   group, the disk's share of the latency).
@@ -241,7 +245,7 @@ async fn requester(
             return Err(format!("{} still pending after 60 s", seen.id));
         }
         let now = tokio::time::Instant::now();
-        if began >= measure_from {
+        if planned >= measure_from {
             out.latency.push(micros(now - began));
             out.from_schedule.push(micros(now - planned));
         }
@@ -517,11 +521,27 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
         "round_trips_per_s".into(),
         ((done as f64 / elapsed).round() as u64).into(),
     );
-    percentiles(&mut out, &latency);
-    let mut sched = Map::new();
-    percentiles(&mut sched, &from_schedule);
-    for (k, v) in sched {
-        out.insert(format!("from_schedule_{k}"), v);
+    // From the planned start: the open-loop figure (the one targets are
+    // judged by); from the create: the service's own time.
+    percentiles(&mut out, &from_schedule);
+    let mut from_create = Map::new();
+    percentiles(&mut from_create, &latency);
+    for (k, v) in from_create {
+        out.insert(format!("from_create_{k}"), v);
+    }
+    if rate.is_some() {
+        // Issue 4: at least 20,000 round trips/s with p99 at most 2 ms. The
+        // achieved rate counts the drain after the window, hence 1% slack.
+        let achieved = done as f64 / elapsed;
+        let p99_us = from_schedule.value_at_quantile(0.99);
+        out.insert(
+            "target".into(),
+            serde_json::json!({
+                "round_trips_per_s": 20_000,
+                "p99_us": 2_000,
+                "met": achieved >= 20_000.0 * 0.99 && p99_us <= 2_000,
+            }),
+        );
     }
     out.insert("left_pending".into(), pending.into());
     out.insert("store_head_seq".into(), store.head_seq().into());

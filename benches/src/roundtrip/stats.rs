@@ -31,6 +31,9 @@ pub struct Stats {
     pub dispatched: u64,
     pub late: u64,
     pub completed: u64,
+    /// Answers seen inside the measured window, whenever their slot was
+    /// planned: the measured throughput.
+    pub completed_in_window: u64,
     pub failed: u64,
 }
 
@@ -46,6 +49,7 @@ impl Stats {
             dispatched: 0,
             late: 0,
             completed: 0,
+            completed_in_window: 0,
             failed: 0,
         }
     }
@@ -62,7 +66,7 @@ impl Stats {
         out.insert("failed".into(), self.failed.into());
         out.insert(
             "achieved_per_s".into(),
-            round1(self.completed as f64 / measured_s).into(),
+            round1(self.completed_in_window as f64 / measured_s).into(),
         );
         out.insert("late_slots".into(), self.late.into());
         percentiles(out, &self.round_trip);
@@ -102,6 +106,9 @@ pub struct Ctx {
     /// Slots planned before this are warm-up and not recorded (nothing is
     /// until the schedule is fixed).
     measure_from_us: AtomicU64,
+    /// The end of the measured window: answers seen in [from, until) are the
+    /// throughput.
+    measure_until_us: AtomicU64,
     /// A round trip slower than this (from its planned time) is a `timeout`.
     pub timeout: Duration,
     /// A slot dispatched later than this after its planned time is late.
@@ -115,6 +122,7 @@ impl Ctx {
             http,
             t0: tokio::time::Instant::now(),
             measure_from_us: AtomicU64::new(u64::MAX),
+            measure_until_us: AtomicU64::new(u64::MAX),
             timeout,
             late_us,
             stats: Mutex::new(Stats::new()),
@@ -126,9 +134,11 @@ impl Ctx {
         micros(tokio::time::Instant::now().saturating_duration_since(self.t0))
     }
 
-    /// Records slots planned at or after `us` from now on.
-    pub fn measure_from(&self, us: u64) {
-        self.measure_from_us.store(us, Ordering::Release);
+    /// Records slots planned at or after `from_us` from now on, and counts
+    /// the answers seen from `from_us` until `until_us` as the throughput.
+    pub fn measure_window(&self, from_us: u64, until_us: u64) {
+        self.measure_until_us.store(until_us, Ordering::Release);
+        self.measure_from_us.store(from_us, Ordering::Release);
     }
 
     fn measured(&self, planned_us: u64) -> bool {
@@ -161,10 +171,15 @@ impl Ctx {
     /// The requester saw the answer to the slot planned at `planned_us`, whose
     /// first request was sent at `sent_us`.
     pub fn completed(&self, planned_us: u64, sent_us: u64) {
+        let now = self.now_us();
+        let from = self.measure_from_us.load(Ordering::Acquire);
+        let until = self.measure_until_us.load(Ordering::Acquire);
+        if (from..until).contains(&now) {
+            self.with(|s| s.completed_in_window += 1);
+        }
         if !self.measured(planned_us) {
             return;
         }
-        let now = self.now_us();
         let latency = now.saturating_sub(planned_us);
         if latency > micros(self.timeout) {
             self.failed(planned_us, "timeout");
@@ -191,8 +206,12 @@ impl Ctx {
         if !self.measured(planned_us) {
             return;
         }
+        // A failed round trip counts in the percentiles at the timeout, so
+        // that they describe every measured slot, not only the survivors.
+        let at_timeout = micros(self.timeout);
         self.with(|s| {
             s.failed += 1;
+            s.round_trip.record(at_timeout).ok();
             *s.errors.entry(kind.to_owned()).or_default() += 1;
         });
     }
@@ -214,6 +233,7 @@ impl Ctx {
             let u = s.unfinished();
             if u > 0 {
                 s.failed += u;
+                s.round_trip.record_n(micros(self.timeout), u).ok();
                 *s.errors.entry("unfinished".to_owned()).or_default() += u;
             }
         });

@@ -25,7 +25,7 @@ pub const RESERVED_TYPE_PREFIXES: [&str; 6] = [
     "ops.",
 ];
 /// The detail of the `403` for an append to a stream or type only the bridge writes.
-pub(crate) const RESERVED_DETAIL: &str = "streams starting with $ and types elicitation.*, message.*, flag.*, agent.*, security.*, ops.* are written by the bridge only (operators may append to $ops)";
+pub(crate) const RESERVED_DETAIL: &str = "streams starting with $, elicitation- or mailbox- and types elicitation.*, message.*, flag.*, agent.*, security.*, ops.* are written by the bridge only (operators may append to $ops)";
 /// The operations stream, open to operators and admins.
 pub const OPS_STREAM: &str = "$ops";
 /// How many records one `GET /v1/events` looks at, at most: filters that match

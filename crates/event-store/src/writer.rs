@@ -218,9 +218,6 @@ impl Writer {
             }
             return;
         }
-        if let (Some(o), Some(t)) = (&self.observer, began) {
-            o.committed(self.placements.len(), t.elapsed());
-        }
         self.last_time = now;
         {
             let mut index = self.shared.index.write();
@@ -243,6 +240,11 @@ impl Writer {
                     });
                 }
             }
+        }
+        // The group's write, sync, sled inserts and index update: what the
+        // commit cost before anyone is answered.
+        if let (Some(o), Some(t)) = (&self.observer, began) {
+            o.committed(self.placements.len(), t.elapsed());
         }
         self.shared.head.store(self.head, Ordering::Release);
         self.answer(requests, verdicts, now, true);

@@ -12,7 +12,7 @@ use lighthouse_core::api::{
 use lighthouse_security::Caller;
 use serde::Deserialize;
 
-use crate::error::{ApiError, parse_json, parse_query};
+use crate::error::{ApiError, no_body, parse_json, parse_query};
 use crate::state::{AppState, RequestId};
 
 fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
@@ -213,7 +213,9 @@ pub(crate) async fn drain(
 pub(crate) async fn verify(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
+    no_body(&body)?;
     Ok(json(StatusCode::OK, &st.bridge.verify(&caller).await?))
 }
 
@@ -238,7 +240,9 @@ pub(crate) async fn rotate_agent(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
+    no_body(&body)?;
     Ok(json(
         StatusCode::OK,
         &st.bridge.rotate_agent(&caller, &id).await?,
@@ -249,7 +253,9 @@ pub(crate) async fn revoke_agent(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
+    no_body(&body)?;
     st.bridge.revoke_agent(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -257,7 +263,9 @@ pub(crate) async fn revoke_agent(
 pub(crate) async fn revoke_agent_named_me(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
+    no_body(&body)?;
     st.bridge.revoke_agent(&caller, "me").await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -289,7 +297,9 @@ pub(crate) async fn end_session(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
+    no_body(&body)?;
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

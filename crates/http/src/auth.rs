@@ -149,6 +149,14 @@ pub(crate) async fn authenticate(
                 ))
                 .into_response();
             }
+            Ok(Err(e)) if !is_length_limit(&e) => {
+                // A body cut short, a broken chunk encoding: not a size problem.
+                return ApiError(Problem::new(
+                    ErrorCode::InvalidRequest,
+                    format!("the request body could not be read: {e}"),
+                ))
+                .into_response();
+            }
             _ => return too_large(),
         };
     let route = matched.as_ref().map_or("", |m| m.as_str());
@@ -200,4 +208,17 @@ pub(crate) async fn authenticate(
         }
         Err(p) => ApiError(p).into_response(),
     }
+}
+
+/// Whether reading a body failed because it passed the size limit (rather than
+/// because it was cut short or malformed).
+pub(crate) fn is_length_limit(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }

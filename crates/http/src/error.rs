@@ -109,7 +109,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
         return Err(Problem::invalid("", "a JSON body is required").into());
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = pointer(&e.path().to_string());
         let msg = e.inner().to_string();
         ApiError(
@@ -119,7 +119,35 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
             )
             .with_errors(vec![FieldError { path, message: msg }]),
         )
-    })
+    })?;
+    // Only whitespace may follow the value: `{...}x` is not a JSON body (and
+    // authorization, which reads the body with `serde_json::from_slice`, would
+    // have taken it for something else).
+    de.end().map_err(|e| {
+        ApiError(
+            Problem::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {e}")).with_errors(
+                vec![FieldError {
+                    path: String::new(),
+                    message: e.to_string(),
+                }],
+            ),
+        )
+    })?;
+    Ok(value)
+}
+
+/// Checks the body of a route that takes none: empty, or an empty JSON object
+/// (what a client sending `{}` everywhere sends). Anything else is
+/// `400 invalid_request` naming the first field, as an unknown field is
+/// anywhere else (PROTOCOL.md 1), so that nobody believes a field was taken.
+pub fn no_body(body: &[u8]) -> Result<(), ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Nothing {}
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    parse_json::<Nothing>(body).map(drop)
 }
 
 /// Parses a query string into `T`, unknown parameters refused.

@@ -914,3 +914,60 @@ async fn event_pages_are_bounded_in_bytes() {
         assert_eq!(seen, (0..12).collect::<Vec<_>>());
     }
 }
+
+#[tokio::test]
+async fn bodies_are_json_whole_and_routes_without_one_refuse_fields() {
+    let t = start().await;
+    let (alice, admin) = (t.agent("alice"), t.agent("admin"));
+    // Trailing bytes after the JSON value: not a JSON body.
+    let r = alice
+        .send(Method::POST, "/v1/messages", br#"{"to":"bob","body":1}zzz"#)
+        .await;
+    assert_eq!((r.status, r.code()), (400, "invalid_request"), "{:?}", r.body);
+    let r = alice
+        .send(
+            Method::POST,
+            "/v1/events",
+            br#"{"stream":"$agents","type":"agent.registered","data":{}}x"#,
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (400, "invalid_request"), "{:?}", r.body);
+    // The elicitation service's streams are written by the bridge only: a
+    // 409 there would tell how many messages bob has.
+    for stream in ["mailbox-bob", "elicitation-el_01"] {
+        let r = alice
+            .post(
+                "/v1/events",
+                json!({"stream": stream, "type": "probe", "data": {}, "expected_version": "no_stream"}),
+            )
+            .await;
+        assert_eq!((r.status, r.code()), (403, "forbidden"), "{stream}");
+    }
+    // A route that takes no body refuses fields it would ignore; `{}` is fine.
+    let r = admin
+        .post("/v1/agents/bob/rotate", json!({"grace_s": 0}))
+        .await;
+    assert_eq!((r.status, r.code()), (400, "invalid_request"), "{:?}", r.body);
+    assert_eq!(admin.post("/v1/agents/bob/rotate", json!({})).await.status, 200);
+    assert_eq!(admin.send(Method::POST, "/v1/agents/bob/rotate", b"").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_body_cut_short_is_a_bad_request_not_a_large_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = start().await;
+    let addr = t.base.trim_start_matches("http://").to_owned();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(
+        b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"to\":\"bo",
+    )
+    .await
+    .unwrap();
+    s.shutdown().await.unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_exact(&mut head))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 400");
+}

@@ -221,6 +221,13 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
                 ),
             ));
         }
+        Ok(Err(e)) if !is_length_limit(&e) => {
+            // A body cut short, a broken chunk encoding: not a size problem.
+            return problem_response(&Problem::new(
+                ErrorCode::InvalidRequest,
+                format!("the request body could not be read: {e}"),
+            ));
+        }
         _ => return too_large(),
     };
     let class = classify(parts.method.as_str(), &bytes);
@@ -312,6 +319,19 @@ impl http_body::Body for BudgetedBody {
     fn size_hint(&self) -> http_body::SizeHint {
         http_body::SizeHint::with_exact(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
     }
+}
+
+/// Whether reading a body failed because it passed the size limit (rather than
+/// because it was cut short or malformed).
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// The request id of a tool call: `X-Request-Id` when it is 1 to 128 of

@@ -197,6 +197,12 @@ pub const BRIDGE_WRITTEN_TYPE_PREFIXES: &[&str] = &[
     "ops.",
 ];
 
+/// Stream prefixes only the bridge writes, beyond PROTOCOL.md 7's `$`: the
+/// elicitation service's own streams. An agent's event there could only
+/// disturb the service, and a `409` there would tell it the version of a
+/// stream it may not read (how many messages another agent has).
+pub const BRIDGE_WRITTEN_STREAM_PREFIXES: &[&str] = &["elicitation-", "mailbox-"];
+
 /// The stream operators and admins may append any type to.
 pub const OPS_STREAM: &str = "$ops";
 
@@ -208,6 +214,9 @@ pub fn append_action(stream: &str, event_type: &str) -> Option<Action> {
         return Some(Action::AppendOpsEvent);
     }
     let reserved = stream.starts_with('$')
+        || BRIDGE_WRITTEN_STREAM_PREFIXES
+            .iter()
+            .any(|p| stream.starts_with(p))
         || BRIDGE_WRITTEN_TYPE_PREFIXES
             .iter()
             .any(|p| event_type.starts_with(p));
@@ -344,6 +353,13 @@ mod tests {
         assert_eq!(append_action("$agents", "note.added"), None);
         assert_eq!(append_action("notes-1", "agent.registered"), None);
         assert_eq!(append_action("notes-1", "security.violation"), None);
+        // The elicitation service's own streams, whatever the type.
+        assert_eq!(append_action("mailbox-bob", "note.added"), None);
+        assert_eq!(append_action("elicitation-el_1", "note.added"), None);
+        assert_eq!(
+            append_action("mailboxes", "note.added"),
+            Some(Action::AppendEvent)
+        );
         assert_eq!(
             append_action("$ops", "ops.deploy_started"),
             Some(Action::AppendOpsEvent)

@@ -76,8 +76,8 @@ pub use audit::{
     Violation, ViolationSampler,
 };
 pub use authz::{
-    Action, ActionClass, BRIDGE_WRITTEN_TYPE_PREFIXES, OPS_STREAM, PERMISSIONS, Roles,
-    append_action, authorize, permitted,
+    Action, ActionClass, BRIDGE_WRITTEN_STREAM_PREFIXES, BRIDGE_WRITTEN_TYPE_PREFIXES, OPS_STREAM,
+    PERMISSIONS, Roles, append_action, authorize, permitted,
 };
 pub use caller::{Caller, Role};
 pub use credential::Credential;
