@@ -923,7 +923,12 @@ async fn bodies_are_json_whole_and_routes_without_one_refuse_fields() {
     let r = alice
         .send(Method::POST, "/v1/messages", br#"{"to":"bob","body":1}zzz"#)
         .await;
-    assert_eq!((r.status, r.code()), (400, "invalid_request"), "{:?}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_request"),
+        "{:?}",
+        r.body
+    );
     let r = alice
         .send(
             Method::POST,
@@ -931,7 +936,12 @@ async fn bodies_are_json_whole_and_routes_without_one_refuse_fields() {
             br#"{"stream":"$agents","type":"agent.registered","data":{}}x"#,
         )
         .await;
-    assert_eq!((r.status, r.code()), (400, "invalid_request"), "{:?}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_request"),
+        "{:?}",
+        r.body
+    );
     // The elicitation service's streams are written by the bridge only: a
     // 409 there would tell how many messages bob has.
     for stream in ["mailbox-bob", "elicitation-el_01"] {
@@ -947,9 +957,23 @@ async fn bodies_are_json_whole_and_routes_without_one_refuse_fields() {
     let r = admin
         .post("/v1/agents/bob/rotate", json!({"grace_s": 0}))
         .await;
-    assert_eq!((r.status, r.code()), (400, "invalid_request"), "{:?}", r.body);
-    assert_eq!(admin.post("/v1/agents/bob/rotate", json!({})).await.status, 200);
-    assert_eq!(admin.send(Method::POST, "/v1/agents/bob/rotate", b"").await.status, 200);
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_request"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(
+        admin.post("/v1/agents/bob/rotate", json!({})).await.status,
+        200
+    );
+    assert_eq!(
+        admin
+            .send(Method::POST, "/v1/agents/bob/rotate", b"")
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test]
