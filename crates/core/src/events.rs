@@ -64,7 +64,22 @@ impl Bridge {
         if let Some(id) = req.id {
             e = e.with_id(id);
         }
-        let out = self.store().append(vec![e]).await.map_err(from_store)?;
+        let out = self.store().append(vec![e]).await.map_err(|e| match e {
+            // The encoded event is over the limit: its data is what the
+            // caller controls (PROTOCOL.md 3: errors name the field).
+            lighthouse_event_store::Error::TooLarge {
+                what: "event",
+                actual,
+                limit,
+            } => Problem::invalid(
+                "/data",
+                format!(
+                    "the event is {actual} bytes once stored, over the limit of {limit}; \
+                     send less data or metadata"
+                ),
+            ),
+            e => from_store(e),
+        })?;
         let a = out
             .events
             .into_iter()

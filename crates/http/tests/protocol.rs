@@ -995,3 +995,25 @@ async fn a_body_cut_short_is_a_bad_request_not_a_large_one() {
         .unwrap();
     assert_eq!(&head, b"HTTP/1.1 400");
 }
+
+#[tokio::test]
+async fn an_event_over_the_stored_size_limit_names_its_data() {
+    let t = start().await;
+    let alice = t.agent("alice");
+    // Under the 1 MiB body limit, over the store's 1 MiB per event once the
+    // record's own fields are added.
+    let head = r#"{"stream":"notes-1","type":"note.big","data":""#;
+    let fill = 1_048_576 - head.len() - 2;
+    let body = format!("{head}{}\"}}", "x".repeat(fill));
+    assert_eq!(body.len(), 1_048_576);
+    let r = alice
+        .send(Method::POST, "/v1/events", body.as_bytes())
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_request"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.body["errors"][0]["path"], "/data", "{:?}", r.body);
+}
