@@ -90,7 +90,7 @@ pub(crate) fn check_value(rule: &Rule, v: &Value, path: &str, out: &mut Violatio
             }
         }
         Rule::Select { options } => match v.as_str() {
-            Some(s) if options.iter().any(|o| o == s) => {}
+            Some(s) if options.contains(s) => {}
             Some(s) => out.push(path, || not_allowed(s, options)),
             None => out.push(path, || format!("expected a string, got {}", kind(v))),
         },
@@ -115,7 +115,7 @@ pub(crate) fn check_value(rule: &Rule, v: &Value, path: &str, out: &mut Violatio
             }
             for (i, item) in items.iter().enumerate() {
                 match item.as_str() {
-                    Some(s) if options.iter().any(|o| o == s) => {}
+                    Some(s) if options.contains(s) => {}
                     Some(s) => out.push(pointer(path, &i.to_string()), || not_allowed(s, options)),
                     None => out.push(pointer(path, &i.to_string()), || {
                         format!("expected a string, got {}", kind(item))

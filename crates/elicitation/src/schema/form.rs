@@ -49,10 +49,10 @@ pub(crate) enum Rule {
     },
     Boolean,
     Select {
-        options: Vec<String>,
+        options: Options,
     },
     MultiSelect {
-        options: Vec<String>,
+        options: Options,
         min_items: Option<u64>,
         max_items: Option<u64>,
     },
@@ -369,7 +369,9 @@ impl Compiler {
                     );
                 }
             }
-            return Some(Rule::Select { options });
+            return Some(Rule::Select {
+                options: Options::new(options),
+            });
         }
         self.unknown_keywords(
             obj,
@@ -379,7 +381,9 @@ impl Compiler {
         );
         let one_of = obj.get("oneOf").unwrap_or(&Value::Null);
         let options = self.titled_options(one_of, "oneOf", &pointer(base, "oneOf"))?;
-        Some(Rule::Select { options })
+        Some(Rule::Select {
+            options: Options::new(options),
+        })
     }
 
     fn multi_select(&mut self, obj: &Map<String, Value>, base: &str) -> Option<Rule> {
@@ -421,7 +425,7 @@ impl Compiler {
             }
         }?;
         Some(Rule::MultiSelect {
-            options,
+            options: Options::new(options),
             min_items,
             max_items,
         })
@@ -518,5 +522,40 @@ pub(crate) fn compile(schema: &Value) -> Result<FormSchema, Vec<SchemaProblem>> 
         })
     } else {
         Err(c.problems)
+    }
+}
+
+/// The allowed values of a select, in the schema's order (for messages), with a
+/// set to look answers up in: a multi-select answer of thousands of items
+/// against thousands of options would otherwise compare every pair.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    list: Vec<String>,
+    set: std::collections::HashSet<String>,
+}
+
+impl Options {
+    pub(crate) fn new(list: Vec<String>) -> Self {
+        let set = list.iter().cloned().collect();
+        Options { list, set }
+    }
+
+    /// Whether `s` is one of them.
+    pub(crate) fn contains(&self, s: &str) -> bool {
+        self.set.contains(s)
+    }
+}
+
+impl PartialEq for Options {
+    fn eq(&self, other: &Self) -> bool {
+        self.list == other.list
+    }
+}
+
+impl std::ops::Deref for Options {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        &self.list
     }
 }

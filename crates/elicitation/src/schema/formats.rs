@@ -154,26 +154,69 @@ fn is_uri(s: &str) -> bool {
         }
         i += 1;
     }
-    // An authority's port, when present, is digits only.
-    if let Some(auth) = s[colon + 1..].strip_prefix("//") {
-        let end = auth.find(['/', '?', '#']).unwrap_or(auth.len());
-        let host_port = auth[..end].rsplit('@').next().unwrap_or("");
-        let port = match host_port.strip_prefix('[') {
-            Some(v6) => match v6.split_once(']') {
-                Some((_, "")) => "",
-                Some((_, after)) => match after.strip_prefix(':') {
-                    Some(p) => p,
-                    None => return false,
-                },
-                None => return false,
-            },
-            None => host_port.rsplit_once(':').map_or("", |(_, p)| p),
-        };
-        if !port.bytes().all(|b| b.is_ascii_digit()) {
-            return false;
-        }
+    // Brackets only enclose an IP literal, the whole host of an authority.
+    let brackets = s.bytes().filter(|b| matches!(b, b'[' | b']')).count();
+    let Some(auth) = s[colon + 1..].strip_prefix("//") else {
+        return brackets == 0;
+    };
+    let end = auth.find(['/', '?', '#']).unwrap_or(auth.len());
+    let (userinfo, host_port) = match auth[..end].split_once('@') {
+        Some((u, h)) => (u, h),
+        None => ("", &auth[..end]),
+    };
+    // `@` ends the userinfo, which has no brackets.
+    if host_port.contains('@') || userinfo.contains(['[', ']']) {
+        return false;
     }
-    true
+    // The port, when present, is digits only; a host without brackets has no `:`.
+    let port = match host_port.strip_prefix('[') {
+        Some(literal) => match literal.split_once(']') {
+            Some((ip, after)) => {
+                if !is_ip_literal(ip) || brackets != 2 {
+                    return false;
+                }
+                match after {
+                    "" => "",
+                    _ => match after.strip_prefix(':') {
+                        Some(p) => p,
+                        None => return false,
+                    },
+                }
+            }
+            None => return false,
+        },
+        None => {
+            if brackets != 0 {
+                return false;
+            }
+            match host_port.split_once(':') {
+                Some((_, p)) if p.contains(':') => return false,
+                Some((_, p)) => p,
+                None => "",
+            }
+        }
+    };
+    port.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// RFC 3986 `IP-literal` contents: an IPv6 address or `IPvFuture`
+/// (`v` 1*HEXDIG `.` 1*( unreserved / sub-delims / `:` )).
+fn is_ip_literal(s: &str) -> bool {
+    if s.parse::<std::net::Ipv6Addr>().is_ok() {
+        return true;
+    }
+    let Some(rest) = s.strip_prefix(['v', 'V']) else {
+        return false;
+    };
+    let Some((version, tail)) = rest.split_once('.') else {
+        return false;
+    };
+    !version.is_empty()
+        && version.bytes().all(|b| b.is_ascii_hexdigit())
+        && !tail.is_empty()
+        && tail
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:".contains(&b))
 }
 
 /// RFC 3339 `full-date`: `YYYY-MM-DD`, a real calendar day.
@@ -252,6 +295,8 @@ mod tests {
             "http://[::1]:8080/",
             "file:///etc/hosts",
             "http://h/%20x",
+            "http://user:pw@[v1.fe80::a+en1]:80/",
+            "http://[2001:db8::7]/c=GB?objectClass?one",
         ] {
             assert!(Format::Uri.matches(ok), "{ok}");
         }
@@ -265,6 +310,11 @@ mod tests {
             "http://x#a#b",
             "http://x:port/",
             "ht tp://x",
+            "https://[@example.org/test.txt",
+            "http://[zz]/",
+            "http://x/a[b]",
+            "http://a:80:90/",
+            "urn:a[b]",
         ] {
             assert!(!Format::Uri.matches(bad), "{bad}");
         }

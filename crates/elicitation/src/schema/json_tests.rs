@@ -217,3 +217,41 @@ fn form_profile_size_is_bounded() {
     };
     assert_eq!(errors[0].path, "/requested_schema");
 }
+
+/// References that fan out would make one check of an answer take exponential
+/// time (`jsonschema` does not remember a subschema's result): refused when
+/// the schema is given, with the work of a check bounded for what is accepted.
+#[test]
+fn json_schema_references_that_fan_out_are_refused() {
+    let mut defs = serde_json::Map::new();
+    defs.insert("a0".into(), json!({"type": "string"}));
+    for i in 1..=40 {
+        let r = json!({"$ref": format!("#/$defs/a{}", i - 1)});
+        defs.insert(format!("a{i}"), json!({"allOf": [r, r]}));
+    }
+    let s = json!({"$defs": defs, "$ref": "#/$defs/a40"});
+    let Err(Error::InvalidSchema { problems }) = compile_json(&s) else {
+        panic!("accepted")
+    };
+    assert_eq!(problems[0].keyword, "$ref", "{problems:?}");
+    // A recursive schema that descends is fine, and so is an anchor.
+    let tree = json!({"$defs": {"t": {"$anchor": "node", "type": "object", "properties": {
+        "children": {"type": "array", "items": {"$ref": "#node"}}, "v": {"type": "integer"}}}},
+        "$ref": "#/$defs/t"});
+    let c = compile_json(&tree).unwrap();
+    assert_eq!(
+        c.violations(&json!({"v": 1, "children": [{"v": 2}]})),
+        vec![]
+    );
+    assert_eq!(
+        c.violations(&json!({"v": 1, "children": [{"v": "x"}]}))[0].path,
+        "/children/0/v"
+    );
+    // A dynamic reference has no target known in advance.
+    let Err(Error::InvalidSchema { problems }) =
+        compile_json(&json!({"$dynamicAnchor": "n", "items": {"$dynamicRef": "#n"}}))
+    else {
+        panic!("accepted")
+    };
+    assert_eq!(problems[0].keyword, "$dynamicRef");
+}
