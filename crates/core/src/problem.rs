@@ -118,6 +118,7 @@ pub fn from_elicitation(e: lighthouse_elicitation::Error) -> Problem {
             ErrorCode::Unavailable,
             "the elicitation service is shutting down",
         ),
+        e @ E::Behind => Problem::new(ErrorCode::Unavailable, e.to_string()),
         E::Store(s) => from_store(s),
         other => internal("elicitation", &other),
     }

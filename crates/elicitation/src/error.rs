@@ -114,6 +114,10 @@ pub enum Error {
     /// The service was shut down.
     #[error("the elicitation service is shut down")]
     Closed,
+    /// The elicitation's creation is in the log but the service has not
+    /// caught up with it within a few seconds (`503 unavailable`): retry.
+    #[error("the elicitation service is catching up with the log; retry shortly")]
+    Behind,
     /// An event on an elicitation or mailbox stream could not be understood.
     #[error("event at seq {seq} is not a valid {event_type} event: {reason}")]
     Corrupt {
@@ -159,7 +163,9 @@ impl Error {
             Error::SchemaMismatch { .. } => "schema_mismatch",
             Error::InvalidSchema { .. } => "invalid_schema",
             Error::InvalidRequest { .. } => "invalid_request",
-            Error::Capacity { .. } | Error::Closed | Error::Lagged { .. } => "unavailable",
+            Error::Capacity { .. } | Error::Closed | Error::Lagged { .. } | Error::Behind => {
+                "unavailable"
+            }
             Error::Corrupt { .. } | Error::Store(_) => "internal",
         }
     }

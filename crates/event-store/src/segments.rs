@@ -219,21 +219,31 @@ impl SegmentLog {
                 };
                 // The frame header's first seq is checked against its first
                 // record: trusted alone, a damaged header could make an
-                // acknowledged frame look indexed already and be skipped.
+                // acknowledged frame look indexed already and be skipped. The
+                // record's seq is taken only when the frame then continues the
+                // chain (a damaged record seq must not override a good header).
                 let mut frame = frame;
                 if n >= start
                     && let Some(first) = first_seq_of(frame.payload)
                     && first != frame.first_seq
                 {
+                    let by_record = Frame {
+                        first_seq: first,
+                        ..frame
+                    };
+                    let continues = first.saturating_add(u64::from(frame.count) - 1) > head.seq
+                        && check_frame(&by_record, head, key).is_some();
                     tracing::warn!(
                         segment = n,
                         offset = at,
                         header = frame.first_seq,
                         record = first,
-                        "event store: a frame header names another first seq than its record; \
-                         going by the record"
+                        continues,
+                        "event store: a frame header names another first seq than its record"
                     );
-                    frame.first_seq = first;
+                    if continues {
+                        frame = by_record;
+                    }
                 }
                 let last = frame.first_seq.saturating_add(u64::from(frame.count) - 1);
                 if n >= start && last > head.seq {
@@ -762,6 +772,26 @@ mod tests {
         let (_, r, seqs) = open(dir.path(), None, None, &key);
         assert_eq!(seqs, (1..=6).collect::<Vec<_>>());
         assert!(!r.torn_tail && r.damaged_at.is_none());
+    }
+
+    #[test]
+    fn a_damaged_record_seq_does_not_override_a_good_header() {
+        let (dir, key, log, mut head) = fresh();
+        two_frames(log, &key, &mut head);
+        let path = dir.path().join(file_name(1));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let len_before = bytes.len();
+        // The seq (bytes 1..9 of a record) of the second frame's first record
+        // says 40; its header (3) is right, and sled has indexed it.
+        let rec = second_frame_at(&bytes) + FRAME_HEADER_LEN;
+        bytes[rec + 1..rec + 9].copy_from_slice(&40u64.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, r, seqs) = open(dir.path(), Some(head), Some(1), &key);
+        // Skipped as indexed (the store's read of that record reports it),
+        // nothing replayed, nothing cut.
+        assert!(seqs.is_empty());
+        assert_eq!((r.torn_tail, r.damaged_at), (false, None));
+        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, len_before);
     }
 
     #[test]

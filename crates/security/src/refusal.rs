@@ -74,6 +74,9 @@ pub enum Unavailable {
     NonceJournalFailing,
     /// The rate limiter tracks as many agents as it may.
     RateLimiterFull,
+    /// An agent change was written but not yet read back into the registry
+    /// (a store read failed): no credential is judged on an outdated view.
+    RegistryBehind,
 }
 
 /// A refused request. [`code`](Self::code) is the PROTOCOL.md section 3 error code.

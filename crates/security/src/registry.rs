@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use lighthouse_event_store::{
     Event, EventStore, ExpectedVersion, NewEvent, SharedClock, Timestamp,
@@ -120,10 +120,12 @@ struct Inner {
     clock: SharedClock,
     config: RegistryConfig,
     state: RwLock<State>,
-    /// A change was written but could not be read back into `state` (a
-    /// store read failed): every credential is refused until a catch-up
-    /// succeeds, since the change may have been a revocation.
-    stale: AtomicBool,
+    /// One more than the version of a change that was written but could not
+    /// be read back into `state` (a store read failed), 0 when there is none:
+    /// every credential is refused (`503`) until `state` reaches it, since the
+    /// change may have been a revocation. A version, not a flag, so that a
+    /// catch-up that started before the change cannot clear it.
+    unread: AtomicU64,
 }
 
 #[derive(Deserialize)]
@@ -167,7 +169,7 @@ impl AgentRegistry {
                 clock,
                 config,
                 state: RwLock::new(State::default()),
-                stale: AtomicBool::new(false),
+                unread: AtomicU64::new(0),
             }),
         };
         reg.catch_up()?;
@@ -180,7 +182,16 @@ impl AgentRegistry {
             let from = self.inner.state.read().version.map_or(0, |v| v + 1);
             let events = self.inner.store.read_stream(AGENTS_STREAM, from, PAGE)?;
             if events.is_empty() {
-                self.inner.stale.store(false, Ordering::Release);
+                let reached = self.inner.state.read().version.map_or(0, |v| v + 1);
+                let unread = self.inner.unread.load(Ordering::Acquire);
+                if unread != 0 && reached >= unread {
+                    let _ = self.inner.unread.compare_exchange(
+                        unread,
+                        0,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                }
                 return Ok(());
             }
             let mut state = self.inner.state.write();
@@ -280,9 +291,9 @@ impl AgentRegistry {
                 event = event.with_agent(a);
             }
             match self.inner.store.append_one(event).await {
-                Ok(_) => {
+                Ok(a) => {
                     return self.catch_up().inspect_err(|e| {
-                        self.inner.stale.store(true, Ordering::Release);
+                        self.inner.unread.fetch_max(a.version + 1, Ordering::AcqRel);
                         tracing::error!(
                             error = %e,
                             "agent registry: a change was written but could not be read back; \
@@ -446,14 +457,16 @@ impl AgentRegistry {
     }
 
     /// Whether the state holds every change written: when a change could not
-    /// be read back, tries again (fail closed until it can).
-    fn current(&self) -> bool {
-        !self.inner.stale.load(Ordering::Acquire) || self.catch_up().is_ok()
+    /// be read back, tries again (fail closed until it can). The verifier
+    /// refuses with `503 unavailable` while it does not.
+    pub(crate) fn current(&self) -> bool {
+        self.inner.unread.load(Ordering::Acquire) == 0
+            || (self.catch_up().is_ok() && self.inner.unread.load(Ordering::Acquire) == 0)
     }
 
     #[cfg(test)]
-    pub(crate) fn mark_stale(&self) {
-        self.inner.stale.store(true, Ordering::Release);
+    pub(crate) fn mark_unread(&self, version: u64) {
+        self.inner.unread.fetch_max(version + 1, Ordering::AcqRel);
     }
 
     pub(crate) fn master(&self) -> &MasterKey {
@@ -511,10 +524,24 @@ mod tests {
             )
             .await
             .unwrap();
-        reg.mark_stale();
+        reg.mark_unread(1);
         // The next look-up reads it back before answering.
         assert!(!reg.key_is_active("alice", 1, now));
         assert!(reg.signing_key("alice", 1, now).is_none());
-        assert!(!reg.inner.stale.load(Ordering::Acquire));
+        assert_eq!(reg.inner.unread.load(Ordering::Acquire), 0);
+        // While a written change cannot be read back, nothing is admitted (the
+        // verifier answers 503): here a version the log does not hold yet.
+        reg.register("bob", Role::Agent, None).await.unwrap();
+        reg.mark_unread(9);
+        assert!(!reg.current());
+        assert!(!reg.key_is_active("bob", 1, now));
+        // A catch-up that reaches it lets everything through again.
+        for i in 0..7 {
+            reg.register(&format!("c{i}"), Role::Agent, None)
+                .await
+                .unwrap();
+        }
+        assert!(reg.current());
+        assert!(reg.key_is_active("bob", 1, now));
     }
 }

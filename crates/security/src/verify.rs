@@ -12,7 +12,7 @@ use crate::caller::Caller;
 use crate::headers::{AuthHeaders, Presented, SignatureHeaders};
 use crate::keys::HmacSha256;
 use crate::nonce::{NonceRefusal, NonceStore};
-use crate::refusal::{Refusal, Unauthenticated};
+use crate::refusal::{Refusal, Unauthenticated, Unavailable};
 use crate::registry::AgentRegistry;
 use crate::signing::{SigningInput, body_hash_hex, feed};
 use crate::token::{TokenAuthority, TokenId};
@@ -99,6 +99,9 @@ impl Verifier {
     /// to sign is streamed into the MAC, and only the accepted agent id is copied.
     pub fn verify(&self, req: &Request<'_>, now: Timestamp) -> Result<Authenticated, Refusal> {
         let now = self.steady(now);
+        if !self.registry.current() {
+            return Err(Refusal::Unavailable(Unavailable::RegistryBehind));
+        }
         match req.headers.presented().map_err(Refusal::Unauthenticated)? {
             Presented::Signature(sig) => {
                 self.verify_signature(req, &sig, now)
@@ -176,6 +179,9 @@ impl Verifier {
         now: Timestamp,
     ) -> Result<Authenticated, Refusal> {
         let now = self.steady(now);
+        if !self.registry.current() {
+            return Err(Refusal::Unavailable(Unavailable::RegistryBehind));
+        }
         let token = crate::headers::bearer_token(authorization).ok_or(Refusal::Unauthenticated(
             Unauthenticated::MalformedHeader(crate::signing::HEADER_AUTHORIZATION),
         ))?;

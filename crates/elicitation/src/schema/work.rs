@@ -18,7 +18,7 @@
 //! keyword that applies to children (`properties` of any one name plus every
 //! `patternProperties`, `additionalProperties`, ... and the same for arrays).
 //! References are followed when they are JSON pointers or `$anchor` names in the
-//! schema itself; `$dynamicRef`, `$recursiveRef`, embedded `$id`s and a
+//! schema itself (an anchor name given twice is refused); `$dynamicRef`, `$recursiveRef`, embedded `$id`s and a
 //! reference that loops without descending into the answer make the work
 //! unknown, and such a schema is refused too.
 
@@ -89,8 +89,21 @@ fn collect_anchors<'a>(
                 if !root && o.contains_key("$id") {
                     return Err(Unbounded::Keyword("$id"));
                 }
-                if let Some(Value::String(a)) = o.get("$anchor") {
-                    out.insert(a.as_str(), v);
+                // `$dynamicAnchor` names a plain-name fragment too. A name
+                // given twice is refused: `jsonschema` registers anchors only
+                // where it expects subschemas, this collects them everywhere,
+                // so with a decoy (under an unknown keyword, say) the two could
+                // resolve one name differently.
+                for kw in ["$anchor", "$dynamicAnchor"] {
+                    if let Some(Value::String(a)) = o.get(kw)
+                        && out
+                            .insert(a.as_str(), v)
+                            .is_some_and(|prev| !std::ptr::eq(prev, v))
+                    {
+                        return Err(Unbounded::Reference(format!(
+                            "#{a} (an anchor named twice)"
+                        )));
+                    }
                 }
                 stack.extend(o.values().map(|c| (c, false)));
             }
@@ -311,6 +324,15 @@ mod tests {
         let anchored = json!({"$defs": {"p": {"$anchor": "pos", "type": "integer"}},
             "properties": {"n": {"$ref": "#pos"}}});
         assert_eq!(applications_per_location(&anchored), Ok(2));
+        // An anchor named twice (a decoy where `jsonschema` looks for none)
+        // is refused rather than resolved one way here and another there.
+        let decoy = json!({"!x": {"$anchor": "top"}, "$defs": {"a": {"$anchor": "top",
+            "allOf": [{"$ref": "#/$defs/b"}, {"$ref": "#/$defs/b"}]}, "b": {"type": "string"}},
+            "$ref": "#top"});
+        assert!(matches!(
+            applications_per_location(&decoy),
+            Err(Unbounded::Reference(_))
+        ));
         // A reference that descends before it loops is fine (`{"items": {"$ref": "#"}}`).
         assert_eq!(
             applications_per_location(&json!({"items": {"$ref": "#"}})),

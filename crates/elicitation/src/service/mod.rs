@@ -193,7 +193,21 @@ impl Shared {
     }
 }
 
+/// How long an action on a create that is written but not applied yet waits
+/// for the projection before answering `Error::Behind`.
+pub(crate) const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Shared {
+    /// Waits (at most [`APPLY_WAIT`]) until the projection has applied
+    /// everything up to the log's head: a create that is in the log is then in
+    /// memory. `Error::Behind` if it has not by then.
+    pub(crate) async fn wait_applied_head(&self) -> Result<()> {
+        match tokio::time::timeout(APPLY_WAIT, self.wait_applied(self.store.head_seq())).await {
+            Ok(r) => r.map_err(Error::from),
+            Err(_) => Err(Error::Behind),
+        }
+    }
+
     /// Waits until the projection has applied everything up to `seq`.
     pub(crate) async fn wait_applied(&self, seq: u64) -> StoreResult<()> {
         let rx = {

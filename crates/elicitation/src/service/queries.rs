@@ -48,7 +48,7 @@ impl ElicitationService {
                 // Created but not applied yet: wait for it to be, so that a
                 // wait for the outcome waits.
                 let s = &self.shared;
-                s.wait_applied(s.store.head_seq()).await?;
+                s.wait_applied_head().await?;
                 waited = true;
                 continue;
             };

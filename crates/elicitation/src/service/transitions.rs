@@ -337,7 +337,7 @@ impl ElicitationService {
                     // Pending in the log and not in memory: its create is
                     // written but not applied yet (pending ones are never
                     // evicted). Act once the projection has it.
-                    s.wait_applied(s.store.head_seq()).await?;
+                    s.wait_applied_head().await?;
                     waited = true;
                 }
             }
