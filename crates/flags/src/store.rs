@@ -284,8 +284,31 @@ impl FlagStore {
             after.updated_by = by.actor.clone();
             let record = Record::new(after, 0)?;
             let flag = record.flag.clone();
-            // Checks the prerequisite graph with the change in place.
-            let mut candidate = set.with(record, limits.max_prerequisites)?;
+            // Checks the prerequisite graph with the change in place. The
+            // limit on prerequisites is checked only where this write can
+            // change them: a log written under a larger limit still opens
+            // (replay does not check it), and a kill, an unkill or an edit
+            // that leaves `requires` alone must not then be refused because
+            // of some other flag.
+            let graph_unchanged = before.is_some_and(|b| b.requires == flag.requires);
+            let new_flag = before.is_none();
+            let limit = if graph_unchanged || new_flag {
+                usize::MAX
+            } else {
+                limits.max_prerequisites
+            };
+            let mut candidate = set.with(record, limit)?;
+            // A new flag has no dependents yet: only its own count can be new.
+            if new_flag
+                && let Some(e) = candidate.entry(key)
+                && e.closure.len() > limits.max_prerequisites
+            {
+                return Err(Error::TooManyPrerequisites {
+                    key: key.to_owned(),
+                    count: e.closure.len(),
+                    limit: limits.max_prerequisites,
+                });
+            }
             let payload = ChangePayload {
                 key: key.to_owned(),
                 version: flag.version,

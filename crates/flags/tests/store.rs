@@ -538,3 +538,57 @@ async fn evaluations_of_two_stores_on_one_thread_do_not_mix() {
     assert!(!a.evaluate("f", "alice").unwrap().enabled);
     assert!(b.evaluate("f", "alice").unwrap().enabled);
 }
+
+#[tokio::test]
+async fn a_log_written_under_a_larger_prerequisite_limit_stays_operable() {
+    let events = temp_events();
+    let clock = lighthouse_event_store::ManualClock::new(start());
+    let wide = Limits {
+        max_prerequisites: 8,
+        ..Limits::default()
+    };
+    // f4 depends on f0..f3 (4 flags), allowed under the first limit.
+    let flags = open_flags(&events, &clock, wide);
+    flags
+        .put("f0", &spec(true, 100.0), None, &ops())
+        .await
+        .unwrap();
+    for i in 1..5 {
+        let prev = format!("f{}", i - 1);
+        flags
+            .put(&format!("f{i}"), &requiring(&[prev.as_str()]), None, &ops())
+            .await
+            .unwrap();
+    }
+    flags
+        .put("other", &spec(true, 50.0), None, &ops())
+        .await
+        .unwrap();
+    drop(flags);
+    // Reopened with a smaller limit: it opens, and writes that do not change
+    // the graph (a kill, an unkill, a rollout change, a new flag within the
+    // limit) go through; making the graph deeper does not.
+    let narrow = Limits {
+        max_prerequisites: 2,
+        ..Limits::default()
+    };
+    let flags = open_flags(&events, &clock, narrow);
+    assert!(flags.kill("other", &ops()).await.unwrap().changed);
+    assert!(flags.unkill("other", &ops()).await.unwrap().changed);
+    assert!(flags.kill("f4", &ops()).await.unwrap().changed);
+    let mut s = requiring(&["f3"]);
+    s.rollout_percent = 10.0;
+    assert!(flags.put("f4", &s, None, &ops()).await.unwrap().changed);
+    flags
+        .put("g", &requiring(&["f0"]), None, &ops())
+        .await
+        .unwrap();
+    assert!(matches!(
+        flags.put("h", &requiring(&["f2"]), None, &ops()).await,
+        Err(Error::TooManyPrerequisites { .. })
+    ));
+    assert!(matches!(
+        flags.put("other", &requiring(&["f4"]), None, &ops()).await,
+        Err(Error::TooManyPrerequisites { .. })
+    ));
+}
