@@ -136,17 +136,17 @@ impl Subscribers {
                 limit: self.max,
             });
         }
-        if let Some(slots) = self.by_agent.get_mut(agent) {
-            // Slots whose subscription ended are pruned only on a publish.
-            let before = slots.len();
-            slots.retain(|s| !s.tx.is_closed());
-            self.count -= before - slots.len();
-            if slots.len() >= self.per_agent {
-                return Err(Error::Capacity {
-                    what: "subscriptions of one agent",
-                    limit: self.per_agent,
-                });
-            }
+        // A subscription leaves its slot when dropped (`remove`), so the slots
+        // held are the agent's open subscriptions.
+        if self
+            .by_agent
+            .get(agent)
+            .is_some_and(|slots| slots.len() >= self.per_agent)
+        {
+            return Err(Error::Capacity {
+                what: "subscriptions of one agent",
+                limit: self.per_agent,
+            });
         }
         let (tx, rx) = mpsc::channel(self.buffer);
         let cut = Arc::new(AtomicBool::new(false));

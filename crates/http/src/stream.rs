@@ -160,18 +160,19 @@ impl Credential {
         self.every.tick().await;
         let now = self.bridge.clock().now();
         let gate = self.bridge.gate();
-        if !gate
-            .registry()
-            .key_is_active(&self.caller.agent, self.caller.key_id, now)
-        {
-            return false;
+        match &self.bearer {
+            // The token's own check covers its key being active.
+            Some(authorization) => {
+                gate.verifier()
+                    .verify_bearer(authorization, now)
+                    .is_ok_and(|a| {
+                        a.caller.agent == self.caller.agent && a.caller.key_id == self.caller.key_id
+                    })
+            }
+            None => gate
+                .registry()
+                .key_is_active(&self.caller.agent, self.caller.key_id, now),
         }
-        let Some(authorization) = &self.bearer else {
-            return true;
-        };
-        gate.verifier()
-            .verify_bearer(authorization, now)
-            .is_ok_and(|a| a.caller.agent == self.caller.agent)
     }
 }
 

@@ -215,9 +215,7 @@ impl Metrics {
     /// waits excluded). Invalid values and values beyond the caps are
     /// recorded as `_other`.
     pub fn http_request(&self, route: &str, status: u16, busy: Duration) {
-        let series = self.route_series(route);
-        series.duration.observe(busy);
-        self.status_counter(series, status).inc();
+        self.http_probe(route, status, busy);
         let now = self.now_ms();
         self.inner.http_windows.request(now, status, busy);
     }

@@ -420,16 +420,14 @@ impl AgentRegistry {
 
     /// The keyed MAC and role for a request signed by `agent` with `key_id` at
     /// `now`, when that key is active: the agent exists, is not revoked, and the
-    /// key is current or inside its grace period.
+    /// key is current or inside its grace period. The verifier asks
+    /// [`current`](Self::current) first.
     pub(crate) fn signing_key(
         &self,
         agent: &str,
         key_id: u64,
         now: Timestamp,
     ) -> Option<(HmacSha256, Role)> {
-        if !self.current() {
-            return None;
-        }
         let state = self.inner.state.read();
         let e = state.agents.get(agent)?;
         if !key_active(&e.record, key_id, now) {
@@ -442,15 +440,14 @@ impl AgentRegistry {
     /// Whether `key_id` is active for `agent` at `now`: the agent exists, is
     /// not revoked, and the key is current or inside its grace period. What a
     /// long-lived response (a stream) re-checks of the caller it admitted.
+    /// While a written change is not read back, no key is active.
     pub fn key_is_active(&self, agent: &str, key_id: u64, now: Timestamp) -> bool {
-        self.active_role(agent, key_id, now).is_some()
+        self.current() && self.active_role(agent, key_id, now).is_some()
     }
 
     /// The role of `agent` if `key_id` is active for it at `now`.
+    /// The verifier asks [`current`](Self::current) first.
     pub(crate) fn active_role(&self, agent: &str, key_id: u64, now: Timestamp) -> Option<Role> {
-        if !self.current() {
-            return None;
-        }
         let state = self.inner.state.read();
         let e = state.agents.get(agent)?;
         key_active(&e.record, key_id, now).then_some(e.record.role)

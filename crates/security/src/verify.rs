@@ -93,15 +93,22 @@ impl Verifier {
         Timestamp::from_unix_millis(self.high_water_ms.fetch_max(ms, Ordering::AcqRel).max(ms))
     }
 
+    /// What every verification starts with: the time to judge expiries by
+    /// ([`steady`](Self::steady)), and a registry that holds every change
+    /// written (`503` otherwise, rather than judging on an outdated view).
+    fn checked_now(&self, now: Timestamp) -> Result<Timestamp, Refusal> {
+        if !self.registry.current() {
+            return Err(Refusal::Unavailable(Unavailable::RegistryBehind));
+        }
+        Ok(self.steady(now))
+    }
+
     /// Authenticates `req` at `now`: steps 1-5 for a signature, or the token checks.
     ///
     /// Allocation is bounded: headers are borrowed and checked in place, the string
     /// to sign is streamed into the MAC, and only the accepted agent id is copied.
     pub fn verify(&self, req: &Request<'_>, now: Timestamp) -> Result<Authenticated, Refusal> {
-        let now = self.steady(now);
-        if !self.registry.current() {
-            return Err(Refusal::Unavailable(Unavailable::RegistryBehind));
-        }
+        let now = self.checked_now(now)?;
         match req.headers.presented().map_err(Refusal::Unauthenticated)? {
             Presented::Signature(sig) => {
                 self.verify_signature(req, &sig, now)
@@ -178,10 +185,7 @@ impl Verifier {
         authorization: &[u8],
         now: Timestamp,
     ) -> Result<Authenticated, Refusal> {
-        let now = self.steady(now);
-        if !self.registry.current() {
-            return Err(Refusal::Unavailable(Unavailable::RegistryBehind));
-        }
+        let now = self.checked_now(now)?;
         let token = crate::headers::bearer_token(authorization).ok_or(Refusal::Unauthenticated(
             Unauthenticated::MalformedHeader(crate::signing::HEADER_AUTHORIZATION),
         ))?;

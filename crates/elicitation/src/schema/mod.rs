@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicU64;
 
 use serde_json::Value;
 
-use crate::error::{Error, SchemaProblem, Violation};
+use crate::error::{Error, Violation};
 use crate::limits::Limits;
 use crate::record::SchemaProfile;
 
@@ -95,60 +95,10 @@ impl CompiledSchema {
                 let validator = full::compile(schema, retriever)
                     .map_err(|problems| Error::InvalidSchema { problems })?;
                 // The work of checking an answer is bounded (after the compile,
-                // which refuses what cannot be resolved without retrieving it): `jsonschema` would otherwise take exponential time on
+                // which refuses what cannot be resolved without retrieving it):
+                // `jsonschema` would otherwise take exponential time on
                 // references that fan out (see `work`).
-                match work::applications_per_location(schema) {
-                    Ok(n) if n <= work::MAX_APPLICATIONS_PER_LOCATION => {}
-                    Ok(n) => {
-                        return Err(Error::InvalidSchema {
-                            problems: vec![SchemaProblem {
-                                keyword: "$ref".into(),
-                                path: String::new(),
-                                message: format!(
-                                    "checking an answer could apply {} subschemas at one place of it \
-                                     (its references fan out); at most {} are allowed",
-                                    if n == u64::MAX {
-                                        "more than 2^64".to_owned()
-                                    } else {
-                                        n.to_string()
-                                    },
-                                    work::MAX_APPLICATIONS_PER_LOCATION
-                                ),
-                            }],
-                        });
-                    }
-                    Err(why) => {
-                        let (keyword, message) = match why {
-                            work::Unbounded::Keyword(k) => (
-                                k.to_owned(),
-                                format!(
-                                    "{k} is not supported by the json-schema profile (the work of checking an answer must be bounded)"
-                                ),
-                            ),
-                            work::Unbounded::Reference(r) => (
-                                "$ref".to_owned(),
-                                format!("{r} is not a JSON pointer or $anchor within the schema"),
-                            ),
-                            work::Unbounded::Loop => (
-                                "$ref".to_owned(),
-                                "references loop back without descending into the answer"
-                                    .to_owned(),
-                            ),
-                            work::Unbounded::TooDeep => (
-                                "$ref".to_owned(),
-                                "references chain deeper than the json-schema profile follows"
-                                    .to_owned(),
-                            ),
-                        };
-                        return Err(Error::InvalidSchema {
-                            problems: vec![SchemaProblem {
-                                keyword,
-                                path: String::new(),
-                                message,
-                            }],
-                        });
-                    }
-                }
+                work::check(schema).map_err(|p| Error::InvalidSchema { problems: vec![p] })?;
                 Kind::Json(Box::new(validator), full::Shape::of(schema))
             }
         };

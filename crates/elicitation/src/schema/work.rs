@@ -26,6 +26,8 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
+use crate::error::SchemaProblem;
+
 /// The most subschemas a schema may apply at one location of an answer.
 pub(crate) const MAX_APPLICATIONS_PER_LOCATION: u64 = 1_000;
 
@@ -48,6 +50,49 @@ pub(crate) enum Unbounded {
     Loop,
     /// References chained deeper than the analysis follows.
     TooDeep,
+}
+
+/// Refuses a schema whose work per location of an answer is over
+/// [`MAX_APPLICATIONS_PER_LOCATION`] or has no known bound, naming the keyword.
+pub(crate) fn check(schema: &Value) -> Result<(), SchemaProblem> {
+    let problem = |keyword: &str, message: String| SchemaProblem {
+        keyword: keyword.to_owned(),
+        path: String::new(),
+        message,
+    };
+    match applications_per_location(schema) {
+        Ok(n) if n <= MAX_APPLICATIONS_PER_LOCATION => Ok(()),
+        Ok(n) => Err(problem(
+            "$ref",
+            format!(
+                "checking an answer could apply {} subschemas at one place of it \
+                 (its references fan out); at most {MAX_APPLICATIONS_PER_LOCATION} are allowed",
+                if n == u64::MAX {
+                    "more than 2^64".to_owned()
+                } else {
+                    n.to_string()
+                },
+            ),
+        )),
+        Err(Unbounded::Keyword(k)) => Err(problem(
+            k,
+            format!(
+                "{k} is not supported by the json-schema profile (the work of checking an answer must be bounded)"
+            ),
+        )),
+        Err(Unbounded::Reference(r)) => Err(problem(
+            "$ref",
+            format!("{r} is not a JSON pointer or $anchor within the schema"),
+        )),
+        Err(Unbounded::Loop) => Err(problem(
+            "$ref",
+            "references loop back without descending into the answer".to_owned(),
+        )),
+        Err(Unbounded::TooDeep) => Err(problem(
+            "$ref",
+            "references chain deeper than the json-schema profile follows".to_owned(),
+        )),
+    }
 }
 
 /// The most subschemas that apply at one location of an answer nested up to

@@ -173,23 +173,33 @@ impl Shared {
                         return;
                     }
                 };
-                let Some(shared) = shared.upgrade() else {
-                    let _ = tx.send(Err(StoreError::Closed));
-                    return;
-                };
-                let mut waiters = shared.seq_waiters.lock();
-                if shared.applied.load(Ordering::Acquire) >= seq {
-                    drop(waiters);
-                    let _ = tx.send(Ok(seq));
-                } else if shared.closed.load(Ordering::Acquire) {
-                    drop(waiters);
-                    let _ = tx.send(Err(StoreError::Closed));
-                } else {
-                    waiters.entry(seq).or_default().push(tx);
+                match shared.upgrade() {
+                    Some(shared) => shared.when_applied(seq, tx),
+                    None => {
+                        let _ = tx.send(Err(StoreError::Closed));
+                    }
                 }
             })
             .await?;
         rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Answers `tx` with `seq` once the projection has applied it: at once if
+    /// it has, else by the applier (with `Closed` if the service is closing).
+    fn when_applied(&self, seq: u64, tx: oneshot::Sender<StoreResult<u64>>) {
+        // Under the waiters' lock, which the applier takes after raising
+        // `applied`: either the position shows here or the applier finds
+        // this waiter.
+        let mut waiters = self.seq_waiters.lock();
+        if self.applied.load(Ordering::Acquire) >= seq {
+            drop(waiters);
+            let _ = tx.send(Ok(seq));
+        } else if self.closed.load(Ordering::Acquire) {
+            drop(waiters);
+            let _ = tx.send(Err(StoreError::Closed));
+        } else {
+            waiters.entry(seq).or_default().push(tx);
+        }
     }
 }
 
@@ -210,21 +220,8 @@ impl Shared {
 
     /// Waits until the projection has applied everything up to `seq`.
     pub(crate) async fn wait_applied(&self, seq: u64) -> StoreResult<()> {
-        let rx = {
-            // Under the waiters' lock, which the applier takes after raising
-            // `applied`: either the position shows here or the applier finds
-            // this waiter.
-            let mut waiters = self.seq_waiters.lock();
-            if self.applied.load(Ordering::Acquire) >= seq {
-                return Ok(());
-            }
-            if self.closed.load(Ordering::Acquire) {
-                return Err(StoreError::Closed);
-            }
-            let (tx, rx) = oneshot::channel();
-            waiters.entry(seq).or_default().push(tx);
-            rx
-        };
+        let (tx, rx) = oneshot::channel();
+        self.when_applied(seq, tx);
         rx.await.unwrap_or(Err(StoreError::Closed)).map(drop)
     }
 }
