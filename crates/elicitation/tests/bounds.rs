@@ -9,9 +9,7 @@ use serde_json::json;
 #[tokio::test]
 async fn pending_elicitations_are_capped() {
     let clock = manual_clock();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = open_at(
-        dir.path(),
+    let (svc, _dir) = open_limited(
         &clock,
         Limits {
             max_pending: 3,
@@ -44,9 +42,7 @@ async fn pending_elicitations_are_capped() {
 #[tokio::test]
 async fn resolved_elicitations_held_in_memory_are_capped() {
     let clock = manual_clock();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = open_at(
-        dir.path(),
+    let (svc, _dir) = open_limited(
         &clock,
         Limits {
             max_retained_resolved: 10,

@@ -100,9 +100,7 @@ async fn concurrent_retries_create_one_elicitation() {
 #[tokio::test]
 async fn keys_are_bounded() {
     let clock = manual_clock();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = open_at(
-        dir.path(),
+    let (svc, _dir) = open_limited(
         &clock,
         Limits {
             max_idempotency_keys: 5,

@@ -151,9 +151,7 @@ async fn long_poll_wakes_on_a_message_or_times_out() {
 #[tokio::test]
 async fn limits_and_roles() {
     let clock = manual_clock();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = open_at(
-        dir.path(),
+    let (svc, _dir) = open_limited(
         &clock,
         Limits {
             max_message_waiters: 1,
@@ -241,9 +239,7 @@ async fn limits_and_roles() {
 #[tokio::test]
 async fn a_page_of_messages_is_bounded_in_bytes() {
     let clock = manual_clock();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = open_at(
-        dir.path(),
+    let (svc, _dir) = open_limited(
         &clock,
         Limits {
             max_list_page_bytes: 2_000,

@@ -306,9 +306,7 @@ async fn resume_without_gap_or_duplicate_from_the_log() {
 #[tokio::test]
 async fn a_slow_subscriber_is_cut_off_and_resumes() {
     let clock = manual_clock();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = open_at(
-        dir.path(),
+    let (svc, _dir) = open_limited(
         &clock,
         Limits {
             subscription_buffer: 4,
@@ -364,9 +362,7 @@ async fn a_slow_subscriber_is_cut_off_and_resumes() {
 #[tokio::test]
 async fn subscriptions_are_bounded() {
     let clock = manual_clock();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = open_at(
-        dir.path(),
+    let (svc, _dir) = open_limited(
         &clock,
         Limits {
             max_subscriptions: 2,
@@ -385,9 +381,7 @@ async fn subscriptions_are_bounded() {
     svc.abort().await;
 
     // One agent cannot take every slot.
-    let dir = tempfile::tempdir().unwrap();
-    let svc = open_at(
-        dir.path(),
+    let (svc, _dir) = open_limited(
         &clock,
         Limits {
             max_subscriptions_per_agent: 2,

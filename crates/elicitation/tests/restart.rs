@@ -460,9 +460,7 @@ async fn stopping_the_service_answers_every_call_in_flight() {
 #[tokio::test]
 async fn listing_pages_are_bounded_in_bytes() {
     let clock = manual_clock();
-    let dir = tempfile::tempdir().unwrap();
-    let svc = open_at(
-        dir.path(),
+    let (svc, _dir) = open_limited(
         &clock,
         Limits {
             max_list_page_bytes: 2_000,

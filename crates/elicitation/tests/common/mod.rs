@@ -84,6 +84,17 @@ pub async fn open_at(dir: &Path, clock: &ManualClock, limits: Limits) -> Elicita
         .unwrap()
 }
 
+/// A service with `limits` on a store in a fresh temporary directory (kept
+/// while the returned guard lives), with a manual clock.
+pub async fn open_limited(
+    clock: &ManualClock,
+    limits: Limits,
+) -> (ElicitationService, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open_at(dir.path(), clock, limits).await;
+    (svc, dir)
+}
+
 /// A service on a temporary store, with a manual clock.
 pub async fn open_temp(clock: &ManualClock) -> (ElicitationService, EventStore) {
     let store = EventStore::open_temporary(
