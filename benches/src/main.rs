@@ -6,6 +6,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod disk;
 mod elicitation;
 mod flags;
 mod host;
@@ -52,6 +53,9 @@ enum Family {
     /// The machine itself: how late a sleeping thread wakes (the stalls that
     /// bound every latency percentile measured here).
     Host(host::Args),
+    /// The disk: how long a small write plus `fdatasync` takes on its own (the
+    /// floor under every durable append and its tail).
+    Disk(disk::Args),
 }
 
 /// mimalloc instead of the system allocator: the request path allocates a lot of
@@ -71,6 +75,7 @@ fn main() {
         Family::Roundtrip(a) => roundtrip::run(a),
         Family::Mcp(a) => mcp::run(a),
         Family::Host(a) => host::run(a),
+        Family::Disk(a) => disk::run(a),
     };
     if let Err(e) = result {
         eprintln!("lighthouse-bench: {e}");
