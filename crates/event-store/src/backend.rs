@@ -166,6 +166,13 @@ pub trait Backend: Send + Sync + 'static {
     fn raw_put(&self, seq: u64, bytes: Option<&[u8]>) -> Result<()>;
     /// Bytes used on disk.
     fn size_on_disk(&self) -> Result<u64>;
+    /// Makes the engine's own index durable without syncing the records, as
+    /// sled does on its own when an I/O buffer fills. Exists only so tests can
+    /// reproduce a power loss in buffered mode.
+    #[doc(hidden)]
+    fn flush_index_unsynced(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The log on sled and segment files.
@@ -246,6 +253,22 @@ const READ_AHEAD: usize = 256 << 10;
 
 const ANCHOR_KEY: [u8; 9] = [0xff; 9];
 
+/// Key in tree `meta`, buffered mode only: the anchor up to which the segments
+/// were synced when it was written (empty: nothing, an empty log).
+///
+/// In buffered mode a group's locations go to sled before its frame is synced,
+/// and sled writes a full I/O buffer on its own, so after a power loss sled can
+/// hold locations (and an anchor) past the segment bytes that reached the disk.
+/// Those groups were acknowledged under buffered mode's promise (the last
+/// `buffered_flush_ms` may be lost); what was synced must not be. The mark is
+/// written, under the commit lock, only after a segment sync, so sled (which
+/// recovers a prefix of its writes) never holds a mark past synced bytes. On
+/// open, recovery starts from the mark instead of sled's anchor: a frame after
+/// it that did not reach the disk is a torn tail, cut, and its locations removed;
+/// damage before it is damage. Durable mode removes the mark on open (its frames
+/// are synced before their locations go to sled).
+const SYNCED_KEY: &[u8] = b"log/synced";
+
 /// How long [`SledBackend::open`] waits for sled's directory lock.
 pub const LOCK_WAIT: Duration = Duration::from_secs(2);
 
@@ -301,7 +324,7 @@ impl SledBackend {
         key: &ChainKey,
         mode: LogMode,
     ) -> Result<Recovery> {
-        let anchor = self.anchor()?;
+        let anchor = self.recovery_base()?;
         let anchor_segment = match anchor {
             Some(a) => self.chunk_of(a.seq)?.map(|(_, loc)| loc.segment),
             None => None,
@@ -340,19 +363,29 @@ impl SledBackend {
                  is a group cut by the crash before it was acknowledged)"
             );
         }
+        // Everything up to the head is synced now (frames indexed again were
+        // synced by `SegmentLog::open`), so buffered mode marks it; durable
+        // mode needs no mark, and a stale one from a buffered run must not
+        // stay to lower a later recovery's base.
+        if mode.sync_each_commit {
+            self.meta.remove(SYNCED_KEY)?;
+        } else {
+            mark_synced(&self.log, &self.meta)?;
+        }
         self.db.flush()?;
         let segments = Arc::new(segments);
         let (wake, rx) = std::sync::mpsc::sync_channel(1);
         let handle = {
             let (segments, db, lock) =
                 (segments.clone(), self.db.clone(), self.commit_lock.clone());
+            let (log, meta) = (self.log.clone(), self.meta.clone());
             let sync_first = !mode.sync_each_commit;
             std::thread::Builder::new()
                 .name("lighthouse-store-checkpoint".into())
                 .spawn(move || {
                     checkpoint_loop(
                         &segments,
-                        &db,
+                        (&db, &log, &meta),
                         &lock,
                         sync_first,
                         &rx,
@@ -367,6 +400,41 @@ impl SledBackend {
             handle: Some(handle),
         });
         Ok(recovery)
+    }
+
+    /// Where recovery starts: sled's anchor, or the buffered-mode synced mark
+    /// when that is lower (see [`SYNCED_KEY`]); in that case sled's anchor is
+    /// set back to the mark first, so that the frames after it are checked and
+    /// indexed again and the locations of those that did not reach the disk are
+    /// removed as above the head.
+    fn recovery_base(&self) -> Result<Option<Anchor>> {
+        let anchor = self.anchor()?;
+        let Some(mark) = self.meta.get(SYNCED_KEY)? else {
+            return Ok(anchor);
+        };
+        let synced = if mark.is_empty() {
+            None
+        } else {
+            Some(Anchor::decode(&mark).ok_or_else(|| {
+                std::io::Error::other("event store: the synced mark is not an anchor")
+            })?)
+        };
+        let seq = |a: Option<Anchor>| a.map_or(0, |a| a.seq);
+        if seq(synced) >= seq(anchor) {
+            return Ok(anchor);
+        }
+        tracing::warn!(
+            synced = seq(synced),
+            indexed = seq(anchor),
+            "event store: buffered mode indexed records past the last segment sync; \
+             recovering from the sync (records that did not reach the disk are lost, \
+             as buffered durability allows)"
+        );
+        match synced {
+            Some(a) => self.log.insert(ANCHOR_KEY, &a.encode()[..])?,
+            None => self.log.remove(ANCHOR_KEY)?,
+        };
+        Ok(synced)
     }
 
     fn segments(&self) -> Result<&SegmentLog> {
@@ -463,7 +531,7 @@ fn pack(records: &RecordBatch) -> Vec<(u64, std::ops::Range<usize>)> {
 /// lock) flush sled. Ends when the backend drops the sender.
 fn checkpoint_loop(
     segments: &SegmentLog,
-    db: &sled::Db,
+    (db, log, meta): (&sled::Db, &sled::Tree, &sled::Tree),
     lock: &Mutex<()>,
     sync_first: bool,
     wake: &std::sync::mpsc::Receiver<()>,
@@ -478,10 +546,11 @@ fn checkpoint_loop(
             let _g = lock.lock();
             segments
                 .sync()
-                .map_err(sled::Error::from)
-                .and_then(|()| db.flush())
+                .map_err(crate::error::Error::from)
+                .and_then(|()| mark_synced(log, meta))
+                .and_then(|()| Ok(db.flush()?))
         } else {
-            db.flush()
+            db.flush().map_err(crate::error::Error::from)
         };
         if let Err(e) = r {
             tracing::error!(error = %e, "event store checkpoint failed; refusing further writes");
@@ -489,6 +558,14 @@ fn checkpoint_loop(
             return;
         }
     }
+}
+
+/// Records (not flushed) that the segments are synced up to sled's current
+/// anchor. Call only right after a segment sync, under the commit lock.
+fn mark_synced(log: &sled::Tree, meta: &sled::Tree) -> Result<()> {
+    let anchor = log.get(ANCHOR_KEY)?;
+    meta.insert(SYNCED_KEY, anchor.as_deref().unwrap_or(&[]))?;
+    Ok(())
 }
 
 /// Reads chunks through one read-ahead buffer, so that a range read costs one
@@ -548,7 +625,14 @@ impl Backend for SledBackend {
     fn flush(&self) -> Result<()> {
         // Before `start_log` there is only metadata to flush.
         if let Some(segments) = &self.segments {
-            segments.sync()?;
+            if self.sync_each_commit {
+                segments.sync()?;
+            } else {
+                // The mark goes to disk with sled's next flush.
+                let _g = self.commit_lock.lock();
+                segments.sync()?;
+                mark_synced(&self.log, &self.meta)?;
+            }
         }
         if self.meta_dirty.swap(false, Ordering::AcqRel) {
             self.db.flush()?;
@@ -692,6 +776,11 @@ impl Backend for SledBackend {
             Some(loc) => self.log.insert(first.to_be_bytes(), &loc.encode()[..])?,
             None => self.log.remove(first.to_be_bytes())?,
         };
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn flush_index_unsynced(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
     }

@@ -149,6 +149,34 @@ impl SnapshotFiles {
         Ok(Some(Snapshot { seq, data }))
     }
 
+    /// Removes every snapshot that claims a position past `head`, and returns
+    /// their names and positions.
+    ///
+    /// Such a snapshot reflects records the log no longer holds: in buffered
+    /// mode a power loss can take the records after the last segment sync,
+    /// while a snapshot saved (and synced) after them survives. Left in place it
+    /// would be loaded once new records have taken those positions again. A file
+    /// whose header cannot be read is left for `load` to report.
+    pub(crate) fn remove_past(&self, head: u64) -> Result<Vec<(String, u64)>> {
+        let mut removed = Vec::new();
+        for name in self.names()? {
+            let mut header = [0u8; HEADER_LEN];
+            let read = File::open(self.path(&name)).and_then(|mut f| f.read_exact(&mut header));
+            if read.is_err() || &header[..8] != MAGIC {
+                continue;
+            }
+            let seq = u64::from_be_bytes(header[8..16].try_into().unwrap_or([0; 8]));
+            if seq > head {
+                std::fs::remove_file(self.path(&name))?;
+                removed.push((name, seq));
+            }
+        }
+        if !removed.is_empty() {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(removed)
+    }
+
     /// The directory's entries; none before the first save created it.
     fn entries(&self) -> Result<impl Iterator<Item = std::io::Result<std::fs::DirEntry>>> {
         match std::fs::read_dir(&self.dir) {
@@ -293,6 +321,11 @@ mod tests {
         use crate::{EventStore, StoreOptions};
         let d = tempfile::tempdir().unwrap();
         let store = EventStore::open(d.path(), StoreOptions::new(b"k")).unwrap();
+        // A snapshot past the head is removed on open: the log reaches 6.
+        for n in 0..6 {
+            let e = crate::NewEvent::new("s", "t.x", serde_json::json!({ "n": n }));
+            store.append_one(e).await.unwrap();
+        }
         let mut legacy = 5u64.to_be_bytes().to_vec();
         legacy.extend_from_slice(b"old");
         store.backend().meta_put("snapshot/p", &legacy).unwrap();

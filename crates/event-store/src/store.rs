@@ -205,6 +205,16 @@ impl EventStore {
         }
         let head = anchor.map_or(0, |a| a.seq);
         let chain = anchor.map_or(GENESIS, |a| a.mac);
+        let snapshots = SnapshotFiles::new(dir);
+        for (name, seq) in snapshots.remove_past(head)? {
+            tracing::warn!(
+                name,
+                seq,
+                head,
+                "event store: removed a snapshot past the log's head (its records were lost \
+                 after the last sync in buffered mode)"
+            );
+        }
         let last_id = last_generated_id(backend.as_ref(), head);
         let (live, _) = broadcast::channel(options.live_buffer);
         let shared = Arc::new(Shared {
@@ -213,7 +223,7 @@ impl EventStore {
             head: AtomicU64::new(head),
             live,
             key,
-            snapshots: SnapshotFiles::new(dir),
+            snapshots,
             poisoned: AtomicBool::new(false),
             damaged_on_open: damaged,
         });
@@ -570,6 +580,14 @@ impl EventStore {
 
     pub(crate) fn chain_key(&self) -> &ChainKey {
         &self.shared().key
+    }
+
+    /// Makes sled's index durable without syncing the segments, as sled does on
+    /// its own when an I/O buffer fills. Exists only so tests can reproduce a
+    /// power loss in [`Durability::Buffered`] mode.
+    #[doc(hidden)]
+    pub fn flush_index_unsynced(&self) -> Result<()> {
+        self.backend().flush_index_unsynced()
     }
 
     /// Overwrites (or with `None` removes) the stored record at `seq`, bypassing

@@ -937,3 +937,136 @@ async fn generated_ids_keep_increasing_across_a_reopen_in_the_same_millisecond()
         drop(s);
     }
 }
+
+/// The segment files of the store in `dir`, name and bytes.
+fn segment_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir.join("segments"))
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A power loss as buffered mode can meet it: the segments lose what was
+/// written after their last sync, while sled (which writes its I/O buffers on
+/// its own) kept the locations and the anchor of those records.
+fn lose_unsynced_segment_bytes(dir: &std::path::Path, at_sync: &[(std::path::PathBuf, Vec<u8>)]) {
+    for (p, _) in segment_files(dir) {
+        if !at_sync.iter().any(|(q, _)| *q == p) {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    for (p, b) in at_sync {
+        std::fs::write(p, b).unwrap();
+    }
+}
+
+/// Copies the directory `from` into `to`, recursively.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn buffered_mode_loses_only_what_was_not_synced_when_sled_got_ahead_of_the_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, lost) = (dir.path().join("live"), dir.path().join("after-power-loss"));
+    // No background checkpoint during the test: only `flush` syncs.
+    let buffered = || opts().buffered_flush_ms(3_600_000);
+    let s = EventStore::open(&live, buffered()).unwrap();
+    for n in 1..=10 {
+        s.append_one(ev("a", "x.y", n)).await.unwrap();
+    }
+    s.flush().await.unwrap();
+    let at_sync = segment_files(&live);
+    for n in 11..=20 {
+        s.append_one(ev("a", "x.y", n)).await.unwrap();
+    }
+    // sled writes its index on its own: its anchor on disk says 20.
+    s.flush_index_unsynced().unwrap();
+    // The disk as the power loss leaves it: sled's files as written, the
+    // segments as they were at their last sync.
+    copy_dir(&live, &lost);
+    let at_sync: Vec<_> = at_sync
+        .into_iter()
+        .map(|(p, b)| (lost.join("segments").join(p.file_name().unwrap()), b))
+        .collect();
+    lose_unsynced_segment_bytes(&lost, &at_sync);
+    drop(s);
+
+    let s = EventStore::open(&lost, buffered()).unwrap();
+    assert_eq!(
+        s.damaged_on_open(),
+        &[] as &[u64],
+        "a lost unsynced tail is not damage"
+    );
+    assert_eq!(s.head_seq(), 10);
+    assert_eq!(s.stream_version("a"), Some(9));
+    assert!(s.get(11).unwrap().is_none());
+    let v = s.verify().unwrap();
+    assert!(v.ok() && v.head_seq == 10, "{v:?}");
+    // The log goes on from the synced head, and chains.
+    let next = s.append_one(ev("a", "x.y", 11)).await.unwrap();
+    assert_eq!((next.seq, next.version), (11, 10));
+    assert!(s.verify().unwrap().ok());
+}
+
+#[tokio::test]
+async fn durable_mode_forgets_the_buffered_sync_mark_so_its_records_are_never_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let at_sync;
+    {
+        let s = EventStore::open(dir.path(), opts().buffered_flush_ms(3_600_000)).unwrap();
+        for n in 1..=10 {
+            s.append_one(ev("a", "x.y", n)).await.unwrap();
+        }
+        s.flush().await.unwrap();
+        at_sync = segment_files(dir.path());
+    }
+    {
+        // Reopened durable: records 11.. are synced before sled hears of them.
+        let s = EventStore::open(dir.path(), StoreOptions::new(KEY)).unwrap();
+        assert_eq!(s.head_seq(), 10);
+        for n in 11..=15 {
+            s.append_one(ev("a", "x.y", n)).await.unwrap();
+        }
+    }
+    // Losing durable records is damage, not a torn tail: nothing is cut.
+    lose_unsynced_segment_bytes(dir.path(), &at_sync);
+    let s = EventStore::open(dir.path(), StoreOptions::new(KEY)).unwrap();
+    assert_eq!(s.head_seq(), 15);
+    assert!(!s.damaged_on_open().is_empty());
+    assert!(!s.verify().unwrap().ok());
+}
+
+#[tokio::test]
+async fn a_snapshot_claiming_a_position_past_the_head_is_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = EventStore::open(dir.path(), opts()).unwrap();
+        for n in 1..=3 {
+            s.append_one(ev("a", "x.y", n)).await.unwrap();
+        }
+        s.save_snapshot("ok", 3, b"state at 3").await.unwrap();
+        // Only lost records (or a caller's bug) put a snapshot past the head;
+        // left in place it would be loaded once new records reach its position.
+        s.save_snapshot("ahead", 9, b"state at 9").await.unwrap();
+    }
+    let s = EventStore::open(dir.path(), opts()).unwrap();
+    assert!(s.load_snapshot("ahead").unwrap().is_none());
+    assert_eq!(s.load_snapshot("ok").unwrap().unwrap().seq, 3);
+    assert_eq!(s.snapshot_names().unwrap(), vec!["ok".to_owned()]);
+}
