@@ -116,6 +116,18 @@ async fn the_client_implements_control_like_the_bridge_in_process() {
     );
     let pending = alice.elicit(&req).await.unwrap();
     exercise(&local, "local_flag", &alice, &pending.id).await;
+    // Each in-process call has its own request id (the correlation id of what
+    // it writes), even two at once.
+    let (a, b) = tokio::join!(
+        local.record_ops_event("ops.test.a", serde_json::json!({})),
+        local.record_ops_event("ops.test.b", serde_json::json!({})),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let store = tb.bridge().store();
+    let correlation = |seq: u64| store.get(seq).unwrap().unwrap().correlation_id.unwrap();
+    let (ca, cb) = (correlation(a.seq), correlation(b.seq));
+    assert_ne!(ca, cb);
+    assert!(ca.starts_with("inproc-ops-local-"), "{ca}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -487,6 +487,11 @@ pub struct StoreStats {
 pub struct OpsStats {
     /// The window.
     pub window_s: u64,
+    /// Seconds of the window the bridge has measured: less than `window_s`
+    /// while it has been up for less than that, so that a report's figures are
+    /// not read as covering time before a restart. Absent from older bridges.
+    #[serde(default)]
+    pub covered_s: u64,
     /// Elicitations.
     pub elicitations: ElicitationStats,
     /// HTTP.

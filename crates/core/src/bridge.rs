@@ -61,6 +61,9 @@ pub(crate) struct Inner {
     /// The last store write probe of readiness and when it ran (see
     /// [`Bridge::health`]).
     store_probe: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
+    /// The integrity walk in progress, if any: later callers wait for its
+    /// answer instead of starting another (see [`Bridge::verify`]).
+    pub(crate) verify_walk: Mutex<Option<crate::operations::VerifyWalk>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Writes accepted nonces to the journal every flush interval (so a replay
     /// is refused across a restart); stops when dropped.
@@ -77,6 +80,11 @@ impl Drop for Inner {
 
 /// How long a readiness probe of the store is reused (see [`Bridge::health`]).
 pub const STORE_PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// A readiness probe whose store flush takes longer than this answers "not
+/// writable" instead of hanging with the disk (a load balancer's probe has a
+/// timeout of its own, and every other probe waits for this one).
+pub const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The engine: one store, the security gate, flags, elicitations and metrics.
 /// Cheap to clone.
@@ -174,6 +182,7 @@ impl Bridge {
                 public_url: config.public_url.clone(),
                 shutting_down: AtomicBool::new(false),
                 store_probe: tokio::sync::Mutex::new(None),
+                verify_walk: Mutex::new(None),
                 tasks: Mutex::new(Vec::new()),
                 _nonce_flusher: nonce_flusher,
             }),
@@ -278,13 +287,24 @@ impl Bridge {
             match *probe {
                 Some((at, ok)) if at.elapsed() < STORE_PROBE_EVERY => ok,
                 _ => {
-                    let ok = match self.inner.store.flush().await {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "readiness: the store is not writable");
-                            false
-                        }
-                    };
+                    let ok =
+                        match tokio::time::timeout(STORE_PROBE_TIMEOUT, self.inner.store.flush())
+                            .await
+                        {
+                            Ok(Ok(())) => true,
+                            Ok(Err(e)) => {
+                                tracing::warn!(error = %e, "readiness: the store is not writable");
+                                false
+                            }
+                            Err(_) => {
+                                tracing::warn!(
+                                    timeout_ms = STORE_PROBE_TIMEOUT.as_millis() as u64,
+                                    "readiness: the store's flush did not finish in time \
+                                 (a stalled disk or a full write queue)"
+                                );
+                                false
+                            }
+                        };
                     *probe = Some((std::time::Instant::now(), ok));
                     ok
                 }

@@ -88,8 +88,11 @@ impl InProcess {
         }
     }
 
+    /// A fresh id per call (a ULID after the caller's prefix): it becomes the
+    /// `correlation_id` of what the call writes, so two calls must never share
+    /// one (with the log's head, two calls with no write between them did).
     fn request_id(&self) -> String {
-        format!("{}-{}", self.request_prefix, self.bridge.store().head_seq())
+        format!("{}-{}", self.request_prefix, ulid::Ulid::generate())
     }
 }
 

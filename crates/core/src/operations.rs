@@ -23,6 +23,9 @@ use crate::problem::{from_elicitation, from_flags, from_security, from_store};
 
 /// Longest `wait_ms` of a long-poll (PROTOCOL.md 4 and 6).
 pub const MAX_WAIT_MS: u64 = 60_000;
+/// The sender of the integrity walk in progress (see [`Bridge::verify`]).
+pub(crate) type VerifyWalk = tokio::sync::broadcast::Sender<Result<VerifyResponse, Problem>>;
+
 /// Largest `window_s` of `/v1/ops/stats`.
 pub const MAX_STATS_WINDOW_S: u64 = 900;
 
@@ -346,6 +349,7 @@ impl Bridge {
         })?;
         Ok(OpsStats {
             window_s: s.window_s,
+            covered_s: s.covered_s,
             elicitations: crate::api::ElicitationStats {
                 created: s.elicitations.created,
                 accepted: s.elicitations.accepted,
@@ -387,21 +391,46 @@ impl Bridge {
 
     /// `POST /v1/ops/verify`: walks the whole integrity chain (on a blocking
     /// thread, so the runtime keeps serving).
+    ///
+    /// One walk at a time: a call while a walk is in progress waits for that
+    /// walk's answer (its `head_seq` says what it covered) instead of starting
+    /// another, and the walk goes on when its caller gives up, so a client that
+    /// times out and retries joins it. Without this, every retry of a slow
+    /// walk, or a burst of calls, started one more full read of the log.
     pub async fn verify(&self, caller: &Caller) -> Result<VerifyResponse, Problem> {
         self.check(caller, Action::VerifyStore)?;
-        let store = self.store().clone();
-        let started = Instant::now();
-        let report = tokio::task::spawn_blocking(move || store.verify())
-            .await
-            .map_err(|_| Problem::internal())?
-            .map_err(from_store)?;
-        Ok(VerifyResponse {
-            ok: report.ok(),
-            checked: report.checked,
-            head_seq: report.head_seq,
-            first_bad_seq: report.first_bad_seq,
-            elapsed_ms: started.elapsed().as_millis() as u64,
-        })
+        let mut answer = {
+            let mut walk = self.inner.verify_walk.lock();
+            match &*walk {
+                Some(w) => w.subscribe(),
+                None => {
+                    let (tx, rx) = tokio::sync::broadcast::channel(1);
+                    *walk = Some(tx.clone());
+                    let bridge = self.clone();
+                    tokio::spawn(async move {
+                        let store = bridge.store().clone();
+                        let started = Instant::now();
+                        let r = match tokio::task::spawn_blocking(move || store.verify()).await {
+                            Ok(Ok(report)) => Ok(VerifyResponse {
+                                ok: report.ok(),
+                                checked: report.checked,
+                                head_seq: report.head_seq,
+                                first_bad_seq: report.first_bad_seq,
+                                elapsed_ms: started.elapsed().as_millis() as u64,
+                            }),
+                            Ok(Err(e)) => Err(from_store(e)),
+                            Err(_) => Err(Problem::internal()),
+                        };
+                        // Cleared before the answer goes out: a call after it
+                        // starts a new walk.
+                        *bridge.inner.verify_walk.lock() = None;
+                        let _ = tx.send(r);
+                    });
+                    rx
+                }
+            }
+        };
+        answer.recv().await.map_err(|_| Problem::internal())?
     }
 
     /// `GET /v1/agents`.

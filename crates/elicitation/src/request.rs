@@ -316,8 +316,9 @@ pub struct DrainRequest {
 /// `{"resolved_while_draining", "cancelled", "remaining", "elapsed_ms"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainReport {
-    /// Elicitations pending when the drain started (or created during its wait)
-    /// that reached a terminal state during the wait, by any other means.
+    /// Elicitations that reached a terminal state during the wait, by any other
+    /// means (pending when the drain started or created during its wait), plus
+    /// those the drain found past their deadline and expired.
     pub resolved_while_draining: u64,
     /// Elicitations the drain cancelled.
     pub cancelled: u64,
@@ -325,6 +326,11 @@ pub struct DrainReport {
     pub remaining: u64,
     /// How long the drain took.
     pub elapsed_ms: u64,
+    /// The part of `elapsed_ms` spent waiting for others to resolve their
+    /// elicitations. Not on the wire: the bridge marks it as waited, so that it
+    /// stays out of `http.latency_ms` (PROTOCOL.md 9).
+    #[serde(skip)]
+    pub waited_ms: u64,
 }
 
 /// The size of a value serialized as JSON, counted without building the bytes.

@@ -32,7 +32,8 @@ async fn drain_waits_then_cancels_the_rest_as_the_operator() {
                 .to_string(),
         );
     }
-    // Two are answered while the drain waits.
+    // Two are answered while the drain waits; one created during the wait is
+    // answered too, another is left pending.
     let answering = {
         let svc = svc.clone();
         let two = ids[..2].to_vec();
@@ -43,6 +44,16 @@ async fn drain_waits_then_cancels_the_rest_as_the_operator() {
                     .await
                     .unwrap();
             }
+            let new = svc.create(&alice(), "c2", ask("bob"), None).await.unwrap();
+            svc.respond(
+                &bob(),
+                "a2",
+                &new.record.id,
+                RespondRequest::accept(json!({"port": 6})),
+            )
+            .await
+            .unwrap();
+            svc.create(&alice(), "c3", ask("bob"), None).await.unwrap();
         })
     };
     let report = svc
@@ -64,9 +75,10 @@ async fn drain_waits_then_cancels_the_rest_as_the_operator() {
             report.cancelled,
             report.remaining
         ),
-        (2, 6, 0)
+        (3, 7, 0)
     );
     assert!(report.elapsed_ms >= 300);
+    assert!(report.waited_ms >= 300 && report.waited_ms <= report.elapsed_ms);
     assert_eq!(svc.pending_count(), 0);
     for id in &ids[2..] {
         let r = svc.get(&alice(), id, 0).await.unwrap();

@@ -13,7 +13,7 @@ use lighthouse_security::Caller;
 use serde::Deserialize;
 
 use crate::error::{ApiError, no_body, parse_json, parse_query};
-use crate::state::{AppState, RequestId};
+use crate::state::{AppState, RequestId, Waited};
 
 fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
     (status, axum::Json(v)).into_response()
@@ -204,10 +204,12 @@ pub(crate) async fn drain(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: DrainRequest = parse_json(&body)?;
-    Ok(json(
-        StatusCode::OK,
-        &st.bridge.drain(&caller, &rid.0, req).await?,
-    ))
+    let report = st.bridge.drain(&caller, &rid.0, req).await?;
+    let mut resp = json(StatusCode::OK, &report);
+    // Waiting for others to resolve is not the bridge's latency (PROTOCOL.md 9).
+    resp.extensions_mut()
+        .insert(Waited(std::time::Duration::from_millis(report.waited_ms)));
+    Ok(resp)
 }
 
 pub(crate) async fn verify(

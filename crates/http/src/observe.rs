@@ -22,10 +22,13 @@ fn valid_request_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
-/// Health probes and the metrics scrape (PROTOCOL.md 11) are not API
-/// requests: they stay out of `/v1/ops/stats`' `http` figures.
+/// Health probes, the metrics scrape (PROTOCOL.md 11) and requests that match
+/// no route are not API requests: they stay out of `/v1/ops/stats`' `http`
+/// figures, where a load balancer probing `/` or a scanner's 404s would dilute
+/// the error ratio and latency the deploy gates read. They still count in the
+/// per-route Prometheus series.
 fn outside_api(route: &str) -> bool {
-    route == "/metrics" || route.starts_with("/health/")
+    route == "/metrics" || route.starts_with("/health/") || route == UNMATCHED_ROUTE
 }
 
 pub(crate) async fn observe(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -99,12 +102,12 @@ pub(crate) async fn observe(State(st): State<AppState>, mut req: Request, next: 
 
 #[cfg(test)]
 mod tests {
-    use super::{outside_api, valid_request_id};
+    use super::{UNMATCHED_ROUTE, outside_api, valid_request_id};
 
     #[test]
     fn probes_and_scrapes_are_outside_the_api() {
         assert!(outside_api("/health/live") && outside_api("/health/ready"));
-        assert!(outside_api("/metrics"));
+        assert!(outside_api("/metrics") && outside_api(UNMATCHED_ROUTE));
         assert!(!outside_api("/v1/ops/stats") && !outside_api("/mcp"));
     }
 

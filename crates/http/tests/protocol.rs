@@ -544,17 +544,26 @@ async fn operations_and_sessions() {
     let requests = |b: &serde_json::Value| b["http"]["requests"].as_u64().unwrap();
     let before = requests(&ops.get("/v1/ops/stats?window_s=60").await.body);
     drop(alice.stream("/v1/stream", None).await);
-    // Nor do health probes and metrics scrapes, which are not API requests.
+    // Nor do health probes and metrics scrapes, which are not API requests,
+    // nor requests that match no route (a load balancer probing `/`).
     for path in ["/health/live", "/health/ready", "/metrics"] {
         let r = reqwest::get(format!("{}{path}", t.base)).await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
-    let after = requests(&ops.get("/v1/ops/stats?window_s=60").await.body);
-    assert_eq!(after, before + 1);
+    for path in ["/", "/nope"] {
+        let r = reqwest::get(format!("{}{path}", t.base)).await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    let stats = ops.get("/v1/ops/stats?window_s=900").await.body;
+    assert_eq!(requests(&stats), before + 1);
+    // A bridge up for seconds says how much of a 900 s window it measured.
+    let covered = stats["covered_s"].as_u64().unwrap();
+    assert!((1..900).contains(&covered), "{stats}");
+    // A drain's wait for others is not the bridge's latency.
     let d = ops
         .post(
             "/v1/ops/drain",
-            json!({"timeout_ms": 100, "then": "cancel", "reason": "test"}),
+            json!({"timeout_ms": 400, "then": "cancel", "reason": "test"}),
         )
         .await;
     assert_eq!(d.status, 200, "{:?}", d.body);
@@ -562,6 +571,11 @@ async fn operations_and_sessions() {
         (d.body["cancelled"].as_u64(), d.body["remaining"].as_u64()),
         (Some(3), Some(0))
     );
+    assert!(d.body["elapsed_ms"].as_u64().unwrap() >= 400);
+    assert!(d.body.get("waited_ms").is_none(), "not on the wire");
+    let stats = ops.get("/v1/ops/stats?window_s=60").await.body;
+    let max = stats["http"]["latency_ms"]["max"].as_f64().unwrap();
+    assert!(max < 400.0, "{stats}");
     let v = ops.post("/v1/ops/verify", json!({})).await;
     assert_eq!(v.body["ok"], true);
     assert!(v.body["checked"].as_u64().unwrap() > 3);

@@ -401,6 +401,7 @@ impl Metrics {
         let append_ms = inner.append_window.summary(now, window_s)?;
         Ok(WindowStats {
             window_s,
+            covered_s: window_s.min(now.div_ceil(1000).max(1)),
             elicitations,
             http,
             active_elicitations: u64::try_from(inner.elicitations_active.get()).unwrap_or(0),

@@ -12,6 +12,9 @@ use std::time::Duration;
 pub struct WindowStats {
     /// The window, seconds.
     pub window_s: u64,
+    /// Seconds of the window that were measured: less than `window_s` while
+    /// the recorder has existed for less than that (after a restart).
+    pub covered_s: u64,
     /// Elicitations in the window.
     pub elicitations: ElicitationStats,
     /// API requests in the window.

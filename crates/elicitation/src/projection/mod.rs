@@ -134,6 +134,9 @@ pub(crate) struct Projection {
     pub applied_seq: u64,
     /// Elicitation events applied since the last snapshot.
     pub since_snapshot: u64,
+    /// Terminal transitions applied by this process (not in snapshots): a
+    /// drain reports how many happened during its wait from two readings.
+    pub resolved_total: u64,
     /// Whether the per-agent indexes are maintained (see `set_indexing`).
     indexing: bool,
 }
@@ -151,6 +154,7 @@ impl Projection {
             handoff: HashMap::new(),
             applied_seq: 0,
             since_snapshot: 0,
+            resolved_total: 0,
             indexing: true,
         }
     }
@@ -243,6 +247,7 @@ impl Projection {
         let record = Arc::new(outcome.apply_to(&entry.record, action));
         entry.record = record.clone();
         entry.terminal_seq = Some(e.seq);
+        self.resolved_total += 1;
         let resolved = entry.live.take().map(|l| l.sync);
         let requested_seq = entry.requested_seq;
         self.deadlines.remove(&(record.expires_at, key.clone()));

@@ -1,7 +1,5 @@
 //! Drain: wait for pending elicitations to resolve, then cancel the rest if asked.
 
-use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use lighthouse_security::{Caller, Role};
@@ -15,8 +13,9 @@ impl ElicitationService {
     /// Drains the service (`POST /v1/ops/drain`, operators and admins): waits up
     /// to `timeout_ms` for no elicitation to be pending, then, with
     /// `then: cancel`, cancels every one still pending with `by` = the caller and
-    /// `correlation_id` = `request_id`. Creating is not stopped here: the bridge
-    /// turns the feature flag off first.
+    /// `correlation_id` = `request_id`. Creating is not stopped: an operator
+    /// who wants the system empty turns the feature's flag off first (the
+    /// rollback procedure's step 2, before its drain).
     pub async fn drain(
         &self,
         caller: &Caller,
@@ -38,20 +37,17 @@ impl ElicitationService {
         }
         check_reason_only(req.reason.as_deref(), &s.limits)?;
         let started = tokio::time::Instant::now();
-        let at_start: HashSet<Arc<str>> = s.state.lock().proj.pending_ids().into_iter().collect();
+        let resolved_before = s.state.lock().proj.resolved_total;
         let mut rx = s.pending.subscribe();
         let _ = tokio::time::timeout(
             Duration::from_millis(req.timeout_ms),
             rx.wait_for(|n| *n == 0),
         )
         .await;
-        let resolved_while_draining = {
-            let st = s.state.lock();
-            at_start
-                .iter()
-                .filter(|id| st.proj.entry(id).is_none_or(|e| e.live.is_none()))
-                .count() as u64
-        };
+        let waited = started.elapsed();
+        // Every terminal transition during the wait: of elicitations pending at
+        // the start and of those created while it lasted.
+        let resolved_while_draining = s.state.lock().proj.resolved_total - resolved_before;
         let mut cancelled = 0;
         let mut expired_by_drain = 0;
         if req.then == DrainThen::Cancel {
@@ -62,7 +58,20 @@ impl ElicitationService {
             };
             let pending = s.state.lock().proj.pending_ids();
             for chunk in pending.chunks(s.limits.transition_batch.max(1)) {
-                let out = resolve_batch(&self.shared, chunk.to_vec(), Some(&actor)).await?;
+                let out = match resolve_batch(&self.shared, chunk.to_vec(), Some(&actor)).await {
+                    Ok(out) => out,
+                    Err(e) => {
+                        // The error is the answer; what was done before it is
+                        // in the log and here (a second drain cancels the rest).
+                        tracing::warn!(
+                            cancelled,
+                            expired = expired_by_drain,
+                            error = %e,
+                            "drain: cancelling stopped part way"
+                        );
+                        return Err(e);
+                    }
+                };
                 cancelled += out.cancelled;
                 expired_by_drain += out.expired;
             }
@@ -73,6 +82,7 @@ impl ElicitationService {
             cancelled,
             remaining,
             elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
         })
     }
 }
