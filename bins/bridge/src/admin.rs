@@ -1,15 +1,40 @@
 //! `agents` and `store`: offline administration of a data directory (the bridge
 //! must be stopped, since one process at a time may open it; while it runs, use
 //! the HTTP API: `POST /v1/agents`, `POST /v1/ops/verify`, ...).
+//!
+//! None of them creates a store: a data directory without one is refused
+//! ([`require_store`]) before anything is opened.
 
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use lighthouse_core::setup::ADMIN_AGENT;
 use lighthouse_event_store::EventStore;
-use lighthouse_security::{Caller, Role};
+use lighthouse_security::{Caller, Credential, Role, check_agent_id};
 
-use crate::Failure;
-use crate::serve::{credentials_dir, load_master_key, open};
+use crate::config::ServeConfig;
+use crate::serve::{credentials_dir, load_master_key, open, require_store, store_dir};
+use crate::{DEFAULT_PUBLIC_URL, Failure, say};
+
+/// Where the credential of `id` goes: `out`, else `<data>/credentials/<id>.json`.
+/// The id is checked first, since it becomes part of a path (`../../x` would
+/// name a file outside the data directory). `out` must name a file: an
+/// existing directory, or a path ending in `/`, is refused rather than
+/// guessed at.
+fn credential_path(data: &Path, id: &str, out: Option<&Path>) -> Result<PathBuf, Failure> {
+    check_agent_id(id).map_err(|e| Failure::input(e.to_string()))?;
+    let Some(out) = out else {
+        return Ok(credentials_dir(data).join(format!("{id}.json")));
+    };
+    if out.is_dir() || out.as_os_str().as_bytes().ends_with(b"/") {
+        return Err(Failure::input(format!(
+            "--out {} is a directory; name the credential file, e.g. --out {}",
+            out.display(),
+            out.join(format!("{id}.json")).display()
+        )));
+    }
+    Ok(out.to_path_buf())
+}
 
 /// Makes sure a credential can be written at `path` before the change it
 /// records is saved: creates the folder and creates (then removes) a file
@@ -54,16 +79,14 @@ pub async fn add(
     out: Option<&Path>,
     public_url: String,
 ) -> Result<(), Failure> {
+    let path = credential_path(data, id, out)?;
+    require_store(data)?;
     let (key, _) = load_master_key(data, false)?;
-    let c = crate::config::ServeConfig {
+    prepare_output(&path)?;
+    let c = ServeConfig {
         public_url: Some(public_url),
         ..Default::default()
     };
-    let path = out.map_or_else(
-        || credentials_dir(data).join(format!("{id}.json")),
-        Path::to_path_buf,
-    );
-    prepare_output(&path)?;
     let bridge = open(data, key, Some(&c)).await?;
     let caller = admin(&bridge)?;
     let cred = bridge
@@ -72,32 +95,57 @@ pub async fn add(
         .map_err(|p| Failure::refused(p.to_string()))?;
     cred.write(&path).map_err(|e| {
         Failure::error(format!(
-            "{id} is registered, but its credential could not be written to {}: {e}; \
-             `lighthouse-bridge agents rotate {id} --out FILE` issues a new one",
-            path.display()
+            "{id} is registered, but its credential could not be written: {e}; \
+             `lighthouse-bridge agents rotate {id} --data {} --out FILE` issues a new one",
+            data.display()
         ))
     })?;
     bridge
         .shutdown()
         .await
         .map_err(|p| Failure::error(p.to_string()))?;
-    println!(
-        "registered {id} ({}); credential written to {}",
+    say(format!(
+        "registered {id} ({}); credential written to {} (bridge {})",
         role.as_str(),
-        path.display()
-    );
-    Ok(())
+        path.display(),
+        cred.bridge
+    ))
 }
 
-/// `agents rotate ID`.
-pub async fn rotate(data: &Path, id: &str, out: Option<&Path>) -> Result<(), Failure> {
+/// The `bridge` URL of `id`'s credential at the first of `paths` that holds
+/// one: what a rotation writes when no URL is given, so the new credential
+/// points where the old one did.
+fn existing_bridge_url(id: &str, paths: &[&Path]) -> Option<String> {
+    paths.iter().find_map(|p| {
+        Credential::read(p)
+            .ok()
+            .filter(|c| c.agent == id)
+            .map(|c| c.bridge)
+    })
+}
+
+/// `agents rotate ID`. The new credential names `public_url`; without it, the
+/// bridge URL of the agent's existing credential file (`out`, else the default
+/// one), else the default URL.
+pub async fn rotate(
+    data: &Path,
+    id: &str,
+    out: Option<&Path>,
+    public_url: Option<String>,
+) -> Result<(), Failure> {
+    let path = credential_path(data, id, out)?;
+    require_store(data)?;
     let (key, _) = load_master_key(data, false)?;
-    let path = out.map_or_else(
-        || credentials_dir(data).join(format!("{id}.json")),
-        Path::to_path_buf,
-    );
     prepare_output(&path)?;
-    let bridge = open(data, key, None).await?;
+    let default_path = credential_path(data, id, None)?;
+    let public_url = public_url
+        .or_else(|| existing_bridge_url(id, &[&path, &default_path]))
+        .unwrap_or_else(|| DEFAULT_PUBLIC_URL.to_owned());
+    let c = ServeConfig {
+        public_url: Some(public_url),
+        ..Default::default()
+    };
+    let bridge = open(data, key, Some(&c)).await?;
     let caller = admin(&bridge)?;
     let cred = bridge
         .rotate_agent(&caller, id)
@@ -105,25 +153,29 @@ pub async fn rotate(data: &Path, id: &str, out: Option<&Path>) -> Result<(), Fai
         .map_err(|p| Failure::refused(p.to_string()))?;
     cred.write(&path).map_err(|e| {
         Failure::error(format!(
-            "{id} was rotated, but its new credential could not be written to {}: {e}; \
-             the previous key stays valid for its grace period; rotate again to issue another",
-            path.display()
+            "{id} was rotated, but its new credential could not be written: {e}; \
+             the previous key stays valid for its grace period; \
+             `lighthouse-bridge agents rotate {id} --data {} --out FILE` issues another",
+            data.display()
         ))
     })?;
     bridge
         .shutdown()
         .await
         .map_err(|p| Failure::error(p.to_string()))?;
-    println!(
-        "rotated {id} to key {}; the previous key stays valid for its grace period; credential written to {}",
+    say(format!(
+        "rotated {id} to key {}; the previous key stays valid for its grace period; \
+         credential written to {} (bridge {})",
         cred.key_id,
-        path.display()
-    );
-    Ok(())
+        path.display(),
+        cred.bridge
+    ))
 }
 
 /// `agents revoke ID`.
 pub async fn revoke(data: &Path, id: &str) -> Result<(), Failure> {
+    check_agent_id(id).map_err(|e| Failure::input(e.to_string()))?;
+    require_store(data)?;
     let (key, _) = load_master_key(data, false)?;
     let bridge = open(data, key, None).await?;
     let caller = admin(&bridge)?;
@@ -135,52 +187,67 @@ pub async fn revoke(data: &Path, id: &str) -> Result<(), Failure> {
         .shutdown()
         .await
         .map_err(|p| Failure::error(p.to_string()))?;
-    println!("revoked {id}: every key and token of it is refused from now on");
-    Ok(())
+    say(format!(
+        "revoked {id}: every key and token of it is refused from now on"
+    ))
 }
 
 /// `agents list`.
 pub async fn list(data: &Path, json: bool) -> Result<(), Failure> {
+    require_store(data)?;
     let (key, _) = load_master_key(data, false)?;
     let bridge = open(data, key, None).await?;
     let caller = admin(&bridge)?;
     let agents = bridge
         .list_agents(&caller)
         .map_err(|p| Failure::refused(p.to_string()))?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&agents).unwrap_or_default()
-        );
-    } else {
-        println!("{:<24} {:<9} {:>6}  status", "agent", "role", "key");
-        for a in &agents.agents {
-            let status = if a.revoked { "revoked" } else { "active" };
-            println!(
-                "{:<24} {:<9} {:>6}  {status}",
-                a.id,
-                a.role.as_str(),
-                a.key_id
-            );
-        }
-    }
+    // Printed once the bridge is closed: a reader that stops early (`| head`)
+    // must not cut the shutdown short.
     bridge
         .shutdown()
         .await
         .map_err(|p| Failure::error(p.to_string()))?;
+    if json {
+        return say(serde_json::to_string_pretty(&agents).unwrap_or_default());
+    }
+    say(format!(
+        "{:<24} {:<9} {:>6}  status",
+        "agent", "role", "key"
+    ))?;
+    for a in &agents.agents {
+        let status = if a.revoked { "revoked" } else { "active" };
+        say(format!(
+            "{:<24} {:<9} {:>6}  {status}",
+            a.id,
+            a.role.as_str(),
+            a.key_id
+        ))?;
+    }
     Ok(())
 }
 
+/// A store error, with the store's directory named for a failed file
+/// operation (whose own message names no path).
+fn store_failure(dir: &Path, e: lighthouse_event_store::Error) -> Failure {
+    match e {
+        lighthouse_event_store::Error::Io(_) => Failure::error(format!("{}: {e}", dir.display())),
+        e => Failure::error(e.to_string()),
+    }
+}
+
 fn open_store(data: &Path) -> Result<EventStore, Failure> {
+    require_store(data)?;
     let (key, _) = load_master_key(data, false)?;
+    let dir = store_dir(data);
     EventStore::open(
-        data.join("store"),
+        &dir,
         lighthouse_event_store::StoreOptions::new(&key.store_key()),
     )
-    .map_err(|e| {
-        Failure::error(format!(
+    .map_err(|e| match e {
+        lighthouse_event_store::Error::Io(_) => store_failure(&dir, e),
+        e => Failure::error(format!(
             "{e} (is the bridge running? stop it, or use POST /v1/ops/verify)"
-        ))
+        )),
     })
 }
 
@@ -188,25 +255,32 @@ fn open_store(data: &Path) -> Result<EventStore, Failure> {
 pub fn verify(data: &Path, json: bool) -> Result<(), Failure> {
     let store = open_store(data)?;
     let started = std::time::Instant::now();
-    let r = store.verify().map_err(|e| Failure::error(e.to_string()))?;
+    let r = store
+        .verify()
+        .map_err(|e| store_failure(&store_dir(data), e))?;
     let out = serde_json::json!({
         "ok": r.ok(), "checked": r.checked, "head_seq": r.head_seq,
         "first_bad_seq": r.first_bad_seq, "elapsed_ms": started.elapsed().as_millis() as u64,
     });
-    if json {
-        println!("{out}");
+    let printed = if json {
+        say(out)
     } else if r.ok() {
-        println!("ok: {} events checked, head {}", r.checked, r.head_seq);
+        say(format!(
+            "ok: {} events checked, head {}",
+            r.checked, r.head_seq
+        ))
     } else {
-        println!(
+        say(format!(
             "BROKEN: first bad seq {} ({} intact before it, head {})",
             r.first_bad_seq.unwrap_or(0),
             r.checked,
             r.head_seq
-        );
-    }
+        ))
+    };
+    // A broken chain is reported by the exit code even when nobody reads
+    // the output.
     if r.ok() {
-        Ok(())
+        printed
     } else {
         Err(Failure::refused("the integrity chain is broken"))
     }
@@ -215,50 +289,67 @@ pub fn verify(data: &Path, json: bool) -> Result<(), Failure> {
 /// `store stats`.
 pub fn stats(data: &Path) -> Result<(), Failure> {
     let store = open_store(data)?;
-    let s = store.stats().map_err(|e| Failure::error(e.to_string()))?;
-    println!(
-        "{}",
-        serde_json::json!({"head_seq": s.head_seq, "streams": s.streams, "size_bytes": s.size_bytes})
-    );
-    Ok(())
+    let s = store
+        .stats()
+        .map_err(|e| store_failure(&store_dir(data), e))?;
+    say(
+        serde_json::json!({"head_seq": s.head_seq, "streams": s.streams, "size_bytes": s.size_bytes}),
+    )
 }
 
-/// `store backup FILE`.
-pub fn backup(data: &Path, file: &Path) -> Result<(), Failure> {
+/// `store backup FILE`. A store without events is refused unless
+/// `allow_empty`: it is what a mistyped `--data` used to produce, and its
+/// backup would replace a good one at `file`.
+pub fn backup(data: &Path, file: &Path, allow_empty: bool) -> Result<(), Failure> {
     let store = open_store(data)?;
+    if store.head_seq() == 0 && !allow_empty {
+        return Err(Failure::refused(format!(
+            "the store in {} holds no events; not writing an empty backup to {} \
+             (check --data, or pass --allow-empty)",
+            store_dir(data).display(),
+            file.display()
+        )));
+    }
     let r = store
         .backup(file)
-        .map_err(|e| Failure::error(e.to_string()))?;
-    println!(
+        .map_err(|e| store_failure(&store_dir(data), e))?;
+    say(format!(
         "backed up {} events and {} snapshots to {} ({} bytes)",
         r.head_seq,
         r.snapshots,
         file.display(),
         r.bytes
-    );
-    Ok(())
+    ))
 }
 
 /// `store restore FILE`: into `<data>/store`, which must not exist yet.
 pub fn restore(data: &Path, file: &Path) -> Result<(), Failure> {
     let (key, _) = load_master_key(data, false)?;
+    let dir = store_dir(data);
     let (store, r) = EventStore::restore(
         file,
-        data.join("store"),
+        &dir,
         lighthouse_event_store::StoreOptions::new(&key.store_key()),
     )
-    .map_err(|e| Failure::error(e.to_string()))?;
-    let v = store.verify().map_err(|e| Failure::error(e.to_string()))?;
-    println!(
+    .map_err(|e| match e {
+        lighthouse_event_store::Error::Io(_) => Failure::error(format!(
+            "cannot restore {} into {}: {e}",
+            file.display(),
+            dir.display()
+        )),
+        e => Failure::error(e.to_string()),
+    })?;
+    let v = store.verify().map_err(|e| store_failure(&dir, e))?;
+    let printed = say(format!(
         "restored {} events and {} snapshots; verify {}",
         r.head_seq,
         r.snapshots,
         if v.ok() { "ok" } else { "FAILED" }
-    );
+    ));
     if !v.ok() {
         return Err(Failure::refused(
             "the restored store does not verify; do not serve it (see `store verify`)",
         ));
     }
-    Ok(())
+    printed
 }

@@ -238,6 +238,9 @@ impl ServeConfig {
                 self.listen
             )
         })?;
+        if let Some(url) = &self.public_url {
+            check_public_url(url)?;
+        }
         Ok(())
     }
 
@@ -247,6 +250,28 @@ impl ServeConfig {
             .clone()
             .unwrap_or_else(|| format!("http://{}", self.listen))
     }
+}
+
+/// Refuses a `public_url` that is not an absolute `http` or `https` URL with a
+/// host (and no query or fragment): clients put request paths after it, so
+/// anything else gives every holder of the credential a bridge they cannot reach.
+pub fn check_public_url(url: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        format!(
+            "public_url must be an absolute http or https URL like https://bridge.example.com:8765, not {url:?}: {why}"
+        )
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be http or https"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it names no host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(bad("it must not have a query or a fragment"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -318,6 +343,36 @@ mod tests {
         .unwrap();
         let e = ServeConfig::resolve(Some(&f), |_| None, Overrides::default()).unwrap_err();
         assert!(e.contains("wizard"), "{e}");
+    }
+
+    #[test]
+    fn public_url_must_be_an_absolute_http_url() {
+        for ok in [
+            "http://127.0.0.1:8765",
+            "https://bridge.example.com",
+            "https://example.com/lighthouse",
+        ] {
+            assert_eq!(check_public_url(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "127.0.0.1:8765",
+            "bridge.example.com",
+            "ftp://example.com",
+            "http://",
+            "https://example.com/?a=b",
+            "http://example.com/#x",
+        ] {
+            let e = check_public_url(bad).unwrap_err();
+            assert!(e.contains("public_url") && e.contains("http"), "{bad}: {e}");
+        }
+        let e = ServeConfig::resolve(
+            None,
+            |k| (k == "LIGHTHOUSE_PUBLIC_URL").then(|| "example.com".to_owned()),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("public_url"), "{e}");
     }
 
     #[test]

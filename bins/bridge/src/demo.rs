@@ -2,16 +2,23 @@
 //! two agents completing an elicitation over real, signed HTTP: bob listens on
 //! his SSE stream, alice asks, bob is pushed the request and answers, alice's
 //! long-poll returns the answer. Prints the timeline as it was measured.
+//!
+//! The demo never touches a real bridge's secrets: it generates its own master
+//! key (`LIGHTHOUSE_MASTER_KEY` is ignored) and keeps everything in a fresh
+//! temporary directory, removed when it ends, also on Ctrl-C.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use lighthouse_client::{AgentPayload, Client};
+use lighthouse_core::Bridge;
 use lighthouse_core::api::{CreateRequest, RespondRequest};
 use lighthouse_core::setup::initialize;
+use lighthouse_security::MasterKey;
 use serde_json::json;
 
-use crate::Failure;
-use crate::serve::{credentials_dir, load_master_key, open};
+use crate::serve::{credentials_dir, open};
+use crate::{Failure, say};
 
 fn failed(e: impl std::fmt::Display) -> Failure {
     Failure::error(e.to_string())
@@ -23,14 +30,31 @@ fn ms(t0: Instant) -> f64 {
 
 /// Runs the demo.
 pub async fn demo() -> Result<(), Failure> {
-    let dir = std::env::temp_dir().join(format!("lighthouse-demo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let result = run(&dir).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    let dir = tempfile::Builder::new()
+        .prefix("lighthouse-demo-")
+        .tempdir()
+        .map_err(|e| {
+            Failure::error(format!(
+                "cannot create a temporary directory in {}: {e}",
+                std::env::temp_dir().display()
+            ))
+        })?;
+    let result = run(dir.path()).await;
+    // The bridge is shut down by now, its files closed.
+    let path = dir.path().to_path_buf();
+    let removed = dir.close().map_err(|e| {
+        Failure::error(format!(
+            "cannot remove the demo's directory {}: {e}",
+            path.display()
+        ))
+    });
+    result.and(removed)
 }
 
-async fn run(dir: &std::path::Path) -> Result<(), Failure> {
+/// Opens the bridge in `dir` with a fresh key, serves it, runs the
+/// elicitation until it ends or Ctrl-C, then stops the server and shuts the
+/// bridge down (either way, so the directory can be removed).
+async fn run(dir: &Path) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| Failure::error(e.to_string()))?;
@@ -38,22 +62,37 @@ async fn run(dir: &std::path::Path) -> Result<(), Failure> {
         .local_addr()
         .map_err(|e| Failure::error(e.to_string()))?;
     let base = format!("http://{addr}");
-    let (key, _) = load_master_key(dir, true)?;
+    let key = MasterKey::generate().map_err(failed)?;
     let c = crate::config::ServeConfig {
         public_url: Some(base.clone()),
         ..Default::default()
     };
     let bridge = open(dir, key, Some(&c)).await?;
-    initialize(&bridge, &credentials_dir(dir), true)
-        .await
-        .map_err(|p| Failure::error(p.to_string()))?;
     let (router, _streams) =
         lighthouse_http::router(bridge.clone(), lighthouse_http::HttpConfig::default());
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    println!(
+    let result = tokio::select! {
+        r = elicitation(&bridge, dir, &base) => r,
+        _ = tokio::signal::ctrl_c() => Err(Failure::interrupted()),
+    };
+    server.abort();
+    let _ = server.await;
+    let closed = bridge
+        .shutdown()
+        .await
+        .map_err(|p| Failure::error(p.to_string()));
+    result.and(closed)
+}
+
+/// The demo itself: two agents, one elicitation, the timeline printed.
+async fn elicitation(bridge: &Bridge, dir: &Path, base: &str) -> Result<(), Failure> {
+    initialize(bridge, &credentials_dir(dir), true)
+        .await
+        .map_err(|p| Failure::error(p.to_string()))?;
+    say(format!(
         "bridge on {base}, data in {} (removed afterwards)",
         dir.display()
-    );
+    ))?;
 
     let load = |name: &str| -> Result<Client, Failure> {
         Client::from_credential_file(credentials_dir(dir).join(format!("{name}.json")))
@@ -73,11 +112,11 @@ async fn run(dir: &std::path::Path) -> Result<(), Failure> {
         .await
         .map_err(failed)?;
     let id = created.id.clone();
-    println!(
+    say(format!(
         "{:>8} ms  alice created {id} (status {})",
         ms(t0),
         created.status.as_str()
-    );
+    ))?;
 
     // Alice waits for the outcome with a long-poll while bob answers.
     let waiter = {
@@ -90,11 +129,11 @@ async fn run(dir: &std::path::Path) -> Result<(), Failure> {
                 if let AgentPayload::Requested(e) = &ev.payload
                     && e.id == id
                 {
-                    println!(
+                    say(format!(
                         "{:>8} ms  bob was pushed elicitation.requested for {id} (event {})",
                         ms(t0),
                         ev.seq
-                    );
+                    ))?;
                     break;
                 }
             }
@@ -110,13 +149,13 @@ async fn run(dir: &std::path::Path) -> Result<(), Failure> {
         .respond(&id, &RespondRequest::accept(json!({"port": 70000})))
         .await
     {
-        Err(lighthouse_client::Error::Refused(p)) => println!(
+        Err(lighthouse_client::Error::Refused(p)) => say(format!(
             "{:>8} ms  bob answered port 70000: {} {} ({})",
             ms(t0),
             p.status,
             p.code.as_str(),
             p.errors.first().map_or("", |e| e.message.as_str())
-        ),
+        ))?,
         other => {
             return Err(Failure::error(format!(
                 "a port of 70000 was not refused: {other:?}"
@@ -127,13 +166,13 @@ async fn run(dir: &std::path::Path) -> Result<(), Failure> {
         .accept(&id, json!({"port": 8080}))
         .await
         .map_err(failed)?;
-    println!(
+    say(format!(
         "{:>8} ms  bob answered port 8080: {}",
         ms(t0),
         done.status.as_str()
-    );
+    ))?;
     let seen = waiter.await.map_err(failed)?.map_err(failed)?;
-    println!(
+    say(format!(
         "{:>8} ms  alice's long-poll returned: status {}, content {}",
         ms(t0),
         seen.status.as_str(),
@@ -141,18 +180,13 @@ async fn run(dir: &std::path::Path) -> Result<(), Failure> {
             .as_ref()
             .and_then(|r| r.content.clone())
             .unwrap_or_default()
-    );
+    ))?;
     let verify = bridge.store().verify().map_err(failed)?;
-    println!(
+    say(format!(
         "{:>8} ms  event log: {} events, integrity chain {}",
         ms(t0),
         verify.head_seq,
         if verify.ok() { "verified" } else { "BROKEN" }
-    );
-    server.abort();
-    bridge
-        .shutdown()
-        .await
-        .map_err(|p| Failure::error(p.to_string()))?;
+    ))?;
     Ok(())
 }

@@ -2,7 +2,12 @@
 //!
 //! Exit codes: 0 success; 1 the operation ran and was refused or found a
 //! problem (for example `store verify` on a broken chain, `healthcheck` on an
-//! unready bridge); 2 bad input or usage; 3 error.
+//! unready bridge); 2 bad input or usage; 3 error; 130 `demo` interrupted.
+//! A closed standard output (`agents list | head -1`) ends a command quietly
+//! with the code it would have had (0 when it succeeded).
+//!
+//! Every command logs to standard error (`RUST_LOG`, default `info`;
+//! `LIGHTHOUSE_LOG_FORMAT` or `serve --log-format`: `text` or `json`).
 
 mod admin;
 mod config;
@@ -30,6 +35,20 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// Standard output was closed by its reader: stop, print nothing, exit 0.
+    pub fn output_closed() -> Self {
+        Failure {
+            code: 0,
+            message: String::new(),
+        }
+    }
+    /// Exit 130: interrupted (Ctrl-C).
+    pub fn interrupted() -> Self {
+        Failure {
+            code: 130,
+            message: "interrupted".into(),
+        }
+    }
     /// Exit 1: refused or found a problem.
     pub fn refused(m: impl Into<String>) -> Self {
         Failure {
@@ -66,32 +85,53 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct DataArg {
-    /// Data directory.
+    /// Data directory (before or after the subcommand).
     #[arg(
         long = "data",
         env = "LIGHTHOUSE_DATA_DIR",
-        default_value = "./lighthouse-data"
+        default_value = "./lighthouse-data",
+        global = true
     )]
     data: PathBuf,
 }
 
+/// The URL written into credential files.
+const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8765";
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP server.
+    ///
+    /// Configuration: a TOML file (--config), then LIGHTHOUSE_* environment
+    /// variables, then these flags; later wins. File keys and their variables:
+    /// listen (LIGHTHOUSE_LISTEN), data_dir (LIGHTHOUSE_DATA_DIR), public_url
+    /// (LIGHTHOUSE_PUBLIC_URL), log_format (LIGHTHOUSE_LOG_FORMAT), durability
+    /// (LIGHTHOUSE_DURABILITY: durable or buffered), window_s
+    /// (LIGHTHOUSE_WINDOW_S), shutdown_grace_ms (LIGHTHOUSE_SHUTDOWN_GRACE_MS),
+    /// mcp_allowed_origins (LIGHTHOUSE_MCP_ALLOWED_ORIGINS, comma-separated),
+    /// max_connections (LIGHTHOUSE_MAX_CONNECTIONS), listen_backlog
+    /// (LIGHTHOUSE_LISTEN_BACKLOG), header_read_timeout_ms
+    /// (LIGHTHOUSE_HEADER_READ_TIMEOUT_MS), body_read_timeout_ms
+    /// (LIGHTHOUSE_BODY_READ_TIMEOUT_MS), and [rate_limits.<role>] tables (file
+    /// only). The master key is LIGHTHOUSE_MASTER_KEY (64 hex) or
+    /// <data>/master.key; RUST_LOG sets the log filter. Without --dev the data
+    /// directory must hold a store (`lighthouse-bridge init`).
+    #[command(about = "Run the HTTP server", verbatim_doc_comment)]
     Serve {
         /// TOML configuration file.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Data directory.
+        /// Data directory [default: ./lighthouse-data].
         #[arg(long = "data")]
         data: Option<PathBuf>,
-        /// Listen address.
+        /// Listen address [default: 127.0.0.1:8765].
         #[arg(long)]
         listen: Option<String>,
-        /// URL written into credential files.
+        /// URL written into credential files, an absolute http(s) URL
+        /// [default: http:// and the listen address].
         #[arg(long)]
         public_url: Option<String>,
-        /// text or json.
+        /// text or json [default: text].
         #[arg(long)]
         log_format: Option<String>,
         /// Create the data directory, master key and development credentials
@@ -104,8 +144,8 @@ enum Command {
     Init {
         #[command(flatten)]
         data: DataArg,
-        /// URL written into credential files.
-        #[arg(long, default_value = "http://127.0.0.1:8765")]
+        /// URL written into credential files (absolute http or https).
+        #[arg(long, env = "LIGHTHOUSE_PUBLIC_URL", default_value = DEFAULT_PUBLIC_URL)]
         public_url: String,
     },
     /// Manage agents (bridge stopped; while it runs use POST /v1/agents).
@@ -147,18 +187,26 @@ enum AgentsCmd {
         /// agent, observer, operator or admin.
         #[arg(long, default_value = "agent")]
         role: String,
-        /// Where to write the credential (default <data>/credentials/<id>.json).
+        /// The credential file to write (default <data>/credentials/<id>.json);
+        /// a file name, not a directory.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// URL written into the credential.
-        #[arg(long, default_value = "http://127.0.0.1:8765")]
+        /// URL written into the credential (absolute http or https).
+        #[arg(long, env = "LIGHTHOUSE_PUBLIC_URL", default_value = DEFAULT_PUBLIC_URL)]
         public_url: String,
     },
     /// Make a new key current (the old one stays valid for the grace period).
     Rotate {
         id: String,
+        /// The credential file to write (default <data>/credentials/<id>.json);
+        /// a file name, not a directory.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// URL written into the credential (absolute http or https); without
+        /// it, the `bridge` URL of the agent's existing credential file (--out,
+        /// else the default one), else http://127.0.0.1:8765.
+        #[arg(long, env = "LIGHTHOUSE_PUBLIC_URL")]
+        public_url: Option<String>,
     },
     /// Refuse every key and token of an agent.
     Revoke { id: String },
@@ -178,8 +226,15 @@ enum StoreCmd {
     },
     /// Head, streams, size.
     Stats,
-    /// Write a consistent backup file.
-    Backup { file: PathBuf },
+    /// Write a consistent backup file (mode 0600; replaces FILE atomically).
+    Backup {
+        file: PathBuf,
+        /// Write the backup even when the store holds no events (by default
+        /// refused, so a wrong --data does not replace a good backup with an
+        /// empty one).
+        #[arg(long)]
+        allow_empty: bool,
+    },
     /// Restore a backup into <data>/store (must not exist).
     Restore { file: PathBuf },
 }
@@ -196,6 +251,22 @@ fn parse_role(s: &str) -> Result<Role, Failure> {
     }
 }
 
+/// Writes `text` and a newline to standard output. A reader that went away
+/// (EPIPE: `agents list | head -1`) is [`Failure::output_closed`], which ends
+/// the command quietly, instead of the panic `println!` would give.
+pub fn say(text: impl std::fmt::Display) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::output_closed()),
+        Err(e) => Err(Failure::error(format!(
+            "cannot write to standard output: {e}"
+        ))),
+    }
+}
+
+/// Logs to standard error: `RUST_LOG` (default `info`), as text or JSON.
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -209,7 +280,29 @@ fn init_logging(format: &str) {
     }
 }
 
+/// The log format of the commands other than `serve` (which reads it from its
+/// configuration): `LIGHTHOUSE_LOG_FORMAT`, else text.
+fn log_format_from_env() -> Result<String, Failure> {
+    match std::env::var("LIGHTHOUSE_LOG_FORMAT") {
+        Err(_) => Ok("text".into()),
+        Ok(f) if f == "text" || f == "json" => Ok(f),
+        Ok(f) => Err(Failure::input(format!(
+            "LIGHTHOUSE_LOG_FORMAT must be text or json, not {f:?}"
+        ))),
+    }
+}
+
+/// `url` when it is a valid `public_url` (an absolute http or https URL).
+fn checked_url(url: String) -> Result<String, Failure> {
+    config::check_public_url(&url).map_err(Failure::input)?;
+    Ok(url)
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
+    // `serve` reads its log format from its configuration, below.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        init_logging(&log_format_from_env()?);
+    }
     match cli.command {
         Command::Serve {
             config,
@@ -230,7 +323,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             init_logging(&c.log_format);
             serve::serve(c, dev).await
         }
-        Command::Init { data, public_url } => serve::init(&data.data, public_url).await,
+        Command::Init { data, public_url } => {
+            serve::init(&data.data, checked_url(public_url)?).await
+        }
         Command::Agents { data, action } => match action {
             AgentsCmd::Add {
                 id,
@@ -243,18 +338,25 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     &id,
                     parse_role(&role)?,
                     out.as_deref(),
-                    public_url,
+                    checked_url(public_url)?,
                 )
                 .await
             }
-            AgentsCmd::Rotate { id, out } => admin::rotate(&data.data, &id, out.as_deref()).await,
+            AgentsCmd::Rotate {
+                id,
+                out,
+                public_url,
+            } => {
+                let public_url = public_url.map(checked_url).transpose()?;
+                admin::rotate(&data.data, &id, out.as_deref(), public_url).await
+            }
             AgentsCmd::Revoke { id } => admin::revoke(&data.data, &id).await,
             AgentsCmd::List { json } => admin::list(&data.data, json).await,
         },
         Command::Store { data, action } => match action {
             StoreCmd::Verify { json } => admin::verify(&data.data, json),
             StoreCmd::Stats => admin::stats(&data.data),
-            StoreCmd::Backup { file } => admin::backup(&data.data, &file),
+            StoreCmd::Backup { file, allow_empty } => admin::backup(&data.data, &file, allow_empty),
             StoreCmd::Restore { file } => admin::restore(&data.data, &file),
         },
         Command::Healthcheck { url } => {
@@ -267,9 +369,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| Failure::refused(format!("{url}: {e}")))?;
             let status = resp.status();
             let body = resp.text().await.unwrap_or_default();
-            println!("{body}");
+            // The status decides the exit code even when nobody reads the body.
+            let printed = say(body);
             if status.is_success() {
-                Ok(())
+                printed
             } else {
                 Err(Failure::refused(format!("{url}: {status}")))
             }
@@ -277,7 +380,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Demo => demo::demo().await,
         Command::Mcp { credential } => {
             // stdout carries the protocol: logs go to stderr only.
-            init_logging("text");
             let client =
                 lighthouse_client::Client::from_credential_file(&credential).map_err(|e| {
                     Failure::input(format!(
@@ -307,7 +409,9 @@ fn main() -> std::process::ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("lighthouse-bridge: {}", f.message);
+            if !f.message.is_empty() {
+                eprintln!("lighthouse-bridge: {}", f.message);
+            }
             std::process::ExitCode::from(f.code)
         }
     }

@@ -7,11 +7,11 @@ use std::time::Duration;
 use lighthouse_core::ELICITATION_FLAG;
 use lighthouse_core::setup::{ADMIN_AGENT, initialize};
 use lighthouse_core::{Bridge, BridgeConfig};
-use lighthouse_event_store::Durability;
+use lighthouse_event_store::{Durability, EventStore};
 use lighthouse_security::{MASTER_KEY_ENV, MasterKey};
 
-use crate::Failure;
 use crate::config::ServeConfig;
+use crate::{Failure, say};
 
 /// `<data>/master.key`.
 pub fn master_key_path(data: &Path) -> PathBuf {
@@ -21,6 +21,28 @@ pub fn master_key_path(data: &Path) -> PathBuf {
 /// `<data>/credentials`.
 pub fn credentials_dir(data: &Path) -> PathBuf {
     data.join("credentials")
+}
+
+/// `<data>/store`.
+pub fn store_dir(data: &Path) -> PathBuf {
+    data.join("store")
+}
+
+/// Refuses a data directory that holds no store. Only `init` and `serve --dev`
+/// create one: any other command opening a missing or mistyped `--data` would
+/// otherwise create an empty store there (and, with `LIGHTHOUSE_MASTER_KEY`
+/// set, key it), which a later `store backup` would copy over a good backup.
+pub fn require_store(data: &Path) -> Result<(), Failure> {
+    if EventStore::exists(store_dir(data)) {
+        return Ok(());
+    }
+    Err(Failure::input(format!(
+        "{} holds no Lighthouse store ({} does not exist): check --data \
+         (LIGHTHOUSE_DATA_DIR), or create one with `lighthouse-bridge init --data {}`",
+        data.display(),
+        store_dir(data).display(),
+        data.display()
+    )))
 }
 
 /// The master key: `LIGHTHOUSE_MASTER_KEY` (hex) when set, else the key file.
@@ -66,6 +88,9 @@ pub async fn open(data: &Path, key: MasterKey, c: Option<&ServeConfig>) -> Resul
             "{e}\n(is another lighthouse-bridge using {}? only one process may open a data directory)",
             data.display()
         )),
+        lighthouse_core::OpenError::Store(lighthouse_event_store::Error::Io(_)) => {
+            Failure::error(format!("{}: {e}", store_dir(data).display()))
+        }
         _ => Failure::error(e.to_string()),
     })
 }
@@ -125,20 +150,20 @@ pub async fn init(data: &Path, public_url: String) -> Result<(), Failure> {
         report.written.push(admin_file);
     }
     close(bridge).await?;
-    println!("initialised {}", data.display());
+    say(format!("initialised {}", data.display()))?;
     if from_env {
-        println!(
+        say(format!(
             "  master key: from {MASTER_KEY_ENV} (not written to disk; the store is keyed with it, \
              so every later start needs the same value)"
-        );
+        ))?;
     } else {
-        println!(
+        say(format!(
             "  master key: {} (mode 0600; keep it secret)",
             master_key_path(data).display()
-        );
+        ))?;
     }
     for p in report.written {
-        println!("  credential: {}", p.display());
+        say(format!("  credential: {}", p.display()))?;
     }
     Ok(())
 }
@@ -164,6 +189,12 @@ async fn shutdown_signal() {
     }
 }
 
+/// A line on standard output that the server does not depend on: when nobody
+/// reads it any more (a closed pipe), the bridge goes on serving.
+fn note(text: String) {
+    let _ = say(text);
+}
+
 /// Whether any development agent was ever registered here (revoked ones
 /// count: the directory was a development one).
 fn has_dev_agents(bridge: &Bridge) -> bool {
@@ -177,7 +208,14 @@ fn has_dev_agents(bridge: &Bridge) -> bool {
 /// the listener stops accepting, streams get a final `shutdown` event, in-flight
 /// requests get `shutdown_grace_ms` to finish, the elicitation snapshot is
 /// saved and the store flushed; then the process exits 0.
+///
+/// Without `dev` the data directory must hold a store already
+/// ([`require_store`]). Its lines on standard output are informational: a
+/// closed standard output does not stop it (the log goes to standard error).
 pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
+    if !dev {
+        require_store(&c.data_dir)?;
+    }
     let (key, created) = load_master_key(&c.data_dir, dev)?;
     let bridge = open(&c.data_dir, key, Some(&c)).await?;
     if dev && !created && !has_dev_agents(&bridge) {
@@ -193,17 +231,17 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
             .await
             .map_err(|p| Failure::error(p.to_string()))?;
         if created {
-            println!(
+            note(format!(
                 "created master key {}",
                 master_key_path(&c.data_dir).display()
-            );
+            ));
         }
-        println!(
+        note(format!(
             "development credentials (alice, bob, carol: agent; ops: operator; admin: admin) are in {}",
             credentials_dir(&c.data_dir).display()
-        );
+        ));
         for p in report.written {
-            println!("  wrote {}", p.display());
+            note(format!("  wrote {}", p.display()));
         }
     }
     let listener = crate::listener::bind(&c.listen, c.listen_backlog)
@@ -227,10 +265,10 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
     };
     // /mcp inside the REST router's request ids, logs and per-route metrics.
     let (router, streams) = lighthouse_http::router_with(bridge.clone(), http_config, mcp);
-    println!(
+    note(format!(
         "lighthouse-bridge listening on http://{addr} (data {})",
         c.data_dir.display()
-    );
+    ));
     tracing::info!(%addr, "listening");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // No Nagle delay on accepted connections (SSE pushes and small responses go

@@ -269,6 +269,9 @@ const ANCHOR_KEY: [u8; 9] = [0xff; 9];
 /// are synced before their locations go to sled).
 const SYNCED_KEY: &[u8] = b"log/synced";
 
+/// The folder of a store's directory that holds the segment files.
+pub(crate) const SEGMENTS_DIR: &str = "segments";
+
 /// How long [`SledBackend::open`] waits for sled's directory lock.
 pub const LOCK_WAIT: Duration = Duration::from_secs(2);
 
@@ -330,7 +333,7 @@ impl SledBackend {
             None => None,
         };
         let (segments, recovery) = SegmentLog::open(
-            &dir.join("segments"),
+            &dir.join(SEGMENTS_DIR),
             anchor,
             anchor_segment,
             key,

@@ -121,32 +121,59 @@ fn frame<W: Write>(w: &mut W, tag: u8, payload: &[&[u8]]) -> std::io::Result<()>
 
 impl EventStore {
     /// Writes a consistent copy of the log (up to the head committed when the
-    /// backup starts) and of every snapshot to `path`, while appends go on. The
-    /// file appears atomically (written beside it, synced, then renamed).
+    /// backup starts) and of every snapshot to `path`, while appends go on.
+    ///
+    /// The file appears atomically, with mode 0600 (it holds the whole log): it
+    /// is written to a new, uniquely named temporary file in `path`'s directory
+    /// (created exclusively, so neither a symlink there nor a concurrent backup
+    /// is followed or clobbered), synced, renamed over `path`, and the directory
+    /// synced. On any error the temporary file is removed and `path` is left as
+    /// it was. A directory as `path` is refused ([`Error::BackupFile`]).
     pub fn backup(&self, path: impl AsRef<Path>) -> Result<BackupReport> {
         let path = path.as_ref();
-        let tmp = sibling(path, "partial");
-        let report = self.backup_to(&tmp);
-        match report {
-            Ok(r) => {
-                std::fs::rename(&tmp, path)?;
-                sync_parent(path)?;
-                Ok(r)
-            }
-            Err(e) => {
-                // No half-written file is left behind.
-                let _ = std::fs::remove_file(&tmp);
-                Err(e)
-            }
+        let target = |source: std::io::Error| Error::BackupFile {
+            path: path.to_path_buf(),
+            source,
+        };
+        if path.is_dir() {
+            return Err(target(std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "it is a directory; name the file to write",
+            )));
         }
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let mut prefix = std::ffi::OsString::from(".");
+        prefix.push(path.file_name().unwrap_or_else(|| "backup".as_ref()));
+        prefix.push(".");
+        // tempfile creates the file with O_EXCL and mode 0600; dropping it
+        // (every early return below) removes it.
+        let tmp = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".partial")
+            .tempfile_in(dir)
+            .map_err(target)?;
+        let report = self.backup_to(tmp.as_file(), path)?;
+        tmp.persist(path).map_err(|e| target(e.error))?;
+        sync_parent(path).map_err(|e| match e {
+            Error::Io(source) => target(source),
+            e => e,
+        })?;
+        Ok(report)
     }
 
-    fn backup_to(&self, tmp: &Path) -> Result<BackupReport> {
+    /// Writes the backup into `file` (named `path` in errors) and syncs it.
+    fn backup_to(&self, file: &File, path: &Path) -> Result<BackupReport> {
+        let target = |source: std::io::Error| Error::BackupFile {
+            path: path.to_path_buf(),
+            source,
+        };
         let backend = self.backend();
         let start = backend.anchor()?;
         let head = start.map_or(0, |a| a.seq);
         let head_mac = start.map_or(GENESIS, |a| a.mac);
-        let file = File::create(tmp)?;
         let mut w = Hashing {
             inner: BufWriter::new(file),
             hash: Sha256::new(),
@@ -160,9 +187,10 @@ impl EventStore {
         };
         let header =
             serde_json::to_vec(&header).map_err(|e| Error::InvalidBackup(e.to_string()))?;
-        w.write_all(MAGIC)?;
-        w.write_all(&(header.len() as u32).to_le_bytes())?;
-        w.write_all(&header)?;
+        w.write_all(MAGIC).map_err(target)?;
+        w.write_all(&(header.len() as u32).to_le_bytes())
+            .map_err(target)?;
+        w.write_all(&header).map_err(target)?;
         // The records are checked as restore will check them (every MAC of
         // the chain, none missing up to the anchor): a backup of a damaged log
         // fails now, not when it is needed.
@@ -183,7 +211,7 @@ impl EventStore {
                 return Err(damaged("fails the integrity chain"));
             }
             prev = *v.mac;
-            frame(&mut w, TAG_RECORD, &[&bytes])?;
+            frame(&mut w, TAG_RECORD, &[&bytes]).map_err(target)?;
             written = seq;
         }
         if written != head || prev != head_mac {
@@ -215,19 +243,17 @@ impl EventStore {
                     &key.snapshot_mac(&name, seq, &data),
                     &data,
                 ],
-            )?;
+            )
+            .map_err(target)?;
             snapshots += 1;
         }
         let digest = w.hash.clone().finalize();
-        w.inner.write_all(&[TAG_END])?;
-        w.inner.write_all(&32u32.to_le_bytes())?;
-        w.inner.write_all(&digest)?;
+        w.inner.write_all(&[TAG_END]).map_err(target)?;
+        w.inner.write_all(&32u32.to_le_bytes()).map_err(target)?;
+        w.inner.write_all(&digest).map_err(target)?;
         let bytes = w.bytes + 1 + 4 + 32;
-        let file = w
-            .inner
-            .into_inner()
-            .map_err(|e| Error::Io(e.into_error()))?;
-        file.sync_all()?;
+        let file = w.inner.into_inner().map_err(|e| target(e.into_error()))?;
+        file.sync_all().map_err(target)?;
         Ok(BackupReport {
             head_seq: head,
             snapshots,

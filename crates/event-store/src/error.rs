@@ -157,6 +157,16 @@ pub enum Error {
         /// The target's head.
         head_seq: u64,
     },
+    /// The backup file could not be written: its target is a directory, or
+    /// creating, writing, syncing or renaming it failed. Nothing was left at
+    /// `path` (a previous file there is unchanged).
+    #[error("cannot write the backup {}: {source}", .path.display())]
+    BackupFile {
+        /// The backup file asked for.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// A backup file is not valid.
     #[error("invalid backup file: {0}")]
     InvalidBackup(String),

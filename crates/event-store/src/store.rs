@@ -140,6 +140,16 @@ impl EventStore {
         Self::open_inner(dir.as_ref(), options, None)
     }
 
+    /// Whether `dir` holds a store: one [`open`](Self::open) has created there
+    /// (its key recorded, its segment folder made). Lets a tool that must not
+    /// create a store (a verify, a backup) refuse a missing or mistyped
+    /// directory instead of opening, and so creating, an empty one.
+    pub fn exists(dir: impl AsRef<Path>) -> bool {
+        // The segment folder is made after the key is recorded and flushed
+        // (`open_inner`: `check_key`, then `start_log`).
+        dir.as_ref().join(crate::backend::SEGMENTS_DIR).is_dir()
+    }
+
     /// A store in a fresh temporary directory, removed when the last handle is
     /// dropped. For tests and demos.
     pub fn open_temporary(options: StoreOptions) -> Result<EventStore> {

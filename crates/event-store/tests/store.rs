@@ -412,6 +412,59 @@ async fn a_damaged_snapshot_is_refused_and_left_out_of_a_backup() {
     assert!(r.load_snapshot("q").unwrap().is_none());
 }
 
+#[test]
+fn a_store_exists_once_opened_and_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    assert!(!EventStore::exists(&store));
+    std::fs::create_dir(&store).unwrap();
+    assert!(!EventStore::exists(&store), "an empty folder is no store");
+    drop(EventStore::open(&store, opts()).unwrap());
+    assert!(EventStore::exists(&store));
+}
+
+/// A backup file is private to its owner (it holds the whole log), replaces a
+/// symlink at the target instead of writing through it, and a directory as
+/// the target is refused by name, leaving nothing behind.
+#[tokio::test]
+async fn a_backup_is_private_never_follows_a_symlink_and_refuses_a_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let clock = ManualClock::new(Timestamp::from_unix_secs(1_800_000_000));
+    let s = sample_store(&clock).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("b.lhbk");
+    s.backup(&file).unwrap();
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::write(&elsewhere, b"not to be touched").unwrap();
+    let link = dir.path().join("link.lhbk");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    s.backup(&link).unwrap();
+    assert_eq!(std::fs::read(&elsewhere).unwrap(), b"not to be touched");
+    assert!(!std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert_eq!(
+        std::fs::read(&link).unwrap().len(),
+        std::fs::read(&file).unwrap().len()
+    );
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    match s.backup(&sub) {
+        Err(e @ Error::BackupFile { .. }) => {
+            let m = e.to_string();
+            assert!(m.contains("directory") && m.contains("sub"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(std::fs::read_dir(&sub).unwrap().count(), 0);
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["b.lhbk", "elsewhere", "link.lhbk", "sub"]);
+}
+
 #[tokio::test]
 async fn backup_and_restore_give_back_the_same_store() {
     let clock = ManualClock::new(Timestamp::from_unix_secs(1_800_000_000));

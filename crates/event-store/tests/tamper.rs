@@ -153,13 +153,20 @@ async fn reads_report_a_damaged_record_instead_of_skipping_it() {
 async fn a_backup_of_a_damaged_log_fails_and_leaves_nothing() {
     let (s, d) = store_with(60).await;
     let out = d.path().join("b.lhbackup");
-    let partial = d.path().join("b.lhbackup.partial");
+    // The backup's own files: the target, and its temporary `.b.lhbackup.*`.
+    let backup_files = |d: &tempfile::TempDir| {
+        std::fs::read_dir(d.path())
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().into_string().ok())
+            .filter(|n| n.contains("b.lhbackup"))
+            .collect::<Vec<_>>()
+    };
     let mut b = s.raw_record(30).unwrap().unwrap();
     let last = b.len() - 1;
     b[last] ^= 1;
     s.tamper_raw(30, Some(&b)).unwrap();
     assert!(s.backup(&out).is_err());
-    assert!(!out.exists() && !partial.exists());
+    assert!(backup_files(&d).is_empty(), "{:?}", backup_files(&d));
     // Undamaged again, then the last record gone.
     let (s, d) = store_with(60).await;
     let out = d.path().join("b.lhbackup");
@@ -167,5 +174,20 @@ async fn a_backup_of_a_damaged_log_fails_and_leaves_nothing() {
     std::fs::remove_file(&out).unwrap();
     s.tamper_raw(60, None).unwrap();
     assert!(s.backup(&out).is_err());
-    assert!(!out.exists());
+    assert!(backup_files(&d).is_empty(), "{:?}", backup_files(&d));
+}
+
+/// A failed backup leaves a previous good backup at the target as it was.
+#[tokio::test]
+async fn a_failed_backup_keeps_the_previous_file() {
+    let (s, d) = store_with(20).await;
+    let out = d.path().join("b.lhbackup");
+    s.backup(&out).unwrap();
+    let good = std::fs::read(&out).unwrap();
+    let mut b = s.raw_record(10).unwrap().unwrap();
+    let last = b.len() - 1;
+    b[last] ^= 1;
+    s.tamper_raw(10, Some(&b)).unwrap();
+    assert!(s.backup(&out).is_err());
+    assert_eq!(std::fs::read(&out).unwrap(), good);
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::caller::Role;
 use crate::error::{Error, Result};
-use crate::keys::{AgentSecret, random_bytes, read_private_file, write_private_file};
+use crate::keys::{AgentSecret, read_private_file, sync_parent, temp_sibling, write_private_file};
 use crate::signing::Signer;
 
 /// One agent's credential:
@@ -81,11 +81,7 @@ impl Credential {
     /// atomically (a new file is written next to it, synced, then renamed over it).
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let mut suffix = [0u8; 8];
-        random_bytes(&mut suffix)?;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(format!(".tmp-{}", hex::encode(suffix)));
-        let tmp = std::path::PathBuf::from(tmp);
+        let tmp = temp_sibling(path)?;
         let mut text = self.to_json();
         text.push('\n');
         write_private_file(&tmp, text.as_bytes())?;
@@ -93,13 +89,9 @@ impl Credential {
             let _ = std::fs::remove_file(&tmp);
             Error::io(path, e)
         })?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // Make the rename itself durable; failure to open a directory is not
-            // fatal to the write that already happened.
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
+        // Make the rename itself durable; failure to sync the directory is not
+        // fatal to the write that already happened.
+        let _ = sync_parent(path);
         Ok(())
     }
 

@@ -33,6 +33,15 @@ pub enum Error {
         /// What it must look like.
         expected: &'static str,
     },
+    /// A master key read from a file or an environment variable is not in the
+    /// expected form.
+    #[error("invalid master key in {from}: {reason}")]
+    InvalidMasterKey {
+        /// Where it was read: the file's path, or `the environment variable NAME`.
+        from: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A credential file is not valid JSON of the PROTOCOL.md 2.1 shape.
     #[error("invalid credential file {}: {reason}", .path.display())]
     InvalidCredential {

@@ -5,7 +5,7 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -92,15 +92,19 @@ impl MasterKey {
 
     /// The key in the environment variable `var` (64 hex characters), `None` when
     /// the variable is not set. A set but invalid value is an error, never ignored.
+    ///
+    /// The error of an invalid value ([`Error::InvalidMasterKey`]) names the
+    /// variable, so it is not mistaken for a problem with a key file.
     pub fn from_env(var: &str) -> Result<Option<Self>> {
+        let invalid = || Error::InvalidMasterKey {
+            from: format!("the environment variable {var}"),
+            reason: "expected 64 hex characters (32 bytes)".into(),
+        };
         match std::env::var_os(var) {
             None => Ok(None),
             Some(v) => {
-                let text = v.to_str().ok_or(Error::InvalidKey {
-                    what: "master key environment variable",
-                    expected: "64 hex characters (32 bytes)",
-                })?;
-                Self::from_hex(text).map(Some)
+                let text = v.to_str().ok_or_else(invalid)?;
+                Self::from_hex(text).map(Some).map_err(|_| invalid())
             }
         }
     }
@@ -108,20 +112,42 @@ impl MasterKey {
     /// Loads a key file written by [`create_file`](Self::create_file).
     ///
     /// Refuses a file that its group or others may read or write
-    /// ([`Error::InsecureFileMode`]), checked on the opened file itself.
+    /// ([`Error::InsecureFileMode`]), checked on the opened file itself, and
+    /// one that holds no valid key ([`Error::InvalidMasterKey`], naming the file).
     pub fn load_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = read_private_file(path)?;
-        Self::from_hex(&text)
+        let invalid = |reason: String| Error::InvalidMasterKey {
+            from: path.display().to_string(),
+            reason,
+        };
+        let text = read_private_file(path).map_err(|e| match e {
+            Error::InvalidKey { expected, .. } => invalid(expected.into()),
+            e => e,
+        })?;
+        Self::from_hex(&text).map_err(|_| {
+            invalid(if text.trim_ascii().is_empty() {
+                // Only a key file written in place by an earlier version, its
+                // write interrupted, is empty: this one never shows it.
+                "the file is empty; if no store was ever opened with it, remove it and start again"
+                    .into()
+            } else {
+                "expected 64 hex characters (32 bytes)".into()
+            })
+        })
     }
 
-    /// Generates a key and writes it to a new file created with mode 0600, as 64
+    /// Generates a key and writes it to a new file with mode 0600, as 64
     /// lowercase hex characters and a newline. Refuses to overwrite an existing file.
+    ///
+    /// The file appears whole or not at all: the key is written to a temporary
+    /// file beside it and synced, then linked into place, and the directory is
+    /// synced. An interrupted creation leaves no `path` (at most a
+    /// `.<name>.tmp-*` file), never an empty key file.
     pub fn create_file(path: impl AsRef<Path>) -> Result<Self> {
         let key = Self::generate()?;
         let mut text = hex::encode(key.0);
         text.push('\n');
-        let written = write_private_file(path.as_ref(), text.as_bytes());
+        let written = publish_private_file(path.as_ref(), text.as_bytes());
         // SAFETY: `text` is ASCII hex; wiping keeps it ASCII.
         wipe(unsafe { text.as_bytes_mut() });
         written.map(|()| key)
@@ -293,6 +319,55 @@ pub(crate) fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// A name for a temporary file beside `path`: `.<name>.tmp-<16 hex>`, hidden
+/// and unique, so two writers never share one.
+pub(crate) fn temp_sibling(path: &Path) -> Result<PathBuf> {
+    let mut suffix = [0u8; 8];
+    random_bytes(&mut suffix)?;
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_else(|| "file".as_ref()));
+    name.push(format!(".tmp-{}", hex::encode(suffix)));
+    Ok(path.with_file_name(name))
+}
+
+/// Syncs the directory holding `path`, so that a rename or link into it
+/// survives a power loss.
+pub(crate) fn sync_parent(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `path` with mode 0600 holding `bytes`, never overwriting, so that
+/// `path` is either absent or complete: a temporary file beside it is written
+/// and synced, then hard-linked to `path` (which fails if `path` exists) and
+/// removed, then the directory is synced. On a file system without hard links
+/// the temporary file is renamed instead, after checking `path` is absent.
+fn publish_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let exists = || std::fs::symlink_metadata(path).is_ok();
+    let already = || Error::AlreadyExists {
+        path: path.to_path_buf(),
+    };
+    if exists() {
+        return Err(already());
+    }
+    let tmp = temp_sibling(path)?;
+    write_private_file(&tmp, bytes)?;
+    let placed = match std::fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(already()),
+        Err(_) if !exists() => std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)),
+        Err(e) => Err(Error::io(path, e)),
+    };
+    // After a link or a failure the temporary file goes; after a rename it is
+    // gone already.
+    let _ = std::fs::remove_file(&tmp);
+    placed?;
+    sync_parent(path).map_err(|e| Error::io(path, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +418,41 @@ mod tests {
         let (again, fresh) = MasterKey::load_or_create(&path).unwrap();
         assert!(!fresh);
         assert_eq!(again.0, created.0);
+    }
+
+    #[test]
+    fn key_file_creation_leaves_only_the_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        MasterKey::create_file(&path).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["master.key"]);
+        // Refused without touching the existing file or leaving a temporary one.
+        let before = std::fs::read(&path).unwrap();
+        assert!(matches!(
+            MasterKey::create_file(&path),
+            Err(Error::AlreadyExists { .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn an_invalid_key_file_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        for (text, says) in [("", "empty"), ("00\n", "64 hex")] {
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let e = MasterKey::load_file(&path).unwrap_err();
+            assert!(matches!(e, Error::InvalidMasterKey { .. }), "{e:?}");
+            let message = e.to_string();
+            assert!(message.contains(&path.display().to_string()), "{message}");
+            assert!(message.contains(says), "{message}");
+        }
     }
 
     #[test]

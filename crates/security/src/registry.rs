@@ -316,9 +316,7 @@ impl AgentRegistry {
         role: Role,
         actor: Option<&str>,
     ) -> Result<Credential> {
-        if valid_agent(agent.as_bytes()).is_none() {
-            return Err(Error::InvalidAgentId(agent.to_owned()));
-        }
+        check_agent_id(agent)?;
         self.change(actor, |state, _| {
             if state.agents.contains_key(agent) {
                 return Err(Error::AgentExists(agent.to_owned()));
@@ -471,6 +469,16 @@ impl AgentRegistry {
     }
 }
 
+/// Refuses an agent id outside `^[a-z0-9][a-z0-9._-]{0,63}$`
+/// ([`Error::InvalidAgentId`]): the rule [`AgentRegistry::register`] applies,
+/// for callers that use an id (in a file name, say) before registering it.
+pub fn check_agent_id(agent: &str) -> Result<()> {
+    match valid_agent(agent.as_bytes()) {
+        Some(_) => Ok(()),
+        None => Err(Error::InvalidAgentId(agent.to_owned())),
+    }
+}
+
 fn key_active(r: &AgentRecord, key_id: u64, now: Timestamp) -> bool {
     !r.revoked
         && (r.key_id == key_id
@@ -498,6 +506,19 @@ mod tests {
 
     use super::*;
     use crate::keys::MasterKey;
+
+    #[test]
+    fn agent_ids_that_could_name_another_path_are_refused() {
+        for ok in ["alice", "ops-1", "a.b_c", &"a".repeat(64)] {
+            assert!(check_agent_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "../../x", "a/b", ".hidden", "Alice", &"a".repeat(65)] {
+            assert!(
+                matches!(check_agent_id(bad), Err(Error::InvalidAgentId(ref id)) if id == bad),
+                "{bad}"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn a_change_written_but_not_read_back_refuses_until_it_is() {

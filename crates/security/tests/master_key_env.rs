@@ -16,10 +16,10 @@ fn the_master_key_loads_from_the_environment_and_bad_values_are_errors() {
         expected.agent_secret("alice", 1)
     );
     unsafe { std::env::set_var(var, "not a key") };
-    assert!(matches!(
-        MasterKey::from_env(var),
-        Err(Error::InvalidKey { .. })
-    ));
+    let e = MasterKey::from_env(var).unwrap_err();
+    assert!(matches!(e, Error::InvalidMasterKey { .. }), "{e:?}");
+    // Named, so it is not taken for a problem with a key file.
+    assert!(e.to_string().contains(var), "{e}");
     unsafe { std::env::remove_var(var) };
     assert!(MasterKey::from_env(var).unwrap().is_none());
 }

@@ -2,8 +2,9 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
@@ -60,4 +61,38 @@ pub async fn wait_ready(base: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("bridge did not become ready");
+}
+
+/// The bridge binary with `args`, none of the caller's `LIGHTHOUSE_*`
+/// settings, and `env` added; logs at `warn` unless `env` says otherwise.
+pub fn command<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lighthouse-bridge"));
+    c.args(args)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    for var in [
+        "LIGHTHOUSE_MASTER_KEY",
+        "LIGHTHOUSE_DATA_DIR",
+        "LIGHTHOUSE_PUBLIC_URL",
+        "LIGHTHOUSE_LOG_FORMAT",
+    ] {
+        c.env_remove(var);
+    }
+    c.envs(env.iter().copied());
+    c
+}
+
+/// Runs [`command`] to its end.
+pub fn run<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &str)]) -> Output {
+    command(args, env).output().unwrap()
+}
+
+/// The exit code, standard output and standard error of a run.
+pub fn outcome(o: &Output) -> (Option<i32>, String, String) {
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }

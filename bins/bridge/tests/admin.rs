@@ -1,0 +1,314 @@
+//! The administration commands run as a user runs them: `init`, `agents`,
+//! `store`, `demo`, each through the binary, checking exit codes, what they
+//! print and what they leave on disk.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::{command, outcome, run};
+use lighthouse_security::{Credential, MasterKey};
+
+/// A master key for `LIGHTHOUSE_MASTER_KEY` (not a secret: tests only).
+const KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `init --data DIR` with `env`; panics unless it succeeds.
+fn init(data: &Path, env: &[(&str, &str)]) {
+    let o = run(&["init", "--data", s(data)], env);
+    assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
+}
+
+fn agent_ids(data: &Path) -> Vec<String> {
+    let o = run(&["agents", "list", "--json", "--data", s(data)], &[]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn commands_other_than_init_refuse_a_directory_without_a_store_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("lighthouse-dta");
+    let backup = dir.path().join("good.backup");
+    std::fs::write(&backup, b"a previous good backup").unwrap();
+    let env = [("LIGHTHOUSE_MASTER_KEY", KEY_HEX)];
+    for args in [
+        vec!["store", "verify"],
+        vec!["store", "stats"],
+        vec!["store", "backup", s(&backup)],
+        vec!["agents", "list"],
+        vec!["agents", "add", "alice"],
+        vec!["agents", "rotate", "alice"],
+        vec!["agents", "revoke", "alice"],
+        vec!["serve", "--listen", "127.0.0.1:0"],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--data", s(&typo)]);
+        let o = run(&args, &env);
+        let (code, _, err) = outcome(&o);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(s(&typo)) && err.contains("lighthouse-bridge init"),
+            "{args:?}: {err}"
+        );
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+    assert_eq!(std::fs::read(&backup).unwrap(), b"a previous good backup");
+}
+
+#[test]
+fn an_empty_store_is_backed_up_only_with_allow_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = MasterKey::from_hex(KEY_HEX).unwrap();
+    drop(
+        lighthouse_event_store::EventStore::open(
+            data.join("store"),
+            lighthouse_event_store::StoreOptions::new(&key.store_key()),
+        )
+        .unwrap(),
+    );
+    let backup = dir.path().join("b.backup");
+    std::fs::write(&backup, b"a previous good backup").unwrap();
+    let env = [("LIGHTHOUSE_MASTER_KEY", KEY_HEX)];
+    let o = run(&["store", "backup", s(&backup), "--data", s(&data)], &env);
+    let (code, _, err) = outcome(&o);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--allow-empty"), "{err}");
+    assert_eq!(std::fs::read(&backup).unwrap(), b"a previous good backup");
+    let o = run(
+        &[
+            "store",
+            "backup",
+            s(&backup),
+            "--allow-empty",
+            "--data",
+            s(&data),
+        ],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
+    assert!(std::fs::read(&backup).unwrap().starts_with(b"LHBACKUP"));
+    let mode = std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn a_backup_that_cannot_be_written_names_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    init(&data, &[]);
+    let nowhere = dir.path().join("missing-folder").join("b.backup");
+    let o = run(&["store", "backup", s(&nowhere), "--data", s(&data)], &[]);
+    let (code, _, err) = outcome(&o);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains(s(&nowhere)), "{err}");
+    let o = run(&["store", "backup", s(dir.path()), "--data", s(&data)], &[]);
+    let (code, _, err) = outcome(&o);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("directory"), "{err}");
+}
+
+#[test]
+fn credentials_carry_the_public_url_and_a_rotation_keeps_the_one_it_had() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    init(
+        &data,
+        &[("LIGHTHOUSE_PUBLIC_URL", "https://bridge.example.com")],
+    );
+    let creds = data.join("credentials");
+    let bridge_of = |agent: &str| {
+        Credential::read(creds.join(format!("{agent}.json")))
+            .unwrap()
+            .bridge
+    };
+    assert_eq!(bridge_of("admin"), "https://bridge.example.com");
+    let o = run(
+        &["agents", "add", "alice", "--data", s(&data)],
+        &[("LIGHTHOUSE_PUBLIC_URL", "https://a.example.com:8443")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
+    assert_eq!(bridge_of("alice"), "https://a.example.com:8443");
+    // No URL given: the existing credential's.
+    let o = run(&["agents", "rotate", "alice", "--data", s(&data)], &[]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
+    let rotated = Credential::read(creds.join("alice.json")).unwrap();
+    assert_eq!(
+        (rotated.key_id, rotated.bridge.as_str()),
+        (2, "https://a.example.com:8443")
+    );
+    let o = run(
+        &[
+            "agents",
+            "rotate",
+            "alice",
+            "--public-url",
+            "http://10.0.0.7:8765",
+            "--data",
+            s(&data),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
+    assert_eq!(bridge_of("alice"), "http://10.0.0.7:8765");
+    // A URL that is not absolute http(s) is refused before anything is saved.
+    for bad in ["bridge.example.com:8765", "ftp://example.com"] {
+        let o = run(
+            &[
+                "agents",
+                "add",
+                "bob",
+                "--public-url",
+                bad,
+                "--data",
+                s(&data),
+            ],
+            &[],
+        );
+        let (code, _, err) = outcome(&o);
+        assert_eq!(code, Some(2), "{bad}: {err}");
+        assert!(err.contains("public_url") && err.contains(bad), "{err}");
+    }
+    assert_eq!(agent_ids(&data), ["admin", "alice"]);
+    let other = dir.path().join("other");
+    let o = run(
+        &["init", "--data", s(&other)],
+        &[("LIGHTHOUSE_PUBLIC_URL", "not a url")],
+    );
+    assert_eq!(o.status.code(), Some(2), "{:?}", outcome(&o));
+    assert!(!other.exists());
+}
+
+#[test]
+fn agents_add_checks_the_id_and_the_output_before_registering() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    init(&data, &[]);
+    let o = run(&["agents", "add", "../../escape", "--data", s(&data)], &[]);
+    let (code, _, err) = outcome(&o);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("invalid agent id"), "{err}");
+    assert!(!dir.path().join("escape.json").exists());
+    assert!(!data.join("escape.json").exists());
+    // A directory as --out, existing or written with a trailing slash.
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let slash = format!("{}/", dir.path().join("new").display());
+    for out in [s(&out_dir), slash.as_str()] {
+        let o = run(
+            &["agents", "add", "bob", "--out", out, "--data", s(&data)],
+            &[],
+        );
+        let (code, _, err) = outcome(&o);
+        assert_eq!(code, Some(2), "{out}: {err}");
+        assert!(
+            err.contains("is a directory") && err.contains("bob.json"),
+            "{err}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 0);
+    assert_eq!(agent_ids(&data), ["admin"]);
+    let file = out_dir.join("bob.json");
+    let o = run(
+        &[
+            "agents",
+            "add",
+            "bob",
+            "--out",
+            s(&file),
+            "--data",
+            s(&data),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
+    assert_eq!(Credential::read(&file).unwrap().agent, "bob");
+    assert_eq!(agent_ids(&data), ["admin", "bob"]);
+}
+
+#[test]
+fn an_invalid_master_key_names_where_it_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    init(&data, &[]);
+    let key_file = data.join("master.key");
+    std::fs::write(&key_file, b"").unwrap();
+    let o = run(&["agents", "list", "--data", s(&data)], &[]);
+    let (code, _, err) = outcome(&o);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains(s(&key_file)) && err.contains("empty"), "{err}");
+    let o = run(
+        &["agents", "list", "--data", s(&data)],
+        &[("LIGHTHOUSE_MASTER_KEY", "abc")],
+    );
+    let (code, _, err) = outcome(&o);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("LIGHTHOUSE_MASTER_KEY"), "{err}");
+}
+
+#[test]
+fn admin_commands_log_to_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        &["init", "--data", s(&dir.path().join("data"))],
+        &[("RUST_LOG", "info"), ("LIGHTHOUSE_LOG_FORMAT", "json")],
+    );
+    let (code, out, err) = outcome(&o);
+    assert_eq!(code, Some(0), "{err}");
+    // The flag `init` creates is logged, as JSON, on stderr only.
+    let line = err
+        .lines()
+        .find(|l| l.contains("flag changed"))
+        .unwrap_or_else(|| panic!("no log line: {err}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["fields"]["flag"], "elicitation_enabled");
+    assert!(!out.contains("flag changed"), "{out}");
+}
+
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    init(&data, &[]);
+    let mut child = command(&["agents", "list", "--data", s(&data)], &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the command writes anything.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let (code, _, err) = outcome(&o);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+}
+
+#[test]
+fn the_demo_ignores_the_master_key_variable_and_removes_its_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Not a valid key: a demo that read it would fail.
+    let o = run(
+        &["demo"],
+        &[
+            ("LIGHTHOUSE_MASTER_KEY", "not a key"),
+            ("TMPDIR", s(tmp.path())),
+        ],
+    );
+    let (code, out, err) = outcome(&o);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("integrity chain verified"), "{out}");
+    assert!(out.contains(s(tmp.path())), "{out}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
