@@ -57,6 +57,15 @@ async fn authentication_failures_have_their_codes() {
     assert_eq!(admin.delete("/v1/agents/carol").await.status, 204);
     let r = t.agent("carol").get("/v1/agents/me").await;
     assert_eq!((r.status, r.code()), (401, "bad_signature"));
+    // The last active admin stays: revoking it would end agent management.
+    let r = admin.delete("/v1/agents/admin").await;
+    assert_eq!(
+        (r.status, r.code()),
+        (409, "version_conflict"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(admin.get("/v1/agents/me").await.status, 200);
 }
 
 #[tokio::test]

@@ -77,6 +77,10 @@ pub enum Error {
     /// The agent is revoked.
     #[error("agent {0} is revoked")]
     AgentRevoked(String),
+    /// Revoking the agent would leave no active admin: nobody could manage
+    /// agents over the API any more.
+    #[error("agent {0} is the last active admin; register another admin before revoking it")]
+    LastAdmin(String),
     /// A stored security event could not be understood: the log was written by
     /// something else or is damaged.
     #[error("security event at seq {seq} is invalid: {reason}")]

@@ -351,9 +351,19 @@ impl AgentRegistry {
     }
 
     /// Revokes `agent`: every key and every token of it is refused from now on.
+    /// The last active admin cannot be revoked ([`Error::LastAdmin`]): agents
+    /// could no longer be managed over the API.
     pub async fn revoke(&self, agent: &str, actor: Option<&str>) -> Result<()> {
         self.change(actor, |state, _| {
-            active(state, agent)?;
+            let entry = active(state, agent)?;
+            if entry.record.role == Role::Admin
+                && !state
+                    .agents
+                    .iter()
+                    .any(|(id, e)| id != agent && e.record.role == Role::Admin && !e.record.revoked)
+            {
+                return Err(Error::LastAdmin(agent.to_owned()));
+            }
             Ok((AGENT_REVOKED, json!({"agent": agent})))
         })
         .await
@@ -518,6 +528,37 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_last_active_admin_cannot_be_revoked() {
+        let store = EventStore::open_temporary(StoreOptions::new(b"registry test key")).unwrap();
+        let reg = AgentRegistry::open(
+            store,
+            MasterKey::generate().unwrap(),
+            Arc::new(SystemClock),
+            RegistryConfig::default(),
+        )
+        .unwrap();
+        reg.register("admin", Role::Admin, None).await.unwrap();
+        reg.register("ops", Role::Operator, None).await.unwrap();
+        // An operator is no admin: nobody could manage agents afterwards.
+        assert!(matches!(
+            reg.revoke("admin", Some("admin")).await,
+            Err(Error::LastAdmin(ref a)) if a == "admin"
+        ));
+        assert!(reg.is_active("admin"));
+        reg.register("ops-admin", Role::Admin, Some("admin"))
+            .await
+            .unwrap();
+        reg.revoke("admin", Some("ops-admin")).await.unwrap();
+        assert!(!reg.is_active("admin"));
+        // Now ops-admin is the last one.
+        assert!(matches!(
+            reg.revoke("ops-admin", Some("ops-admin")).await,
+            Err(Error::LastAdmin(_))
+        ));
+        reg.revoke("ops", Some("ops-admin")).await.unwrap();
     }
 
     #[tokio::test]
