@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use lighthouse_elicitation::{ElicitationService, ServiceOptions};
@@ -57,7 +56,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) clock: SharedClock,
     pub(crate) public_url: String,
-    shutting_down: AtomicBool,
+    /// `true` once [`Bridge::begin_shutdown`] was called; long-polls watch it.
+    shutting_down: tokio::sync::watch::Sender<bool>,
     /// The last store write probe of readiness and when it ran (see
     /// [`Bridge::health`]).
     store_probe: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
@@ -180,7 +180,7 @@ impl Bridge {
                 metrics,
                 clock: config.clock.clone(),
                 public_url: config.public_url.clone(),
-                shutting_down: AtomicBool::new(false),
+                shutting_down: tokio::sync::watch::Sender::new(false),
                 store_probe: tokio::sync::Mutex::new(None),
                 verify_walk: Mutex::new(None),
                 tasks: Mutex::new(Vec::new()),
@@ -333,12 +333,15 @@ impl Bridge {
 
     /// Whether [`begin_shutdown`](Self::begin_shutdown) was called.
     pub fn is_shutting_down(&self) -> bool {
-        self.inner.shutting_down.load(Ordering::Acquire)
+        *self.inner.shutting_down.borrow()
     }
 
-    /// Marks the bridge as shutting down: readiness turns unavailable.
+    /// Marks the bridge as shutting down: readiness turns unavailable, and
+    /// long-polls (`wait_ms` on an elicitation or the messages, the MCP tools
+    /// that wait) answer at once with what they have instead of holding the
+    /// shutdown grace for up to their whole wait.
     pub fn begin_shutdown(&self) {
-        self.inner.shutting_down.store(true, Ordering::Release);
+        self.inner.shutting_down.send_replace(true);
     }
 
     /// Finishes a shutdown: saves the elicitation snapshot and flushes the store.
@@ -358,6 +361,20 @@ impl Bridge {
             .flush()
             .await
             .map_err(crate::problem::from_store)
+    }
+
+    /// Runs `wait` to its end, or until the bridge begins shutting down
+    /// (`None`; at once if it already has).
+    pub(crate) async fn unless_shutting_down<T>(
+        &self,
+        wait: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        let mut rx = self.inner.shutting_down.subscribe();
+        tokio::select! {
+            biased;
+            _ = rx.wait_for(|down| *down) => None,
+            r = wait => Some(r),
+        }
     }
 
     pub(crate) fn refresh_store_gauges(&self) {

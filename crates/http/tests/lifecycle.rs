@@ -289,3 +289,35 @@ async fn a_fresh_stream_starts_with_what_is_pending() {
         ("elicitation.requested", Some(b.as_str()))
     );
 }
+
+#[tokio::test]
+async fn long_polls_answer_at_once_when_the_bridge_begins_shutting_down() {
+    let t = start().await;
+    let (alice, bob) = (t.agent("alice"), t.agent("bob"));
+    let id = ask(&alice, "bob", 60_000).await;
+    let started = std::time::Instant::now();
+    let polls = {
+        let (alice, bob, id) = (alice.clone(), bob.clone(), id.clone());
+        tokio::spawn(async move {
+            let path = format!("/v1/elicitations/{id}?wait_ms=60000");
+            tokio::join!(
+                alice.get(&path),
+                bob.get("/v1/messages?after=0&wait_ms=60000"),
+            )
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    t.bridge.begin_shutdown();
+    let (elicitation, messages) = polls.await.unwrap();
+    // Both answer with what there is, long before their 60 s.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert_eq!(elicitation.status, 200, "{:?}", elicitation.body);
+    assert_eq!(elicitation.body["status"], "pending");
+    assert_eq!(messages.body, json!({"messages": [], "next_after": 0}));
+    // A long-poll that starts during the shutdown does not wait either.
+    let late = alice
+        .get(&format!("/v1/elicitations/{id}?wait_ms=60000"))
+        .await;
+    assert_eq!(late.body["status"], "pending");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
