@@ -53,13 +53,16 @@ pub struct Notification {
     pub kind: NotificationKind,
     /// Its record (the SSE `data:`).
     pub payload: Payload,
-    /// When the service saw the event durable; `None` for catch-up.
+    /// When the producing event became durable (the start of `delivery_ms`);
+    /// `None` for catch-up, and for the copies of a push sent to an agent's
+    /// other streams (one push is timed once).
     pub(crate) durable_at: Option<Instant>,
 }
 
 impl Notification {
-    /// When the service saw the producing event durable, for live notifications
-    /// (the start of PROTOCOL.md's `delivery_ms`); `None` for catch-up.
+    /// When the producing event became durable, for live notifications (the
+    /// start of PROTOCOL.md's `delivery_ms`); `None` for catch-up and for the
+    /// copies sent to an agent's other streams.
     pub fn durable_at(&self) -> Option<Instant> {
         self.durable_at
     }
@@ -181,13 +184,26 @@ impl Subscribers {
             return;
         };
         let before = slots.len();
-        slots.retain(|s| match s.tx.try_send(n.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                s.cut.store(true, Ordering::Release);
-                false
+        // One push is timed (`delivery_ms`): the copy for the first stream
+        // that takes it. Copies for an agent's other streams carry no time, so
+        // an agent with three streams open counts once, not three times.
+        let mut timed = n.durable_at.is_some();
+        slots.retain(|s| {
+            let mut copy = n.clone();
+            if !timed {
+                copy.durable_at = None;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            match s.tx.try_send(copy) {
+                Ok(()) => {
+                    timed = false;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    s.cut.store(true, Ordering::Release);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
         });
         self.count -= before - slots.len();
         if slots.is_empty() {
@@ -247,5 +263,30 @@ mod tests {
         s.publish("c", &msg(5));
         assert_eq!(s.len(), 0);
         assert!(s.register("x").is_ok());
+    }
+
+    #[test]
+    fn one_copy_of_a_push_is_timed_whatever_the_number_of_streams() {
+        let mut s = Subscribers::new(8, 8, 3);
+        let mut full = s.register("b").unwrap();
+        for seq in 1..=3 {
+            s.publish("b", &msg(seq));
+        }
+        let mut streams: Vec<_> = (0..3).map(|_| s.register("b").unwrap()).collect();
+        // The first stream cannot take more: the time goes to the next one.
+        let mut timed = msg(4);
+        timed.durable_at = Some(Instant::now());
+        s.publish("b", &timed);
+        assert!(full.cut.load(Ordering::Acquire));
+        let times: Vec<bool> = streams
+            .iter_mut()
+            .map(|r| {
+                let got: Vec<_> = std::iter::from_fn(|| r.rx.try_recv().ok()).collect();
+                assert_eq!(got.len(), 1);
+                got[0].durable_at.is_some()
+            })
+            .collect();
+        assert_eq!(times, [true, false, false]);
+        while full.rx.try_recv().is_ok() {}
     }
 }

@@ -26,7 +26,7 @@ pub(crate) struct Shared {
     pub(crate) backend: Box<dyn Backend>,
     pub(crate) index: RwLock<Indexes>,
     pub(crate) head: AtomicU64,
-    pub(crate) live: broadcast::Sender<Arc<Event>>,
+    pub(crate) live: broadcast::Sender<crate::subscription::Live>,
     pub(crate) key: ChainKey,
     pub(crate) snapshots: SnapshotFiles,
     pub(crate) poisoned: AtomicBool,

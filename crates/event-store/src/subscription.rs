@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::broadcast;
 
@@ -20,6 +21,14 @@ const CATCH_UP_EXAMINED: usize = 4096;
 /// that stopped reading.
 const CATCH_UP_BYTES: usize = 1 << 20;
 
+/// What the writer publishes to live subscribers: a committed event and when
+/// its group became durable.
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    pub(crate) event: Arc<Event>,
+    pub(crate) durable_at: Instant,
+}
+
 /// A stream of the events matching a filter after a position.
 ///
 /// Created by [`EventStore::subscribe`]. It first reads committed events from disk
@@ -30,8 +39,10 @@ const CATCH_UP_BYTES: usize = 1 << 20;
 /// from `last_seq`.
 pub struct Subscription {
     store: EventStore,
-    rx: broadcast::Receiver<Arc<Event>>,
+    rx: broadcast::Receiver<Live>,
     filter: Filter,
+    /// When the last event returned became durable, if it came live.
+    durable_at: Option<Instant>,
     /// Every event with `seq <= examined` has been read and, if it matches,
     /// delivered or put in `buffer`.
     examined: u64,
@@ -55,7 +66,7 @@ impl std::fmt::Debug for Subscription {
 impl Subscription {
     pub(crate) fn new(
         store: EventStore,
-        rx: broadcast::Receiver<Arc<Event>>,
+        rx: broadcast::Receiver<Live>,
         after: u64,
         catch_up_until: u64,
         filter: Filter,
@@ -64,6 +75,7 @@ impl Subscription {
             store,
             rx,
             filter,
+            durable_at: None,
             examined: after,
             delivered: after,
             catch_up_until,
@@ -87,11 +99,20 @@ impl Subscription {
         self.live && self.buffer.is_empty()
     }
 
+    /// When the event [`next`](Self::next) returned last became durable, for an
+    /// event that came live from the writer; `None` for one read back from
+    /// disk (catching up), whose moment is not known here (its `time` was set
+    /// just before its group was written).
+    pub fn durable_at(&self) -> Option<Instant> {
+        self.durable_at
+    }
+
     /// The next matching event. Waits for one when caught up.
     pub async fn next(&mut self) -> Result<Arc<Event>> {
         loop {
             if let Some(e) = self.buffer.pop_front() {
                 self.delivered = e.seq;
+                self.durable_at = None;
                 return Ok(e);
             }
             if !self.live {
@@ -104,12 +125,16 @@ impl Subscription {
                 continue;
             }
             match self.rx.recv().await {
-                Ok(e) if e.seq <= self.examined => continue,
-                Ok(e) if e.seq == self.examined + 1 => {
+                Ok(Live { event: e, .. }) if e.seq <= self.examined => continue,
+                Ok(Live {
+                    event: e,
+                    durable_at,
+                }) if e.seq == self.examined + 1 => {
                     self.examined = e.seq;
                     if self.filter.matches(&e) {
                         self.delivered = e.seq;
                         self.delivered_live = true;
+                        self.durable_at = Some(durable_at);
                         return Ok(e);
                     }
                 }

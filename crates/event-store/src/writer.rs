@@ -367,6 +367,8 @@ impl Writer {
     ) {
         let live = &self.shared.live;
         let publish = committed && live.receiver_count() > 0;
+        // The group is durable (and in the indexes) from here.
+        let durable_at = std::time::Instant::now();
         let mut placed = self.placements.iter();
         for ((mut events, reply, enqueued), v) in requests.drain(..).zip(verdicts) {
             match v {
@@ -396,7 +398,10 @@ impl Writer {
                     };
                     if publish {
                         for p in &mut events {
-                            let _ = live.send(Arc::new(p.take_event(now)));
+                            let _ = live.send(crate::subscription::Live {
+                                event: Arc::new(p.take_event(now)),
+                                durable_at,
+                            });
                         }
                     }
                     if let Some(tx) = wait {

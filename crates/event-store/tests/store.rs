@@ -1123,3 +1123,21 @@ async fn a_snapshot_claiming_a_position_past_the_head_is_removed_on_open() {
     assert_eq!(s.load_snapshot("ok").unwrap().unwrap().seq, 3);
     assert_eq!(s.snapshot_names().unwrap(), vec!["ok".to_owned()]);
 }
+
+#[tokio::test]
+async fn a_live_event_says_when_it_became_durable_and_a_caught_up_one_does_not() {
+    let s = EventStore::open_temporary(opts()).unwrap();
+    s.append_one(ev("a", "x.y", 1)).await.unwrap();
+    let mut sub = s.subscribe(0, Filter::all());
+    assert_eq!(sub.next().await.unwrap().seq, 1);
+    assert_eq!(sub.durable_at(), None, "read back from disk");
+    let before = std::time::Instant::now();
+    let appended = {
+        let s = s.clone();
+        tokio::spawn(async move { s.append_one(ev("a", "x.y", 2)).await.unwrap() })
+    };
+    assert_eq!(sub.next().await.unwrap().seq, 2);
+    let at = sub.durable_at().expect("a live event is timed");
+    assert!(at >= before && at <= std::time::Instant::now());
+    appended.await.unwrap();
+}

@@ -16,7 +16,10 @@ use crate::projection::{Change, SnapshotCapture};
 pub(crate) async fn run(shared: Arc<Shared>, mut sub: Subscription) {
     loop {
         match sub.next().await {
-            Ok(e) => apply(&shared, &e),
+            Ok(e) => {
+                let durable_at = sub.durable_at().or_else(|| written_at(&shared, &e));
+                apply(&shared, &e, durable_at);
+            }
             Err(StoreError::Lagged { .. }) => {
                 let from = shared.state.lock().proj.applied_seq;
                 sub = shared.store.subscribe(from, Filter::all());
@@ -34,9 +37,18 @@ pub(crate) async fn run(shared: Arc<Shared>, mut sub: Subscription) {
     shared.seq_waiters.lock().clear();
 }
 
-/// Applies one live event and fans out what it changed.
-fn apply(shared: &Arc<Shared>, e: &Event) {
-    let durable_at = Some(Instant::now());
+/// When an event read back from disk (the applier fell behind and caught up)
+/// was written, as far as its `time` says: set just before its group was
+/// written, so the moment is slightly early and a push's `delivery_ms` counts
+/// the group's write too. `None` when the clock says it lies ahead.
+fn written_at(shared: &Shared, e: &Event) -> Option<Instant> {
+    let age = u64::try_from(shared.clock.now().millis_since(e.time)).ok()?;
+    Instant::now().checked_sub(Duration::from_millis(age))
+}
+
+/// Applies one event and fans out what it changed; `durable_at` is when it
+/// became durable (the start of a push's `delivery_ms`).
+fn apply(shared: &Arc<Shared>, e: &Event, durable_at: Option<Instant>) {
     // Only the projection changes under the state lock every create and
     // respond takes; waking subscribers and waiters (which can mean a system
     // call to unpark a worker) happens after it is released.
