@@ -3,12 +3,13 @@
 //! the HTTP API: `POST /v1/agents`, `POST /v1/ops/verify`, ...).
 //!
 //! None of them creates a store: a data directory without one is refused
-//! ([`require_store`]) before anything is opened.
+//! ([`require_store`]) before anything is opened. The `agents` commands act as
+//! [`local_admin`], which works whether or not any admin agent is still
+//! registered: they are the way back in when every admin credential is lost.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use lighthouse_core::setup::ADMIN_AGENT;
 use lighthouse_event_store::EventStore;
 use lighthouse_security::{Caller, Credential, Role, check_agent_id};
 
@@ -65,10 +66,24 @@ fn prepare_output(path: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-fn admin(bridge: &lighthouse_core::Bridge) -> Result<Caller, Failure> {
-    bridge
-        .caller_for(ADMIN_AGENT)
-        .ok_or_else(|| Failure::input("no admin agent: run `lighthouse-bridge init` first"))
+/// The actor the offline commands name in the events they write (the `agent`
+/// of an `$agents` event): not a registered agent, so an audit trail tells an
+/// offline change from one made over HTTP by a registered admin.
+pub const LOCAL_ADMIN: &str = "local-admin";
+
+/// The caller the offline commands act as: a trusted administrator that needs
+/// no registration. Whoever runs them holds the master key and the data
+/// directory, which is more than any admin credential grants; acting as the
+/// registered `admin` agent instead made every command fail once that agent
+/// was revoked (routine after creating a named admin), leaving no way back in.
+pub fn local_admin() -> Caller {
+    Caller {
+        agent: LOCAL_ADMIN.to_owned(),
+        role: Role::Admin,
+        // No key signs anything here: the caller is never checked against
+        // the registry, only authorised by its role.
+        key_id: 0,
+    }
 }
 
 /// `agents add ID --role R`: registers and writes the credential file.
@@ -88,7 +103,7 @@ pub async fn add(
         ..Default::default()
     };
     let bridge = open(data, key, Some(&c)).await?;
-    let caller = admin(&bridge)?;
+    let caller = local_admin();
     let cred = bridge
         .add_agent(&caller, id, role)
         .await
@@ -146,7 +161,7 @@ pub async fn rotate(
         ..Default::default()
     };
     let bridge = open(data, key, Some(&c)).await?;
-    let caller = admin(&bridge)?;
+    let caller = local_admin();
     let cred = bridge
         .rotate_agent(&caller, id)
         .await
@@ -178,7 +193,7 @@ pub async fn revoke(data: &Path, id: &str) -> Result<(), Failure> {
     require_store(data)?;
     let (key, _) = load_master_key(data, false)?;
     let bridge = open(data, key, None).await?;
-    let caller = admin(&bridge)?;
+    let caller = local_admin();
     bridge
         .revoke_agent(&caller, id)
         .await
@@ -197,7 +212,7 @@ pub async fn list(data: &Path, json: bool) -> Result<(), Failure> {
     require_store(data)?;
     let (key, _) = load_master_key(data, false)?;
     let bridge = open(data, key, None).await?;
-    let caller = admin(&bridge)?;
+    let caller = local_admin();
     let agents = bridge
         .list_agents(&caller)
         .map_err(|p| Failure::refused(p.to_string()))?;

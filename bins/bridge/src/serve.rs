@@ -119,7 +119,9 @@ pub async fn init(data: &Path, public_url: String) -> Result<(), Failure> {
     if admin_registered && bridge.flags().get(ELICITATION_FLAG).is_some() {
         close(bridge).await?;
         return Err(Failure::input(format!(
-            "{} is already initialised",
+            "{} is already initialised (to add an administrator, stop the bridge and run \
+             `lighthouse-bridge agents add ID --role admin --data {}`)",
+            data.display(),
             data.display()
         )));
     }
@@ -131,11 +133,8 @@ pub async fn init(data: &Path, public_url: String) -> Result<(), Failure> {
     if admin_registered && !admin_file.exists() {
         // Registered by the interrupted run, its credential never written:
         // nobody holds that key, so a new one replaces it.
-        let admin = bridge
-            .caller_for(ADMIN_AGENT)
-            .ok_or_else(|| Failure::error("the admin agent is revoked"))?;
         let mut cred = bridge
-            .rotate_agent(&admin, ADMIN_AGENT)
+            .rotate_agent(&crate::admin::local_admin(), ADMIN_AGENT)
             .await
             .map_err(|p| Failure::error(p.to_string()))?;
         cred.bridge = bridge.public_url().to_owned();

@@ -312,3 +312,76 @@ fn the_demo_ignores_the_master_key_variable_and_removes_its_directory() {
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn the_agents_commands_work_after_the_admin_agent_is_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    init(&data, &[]);
+    // Routine hygiene: a named administrator, then the initial one revoked.
+    for args in [
+        vec!["agents", "add", "ops-admin", "--role", "admin"],
+        vec!["agents", "revoke", "admin"],
+        // Acting as the revoked `admin` agent, each of these used to fail
+        // with "no admin agent".
+        vec!["agents", "add", "bob"],
+        vec!["agents", "rotate", "bob"],
+        vec!["agents", "rotate", "ops-admin"],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--data", s(&data)]);
+        let o = run(&args, &[]);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {:?}", outcome(&o));
+    }
+    assert_eq!(agent_ids(&data), ["admin", "bob", "ops-admin"]);
+    let o = run(&["agents", "list", "--json", "--data", s(&data)], &[]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let revoked: Vec<_> = v["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["revoked"] == true)
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(revoked, ["admin"]);
+    assert_eq!(
+        Credential::read(data.join("credentials").join("bob.json"))
+            .unwrap()
+            .key_id,
+        2
+    );
+    // `init` still refuses the initialised directory, and says what to do.
+    let o = run(&["init", "--data", s(&data)], &[]);
+    let (code, _, err) = outcome(&o);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("agents add ID --role admin"), "{err}");
+    // The audit trail names the offline actor for every change made offline.
+    let key = MasterKey::load_file(data.join("master.key")).unwrap();
+    let store = lighthouse_event_store::EventStore::open(
+        data.join("store"),
+        lighthouse_event_store::StoreOptions::new(&key.store_key()),
+    )
+    .unwrap();
+    let changes: Vec<(String, String, Option<String>)> = (1..=store.head_seq())
+        .filter_map(|seq| store.get(seq).unwrap())
+        .filter(|e| e.stream == "$agents")
+        .map(|e| {
+            (
+                e.event_type,
+                e.data["agent"].as_str().unwrap().to_owned(),
+                e.agent,
+            )
+        })
+        .collect();
+    let by = |ty: &str, agent: &str| {
+        changes
+            .iter()
+            .find(|(t, a, _)| t == ty && a == agent)
+            .and_then(|(_, _, by)| by.clone())
+    };
+    let local = Some("local-admin".to_owned());
+    assert_eq!(by("agent.registered", "ops-admin"), local);
+    assert_eq!(by("agent.revoked", "admin"), local);
+    assert_eq!(by("agent.registered", "bob"), local);
+    assert_eq!(by("agent.key_rotated", "bob"), local);
+}
