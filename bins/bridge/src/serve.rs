@@ -46,7 +46,12 @@ pub fn require_store(data: &Path) -> Result<(), Failure> {
 }
 
 /// The master key: `LIGHTHOUSE_MASTER_KEY` (hex) when set, else the key file.
-/// With `create`, a missing key file is created (mode 0600).
+/// Returns the key and whether its file was created now.
+///
+/// With `create`, a missing key file is created (mode 0600), but only while
+/// `data` holds no store: a store is keyed with the key it was created with
+/// (perhaps from `LIGHTHOUSE_MASTER_KEY`, which leaves no file), and a new key
+/// would only be left behind when it refuses to open.
 pub fn load_master_key(data: &Path, create: bool) -> Result<(MasterKey, bool), Failure> {
     if let Some(k) =
         MasterKey::from_env(MASTER_KEY_ENV).map_err(|e| Failure::input(e.to_string()))?
@@ -54,15 +59,26 @@ pub fn load_master_key(data: &Path, create: bool) -> Result<(MasterKey, bool), F
         return Ok((k, false));
     }
     let path = master_key_path(data);
-    if create {
-        std::fs::create_dir_all(data)
-            .map_err(|e| Failure::error(format!("cannot create {}: {e}", data.display())))?;
-        MasterKey::load_or_create(&path).map_err(|e| Failure::error(e.to_string()))
-    } else if path.exists() {
+    let has_store = EventStore::exists(store_dir(data));
+    if path.exists() {
         Ok((
             MasterKey::load_file(&path).map_err(|e| Failure::error(e.to_string()))?,
             false,
         ))
+    } else if create && !has_store {
+        std::fs::create_dir_all(data)
+            .map_err(|e| Failure::error(format!("cannot create {}: {e}", data.display())))?;
+        MasterKey::load_or_create(&path).map_err(|e| Failure::error(e.to_string()))
+    } else if has_store {
+        Err(Failure::input(format!(
+            "{} holds a store but no master key ({} does not exist and {MASTER_KEY_ENV} \
+             is not set); the store opens only with the key it was created with: set \
+             {MASTER_KEY_ENV} to it (a store created with that variable has no key file), \
+             or copy its original master.key to {}",
+            data.display(),
+            path.display(),
+            path.display()
+        )))
     } else {
         Err(Failure::input(format!(
             "{} has no master key: run `lighthouse-bridge init --data {}` first, or `serve --dev`",
@@ -212,12 +228,16 @@ fn has_dev_agents(bridge: &Bridge) -> bool {
 /// ([`require_store`]). Its lines on standard output are informational: a
 /// closed standard output does not stop it (the log goes to standard error).
 pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
+    // Fresh when there is no store yet, wherever the key comes from (with
+    // `LIGHTHOUSE_MASTER_KEY` no key file is created, which used to make an
+    // empty directory look initialised).
+    let fresh = !EventStore::exists(store_dir(&c.data_dir));
     if !dev {
         require_store(&c.data_dir)?;
     }
     let (key, created) = load_master_key(&c.data_dir, dev)?;
     let bridge = open(&c.data_dir, key, Some(&c)).await?;
-    if dev && !created && !has_dev_agents(&bridge) {
+    if dev && !fresh && !has_dev_agents(&bridge) {
         return Err(Failure::error(format!(
             "{} was initialised without --dev; --dev would add the development agents \
              (alice, bob, carol, ops) to it. Serve it without --dev, or use a fresh \

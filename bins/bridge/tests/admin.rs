@@ -385,3 +385,59 @@ fn the_agents_commands_work_after_the_admin_agent_is_revoked() {
     assert_eq!(by("agent.registered", "bob"), local);
     assert_eq!(by("agent.key_rotated", "bob"), local);
 }
+
+#[tokio::test]
+async fn serve_dev_with_the_key_variable_starts_on_an_empty_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // It used to be refused as "initialised without --dev": no key file was
+    // created, which was taken for a directory in use.
+    let child = command(
+        &["serve", "--dev", "--listen", &listen, "--data", s(&data)],
+        &[("LIGHTHOUSE_MASTER_KEY", KEY_HEX)],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let _child = common::Proc(child);
+    common::wait_ready(&format!("http://{listen}")).await;
+    let alice = Credential::read(data.join("credentials").join("alice.json")).unwrap();
+    assert_eq!(alice.agent, "alice");
+    assert!(
+        !data.join("master.key").exists(),
+        "the key stays in the variable"
+    );
+}
+
+#[test]
+fn a_store_keyed_by_the_variable_gets_no_key_file_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [("LIGHTHOUSE_MASTER_KEY", KEY_HEX)];
+    init(&data, &env);
+    assert!(!data.join("master.key").exists());
+    // Without the variable: refused with what to do, and no new key file
+    // (which used to be written before the store refused it).
+    for args in [
+        vec!["init"],
+        vec!["serve", "--dev", "--listen", "127.0.0.1:0"],
+        vec!["agents", "list"],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--data", s(&data)]);
+        let o = run(&args, &[]);
+        let (code, _, err) = outcome(&o);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("holds a store but no master key")
+                && err.contains("LIGHTHOUSE_MASTER_KEY"),
+            "{args:?}: {err}"
+        );
+        assert!(!data.join("master.key").exists(), "{args:?} wrote a key");
+    }
+    let o = run(&["agents", "list", "--data", s(&data)], &env);
+    assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
+}
