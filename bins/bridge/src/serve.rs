@@ -183,24 +183,60 @@ pub async fn init(data: &Path, public_url: String) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGINT (Ctrl-C) and SIGTERM, listened for from the start of `serve` to its
+/// end, so a second signal during the shutdown is seen (a listener made after
+/// the first one could miss a signal sent in between).
+struct StopSignals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    /// Installs the handlers. A signal that cannot be listened for is left to
+    /// its default action (the process ends), logged.
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind: SignalKind, name: &str| {
+                signal(kind)
+                    .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for {name}"))
+                    .ok()
+            };
+            StopSignals {
+                interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+                terminate: listen(SignalKind::terminate(), "SIGTERM"),
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        #[cfg(not(unix))]
+        StopSignals {}
+    }
+
+    /// The next SIGINT or SIGTERM.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+                // `None` from `recv` only if the signal driver is gone, which
+                // ends the runtime too: then wait for the other signal.
+                if let Some(s) = s
+                    && s.recv().await.is_some()
+                {
+                    return;
+                }
+                std::future::pending::<()>().await;
+            }
+            tokio::select! {
+                () = next(&mut self.interrupt) => {},
+                () = next(&mut self.terminate) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -222,7 +258,9 @@ fn has_dev_agents(bridge: &Bridge) -> bool {
 /// `serve`: runs until SIGTERM or Ctrl-C. On the signal readiness turns 503,
 /// the listener stops accepting, streams get a final `shutdown` event, in-flight
 /// requests get `shutdown_grace_ms` to finish, the elicitation snapshot is
-/// saved and the store flushed; then the process exits 0.
+/// saved and the store flushed; then the process exits 0. A second signal
+/// during the grace cuts it short (the open connections are closed) but not
+/// the snapshot and flush.
 ///
 /// Without `dev` the data directory must hold a store already
 /// ([`require_store`]). Its lines on standard output are informational: a
@@ -289,6 +327,7 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
         c.data_dir.display()
     ));
     tracing::info!(%addr, "listening");
+    let mut signals = StopSignals::install();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // No Nagle delay on accepted connections (SSE pushes and small responses go
     // out at once), and at most `max_connections` of them open.
@@ -297,7 +336,7 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
         let _ = stop_rx.await;
     }));
     tokio::select! {
-        _ = shutdown_signal() => {}
+        () = signals.recv() => {}
         r = &mut server => {
             return match r {
                 Ok(()) => Ok(()),
@@ -311,12 +350,26 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
     mcp_streams.trigger();
     let _ = stop_tx.send(());
     let grace = Duration::from_millis(c.shutdown_grace_ms);
-    if tokio::time::timeout(grace, &mut server).await.is_err() {
-        tracing::warn!(
-            grace_ms = c.shutdown_grace_ms,
-            "in-flight requests did not finish in time; closing their connections"
-        );
-        server.abort();
+    tokio::select! {
+        finished = tokio::time::timeout(grace, &mut server) => {
+            if finished.is_err() {
+                tracing::warn!(
+                    grace_ms = c.shutdown_grace_ms,
+                    "in-flight requests did not finish in time; closing their connections"
+                );
+                server.abort();
+            }
+        }
+        () = signals.recv() => {
+            // An operator who asks twice wants the process gone now, but the
+            // snapshot and flush below still run: they are what makes the
+            // next start fast and keeps what was acknowledged.
+            tracing::warn!(
+                "second stop signal: closing in-flight connections without waiting for the \
+                 grace; saving the snapshot and flushing the store before exiting"
+            );
+            server.abort();
+        }
     }
     bridge
         .shutdown()
