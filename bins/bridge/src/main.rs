@@ -12,6 +12,7 @@
 mod admin;
 mod config;
 mod demo;
+mod descriptors;
 mod listener;
 mod serve;
 mod server;

@@ -273,6 +273,9 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
     if !dev {
         require_store(&c.data_dir)?;
     }
+    // Before the store opens its files: the limit is raised for them too.
+    let max_connections =
+        crate::descriptors::fit_connections(c.max_connections).map_err(Failure::error)?;
     let (key, created) = load_master_key(&c.data_dir, dev)?;
     let bridge = open(&c.data_dir, key, Some(&c)).await?;
     if dev && !fresh && !has_dev_agents(&bridge) {
@@ -330,8 +333,9 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
     let mut signals = StopSignals::install();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // No Nagle delay on accepted connections (SSE pushes and small responses go
-    // out at once), and at most `max_connections` of them open.
-    let listener = crate::listener::Bounded::new(listener, c.max_connections);
+    // out at once), and at most `max_connections` of them open (fewer when
+    // the open-file limit cannot hold them: `descriptors`).
+    let listener = crate::listener::Bounded::new(listener, max_connections);
     let mut server = tokio::spawn(crate::server::serve(listener, router, timeouts, async {
         let _ = stop_rx.await;
     }));
