@@ -337,7 +337,9 @@ pub fn backup(data: &Path, file: &Path, allow_empty: bool) -> Result<(), Failure
     ))
 }
 
-/// `store restore FILE`: into `<data>/store`, which must not exist yet.
+/// `store restore FILE`: into `<data>/store`, which must not exist yet. A
+/// restored store that does not verify is moved aside (see [`set_aside`]), so
+/// the next `serve` does not serve it.
 pub fn restore(data: &Path, file: &Path) -> Result<(), Failure> {
     let (key, _) = load_master_key(data, false)?;
     let dir = store_dir(data);
@@ -352,19 +354,108 @@ pub fn restore(data: &Path, file: &Path) -> Result<(), Failure> {
             file.display(),
             dir.display()
         )),
+        lighthouse_event_store::Error::NotEmpty { .. } => Failure::refused(format!(
+            "{} already holds a store; a restore never writes over one. Stop the bridge \
+             using it, move the store aside (`mv {} {}.old`), then restore again",
+            data.display(),
+            dir.display(),
+            dir.display()
+        )),
+        lighthouse_event_store::Error::WrongKey => Failure::refused(format!(
+            "{} was made under another master key than this one ({}): a backup restores \
+             only under the key it was made with; copy that master.key to {} or set \
+             {} to it",
+            file.display(),
+            key_source(data),
+            crate::serve::master_key_path(data).display(),
+            lighthouse_security::MASTER_KEY_ENV
+        )),
         e => Failure::error(e.to_string()),
     })?;
-    let v = store.verify().map_err(|e| store_failure(&dir, e))?;
-    let printed = say(format!(
-        "restored {} events and {} snapshots; verify {}",
-        r.head_seq,
-        r.snapshots,
-        if v.ok() { "ok" } else { "FAILED" }
-    ));
-    if !v.ok() {
-        return Err(Failure::refused(
-            "the restored store does not verify; do not serve it (see `store verify`)",
+    let verified = store.verify();
+    if let Ok(v) = &verified
+        && v.ok()
+    {
+        return say(format!(
+            "restored {} events and {} snapshots; verify ok",
+            r.head_seq, r.snapshots
         ));
     }
-    printed
+    drop(store);
+    let why = match verified {
+        Ok(v) => format!(
+            "it does not verify (first bad seq {})",
+            v.first_bad_seq.unwrap_or(0)
+        ),
+        Err(e) => format!("it could not be verified: {e}"),
+    };
+    Err(match set_aside(&dir) {
+        Ok(aside) => Failure::refused(format!(
+            "restored {} events from {}, but {why}; moved it to {} so it is not served \
+             (`lighthouse-bridge store verify` there says more)",
+            r.head_seq,
+            file.display(),
+            aside.display()
+        )),
+        Err(e) => Failure::error(format!(
+            "restored {} events from {}, but {why}, and it could not be moved aside: {e}; \
+             do not serve {}: move it away first",
+            r.head_seq,
+            file.display(),
+            dir.display()
+        )),
+    })
+}
+
+/// Where the master key in use came from, for messages.
+fn key_source(data: &Path) -> String {
+    if std::env::var_os(lighthouse_security::MASTER_KEY_ENV).is_some() {
+        lighthouse_security::MASTER_KEY_ENV.to_owned()
+    } else {
+        crate::serve::master_key_path(data).display().to_string()
+    }
+}
+
+/// Renames the store at `dir` to `<dir>.failed-restore-<unix seconds>` (with
+/// `-2`, `-3`, ... if taken) and returns the new path.
+fn set_aside(dir: &Path) -> std::io::Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut name = dir.as_os_str().to_owned();
+    name.push(format!(".failed-restore-{secs}"));
+    let base = PathBuf::from(name);
+    let mut aside = base.clone();
+    let mut n = 1;
+    while aside.exists() {
+        n += 1;
+        let mut name = base.as_os_str().to_owned();
+        name.push(format!("-{n}"));
+        aside = PathBuf::from(name);
+    }
+    std::fs::rename(dir, &aside)?;
+    Ok(aside)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_set_aside_gets_a_name_of_its_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("a"), b"1").unwrap();
+        let first = set_aside(&dir).unwrap();
+        assert!(!dir.exists());
+        assert_eq!(std::fs::read(first.join("a")).unwrap(), b"1");
+        let name = first.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with("store.failed-restore-"), "{name}");
+        // A second failure in the same second does not replace the first.
+        std::fs::create_dir(&dir).unwrap();
+        let second = set_aside(&dir).unwrap();
+        assert_ne!(first, second);
+        assert!(first.is_dir() && second.is_dir() && !dir.exists());
+    }
 }

@@ -80,12 +80,25 @@ pub fn load_master_key(data: &Path, create: bool) -> Result<(MasterKey, bool), F
             path.display()
         )))
     } else {
-        Err(Failure::input(format!(
-            "{} has no master key: run `lighthouse-bridge init --data {}` first, or `serve --dev`",
-            data.display(),
-            data.display()
-        )))
+        Err(missing_key(data))
     }
+}
+
+/// No key file and no `LIGHTHOUSE_MASTER_KEY`. Running `init` is the answer
+/// only for a new bridge: a store or backup made elsewhere opens only with
+/// its original key, and a new one would make the restore fail.
+fn missing_key(data: &Path) -> Failure {
+    let path = master_key_path(data);
+    Failure::input(format!(
+        "{} has no master key ({} does not exist and {MASTER_KEY_ENV} is not set). \
+         To restore a backup (or move a store) made elsewhere, copy its original master.key \
+         to {} or set {MASTER_KEY_ENV} to it: nothing else opens it. For a brand-new \
+         bridge, run `lighthouse-bridge init --data {}` (or `serve --dev`)",
+        data.display(),
+        path.display(),
+        path.display(),
+        data.display()
+    ))
 }
 
 /// Opens the bridge on `data` with `key`.

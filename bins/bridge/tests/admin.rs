@@ -441,3 +441,64 @@ fn a_store_keyed_by_the_variable_gets_no_key_file_without_it() {
     let o = run(&["agents", "list", "--data", s(&data)], &env);
     assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
 }
+
+#[test]
+fn a_restore_says_what_it_needs_and_brings_back_the_registry_of_its_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    init(&data, &[]);
+    let o = run(&["agents", "add", "alice", "--data", s(&data)], &[]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
+    let backup = dir.path().join("b.backup");
+    let o = run(&["store", "backup", s(&backup), "--data", s(&data)], &[]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
+    let o = run(&["agents", "revoke", "alice", "--data", s(&data)], &[]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
+
+    // A fresh host without the key: not "run init" (a new key would make the
+    // restore fail) but the original key.
+    let fresh = dir.path().join("fresh");
+    let o = run(&["store", "restore", s(&backup), "--data", s(&fresh)], &[]);
+    let (code, _, err) = outcome(&o);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("copy its original master.key") && err.contains("LIGHTHOUSE_MASTER_KEY"),
+        "{err}"
+    );
+    assert!(!fresh.exists());
+    // Under another key: refused, naming the key to use.
+    let other = dir.path().join("other");
+    init(&other, &[]);
+    std::fs::rename(other.join("store"), dir.path().join("other-store")).unwrap();
+    let o = run(&["store", "restore", s(&backup), "--data", s(&other)], &[]);
+    let (code, _, err) = outcome(&o);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("another master key"), "{err}");
+    assert!(!other.join("store").exists());
+    // Over an existing store: refused, saying to stop the bridge and move it.
+    let o = run(&["store", "restore", s(&backup), "--data", s(&data)], &[]);
+    let (code, _, err) = outcome(&o);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("Stop the bridge") && err.contains(&format!("mv {}", s(&data.join("store")))),
+        "{err}"
+    );
+
+    // With the original key: restored, and with it the registry as it was
+    // when the backup was taken, so alice, revoked since, is active again.
+    std::fs::create_dir(&fresh).unwrap();
+    std::fs::copy(data.join("master.key"), fresh.join("master.key")).unwrap();
+    let o = run(&["store", "restore", s(&backup), "--data", s(&fresh)], &[]);
+    let (code, out, err) = outcome(&o);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("verify ok"), "{out}");
+    let o = run(&["agents", "list", "--json", "--data", s(&fresh)], &[]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let alice = v["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "alice")
+        .unwrap();
+    assert_eq!(alice["revoked"], false);
+}
