@@ -3,12 +3,13 @@
 //! the HTTP API: `POST /v1/agents`, `POST /v1/ops/verify`, ...).
 //!
 //! None of them creates a store: a data directory without one is refused
-//! ([`require_store`]) before anything is opened.
+//! ([`require_store`]) before anything is opened. The `agents` commands act as
+//! [`local_admin`], which works whether or not any admin agent is still
+//! registered: they are the way back in when every admin credential is lost.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use lighthouse_core::setup::ADMIN_AGENT;
 use lighthouse_event_store::EventStore;
 use lighthouse_security::{Caller, Credential, Role, check_agent_id};
 
@@ -65,10 +66,24 @@ fn prepare_output(path: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-fn admin(bridge: &lighthouse_core::Bridge) -> Result<Caller, Failure> {
-    bridge
-        .caller_for(ADMIN_AGENT)
-        .ok_or_else(|| Failure::input("no admin agent: run `lighthouse-bridge init` first"))
+/// The actor the offline commands name in the events they write (the `agent`
+/// of an `$agents` event): not a registered agent, so an audit trail tells an
+/// offline change from one made over HTTP by a registered admin.
+pub const LOCAL_ADMIN: &str = "local-admin";
+
+/// The caller the offline commands act as: a trusted administrator that needs
+/// no registration. Whoever runs them holds the master key and the data
+/// directory, which is more than any admin credential grants; acting as the
+/// registered `admin` agent instead made every command fail once that agent
+/// was revoked (routine after creating a named admin), leaving no way back in.
+pub fn local_admin() -> Caller {
+    Caller {
+        agent: LOCAL_ADMIN.to_owned(),
+        role: Role::Admin,
+        // No key signs anything here: the caller is never checked against
+        // the registry, only authorised by its role.
+        key_id: 0,
+    }
 }
 
 /// `agents add ID --role R`: registers and writes the credential file.
@@ -88,7 +103,7 @@ pub async fn add(
         ..Default::default()
     };
     let bridge = open(data, key, Some(&c)).await?;
-    let caller = admin(&bridge)?;
+    let caller = local_admin();
     let cred = bridge
         .add_agent(&caller, id, role)
         .await
@@ -146,7 +161,7 @@ pub async fn rotate(
         ..Default::default()
     };
     let bridge = open(data, key, Some(&c)).await?;
-    let caller = admin(&bridge)?;
+    let caller = local_admin();
     let cred = bridge
         .rotate_agent(&caller, id)
         .await
@@ -178,7 +193,7 @@ pub async fn revoke(data: &Path, id: &str) -> Result<(), Failure> {
     require_store(data)?;
     let (key, _) = load_master_key(data, false)?;
     let bridge = open(data, key, None).await?;
-    let caller = admin(&bridge)?;
+    let caller = local_admin();
     bridge
         .revoke_agent(&caller, id)
         .await
@@ -197,7 +212,7 @@ pub async fn list(data: &Path, json: bool) -> Result<(), Failure> {
     require_store(data)?;
     let (key, _) = load_master_key(data, false)?;
     let bridge = open(data, key, None).await?;
-    let caller = admin(&bridge)?;
+    let caller = local_admin();
     let agents = bridge
         .list_agents(&caller)
         .map_err(|p| Failure::refused(p.to_string()))?;
@@ -322,7 +337,9 @@ pub fn backup(data: &Path, file: &Path, allow_empty: bool) -> Result<(), Failure
     ))
 }
 
-/// `store restore FILE`: into `<data>/store`, which must not exist yet.
+/// `store restore FILE`: into `<data>/store`, which must not exist yet. A
+/// restored store that does not verify is moved aside (see [`set_aside`]), so
+/// the next `serve` does not serve it.
 pub fn restore(data: &Path, file: &Path) -> Result<(), Failure> {
     let (key, _) = load_master_key(data, false)?;
     let dir = store_dir(data);
@@ -337,19 +354,108 @@ pub fn restore(data: &Path, file: &Path) -> Result<(), Failure> {
             file.display(),
             dir.display()
         )),
+        lighthouse_event_store::Error::NotEmpty { .. } => Failure::refused(format!(
+            "{} already holds a store; a restore never writes over one. Stop the bridge \
+             using it, move the store aside (`mv {} {}.old`), then restore again",
+            data.display(),
+            dir.display(),
+            dir.display()
+        )),
+        lighthouse_event_store::Error::WrongKey => Failure::refused(format!(
+            "{} was made under another master key than this one ({}): a backup restores \
+             only under the key it was made with; copy that master.key to {} or set \
+             {} to it",
+            file.display(),
+            key_source(data),
+            crate::serve::master_key_path(data).display(),
+            lighthouse_security::MASTER_KEY_ENV
+        )),
         e => Failure::error(e.to_string()),
     })?;
-    let v = store.verify().map_err(|e| store_failure(&dir, e))?;
-    let printed = say(format!(
-        "restored {} events and {} snapshots; verify {}",
-        r.head_seq,
-        r.snapshots,
-        if v.ok() { "ok" } else { "FAILED" }
-    ));
-    if !v.ok() {
-        return Err(Failure::refused(
-            "the restored store does not verify; do not serve it (see `store verify`)",
+    let verified = store.verify();
+    if let Ok(v) = &verified
+        && v.ok()
+    {
+        return say(format!(
+            "restored {} events and {} snapshots; verify ok",
+            r.head_seq, r.snapshots
         ));
     }
-    printed
+    drop(store);
+    let why = match verified {
+        Ok(v) => format!(
+            "it does not verify (first bad seq {})",
+            v.first_bad_seq.unwrap_or(0)
+        ),
+        Err(e) => format!("it could not be verified: {e}"),
+    };
+    Err(match set_aside(&dir) {
+        Ok(aside) => Failure::refused(format!(
+            "restored {} events from {}, but {why}; moved it to {} so it is not served \
+             (`lighthouse-bridge store verify` there says more)",
+            r.head_seq,
+            file.display(),
+            aside.display()
+        )),
+        Err(e) => Failure::error(format!(
+            "restored {} events from {}, but {why}, and it could not be moved aside: {e}; \
+             do not serve {}: move it away first",
+            r.head_seq,
+            file.display(),
+            dir.display()
+        )),
+    })
+}
+
+/// Where the master key in use came from, for messages.
+fn key_source(data: &Path) -> String {
+    if std::env::var_os(lighthouse_security::MASTER_KEY_ENV).is_some() {
+        lighthouse_security::MASTER_KEY_ENV.to_owned()
+    } else {
+        crate::serve::master_key_path(data).display().to_string()
+    }
+}
+
+/// Renames the store at `dir` to `<dir>.failed-restore-<unix seconds>` (with
+/// `-2`, `-3`, ... if taken) and returns the new path.
+fn set_aside(dir: &Path) -> std::io::Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut name = dir.as_os_str().to_owned();
+    name.push(format!(".failed-restore-{secs}"));
+    let base = PathBuf::from(name);
+    let mut aside = base.clone();
+    let mut n = 1;
+    while aside.exists() {
+        n += 1;
+        let mut name = base.as_os_str().to_owned();
+        name.push(format!("-{n}"));
+        aside = PathBuf::from(name);
+    }
+    std::fs::rename(dir, &aside)?;
+    Ok(aside)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_set_aside_gets_a_name_of_its_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("a"), b"1").unwrap();
+        let first = set_aside(&dir).unwrap();
+        assert!(!dir.exists());
+        assert_eq!(std::fs::read(first.join("a")).unwrap(), b"1");
+        let name = first.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with("store.failed-restore-"), "{name}");
+        // A second failure in the same second does not replace the first.
+        std::fs::create_dir(&dir).unwrap();
+        let second = set_aside(&dir).unwrap();
+        assert_ne!(first, second);
+        assert!(first.is_dir() && second.is_dir() && !dir.exists());
+    }
 }

@@ -12,6 +12,7 @@
 mod admin;
 mod config;
 mod demo;
+mod descriptors;
 mod listener;
 mod serve;
 mod server;
@@ -235,7 +236,10 @@ enum StoreCmd {
         #[arg(long)]
         allow_empty: bool,
     },
-    /// Restore a backup into <data>/store (must not exist).
+    /// Restore a backup into <data>/store (must not exist: stop the bridge and
+    /// move it aside first), under the master key the backup was made with
+    /// (copy the original master.key, or set LIGHTHOUSE_MASTER_KEY). Agents
+    /// revoked after the backup was taken are active again: revoke them again.
     Restore { file: PathBuf },
 }
 

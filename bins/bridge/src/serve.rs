@@ -46,7 +46,12 @@ pub fn require_store(data: &Path) -> Result<(), Failure> {
 }
 
 /// The master key: `LIGHTHOUSE_MASTER_KEY` (hex) when set, else the key file.
-/// With `create`, a missing key file is created (mode 0600).
+/// Returns the key and whether its file was created now.
+///
+/// With `create`, a missing key file is created (mode 0600), but only while
+/// `data` holds no store: a store is keyed with the key it was created with
+/// (perhaps from `LIGHTHOUSE_MASTER_KEY`, which leaves no file), and a new key
+/// would only be left behind when it refuses to open.
 pub fn load_master_key(data: &Path, create: bool) -> Result<(MasterKey, bool), Failure> {
     if let Some(k) =
         MasterKey::from_env(MASTER_KEY_ENV).map_err(|e| Failure::input(e.to_string()))?
@@ -54,22 +59,46 @@ pub fn load_master_key(data: &Path, create: bool) -> Result<(MasterKey, bool), F
         return Ok((k, false));
     }
     let path = master_key_path(data);
-    if create {
-        std::fs::create_dir_all(data)
-            .map_err(|e| Failure::error(format!("cannot create {}: {e}", data.display())))?;
-        MasterKey::load_or_create(&path).map_err(|e| Failure::error(e.to_string()))
-    } else if path.exists() {
+    let has_store = EventStore::exists(store_dir(data));
+    if path.exists() {
         Ok((
             MasterKey::load_file(&path).map_err(|e| Failure::error(e.to_string()))?,
             false,
         ))
-    } else {
+    } else if create && !has_store {
+        std::fs::create_dir_all(data)
+            .map_err(|e| Failure::error(format!("cannot create {}: {e}", data.display())))?;
+        MasterKey::load_or_create(&path).map_err(|e| Failure::error(e.to_string()))
+    } else if has_store {
         Err(Failure::input(format!(
-            "{} has no master key: run `lighthouse-bridge init --data {}` first, or `serve --dev`",
+            "{} holds a store but no master key ({} does not exist and {MASTER_KEY_ENV} \
+             is not set); the store opens only with the key it was created with: set \
+             {MASTER_KEY_ENV} to it (a store created with that variable has no key file), \
+             or copy its original master.key to {}",
             data.display(),
-            data.display()
+            path.display(),
+            path.display()
         )))
+    } else {
+        Err(missing_key(data))
     }
+}
+
+/// No key file and no `LIGHTHOUSE_MASTER_KEY`. Running `init` is the answer
+/// only for a new bridge: a store or backup made elsewhere opens only with
+/// its original key, and a new one would make the restore fail.
+fn missing_key(data: &Path) -> Failure {
+    let path = master_key_path(data);
+    Failure::input(format!(
+        "{} has no master key ({} does not exist and {MASTER_KEY_ENV} is not set). \
+         To restore a backup (or move a store) made elsewhere, copy its original master.key \
+         to {} or set {MASTER_KEY_ENV} to it: nothing else opens it. For a brand-new \
+         bridge, run `lighthouse-bridge init --data {}` (or `serve --dev`)",
+        data.display(),
+        path.display(),
+        path.display(),
+        data.display()
+    ))
 }
 
 /// Opens the bridge on `data` with `key`.
@@ -119,7 +148,9 @@ pub async fn init(data: &Path, public_url: String) -> Result<(), Failure> {
     if admin_registered && bridge.flags().get(ELICITATION_FLAG).is_some() {
         close(bridge).await?;
         return Err(Failure::input(format!(
-            "{} is already initialised",
+            "{} is already initialised (to add an administrator, stop the bridge and run \
+             `lighthouse-bridge agents add ID --role admin --data {}`)",
+            data.display(),
             data.display()
         )));
     }
@@ -131,11 +162,8 @@ pub async fn init(data: &Path, public_url: String) -> Result<(), Failure> {
     if admin_registered && !admin_file.exists() {
         // Registered by the interrupted run, its credential never written:
         // nobody holds that key, so a new one replaces it.
-        let admin = bridge
-            .caller_for(ADMIN_AGENT)
-            .ok_or_else(|| Failure::error("the admin agent is revoked"))?;
         let mut cred = bridge
-            .rotate_agent(&admin, ADMIN_AGENT)
+            .rotate_agent(&crate::admin::local_admin(), ADMIN_AGENT)
             .await
             .map_err(|p| Failure::error(p.to_string()))?;
         cred.bridge = bridge.public_url().to_owned();
@@ -168,24 +196,60 @@ pub async fn init(data: &Path, public_url: String) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGINT (Ctrl-C) and SIGTERM, listened for from the start of `serve` to its
+/// end, so a second signal during the shutdown is seen (a listener made after
+/// the first one could miss a signal sent in between).
+struct StopSignals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    /// Installs the handlers. A signal that cannot be listened for is left to
+    /// its default action (the process ends), logged.
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind: SignalKind, name: &str| {
+                signal(kind)
+                    .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for {name}"))
+                    .ok()
+            };
+            StopSignals {
+                interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+                terminate: listen(SignalKind::terminate(), "SIGTERM"),
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        #[cfg(not(unix))]
+        StopSignals {}
+    }
+
+    /// The next SIGINT or SIGTERM.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+                // `None` from `recv` only if the signal driver is gone, which
+                // ends the runtime too: then wait for the other signal.
+                if let Some(s) = s
+                    && s.recv().await.is_some()
+                {
+                    return;
+                }
+                std::future::pending::<()>().await;
+            }
+            tokio::select! {
+                () = next(&mut self.interrupt) => {},
+                () = next(&mut self.terminate) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -207,18 +271,27 @@ fn has_dev_agents(bridge: &Bridge) -> bool {
 /// `serve`: runs until SIGTERM or Ctrl-C. On the signal readiness turns 503,
 /// the listener stops accepting, streams get a final `shutdown` event, in-flight
 /// requests get `shutdown_grace_ms` to finish, the elicitation snapshot is
-/// saved and the store flushed; then the process exits 0.
+/// saved and the store flushed; then the process exits 0. A second signal
+/// during the grace cuts it short (the open connections are closed) but not
+/// the snapshot and flush.
 ///
 /// Without `dev` the data directory must hold a store already
 /// ([`require_store`]). Its lines on standard output are informational: a
 /// closed standard output does not stop it (the log goes to standard error).
 pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
+    // Fresh when there is no store yet, wherever the key comes from (with
+    // `LIGHTHOUSE_MASTER_KEY` no key file is created, which used to make an
+    // empty directory look initialised).
+    let fresh = !EventStore::exists(store_dir(&c.data_dir));
     if !dev {
         require_store(&c.data_dir)?;
     }
+    // Before the store opens its files: the limit is raised for them too.
+    let max_connections =
+        crate::descriptors::fit_connections(c.max_connections).map_err(Failure::error)?;
     let (key, created) = load_master_key(&c.data_dir, dev)?;
     let bridge = open(&c.data_dir, key, Some(&c)).await?;
-    if dev && !created && !has_dev_agents(&bridge) {
+    if dev && !fresh && !has_dev_agents(&bridge) {
         return Err(Failure::error(format!(
             "{} was initialised without --dev; --dev would add the development agents \
              (alice, bob, carol, ops) to it. Serve it without --dev, or use a fresh \
@@ -270,15 +343,17 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
         c.data_dir.display()
     ));
     tracing::info!(%addr, "listening");
+    let mut signals = StopSignals::install();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // No Nagle delay on accepted connections (SSE pushes and small responses go
-    // out at once), and at most `max_connections` of them open.
-    let listener = crate::listener::Bounded::new(listener, c.max_connections);
+    // out at once), and at most `max_connections` of them open (fewer when
+    // the open-file limit cannot hold them: `descriptors`).
+    let listener = crate::listener::Bounded::new(listener, max_connections);
     let mut server = tokio::spawn(crate::server::serve(listener, router, timeouts, async {
         let _ = stop_rx.await;
     }));
     tokio::select! {
-        _ = shutdown_signal() => {}
+        () = signals.recv() => {}
         r = &mut server => {
             return match r {
                 Ok(()) => Ok(()),
@@ -292,12 +367,26 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
     mcp_streams.trigger();
     let _ = stop_tx.send(());
     let grace = Duration::from_millis(c.shutdown_grace_ms);
-    if tokio::time::timeout(grace, &mut server).await.is_err() {
-        tracing::warn!(
-            grace_ms = c.shutdown_grace_ms,
-            "in-flight requests did not finish in time; closing their connections"
-        );
-        server.abort();
+    tokio::select! {
+        finished = tokio::time::timeout(grace, &mut server) => {
+            if finished.is_err() {
+                tracing::warn!(
+                    grace_ms = c.shutdown_grace_ms,
+                    "in-flight requests did not finish in time; closing their connections"
+                );
+                server.abort();
+            }
+        }
+        () = signals.recv() => {
+            // An operator who asks twice wants the process gone now, but the
+            // snapshot and flush below still run: they are what makes the
+            // next start fast and keeps what was acknowledged.
+            tracing::warn!(
+                "second stop signal: closing in-flight connections without waiting for the \
+                 grace; saving the snapshot and flushing the store before exiting"
+            );
+            server.abort();
+        }
     }
     bridge
         .shutdown()

@@ -312,3 +312,193 @@ fn the_demo_ignores_the_master_key_variable_and_removes_its_directory() {
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn the_agents_commands_work_after_the_admin_agent_is_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    init(&data, &[]);
+    // Routine hygiene: a named administrator, then the initial one revoked.
+    for args in [
+        vec!["agents", "add", "ops-admin", "--role", "admin"],
+        vec!["agents", "revoke", "admin"],
+        // Acting as the revoked `admin` agent, each of these used to fail
+        // with "no admin agent".
+        vec!["agents", "add", "bob"],
+        vec!["agents", "rotate", "bob"],
+        vec!["agents", "rotate", "ops-admin"],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--data", s(&data)]);
+        let o = run(&args, &[]);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {:?}", outcome(&o));
+    }
+    assert_eq!(agent_ids(&data), ["admin", "bob", "ops-admin"]);
+    let o = run(&["agents", "list", "--json", "--data", s(&data)], &[]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let revoked: Vec<_> = v["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["revoked"] == true)
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(revoked, ["admin"]);
+    assert_eq!(
+        Credential::read(data.join("credentials").join("bob.json"))
+            .unwrap()
+            .key_id,
+        2
+    );
+    // `init` still refuses the initialised directory, and says what to do.
+    let o = run(&["init", "--data", s(&data)], &[]);
+    let (code, _, err) = outcome(&o);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("agents add ID --role admin"), "{err}");
+    // The audit trail names the offline actor for every change made offline.
+    let key = MasterKey::load_file(data.join("master.key")).unwrap();
+    let store = lighthouse_event_store::EventStore::open(
+        data.join("store"),
+        lighthouse_event_store::StoreOptions::new(&key.store_key()),
+    )
+    .unwrap();
+    let changes: Vec<(String, String, Option<String>)> = (1..=store.head_seq())
+        .filter_map(|seq| store.get(seq).unwrap())
+        .filter(|e| e.stream == "$agents")
+        .map(|e| {
+            (
+                e.event_type,
+                e.data["agent"].as_str().unwrap().to_owned(),
+                e.agent,
+            )
+        })
+        .collect();
+    let by = |ty: &str, agent: &str| {
+        changes
+            .iter()
+            .find(|(t, a, _)| t == ty && a == agent)
+            .and_then(|(_, _, by)| by.clone())
+    };
+    let local = Some("local-admin".to_owned());
+    assert_eq!(by("agent.registered", "ops-admin"), local);
+    assert_eq!(by("agent.revoked", "admin"), local);
+    assert_eq!(by("agent.registered", "bob"), local);
+    assert_eq!(by("agent.key_rotated", "bob"), local);
+}
+
+#[tokio::test]
+async fn serve_dev_with_the_key_variable_starts_on_an_empty_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // It used to be refused as "initialised without --dev": no key file was
+    // created, which was taken for a directory in use.
+    let child = command(
+        &["serve", "--dev", "--listen", &listen, "--data", s(&data)],
+        &[("LIGHTHOUSE_MASTER_KEY", KEY_HEX)],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let _child = common::Proc(child);
+    common::wait_ready(&format!("http://{listen}")).await;
+    let alice = Credential::read(data.join("credentials").join("alice.json")).unwrap();
+    assert_eq!(alice.agent, "alice");
+    assert!(
+        !data.join("master.key").exists(),
+        "the key stays in the variable"
+    );
+}
+
+#[test]
+fn a_store_keyed_by_the_variable_gets_no_key_file_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [("LIGHTHOUSE_MASTER_KEY", KEY_HEX)];
+    init(&data, &env);
+    assert!(!data.join("master.key").exists());
+    // Without the variable: refused with what to do, and no new key file
+    // (which used to be written before the store refused it).
+    for args in [
+        vec!["init"],
+        vec!["serve", "--dev", "--listen", "127.0.0.1:0"],
+        vec!["agents", "list"],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--data", s(&data)]);
+        let o = run(&args, &[]);
+        let (code, _, err) = outcome(&o);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("holds a store but no master key")
+                && err.contains("LIGHTHOUSE_MASTER_KEY"),
+            "{args:?}: {err}"
+        );
+        assert!(!data.join("master.key").exists(), "{args:?} wrote a key");
+    }
+    let o = run(&["agents", "list", "--data", s(&data)], &env);
+    assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
+}
+
+#[test]
+fn a_restore_says_what_it_needs_and_brings_back_the_registry_of_its_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    init(&data, &[]);
+    let o = run(&["agents", "add", "alice", "--data", s(&data)], &[]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
+    let backup = dir.path().join("b.backup");
+    let o = run(&["store", "backup", s(&backup), "--data", s(&data)], &[]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
+    let o = run(&["agents", "revoke", "alice", "--data", s(&data)], &[]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
+
+    // A fresh host without the key: not "run init" (a new key would make the
+    // restore fail) but the original key.
+    let fresh = dir.path().join("fresh");
+    let o = run(&["store", "restore", s(&backup), "--data", s(&fresh)], &[]);
+    let (code, _, err) = outcome(&o);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("copy its original master.key") && err.contains("LIGHTHOUSE_MASTER_KEY"),
+        "{err}"
+    );
+    assert!(!fresh.exists());
+    // Under another key: refused, naming the key to use.
+    let other = dir.path().join("other");
+    init(&other, &[]);
+    std::fs::rename(other.join("store"), dir.path().join("other-store")).unwrap();
+    let o = run(&["store", "restore", s(&backup), "--data", s(&other)], &[]);
+    let (code, _, err) = outcome(&o);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("another master key"), "{err}");
+    assert!(!other.join("store").exists());
+    // Over an existing store: refused, saying to stop the bridge and move it.
+    let o = run(&["store", "restore", s(&backup), "--data", s(&data)], &[]);
+    let (code, _, err) = outcome(&o);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("Stop the bridge") && err.contains(&format!("mv {}", s(&data.join("store")))),
+        "{err}"
+    );
+
+    // With the original key: restored, and with it the registry as it was
+    // when the backup was taken, so alice, revoked since, is active again.
+    std::fs::create_dir(&fresh).unwrap();
+    std::fs::copy(data.join("master.key"), fresh.join("master.key")).unwrap();
+    let o = run(&["store", "restore", s(&backup), "--data", s(&fresh)], &[]);
+    let (code, out, err) = outcome(&o);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("verify ok"), "{out}");
+    let o = run(&["agents", "list", "--json", "--data", s(&fresh)], &[]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let alice = v["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "alice")
+        .unwrap();
+    assert_eq!(alice["revoked"], false);
+}

@@ -221,3 +221,54 @@ fn init_resumes_what_an_interrupted_init_left_and_credentials_are_written_or_not
         "{list:?}"
     );
 }
+
+/// Under an open-file limit that cannot hold `max_connections` (here a hard
+/// limit of 512 against the default 16,384), `serve` holds fewer connections
+/// open, keeping descriptors for the store, and says so; it used to accept
+/// until descriptors ran out and the store's next segment rotation failed.
+#[tokio::test]
+async fn max_connections_is_lowered_to_fit_the_open_file_limit() {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut cmd = common::command(
+        &["serve", "--dev", "--listen", &addr, "--data"],
+        &[("RUST_LOG", "warn")],
+    );
+    cmd.arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: only setrlimit (async-signal-safe) runs in the child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let r = libc::rlimit {
+                rlim_cur: 512,
+                rlim_max: 512,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = common::Proc(cmd.spawn().unwrap());
+    let mut stderr = child.0.stderr.take().unwrap();
+    wait_ready(&format!("http://{addr}")).await;
+    // SAFETY: sends SIGTERM to our own child process.
+    unsafe {
+        libc::kill(child.0.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.0.wait().unwrap().success());
+    let mut log = String::new();
+    stderr.read_to_string(&mut log).unwrap();
+    assert!(
+        log.contains("max_connections is 16384")
+            && log.contains("open-file limit (RLIMIT_NOFILE) is 512")
+            && log.contains("holding at most 256 connections")
+            && log.contains("ulimit -n 16640"),
+        "{log}"
+    );
+}

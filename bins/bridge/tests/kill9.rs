@@ -283,3 +283,78 @@ async fn serve_mounts_mcp_next_to_the_rest_api() {
         .unwrap();
     assert_eq!(r.status(), 403);
 }
+
+/// A second SIGTERM during the shutdown grace ends the wait for in-flight
+/// requests at once (it used to be ignored until the grace ran out), and the
+/// bridge's own shutdown, snapshot and flush, still runs.
+#[tokio::test]
+async fn a_second_signal_cuts_the_grace_short_but_not_the_final_flush() {
+    use std::io::Read;
+    use tokio::io::AsyncWriteExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = common::command(
+        &["serve", "--dev", "--listen", &addr, "--data"],
+        &[
+            ("RUST_LOG", "info"),
+            ("LIGHTHOUSE_SHUTDOWN_GRACE_MS", "120000"),
+            ("LIGHTHOUSE_BODY_READ_TIMEOUT_MS", "120000"),
+        ],
+    )
+    .arg(&data)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut child = common::Proc(child);
+    let mut stderr = child.0.stderr.take().unwrap();
+    wait_ready(&format!("http://{addr}")).await;
+    // A request whose body stops half way: in flight until the body read
+    // timeout, far beyond this test.
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"stream\":",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.0.id() as i32;
+    let term = || {
+        // SAFETY: sends SIGTERM to our own child process.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    };
+    term();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the grace waits for the stalled request"
+    );
+    let started = Instant::now();
+    term();
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the second signal did not end the grace"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+    let mut log = String::new();
+    stderr.read_to_string(&mut log).unwrap();
+    assert!(log.contains("second stop signal"), "{log}");
+    // The bridge's own shutdown ran after it: its last line.
+    assert!(
+        log.lines().last().is_some_and(|l| l.contains("stopped")),
+        "{log}"
+    );
+}

@@ -292,10 +292,9 @@ impl EventStore {
     ) -> Result<(EventStore, RestoreReport)> {
         let dir = dir.as_ref();
         if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
-            return Err(Error::InvalidBackup(format!(
-                "restore target {} is not empty",
-                dir.display()
-            )));
+            return Err(Error::NotEmpty {
+                dir: dir.to_path_buf(),
+            });
         }
         let staging = sibling(dir, "restoring");
         if staging.exists() {

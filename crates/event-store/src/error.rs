@@ -152,10 +152,14 @@ pub enum Error {
     #[error("the store is closed")]
     Closed,
     /// The target of a restore is not empty.
-    #[error("restore needs an empty store, this one holds {head_seq} events")]
+    #[error(
+        "restore target {} is not empty: a restore never writes over existing data; \
+         move that directory aside, or restore into a new one",
+        .dir.display()
+    )]
     NotEmpty {
-        /// The target's head.
-        head_seq: u64,
+        /// The directory asked to restore into.
+        dir: std::path::PathBuf,
     },
     /// The backup file could not be written: its target is a directory, or
     /// creating, writing, syncing or renaming it failed. Nothing was left at
