@@ -63,7 +63,7 @@ pub(crate) struct Inner {
     store_probe: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
     /// The integrity walk in progress, if any: later callers wait for its
     /// answer instead of starting another (see [`Bridge::verify`]).
-    pub(crate) verify_walk: Mutex<Option<crate::operations::VerifyWalk>>,
+    pub(crate) verify_walk: Arc<Mutex<crate::operations::VerifySlot>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Writes accepted nonces to the journal every flush interval (so a replay
     /// is refused across a restart); stops when dropped.
@@ -182,7 +182,7 @@ impl Bridge {
                 public_url: config.public_url.clone(),
                 shutting_down: tokio::sync::watch::Sender::new(false),
                 store_probe: tokio::sync::Mutex::new(None),
-                verify_walk: Mutex::new(None),
+                verify_walk: Arc::default(),
                 tasks: Mutex::new(Vec::new()),
                 _nonce_flusher: nonce_flusher,
             }),

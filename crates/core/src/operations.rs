@@ -23,8 +23,12 @@ use crate::problem::{from_elicitation, from_flags, from_security, from_store};
 
 /// Longest `wait_ms` of a long-poll (PROTOCOL.md 4 and 6).
 pub const MAX_WAIT_MS: u64 = 60_000;
-/// The sender of the integrity walk in progress (see [`Bridge::verify`]).
-pub(crate) type VerifyWalk = tokio::sync::broadcast::Sender<Result<VerifyResponse, Problem>>;
+/// The integrity walk in progress, if any (see [`Bridge::verify`]): a weak
+/// handle on its sender, so that a walk whose task ended without answering
+/// (dropped, panicked) closes the channel (its waiters get an error) and the
+/// next call starts a new walk instead of waiting on it for ever.
+pub(crate) type VerifySlot =
+    Option<std::sync::Weak<tokio::sync::broadcast::Sender<Result<VerifyResponse, Problem>>>>;
 
 /// Largest `window_s` of `/v1/ops/stats`.
 pub const MAX_STATS_WINDOW_S: u64 = 900;
@@ -418,14 +422,16 @@ impl Bridge {
         self.check(caller, Action::VerifyStore)?;
         let mut answer = {
             let mut walk = self.inner.verify_walk.lock();
-            match &*walk {
+            match walk.as_ref().and_then(std::sync::Weak::upgrade) {
                 Some(w) => w.subscribe(),
                 None => {
                     let (tx, rx) = tokio::sync::broadcast::channel(1);
-                    *walk = Some(tx.clone());
-                    let bridge = self.clone();
+                    let tx = Arc::new(tx);
+                    *walk = Some(Arc::downgrade(&tx));
+                    // The task holds the store and the slot, not the bridge:
+                    // a long walk must not keep a shut-down bridge alive.
+                    let (store, slot) = (self.store().clone(), self.inner.verify_walk.clone());
                     tokio::spawn(async move {
-                        let store = bridge.store().clone();
                         let started = Instant::now();
                         let r = match tokio::task::spawn_blocking(move || store.verify()).await {
                             Ok(Ok(report)) => Ok(VerifyResponse {
@@ -440,7 +446,7 @@ impl Bridge {
                         };
                         // Cleared before the answer goes out: a call after it
                         // starts a new walk.
-                        *bridge.inner.verify_walk.lock() = None;
+                        *slot.lock() = None;
                         let _ = tx.send(r);
                     });
                     rx

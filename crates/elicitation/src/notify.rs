@@ -53,18 +53,32 @@ pub struct Notification {
     pub kind: NotificationKind,
     /// Its record (the SSE `data:`).
     pub payload: Payload,
-    /// When the producing event became durable (the start of `delivery_ms`);
-    /// `None` for catch-up, and for the copies of a push sent to an agent's
-    /// other streams (one push is timed once).
-    pub(crate) durable_at: Option<Instant>,
+    /// When the producing event became durable (the start of `delivery_ms`),
+    /// shared by every copy of the push; `None` for catch-up.
+    pub(crate) delivery: Option<Arc<Delivery>>,
+}
+
+/// The timing of one push, shared by its copies for an agent's streams: the
+/// first stream that takes a copy records `delivery_ms`, the others do not
+/// count it again (a slow or cut stream opened earlier does not decide it).
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    durable_at: Instant,
+    counted: AtomicBool,
 }
 
 impl Notification {
     /// When the producing event became durable, for live notifications (the
-    /// start of PROTOCOL.md's `delivery_ms`); `None` for catch-up and for the
-    /// copies sent to an agent's other streams.
+    /// start of PROTOCOL.md's `delivery_ms`); `None` for catch-up.
     pub fn durable_at(&self) -> Option<Instant> {
-        self.durable_at
+        self.delivery.as_ref().map(|d| d.durable_at)
+    }
+
+    /// When the producing event became durable, the first time any copy of
+    /// this push asks: the push is timed once, by the stream that took it first.
+    pub(crate) fn first_delivery(&self) -> Option<Instant> {
+        let d = self.delivery.as_ref()?;
+        (!d.counted.swap(true, Ordering::AcqRel)).then_some(d.durable_at)
     }
 
     pub(crate) fn elicitation(
@@ -77,7 +91,7 @@ impl Notification {
             seq,
             kind,
             payload: Payload::Elicitation(record),
-            durable_at,
+            delivery: timing(durable_at),
         }
     }
 
@@ -86,9 +100,18 @@ impl Notification {
             seq: message.seq,
             kind: NotificationKind::MessageReceived,
             payload: Payload::Message(message),
-            durable_at,
+            delivery: timing(durable_at),
         }
     }
+}
+
+fn timing(durable_at: Option<Instant>) -> Option<Arc<Delivery>> {
+    durable_at.map(|durable_at| {
+        Arc::new(Delivery {
+            durable_at,
+            counted: AtomicBool::new(false),
+        })
+    })
 }
 
 /// A live subscriber's end, held by the registry.
@@ -184,26 +207,13 @@ impl Subscribers {
             return;
         };
         let before = slots.len();
-        // One push is timed (`delivery_ms`): the copy for the first stream
-        // that takes it. Copies for an agent's other streams carry no time, so
-        // an agent with three streams open counts once, not three times.
-        let mut timed = n.durable_at.is_some();
-        slots.retain(|s| {
-            let mut copy = n.clone();
-            if !timed {
-                copy.durable_at = None;
+        slots.retain(|s| match s.tx.try_send(n.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                s.cut.store(true, Ordering::Release);
+                false
             }
-            match s.tx.try_send(copy) {
-                Ok(()) => {
-                    timed = false;
-                    true
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    s.cut.store(true, Ordering::Release);
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         });
         self.count -= before - slots.len();
         if slots.is_empty() {
@@ -266,27 +276,21 @@ mod tests {
     }
 
     #[test]
-    fn one_copy_of_a_push_is_timed_whatever_the_number_of_streams() {
+    fn a_push_is_timed_once_by_whichever_stream_takes_it_first() {
         let mut s = Subscribers::new(8, 8, 3);
-        let mut full = s.register("b").unwrap();
-        for seq in 1..=3 {
-            s.publish("b", &msg(seq));
-        }
         let mut streams: Vec<_> = (0..3).map(|_| s.register("b").unwrap()).collect();
-        // The first stream cannot take more: the time goes to the next one.
         let mut timed = msg(4);
-        timed.durable_at = Some(Instant::now());
+        timed.delivery = timing(Some(Instant::now()));
         s.publish("b", &timed);
-        assert!(full.cut.load(Ordering::Acquire));
-        let times: Vec<bool> = streams
+        let mut copies: Vec<Notification> = streams
             .iter_mut()
-            .map(|r| {
-                let got: Vec<_> = std::iter::from_fn(|| r.rx.try_recv().ok()).collect();
-                assert_eq!(got.len(), 1);
-                got[0].durable_at.is_some()
-            })
+            .map(|r| r.rx.try_recv().unwrap())
             .collect();
-        assert_eq!(times, [true, false, false]);
-        while full.rx.try_recv().is_ok() {}
+        assert!(copies.iter().all(|c| c.durable_at().is_some()));
+        // The last stream opened reads first: it times the push, nobody else.
+        let last = copies.pop().unwrap();
+        assert!(last.first_delivery().is_some());
+        assert!(copies.iter().all(|c| c.first_delivery().is_none()));
+        assert!(last.first_delivery().is_none());
     }
 }

@@ -366,13 +366,16 @@ impl SledBackend {
                  is a group cut by the crash before it was acknowledged)"
             );
         }
-        // Everything up to the head is synced now (frames indexed again were
-        // synced by `SegmentLog::open`), so buffered mode marks it; durable
-        // mode needs no mark, and a stale one from a buffered run must not
-        // stay to lower a later recovery's base.
+        // Buffered mode marks the head as synced, after syncing the active
+        // segment: frames at or below the recovery base may have been written
+        // by a process killed before its next sync (closed segments were
+        // synced when they were closed; frames indexed again were synced by
+        // `SegmentLog::open`). Durable mode needs no mark, and a stale one
+        // from a buffered run must not stay to lower a later recovery's base.
         if mode.sync_each_commit {
             self.meta.remove(SYNCED_KEY)?;
         } else {
+            segments.sync_active()?;
             mark_synced(&self.log, &self.meta)?;
         }
         self.db.flush()?;
@@ -631,10 +634,13 @@ impl Backend for SledBackend {
             if self.sync_each_commit {
                 segments.sync()?;
             } else {
-                // The mark goes to disk with sled's next flush.
+                // The mark goes to disk with this flush: a mark left behind
+                // would make a later recovery re-check, and cut as a torn tail,
+                // frames this flush promised were durable.
                 let _g = self.commit_lock.lock();
                 segments.sync()?;
                 mark_synced(&self.log, &self.meta)?;
+                self.meta_dirty.store(true, Ordering::Release);
             }
         }
         if self.meta_dirty.swap(false, Ordering::AcqRel) {

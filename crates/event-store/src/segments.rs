@@ -440,6 +440,18 @@ impl SegmentLog {
         Ok(())
     }
 
+    /// Syncs the active file whether or not this process wrote to it: what a
+    /// previous process wrote (and was killed before syncing) may still be in
+    /// the page cache only.
+    pub(crate) fn sync_active(&self) -> std::io::Result<()> {
+        self.check()?;
+        let mut a = self.active.lock();
+        let r = a.file.sync_data();
+        self.fail(r)?;
+        a.unsynced = false;
+        Ok(())
+    }
+
     /// Marks the log failed (a checkpoint failed).
     pub(crate) fn poison(&self) {
         self.failed.store(true, Ordering::Release);

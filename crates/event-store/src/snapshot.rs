@@ -155,9 +155,11 @@ impl SnapshotFiles {
     /// Such a snapshot reflects records the log no longer holds: in buffered
     /// mode a power loss can take the records after the last segment sync,
     /// while a snapshot saved (and synced) after them survives. Left in place it
-    /// would be loaded once new records have taken those positions again. A file
-    /// whose header cannot be read is left for `load` to report.
-    pub(crate) fn remove_past(&self, head: u64) -> Result<Vec<(String, u64)>> {
+    /// would be loaded once new records have taken those positions again. Only
+    /// a file that passes its MAC check is removed (one that does not is left
+    /// for `load` to report as damaged); a removal that fails is logged, not
+    /// fatal: `load`'s callers check the position against the head as well.
+    pub(crate) fn remove_past(&self, key: &ChainKey, head: u64) -> Result<Vec<(String, u64)>> {
         let mut removed = Vec::new();
         for name in self.names()? {
             let mut header = [0u8; HEADER_LEN];
@@ -166,9 +168,18 @@ impl SnapshotFiles {
                 continue;
             }
             let seq = u64::from_be_bytes(header[8..16].try_into().unwrap_or([0; 8]));
-            if seq > head {
-                std::fs::remove_file(self.path(&name))?;
-                removed.push((name, seq));
+            if seq <= head || !matches!(self.load(key, &name), Ok(Some(s)) if s.seq == seq) {
+                continue;
+            }
+            match std::fs::remove_file(self.path(&name)) {
+                Ok(()) => removed.push((name, seq)),
+                Err(e) => tracing::warn!(
+                    name,
+                    seq,
+                    head,
+                    error = %e,
+                    "event store: could not remove a snapshot past the log's head"
+                ),
             }
         }
         if !removed.is_empty() {
@@ -342,6 +353,32 @@ mod tests {
         assert!(matches!(
             store.load_snapshot("../p"),
             Err(Error::InvalidName { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn on_open_only_authentic_snapshots_past_the_head_are_removed_legacy_ones_too() {
+        use crate::{EventStore, StoreOptions};
+        let d = tempfile::tempdir().unwrap();
+        {
+            let store = EventStore::open(d.path(), StoreOptions::new(b"k")).unwrap();
+            let mut legacy = 9u64.to_be_bytes().to_vec();
+            legacy.extend_from_slice(b"old");
+            store.backend().meta_put("snapshot/old", &legacy).unwrap();
+            store.save_snapshot("ahead", 9, b"x").await.unwrap();
+            store.save_snapshot("forged", 9, b"y").await.unwrap();
+        }
+        // A file whose MAC fails is damage to report, not to delete.
+        let forged = d.path().join(DIR).join("forged.snap");
+        let mut bytes = std::fs::read(&forged).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        std::fs::write(&forged, bytes).unwrap();
+        let store = EventStore::open(d.path(), StoreOptions::new(b"k")).unwrap();
+        assert!(store.load_snapshot("ahead").unwrap().is_none());
+        assert!(store.load_snapshot("old").unwrap().is_none());
+        assert!(matches!(
+            store.load_snapshot("forged"),
+            Err(Error::Corrupt { .. })
         ));
     }
 }

@@ -216,7 +216,19 @@ impl EventStore {
         let head = anchor.map_or(0, |a| a.seq);
         let chain = anchor.map_or(GENESIS, |a| a.mac);
         let snapshots = SnapshotFiles::new(dir);
-        for (name, seq) in snapshots.remove_past(head)? {
+        let mut past = snapshots.remove_past(&key, head)?;
+        // Stores written before snapshots became files kept them in sled.
+        for k in backend.meta_keys(SNAPSHOT_PREFIX)? {
+            let seq = backend
+                .meta_get(&k)?
+                .and_then(|v| Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?)));
+            if let Some(seq) = seq.filter(|&s| s > head) {
+                backend.meta_remove(&k)?;
+                let name = k.strip_prefix(SNAPSHOT_PREFIX).unwrap_or(&k).to_owned();
+                past.push((name, seq));
+            }
+        }
+        for (name, seq) in past {
             tracing::warn!(
                 name,
                 seq,

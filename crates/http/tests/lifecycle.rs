@@ -306,7 +306,9 @@ async fn long_polls_answer_at_once_when_the_bridge_begins_shutting_down() {
             )
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Both are waiting by now (a poll that started after the shutdown would
+    // take the other path, checked below).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     t.bridge.begin_shutdown();
     let (elicitation, messages) = polls.await.unwrap();
     // Both answer with what there is, long before their 60 s.

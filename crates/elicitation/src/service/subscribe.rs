@@ -161,7 +161,7 @@ impl AgentSubscription {
                 Some(n) if n.seq <= self.boundary => continue,
                 Some(n) => {
                     self.position = n.seq;
-                    if let Some(at) = n.durable_at {
+                    if let Some(at) = n.first_delivery() {
                         self.shared
                             .hooks
                             .notification_delivered(n.kind, at.elapsed());

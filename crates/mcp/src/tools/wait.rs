@@ -128,6 +128,10 @@ pub(crate) async fn until_terminal<B: Backend>(
         })
 }
 
+/// A wait slice at least this long that comes back non-terminal in less than
+/// half its time means the bridge stopped waiting (see `wait_loop`).
+const EARLY_RETURN_MIN_SLICE: Duration = Duration::from_millis(50);
+
 async fn wait_loop<B: Backend>(
     backend: &B,
     mut record: Elicitation,
@@ -156,9 +160,20 @@ async fn wait_loop<B: Backend>(
             slice = slice.min(every);
         }
         let ms = u64::try_from(slice.as_millis()).unwrap_or(60_000).max(1);
+        let asked = Instant::now();
         record = ctx
             .until_cancelled(backend.get_elicitation(&record.id, ms))
             .await??;
+        // A long-poll comes back before its wait only with a terminal record,
+        // or when the bridge stopped waiting because it is shutting down: then
+        // asking again would come back at once too, in a loop. Answer with the
+        // record as it is.
+        if !record.status.is_terminal()
+            && slice >= EARLY_RETURN_MIN_SLICE
+            && asked.elapsed() < slice / 2
+        {
+            return Ok(record);
+        }
         if !record.status.is_terminal() {
             let message = format!("waiting for {} to answer {}", record.to, record.id);
             ctx.report(progress.next(started.elapsed()), total_s, message)
@@ -187,6 +202,8 @@ mod tests {
     struct Silent {
         waits: AtomicUsize,
         fail: bool,
+        /// Answers every wait at once, as a bridge that is shutting down does.
+        stopped: bool,
     }
 
     fn pending() -> Elicitation {
@@ -218,7 +235,9 @@ mod tests {
             }
             assert!((1..=60_000).contains(&wait_ms), "{wait_ms}");
             self.waits.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            if !self.stopped {
+                tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            }
             Ok(pending())
         }
         async fn pending_inbox(&self, _: usize) -> Result<ElicitationList, Problem> {
@@ -262,6 +281,23 @@ mod tests {
         assert!(Instant::now() >= deadline);
         // 3605 s in slices of at most 60 s.
         assert_eq!(backend.waits.load(Ordering::SeqCst), 61);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bridge_that_stopped_waiting_ends_the_wait_instead_of_a_busy_loop() {
+        let backend = Silent {
+            stopped: true,
+            ..Silent::default()
+        };
+        let ctx = CallContext::new(CancellationToken::new(), &McpConfig::default());
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        let started = Instant::now();
+        let r = until_terminal(&backend, pending(), deadline, 3600, &ctx)
+            .await
+            .unwrap();
+        assert_eq!(r.status, Status::Pending);
+        assert_eq!(backend.waits.load(Ordering::SeqCst), 1);
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]
