@@ -69,7 +69,7 @@ fn prepare_output(path: &Path) -> Result<(), Failure> {
 /// The actor the offline commands name in the events they write (the `agent`
 /// of an `$agents` event): not a registered agent, so an audit trail tells an
 /// offline change from one made over HTTP by a registered admin.
-pub const LOCAL_ADMIN: &str = "local-admin";
+pub const LOCAL_ADMIN: &str = lighthouse_security::LOCAL_ADMIN_AGENT;
 
 /// The caller the offline commands act as: a trusted administrator that needs
 /// no registration. Whoever runs them holds the master key and the data

@@ -108,6 +108,12 @@ impl Default for RegistryConfig {
     }
 }
 
+/// The actor the bridge's offline administration commands name in what they
+/// write (they hold the master key and act without a registered agent). No
+/// agent may be registered under it, so that an audit trail always tells an
+/// offline change from one made over the API.
+pub const LOCAL_ADMIN_AGENT: &str = "local-admin";
+
 /// The agent registry. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct AgentRegistry {
@@ -317,6 +323,9 @@ impl AgentRegistry {
         actor: Option<&str>,
     ) -> Result<Credential> {
         check_agent_id(agent)?;
+        if agent == LOCAL_ADMIN_AGENT {
+            return Err(Error::ReservedAgentId(agent.to_owned()));
+        }
         self.change(actor, |state, _| {
             if state.agents.contains_key(agent) {
                 return Err(Error::AgentExists(agent.to_owned()));
@@ -559,6 +568,12 @@ mod tests {
             Err(Error::LastAdmin(_))
         ));
         reg.revoke("ops", Some("ops-admin")).await.unwrap();
+        // The offline tools' actor cannot be registered.
+        assert!(matches!(
+            reg.register(LOCAL_ADMIN_AGENT, Role::Admin, Some("ops-admin"))
+                .await,
+            Err(Error::ReservedAgentId(_))
+        ));
     }
 
     #[tokio::test]
