@@ -279,7 +279,7 @@ async fn elicit(c: &Client, a: ElicitArgs, out: &mut Out) -> Result<(), Failure>
     // the id of what was created.
     eprintln!(
         "created {}; waiting for {} to answer",
-        created.id,
+        output::one_line(&created.id),
         output::one_line(&created.to)
     );
     // Until its deadline, plus a margin for the expiry to be written.
