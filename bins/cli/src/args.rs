@@ -10,7 +10,8 @@ use clap::{Args, Parser, Subcommand};
 /// human-readable; `--json` prints the JSON bodies (one per line for streams).
 /// Exit codes: 0 success; 1 the bridge refused (its problem is printed to
 /// stderr), or `ops verify` found the log broken; 2 bad usage or input; 3 the
-/// bridge could not be reached or answered something unreadable.
+/// bridge could not be reached or answered something unreadable, or a write
+/// was answered with a 5xx: it may or may not have taken effect.
 #[derive(Debug, Parser)]
 #[command(name = "lighthouse", version, about, long_about)]
 pub struct Cli {
@@ -124,10 +125,12 @@ pub struct ElicitArgs {
     /// Validate the answer with full JSON Schema 2020-12 instead of the MCP form profile.
     #[arg(long)]
     pub json_schema: bool,
-    /// Idempotency key (default: a fresh one, so retries cannot create twice).
+    /// Idempotency key, 1 to 128 of [A-Za-z0-9_.:-] (default: a fresh one, so
+    /// retries cannot create twice; printed when the outcome is unknown).
     #[arg(long)]
     pub idempotency_key: Option<String>,
-    /// Wait for the answer and print the final record.
+    /// Wait for the answer and print the final record (the id goes to stderr
+    /// first).
     #[arg(long)]
     pub wait: bool,
 }

@@ -3,7 +3,8 @@
 //! Thin by design: parse the arguments, call `lighthouse-client`, print the
 //! result. Exit codes (docs/CLI.md): 0 success; 1 the bridge refused (its
 //! problem on stderr), or `ops verify` found the chain broken; 2 bad usage or
-//! input; 3 transport failure or an unreadable answer.
+//! input; 3 transport failure, an unreadable answer, or a write answered with a
+//! 5xx (it may or may not have taken effect).
 
 mod args;
 mod input;

@@ -1,4 +1,10 @@
 //! What the commands print: text for people, or the JSON body with `--json`.
+//!
+//! Text for people carries strings other agents wrote (messages, reasons,
+//! descriptions, problem details). Printed raw, an escape sequence in one could
+//! clear or rewrite the reader's terminal, or set its clipboard (OSC 52), so
+//! every control character in the text is shown escaped ([`terminal_safe`]);
+//! `--json` output is the JSON body as it came, escaped as JSON escapes it.
 
 use std::io::Write;
 
@@ -31,7 +37,7 @@ impl Out {
             serde_json::to_string(value)
                 .map_err(|e| Failure::Broken(format!("cannot print JSON: {e}")))?
         } else {
-            human(value)
+            terminal_safe(&human(value))
         };
         self.line(&text)
     }
@@ -47,16 +53,53 @@ impl Out {
     }
 }
 
+/// `text` with every control character escaped as `\u{..}` (C0 but tab and
+/// newline, DEL, C1 `U+0080..=U+009F`), so that it prints as itself on a
+/// terminal. Newlines are kept: they are the layout of the text; the free-text
+/// fields that could use them to forge a line are laid out by [`one_line`] and
+/// [`indented`] first.
+pub fn terminal_safe(text: &str) -> String {
+    escape_controls(text, true)
+}
+
+/// `s` on one line: [`terminal_safe`], with newlines escaped too (`\n`). For
+/// stderr lines and one-line fields.
+pub fn one_line(s: &str) -> String {
+    escape_controls(s, false)
+}
+
+fn escape_controls(s: &str, keep_newlines: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\t' => out.push(c),
+            '\n' if keep_newlines => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A free-text field shown after a label: its continuation lines indented by
+/// `indent` spaces, so that no line of it reads as a field of the record.
+fn indented(s: &str, indent: usize) -> String {
+    s.replace('\r', "\\r")
+        .replace('\n', &format!("\n{}", " ".repeat(indent)))
+}
+
 fn compact(v: &impl Serialize) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
 fn shorten(s: &str, max: usize) -> String {
-    let one_line = s.replace('\n', " ");
-    if one_line.chars().count() <= max {
-        return one_line;
+    let flat = s.replace(['\n', '\r'], " ");
+    if flat.chars().count() <= max {
+        return flat;
     }
-    let cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
+    let cut: String = flat.chars().take(max.saturating_sub(1)).collect();
     format!("{cut}…")
 }
 
@@ -68,7 +111,7 @@ pub fn elicitation(e: &Elicitation) -> String {
         e.status.as_str(),
         e.from,
         e.to,
-        e.message,
+        indented(&e.message, 12),
         e.created_at,
         e.expires_at
     );
@@ -83,7 +126,7 @@ pub fn elicitation(e: &Elicitation) -> String {
             s.push_str(&format!("\n  content:  {}", compact(c)));
         }
         if let Some(reason) = &r.reason {
-            s.push_str(&format!("\n  reason:   {reason}"));
+            s.push_str(&format!("\n  reason:   {}", indented(reason, 12)));
         }
     }
     s
@@ -204,14 +247,15 @@ pub fn flag(f: &Flag) -> String {
             .collect::<Vec<_>>()
             .join(",")
     };
+    let description = if f.description.is_empty() {
+        "-".to_owned()
+    } else {
+        indented(&f.description, 15)
+    };
     format!(
         "{}\n  description: {}\n  allow: {}  deny: {}  requires: {}\n  variants: {}\n  updated: {}",
         flag_row(f),
-        if f.description.is_empty() {
-            "-"
-        } else {
-            &f.description
-        },
+        description,
         list(&f.allow),
         list(&f.deny),
         list(&f.requires),
@@ -229,7 +273,7 @@ pub fn flag_change(c: &FlagChange) -> String {
         c.time,
         kind.trim_matches('"'),
         c.actor,
-        c.reason
+        one_line(&c.reason)
     )
 }
 
@@ -317,4 +361,88 @@ pub fn verify(v: &VerifyResponse) -> String {
 /// `me`.
 pub fn me(m: &Me) -> String {
     format!("{} ({}, key {})", m.agent, m.role.as_str(), m.key_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A clear screen, an OSC 52 clipboard write ended by BEL, DEL, and CSI as
+    /// a C1 character.
+    const HOSTILE: &str = "a\u{1b}[2J\u{1b}]52;c;ZXZpbA==\u{7}b\u{7f}c\u{9b}31md";
+
+    fn no_controls_but_layout(text: &str) {
+        assert!(
+            !text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(
+            terminal_safe(HOSTILE),
+            r"a\u{1b}[2J\u{1b}]52;c;ZXZpbA==\u{7}b\u{7f}c\u{9b}31md"
+        );
+        // Tab and newline are layout; carriage return could overwrite a line.
+        assert_eq!(terminal_safe("a\tb\nc\rd"), "a\tb\nc\\rd");
+        assert_eq!(one_line("a\tb\nc\rd"), "a\tb\\nc\\rd");
+        // Not controls: printable Unicode, U+00A0 just after C1, and the
+        // characters of our own layout.
+        assert_eq!(terminal_safe("é → …\u{a0}"), "é → …\u{a0}");
+    }
+
+    #[test]
+    fn wire_strings_in_a_record_cannot_reach_the_terminal_or_forge_a_line() {
+        let e: Elicitation = serde_json::from_value(json!({
+            "id": "el_1", "from": "mallory", "to": "bob",
+            "message": format!("{HOSTILE}\n  response: accept by bob"),
+            "requested_schema": {}, "status": "declined",
+            "created_at": "2026-11-26T07:00:00.000Z", "expires_at": "2026-11-26T07:01:00.000Z",
+            "resolved_at": "2026-11-26T07:00:30.000Z",
+            "response": {"action": "decline", "content": null, "reason": HOSTILE, "by": "bob"},
+            "metadata": {}
+        }))
+        .unwrap();
+        let text = terminal_safe(&elicitation(&e));
+        no_controls_but_layout(&text);
+        assert!(text.contains(r"\u{1b}]52;c;"), "{text}");
+        // The message's second line is indented under it, so it reads as part
+        // of the message, not as the record's own response line.
+        assert!(
+            text.contains("\n              response: accept by bob"),
+            "{text}"
+        );
+        assert_eq!(text.matches("\n  response: ").count(), 1, "{text}");
+        let row = terminal_safe(&elicitation_row(&e));
+        no_controls_but_layout(&row);
+        assert_eq!(row.lines().count(), 1, "{row}");
+    }
+
+    #[test]
+    fn flag_texts_are_escaped() {
+        let flag_json = json!({
+            "key": "k", "description": format!("{HOSTILE}\n  allow: forged"),
+            "enabled": true, "rollout_percent": 50.0,
+            "allow": [], "deny": [], "variants": [], "requires": [], "killed": false,
+            "version": 1, "updated_at": "2026-11-26T07:00:00.000Z", "updated_by": "ops"
+        });
+        let f: Flag = serde_json::from_value(flag_json.clone()).unwrap();
+        let text = terminal_safe(&flag(&f));
+        no_controls_but_layout(&text);
+        assert_eq!(text.matches("\n  allow: ").count(), 1, "{text}");
+        let c: FlagChange = serde_json::from_value(json!({
+            "version": 2, "time": "2026-11-26T07:00:00.000Z", "type": "flag.killed",
+            "actor": "ops", "reason": format!("{HOSTILE}\nv3 forged"),
+            "before": null, "after": flag_json, "seq": 5, "correlation_id": null
+        }))
+        .unwrap();
+        let line = terminal_safe(&flag_change(&c));
+        no_controls_but_layout(&line);
+        assert_eq!(line.lines().count(), 1, "{line}");
+    }
 }

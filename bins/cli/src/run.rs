@@ -22,6 +22,9 @@ use crate::output::{self, AgentEventJson, Out};
 pub enum Failure {
     /// The bridge answered with a problem (exit 1).
     Refused(Box<Problem>),
+    /// A write that is not idempotent was answered with a `5xx`: it may or may
+    /// not have taken effect (exit 3, as a transport failure).
+    Ambiguous(Box<Problem>),
     /// The command ran and its result says no (`ops verify` on a broken chain;
     /// exit 1).
     Negative(String),
@@ -31,6 +34,9 @@ pub enum Failure {
     Broken(String),
     /// Standard output was closed (a pipe reader went away): stop quietly.
     OutputClosed,
+    /// A failure, and a note for the user on what to do about it (printed after
+    /// it; the exit code is the failure's).
+    Noted(Box<Failure>, String),
 }
 
 impl Failure {
@@ -39,30 +45,77 @@ impl Failure {
         match self {
             Failure::Refused(_) | Failure::Negative(_) => 1,
             Failure::Usage(_) => 2,
-            Failure::Broken(_) => 3,
+            Failure::Ambiguous(_) | Failure::Broken(_) => 3,
             Failure::OutputClosed => 0,
+            Failure::Noted(f, _) => f.exit_code(),
         }
     }
 
-    /// Prints the failure to stderr: the problem as JSON with `--json`, else a line.
+    /// Whether the request may or may not have acted (exit 3): no usable
+    /// answer, or a write answered with a `5xx`.
+    pub fn is_ambiguous(&self) -> bool {
+        match self {
+            Failure::Ambiguous(_) | Failure::Broken(_) => true,
+            Failure::Noted(f, _) => f.is_ambiguous(),
+            _ => false,
+        }
+    }
+
+    /// This failure with `note` printed after it.
+    pub fn noted(self, note: impl Into<String>) -> Failure {
+        Failure::Noted(Box::new(self), note.into())
+    }
+
+    /// Prints the failure to stderr: the problem as JSON with `--json`, else a
+    /// line (wire strings with their control characters escaped). A note
+    /// follows on a line of its own, `note: ...`, in both modes.
     pub fn report(&self, json: bool) {
         match self {
-            Failure::Refused(p) if json => {
+            Failure::Refused(p) | Failure::Ambiguous(p) if json => {
                 eprintln!("{}", serde_json::to_string(p).unwrap_or_default());
             }
-            Failure::Refused(p) => {
-                eprintln!("error: {} ({}): {}", p.code.as_str(), p.status, p.detail);
+            Failure::Refused(p) | Failure::Ambiguous(p) => {
+                eprintln!(
+                    "error: {} ({}): {}",
+                    p.code.as_str(),
+                    p.status,
+                    output::one_line(&p.detail)
+                );
                 for e in &p.errors {
-                    let at = if e.path.is_empty() { "(body)" } else { &e.path };
-                    eprintln!("  {at}: {}", e.message);
+                    let at = if e.path.is_empty() {
+                        "(body)".to_owned()
+                    } else {
+                        output::one_line(&e.path)
+                    };
+                    eprintln!("  {at}: {}", output::one_line(&e.message));
                 }
             }
             Failure::Negative(m) | Failure::Usage(m) | Failure::Broken(m) => {
-                eprintln!("error: {m}");
+                eprintln!("error: {}", output::one_line(m));
             }
             Failure::OutputClosed => {}
+            Failure::Noted(f, note) => {
+                f.report(json);
+                eprintln!("note: {}", output::one_line(note));
+            }
         }
     }
+}
+
+/// The failure of a write that is not idempotent: a `5xx` answer (after the
+/// client's retries, where it makes any) leaves its outcome unknown, as a
+/// broken connection does.
+fn write_failure(e: lighthouse_client::Error) -> Failure {
+    match e {
+        lighthouse_client::Error::Refused(p) if p.status >= 500 => Failure::Ambiguous(Box::new(p)),
+        e => e.into(),
+    }
+}
+
+/// [`write_failure`], with `note` added when the outcome is unknown.
+fn unsure(e: lighthouse_client::Error, note: impl FnOnce() -> String) -> Failure {
+    let f = write_failure(e);
+    if f.is_ambiguous() { f.noted(note()) } else { f }
 }
 
 impl From<lighthouse_client::Error> for Failure {
@@ -112,13 +165,22 @@ pub async fn run(cli: Cli, out: &mut Out) -> Result<(), Failure> {
         }
         Command::Respond(a) => respond(&c, a, out).await,
         Command::Cancel { id, reason } => {
-            let e = c.cancel(&id, reason.as_deref()).await?;
+            let e = c
+                .cancel(&id, reason.as_deref())
+                .await
+                .map_err(|e| unsure(e, || unknown_outcome_of_act(&id, "cancellation")))?;
             out.show(&e, output::elicitation)
         }
         Command::Watch { after, count } => watch(&c, after, count, out).await,
         Command::Send { to, body } => {
             let body = json_arg("body", &body)?;
-            let sent = c.send_message(&to, &body).await?;
+            let sent = c.send_message(&to, &body).await.map_err(|e| {
+                unsure(e, || {
+                    "the message may or may not have been delivered (messages carry no idempotency key): \
+                     `lighthouse events query --type message.sent --desc` shows what was sent"
+                        .to_owned()
+                })
+            })?;
             out.show(&sent, |s| format!("sent {} (seq {})", s.id, s.seq))
         }
         Command::Messages {
@@ -182,19 +244,44 @@ async fn elicit(c: &Client, a: ElicitArgs, out: &mut Out) -> Result<(), Failure>
     if a.json_schema {
         req.schema_profile = Some(SchemaProfile::JsonSchema);
     }
-    // The bridge takes 1 to 255 bytes, sent as a header: printable ASCII.
     if let Some(k) = &a.idempotency_key
-        && (k.is_empty() || k.len() > 255 || !k.bytes().all(|b| (0x20..0x7f).contains(&b)))
+        && !valid_idempotency_key(k)
     {
         return Err(Failure::Usage(
-            "--idempotency-key must be 1 to 255 printable ASCII characters".into(),
+            "--idempotency-key must be 1 to 128 of [A-Za-z0-9_.:-]".into(),
         ));
     }
+    let given = a.idempotency_key.is_some();
     let key = a.idempotency_key.unwrap_or_else(idempotency_key);
-    let created = c.elicit_with_key(&req, &key).await?.record;
+    let created = match c.elicit_with_key(&req, &key).await {
+        Ok(c) => c.record,
+        // The key is what makes a second try safe: without it, a retry by hand
+        // would create a second elicitation if the first went through.
+        Err(e) => {
+            return Err(unsure(e, || {
+                if given {
+                    "the elicitation may have been created; re-run with the same \
+                     --idempotency-key to retry safely"
+                        .to_owned()
+                } else {
+                    format!(
+                        "the elicitation may have been created; re-run with \
+                         --idempotency-key {key} to retry safely"
+                    )
+                }
+            }));
+        }
+    };
     if !a.wait {
         return out.show(&created, output::elicitation);
     }
+    // Said before waiting: a wait that fails or is interrupted must not lose
+    // the id of what was created.
+    eprintln!(
+        "created {}; waiting for {} to answer",
+        output::one_line(&created.id),
+        output::one_line(&created.to)
+    );
     // Until its deadline, plus a margin for the expiry to be written.
     let life = created
         .expires_at
@@ -203,8 +290,31 @@ async fn elicit(c: &Client, a: ElicitArgs, out: &mut Out) -> Result<(), Failure>
         .max(0) as u64;
     let done = c
         .wait_terminal(&created.id, Duration::from_millis(life + 2_000))
-        .await?;
+        .await
+        .map_err(|e| {
+            Failure::from(e).noted(format!(
+                "elicitation {id} was created and may still be pending: \
+                 `lighthouse get {id}` shows it, `lighthouse cancel {id}` cancels it",
+                id = created.id
+            ))
+        })?;
     out.show(&done, output::elicitation)
+}
+
+/// What the bridge takes as an `Idempotency-Key`: 1 to 128 of
+/// `[A-Za-z0-9_.:-]` (PROTOCOL.md 4; anything else is `400`).
+fn valid_idempotency_key(k: &str) -> bool {
+    (1..=128).contains(&k.len())
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+/// The note of a respond or cancel whose outcome is unknown.
+fn unknown_outcome_of_act(id: &str, what: &str) -> String {
+    format!(
+        "the {what} may or may not have been recorded: `lighthouse get {}` shows the elicitation's state",
+        output::one_line(id)
+    )
 }
 
 async fn list(c: &Client, mailbox: Mailbox, a: ListArgs, out: &mut Out) -> Result<(), Failure> {
@@ -230,7 +340,10 @@ async fn respond(c: &Client, a: RespondArgs, out: &mut Out) -> Result<(), Failur
             ));
         }
     };
-    let e = c.respond(&a.id, &req).await?;
+    let e = c
+        .respond(&a.id, &req)
+        .await
+        .map_err(|e| unsure(e, || unknown_outcome_of_act(&a.id, "response")))?;
     out.show(&e, output::elicitation)
 }
 
@@ -302,10 +415,18 @@ async fn flags(c: &Client, f: FlagsCommand, out: &mut Out) -> Result<(), Failure
             out.show(&flag, output::flag)
         }
         FlagsCommand::Kill { key, reason } => {
-            out.show(&c.kill_flag(&key, Some(&reason)).await?, output::flag)
+            let f = c
+                .kill_flag(&key, Some(&reason))
+                .await
+                .map_err(|e| unsure(e, || unknown_flag_change(&key)))?;
+            out.show(&f, output::flag)
         }
         FlagsCommand::Unkill { key, reason } => {
-            out.show(&c.unkill_flag(&key, Some(&reason)).await?, output::flag)
+            let f = c
+                .unkill_flag(&key, Some(&reason))
+                .await
+                .map_err(|e| unsure(e, || unknown_flag_change(&key)))?;
+            out.show(&f, output::flag)
         }
         FlagsCommand::History { key } => {
             let h = c.flag_history(&key).await?;
@@ -378,7 +499,17 @@ async fn set_flag(c: &Client, a: FlagSetArgs) -> Result<lighthouse_core::api::Fl
             .expected_version
             .or(Some(current.map_or(0, |f| f.version))),
     };
-    Ok(c.put_flag(&a.key, &put).await?)
+    c.put_flag(&a.key, &put)
+        .await
+        .map_err(|e| unsure(e, || unknown_flag_change(&a.key)))
+}
+
+/// The note of a flag change whose outcome is unknown.
+fn unknown_flag_change(key: &str) -> String {
+    format!(
+        "the change may or may not have been applied: `lighthouse flags history {}` shows it",
+        output::one_line(key)
+    )
 }
 
 async fn ops(c: &Client, o: OpsCommand, out: &mut Out) -> Result<(), Failure> {
@@ -398,19 +529,70 @@ async fn ops(c: &Client, o: OpsCommand, out: &mut Out) -> Result<(), Failure> {
                 },
                 reason,
             };
-            out.show(&c.drain(&req).await?, output::drain)
+            let report = c.drain(&req).await.map_err(|e| {
+                unsure(e, || {
+                    "the drain may or may not have run: `lighthouse ops stats` shows what is still pending"
+                        .to_owned()
+                })
+            })?;
+            out.show(&report, output::drain)
         }
         OpsCommand::Verify => {
             let v = c.verify().await?;
-            out.show(&v, output::verify)?;
-            if v.ok {
+            // The verdict is decided before printing: a broken chain exits 1
+            // even when stdout is closed (`ops verify | head -c0`).
+            let verdict = if v.ok {
                 Ok(())
             } else {
                 Err(Failure::Negative(format!(
                     "the integrity chain is broken at seq {}",
                     v.first_bad_seq.map_or("?".to_owned(), |s| s.to_string())
                 )))
-            }
+            };
+            let shown = out.show(&v, output::verify);
+            verdict.and(shown)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_are_checked_as_the_bridge_checks_them() {
+        assert!(valid_idempotency_key("lhk-AbC_09.x:y"));
+        assert!(valid_idempotency_key(&"k".repeat(128)));
+        for bad in ["", "a b", "a\nb", "a/b", "é", &"k".repeat(129)] {
+            assert!(!valid_idempotency_key(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_write_answered_with_a_5xx_has_an_unknown_outcome() {
+        let refused = |code, status| {
+            let mut p = Problem::new(code, "x");
+            p.status = status;
+            lighthouse_client::Error::Refused(p)
+        };
+        for status in [500, 502, 503, 504] {
+            let f = write_failure(refused(ErrorCode::Unavailable, status));
+            assert!(f.is_ambiguous() && f.exit_code() == 3, "{status}: {f:?}");
+        }
+        // A refusal before any handler acted is not.
+        let f = write_failure(refused(ErrorCode::RateLimited, 429));
+        assert!(!f.is_ambiguous() && f.exit_code() == 1, "{f:?}");
+        let f = unsure(refused(ErrorCode::NotFound, 404), || "never".into());
+        assert!(matches!(f, Failure::Refused(_)), "{f:?}");
+        // No answer at all is, and the note keeps the exit code.
+        let f = unsure(
+            lighthouse_client::Error::Transport {
+                detail: "reset".into(),
+                attempts: 1,
+            },
+            || "check".into(),
+        );
+        assert!(matches!(&f, Failure::Noted(_, n) if n == "check"), "{f:?}");
+        assert_eq!(f.exit_code(), 3);
     }
 }

@@ -314,6 +314,12 @@ async fn an_elicitation_round_trip_through_the_cli() {
 
     let done = waiting.await.unwrap();
     assert_eq!(done.code, 0, "{done:?}");
+    // The id went to stderr before the wait, so a failed wait cannot lose it.
+    assert_eq!(
+        done.stderr.trim(),
+        format!("created {id}; waiting for bob to answer"),
+        "{done:?}"
+    );
     let record = done.json();
     assert_eq!(record["id"], json!(id));
     assert_eq!(record["status"], json!("accepted"));
@@ -587,4 +593,278 @@ async fn flags_and_operations() {
         r.code == 0 && r.stdout.contains("cancelled 0, remaining 0"),
         "{r:?}"
     );
+}
+
+/// A stand-in for a bridge behind a failing proxy: every request is answered
+/// `502` with a bare HTML body, except `POST /v1/ops/verify`, answered with a
+/// broken chain. Returns its base URL.
+async fn failing_bridge() -> (String, tokio::task::JoinHandle<()>) {
+    use axum::http::StatusCode;
+    let app = axum::Router::new()
+        .route(
+            "/v1/ops/verify",
+            axum::routing::post(|| async {
+                axum::Json(json!({"ok": false, "checked": 7, "head_seq": 9,
+                                  "first_bad_seq": 8, "elapsed_ms": 1}))
+            }),
+        )
+        .fallback(|| async { (StatusCode::BAD_GATEWAY, "<html>Bad Gateway</html>") });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (url, server)
+}
+
+/// The key named by an `elicit`'s note on an unknown outcome.
+fn noted_key(r: &Run) -> String {
+    let (_, rest) = r
+        .stderr
+        .split_once("re-run with --idempotency-key ")
+        .unwrap_or_else(|| panic!("no key in the note: {r:?}"));
+    rest.split_whitespace().next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_with_an_unknown_outcome_exit_3_and_say_how_to_retry() {
+    let env = Env::start().await;
+    let (failing, server) = failing_bridge().await;
+    let ops = env.agent("ops", Role::Operator).await;
+    let alice = env.agent("alice", Role::Agent).await;
+    env.agent("bob", Role::Agent).await;
+    let r = lh(
+        &ops,
+        &[
+            "flags",
+            "set",
+            "elicitation_enabled",
+            "--enabled",
+            "true",
+            "--rollout",
+            "100",
+            "--reason",
+            "setup",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let schema = schema();
+    let elicit = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "elicit",
+            "--to",
+            "bob",
+            "--message",
+            "Which port?",
+            "--schema",
+            &schema,
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let via = |bridge: &str, args: &[String]| {
+        let mut all = vec!["--bridge".to_owned(), bridge.to_owned()];
+        all.extend_from_slice(args);
+        all
+    };
+    let run = |args: Vec<String>| {
+        let alice = alice.clone();
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            lh(&alice, &refs).await
+        }
+    };
+
+    // A create answered 502 (after the client's retries) may have happened:
+    // exit 3, and the generated key is printed so a re-run cannot duplicate.
+    let r = run(via(&failing, &elicit(&[]))).await;
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stderr.starts_with("error: unavailable (502)"), "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "note: the elicitation may have been created; re-run with --idempotency-key lhk-"
+        ),
+        "{r:?}"
+    );
+    let key = noted_key(&r);
+    // Re-run against the bridge with that key: created once, then replayed.
+    let mut again = elicit(&["--json"]);
+    again.extend(["--idempotency-key".to_owned(), key.clone()]);
+    let first = run(via(&env.url, &again)).await;
+    assert_eq!(first.code, 0, "{first:?}");
+    let second = run(via(&env.url, &again)).await;
+    assert_eq!(first.json()["id"], second.json()["id"]);
+    let r = lh(&alice, &["--json", "outbox"]).await;
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), 1, "{r:?}");
+    // With the caller's own key, the note says to keep it.
+    let mut own = elicit(&[]);
+    own.extend(["--idempotency-key".to_owned(), "mine-1".to_owned()]);
+    let r = run(via(&failing, &own)).await;
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(
+        r.stderr.contains("re-run with the same --idempotency-key"),
+        "{r:?}"
+    );
+    // With --json the problem stays one JSON line, the note follows it.
+    let r = run(via(
+        &failing,
+        &[vec!["--json".to_owned()], elicit(&[])].concat(),
+    ))
+    .await;
+    assert_eq!(r.code, 3, "{r:?}");
+    let problem: Value = serde_json::from_str(r.stderr.lines().next().unwrap()).unwrap();
+    assert_eq!(problem["status"], json!(502));
+    assert!(
+        r.stderr.lines().nth(1).unwrap().starts_with("note: "),
+        "{r:?}"
+    );
+
+    // A key the bridge would refuse is refused here, before anything is sent.
+    for bad in ["a/b".to_owned(), "k".repeat(129)] {
+        let mut args = elicit(&[]);
+        args.extend(["--idempotency-key".to_owned(), bad]);
+        let r = run(via(&failing, &args)).await;
+        assert_eq!(r.code, 2, "{r:?}");
+        assert!(r.stderr.contains("1 to 128 of [A-Za-z0-9_.:-]"), "{r:?}");
+    }
+
+    // The other writes that are not idempotent.
+    let r = lh(
+        &alice,
+        &["--bridge", &failing, "send", "--to", "bob", "--body", "{}"],
+    )
+    .await;
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("note: the message may or may not have been delivered"),
+        "{r:?}"
+    );
+    let r = lh(
+        &alice,
+        &["--bridge", &failing, "respond", "el_1", "--decline"],
+    )
+    .await;
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stderr.contains("`lighthouse get el_1`"), "{r:?}");
+    let r = lh(&alice, &["--bridge", &failing, "cancel", "el_1"]).await;
+    assert_eq!(r.code, 3, "{r:?}");
+    let r = lh(
+        &ops,
+        &["--bridge", &failing, "flags", "kill", "k", "--reason", "r"],
+    )
+    .await;
+    assert_eq!(r.code, 3, "{r:?}");
+    // A read answered 502 changed nothing: a refusal, exit 1, no note.
+    let r = lh(&alice, &["--bridge", &failing, "me"]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(!r.stderr.contains("note:"), "{r:?}");
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_chain_exits_1_even_when_stdout_is_closed() {
+    let env = Env::start().await;
+    let (failing, server) = failing_bridge().await;
+    let ops = env.agent("ops", Role::Operator).await;
+    let r = lh(&ops, &["--bridge", &failing, "ops", "verify"]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.starts_with("BROKEN: the chain fails at seq 8"),
+        "{r:?}"
+    );
+    // `lighthouse ops verify | head -c0`: the reader is gone before the
+    // verdict is printed.
+    for json in [false, true] {
+        let mut args = vec!["--bridge", &failing, "ops", "verify"];
+        if json {
+            args.insert(0, "--json");
+        }
+        let mut child = command(Some(&ops), &args).spawn().unwrap();
+        drop(child.stdout.take());
+        let r = tokio::task::spawn_blocking(move || finish(child))
+            .await
+            .unwrap();
+        assert_eq!(r.code, 1, "{r:?}");
+        assert!(r.stderr.contains("broken at seq 8"), "{r:?}");
+    }
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_from_other_agents_cannot_drive_the_terminal() {
+    let env = Env::start().await;
+    let ops = env.agent("ops", Role::Operator).await;
+    let mallory = env.agent("mallory", Role::Agent).await;
+    let bob = env.agent("bob", Role::Agent).await;
+    // Clear the screen, then write the clipboard (OSC 52, ended by BEL).
+    let hostile = "\u{1b}[2J\u{1b}]52;c;ZXZpbA==\u{7}";
+    let clean = |r: &Run| {
+        assert!(
+            !r.stdout.contains(['\u{1b}', '\u{7}']) && !r.stderr.contains(['\u{1b}', '\u{7}']),
+            "{r:?}"
+        );
+    };
+    let r = lh(
+        &ops,
+        &[
+            "flags",
+            "set",
+            "elicitation_enabled",
+            "--enabled",
+            "true",
+            "--rollout",
+            "100",
+            "--description",
+            hostile,
+            "--reason",
+            hostile,
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    clean(&r);
+    assert!(
+        r.stdout.contains(r"description: \u{1b}[2J\u{1b}]52;c;"),
+        "{r:?}"
+    );
+    let r = lh(&ops, &["flags", "history", "elicitation_enabled"]).await;
+    clean(&r);
+    assert!(r.stdout.contains(r"\u{7}"), "{r:?}");
+
+    let schema = schema();
+    let r = lh(
+        &mallory,
+        &[
+            "--json",
+            "elicit",
+            "--to",
+            "bob",
+            "--message",
+            hostile,
+            "--schema",
+            &schema,
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    for args in [vec!["inbox"], vec!["get", &id]] {
+        let r = lh(&bob, &args).await;
+        assert_eq!(r.code, 0, "{r:?}");
+        clean(&r);
+        assert!(r.stdout.contains(r"\u{1b}[2J"), "{r:?}");
+    }
+    let r = lh(&bob, &["respond", &id, "--decline", "--reason", hostile]).await;
+    clean(&r);
+    assert!(r.stdout.contains(r"reason:   \u{1b}[2J"), "{r:?}");
+    // --json output is the body as it came (JSON escapes C0 itself).
+    let r = lh(&bob, &["--json", "get", &id]).await;
+    assert_eq!(r.json()["message"], json!(hostile));
+    // A refusal's detail and field messages reach stderr escaped too: the
+    // bridge names the unknown agent in its detail.
+    let r = lh(&mallory, &["send", "--to", "nobody", "--body", "{}"]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    clean(&r);
 }

@@ -7,8 +7,9 @@
 //! it contains NUL) and persists across events; `retry` with only digits sets
 //! the reconnection time; a blank line dispatches the event unless it has no
 //! data. Memory is bounded: an event (its lines together) over the configured
-//! size is an error, after which the parser must be reset (the stream is
-//! reconnected).
+//! size is an error, after which the parser must be reset before it is fed
+//! again. The client's streams do not reconnect then: the same event would come
+//! again on every resume, so the error ends the stream (docs/CLIENT.md).
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,6 +11,8 @@ pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_EXPIRY_GRACE: Duration = Duration::from_secs(5);
 /// Default SSE keep-alive interval on tool-call response streams.
 pub const DEFAULT_SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Default number of tool calls the stdio proxy runs at once.
+pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 32;
 
 /// How the `/mcp` endpoint behaves. Build with [`McpConfig::default`] and the
 /// `with_*` methods.
@@ -44,6 +46,15 @@ pub struct McpConfig {
     /// (default 64 MiB); a body that finds the budget spent waits, within
     /// `body_read_timeout`, then is `503 unavailable`.
     pub max_buffered_body_bytes: usize,
+    /// Tool calls the stdio proxy ([`serve_stdio`](crate::serve_stdio),
+    /// [`ProxyTools`](crate::ProxyTools)) runs at once (default
+    /// [`DEFAULT_MAX_CONCURRENT_CALLS`]; 0 counts as 1). rmcp starts a task
+    /// for every request it reads, whether or not the client reads the
+    /// answers, so without this bound a client pipelining thousands of calls
+    /// would open as many requests to the bridge and hold as many results. A
+    /// call beyond it waits for one to finish (or for the client to cancel
+    /// it). Not used by `/mcp`, which the bridge's connection limits bound.
+    pub max_concurrent_calls: usize,
 }
 
 impl Default for McpConfig {
@@ -56,6 +67,7 @@ impl Default for McpConfig {
             sse_keep_alive: DEFAULT_SSE_KEEP_ALIVE,
             body_read_timeout: Duration::from_secs(30),
             max_buffered_body_bytes: 64 << 20,
+            max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
         }
     }
 }
@@ -85,6 +97,12 @@ impl McpConfig {
     /// Sets the grace past an elicitation's deadline.
     pub fn with_expiry_grace(mut self, grace: Duration) -> Self {
         self.expiry_grace = grace;
+        self
+    }
+
+    /// Sets how many tool calls the stdio proxy runs at once (at least 1).
+    pub fn with_max_concurrent_calls(mut self, calls: usize) -> Self {
+        self.max_concurrent_calls = calls.max(1);
         self
     }
 

@@ -55,8 +55,8 @@ mod transport;
 
 pub use backend::{Backend, BridgeBackend, TOKEN_RECHECK_INTERVAL};
 pub use config::{
-    DEFAULT_EXPIRY_GRACE, DEFAULT_MAX_BODY_BYTES, DEFAULT_PROGRESS_INTERVAL,
-    DEFAULT_SSE_KEEP_ALIVE, McpConfig,
+    DEFAULT_EXPIRY_GRACE, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENT_CALLS,
+    DEFAULT_PROGRESS_INTERVAL, DEFAULT_SSE_KEEP_ALIVE, McpConfig,
 };
 pub use error::Error;
 pub use server::{BridgeTools, ProxyTools};

@@ -18,9 +18,34 @@ fn problem(e: lighthouse_client::Error) -> Problem {
     e.problem()
 }
 
+/// What a create whose outcome is unknown adds to its problem's detail.
+/// `lighthouse_elicit` takes no idempotency key (PROTOCOL.md 12), so an
+/// identical retry cannot be made safe: the caller must look first.
+pub(crate) const MAY_HAVE_BEEN_CREATED: &str = "the elicitation may have been created: before \
+retrying, look for it with lighthouse_query_events {\"type\": \"elicitation.requested\", \
+\"order\": \"desc\"}, or a retry may ask the question twice";
+
+/// The problem of a failed create, saying so when it may have succeeded: no
+/// usable answer (after the client's retries, all with the same idempotency
+/// key), a `5xx`, or a `2xx` whose body could not be read.
+fn create_problem(e: lighthouse_client::Error) -> Problem {
+    use lighthouse_client::Error as E;
+    let unknown = match &e {
+        E::Transport { .. } => true,
+        E::InvalidResponse { status, .. } => (200..300).contains(status),
+        E::Refused(p) => p.status >= 500,
+        E::Credential(_) | E::Config(_) => false,
+    };
+    let mut p = e.problem();
+    if unknown {
+        p.detail = format!("{}; {MAY_HAVE_BEEN_CREATED}", p.detail);
+    }
+    p
+}
+
 impl Backend for Client {
     async fn elicit(&self, req: CreateRequest) -> Result<Elicitation, Problem> {
-        Client::elicit(self, &req).await.map_err(problem)
+        Client::elicit(self, &req).await.map_err(create_problem)
     }
 
     async fn get_elicitation(&self, id: &str, wait_ms: u64) -> Result<Elicitation, Problem> {
@@ -128,5 +153,47 @@ mod tests {
             h.components
         );
         assert!(h.components["bridge"].len() <= MAX_REASON_BYTES);
+    }
+
+    /// A create that may have succeeded says so; one that surely did not
+    /// does not.
+    #[tokio::test]
+    async fn a_create_with_an_unknown_outcome_says_it_may_have_been_created() {
+        use axum::http::StatusCode;
+        let app = axum::Router::new()
+            .route(
+                "/v1/elicitations",
+                axum::routing::post(|| async { (StatusCode::BAD_GATEWAY, "<html>502</html>") }),
+            )
+            .fallback(|| async { (StatusCode::FORBIDDEN, "no") });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let client = |base: &str| {
+            Client::builder()
+                .base_url(base)
+                .bearer_token("token")
+                .retry(RetryPolicy::none())
+                .build()
+                .unwrap()
+        };
+        let req = CreateRequest::new("bob", "?", serde_json::json!({}));
+        for base in [&url, &dead] {
+            let p = Backend::elicit(&client(base), req.clone())
+                .await
+                .unwrap_err();
+            assert!(p.detail.ends_with(MAY_HAVE_BEEN_CREATED), "{base}: {p:?}");
+        }
+        // Refused outright (a 4xx): nothing was created.
+        let p = Backend::elicit(&client(&format!("{url}/other")), req)
+            .await
+            .unwrap_err();
+        assert_eq!(p.status, 403);
+        assert!(!p.detail.contains("may have been created"), "{p:?}");
+        server.abort();
     }
 }

@@ -13,6 +13,7 @@ use rmcp::model::{
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::backend::{Backend, BridgeBackend};
@@ -124,17 +125,20 @@ impl ServerHandler for BridgeTools {
 }
 
 /// The tools on any [`Backend`], every call acting as the backend's identity
-/// (the stdio proxy).
+/// (the stdio proxy). At most [`McpConfig::max_concurrent_calls`] calls run at
+/// once; the others wait for a turn.
 pub struct ProxyTools<B> {
     backend: Arc<B>,
     config: Arc<McpConfig>,
+    calls: Semaphore,
 }
 
 impl<B> ProxyTools<B> {
-    /// Serves `backend` with `config`'s waiting limits.
+    /// Serves `backend` with `config`'s waiting and concurrency limits.
     pub fn new(backend: B, config: McpConfig) -> Self {
         ProxyTools {
             backend: Arc::new(backend),
+            calls: Semaphore::new(config.max_concurrent_calls.max(1)),
             config: Arc::new(config),
         }
     }
@@ -163,10 +167,124 @@ impl<B: Backend + 'static> ServerHandler for ProxyTools<B> {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.as_ref();
+        if !catalogue::TOOL_NAMES.contains(&name) {
+            return Err(unknown_tool(name));
+        }
+        // rmcp runs every request it reads in a task of its own, reading on
+        // while earlier answers wait to be written: the bound is here.
+        let _turn = tokio::select! {
+            biased;
+            _ = context.ct.cancelled() => return Ok(tools::failure(&tools::cancelled()).into()),
+            turn = self.calls.acquire() => match turn {
+                Ok(t) => t,
+                // Never closed; a closed one would mean the proxy is going away.
+                Err(_) => return Ok(tools::failure(&Problem::internal()).into()),
+            },
+        };
         let ctx = call_context(&context, &self.config);
         tools::call(&*self.backend, name, request.arguments, &ctx)
             .await
             .map(Into::into)
             .ok_or_else(|| unknown_tool(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use lighthouse_core::api::{
+        AppendEventRequest, AppendEventResponse, CancelRequest, CreateRequest, Elicitation,
+        ElicitationList, EventsPage, EventsQuery, Health, MessagesPage, RespondRequest,
+        SentMessage,
+    };
+    use lighthouse_elicitation::SendMessage;
+    use rmcp::ServiceExt;
+
+    use super::*;
+
+    /// How many event queries ran, and how many at once at most.
+    #[derive(Default)]
+    struct Counts {
+        running: AtomicUsize,
+        most: AtomicUsize,
+        done: AtomicUsize,
+    }
+
+    /// A bridge whose event queries take a while.
+    struct Slow(Arc<Counts>);
+
+    const ONLY: &str = "this test double serves only query_events";
+
+    impl Backend for Slow {
+        async fn query_events(&self, _: EventsQuery) -> Result<EventsPage, Problem> {
+            let c = &self.0;
+            let now = c.running.fetch_add(1, Ordering::SeqCst) + 1;
+            c.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            c.running.fetch_sub(1, Ordering::SeqCst);
+            c.done.fetch_add(1, Ordering::SeqCst);
+            Ok(EventsPage {
+                events: Vec::new(),
+                next: None,
+            })
+        }
+        async fn elicit(&self, _: CreateRequest) -> Result<Elicitation, Problem> {
+            unreachable!("{ONLY}")
+        }
+        async fn get_elicitation(&self, _: &str, _: u64) -> Result<Elicitation, Problem> {
+            unreachable!("{ONLY}")
+        }
+        async fn pending_inbox(&self, _: usize) -> Result<ElicitationList, Problem> {
+            unreachable!("{ONLY}")
+        }
+        async fn respond(&self, _: &str, _: RespondRequest) -> Result<Elicitation, Problem> {
+            unreachable!("{ONLY}")
+        }
+        async fn cancel(&self, _: &str, _: CancelRequest) -> Result<Elicitation, Problem> {
+            unreachable!("{ONLY}")
+        }
+        async fn send_message(&self, _: SendMessage) -> Result<SentMessage, Problem> {
+            unreachable!("{ONLY}")
+        }
+        async fn receive_messages(&self, _: u64, _: u64) -> Result<MessagesPage, Problem> {
+            unreachable!("{ONLY}")
+        }
+        async fn append_event(
+            &self,
+            _: AppendEventRequest,
+        ) -> Result<AppendEventResponse, Problem> {
+            unreachable!("{ONLY}")
+        }
+        async fn health(&self) -> Result<Health, Problem> {
+            unreachable!("{ONLY}")
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_proxy_runs_at_most_its_limit_of_calls_at_once() {
+        let counts = Arc::new(Counts::default());
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let (r, w) = tokio::io::split(server_io);
+        let config = McpConfig::default().with_max_concurrent_calls(4);
+        let proxy = tokio::spawn(crate::serve_io(Slow(counts.clone()), config, r, w));
+        let client = ().serve(client_io).await.unwrap();
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let peer = client.peer().clone();
+            calls.spawn(async move {
+                peer.call_tool(CallToolRequestParams::new(catalogue::QUERY_EVENTS))
+                    .await
+            });
+        }
+        while let Some(r) = calls.join_next().await {
+            assert_eq!(r.unwrap().unwrap().is_error, Some(false));
+        }
+        // Every call ran, never more than four at once, and the limit was used.
+        assert_eq!(counts.done.load(Ordering::SeqCst), 20);
+        assert_eq!(counts.most.load(Ordering::SeqCst), 4);
+        client.cancel().await.unwrap();
+        proxy.await.unwrap().unwrap();
     }
 }

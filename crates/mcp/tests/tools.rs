@@ -289,3 +289,57 @@ async fn the_proxy_binary_prints_a_token_that_opens_mcp() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// Runs the proxy binary with `args` and stdin closed.
+async fn proxy(args: &[&str], rust_log: Option<&str>) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_lighthouse-mcp-proxy"));
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .env_remove("RUST_LOG");
+    if let Some(filter) = rust_log {
+        cmd.env("RUST_LOG", filter);
+    }
+    cmd.output().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_proxy_binary_parses_its_arguments_strictly_and_logs_to_stderr() {
+    let b = start().await;
+    let cred = b.creds.join("carol.json");
+    let cred = cred.to_str().unwrap();
+    // `token` after the credential works as before it.
+    let out = proxy(&["--credential", cred, "token", "--ttl-s", "60"], None).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(!String::from_utf8(out.stdout).unwrap().trim().is_empty());
+    // Unknown arguments, and arguments of the other mode, are refused.
+    for args in [
+        vec!["--credential", cred, "--frobnicate"],
+        vec!["--credential", cred, "extra"],
+        vec!["--credential", cred, "--ttl-s", "60"],
+        vec!["token", "--credential", cred, "--max-concurrent-calls", "3"],
+        vec!["--max-concurrent-calls", "0", "--credential", cred],
+        vec![],
+    ] {
+        let out = proxy(&args, None).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
+    }
+    // Serving: a client that closes stdin before the handshake ends the
+    // session, logged to stderr (stdout stays the protocol's), unless
+    // RUST_LOG says otherwise.
+    let out = proxy(&["--credential", cred, "--max-concurrent-calls", "8"], None).await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("ERROR") && stderr.contains("the MCP session ended"),
+        "{stderr}"
+    );
+    let out = proxy(&["--credential", cred], Some("off")).await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        !stderr.contains("ERROR") && stderr.starts_with("lighthouse-mcp-proxy: "),
+        "{stderr}"
+    );
+}

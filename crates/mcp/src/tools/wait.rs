@@ -74,13 +74,25 @@ impl CallContext {
         }
     }
 
-    async fn report(&self, progress: f64, total_s: u64, message: String) {
+    /// Sends a progress notification. rmcp returns once it is written, which
+    /// is never while the client does not read: the report gives up when the
+    /// call is cancelled or `deadline` passes, so it cannot hold the wait.
+    async fn report(&self, progress: f64, total_s: u64, message: String, deadline: Instant) {
         if let Some((peer, token)) = &self.progress {
             let p = ProgressNotificationParam::new(token.clone(), progress)
                 .with_total(total_s as f64)
                 .with_message(message);
-            if let Err(e) = peer.notify_progress(p).await {
-                tracing::debug!(error = %e, "progress notification not delivered");
+            tokio::select! {
+                biased;
+                _ = self.ct.cancelled() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::debug!("progress notification not written by the deadline");
+                }
+                sent = peer.notify_progress(p) => {
+                    if let Err(e) = sent {
+                        tracing::debug!(error = %e, "progress notification not delivered");
+                    }
+                }
             }
         }
     }
@@ -176,7 +188,7 @@ async fn wait_loop<B: Backend>(
         }
         if !record.status.is_terminal() {
             let message = format!("waiting for {} to answer {}", record.to, record.id);
-            ctx.report(progress.next(started.elapsed()), total_s, message)
+            ctx.report(progress.next(started.elapsed()), total_s, message, deadline)
                 .await;
         }
     }
