@@ -7,33 +7,43 @@
 //! it needs and the hard limit allows, and holds fewer connections when that
 //! is still not enough.
 
-/// Descriptors kept free for everything but client connections: the store's
-/// segments and index, snapshot files, the listener, logs, the runtime.
+/// Descriptors kept free for everything but client connections and the
+/// store's segment files: sled's files, snapshot files, the listener, logs, the
+/// runtime, and segments the store creates after the start (64 more is 4 GiB
+/// of log; the reserve is counted again at every start).
 pub const RESERVED: u64 = 256;
 
+/// Descriptors the store in `store_dir` holds open for its whole life: one per
+/// segment file (each is kept open for reads). 0 for a store not created yet.
+pub fn store_files(store_dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(store_dir.join("segments")).map_or(0, |d| d.count() as u64)
+}
+
 /// The soft limit `serve` asks for: enough for `max_connections` and
-/// [`RESERVED`], never above `hard`, never below `soft` (a limit is only raised).
-pub fn wanted_soft_limit(max_connections: usize, soft: u64, hard: u64) -> u64 {
-    let needed = (max_connections as u64).saturating_add(RESERVED);
+/// `reserved`, never above `hard`, never below `soft` (a limit is only raised).
+pub fn wanted_soft_limit(max_connections: usize, reserved: u64, soft: u64, hard: u64) -> u64 {
+    let needed = (max_connections as u64).saturating_add(reserved);
     needed.min(hard).max(soft)
 }
 
-/// How many connections fit under a soft limit of `soft` with [`RESERVED`]
+/// How many connections fit under a soft limit of `soft` with `reserved`
 /// descriptors kept free: `max_connections`, or fewer. `None` when the limit
 /// leaves room for none.
-pub fn connections_within(max_connections: usize, soft: u64) -> Option<usize> {
-    let room = soft.saturating_sub(RESERVED);
+pub fn connections_within(max_connections: usize, reserved: u64, soft: u64) -> Option<usize> {
+    let room = soft.saturating_sub(reserved);
     let fit = usize::try_from(room)
         .unwrap_or(usize::MAX)
         .min(max_connections);
     (fit > 0).then_some(fit)
 }
 
-/// Raises the soft open-file limit toward what `max_connections` needs and
-/// returns how many connections to hold open: `max_connections` when they fit,
-/// else fewer, with a warning that says how to raise the limit. Refuses a
-/// limit that leaves no room for any connection.
-pub fn fit_connections(max_connections: usize) -> Result<usize, String> {
+/// Raises the soft open-file limit toward what `max_connections` and the
+/// store's `segments` files need and returns how many connections to hold
+/// open: `max_connections` when they fit, else fewer, with a warning that says
+/// how to raise the limit. Refuses a limit that leaves no room for any
+/// connection.
+pub fn fit_connections(max_connections: usize, segments: u64) -> Result<usize, String> {
+    let reserved = RESERVED.saturating_add(segments);
     let (soft, hard) = match limits::get() {
         Ok(l) => l,
         Err(e) => {
@@ -41,31 +51,14 @@ pub fn fit_connections(max_connections: usize) -> Result<usize, String> {
             return Ok(max_connections);
         }
     };
-    let wanted = wanted_soft_limit(max_connections, soft, hard);
-    let soft = if wanted > soft {
-        match limits::set_soft(wanted, hard) {
-            Ok(()) => {
-                tracing::info!(
-                    from = soft,
-                    to = wanted,
-                    "raised the open-file limit (RLIMIT_NOFILE)"
-                );
-                wanted
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, soft, wanted, "cannot raise the open-file limit (RLIMIT_NOFILE)");
-                soft
-            }
-        }
-    } else {
-        soft
-    };
-    let needed = (max_connections as u64).saturating_add(RESERVED);
+    let wanted = wanted_soft_limit(max_connections, reserved, soft, hard);
+    let soft = raise(soft, wanted, hard);
+    let needed = (max_connections as u64).saturating_add(reserved);
     let raise = format!(
         "raise the open-file limit to at least {needed} (`ulimit -n {needed}` before starting, \
          LimitNOFILE={needed} in a systemd unit, `--ulimit nofile={needed}` for docker)"
     );
-    match connections_within(max_connections, soft) {
+    match connections_within(max_connections, reserved, soft) {
         Some(n) if n == max_connections => Ok(n),
         Some(n) => {
             tracing::warn!(
@@ -73,20 +66,52 @@ pub fn fit_connections(max_connections: usize) -> Result<usize, String> {
                 serving = n,
                 soft_limit = soft,
                 hard_limit = hard,
-                reserved = RESERVED,
+                reserved,
                 "max_connections is {max_connections}, but the open-file limit (RLIMIT_NOFILE) is \
-                 {soft} (hard limit {hard}) and {RESERVED} descriptors are kept for the store, \
-                 snapshots and logs: holding at most {n} connections open. To allow \
+                 {soft} (hard limit {hard}) and {reserved} descriptors are kept for the store \
+                 ({segments} segment files), snapshots and logs: holding at most {n} connections open. To allow \
                  {max_connections}, {raise}, or lower max_connections (LIGHTHOUSE_MAX_CONNECTIONS)"
             );
             Ok(n)
         }
         None => Err(format!(
             "the open-file limit (RLIMIT_NOFILE) is {soft} (hard limit {hard}), which leaves no \
-             descriptor for a connection once {RESERVED} are kept for the store, snapshots and \
-             logs; {raise}"
+             descriptor for a connection once {reserved} are kept for the store ({segments} \
+             segment files), snapshots and logs; {raise}"
         )),
     }
+}
+
+/// Raises the soft limit from `soft` toward `wanted` and returns the limit in
+/// force. A system may refuse more than a per-process ceiling below the hard
+/// limit (macOS: `kern.maxfilesperproc`, often 10,240, with an unlimited hard
+/// limit), so a refused value is halved toward `soft` until one is accepted.
+fn raise(soft: u64, wanted: u64, hard: u64) -> u64 {
+    let mut ask = wanted;
+    while ask > soft {
+        match limits::set_soft(ask, hard) {
+            Ok(()) => {
+                tracing::info!(
+                    from = soft,
+                    to = ask,
+                    "raised the open-file limit (RLIMIT_NOFILE)"
+                );
+                return ask;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, ask, "the open-file limit was not raised this far");
+                ask = soft + (ask - soft) / 2;
+            }
+        }
+    }
+    if wanted > soft {
+        tracing::warn!(
+            soft,
+            wanted,
+            "cannot raise the open-file limit (RLIMIT_NOFILE)"
+        );
+    }
+    soft
 }
 
 #[cfg(unix)]
@@ -135,29 +160,58 @@ mod tests {
     #[test]
     fn the_soft_limit_is_raised_to_what_is_needed_within_the_hard_limit() {
         // Default max_connections under the usual 1024 / 524288.
-        assert_eq!(wanted_soft_limit(16_384, 1024, 524_288), 16_384 + RESERVED);
+        assert_eq!(
+            wanted_soft_limit(16_384, RESERVED, 1024, 524_288),
+            16_384 + RESERVED
+        );
         // A hard limit below the need: as far as it goes.
-        assert_eq!(wanted_soft_limit(16_384, 1024, 4096), 4096);
+        assert_eq!(wanted_soft_limit(16_384, RESERVED, 1024, 4096), 4096);
         // An unlimited hard limit (RLIM_INFINITY).
         assert_eq!(
-            wanted_soft_limit(100, 1024, u64::MAX),
+            wanted_soft_limit(100, RESERVED, 1024, u64::MAX),
             1024,
             "never lowered"
         );
-        assert_eq!(wanted_soft_limit(16_384, 1024, u64::MAX), 16_384 + RESERVED);
+        assert_eq!(
+            wanted_soft_limit(16_384, RESERVED, 1024, u64::MAX),
+            16_384 + RESERVED
+        );
         // Already enough: unchanged.
-        assert_eq!(wanted_soft_limit(100, 65_536, 65_536), 65_536);
+        assert_eq!(wanted_soft_limit(100, RESERVED, 65_536, 65_536), 65_536);
     }
 
     #[test]
     fn connections_are_lowered_to_leave_the_reserve_free() {
-        assert_eq!(connections_within(16_384, 1024), Some(1024 - 256));
-        assert_eq!(connections_within(16_384, 16_384 + 256), Some(16_384));
-        assert_eq!(connections_within(16_384, 16_384 + 255), Some(16_383));
-        assert_eq!(connections_within(16_384, u64::MAX), Some(16_384));
-        assert_eq!(connections_within(100, 1024), Some(100));
-        assert_eq!(connections_within(100, 257), Some(1));
-        assert_eq!(connections_within(100, 256), None);
-        assert_eq!(connections_within(100, 0), None);
+        assert_eq!(connections_within(16_384, RESERVED, 1024), Some(1024 - 256));
+        assert_eq!(
+            connections_within(16_384, RESERVED, 16_384 + 256),
+            Some(16_384)
+        );
+        assert_eq!(
+            connections_within(16_384, RESERVED, 16_384 + 255),
+            Some(16_383)
+        );
+        assert_eq!(connections_within(16_384, RESERVED, u64::MAX), Some(16_384));
+        assert_eq!(connections_within(100, RESERVED, 1024), Some(100));
+        assert_eq!(connections_within(100, RESERVED, 257), Some(1));
+        assert_eq!(connections_within(100, RESERVED, 256), None);
+        assert_eq!(connections_within(100, RESERVED, 0), None);
+    }
+
+    #[test]
+    fn the_store_s_segment_files_are_kept_out_of_the_connections() {
+        let reserved = RESERVED + 300;
+        assert_eq!(
+            wanted_soft_limit(16_384, reserved, 1024, u64::MAX),
+            16_384 + 556
+        );
+        assert_eq!(connections_within(16_384, reserved, 1024), Some(1024 - 556));
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(store_files(d.path()), 0);
+        std::fs::create_dir(d.path().join("segments")).unwrap();
+        for n in 0..3 {
+            std::fs::write(d.path().join("segments").join(format!("{n:010}")), b"").unwrap();
+        }
+        assert_eq!(store_files(d.path()), 3);
     }
 }

@@ -268,12 +268,16 @@ fn has_dev_agents(bridge: &Bridge) -> bool {
         .any(|(agent, _)| registry.get(agent).is_some())
 }
 
+/// A stop signal this soon after the first is the same request delivered twice,
+/// not an operator asking again.
+const SAME_SIGNAL: Duration = Duration::from_millis(500);
+
 /// `serve`: runs until SIGTERM or Ctrl-C. On the signal readiness turns 503,
 /// the listener stops accepting, streams get a final `shutdown` event, in-flight
 /// requests get `shutdown_grace_ms` to finish, the elicitation snapshot is
 /// saved and the store flushed; then the process exits 0. A second signal
-/// during the grace cuts it short (the open connections are closed) but not
-/// the snapshot and flush.
+/// during the grace (from [`SAME_SIGNAL`] after the first) cuts it short (the
+/// open connections are closed) but not the snapshot and flush.
 ///
 /// Without `dev` the data directory must hold a store already
 /// ([`require_store`]). Its lines on standard output are informational: a
@@ -287,8 +291,9 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
         require_store(&c.data_dir)?;
     }
     // Before the store opens its files: the limit is raised for them too.
+    let segments = crate::descriptors::store_files(&store_dir(&c.data_dir));
     let max_connections =
-        crate::descriptors::fit_connections(c.max_connections).map_err(Failure::error)?;
+        crate::descriptors::fit_connections(c.max_connections, segments).map_err(Failure::error)?;
     let (key, created) = load_master_key(&c.data_dir, dev)?;
     let bridge = open(&c.data_dir, key, Some(&c)).await?;
     if dev && !fresh && !has_dev_agents(&bridge) {
@@ -362,6 +367,7 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
         }
     }
     tracing::info!("shutting down");
+    let first_signal = tokio::time::Instant::now();
     bridge.begin_shutdown();
     streams.trigger();
     mcp_streams.trigger();
@@ -377,7 +383,18 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
                 server.abort();
             }
         }
-        () = signals.recv() => {
+        () = async {
+            // One Ctrl-C can arrive twice (a wrapper that forwards SIGINT to
+            // the process group the terminal signalled too): a signal within
+            // SAME_SIGNAL of the first is taken as the same one.
+            loop {
+                signals.recv().await;
+                if first_signal.elapsed() >= SAME_SIGNAL {
+                    break;
+                }
+                tracing::debug!("a stop signal right after the first: taken as the same one");
+            }
+        } => {
             // An operator who asks twice wants the process gone now, but the
             // snapshot and flush below still run: they are what makes the
             // next start fast and keeps what was acknowledged.

@@ -99,14 +99,14 @@ fn serve_dev_refuses_a_directory_initialised_for_production() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let bin = env!("CARGO_BIN_EXE_lighthouse-bridge");
-    let init = std::process::Command::new(bin)
+    let init = common::bare(bin)
         .arg("init")
         .arg("--data")
         .arg(&data)
         .output()
         .unwrap();
     assert!(init.status.success(), "{init:?}");
-    let serve = std::process::Command::new(bin)
+    let serve = common::bare(bin)
         .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data"])
         .arg(&data)
         .env("RUST_LOG", "warn")
@@ -158,7 +158,7 @@ fn init_resumes_what_an_interrupted_init_left_and_credentials_are_written_or_not
     let data = dir.path().join("data");
     let bin = env!("CARGO_BIN_EXE_lighthouse-bridge");
     let run = |args: &[&str]| {
-        std::process::Command::new(bin)
+        common::bare(bin)
             .args(args)
             .arg("--data")
             .arg(&data)
@@ -168,7 +168,7 @@ fn init_resumes_what_an_interrupted_init_left_and_credentials_are_written_or_not
             .unwrap()
     };
     let agents = |args: &[&str]| {
-        std::process::Command::new(bin)
+        common::bare(bin)
             .args(["agents", "--data"])
             .arg(&data)
             .args(args)
@@ -193,7 +193,7 @@ fn init_resumes_what_an_interrupted_init_left_and_credentials_are_written_or_not
     assert!(added.status.success(), "{added:?}");
     // Rotating into a folder that does not exist creates it.
     let out = dir.path().join("new").join("bot.json");
-    let rotated = std::process::Command::new(bin)
+    let rotated = common::bare(bin)
         .args(["agents", "--data"])
         .arg(&data)
         .args(["rotate", "bot", "--out"])
@@ -206,7 +206,7 @@ fn init_resumes_what_an_interrupted_init_left_and_credentials_are_written_or_not
     // An output path under a regular file cannot be written: refused, nothing saved.
     let blocked = dir.path().join("a-file");
     std::fs::write(&blocked, b"x").unwrap();
-    let refused = std::process::Command::new(bin)
+    let refused = common::bare(bin)
         .args(["agents", "--data"])
         .arg(&data)
         .args(["add", "bot2", "--out"])
@@ -231,6 +231,18 @@ async fn max_connections_is_lowered_to_fit_the_open_file_limit() {
     use std::io::Read;
     use std::os::unix::process::CommandExt;
 
+    // A hard limit can only be lowered: where it is below 512 already, this
+    // test cannot set one up.
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) } != 0 || current.rlim_max < 512
+    {
+        eprintln!("skipped: the open-file hard limit is below 512");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");

@@ -126,12 +126,24 @@ impl ServerHandler for BridgeTools {
 
 /// The tools on any [`Backend`], every call acting as the backend's identity
 /// (the stdio proxy). At most [`McpConfig::max_concurrent_calls`] calls run at
-/// once; the others wait for a turn.
+/// once; the others wait for a turn. Tools that can wait for another agent
+/// (elicit, get, check, wait for messages) take their turns from a pool of
+/// their own, so that an answer (`lighthouse_respond`) never queues behind
+/// waits that may be waiting for it.
 pub struct ProxyTools<B> {
     backend: Arc<B>,
     config: Arc<McpConfig>,
     calls: Semaphore,
+    waits: Semaphore,
 }
+
+/// Tools that may wait up to their deadline for another agent.
+const WAITING_TOOLS: [&str; 4] = [
+    catalogue::ELICIT,
+    catalogue::GET_ELICITATION,
+    catalogue::CHECK_ELICITATIONS,
+    catalogue::WAIT_FOR_MESSAGES,
+];
 
 impl<B> ProxyTools<B> {
     /// Serves `backend` with `config`'s waiting and concurrency limits.
@@ -139,6 +151,7 @@ impl<B> ProxyTools<B> {
         ProxyTools {
             backend: Arc::new(backend),
             calls: Semaphore::new(config.max_concurrent_calls.max(1)),
+            waits: Semaphore::new(config.max_concurrent_calls.max(1)),
             config: Arc::new(config),
         }
     }
@@ -172,10 +185,15 @@ impl<B: Backend + 'static> ServerHandler for ProxyTools<B> {
         }
         // rmcp runs every request it reads in a task of its own, reading on
         // while earlier answers wait to be written: the bound is here.
+        let pool = if WAITING_TOOLS.contains(&name) {
+            &self.waits
+        } else {
+            &self.calls
+        };
         let _turn = tokio::select! {
             biased;
             _ = context.ct.cancelled() => return Ok(tools::failure(&tools::cancelled()).into()),
-            turn = self.calls.acquire() => match turn {
+            turn = pool.acquire() => match turn {
                 Ok(t) => t,
                 // Never closed; a closed one would mean the proxy is going away.
                 Err(_) => return Ok(tools::failure(&Problem::internal()).into()),
@@ -234,7 +252,8 @@ mod tests {
             unreachable!("{ONLY}")
         }
         async fn get_elicitation(&self, _: &str, _: u64) -> Result<Elicitation, Problem> {
-            unreachable!("{ONLY}")
+            // Nobody ever answers.
+            std::future::pending().await
         }
         async fn pending_inbox(&self, _: usize) -> Result<ElicitationList, Problem> {
             unreachable!("{ONLY}")
@@ -284,6 +303,47 @@ mod tests {
         // Every call ran, never more than four at once, and the limit was used.
         assert_eq!(counts.done.load(Ordering::SeqCst), 20);
         assert_eq!(counts.most.load(Ordering::SeqCst), 4);
+        client.cancel().await.unwrap();
+        proxy.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waits_do_not_hold_the_turns_of_other_calls() {
+        let counts = Arc::new(Counts::default());
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let (r, w) = tokio::io::split(server_io);
+        let config = McpConfig::default().with_max_concurrent_calls(1);
+        let proxy = tokio::spawn(crate::serve_io(Slow(counts.clone()), config, r, w));
+        let client = ().serve(client_io).await.unwrap();
+        let waiting = {
+            let peer = client.peer().clone();
+            let args = serde_json::json!({
+                "elicitation_id": "el_01J00000000000000000000000",
+                "wait_seconds": 60
+            });
+            tokio::spawn(async move {
+                peer.call_tool(
+                    CallToolRequestParams::new(catalogue::GET_ELICITATION)
+                        .with_arguments(args.as_object().cloned().unwrap_or_default()),
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "{:?}", waiting.await);
+        // The only turn of the waiting pool is taken; a short call still runs.
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            client
+                .peer()
+                .call_tool(CallToolRequestParams::new(catalogue::QUERY_EVENTS)),
+        )
+        .await
+        .expect("not queued behind the wait")
+        .unwrap();
+        assert_eq!(r.is_error, Some(false));
+        assert_eq!(counts.done.load(Ordering::SeqCst), 1);
+        waiting.abort();
         client.cancel().await.unwrap();
         proxy.await.unwrap().unwrap();
     }

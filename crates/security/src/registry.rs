@@ -361,11 +361,15 @@ impl AgentRegistry {
 
     /// Revokes `agent`: every key and every token of it is refused from now on.
     /// The last active admin cannot be revoked ([`Error::LastAdmin`]): agents
-    /// could no longer be managed over the API.
+    /// could no longer be managed over the API. The bridge's offline tools
+    /// (actor [`LOCAL_ADMIN_AGENT`]) may, after a leak of the only admin key.
     pub async fn revoke(&self, agent: &str, actor: Option<&str>) -> Result<()> {
         self.change(actor, |state, _| {
             let entry = active(state, agent)?;
-            if entry.record.role == Role::Admin
+            // The offline tools (master key in hand) may: they are the way
+            // back in, and can register an admin afterwards.
+            if actor != Some(LOCAL_ADMIN_AGENT)
+                && entry.record.role == Role::Admin
                 && !state
                     .agents
                     .iter()
@@ -568,6 +572,11 @@ mod tests {
             Err(Error::LastAdmin(_))
         ));
         reg.revoke("ops", Some("ops-admin")).await.unwrap();
+        // The offline tools may revoke the last admin (they can add one after).
+        reg.revoke("ops-admin", Some(LOCAL_ADMIN_AGENT))
+            .await
+            .unwrap();
+        assert!(!reg.is_active("ops-admin"));
         // The offline tools' actor cannot be registered.
         assert!(matches!(
             reg.register(LOCAL_ADMIN_AGENT, Role::Admin, Some("ops-admin"))

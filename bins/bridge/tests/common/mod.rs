@@ -32,7 +32,9 @@ pub fn spawn(data: &std::path::Path, port: u16) -> Proc {
 
 /// [`spawn`] with extra environment variables (configuration).
 pub fn spawn_with(data: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_lighthouse-bridge"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lighthouse-bridge"));
+    clear_lighthouse_env(&mut c);
+    let child = c
         .args([
             "serve",
             "--dev",
@@ -71,16 +73,27 @@ pub fn command<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &str)]) -> Command {
         .env("RUST_LOG", "warn")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null());
-    for var in [
-        "LIGHTHOUSE_MASTER_KEY",
-        "LIGHTHOUSE_DATA_DIR",
-        "LIGHTHOUSE_PUBLIC_URL",
-        "LIGHTHOUSE_LOG_FORMAT",
-    ] {
-        c.env_remove(var);
-    }
+    clear_lighthouse_env(&mut c);
     c.envs(env.iter().copied());
     c
+}
+
+/// `Command::new(bin)` without the caller's `LIGHTHOUSE_*` variables.
+#[allow(dead_code)]
+pub fn bare(bin: &str) -> Command {
+    let mut c = Command::new(bin);
+    clear_lighthouse_env(&mut c);
+    c
+}
+
+/// Removes every `LIGHTHOUSE_*` variable of the caller's environment from `c`:
+/// a developer's exported settings must not change what a test sees.
+pub fn clear_lighthouse_env(c: &mut Command) {
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("LIGHTHOUSE_") {
+            c.env_remove(var);
+        }
+    }
 }
 
 /// Runs [`command`] to its end.

@@ -157,7 +157,14 @@ fn publish(shared: &Shared, seq: u64, change: &Change, durable_at: Option<Instan
                 let mut subs = shared.subs.lock();
                 subs.publish(&record.from, &n);
                 if record.to != record.from {
-                    subs.publish(&record.to, &n);
+                    // Its own copy: each agent's push is timed on its own.
+                    let to = Notification::elicitation(
+                        seq,
+                        NotificationKind::ElicitationResolved,
+                        record.clone(),
+                        durable_at,
+                    );
+                    subs.publish(&record.to, &to);
                 }
             }
             if let Some(r) = resolved {
