@@ -155,11 +155,12 @@ pub async fn init(data: &Path, public_url: String) -> Result<(), Failure> {
         )));
     }
     let creds = credentials_dir(data);
-    let mut report = initialize(&bridge, &creds, false)
-        .await
-        .map_err(|p| Failure::error(p.to_string()))?;
     let admin_file = creds.join(format!("{ADMIN_AGENT}.json"));
-    if admin_registered && !admin_file.exists() {
+    let mut resumed = None;
+    // Before `initialize` creates the flag: the flag marks the directory as
+    // initialised, so it must come after the admin's credential is written,
+    // or a second failed write would leave no way to write it.
+    if admin_registered && !admin_file.is_file() {
         // Registered by the interrupted run, its credential never written:
         // nobody holds that key, so a new one replaces it.
         let mut cred = bridge
@@ -175,8 +176,12 @@ pub async fn init(data: &Path, public_url: String) -> Result<(), Failure> {
                     admin_file.display()
                 ))
             })?;
-        report.written.push(admin_file);
+        resumed = Some(admin_file);
     }
+    let mut report = initialize(&bridge, &creds, false)
+        .await
+        .map_err(|p| Failure::error(p.to_string()))?;
+    report.written.extend(resumed);
     close(bridge).await?;
     say(format!("initialised {}", data.display()))?;
     if from_env {

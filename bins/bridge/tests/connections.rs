@@ -181,6 +181,11 @@ fn init_resumes_what_an_interrupted_init_left_and_credentials_are_written_or_not
     std::fs::create_dir_all(admin_file.join("in-the-way")).unwrap();
     let first = run(&["init"]);
     assert!(!first.status.success(), "{first:?}");
+    // Twice in a row: the resumed run must not mark the directory initialised
+    // before the credential is written.
+    let still = run(&["init"]);
+    assert!(!still.status.success(), "{still:?}");
+    assert!(!String::from_utf8_lossy(&still.stderr).contains("already initialised"));
     std::fs::remove_dir_all(&admin_file).unwrap();
     let second = run(&["init"]);
     assert!(second.status.success(), "{second:?}");
