@@ -502,3 +502,24 @@ fn a_restore_says_what_it_needs_and_brings_back_the_registry_of_its_time() {
         .unwrap();
     assert_eq!(alice["revoked"], false);
 }
+
+/// After a leak of the only admin key, the offline tools revoke it at once
+/// (the API refuses to revoke the last admin) and register a new one.
+#[test]
+fn the_offline_tools_may_revoke_the_last_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    init(&data, &[]);
+    for args in [
+        vec!["agents", "revoke", "admin"],
+        vec!["agents", "add", "new-admin", "--role", "admin"],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--data", s(&data)]);
+        let o = run(&args, &[]);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {:?}", outcome(&o));
+    }
+    // The reserved id of the offline actor cannot be registered.
+    let o = run(&["agents", "add", "local-admin", "--data", s(&data)], &[]);
+    assert_ne!(o.status.code(), Some(0), "{:?}", outcome(&o));
+}

@@ -185,7 +185,9 @@ fn init_resumes_what_an_interrupted_init_left_and_credentials_are_written_or_not
     // before the credential is written.
     let still = run(&["init"]);
     assert!(!still.status.success(), "{still:?}");
-    assert!(!String::from_utf8_lossy(&still.stderr).contains("already initialised"));
+    let said = String::from_utf8_lossy(&still.stderr);
+    assert!(said.contains("cannot write"), "{said}");
+    assert!(!said.contains("already initialised"), "{said}");
     std::fs::remove_dir_all(&admin_file).unwrap();
     let second = run(&["init"]);
     assert!(second.status.success(), "{second:?}");

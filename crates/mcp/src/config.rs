@@ -53,7 +53,9 @@ pub struct McpConfig {
     /// answers, so without this bound a client pipelining thousands of calls
     /// would open as many requests to the bridge and hold as many results. A
     /// call beyond it waits for one to finish (or for the client to cancel
-    /// it). Not used by `/mcp`, which the bridge's connection limits bound.
+    /// it). Tools that wait for another agent have a pool of the same size
+    /// of their own, so up to twice this many run at once. Not used by
+    /// `/mcp`, which the bridge's connection limits bound.
     pub max_concurrent_calls: usize,
 }
 

@@ -127,9 +127,10 @@ impl ServerHandler for BridgeTools {
 /// The tools on any [`Backend`], every call acting as the backend's identity
 /// (the stdio proxy). At most [`McpConfig::max_concurrent_calls`] calls run at
 /// once; the others wait for a turn. Tools that can wait for another agent
-/// (elicit, get, check, wait for messages) take their turns from a pool of
-/// their own, so that an answer (`lighthouse_respond`) never queues behind
-/// waits that may be waiting for it.
+/// (elicit, get, wait for messages) take their turns from a pool of their own
+/// of the same size, so that finding and answering a question
+/// (`lighthouse_check_elicitations`, `lighthouse_respond`) never queues behind
+/// waits that may be waiting for that answer.
 pub struct ProxyTools<B> {
     backend: Arc<B>,
     config: Arc<McpConfig>,
@@ -138,10 +139,9 @@ pub struct ProxyTools<B> {
 }
 
 /// Tools that may wait up to their deadline for another agent.
-const WAITING_TOOLS: [&str; 4] = [
+const WAITING_TOOLS: [&str; 3] = [
     catalogue::ELICIT,
     catalogue::GET_ELICITATION,
-    catalogue::CHECK_ELICITATIONS,
     catalogue::WAIT_FOR_MESSAGES,
 ];
 

@@ -361,14 +361,30 @@ impl AgentRegistry {
 
     /// Revokes `agent`: every key and every token of it is refused from now on.
     /// The last active admin cannot be revoked ([`Error::LastAdmin`]): agents
-    /// could no longer be managed over the API. The bridge's offline tools
-    /// (actor [`LOCAL_ADMIN_AGENT`]) may, after a leak of the only admin key.
+    /// could no longer be managed over the API. The bridge's offline tools use
+    /// [`revoke_offline`](Self::revoke_offline), which may.
     pub async fn revoke(&self, agent: &str, actor: Option<&str>) -> Result<()> {
+        self.revoke_checked(agent, actor, true).await
+    }
+
+    /// [`revoke`](Self::revoke) for the bridge's offline tools (master key and
+    /// data directory in hand, actor [`LOCAL_ADMIN_AGENT`]): the last active
+    /// admin may be revoked, after a leak of the only admin key; the tools can
+    /// register a new admin afterwards. Never reachable from the API.
+    pub async fn revoke_offline(&self, agent: &str) -> Result<()> {
+        self.revoke_checked(agent, Some(LOCAL_ADMIN_AGENT), false)
+            .await
+    }
+
+    async fn revoke_checked(
+        &self,
+        agent: &str,
+        actor: Option<&str>,
+        keep_last_admin: bool,
+    ) -> Result<()> {
         self.change(actor, |state, _| {
             let entry = active(state, agent)?;
-            // The offline tools (master key in hand) may: they are the way
-            // back in, and can register an admin afterwards.
-            if actor != Some(LOCAL_ADMIN_AGENT)
+            if keep_last_admin
                 && entry.record.role == Role::Admin
                 && !state
                     .agents
@@ -449,6 +465,12 @@ impl AgentRegistry {
         key_id: u64,
         now: Timestamp,
     ) -> Option<(HmacSha256, Role)> {
+        // A store written before the id was reserved may hold an agent by
+        // that name: it must not sign in as what audit trails take for the
+        // offline tools.
+        if agent == LOCAL_ADMIN_AGENT {
+            return None;
+        }
         let state = self.inner.state.read();
         let e = state.agents.get(agent)?;
         if !key_active(&e.record, key_id, now) {
@@ -469,6 +491,9 @@ impl AgentRegistry {
     /// The role of `agent` if `key_id` is active for it at `now`.
     /// The verifier asks [`current`](Self::current) first.
     pub(crate) fn active_role(&self, agent: &str, key_id: u64, now: Timestamp) -> Option<Role> {
+        if agent == LOCAL_ADMIN_AGENT {
+            return None;
+        }
         let state = self.inner.state.read();
         let e = state.agents.get(agent)?;
         key_active(&e.record, key_id, now).then_some(e.record.role)
@@ -572,10 +597,13 @@ mod tests {
             Err(Error::LastAdmin(_))
         ));
         reg.revoke("ops", Some("ops-admin")).await.unwrap();
+        // Naming the offline actor is not enough: only the offline path may.
+        assert!(matches!(
+            reg.revoke("ops-admin", Some(LOCAL_ADMIN_AGENT)).await,
+            Err(Error::LastAdmin(_))
+        ));
         // The offline tools may revoke the last admin (they can add one after).
-        reg.revoke("ops-admin", Some(LOCAL_ADMIN_AGENT))
-            .await
-            .unwrap();
+        reg.revoke_offline("ops-admin").await.unwrap();
         assert!(!reg.is_active("ops-admin"));
         // The offline tools' actor cannot be registered.
         assert!(matches!(
