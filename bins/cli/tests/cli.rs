@@ -123,6 +123,26 @@ fn spawn(cred: Option<&Path>, args: &[&str]) -> tokio::task::JoinHandle<Run> {
     tokio::task::spawn_blocking(move || finish(child))
 }
 
+/// Turns elicitation on for every agent, as the operator `ops`.
+async fn enable_elicitation(ops: &Path) {
+    let r = lh(
+        ops,
+        &[
+            "flags",
+            "set",
+            "elicitation_enabled",
+            "--enabled",
+            "true",
+            "--rollout",
+            "100",
+            "--reason",
+            "setup",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
 async fn lh(cred: &Path, args: &[&str]) -> Run {
     spawn(Some(cred), args).await.unwrap()
 }
@@ -243,22 +263,7 @@ async fn an_elicitation_round_trip_through_the_cli() {
     let ops = env.agent("ops", Role::Operator).await;
     let alice = env.agent("alice", Role::Agent).await;
     let bob = env.agent("bob", Role::Agent).await;
-    let r = lh(
-        &ops,
-        &[
-            "flags",
-            "set",
-            "elicitation_enabled",
-            "--enabled",
-            "true",
-            "--rollout",
-            "100",
-            "--reason",
-            "setup",
-        ],
-    )
-    .await;
-    assert_eq!(r.code, 0, "{r:?}");
+    enable_elicitation(&ops).await;
     let schema_file = env.file("schema.json", &schema());
     let schema_arg = format!("@{}", schema_file.display());
 
@@ -633,22 +638,7 @@ async fn writes_with_an_unknown_outcome_exit_3_and_say_how_to_retry() {
     let ops = env.agent("ops", Role::Operator).await;
     let alice = env.agent("alice", Role::Agent).await;
     env.agent("bob", Role::Agent).await;
-    let r = lh(
-        &ops,
-        &[
-            "flags",
-            "set",
-            "elicitation_enabled",
-            "--enabled",
-            "true",
-            "--rollout",
-            "100",
-            "--reason",
-            "setup",
-        ],
-    )
-    .await;
-    assert_eq!(r.code, 0, "{r:?}");
+    enable_elicitation(&ops).await;
     let schema = schema();
     let elicit = |extra: &'static [&'static str]| {
         let mut args = vec![

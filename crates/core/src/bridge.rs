@@ -363,18 +363,22 @@ impl Bridge {
             .map_err(crate::problem::from_store)
     }
 
-    /// Runs `wait` to its end, or until the bridge begins shutting down
-    /// (`None`; at once if it already has).
-    pub(crate) async fn unless_shutting_down<T>(
-        &self,
-        wait: impl std::future::Future<Output = T>,
-    ) -> Option<T> {
-        let mut rx = self.inner.shutting_down.subscribe();
-        tokio::select! {
-            biased;
-            _ = rx.wait_for(|down| *down) => None,
-            r = wait => Some(r),
+    /// A long-poll: `poll(wait_ms)` waits up to `wait_ms` for something to
+    /// answer. With no wait, or once the bridge begins shutting down (at once if
+    /// it already has), `poll(0)` answers with what there is now.
+    pub(crate) async fn long_poll<T, F>(&self, wait_ms: u64, poll: impl Fn(u64) -> F) -> T
+    where
+        F: std::future::Future<Output = T>,
+    {
+        if wait_ms > 0 {
+            let mut rx = self.inner.shutting_down.subscribe();
+            tokio::select! {
+                biased;
+                _ = rx.wait_for(|down| *down) => {}
+                r = poll(wait_ms) => return r,
+            }
         }
+        poll(0).await
     }
 
     pub(crate) fn refresh_store_gauges(&self) {

@@ -54,3 +54,44 @@ pub use operations::{MAX_FLAG_HISTORY, MAX_STATS_WINDOW_S, MAX_WAIT_MS, wait_dur
 /// `/mcp` mark their responses the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Waited(pub std::time::Duration);
+
+/// Whether `e`, or an error in its chain of sources, is a `T`. The REST
+/// routes and `/mcp` ask it of a failed body read, to tell a body over the size
+/// limit (`http_body_util::LengthLimitError`, `413`) from one cut short or
+/// malformed (`400`).
+pub fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<T>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod cause_tests {
+    use super::caused_by;
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("outer")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_is_found_anywhere_in_the_chain() {
+        let e = Outer(std::io::Error::other("inner"));
+        assert!(caused_by::<std::io::Error>(&e));
+        assert!(caused_by::<Outer>(&e));
+        assert!(!caused_by::<std::fmt::Error>(&e));
+    }
+}

@@ -105,19 +105,9 @@ impl Bridge {
         if wait_ms > MAX_WAIT_MS {
             return Err(Problem::invalid("/wait_ms", "must be 0 to 60000"));
         }
-        let waited = match wait_ms {
-            0 => None,
-            _ => {
-                self.unless_shutting_down(self.elicitations().get(caller, id, wait_ms))
-                    .await
-            }
-        };
-        // No wait, or a shutdown ended it: the elicitation as it is now.
-        match waited {
-            Some(r) => r,
-            None => self.elicitations().get(caller, id, 0).await,
-        }
-        .map_err(from_elicitation)
+        self.long_poll(wait_ms, |ms| self.elicitations().get(caller, id, ms))
+            .await
+            .map_err(from_elicitation)
     }
 
     /// `GET /v1/elicitations?box=&status=&limit=&cursor=`.
@@ -217,26 +207,19 @@ impl Bridge {
         if wait_ms > MAX_WAIT_MS {
             return Err(Problem::invalid("/wait_ms", "must be 0 to 60000"));
         }
-        let query = |wait_ms| ReceiveQuery {
-            after,
-            wait_ms,
-            limit,
-        };
-        let waited = match wait_ms {
-            0 => None,
-            _ => {
-                self.unless_shutting_down(
-                    self.elicitations().receive_messages(caller, query(wait_ms)),
+        let page = self
+            .long_poll(wait_ms, |wait_ms| {
+                self.elicitations().receive_messages(
+                    caller,
+                    ReceiveQuery {
+                        after,
+                        wait_ms,
+                        limit,
+                    },
                 )
-                .await
-            }
-        };
-        // No wait, or a shutdown ended it: what is there now.
-        let page = match waited {
-            Some(r) => r,
-            None => self.elicitations().receive_messages(caller, query(0)).await,
-        }
-        .map_err(from_elicitation)?;
+            })
+            .await
+            .map_err(from_elicitation)?;
         Ok(MessagesPage {
             messages: page.messages.iter().map(|m| (**m).clone()).collect(),
             next_after: page.next_after,

@@ -376,7 +376,7 @@ impl SledBackend {
             self.meta.remove(SYNCED_KEY)?;
         } else {
             segments.sync_active()?;
-            mark_synced(&self.log, &self.meta)?;
+            sync_and_mark(&segments, &self.log, &self.meta)?;
         }
         self.db.flush()?;
         let segments = Arc::new(segments);
@@ -550,11 +550,7 @@ fn checkpoint_loop(
         }
         let r = if sync_first {
             let _g = lock.lock();
-            segments
-                .sync()
-                .map_err(crate::error::Error::from)
-                .and_then(|()| mark_synced(log, meta))
-                .and_then(|()| Ok(db.flush()?))
+            sync_and_mark(segments, log, meta).and_then(|()| Ok(db.flush()?))
         } else {
             db.flush().map_err(crate::error::Error::from)
         };
@@ -566,9 +562,11 @@ fn checkpoint_loop(
     }
 }
 
-/// Records (not flushed) that the segments are synced up to sled's current
-/// anchor. Call only right after a segment sync, under the commit lock.
-fn mark_synced(log: &sled::Tree, meta: &sled::Tree) -> Result<()> {
+/// Syncs the segments, then records (not flushed) that they are synced up to
+/// sled's current anchor. Call under the commit lock (or before commits start),
+/// so that no commit lies between the sync and the anchor read.
+fn sync_and_mark(segments: &SegmentLog, log: &sled::Tree, meta: &sled::Tree) -> Result<()> {
+    segments.sync()?;
     let anchor = log.get(ANCHOR_KEY)?;
     meta.insert(SYNCED_KEY, anchor.as_deref().unwrap_or(&[]))?;
     Ok(())
@@ -638,8 +636,7 @@ impl Backend for SledBackend {
                 // would make a later recovery re-check, and cut as a torn tail,
                 // frames this flush promised were durable.
                 let _g = self.commit_lock.lock();
-                segments.sync()?;
-                mark_synced(&self.log, &self.meta)?;
+                sync_and_mark(segments, &self.log, &self.meta)?;
                 self.meta_dirty.store(true, Ordering::Release);
             }
         }

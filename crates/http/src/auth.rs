@@ -7,7 +7,9 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use http_body_util::LengthLimitError;
 use lighthouse_core::api::{ErrorCode, Problem};
+use lighthouse_core::caused_by;
 use lighthouse_security::{Action, AuthHeaders};
 
 use crate::error::ApiError;
@@ -149,7 +151,7 @@ pub(crate) async fn authenticate(
                 ))
                 .into_response();
             }
-            Ok(Err(e)) if !is_length_limit(&e) => {
+            Ok(Err(e)) if !caused_by::<LengthLimitError>(&e) => {
                 // A body cut short, a broken chunk encoding: not a size problem.
                 return ApiError(Problem::new(
                     ErrorCode::InvalidRequest,
@@ -208,17 +210,4 @@ pub(crate) async fn authenticate(
         }
         Err(p) => ApiError(p).into_response(),
     }
-}
-
-/// Whether reading a body failed because it passed the size limit (rather than
-/// because it was cut short or malformed).
-pub(crate) fn is_length_limit(e: &axum::Error) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if c.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
 }

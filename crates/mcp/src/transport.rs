@@ -14,8 +14,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
+use http_body_util::LengthLimitError;
 use lighthouse_core::api::{ErrorCode, Problem};
-use lighthouse_core::{Bridge, Waited};
+use lighthouse_core::{Bridge, Waited, caused_by};
 use lighthouse_security::{AuthHeaders, Caller, HEADER_AUTHORIZATION};
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -221,7 +222,7 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
                 ),
             ));
         }
-        Ok(Err(e)) if !is_length_limit(&e) => {
+        Ok(Err(e)) if !caused_by::<LengthLimitError>(&e) => {
             // A body cut short, a broken chunk encoding: not a size problem.
             return problem_response(&Problem::new(
                 ErrorCode::InvalidRequest,
@@ -319,19 +320,6 @@ impl http_body::Body for BudgetedBody {
     fn size_hint(&self) -> http_body::SizeHint {
         http_body::SizeHint::with_exact(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
     }
-}
-
-/// Whether reading a body failed because it passed the size limit (rather than
-/// because it was cut short or malformed).
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if c.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
 }
 
 /// The request id of a tool call: `X-Request-Id` when it is 1 to 128 of

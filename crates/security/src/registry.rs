@@ -465,12 +465,6 @@ impl AgentRegistry {
         key_id: u64,
         now: Timestamp,
     ) -> Option<(HmacSha256, Role)> {
-        // A store written before the id was reserved may hold an agent by
-        // that name: it must not sign in as what audit trails take for the
-        // offline tools.
-        if agent == LOCAL_ADMIN_AGENT {
-            return None;
-        }
         let state = self.inner.state.read();
         let e = state.agents.get(agent)?;
         if !key_active(&e.record, key_id, now) {
@@ -491,9 +485,6 @@ impl AgentRegistry {
     /// The role of `agent` if `key_id` is active for it at `now`.
     /// The verifier asks [`current`](Self::current) first.
     pub(crate) fn active_role(&self, agent: &str, key_id: u64, now: Timestamp) -> Option<Role> {
-        if agent == LOCAL_ADMIN_AGENT {
-            return None;
-        }
         let state = self.inner.state.read();
         let e = state.agents.get(agent)?;
         key_active(&e.record, key_id, now).then_some(e.record.role)
@@ -527,8 +518,13 @@ pub fn check_agent_id(agent: &str) -> Result<()> {
     }
 }
 
+/// Whether `key_id` of the agent `r` signs at `now`. An agent named
+/// [`LOCAL_ADMIN_AGENT`], which a store written before the id was reserved may
+/// hold, never does: it must not act as what audit trails take for the
+/// offline tools.
 fn key_active(r: &AgentRecord, key_id: u64, now: Timestamp) -> bool {
     !r.revoked
+        && r.agent != LOCAL_ADMIN_AGENT
         && (r.key_id == key_id
             || r.grace_keys
                 .iter()
