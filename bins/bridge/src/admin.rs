@@ -254,6 +254,7 @@ fn open_store(data: &Path) -> Result<EventStore, Failure> {
     require_store(data)?;
     let (key, _) = load_master_key(data, false)?;
     let dir = store_dir(data);
+    crate::descriptors::fit_store(&dir);
     EventStore::open(
         &dir,
         lighthouse_event_store::StoreOptions::new(&key.store_key()),

@@ -82,6 +82,25 @@ pub fn fit_connections(max_connections: usize, segments: u64) -> Result<usize, S
     }
 }
 
+/// Raises the soft open-file limit so that a command serving no connections
+/// (`init`, the offline `agents` and `store` commands) can open every segment
+/// file of the store in `store_dir` (one per 64 MiB of log, each held open):
+/// under the common soft limit of 1,024 a store of some 50 GiB failed to open
+/// with "too many open files" although the hard limit allowed far more. `serve` raises it in
+/// [`fit_connections`]; here it is a no-op then.
+pub fn fit_store(store_dir: &std::path::Path) {
+    let Ok((soft, hard)) = limits::get() else {
+        return;
+    };
+    let wanted = wanted_soft_limit(
+        0,
+        RESERVED.saturating_add(store_files(store_dir)),
+        soft,
+        hard,
+    );
+    raise(soft, wanted, hard);
+}
+
 /// Raises the soft limit from `soft` toward `wanted` and returns the limit in
 /// force.
 fn raise(soft: u64, wanted: u64, hard: u64) -> u64 {

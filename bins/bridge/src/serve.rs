@@ -103,6 +103,7 @@ fn missing_key(data: &Path) -> Failure {
 
 /// Opens the bridge on `data` with `key`.
 pub async fn open(data: &Path, key: MasterKey, c: Option<&ServeConfig>) -> Result<Bridge, Failure> {
+    crate::descriptors::fit_store(&store_dir(data));
     let mut config = BridgeConfig::new(data, key);
     if let Some(c) = c {
         config.public_url = c.public_url();

@@ -291,3 +291,117 @@ async fn max_connections_is_lowered_to_fit_the_open_file_limit() {
         "{log}"
     );
 }
+
+/// The offline commands open every segment file of the store too: they raise
+/// a low soft open-file limit toward what the store needs (under 1,024, a
+/// store of some 50 GiB could not be opened for `store verify` or `agents`).
+#[test]
+fn offline_commands_raise_a_low_soft_open_file_limit_for_the_store() {
+    use std::os::unix::process::CommandExt;
+
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) } != 0 || current.rlim_max < 512
+    {
+        eprintln!("skipped: the open-file hard limit is below 512");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let (code, _, err) = common::outcome(&common::run(&["init", "--data", data], &[]));
+    assert_eq!(code, Some(0), "{err}");
+    let mut cmd = common::command(&["store", "stats", "--data", data], &[("RUST_LOG", "info")]);
+    // SAFETY: only setrlimit (async-signal-safe) runs in the child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut r = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            r.rlim_cur = 64;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (code, _, err) = common::outcome(&cmd.output().unwrap());
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("raised the open-file limit") && err.contains("from=64"),
+        "{err}"
+    );
+}
+
+/// A stop signal within 500 ms of the first is the same one delivered twice
+/// (a wrapper forwarding Ctrl-C to a process group the terminal signalled
+/// too): the grace goes on. One later is an operator asking again: the
+/// in-flight requests' connections are closed at once and the process exits.
+#[tokio::test]
+async fn a_repeated_stop_signal_is_one_but_a_later_one_ends_the_grace() {
+    use std::io::Read;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut cmd = common::command(
+        &["serve", "--dev", "--listen", &addr, "--data"],
+        &[
+            ("LIGHTHOUSE_SHUTDOWN_GRACE_MS", "60000"),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    cmd.arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = common::Proc(cmd.spawn().unwrap());
+    let mut stderr = child.0.stderr.take().unwrap();
+    wait_ready(&format!("http://{addr}")).await;
+    // An in-flight request: its body never arrives (the read waits 30 s).
+    let mut stalled = TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(
+            b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"to\":",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let term = |pid: u32| {
+        // SAFETY: sends SIGTERM to our own child process.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+    };
+    let pid = child.0.id();
+    term(pid);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    term(pid);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the duplicate signal ended the grace"
+    );
+    let started = Instant::now();
+    term(pid);
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a second signal did not cut the 60 s grace short ({:?})",
+        started.elapsed()
+    );
+    let mut log = String::new();
+    stderr.read_to_string(&mut log).unwrap();
+    assert!(
+        log.contains("second stop signal") && log.contains("stopped"),
+        "{log}"
+    );
+}

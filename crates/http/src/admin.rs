@@ -204,11 +204,23 @@ pub(crate) async fn drain(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: DrainRequest = parse_json(&body)?;
-    let report = st.bridge.drain(&caller, &rid.0, req).await?;
-    let mut resp = json(StatusCode::OK, &report);
+    let asked = std::time::Duration::from_millis(req.timeout_ms);
+    let started = std::time::Instant::now();
     // Waiting for others to resolve is not the bridge's latency (PROTOCOL.md 9).
-    resp.extensions_mut()
-        .insert(Waited(std::time::Duration::from_millis(report.waited_ms)));
+    let (mut resp, waited) = match st.bridge.drain(&caller, &rid.0, req).await {
+        Ok(report) => (
+            json(StatusCode::OK, &report),
+            std::time::Duration::from_millis(report.waited_ms),
+        ),
+        // A drain whose cancelling failed part way had waited first; its
+        // answer has no report, so the wait is taken as at most what was asked
+        // for (a refusal before the wait took next to nothing either way).
+        Err(p) => (
+            ApiError::from(p).into_response(),
+            started.elapsed().min(asked),
+        ),
+    };
+    resp.extensions_mut().insert(Waited(waited));
     Ok(resp)
 }
 
