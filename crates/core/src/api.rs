@@ -280,6 +280,27 @@ impl<'de> Deserialize<'de> for ExpectedVersion {
     }
 }
 
+impl ExpectedVersion {
+    /// This condition as `PUT /v1/flags/{key}` means it, in the form the flag
+    /// store takes (`Option<u64>`, `Some(0)`: the flag must not exist). A flag's
+    /// version counts its changes from 1, so `"no_stream"` ("must not exist
+    /// yet") is version 0, `"any"` is no condition, and a number N is that
+    /// version (0 too meaning "must not exist").
+    pub fn for_flag(self) -> Option<u64> {
+        match self {
+            ExpectedVersion::Any => None,
+            ExpectedVersion::NoStream => Some(0),
+            ExpectedVersion::Exact(n) => Some(n),
+        }
+    }
+}
+
+/// Reads `expected_version` of a flag `PUT` in every form of PROTOCOL.md 7
+/// (a number, `"no_stream"`, `"any"`, or `null` for none).
+fn flag_expected_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(Option::<ExpectedVersion>::deserialize(d)?.and_then(ExpectedVersion::for_flag))
+}
+
 /// `POST /v1/events` body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -379,8 +400,14 @@ pub struct FlagPut {
     /// Why (recorded in the history).
     #[serde(default)]
     pub reason: Option<String>,
-    /// Optimistic concurrency on the flag's version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Optimistic concurrency on the flag's version (`Some(0)`: the flag must
+    /// not exist). On the wire also `"no_stream"` (as 0) and `"any"` (as none),
+    /// the forms of `POST /v1/events` (see [`ExpectedVersion::for_flag`]).
+    #[serde(
+        default,
+        deserialize_with = "flag_expected_version",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expected_version: Option<u64>,
 }
 
@@ -411,6 +438,28 @@ pub struct FlagEvaluation {
 pub struct FlagList {
     /// Every flag.
     pub flags: Vec<Flag>,
+}
+
+/// `GET /v1/flags` result as the server sends it: the JSON of [`FlagList`],
+/// written straight from a snapshot of the flags, which shares each flag
+/// instead of copying it (the flags may total
+/// [`max_total_flag_bytes`](lighthouse_flags::Limits::max_total_flag_bytes)).
+#[derive(Debug, Clone)]
+pub struct FlagListView(pub std::sync::Arc<lighthouse_flags::FlagSet>);
+
+impl Serialize for FlagListView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Flags<'a>(&'a lighthouse_flags::FlagSet);
+        impl Serialize for Flags<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.flags().map(|f| &**f))
+            }
+        }
+        let mut list = s.serialize_struct("FlagList", 1)?;
+        list.serialize_field("flags", &Flags(&self.0))?;
+        list.end()
+    }
 }
 
 /// `GET /v1/flags/{key}/history` result.
@@ -600,3 +649,38 @@ pub const STREAM_EVENT_KINDS: [&str; 3] = [
     "elicitation.resolved",
     "message.received",
 ];
+
+#[cfg(test)]
+mod flag_put_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn expected(v: Option<Value>) -> Result<Option<u64>, serde_json::Error> {
+        let mut body = json!({"enabled": true, "rollout_percent": 1.0, "reason": "r"});
+        if let Some(v) = v {
+            body["expected_version"] = v;
+        }
+        serde_json::from_value::<FlagPut>(body).map(|p| p.expected_version)
+    }
+
+    #[test]
+    fn a_flag_put_reads_every_form_of_expected_version() {
+        assert_eq!(expected(Some(json!(3))).unwrap(), Some(3));
+        assert_eq!(expected(Some(json!(0))).unwrap(), Some(0));
+        assert_eq!(expected(Some(json!("no_stream"))).unwrap(), Some(0));
+        assert_eq!(expected(Some(json!("any"))).unwrap(), None);
+        assert_eq!(expected(Some(Value::Null)).unwrap(), None);
+        assert_eq!(expected(None).unwrap(), None);
+        for bad in [json!(-1), json!("3"), json!("no-stream"), json!(1.5)] {
+            assert!(expected(Some(bad.clone())).is_err(), "{bad}");
+        }
+        // What a client sends (a number, or nothing) reads back the same.
+        let put = FlagPut {
+            spec: FlagSpec::new(true, 1.0),
+            reason: Some("r".into()),
+            expected_version: Some(4),
+        };
+        let back: FlagPut = serde_json::from_value(serde_json::to_value(&put).unwrap()).unwrap();
+        assert_eq!(back, put);
+    }
+}

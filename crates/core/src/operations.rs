@@ -15,8 +15,8 @@ use lighthouse_security::{Action, Caller, Role};
 
 use crate::api::{
     AgentInfo, AgentList, Credential, ElicitationList, ErrorCode, Flag, FlagEvaluation,
-    FlagHistory, FlagList, FlagPut, Latency, Me, MessagesPage, OpsStats, Problem, SessionResponse,
-    VerifyResponse,
+    FlagHistory, FlagList, FlagListView, FlagPut, Latency, Me, MessagesPage, OpsStats, Problem,
+    SessionResponse, VerifyResponse,
 };
 use crate::bridge::{Bridge, ELICITATION_FLAG};
 use crate::problem::{from_elicitation, from_flags, from_security, from_store};
@@ -226,12 +226,24 @@ impl Bridge {
         })
     }
 
-    /// `GET /v1/flags`.
+    /// `GET /v1/flags`, as owned flags (for in-process callers; the HTTP
+    /// route serializes [`list_flags_view`](Self::list_flags_view) instead).
     pub fn list_flags(&self, caller: &Caller) -> Result<FlagList, Problem> {
-        self.check(caller, Action::ReadFlags)?;
         Ok(FlagList {
-            flags: self.flags().list().iter().map(|f| (**f).clone()).collect(),
+            flags: self
+                .list_flags_view(caller)?
+                .0
+                .flags()
+                .map(|f| (**f).clone())
+                .collect(),
         })
+    }
+
+    /// `GET /v1/flags` for serializing: the current snapshot, each flag
+    /// shared rather than copied.
+    pub fn list_flags_view(&self, caller: &Caller) -> Result<FlagListView, Problem> {
+        self.check(caller, Action::ReadFlags)?;
+        Ok(FlagListView(self.flags().snapshot()))
     }
 
     /// `GET /v1/flags/{key}`.

@@ -144,17 +144,24 @@ pub fn from_flags(e: lighthouse_flags::Error) -> Problem {
             expected,
             actual,
         } => {
-            let mut p = Problem::new(
-                ErrorCode::VersionConflict,
-                format!("flag {key} is not at version {expected}; read it and retry"),
-            );
+            let detail = if expected == 0 {
+                format!("flag {key} already exists; read it and retry with its version")
+            } else {
+                format!("flag {key} is not at version {expected}; read it and retry")
+            };
+            let mut p = Problem::new(ErrorCode::VersionConflict, detail);
             p.actual_version = Some(actual);
             p
         }
         e @ (E::PrerequisiteCycle { .. }
         | E::UnknownPrerequisite { .. }
         | E::TooManyPrerequisites { .. }) => Problem::invalid("/requires", e.to_string()),
-        e @ E::TooManyFlags { .. } => Problem::new(ErrorCode::InvalidRequest, e.to_string()),
+        // Like every other limit refusal, `errors` names what is over it: the
+        // flag being created, as a whole ("", the body).
+        e @ E::TooManyFlags { .. } => Problem::invalid(
+            "",
+            format!("{e} (max_flags): a new flag cannot be created; flags are never deleted"),
+        ),
         e @ E::Contention { .. } => Problem::new(ErrorCode::Unavailable, e.to_string()),
         E::Store(s) => from_store(s),
         other => internal("flags", &other),

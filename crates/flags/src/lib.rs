@@ -25,7 +25,8 @@
 //! - A change is visible to every evaluation that starts after the write
 //!   returned. Evaluations take no lock, do not allocate and, while the flags
 //!   do not change, write no memory shared between threads.
-//! - Every list and the number of flags are bounded by [`Limits`].
+//! - Every list, the number of flags and their total size as JSON are bounded
+//!   by [`Limits`]; replay reads the log in pages bounded in bytes.
 //!
 //! # Example
 //! ```

@@ -31,6 +31,20 @@ pub struct Limits {
     /// flag before and after, up to ~280 KB with full target lists, so 1,000
     /// of them could otherwise make one response of ~280 MB.
     pub max_history_page_bytes: usize,
+    /// Most bytes, as JSON, of every flag together (each as `GET` returns it),
+    /// default 16 MiB. `GET /v1/flags` has no paging and the snapshot holds
+    /// every flag, so without it the defaults above would allow 10,000 flags of
+    /// ~135 KB (full target lists), a ~1.3 GB response. A `PUT` that grows the
+    /// total past it is refused; one that shrinks or keeps it is not, and kill
+    /// and unkill never are (a flag must always be killable), though each moves
+    /// a flag's size by a few bytes (`killed`, `version`, `updated_*`).
+    pub max_total_flag_bytes: usize,
+    /// Most bytes of stored events one page of replay (on open, and when a
+    /// write catches up with another writer) holds in memory, default 8 MiB;
+    /// a page always holds at least one event. A change event carries the
+    /// flag before and after, up to ~280 KB with full target lists, so a page
+    /// of 1,000 events could otherwise take ~400 MB.
+    pub max_replay_page_bytes: usize,
 }
 
 impl Default for Limits {
@@ -45,6 +59,8 @@ impl Default for Limits {
             max_reason_bytes: 1_024,
             max_history_page: 1_000,
             max_history_page_bytes: 8 << 20,
+            max_total_flag_bytes: 16 << 20,
+            max_replay_page_bytes: 8 << 20,
         }
     }
 }

@@ -2,13 +2,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use lighthouse_event_store::EventStore;
+use lighthouse_event_store::{EventStore, Filter, Query};
 
 use crate::change::{self, ChangeKind, STREAM};
 use crate::error::{Error, Result};
 use crate::set::{FlagSet, Record};
 
-/// Events read per page while replaying `$flags`.
+/// Most events read per page while replaying `$flags` (a page also ends at
+/// its byte budget, [`Limits::max_replay_page_bytes`](crate::Limits::max_replay_page_bytes)).
 const REPLAY_PAGE: usize = 1_000;
 
 /// Applies the events of `$flags` after version `applied` (all when `None`) to
@@ -17,22 +18,27 @@ const REPLAY_PAGE: usize = 1_000;
 /// and `previous_seq` points at the flag's previous event.
 /// `chains` gets the seq of every applied change appended to its flag's list
 /// (version `v` at index `v - 1`), for history reads that go straight to the
-/// changes asked for.
+/// changes asked for. Reads pages of at most `max_page_bytes` of stored events
+/// (and at least one event), so memory does not grow with the size of changes.
 pub(crate) fn replay(
     events: &EventStore,
     base: &FlagSet,
     applied: Option<u64>,
     chains: &mut HashMap<String, Vec<u64>>,
+    max_page_bytes: usize,
 ) -> Result<(FlagSet, Option<u64>)> {
     let mut records: BTreeMap<String, Record> =
         base.records().map(|r| (r.flag.key.clone(), r)).collect();
     let mut version = applied;
     let mut last_seq = 0;
+    let mut query = Query {
+        min_version: Some(version.map_or(0, |v| v + 1)),
+        limit: REPLAY_PAGE,
+        ..Query::new(Filter::stream(STREAM))
+    };
     loop {
-        let from = version.map_or(0, |v| v + 1);
-        let page = events.read_stream(STREAM, from, REPLAY_PAGE)?;
-        let n = page.len();
-        for event in page {
+        let page = events.read_bounded(&query, usize::MAX, max_page_bytes)?;
+        for event in page.events {
             let (seq, event_version) = (event.seq, event.version);
             if event_version != version.map_or(0, |v| v + 1) {
                 return Err(Error::CorruptLog {
@@ -73,8 +79,11 @@ pub(crate) fn replay(
             version = Some(event_version);
             last_seq = seq;
         }
-        if n < REPLAY_PAGE {
-            break;
+        // A page cut by its bytes holds fewer than REPLAY_PAGE events yet
+        // more may follow: only `next` says whether the stream goes on.
+        match page.next {
+            Some(next) => query = query.resume(next),
+            None => break,
         }
     }
     // Limits apply to writes; a log written under larger limits still opens.

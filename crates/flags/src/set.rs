@@ -25,15 +25,20 @@ pub(crate) struct Record {
     /// `seq` of the event that produced this state (0 for sets built directly
     /// from flags, outside a store).
     pub(crate) seq: u64,
+    /// The flag's size as JSON, as `GET` returns it: its share of
+    /// [`FlagSet::total_bytes`], measured once when the record is made.
+    pub(crate) bytes: usize,
 }
 
 impl Record {
     pub(crate) fn new(flag: Flag, seq: u64) -> Result<Self> {
         let rule = Arc::new(Rule::compile(&flag)?);
+        let bytes = lighthouse_event_store::json_size(&flag);
         Ok(Record {
             flag: Arc::new(flag),
             rule,
             seq,
+            bytes,
         })
     }
 }
@@ -143,6 +148,7 @@ pub(crate) struct Entry {
     pub(crate) flag: Arc<Flag>,
     pub(crate) rule: Arc<Rule>,
     pub(crate) seq: u64,
+    pub(crate) bytes: usize,
     /// Indices of every flag this one depends on, directly or indirectly, each once.
     pub(crate) closure: Box<[usize]>,
 }
@@ -156,6 +162,9 @@ pub struct FlagSet {
     index: KeyIndex,
     /// Sorted by key.
     entries: Vec<Entry>,
+    /// Sum of the entries' `bytes`, kept as sets are derived from each other
+    /// (see [`FlagSet::with`]) rather than summed again per write.
+    total_bytes: usize,
 }
 
 impl FlagSet {
@@ -198,6 +207,13 @@ impl FlagSet {
         self.entries.is_empty()
     }
 
+    /// Bytes of every flag together as JSON, each as `GET` returns it (what
+    /// [`Limits::max_total_flag_bytes`] bounds). `GET /v1/flags` is this plus
+    /// one comma per flag and the enclosing object.
+    pub fn total_bytes(&self) -> usize {
+        self.total_bytes
+    }
+
     #[inline]
     pub(crate) fn entry(&self, key: &str) -> Option<&Entry> {
         let &i = self.index.get(key)?;
@@ -215,6 +231,7 @@ impl FlagSet {
             flag: e.flag.clone(),
             rule: e.rule.clone(),
             seq: e.seq,
+            bytes: e.bytes,
         })
     }
 
@@ -224,6 +241,7 @@ impl FlagSet {
             flag: e.flag.clone(),
             rule: e.rule.clone(),
             seq: e.seq,
+            bytes: e.bytes,
         })
     }
 
@@ -236,18 +254,41 @@ impl FlagSet {
         }
     }
 
+    /// The total bytes with `record` added or replacing the flag of the same
+    /// key (the old flag's size out, the new one's in): what
+    /// [`with`](Self::with) would hold, without building it.
+    pub(crate) fn total_with(&self, record: &Record) -> usize {
+        let old = self.entry(&record.flag.key).map_or(0, |e| e.bytes);
+        self.total_bytes
+            .saturating_sub(old)
+            .saturating_add(record.bytes)
+    }
+
     /// This set with `record` added or replacing the flag of the same key.
     pub(crate) fn with(&self, record: Record, max_prerequisites: usize) -> Result<FlagSet> {
+        let total = self.total_with(&record);
         let mut records: Vec<Record> = self
             .records()
             .filter(|r| r.flag.key != record.flag.key)
             .collect();
         records.push(record);
-        FlagSet::build(records, max_prerequisites)
+        FlagSet::build_with_total(records, max_prerequisites, total)
     }
 
     /// Builds a set from records with distinct keys.
-    pub(crate) fn build(mut records: Vec<Record>, max_prerequisites: usize) -> Result<FlagSet> {
+    pub(crate) fn build(records: Vec<Record>, max_prerequisites: usize) -> Result<FlagSet> {
+        let total = records
+            .iter()
+            .fold(0usize, |sum, r| sum.saturating_add(r.bytes));
+        FlagSet::build_with_total(records, max_prerequisites, total)
+    }
+
+    /// [`build`](Self::build) with the records' total bytes already known.
+    fn build_with_total(
+        mut records: Vec<Record>,
+        max_prerequisites: usize,
+        total_bytes: usize,
+    ) -> Result<FlagSet> {
         records.sort_unstable_by(|a, b| a.flag.key.cmp(&b.flag.key));
         let index: KeyIndex = records
             .iter()
@@ -297,10 +338,15 @@ impl FlagSet {
                 flag: r.flag,
                 rule: r.rule,
                 seq: r.seq,
+                bytes: r.bytes,
                 closure,
             })
             .collect();
-        Ok(FlagSet { index, entries })
+        Ok(FlagSet {
+            index,
+            entries,
+            total_bytes,
+        })
     }
 }
 

@@ -104,7 +104,13 @@ impl FlagStore {
     /// cannot be applied.
     pub fn open(events: EventStore, options: FlagStoreOptions) -> Result<FlagStore> {
         let mut chains = HashMap::new();
-        let (set, version) = replay(&events, &FlagSet::empty(), None, &mut chains)?;
+        let (set, version) = replay(
+            &events,
+            &FlagSet::empty(),
+            None,
+            &mut chains,
+            options.limits.max_replay_page_bytes,
+        )?;
         Ok(FlagStore {
             inner: Arc::new(Inner {
                 events,
@@ -146,6 +152,11 @@ impl FlagStore {
         self.inner.current.load().flags().cloned().collect()
     }
 
+    /// Bytes of every flag together as JSON (see [`FlagSet::total_bytes`]).
+    pub fn total_bytes(&self) -> usize {
+        self.inner.current.load().total_bytes()
+    }
+
     /// The configured limits.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
@@ -158,8 +169,9 @@ impl FlagStore {
     /// kill switch is kept as it is. With `expected_version`, succeeds only if
     /// the flag's version is that number (`0`: the flag must not exist yet),
     /// else [`Error::VersionConflict`]. Refuses invalid fields
-    /// ([`Error::Invalid`]), unknown prerequisites, cycles, and more flags than
-    /// [`Limits::max_flags`].
+    /// ([`Error::Invalid`]), unknown prerequisites, cycles, more flags than
+    /// [`Limits::max_flags`], and a flag that would grow the flags past
+    /// [`Limits::max_total_flag_bytes`] ([`Error::Invalid`] on the flag, `""`).
     pub async fn put(
         &self,
         key: &str,
@@ -283,6 +295,9 @@ impl FlagStore {
             after.updated_at = self.inner.clock.now();
             after.updated_by = by.actor.clone();
             let record = Record::new(after, 0)?;
+            if matches!(op, Op::Put { .. }) {
+                check_total(&set, &record, limits)?;
+            }
             let flag = record.flag.clone();
             // Checks the prerequisite graph with the change in place. The
             // limit on prerequisites is checked only where this write can
@@ -359,6 +374,7 @@ impl FlagStore {
                         &self.inner.current.load(),
                         *stream_version,
                         &mut self.chains(),
+                        limits.max_replay_page_bytes,
                     )?;
                     self.inner.current.store(set);
                     *stream_version = version;
@@ -370,4 +386,24 @@ impl FlagStore {
             attempts: MAX_ATTEMPTS,
         })
     }
+}
+
+/// Refuses a `PUT` that would grow the flags, all together, past
+/// [`Limits::max_total_flag_bytes`]. One that does not grow the total passes
+/// even over the limit, so that under a lowered limit flags can still be
+/// edited and shrunk.
+fn check_total(set: &FlagSet, record: &Record, limits: &Limits) -> Result<()> {
+    let (now, after) = (set.total_bytes(), set.total_with(record));
+    if after <= now || after <= limits.max_total_flag_bytes {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "",
+        format!(
+            "the flag is {} bytes as JSON and would bring all flags to {after} bytes; \
+             the limit (max_total_flag_bytes) is {}: shorten its lists or description, \
+             or use rollout_percent instead of long allow lists",
+            record.bytes, limits.max_total_flag_bytes
+        ),
+    ))
 }

@@ -6,8 +6,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use lighthouse_core::api::{
-    AppendEventRequest, CreateAgentRequest, DrainRequest, EventsQuery, FlagPut, FlagSpec, Problem,
-    ReasonBody, SessionRequest,
+    AppendEventRequest, CreateAgentRequest, DrainRequest, EventsQuery, ExpectedVersion, FlagPut,
+    FlagSpec, Problem, ReasonBody, SessionRequest,
 };
 use lighthouse_security::Caller;
 use serde::Deserialize;
@@ -44,7 +44,7 @@ pub(crate) async fn list_flags(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    Ok(json(StatusCode::OK, &st.bridge.list_flags(&caller)?))
+    Ok(json(StatusCode::OK, &st.bridge.list_flags_view(&caller)?))
 }
 
 pub(crate) async fn get_flag(
@@ -76,13 +76,18 @@ pub(crate) async fn put_flag(
         o.remove(f);
     }
     let reason = take_field::<Option<String>>(o, "reason")?.flatten();
-    let expected_version = take_field::<Option<u64>>(o, "expected_version")?.flatten();
+    // The forms of PROTOCOL.md 7 (a number, "no_stream", "any"), mapped onto
+    // the flag's version: "no_stream" is 0 (must not exist), "any" none.
+    let expected_version = take_field::<Option<ExpectedVersion>>(o, "expected_version")?
+        .flatten()
+        .and_then(ExpectedVersion::for_flag);
     let spec: FlagSpec = parse_json(&serde_json::to_vec(&v).unwrap_or_default())?;
     let put = FlagPut {
         spec,
         reason,
         expected_version,
     };
+    // 200 whether the flag was created or replaced (docs/FLAGS.md).
     Ok(json(
         StatusCode::OK,
         &st.bridge.put_flag(&caller, &rid.0, &key, put).await?,

@@ -1,0 +1,158 @@
+//! The flag routes of PROTOCOL.md 8 over HTTP: `expected_version` in every
+//! form, the status of a create, and the limits' refusals (`400
+//! invalid_request` with `errors`).
+
+mod common;
+
+use common::start_with;
+use serde_json::{Value, json};
+
+fn flag(percent: f64, expected_version: Option<Value>) -> Value {
+    let mut body = json!({"enabled": true, "rollout_percent": percent, "reason": "test"});
+    if let Some(v) = expected_version {
+        body["expected_version"] = v;
+    }
+    body
+}
+
+#[tokio::test]
+async fn expected_version_takes_every_form_of_the_events_route() {
+    let t = start_with(|_| {}).await;
+    let ops = t.agent("ops");
+    // "no_stream": the flag must not exist yet. A create answers 200.
+    let r = ops
+        .put("/v1/flags/g", flag(1.0, Some(json!("no_stream"))))
+        .await;
+    assert_eq!(
+        (r.status, &r.body["version"]),
+        (200, &json!(1)),
+        "{:?}",
+        r.body
+    );
+    let r = ops
+        .put("/v1/flags/g", flag(2.0, Some(json!("no_stream"))))
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (409, "version_conflict"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.body["actual_version"], 1);
+    // A number: the flag's current version.
+    let r = ops.put("/v1/flags/g", flag(2.0, Some(json!(1)))).await;
+    assert_eq!(
+        (r.status, &r.body["version"]),
+        (200, &json!(2)),
+        "{:?}",
+        r.body
+    );
+    let r = ops.put("/v1/flags/g", flag(3.0, Some(json!(1)))).await;
+    assert_eq!((r.status, r.code()), (409, "version_conflict"));
+    assert_eq!(r.body["actual_version"], 2);
+    // 0 is "must not exist" too.
+    let r = ops.put("/v1/flags/g", flag(3.0, Some(json!(0)))).await;
+    assert_eq!((r.status, r.code()), (409, "version_conflict"));
+    let r = ops.put("/v1/flags/h", flag(3.0, Some(json!(0)))).await;
+    assert_eq!(
+        (r.status, &r.body["version"]),
+        (200, &json!(1)),
+        "{:?}",
+        r.body
+    );
+    // "any", null and absent: no condition.
+    for (v, version) in [(Some(json!("any")), 3), (Some(Value::Null), 4), (None, 5)] {
+        let r = ops.put("/v1/flags/g", flag(f64::from(version), v)).await;
+        assert_eq!(
+            (r.status, &r.body["version"]),
+            (200, &json!(version)),
+            "{:?}",
+            r.body
+        );
+    }
+    // Anything else is refused by name, and nothing changes.
+    for bad in [
+        json!("no-stream"),
+        json!(-1),
+        json!("5"),
+        json!(1.5),
+        json!([]),
+    ] {
+        let r = ops.put("/v1/flags/g", flag(9.0, Some(bad.clone()))).await;
+        assert_eq!((r.status, r.code()), (400, "invalid_request"), "{bad}");
+        assert_eq!(r.body["errors"][0]["path"], "/expected_version", "{bad}");
+    }
+    assert_eq!(ops.get("/v1/flags/g").await.body["version"], 5);
+}
+
+#[tokio::test]
+async fn too_many_flags_is_refused_with_errors() {
+    let t = start_with(|c| c.flags.max_flags = 3).await;
+    let ops = t.agent("ops");
+    let existing = ops.get("/v1/flags").await.body["flags"]
+        .as_array()
+        .unwrap()
+        .len();
+    for i in existing..3 {
+        let r = ops.put(&format!("/v1/flags/f{i}"), flag(1.0, None)).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    let r = ops.put("/v1/flags/one-too-many", flag(1.0, None)).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_request"),
+        "{:?}",
+        r.body
+    );
+    let errors = r.body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{:?}", r.body);
+    assert_eq!(errors[0]["path"], "");
+    assert!(
+        errors[0]["message"].as_str().unwrap().contains("max_flags"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(ops.get("/v1/flags/one-too-many").await.status, 404);
+}
+
+#[tokio::test]
+async fn a_flag_past_the_total_size_is_refused_with_errors_and_the_list_is_shared() {
+    let t = start_with(|c| c.flags.max_total_flag_bytes = 4_096).await;
+    let ops = t.agent("ops");
+    // ~5 KB of ids, over the 4 KB limit.
+    let ids: Vec<String> = (0..100)
+        .map(|i| format!("agent-{i:03}-{}", "x".repeat(40)))
+        .collect();
+    let mut big = flag(1.0, None);
+    big["allow"] = json!(ids);
+    let r = ops.put("/v1/flags/big", big).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_request"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.body["errors"][0]["path"], "");
+    assert!(
+        r.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_total_flag_bytes"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(ops.get("/v1/flags/big").await.status, 404);
+    // A small one fits; the list (serialized from the shared snapshot) is
+    // every flag exactly as GET of each returns it.
+    let mut small = flag(1.0, None);
+    small["allow"] = json!(["alice"]);
+    assert_eq!(ops.put("/v1/flags/small", small).await.status, 200);
+    let list = ops.get("/v1/flags").await;
+    assert_eq!(list.status, 200);
+    let flags = list.body["flags"].as_array().unwrap();
+    assert!(flags.len() >= 2);
+    for f in flags {
+        let key = f["key"].as_str().unwrap();
+        assert_eq!(&ops.get(&format!("/v1/flags/{key}")).await.body, f);
+    }
+}
