@@ -6,7 +6,8 @@
 //! `data` lines are joined with `\n`; `id` sets the last event id (ignored when
 //! it contains NUL) and persists across events; `retry` with only digits sets
 //! the reconnection time; a blank line dispatches the event unless it has no
-//! data. Memory is bounded: an event (its lines together) over the configured
+//! data; a byte-order mark at the very start is dropped, even when the first
+//! chunks end inside it. Memory is bounded: an event (its lines together) over the configured
 //! size is an error, after which the parser must be reset before it is fed
 //! again. The client's streams do not reconnect then: the same event would come
 //! again on every resume, so the error ends the stream (docs/CLIENT.md).
