@@ -67,32 +67,44 @@ impl Client {
         self.json(Call::get(flag_path(key, ""))).await
     }
 
-    /// `PUT /v1/flags/{key}`: creates or replaces. Retried after ambiguous
-    /// failures only without `expected_version` (replacing with the same fields
-    /// again leaves the same flag, with one more history entry); with it, a
-    /// retry after a lost success would be a false `409`.
+    /// `PUT /v1/flags/{key}`: creates or replaces. Sent again only when it
+    /// provably never reached the bridge (the connection could not be made, or
+    /// `429`), never after an ambiguous failure:
+    /// - without `expected_version`, a retry after a first attempt that was
+    ///   applied would silently undo any change another operator made in
+    ///   between (an emergency rollback to 0, say);
+    /// - with it, a retry after a lost success is a `409 version_conflict`
+    ///   that reads as "someone else changed the flag", and a read-modify-write
+    ///   loop would then apply its change a second time on top of its own.
+    ///
+    /// After [`Error::Transport`] (or an [`Error::InvalidResponse`] with a 2xx
+    /// status: applied, answer lost) read the flag to learn what happened.
     pub async fn put_flag(&self, key: &str, put: &FlagPut) -> Result<Flag, Error> {
-        let retry = if put.expected_version.is_none() {
-            Retry::Safe
-        } else {
-            Retry::Unsafe
-        };
-        let call = Call::new(Method::PUT, flag_path(key, ""))
-            .json(put)?
-            .retry(retry);
+        let call = Call::new(Method::PUT, flag_path(key, "")).json(put)?;
         self.json(call).await
     }
 
-    /// `POST /v1/flags/{key}/kill`: off for every agent.
+    /// `POST /v1/flags/{key}/kill`: off for every agent. Retried after
+    /// ambiguous failures: a kill of a killed flag appends nothing and answers
+    /// the flag as it is, and the only change a retry can override is an
+    /// `unkill` that landed between the attempts, which it overrides towards
+    /// "off" (the state the caller asked for, and the safe one; the flag's
+    /// history shows both).
     pub async fn kill_flag(&self, key: &str, reason: Option<&str>) -> Result<Flag, Error> {
         let body = ReasonBody {
             reason: reason.map(str::to_owned),
         };
-        self.json(Call::post(flag_path(key, "/kill")).json(&body)?)
-            .await
+        self.json(
+            Call::post(flag_path(key, "/kill"))
+                .json(&body)?
+                .retry(Retry::Safe),
+        )
+        .await
     }
 
-    /// `POST /v1/flags/{key}/unkill`.
+    /// `POST /v1/flags/{key}/unkill`. Not retried after an ambiguous failure:
+    /// an emergency kill that landed between the attempts would be silently
+    /// lifted by the retry.
     pub async fn unkill_flag(&self, key: &str, reason: Option<&str>) -> Result<Flag, Error> {
         let body = ReasonBody {
             reason: reason.map(str::to_owned),

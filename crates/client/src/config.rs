@@ -26,8 +26,8 @@ pub const DEFAULT_MAX_SSE_EVENT_BYTES: usize = 2 << 20;
 /// When and how often a request is tried again.
 ///
 /// Which requests are retried at all is decided per request (see the crate docs:
-/// reads, creates carrying an idempotency key, appends carrying an event id);
-/// this policy only says how many times and how long to wait.
+/// reads, creates carrying an idempotency key, appends carrying an event id,
+/// flag kills); this policy only says how many times and how long to wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts in total, the first included (default 4; 1 disables retries).
@@ -74,7 +74,7 @@ impl RetryPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReconnectPolicy {
     /// Wait before the first reconnect after a connection ends (default 100 ms);
-    /// a `retry:` line from the bridge replaces it.
+    /// a `retry:` line from the bridge replaces it for the rest of the stream.
     pub initial_delay: Duration,
     /// Cap of the doubled wait while reconnects keep failing (default 5 s).
     pub max_delay: Duration,

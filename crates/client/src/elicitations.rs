@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use lighthouse_core::MAX_WAIT_MS;
 use lighthouse_core::api::{
     CancelRequest, CreateRequest, Elicitation, ElicitationList, MessagesPage, RespondRequest,
     SentMessage, Status,
@@ -50,7 +51,8 @@ pub struct ListElicitations {
 pub struct ReceiveMessages {
     /// Only messages with `seq > after` (default 0).
     pub after: u64,
-    /// Long-poll up to this long when there are none (0 to 60 s).
+    /// Long-poll up to this long when there are none (0 to 60 s; more is
+    /// refused by [`Client::messages`] before anything is sent).
     pub wait: Duration,
     /// Most messages (the bridge's default when `None`).
     pub limit: Option<usize>,
@@ -82,6 +84,19 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A long-poll's wait, checked against the protocol's range (0 to
+/// [`MAX_WAIT_MS`]) before anything is sent: the bridge would refuse a longer
+/// one, and the request timeout is extended by it.
+fn wait_ms(wait: Duration) -> Result<u64, Error> {
+    let ms = millis(wait);
+    if wait > Duration::from_millis(MAX_WAIT_MS) {
+        return Err(Error::Config(format!(
+            "a long-poll waits at most {MAX_WAIT_MS} ms, not {ms} ms"
+        )));
+    }
+    Ok(ms)
+}
+
 impl Client {
     /// `POST /v1/elicitations` with a fresh idempotency key, so that the retries
     /// this call makes after an ambiguous failure return the first result
@@ -106,9 +121,10 @@ impl Client {
     }
 
     /// `GET /v1/elicitations/{id}`, long-polling up to `wait` (0 to 60 s) for it
-    /// to become terminal.
+    /// to become terminal. A longer `wait` is [`Error::Config`], before anything
+    /// is sent.
     pub async fn get_elicitation(&self, id: &str, wait: Duration) -> Result<Elicitation, Error> {
-        let wait_ms = millis(wait);
+        let wait_ms = wait_ms(wait)?;
         let call = Call::get(format!("/v1/elicitations/{}", segment(id)))
             .query("wait_ms", (wait_ms > 0).then_some(wait_ms))
             .wait(wait);
@@ -184,9 +200,10 @@ impl Client {
             .await
     }
 
-    /// `GET /v1/messages?after=&wait_ms=&limit=`, long-polling up to `wait`.
+    /// `GET /v1/messages?after=&wait_ms=&limit=`, long-polling up to `wait` (0
+    /// to 60 s; a longer one is [`Error::Config`], before anything is sent).
     pub async fn messages(&self, q: &ReceiveMessages) -> Result<MessagesPage, Error> {
-        let wait_ms = millis(q.wait);
+        let wait_ms = wait_ms(q.wait)?;
         let call = Call::get("/v1/messages")
             .query("after", Some(q.after))
             .query("wait_ms", (wait_ms > 0).then_some(wait_ms))

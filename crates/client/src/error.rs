@@ -17,8 +17,9 @@ pub enum Error {
     /// turned into a problem whose code follows the status.
     #[error("the bridge refused the request: {0}")]
     Refused(Problem),
-    /// No usable answer: the connection could not be made, broke, or timed out,
-    /// after `attempts` attempts.
+    /// No answer: the connection could not be made, broke, or timed out before
+    /// the response's status arrived, after `attempts` attempts. (A 2xx whose
+    /// body broke off is [`Error::InvalidResponse`]: the bridge did act.)
     #[error("transport failure after {attempts} attempt(s): {detail}")]
     Transport {
         /// What failed (no secrets: URLs carry none).
@@ -26,8 +27,12 @@ pub enum Error {
         /// Attempts made.
         attempts: u32,
     },
-    /// A 2xx answer whose body could not be read or decoded as the expected type,
-    /// or an SSE stream that broke its framing or size limit.
+    /// A 2xx answer whose body could not be read (it broke off: the bridge
+    /// acted on the request, but its result is unknown; read the state before
+    /// sending it again), was over the size limit or did not decode as the
+    /// expected type; a stream answered with something other than
+    /// `text/event-stream`; or an SSE stream that broke its framing or size
+    /// limit.
     #[error("unexpected response (HTTP {status}): {detail}")]
     InvalidResponse {
         /// HTTP status of the answer (0 for stream framing problems).

@@ -15,18 +15,25 @@
 //! - A request is sent again only when repeating it cannot act twice: reads
 //!   (`GET`, and `POST /v1/ops/verify`), creates carrying an `Idempotency-Key`
 //!   ([`Client::elicit`] generates one per logical create), appends carrying an
-//!   event `id`, and `PUT /v1/flags/{key}` without `expected_version`. Any request
-//!   is sent again when it provably never reached a handler: the connection
-//!   could not be made, or the bridge answered `429` (within
-//!   [`RetryPolicy::max_retry_after`]). Everything else fails at once.
+//!   event `id`, and flag kills (a kill of a killed flag writes nothing). Any
+//!   request is sent again when it provably never reached a handler: the
+//!   connection could not be made, or the bridge answered `429` (within
+//!   [`RetryPolicy::max_retry_after`]). Everything else (a flag `PUT`, with or
+//!   without `expected_version`, included) fails at once.
 //! - Errors: a non-2xx answer is [`Error::Refused`] with the bridge's
 //!   [`Problem`](lighthouse_core::api::Problem); no answer is
-//!   [`Error::Transport`], which [`Error::problem`] maps to `503 unavailable`.
+//!   [`Error::Transport`], which [`Error::problem`] maps to `503 unavailable`. A
+//!   2xx whose body broke off is [`Error::InvalidResponse`] with that status
+//!   (`500 internal`), never `unavailable`: the bridge acted, so sending the
+//!   request again could act twice.
 //! - Streams ([`Client::agent_stream`], [`Client::event_stream`]) resume by
 //!   themselves with `Last-Event-ID` after any disconnect, with a bounded,
 //!   jittered backoff: items are handed out in sequence order, none missed, none
-//!   repeated. Memory is bounded: response bodies, error bodies and SSE events
-//!   each have a configured size limit.
+//!   repeated. An agent stream opened without a position resumes, until it has
+//!   handed something out, from the position the bridge named when it connected
+//!   (`X-Lighthouse-Resume-After`), from which the bridge sends everything the
+//!   lost connection would have. Memory is bounded: response bodies, error
+//!   bodies and SSE events each have a configured size limit.
 //!
 //! # Example
 //! ```no_run

@@ -6,7 +6,8 @@
 //! `data` lines are joined with `\n`; `id` sets the last event id (ignored when
 //! it contains NUL) and persists across events; `retry` with only digits sets
 //! the reconnection time; a blank line dispatches the event unless it has no
-//! data. Memory is bounded: an event (its lines together) over the configured
+//! data; a byte-order mark at the very start is dropped, even when the first
+//! chunks end inside it. Memory is bounded: an event (its lines together) over the configured
 //! size is an error, after which the parser must be reset before it is fed
 //! again. The client's streams do not reconnect then: the same event would come
 //! again on every resume, so the error ends the stream (docs/CLIENT.md).
@@ -39,6 +40,9 @@ pub struct SseParser {
     line: Vec<u8>,
     after_cr: bool,
     started: bool,
+    /// The first bytes of the stream while they may still be a byte-order
+    /// mark (at most 3): a network chunk may end inside it.
+    lead: Vec<u8>,
     event: Option<String>,
     data: String,
     has_data: bool,
@@ -57,6 +61,7 @@ impl SseParser {
             line: Vec::new(),
             after_cr: false,
             started: false,
+            lead: Vec::new(),
             event: None,
             data: String::new(),
             has_data: false,
@@ -80,14 +85,27 @@ impl SseParser {
 
     /// Parses `chunk`, appending every event it completes to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), TooLarge> {
+        const BOM: &[u8] = b"\xEF\xBB\xBF";
         let mut rest = chunk;
-        if !self.started && !rest.is_empty() {
+        if !self.started {
+            let take = (BOM.len() - self.lead.len()).min(rest.len());
+            self.lead.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.lead.len() < BOM.len() && BOM.starts_with(&self.lead) {
+                // Still possibly a mark: wait for the next chunk to decide.
+                return Ok(());
+            }
             self.started = true;
-            rest = rest
-                .strip_prefix(b"\xEF\xBB\xBF".as_slice())
-                .unwrap_or(rest);
+            let lead = std::mem::take(&mut self.lead);
+            if lead != BOM {
+                self.feed_bytes(&lead, out)?;
+            }
         }
-        for &b in rest {
+        self.feed_bytes(rest, out)
+    }
+
+    fn feed_bytes(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), TooLarge> {
+        for &b in bytes {
             match b {
                 b'\n' if self.after_cr => self.after_cr = false,
                 b'\n' | b'\r' => {
@@ -233,6 +251,28 @@ mod tests {
                 ev("1", false, "message", "y"),
                 ev("", true, "message", "z"),
             ]
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_split_across_chunks_is_dropped() {
+        let want = vec![ev("5", true, "message", "x")];
+        assert_eq!(parse(&[b"\xEF", b"\xBB\xBFid: 5\ndata: x\n\n"]), want);
+        assert_eq!(
+            parse(&[b"\xEF", b"", b"\xBB", b"\xBF", b"id: 5\ndata: x\n\n"]),
+            want
+        );
+        // A start that only looks like one is kept (lossily decoded, as any
+        // other invalid UTF-8 would be).
+        assert_eq!(
+            parse(&[b"\xEF", b"\xBBid: 5\ndata: x\n\n"]),
+            vec![ev("", false, "message", "x")]
+        );
+        assert_eq!(parse(&[b"id: 5\n", b"data: x\n\n"]), want);
+        // Only at the very start: a mark later is part of a line.
+        assert_eq!(
+            parse(&[b"data: \xEF\xBB\xBFx\n\n"]),
+            vec![ev("", false, "message", "\u{feff}x")]
         );
     }
 

@@ -6,8 +6,13 @@
 //! ended by the bridge with a `lagged` or `shutdown` event) it reconnects after a
 //! bounded, jittered backoff with `Last-Event-ID` set to that id; the bridge
 //! then sends everything after it, so nothing is missed and nothing repeated.
-//! Refusals other than `429` and `502`/`503`/`504` end the stream with the
-//! error (a revoked agent must not reconnect forever).
+//! An agent stream opened without a position that has handed out nothing yet
+//! resumes from the position the bridge named when it connected
+//! (`X-Lighthouse-Resume-After`), whose read-back covers everything that
+//! connection would have sent. Refusals other than `429` and `502`/`503`/`504`
+//! end the stream with the error (a revoked agent must not reconnect forever),
+//! and so do a request that cannot be built and a 2xx that is not an event
+//! stream.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -22,7 +27,7 @@ use crate::client::Client;
 use crate::config::jittered;
 use crate::error::Error;
 use crate::sse::{SseEvent, SseParser};
-use crate::transport::{Call, LAST_EVENT_ID, StreamOpenError, Transport};
+use crate::transport::{Call, LAST_EVENT_ID, RESUME_AFTER, StreamOpenError, Transport};
 
 /// What the agent stream pushed (PROTOCOL.md 5).
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +110,10 @@ pub struct ResumingStream<T> {
     ready: VecDeque<SseEvent>,
     delivered_since_connect: bool,
     failures: u32,
+    /// The latest `retry:` the bridge sent on any connection of this stream:
+    /// the base of every later reconnect wait (the WHATWG reconnection time
+    /// belongs to the stream, not to one connection).
+    retry: Option<Duration>,
     /// Connect attempts in a row that failed (a connect that succeeds resets
     /// it): what `ReconnectPolicy::max_attempts` counts. `failures` also counts
     /// connections that ended without delivering, for the backoff.
@@ -213,6 +222,7 @@ impl<T> ResumingStream<T> {
             ready: VecDeque::new(),
             delivered_since_connect: false,
             failures: 0,
+            retry: None,
             failed_connects: 0,
             next_attempt_at: None,
             fatal: None,
@@ -222,8 +232,12 @@ impl<T> ResumingStream<T> {
         }
     }
 
-    /// The sequence of the last item handed out (or the starting position): what
-    /// a reconnect sends as `Last-Event-ID`.
+    /// The sequence of the last item handed out, else the starting position
+    /// (the one given, or for an agent stream opened without one, the position
+    /// the bridge named on connecting, from which a resume brings everything
+    /// the stream would have sent): what a reconnect sends as `Last-Event-ID`.
+    /// `None` only before a stream opened without a position has connected (or
+    /// when the bridge named none).
     pub fn position(&self) -> Option<u64> {
         self.position
     }
@@ -290,6 +304,17 @@ impl<T> ResumingStream<T> {
             .unwrap_or_default();
         match self.transport.open_stream(&self.call, &headers).await {
             Ok(resp) => {
+                if self.position.is_none() {
+                    // Without it, a connection that breaks before anything is
+                    // handed out would be resumed without a position, and the
+                    // bridge would start over from "pending now": whatever
+                    // resolved or arrived in between would be lost.
+                    self.position = resp
+                        .headers()
+                        .get(RESUME_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok());
+                }
                 self.conn = Some(resp);
                 self.stats.heartbeats += self.parser.comments();
                 self.parser = SseParser::new(self.transport.config.max_sse_event_bytes);
@@ -298,20 +323,35 @@ impl<T> ResumingStream<T> {
                 self.stats.connects += 1;
                 Ok(())
             }
-            Err(StreamOpenError::Refused(p)) if !matches!(p.status, 429 | 502..=504) => {
-                self.finished = true;
-                Err(Error::Refused(p))
-            }
             Err(failure) => {
-                self.failures += 1;
-                self.failed_connects += 1;
+                // A refusal other than 429 and 502 to 504 (a revoked agent
+                // must not reconnect forever), a request that cannot be built
+                // and a 2xx that is not an event stream would all come out
+                // the same on every attempt: they end the stream.
+                let retryable = match &failure {
+                    StreamOpenError::Transport(_) => true,
+                    StreamOpenError::Refused(p) => matches!(p.status, 429 | 502..=504),
+                    StreamOpenError::Unsendable(_) | StreamOpenError::NotAStream { .. } => false,
+                };
+                if retryable {
+                    self.failures += 1;
+                    self.failed_connects += 1;
+                }
                 let error = match failure {
                     StreamOpenError::Refused(p) => Error::Refused(p),
                     StreamOpenError::Transport(detail) => Error::Transport {
                         detail,
                         attempts: self.failed_connects,
                     },
+                    StreamOpenError::Unsendable(detail) => Error::Config(detail),
+                    StreamOpenError::NotAStream { status, detail } => {
+                        Error::InvalidResponse { status, detail }
+                    }
                 };
+                if !retryable {
+                    self.finished = true;
+                    return Err(error);
+                }
                 let policy = self.transport.config.reconnect;
                 if policy
                     .max_attempts
@@ -321,7 +361,7 @@ impl<T> ResumingStream<T> {
                     return Err(error);
                 }
                 tracing::debug!(failures = self.failures, "stream connect failed: {error}");
-                self.schedule(policy.initial_delay);
+                self.schedule();
                 Ok(())
             }
         }
@@ -339,6 +379,9 @@ impl<T> ResumingStream<T> {
             Ok(Ok(Some(bytes))) => {
                 let mut out = Vec::new();
                 let fed = self.parser.feed(&bytes, &mut out);
+                if let Some(ms) = self.parser.retry_ms() {
+                    self.retry = Some(Duration::from_millis(ms));
+                }
                 self.ready.extend(out);
                 match fed {
                     Ok(()) => Read::Events,
@@ -365,17 +408,32 @@ impl<T> ResumingStream<T> {
         if count && !self.delivered_since_connect {
             self.failures += 1;
         }
-        let base = self
-            .parser
-            .retry_ms()
-            .map(Duration::from_millis)
-            .unwrap_or(self.transport.config.reconnect.initial_delay);
-        self.schedule(base);
+        self.schedule();
     }
 
-    fn schedule(&mut self, base: Duration) {
-        let delay = self.transport.config.reconnect.delay(base, self.failures);
-        self.next_attempt_at = Some(tokio::time::Instant::now() + jittered(delay));
+    /// The wait before a first reconnect: the bridge's latest `retry:`, else
+    /// the policy's `initial_delay`.
+    fn reconnect_base(&self) -> Duration {
+        self.retry
+            .unwrap_or(self.transport.config.reconnect.initial_delay)
+    }
+
+    /// The wait before the next connect, before jitter.
+    fn reconnect_delay(&self) -> Duration {
+        self.transport
+            .config
+            .reconnect
+            .delay(self.reconnect_base(), self.failures)
+    }
+
+    fn schedule(&mut self) {
+        let delay = self.reconnect_delay();
+        let now = tokio::time::Instant::now();
+        // A `max_delay` near `Duration::MAX` must not overflow the clock.
+        let at = now
+            .checked_add(jittered(delay))
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
+        self.next_attempt_at = Some(at);
     }
 
     /// An event from the wire: the bridge's final events (`lagged`,
@@ -391,9 +449,9 @@ impl<T> ResumingStream<T> {
             );
         if is_final {
             // The bridge's final events say where to resume: everything up to
-            // `resume_after` was delivered. Without it a stream opened with no
-            // position would reconnect with none, and miss what happened in
-            // between.
+            // `resume_after` was delivered. It moves the position forward
+            // (never back), and gives one to a stream opened without a position
+            // on a bridge that named none when it connected.
             #[derive(serde::Deserialize)]
             struct Final {
                 resume_after: u64,
@@ -459,5 +517,88 @@ impl<T> ResumingStream<T> {
                 detail,
             }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers the n-th connection with `answers[n]`, then closes it.
+    async fn serve(answers: Vec<String>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            for answer in answers {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn.write_all(answer.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            }
+        });
+        url
+    }
+
+    /// Reads the current connection to its end, as `next` would.
+    async fn read_to_end(s: &mut AgentStream) {
+        loop {
+            match s.read().await {
+                Read::Events => {}
+                Read::Ended(why) => {
+                    s.end_connection(why, true);
+                    return;
+                }
+                Read::Fatal(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_line_sets_the_reconnect_wait_for_the_rest_of_the_stream() {
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                    connection: close\r\n\r\n";
+        let url = serve(vec![
+            format!("{head}retry: 3000\nid: 1\nevent: note\ndata: 1\n\n"),
+            // The second connection says nothing about the wait.
+            format!("{head}id: 2\nevent: note\ndata: 2\n\n"),
+        ])
+        .await;
+        let client = Client::builder()
+            .base_url(&url)
+            .bearer_token("lht1.test")
+            .build()
+            .unwrap();
+        let mut s = client.agent_stream(None);
+        let initial = client.config().reconnect.initial_delay;
+        assert_eq!(s.reconnect_delay(), initial);
+        assert_eq!(s.next().await.unwrap().unwrap().seq, 1);
+        assert_eq!(s.reconnect_delay(), Duration::from_millis(3000));
+        read_to_end(&mut s).await;
+        // Connect again at once instead of waiting the 1.5 to 3 s.
+        s.next_attempt_at = None;
+        s.connect().await.unwrap();
+        assert_eq!(s.stats().connects, 2);
+        assert_eq!(s.next().await.unwrap().unwrap().seq, 2);
+        assert_eq!(
+            s.reconnect_delay(),
+            Duration::from_millis(3000),
+            "kept across connections"
+        );
+        read_to_end(&mut s).await;
+        let left = s
+            .next_attempt_at
+            .expect("a reconnect is scheduled")
+            .saturating_duration_since(tokio::time::Instant::now());
+        assert!(left > Duration::from_millis(1000), "{left:?}");
     }
 }

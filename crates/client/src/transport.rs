@@ -18,6 +18,9 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub(crate) const REQUEST_ID: &str = "x-request-id";
 /// `Last-Event-ID`.
 pub(crate) const LAST_EVENT_ID: &str = "last-event-id";
+/// `X-Lighthouse-Resume-After`: on an agent stream opened without a position,
+/// the position to resume from while nothing was handed out (docs/HTTP.md).
+pub(crate) const RESUME_AFTER: &str = "x-lighthouse-resume-after";
 
 /// How the client proves who it is.
 #[derive(Clone)]
@@ -41,8 +44,9 @@ impl std::fmt::Debug for Auth {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Retry {
     /// Repeating it cannot do anything twice: a read, a create with an
-    /// idempotency key, an append with an event id. Retried after transport
-    /// failures, `502`/`503`/`504` and `429`.
+    /// idempotency key, an append with an event id, a kill. Retried after
+    /// transport failures, a 2xx whose body was lost, `502`/`503`/`504` and
+    /// `429`.
     Safe,
     /// Retried only when the bridge provably did not act on it: the connection
     /// could not be made, or `429 rate_limited` (refused before the handler).
@@ -171,6 +175,10 @@ enum Failure {
     Transport { detail: String, not_sent: bool },
     /// A 2xx answer that cannot be taken in.
     Unreadable { status: u16, detail: String },
+    /// A 2xx answer whose body broke off: the bridge acted, what it answered
+    /// is unknown. Unlike [`Failure::Transport`] this is never "the bridge did
+    /// not act", so it is not reported as `unavailable`.
+    BodyLost { status: u16, detail: String },
     /// The request could not be built (a header value that is not one, say):
     /// nothing was sent, and sending it again would fail the same way.
     Unsendable { detail: String },
@@ -275,6 +283,9 @@ impl Transport {
                 Failure::Transport { not_sent, .. } => {
                     (*not_sent || call.retry == Retry::Safe).then(|| policy.backoff(attempt))
                 }
+                Failure::BodyLost { .. } => {
+                    (call.retry == Retry::Safe).then(|| policy.backoff(attempt))
+                }
                 Failure::Refused {
                     problem,
                     retry_after,
@@ -303,6 +314,14 @@ impl Transport {
                         Failure::Unreadable { status, detail } => {
                             Error::InvalidResponse { status, detail }
                         }
+                        Failure::BodyLost { status, detail } => Error::InvalidResponse {
+                            status,
+                            detail: format!(
+                                "response body lost ({detail}): the bridge answered \
+                                 {status}, so it acted on the request, but its result \
+                                 is unknown; read the state before sending it again"
+                            ),
+                        },
                     });
                 }
             }
@@ -315,7 +334,12 @@ impl Transport {
         request_id: &str,
         accept: &impl Fn(u16) -> bool,
     ) -> Result<Answer, Failure> {
-        let timeout = self.config.request_timeout + call.extra_timeout;
+        // A caller's wait is checked against the protocol's range before this,
+        // but a drain's `timeout_ms` is the bridge's to limit: never overflow.
+        let timeout = self
+            .config
+            .request_timeout
+            .saturating_add(call.extra_timeout);
         let sent = self
             .request(call, request_id, &[])
             .timeout(timeout)
@@ -344,10 +368,7 @@ impl Transport {
             let body = match read_limited(&mut resp, self.config.max_response_bytes).await {
                 Ok(body) => body,
                 Err(BodyError::Broken(detail)) => {
-                    return Err(Failure::Transport {
-                        detail,
-                        not_sent: false,
-                    });
+                    return Err(Failure::BodyLost { status, detail });
                 }
                 // Asking again would get the same body: not retried.
                 Err(BodyError::TooLarge(detail)) => {
@@ -372,7 +393,8 @@ impl Transport {
     }
 
     /// Sends one attempt of a streaming request and returns the response when it
-    /// is 2xx; anything else is an error (a refusal with the bridge's problem).
+    /// is a 2xx event stream; anything else is an error (a refusal with the
+    /// bridge's problem).
     pub(crate) async fn open_stream(
         &self,
         call: &Call,
@@ -386,25 +408,73 @@ impl Transport {
                     "no response headers within the request timeout".into(),
                 ));
             }
+            // Built the same way on every attempt, so it would fail forever.
+            Ok(Err(e)) if e.is_builder() => {
+                return Err(StreamOpenError::Unsendable(format!(
+                    "{}: the request cannot be sent: {}",
+                    call.path,
+                    describe(&e)
+                )));
+            }
             Ok(Err(e)) => return Err(StreamOpenError::Transport(describe(&e))),
             Ok(Ok(r)) => r,
         };
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
+            // A 2xx that is not an event stream (a proxy's login or error page)
+            // would parse as no events at all: each connect would "succeed",
+            // so the reconnect limit would never end the stream.
+            let content_type = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            let is_sse = content_type.as_deref().is_some_and(|ct| {
+                ct.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
+            });
+            if !is_sse {
+                return Err(StreamOpenError::NotAStream {
+                    status,
+                    detail: format!(
+                        "{}: the answer is {}, not text/event-stream",
+                        call.path,
+                        content_type.map_or_else(
+                            || "without a content-type".to_owned(),
+                            |ct| format!("of type {ct:?}")
+                        )
+                    ),
+                });
+            }
             return Ok(resp);
         }
-        let body = read_limited(&mut resp, self.config.max_error_body_bytes)
-            .await
-            .unwrap_or_default();
-        Err(StreamOpenError::Refused(problem_from(status, &body)))
+        // The status has arrived; a body that never completes must not hold
+        // the stream (and its caller) forever.
+        let read = read_limited(&mut resp, self.config.max_error_body_bytes);
+        let problem = match tokio::time::timeout(self.config.request_timeout, read).await {
+            Ok(body) => problem_from(status, &body.unwrap_or_default()),
+            Err(_) => {
+                let mut p = problem_from(status, b"");
+                p.detail =
+                    format!("HTTP {status} whose body did not arrive within the request timeout");
+                p
+            }
+        };
+        Err(StreamOpenError::Refused(problem))
     }
 }
 
 /// Why a stream could not be opened.
 #[derive(Debug)]
 pub(crate) enum StreamOpenError {
+    /// No answer; worth another attempt.
     Transport(String),
+    /// A non-2xx answer (retried or not by its status).
     Refused(Problem),
+    /// The request cannot be built: every attempt would fail the same way.
+    Unsendable(String),
+    /// A 2xx that is not an event stream.
+    NotAStream { status: u16, detail: String },
 }
 
 fn jittered_unless_told(wait: std::time::Duration, failure: &Failure) -> Duration {

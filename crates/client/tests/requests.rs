@@ -342,6 +342,22 @@ async fn events_flags_ops_agents_health_and_metrics() {
         (p.code, p.actual_version),
         (ErrorCode::VersionConflict, Some(Some(0)))
     );
+    // A stream that does not exist: `null` on the wire, `Some(None)` here, as
+    // the in-process bridge says it.
+    let fresh = alice
+        .append_event(&AppendEventRequest {
+            stream: "notes-never-written".into(),
+            expected_version: Some(ExpectedVersion::Exact(0)),
+            id: None,
+            ..append.clone()
+        })
+        .await
+        .unwrap_err();
+    let p = fresh.refusal().unwrap();
+    assert_eq!(
+        (p.code, p.actual_version),
+        (ErrorCode::VersionConflict, Some(None))
+    );
     let page = alice
         .query_events(&EventsQuery {
             stream: Some("notes-1".into()),

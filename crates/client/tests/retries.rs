@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::proxy::Proxy;
@@ -9,8 +11,36 @@ use common::{TestBridge, port_schema};
 use lighthouse_client::{
     Client, Error, ListElicitations, Mailbox, ReceiveMessages, RetryPolicy, idempotency_key,
 };
-use lighthouse_core::api::{CreateRequest, ErrorCode, Role};
+use lighthouse_core::api::{CreateRequest, ErrorCode, FlagPut, FlagSpec, Role};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A server that reads each request's head, writes `answer` and closes;
+/// counts the connections.
+async fn answering(answer: &'static str) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn.write_all(answer.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    (url, count)
+}
 
 async fn outbox_len(c: &Client) -> usize {
     c.list_elicitations(&ListElicitations {
@@ -156,4 +186,110 @@ async fn a_request_that_cannot_be_built_is_not_retried() {
     assert!(matches!(err, Error::Config(_)), "{err}");
     assert_eq!(err.code(), ErrorCode::InvalidRequest);
     assert_eq!(proxy.connections(), 0, "nothing was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_whose_body_is_lost_is_not_reported_as_unavailable() {
+    // The bridge acted (201) and the connection broke inside the body.
+    let (url, connections) =
+        answering("HTTP/1.1 201 Created\r\ncontent-length: 200\r\n\r\n{\"id\":").await;
+    let c = Client::with_token(&url, "lht1.test").unwrap();
+    let err = c.send_message("bob", &json!(1)).await.unwrap_err();
+    match &err {
+        Error::InvalidResponse { status, detail } => {
+            assert_eq!(*status, 201);
+            assert!(detail.contains("body lost"), "{detail}");
+        }
+        other => panic!("expected InvalidResponse, got {other}"),
+    }
+    // Not `503 unavailable`, which says the bridge did not act.
+    assert_eq!(err.code(), ErrorCode::Internal);
+    assert_eq!(err.problem().status, 500);
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "not sent again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flag_writes_are_retried_only_when_a_repeat_cannot_undo_another_change() {
+    let tb = TestBridge::start().await;
+    let cred = tb.credential("ops", Role::Operator).await;
+    let direct = Client::from_credential(cred.clone()).unwrap();
+    let proxy = Proxy::start(tb.addr).await;
+    // A fresh client (and connection) per call: the proxy swallows the
+    // answers of new connections only.
+    let via = || {
+        Client::builder()
+            .credential(cred.clone())
+            .base_url(&proxy.url)
+            .build()
+            .unwrap()
+    };
+    let put = |percent: f64, expected_version: Option<u64>| FlagPut {
+        spec: FlagSpec::new(true, percent),
+        reason: Some("test".into()),
+        expected_version,
+    };
+    direct.put_flag("new_ui", &put(10.0, None)).await.unwrap();
+
+    // A PUT whose answer is lost is reported, not repeated: had another
+    // operator changed the flag in between, the repeat would undo it.
+    proxy.swallow_next_responses(1);
+    let err = via()
+        .put_flag("new_ui", &put(50.0, None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Transport { attempts: 1, .. }), "{err}");
+    assert_eq!(proxy.swallowed(), 1);
+    assert_eq!(direct.get_flag("new_ui").await.unwrap().version, 2);
+    // Nor with expected_version: its repeat would be a false conflict.
+    proxy.swallow_next_responses(1);
+    let err = via()
+        .put_flag("new_ui", &put(60.0, Some(2)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Transport { attempts: 1, .. }), "{err}");
+    assert_eq!(direct.get_flag("new_ui").await.unwrap().version, 3);
+
+    // A kill is repeated: the repeat of an applied kill writes nothing.
+    proxy.swallow_next_responses(1);
+    let killed = via().kill_flag("new_ui", Some("bad")).await.unwrap();
+    assert_eq!(proxy.swallowed(), 3);
+    assert!(killed.killed);
+    assert_eq!(killed.version, 4, "killed once");
+    // An unkill is not: its repeat could lift a kill made in between.
+    proxy.swallow_next_responses(1);
+    let err = via()
+        .unkill_flag("new_ui", Some("fixed"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Transport { attempts: 1, .. }), "{err}");
+    let history = direct.flag_history("new_ui").await.unwrap();
+    assert_eq!(history.changes.len(), 5, "each write applied once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_outside_the_protocols_range_is_refused_before_sending() {
+    let (url, connections) = answering("HTTP/1.1 500 Internal Server Error\r\n\r\n").await;
+    let c = Client::with_token(&url, "lht1.test").unwrap();
+    // `Duration::MAX` once overflowed the request timeout and panicked.
+    let err = c.get_elicitation("el_1", Duration::MAX).await.unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    let err = c
+        .messages(&ReceiveMessages {
+            wait: Duration::from_millis(60_001),
+            ..ReceiveMessages::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing was sent");
+    // The bridge limits a drain's timeout; the client only must not overflow.
+    let err = c
+        .drain(&lighthouse_core::api::DrainRequest {
+            timeout_ms: u64::MAX,
+            then: Default::default(),
+            reason: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.problem().status, 500, "{err}");
 }

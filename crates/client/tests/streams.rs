@@ -289,3 +289,147 @@ async fn a_refused_stream_ends_with_the_problem() {
         .unwrap_err();
     assert_eq!(err.problem().status, 401);
 }
+
+async fn next_item(stream: &mut AgentStream) -> lighthouse_client::AgentEvent {
+    tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .expect("an event in time")
+        .expect("the stream goes on")
+        .expect("no error")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_without_a_position_cut_before_its_first_item_misses_nothing() {
+    let tb = TestBridge::start().await;
+    tb.enable_elicitation().await;
+    let alice = tb.client("alice", Role::Agent).await;
+    let bob_cred = tb.credential("bob", Role::Agent).await;
+    let proxy = Proxy::start(tb.addr).await;
+    let bob = client_via(&bob_cred, &proxy.url);
+    // Bob's own question waits in alice's inbox: nothing is pending for bob.
+    let asked = bob
+        .elicit(&CreateRequest::new("alice", "Which port?", port_schema()))
+        .await
+        .unwrap();
+    let mut stream = bob.agent_stream(None);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), stream.next())
+            .await
+            .is_err(),
+        "connected, nothing to hand out"
+    );
+    assert_eq!(stream.stats().connects, 1);
+    let start = stream.position().expect("the bridge named where to resume");
+    proxy.cut_connections();
+    // Resolved while bob is away: no longer pending, and before the start of
+    // any new connection, so only a resume from `start` brings it.
+    alice
+        .accept(&asked.id, json!({"port": 8080}))
+        .await
+        .unwrap();
+    let ev = next_item(&mut stream).await;
+    match ev.payload {
+        AgentPayload::Resolved(r) => assert_eq!((r.id, r.status), (asked.id, Status::Accepted)),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(ev.seq > start);
+    assert!(stream.stats().connects >= 2, "{:?}", stream.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_without_a_position_broken_before_its_pending_items_misses_nothing() {
+    let tb = TestBridge::start().await;
+    tb.enable_elicitation().await;
+    let alice = tb.client("alice", Role::Agent).await;
+    let bob_cred = tb.credential("bob", Role::Agent).await;
+    let proxy = Proxy::start(tb.addr).await;
+    let bob = client_via(&bob_cred, &proxy.url);
+    let req = CreateRequest::new("bob", "Which port?", port_schema());
+    let first = alice.elicit(&req).await.unwrap();
+    let second = alice.elicit(&req).await.unwrap();
+    // Every connection gets its response head, then breaks: the stream
+    // connects again and again and hands nothing out.
+    proxy.pass_heads_only(true);
+    let mut stream = bob.agent_stream(None);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), stream.next())
+            .await
+            .is_err()
+    );
+    assert!(stream.stats().connects >= 1, "{:?}", stream.stats());
+    // Meanwhile the first is cancelled and a message arrives: neither is
+    // pending when the stream finally gets through.
+    alice.cancel(&first.id, None).await.unwrap();
+    let sent = alice.send_message("bob", &json!("hi")).await.unwrap();
+    proxy.pass_heads_only(false);
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(next_item(&mut stream).await);
+    }
+    let seqs: Vec<u64> = got.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+    let kinds: Vec<(&str, String)> = got
+        .iter()
+        .map(|e| {
+            let id = match &e.payload {
+                AgentPayload::Requested(r) | AgentPayload::Resolved(r) => r.id.to_string(),
+                AgentPayload::Message(m) => m.id.clone(),
+                other => panic!("unexpected {other:?}"),
+            };
+            (e.kind(), id)
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("elicitation.requested", first.id.to_string()),
+            ("elicitation.requested", second.id.to_string()),
+            ("elicitation.resolved", first.id.to_string()),
+            ("message.received", sent.id.clone()),
+        ]
+    );
+    assert_eq!(stream.position(), Some(sent.seq));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_without_a_position_resumes_after_the_last_pending_item_it_handed_out() {
+    let tb = TestBridge::start().await;
+    tb.enable_elicitation().await;
+    let alice = tb.client("alice", Role::Agent).await;
+    let bob_cred = tb.credential("bob", Role::Agent).await;
+    let bob = client_via(&bob_cred, &tb.url);
+    let req = CreateRequest::new("bob", "Which port?", port_schema());
+    let ids: Vec<String> = [
+        alice.elicit(&req).await.unwrap().id.to_string(),
+        alice.elicit(&req).await.unwrap().id.to_string(),
+        alice.elicit(&req).await.unwrap().id.to_string(),
+    ]
+    .into();
+    let mut stream = bob.agent_stream(None);
+    let one = next_item(&mut stream).await;
+    // Drops what was read and not handed out (the rest of the list, likely).
+    stream.disconnect();
+    alice.cancel(&ids[0], None).await.unwrap();
+    // The pending list goes out in ascending order, so resuming after the one
+    // handed out brings the other two once each, then the cancellation.
+    let mut got = vec![one];
+    for _ in 0..3 {
+        got.push(next_item(&mut stream).await);
+    }
+    let kinds: Vec<(&str, String)> = got
+        .iter()
+        .map(|e| match &e.payload {
+            AgentPayload::Requested(r) | AgentPayload::Resolved(r) => (e.kind(), r.id.to_string()),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("elicitation.requested", ids[0].clone()),
+            ("elicitation.requested", ids[1].clone()),
+            ("elicitation.requested", ids[2].clone()),
+            ("elicitation.resolved", ids[0].clone()),
+        ]
+    );
+}

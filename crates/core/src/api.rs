@@ -154,13 +154,30 @@ pub struct Problem {
     /// Field-level problems (always present, possibly empty).
     #[serde(default)]
     pub errors: Vec<FieldError>,
-    /// For `version_conflict`: the stream's actual version (`null` when it does
-    /// not exist).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// For `version_conflict`: the stream's actual version (`null` on the wire,
+    /// `Some(None)` here, when it does not exist); `None` (absent) for every
+    /// other problem.
+    #[serde(
+        default,
+        deserialize_with = "present_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub actual_version: Option<Option<u64>>,
     /// For `rate_limited`: seconds until the next permitted request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_s: Option<u64>,
+}
+
+/// A field that may be absent (`None`, through `#[serde(default)]`), present
+/// as `null` (`Some(None)`) or present with a value. Plain `Option<Option<T>>`
+/// reads `null` as absent, so a remote client would see `None` where the
+/// bridge meant "this stream does not exist".
+fn present_or_null<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 impl Problem {
@@ -682,5 +699,28 @@ mod flag_put_tests {
         };
         let back: FlagPut = serde_json::from_value(serde_json::to_value(&put).unwrap()).unwrap();
         assert_eq!(back, put);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actual_version_keeps_null_apart_from_absent() {
+        let mut p = Problem::new(ErrorCode::VersionConflict, "conflict");
+        let decode = |v: Value| serde_json::from_value::<Problem>(v).unwrap().actual_version;
+        let mut wire = serde_json::to_value(&p).unwrap();
+        assert!(wire.get("actual_version").is_none(), "absent stays absent");
+        assert_eq!(decode(wire.clone()), None);
+        wire["actual_version"] = Value::Null;
+        assert_eq!(decode(wire.clone()), Some(None), "null: no such stream");
+        wire["actual_version"] = Value::from(3);
+        assert_eq!(decode(wire), Some(Some(3)));
+        // And back: `Some(None)` is written as null, so it round-trips.
+        p.actual_version = Some(None);
+        let wire = serde_json::to_value(&p).unwrap();
+        assert_eq!(wire.get("actual_version"), Some(&Value::Null));
+        assert_eq!(serde_json::from_value::<Problem>(wire).unwrap(), p);
     }
 }

@@ -36,6 +36,7 @@ use lighthouse_core::Bridge;
 pub use error::{ApiError, PROBLEM_JSON, parse_json, parse_query};
 pub use observe::REQUEST_ID_HEADER;
 pub use state::{AppState, HttpConfig, RequestId, ShutdownSignal};
+pub use stream::RESUME_AFTER_HEADER;
 
 /// The whole API. Returns the router and the signal that ends open streams on
 /// shutdown.

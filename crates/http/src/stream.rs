@@ -26,6 +26,11 @@ use tokio::sync::watch;
 use crate::error::{ApiError, parse_query};
 use crate::state::{AppState, Streaming};
 
+/// `X-Lighthouse-Resume-After`: on an agent stream opened without a position,
+/// where to resume it from (`Last-Event-ID`) while nothing of it was handed
+/// out (docs/HTTP.md).
+pub const RESUME_AFTER_HEADER: &str = "x-lighthouse-resume-after";
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AfterParams {
@@ -226,6 +231,12 @@ pub(crate) async fn agent_stream(
     let p: AfterParams = parse_query(q.as_deref())?;
     let after = position(&headers, p.after)?;
     let sub = st.bridge.subscribe(&caller, after)?;
+    // Without a position the stream starts with what is pending, and a client
+    // that loses the connection before it has handed anything out has no id
+    // to resume from; reconnecting without one would start the list over and
+    // miss what happened in between. This names a position whose read-back
+    // covers everything this stream sends.
+    let resume_after = after.is_none().then(|| sub.replay_start());
     let guard = st.bridge.metrics().stream_opened();
     struct S {
         sub: lighthouse_elicitation::AgentSubscription,
@@ -261,7 +272,12 @@ pub(crate) async fn agent_stream(
             },
         }
     });
-    Ok(sse_response(&st, stream))
+    let mut resp = sse_response(&st, stream);
+    if let Some(p) = resume_after {
+        resp.headers_mut()
+            .insert(RESUME_AFTER_HEADER, axum::http::HeaderValue::from(p));
+    }
+    Ok(resp)
 }
 
 /// `GET /v1/events/stream`.

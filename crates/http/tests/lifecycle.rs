@@ -291,6 +291,58 @@ async fn a_fresh_stream_starts_with_what_is_pending() {
 }
 
 #[tokio::test]
+async fn a_stream_without_a_position_names_where_a_replay_covers_it() {
+    let t = start().await;
+    let (alice, bob) = (t.agent("alice"), t.agent("bob"));
+    let header = |s: &common::Sse| -> Option<u64> {
+        s.header(lighthouse_http::RESUME_AFTER_HEADER)
+            .map(|v| v.parse().unwrap())
+    };
+    // Nothing pending: the position the stream goes live from.
+    let before = alice
+        .post("/v1/messages", json!({"to": "bob", "body": "before"}))
+        .await;
+    let s = bob.stream("/v1/stream", None).await;
+    let named = header(&s).expect("named");
+    assert!(named >= before.body["seq"].as_u64().unwrap());
+    drop(s);
+    // Pending items: just below the lowest, and they go out in ascending
+    // order. A replay from there brings them, with what happened between.
+    let a = ask(&alice, "bob", 30_000).await;
+    let between = alice
+        .post("/v1/messages", json!({"to": "bob", "body": "between"}))
+        .await;
+    let b = ask(&alice, "bob", 30_000).await;
+    let mut s = bob.stream("/v1/stream", None).await;
+    let named = header(&s).expect("named");
+    let first = s.next_within(5).await.unwrap();
+    let second = s.next_within(5).await.unwrap();
+    assert_eq!(first.data["id"].as_str(), Some(a.as_str()));
+    assert_eq!(second.data["id"].as_str(), Some(b.as_str()));
+    assert_eq!(named, first.id.unwrap() - 1);
+    assert!(first.id < second.id);
+    drop(s);
+    let mut s = bob.stream("/v1/stream", Some(named)).await;
+    assert_eq!(header(&s), None, "a stream with a position needs none");
+    let mut replay = Vec::new();
+    for _ in 0..3 {
+        let e = s.next_within(5).await.unwrap();
+        replay.push((e.id.unwrap(), e.event));
+    }
+    assert_eq!(
+        replay,
+        [
+            (first.id.unwrap(), "elicitation.requested".to_owned()),
+            (
+                between.body["seq"].as_u64().unwrap(),
+                "message.received".to_owned()
+            ),
+            (second.id.unwrap(), "elicitation.requested".to_owned()),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn long_polls_answer_at_once_when_the_bridge_begins_shutting_down() {
     let t = start().await;
     let (alice, bob) = (t.agent("alice"), t.agent("bob"));

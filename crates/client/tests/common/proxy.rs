@@ -1,9 +1,10 @@
 //! A TCP proxy in front of the bridge that can swallow responses (the request
-//! reaches the bridge, the client never hears back) and cut every open
-//! connection, to test retries and stream resumption against real failures.
+//! reaches the bridge, the client never hears back), pass on only the head of
+//! responses, and cut every open connection, to test retries and stream
+//! resumption against real failures.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,6 +15,7 @@ struct State {
     upstream: SocketAddr,
     swallow: AtomicUsize,
     swallowed: AtomicUsize,
+    heads_only: AtomicBool,
     connections: AtomicUsize,
     live: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -32,6 +34,7 @@ impl Proxy {
             upstream,
             swallow: AtomicUsize::new(0),
             swallowed: AtomicUsize::new(0),
+            heads_only: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             live: Mutex::new(Vec::new()),
         });
@@ -51,6 +54,13 @@ impl Proxy {
     /// the bridge starts answering, and then close without passing the answer on.
     pub fn swallow_next_responses(&self, n: usize) {
         self.state.swallow.store(n, Ordering::SeqCst);
+    }
+
+    /// While on, new connections deliver one request to the bridge, pass on
+    /// the head of its answer (status and headers), and close: a stream
+    /// connects and then breaks before its first event.
+    pub fn pass_heads_only(&self, on: bool) {
+        self.state.heads_only.store(on, Ordering::SeqCst);
     }
 
     /// Responses swallowed so far.
@@ -98,6 +108,24 @@ async fn handle(mut client: TcpStream, st: Arc<State>) {
             st.swallowed.fetch_add(1, Ordering::SeqCst);
         }
         // Both sockets close here: the client never sees the answer.
+        return;
+    }
+    if st.heads_only.load(Ordering::SeqCst) {
+        let Some(request) = read_request(&mut client).await else {
+            return;
+        };
+        if upstream.write_all(&request).await.is_err() {
+            return;
+        }
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = upstream.read(&mut chunk).await {
+            answer.extend_from_slice(&chunk[..n]);
+            if let Some(i) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+                let _ = client.write_all(&answer[..i + 4]).await;
+                break;
+            }
+        }
         return;
     }
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;

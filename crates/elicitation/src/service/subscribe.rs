@@ -51,6 +51,8 @@ pub struct AgentSubscription {
     cursor: u64,
     boundary: u64,
     position: u64,
+    /// See [`AgentSubscription::replay_start`].
+    replay_start: u64,
 }
 
 impl std::fmt::Debug for AgentSubscription {
@@ -100,6 +102,12 @@ impl ElicitationService {
                 (q, applied, applied)
             }
         };
+        // The initial list is in ascending seq order (the projection keeps the
+        // pending inbox as an ordered set), so its first item is the lowest.
+        let replay_start = match queue.front() {
+            Some(first) => first.seq.saturating_sub(1),
+            None => cursor,
+        };
         Ok(AgentSubscription {
             shared: self.shared.clone(),
             agent: Arc::from(caller.agent.as_str()),
@@ -111,6 +119,7 @@ impl ElicitationService {
             cursor,
             boundary,
             position: cursor,
+            replay_start,
         })
     }
 }
@@ -120,6 +129,20 @@ impl AgentSubscription {
     /// subscription without a starting position, was covered by its initial list).
     pub fn position(&self) -> u64 {
         self.position
+    }
+
+    /// A position from which a new subscription sends everything this one
+    /// sends, fixed when it was made: the position it was given; without one,
+    /// just below the lowest seq of its initial list of pending elicitations
+    /// (each item's `requested` event is after it, so a read-back from there
+    /// brings them all), or, with none pending, the boundary it went live
+    /// from. What a read-back from there brings is a superset: it may add
+    /// history between the listed items (an elicitation requested and resolved
+    /// meanwhile), never leave a gap. The initial list goes out in ascending
+    /// seq order, so a consumer that handed out part of it and resumes after
+    /// the last one it handed out gets no gap and no duplicate either.
+    pub fn replay_start(&self) -> u64 {
+        self.replay_start
     }
 
     /// Notifications read back and not handed out yet (at most one catch-up

@@ -229,6 +229,14 @@ pub struct SseEvent {
 }
 
 impl Sse {
+    /// A response header of the stream.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.resp
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
     /// Reads an SSE response opened some other way (a bearer token).
     pub fn from_response(resp: reqwest::Response) -> Sse {
         Sse {
