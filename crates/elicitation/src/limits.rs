@@ -64,6 +64,17 @@ pub struct Limits {
     /// Notifications buffered per subscription before it is cut off with
     /// [`Error::Lagged`](crate::Error::Lagged) (default 1,024).
     pub subscription_buffer: usize,
+    /// Bytes of notifications buffered per subscription, as decoded (an
+    /// estimate: a record's JSON values, strings and keys), before it is cut
+    /// off with [`Error::Lagged`](crate::Error::Lagged) (default 4 MiB; at
+    /// least one notification whatever its size). A count alone does not bound
+    /// memory: a 64 KiB message can decode to about a MiB.
+    pub subscription_buffer_bytes: usize,
+    /// Records of the log one catch-up step of a subscription looks at, at
+    /// most, matching or not (default 4,096, as the store's own
+    /// subscriptions): resuming far back over a long log of other events
+    /// reads it in steps of this size and lets other tasks run between them.
+    pub catch_up_examined: usize,
     /// Agents with a long-poll receive waiting at once (default 10,000).
     pub max_message_waiters: usize,
     /// Most events one expiry or drain append writes (default 256).
@@ -108,6 +119,8 @@ impl Default for Limits {
             max_subscriptions: 10_000,
             max_subscriptions_per_agent: 32,
             subscription_buffer: 1_024,
+            subscription_buffer_bytes: 4 << 20,
+            catch_up_examined: 4_096,
             max_message_waiters: 10_000,
             transition_batch: 256,
             snapshot_every_events: 250_000,

@@ -303,6 +303,27 @@ async fn resume_without_gap_or_duplicate_from_the_log() {
     .await;
 }
 
+/// Sends `n` messages from alice to bob, then waits until the applier has
+/// published them all (a create waits for the applier, which publishes every
+/// event before it first).
+async fn send_to_bob(svc: &ElicitationService, n: usize) {
+    for i in 0..n {
+        svc.send_message(
+            &alice(),
+            "m",
+            SendMessage {
+                to: "bob".into(),
+                body: json!(i),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    svc.create(&alice(), "barrier", ask("carol"), None)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_slow_subscriber_is_cut_off_and_resumes() {
     let clock = manual_clock();
@@ -315,47 +336,106 @@ async fn a_slow_subscriber_is_cut_off_and_resumes() {
     )
     .await;
     let mut slow = svc.subscribe(&bob(), Some(0)).unwrap();
-    for i in 0..10 {
+    send_to_bob(&svc, 10).await;
+    // The fifth found the queue full: cut off, and what it held is gone
+    // already, not kept until (if ever) the consumer reads again.
+    assert_eq!(slow.live_held(), (0, 0));
+    let last = match tokio::time::timeout(WAIT, slow.next()).await.unwrap() {
+        Err(Error::Lagged { last_seq }) => last_seq,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(last, 0, "nothing was delivered");
+    // Resuming from there reads everything back, once, in order.
+    let mut again = svc.subscribe(&bob(), Some(last)).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        let n = next(&mut again).await;
+        got.push(serde_json::to_value(&n.payload).unwrap()["body"].clone());
+    }
+    assert_eq!(got, (0..10).map(|i| json!(i)).collect::<Vec<_>>());
+    svc.abort().await;
+}
+
+#[tokio::test]
+async fn a_cut_subscription_counts_until_dropped_and_holds_nothing() {
+    let clock = manual_clock();
+    let (svc, _dir) = open_limited(
+        &clock,
+        Limits {
+            subscription_buffer: 2,
+            max_subscriptions_per_agent: 1,
+            ..Limits::default()
+        },
+    )
+    .await;
+    // Never read, as a client that stopped reading its stream.
+    let mut stalled = svc.subscribe(&bob(), None).unwrap();
+    send_to_bob(&svc, 2).await;
+    let (held, bytes) = stalled.live_held();
+    assert_eq!(held, 2);
+    assert!(bytes > 0);
+    // The third does not fit: cut off, its queue freed at once.
+    send_to_bob(&svc, 1).await;
+    assert_eq!(stalled.live_held(), (0, 0));
+    // It still counts against the limits, so a client that stops reading
+    // cannot open stream after stream.
+    assert_eq!(svc.subscription_count(), 1);
+    assert!(matches!(
+        svc.subscribe(&bob(), None),
+        Err(Error::Capacity { .. })
+    ));
+    // Its next read says so at once.
+    let lagged = tokio::time::timeout(WAIT, stalled.next()).await.unwrap();
+    assert!(matches!(lagged, Err(Error::Lagged { .. })), "{lagged:?}");
+    assert!(matches!(
+        svc.subscribe(&bob(), None),
+        Err(Error::Capacity { .. })
+    ));
+    drop(stalled);
+    assert_eq!(svc.subscription_count(), 0);
+    assert!(svc.subscribe(&bob(), None).is_ok());
+    svc.abort().await;
+}
+
+#[tokio::test]
+async fn the_live_queue_is_bounded_in_bytes() {
+    let clock = manual_clock();
+    let (svc, _dir) = open_limited(
+        &clock,
+        Limits {
+            subscription_buffer_bytes: 256 << 10,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let mut stalled = svc.subscribe(&bob(), None).unwrap();
+    // Arrays of zeros: about 8 KiB stored, about 128 KiB decoded each.
+    let zeros = vec![0u8; 4 << 10];
+    for i in 0..3 {
         svc.send_message(
             &alice(),
             "m",
             SendMessage {
                 to: "bob".into(),
-                body: json!(i),
+                body: json!({"i": i, "zeros": zeros}),
             },
         )
         .await
         .unwrap();
-    }
-    // A send returns once its event is durable; the applier publishes it a
-    // moment later. Reading before the fifth is published would make room for
-    // it, so wait for the cut-off (the fifth finds the buffer full).
-    tokio::time::timeout(WAIT, async {
-        while svc.subscription_count() > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        svc.create(&alice(), "barrier", ask("carol"), None)
+            .await
+            .unwrap();
+        let (held, bytes) = stalled.live_held();
+        if i < 1 {
+            assert_eq!(held, i + 1);
+            assert!(bytes > 128 << 10, "{bytes}");
+        } else {
+            // Far below the count of 1,024: the bytes cut it off.
+            assert_eq!((held, bytes), (0, 0), "after {i}");
         }
-    })
-    .await
-    .expect("the slow subscriber is cut off");
-    let mut got = Vec::new();
-    let last = loop {
-        match tokio::time::timeout(WAIT, slow.next()).await.unwrap() {
-            Ok(n) => got.push(n.seq),
-            Err(Error::Lagged { last_seq }) => break last_seq,
-            Err(e) => panic!("{e:?}"),
-        }
-    };
-    assert_eq!(
-        got.len(),
-        4,
-        "the buffer bounds what a slow subscriber holds"
-    );
-    assert_eq!(last, *got.last().unwrap());
-    let mut again = svc.subscribe(&bob(), Some(last)).unwrap();
-    while got.len() < 10 {
-        got.push(next(&mut again).await.seq);
     }
-    assert!(got.windows(2).all(|w| w[0] < w[1]));
+    let lagged = tokio::time::timeout(WAIT, stalled.next()).await.unwrap();
+    assert!(matches!(lagged, Err(Error::Lagged { .. })), "{lagged:?}");
     svc.abort().await;
 }
 

@@ -471,6 +471,12 @@ impl EventStore {
 
     /// Every event matching `filter` with `seq > after`: first those on disk, then
     /// live ones as they are committed, with no gap and no duplicate.
+    ///
+    /// An `after` beyond [`head_seq`](Self::head_seq) is taken at its word:
+    /// the events up to it are skipped when they are written. A position from
+    /// a client may come from elsewhere (a store restored from an older
+    /// backup), so a server checks it against `head_seq` first (the head only
+    /// grows, so a position at or below it stays valid).
     pub fn subscribe(&self, after: u64, filter: Filter) -> Subscription {
         // Subscribe before reading the head: the writer publishes after moving
         // the head, so every event above the head read here reaches the receiver.

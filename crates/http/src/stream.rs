@@ -46,16 +46,32 @@ pub(crate) struct EventStreamParams {
     event_type: Option<String>,
 }
 
-/// `Last-Event-ID` wins over `?after=` (PROTOCOL.md 5).
-fn position(headers: &HeaderMap, after: Option<u64>) -> Result<Option<u64>, ApiError> {
-    match headers.get("last-event-id") {
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(Some)
-            .ok_or_else(|| Problem::invalid("/Last-Event-ID", "must be a sequence number").into()),
-        None => Ok(after),
+/// `Last-Event-ID` wins over `?after=` (PROTOCOL.md 5). A position beyond
+/// `head`, the store's last event, is refused, naming where it came from: no
+/// event of this store gave it (a store restored from an older backup, say),
+/// and a stream from there would silently skip every event up to it.
+fn position(headers: &HeaderMap, after: Option<u64>, head: u64) -> Result<Option<u64>, ApiError> {
+    let (p, pointer) = match headers.get("last-event-id") {
+        Some(v) => {
+            let p = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| Problem::invalid("/Last-Event-ID", "must be a sequence number"))?;
+            (Some(p), "/Last-Event-ID")
+        }
+        None => (after, "/after"),
+    };
+    match p {
+        Some(p) if p > head => Err(Problem::invalid(
+            pointer,
+            format!(
+                "is beyond the last event of the store ({head}), which may have been restored \
+                 from an older backup; reconnect without a position"
+            ),
+        )
+        .into()),
+        p => Ok(p),
     }
 }
 
@@ -229,7 +245,7 @@ pub(crate) async fn agent_stream(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let p: AfterParams = parse_query(q.as_deref())?;
-    let after = position(&headers, p.after)?;
+    let after = position(&headers, p.after, st.bridge.store().head_seq())?;
     let sub = st.bridge.subscribe(&caller, after)?;
     // Without a position the stream starts with what is pending, and a client
     // that loses the connection before it has handed anything out has no id
@@ -288,7 +304,7 @@ pub(crate) async fn event_stream(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let p: EventStreamParams = parse_query(q.as_deref())?;
-    let after = position(&headers, p.after)?.unwrap_or(0);
+    let after = position(&headers, p.after, st.bridge.store().head_seq())?.unwrap_or(0);
     let sub = st
         .bridge
         .subscribe_events(&caller, after, p.stream, p.event_type)?;
@@ -353,6 +369,28 @@ pub(crate) async fn event_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_position_beyond_the_head_is_refused_naming_where_it_came_from() {
+        let refused = |headers: &HeaderMap, after| {
+            let e = position(headers, after, 5000).expect_err("refused").0;
+            assert_eq!(e.status, 400);
+            e.errors.into_iter().map(|f| f.path).collect::<Vec<_>>()
+        };
+        let none = HeaderMap::new();
+        let mut resumed = HeaderMap::new();
+        resumed.insert("last-event-id", "9000".parse().unwrap());
+        assert_eq!(refused(&none, Some(9000)), ["/after"]);
+        assert_eq!(refused(&resumed, None), ["/Last-Event-ID"]);
+        // The header wins: the query's good position does not save it.
+        assert_eq!(refused(&resumed, Some(10)), ["/Last-Event-ID"]);
+        // Up to the head, or none at all, is fine.
+        assert_eq!(position(&none, Some(5000), 5000).unwrap(), Some(5000));
+        assert_eq!(position(&none, None, 0).unwrap(), None);
+        let mut at_head = HeaderMap::new();
+        at_head.insert("last-event-id", "5000".parse().unwrap());
+        assert_eq!(position(&at_head, Some(9000), 5000).unwrap(), Some(5000));
+    }
 
     #[test]
     fn a_failed_subscription_ends_with_what_happened() {

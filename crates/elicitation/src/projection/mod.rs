@@ -497,21 +497,58 @@ impl Projection {
             .collect()
     }
 
-    /// The pending elicitations addressed to `agent`, oldest first, with the seq
-    /// of their `requested` event.
-    pub(crate) fn pending_inbox(&self, agent: &str) -> Vec<(u64, Arc<Elicitation>)> {
+    /// The seq of the `requested` event of the oldest elicitation pending for
+    /// `agent` now, if any.
+    pub(crate) fn lowest_pending_inbox(&self, agent: &str) -> Option<u64> {
+        self.agents
+            .get(agent)
+            .and_then(|a| a.inbox_pending.first().copied())
+    }
+
+    /// One page of the elicitations addressed to `agent` that were pending at
+    /// `boundary` (requested at or before it, not terminal at it), by the seq
+    /// of their `requested` event after `after`: at most `limit` of them,
+    /// looking at no more than `budget` held ones (at least one). Each comes
+    /// with that seq and its record as of then (pending). Returns where to go
+    /// on, `None` once the range is done.
+    ///
+    /// Complete only while `evicted_through() <= boundary`: one pending at the
+    /// boundary and evicted since (resolved, then pushed out by newer
+    /// resolutions) is no longer held.
+    pub(crate) fn pending_inbox_page(
+        &self,
+        agent: &str,
+        after: u64,
+        boundary: u64,
+        limit: usize,
+        budget: usize,
+    ) -> (Vec<(u64, Arc<Elicitation>)>, Option<u64>) {
         let Some(a) = self.agents.get(agent) else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
-        a.inbox_pending
-            .iter()
-            .filter_map(|s| {
-                a.inbox
-                    .get(s)
-                    .and_then(|k| self.entries.get(k))
-                    .map(|e| (*s, e.record.clone()))
-            })
-            .collect()
+        if after >= boundary {
+            return (Vec::new(), None);
+        }
+        let (limit, budget) = (limit.max(1), budget.max(1));
+        let mut out = Vec::with_capacity(limit.min(256));
+        let mut examined = 0;
+        for (&seq, key) in a.inbox.range(after + 1..=boundary) {
+            examined += 1;
+            if let Some(e) = self.entries.get(key)
+                && e.terminal_seq.is_none_or(|t| t > boundary)
+            {
+                let record = if e.record.status == Status::Pending {
+                    e.record.clone()
+                } else {
+                    Arc::new(e.record.as_pending())
+                };
+                out.push((seq, record));
+            }
+            if out.len() == limit || examined == budget {
+                return (out, Some(seq));
+            }
+        }
+        (out, None)
     }
 }
 

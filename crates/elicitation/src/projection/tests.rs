@@ -146,13 +146,25 @@ fn feed_and_listings_follow_sequence_order() {
         items.iter().map(|(_, r)| &*r.id).collect::<Vec<_>>(),
         vec!["el_b"]
     );
+    // Pending at 4: el_b. Pending at 3: el_a too, as it was then.
+    let page = |boundary, after, limit, budget| {
+        let (items, next) = p.pending_inbox_page("bob", after, boundary, limit, budget);
+        let items: Vec<_> = items.iter().map(|(s, r)| (*s, r.status)).collect();
+        (items, next)
+    };
+    assert_eq!(page(4, 0, 10, 10), (vec![(2, Status::Pending)], None));
     assert_eq!(
-        p.pending_inbox("bob")
-            .iter()
-            .map(|x| x.0)
-            .collect::<Vec<_>>(),
-        vec![2]
+        page(3, 0, 10, 10),
+        (vec![(1, Status::Pending), (2, Status::Pending)], None)
     );
+    // Pages by count and by what they look at, resuming where they stopped.
+    assert_eq!(page(3, 0, 1, 10), (vec![(1, Status::Pending)], Some(1)));
+    assert_eq!(page(3, 1, 1, 10), (vec![(2, Status::Pending)], Some(2)));
+    assert_eq!(page(3, 2, 1, 10), (vec![], None));
+    assert_eq!(page(4, 0, 10, 1), (vec![], Some(1)));
+    assert_eq!(page(4, 1, 10, 1), (vec![(2, Status::Pending)], Some(2)));
+    // Requested after the boundary: not on its list.
+    assert_eq!(page(1, 0, 10, 10), (vec![(1, Status::Pending)], None));
 }
 
 #[test]

@@ -292,6 +292,7 @@ impl ElicitationService {
                 limits.max_subscriptions,
                 limits.max_subscriptions_per_agent,
                 limits.subscription_buffer,
+                limits.subscription_buffer_bytes,
             )),
             applied: AtomicU64::new(applied),
             seq_waiters: Mutex::new(BTreeMap::new()),

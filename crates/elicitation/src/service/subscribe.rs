@@ -8,20 +8,28 @@
 //! in `(after, B]` is read back in pages: from the projection's per-agent feed
 //! when no elicitation that concerns the range was evicted from memory, from the
 //! log otherwise, and from the agent's mailbox stream for messages.
+//!
+//! Without a position, the subscription records only `B` and then lists the
+//! elicitations pending for the agent as of `B` in pages, by the seq of their
+//! `requested` event, under the state lock one page at a time: copying a whole
+//! inbox (up to `max_pending`) at once would hold the lock every create and
+//! answer waits for.
+//!
+//! Every step does bounded work (a page of notifications, a budget of records
+//! looked at) and a step that found nothing lets other tasks run before the
+//! next, so resuming far back over a long log never holds a worker.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use lighthouse_event_store::{Filter, Query};
+use lighthouse_event_store::{Filter, Page, Query};
 use lighthouse_security::Caller;
-use tokio::sync::mpsc;
 
 use super::transitions::ACTING_ROLES;
 use super::{ElicitationService, Shared, require_role};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Violation};
 use crate::events::{self, Requested, Resolved};
-use crate::notify::{Notification, NotificationKind};
+use crate::notify::{Notification, NotificationKind, PushQueue, Taken};
 
 /// Notifications read back per catch-up step (bounds the catch-up buffer).
 const CATCH_UP_PAGE: usize = 256;
@@ -35,24 +43,45 @@ const CATCH_UP_BYTES: usize = 256 * 1024;
 /// One agent's notifications: elicitations addressed to it, its own and those
 /// addressed to it reaching a terminal state, and its messages.
 ///
-/// Bounded: live notifications wait in a buffer of
-/// [`Limits::subscription_buffer`](crate::Limits); a consumer that lets it fill
-/// is cut off and, once it has read what was buffered, gets
-/// [`Error::Lagged`] with the position to resume from.
+/// Bounded: live notifications wait in a queue of at most
+/// [`Limits::subscription_buffer`](crate::Limits) notifications and
+/// [`Limits::subscription_buffer_bytes`](crate::Limits) bytes; a consumer that
+/// lets it fill is cut off: the queue is emptied at once and the next read
+/// returns [`Error::Lagged`] with the position to resume from. The
+/// subscription counts against the subscription limits until it is dropped.
 pub struct AgentSubscription {
     shared: Arc<Shared>,
     agent: Arc<str>,
     slot: u64,
-    rx: mpsc::Receiver<Notification>,
-    cut: Arc<std::sync::atomic::AtomicBool>,
+    live: Arc<PushQueue>,
+    /// Notifications read back and not handed out yet (one step's worth).
     queue: VecDeque<Notification>,
-    /// The seq of the last item handed out from `queue`.
-    from_queue: Option<u64>,
+    /// The initial list of a subscription without a position, while any of
+    /// it is left to hand out.
+    list: Option<PendingList>,
+    /// The seq of the last item of the initial list handed out.
+    last_listed: Option<u64>,
+    /// Everything in `(after, cursor]` has been read back.
     cursor: u64,
     boundary: u64,
     position: u64,
     /// See [`AgentSubscription::replay_start`].
     replay_start: u64,
+    /// The most log records one read of a catch-up step looked at.
+    most_examined: usize,
+}
+
+/// One page of the initial list: each pending elicitation with the seq of its
+/// `requested` event, and where the next page starts (`None`: the list is done).
+type ListPage = (Vec<(u64, Arc<crate::Elicitation>)>, Option<u64>);
+
+/// Where the listing of the pending elicitations is.
+#[derive(Debug, Clone, Copy)]
+struct PendingList {
+    /// The seq of the last `requested` event looked at.
+    after: u64,
+    /// Whether the range up to the boundary is done (what is left is in the queue).
+    done: bool,
 }
 
 impl std::fmt::Debug for AgentSubscription {
@@ -75,53 +104,71 @@ impl ElicitationService {
     ///
     /// With `after = Some(P)`: every notification with `seq > P`, first read back,
     /// then live. With `None`: first every elicitation pending for the caller
-    /// (each with the seq of its `requested` event), then live.
+    /// (each with the seq of its `requested` event, in that order), then live.
+    ///
+    /// A position beyond the last event of the store is refused
+    /// ([`Error::InvalidRequest`] at `/after`): it cannot have come from this
+    /// store (one restored from an older backup, say), and taking it would
+    /// silently skip every event up to it once they are written.
     pub fn subscribe(&self, caller: &Caller, after: Option<u64>) -> Result<AgentSubscription> {
         require_role(caller, ACTING_ROLES, "this role has no notifications")?;
+        if let Some(p) = after {
+            // The head only grows: a position at or below it now stays so.
+            let head = self.shared.store.head_seq();
+            if p > head {
+                return Err(Error::InvalidRequest {
+                    errors: vec![Violation::new("/after", beyond_the_head(head))],
+                });
+            }
+        }
         // Both locks: the state lock keeps the applier from applying while the
         // registry learns of the subscription, so its boundary is exact.
         let st = self.shared.state.lock();
         let applied = st.proj.applied_seq;
         let reg = self.shared.subs.lock().register(&caller.agent)?;
-        let (queue, cursor, boundary) = match after {
-            Some(p) => (VecDeque::new(), p, applied.max(p)),
-            None => {
-                let q = st
-                    .proj
-                    .pending_inbox(&caller.agent)
-                    .into_iter()
-                    .map(|(seq, r)| {
-                        Notification::elicitation(
-                            seq,
-                            NotificationKind::ElicitationRequested,
-                            r,
-                            None,
-                        )
-                    })
-                    .collect();
-                (q, applied, applied)
-            }
+        // The initial list goes out in ascending seq order from the oldest
+        // pending at the boundary (now, under the lock), so a read-back from
+        // just below it brings every item of the list.
+        let lowest_pending = st.proj.lowest_pending_inbox(&caller.agent);
+        drop(st);
+        let (cursor, boundary, list) = match after {
+            Some(p) => (p, applied.max(p), None),
+            None => (
+                applied,
+                applied,
+                Some(PendingList {
+                    after: 0,
+                    done: false,
+                }),
+            ),
         };
-        // The initial list is in ascending seq order (the projection keeps the
-        // pending inbox as an ordered set), so its first item is the lowest.
-        let replay_start = match queue.front() {
-            Some(first) => first.seq.saturating_sub(1),
-            None => cursor,
+        let replay_start = match (after, lowest_pending) {
+            (None, Some(seq)) => seq.saturating_sub(1),
+            _ => cursor,
         };
         Ok(AgentSubscription {
             shared: self.shared.clone(),
             agent: Arc::from(caller.agent.as_str()),
             slot: reg.id,
-            rx: reg.rx,
-            cut: reg.cut,
-            queue,
-            from_queue: None,
+            live: reg.queue,
+            queue: VecDeque::new(),
+            list,
+            last_listed: None,
             cursor,
             boundary,
             position: cursor,
             replay_start,
+            most_examined: 0,
         })
     }
+}
+
+/// Why a position is refused, and what the client should do next.
+fn beyond_the_head(head: u64) -> String {
+    format!(
+        "is beyond the last event of the store ({head}), which may have been restored from an \
+         older backup; reconnect without a position"
+    )
 }
 
 impl AgentSubscription {
@@ -152,6 +199,25 @@ impl AgentSubscription {
         self.queue.len()
     }
 
+    /// Live notifications waiting and their estimated bytes; for tests and
+    /// diagnostics.
+    #[doc(hidden)]
+    pub fn live_held(&self) -> (usize, usize) {
+        self.live.held()
+    }
+
+    /// The most log records one read of a catch-up step looked at so far; for
+    /// tests and diagnostics.
+    #[doc(hidden)]
+    pub fn most_examined(&self) -> usize {
+        self.most_examined
+    }
+
+    /// Whether the initial list of pending elicitations is only partly handed out.
+    fn listing(&self) -> bool {
+        self.list.is_some_and(|l| !l.done || !self.queue.is_empty())
+    }
+
     /// Where a new subscription must start to continue this one with no gap
     /// and no duplicate: [`position`](Self::position), except while the initial
     /// list of pending elicitations is only partly handed out (its items carry
@@ -159,30 +225,57 @@ impl AgentSubscription {
     /// a read-back also brings the rest of the list; or `None` when none was, and
     /// a new subscription without a position starts the list over.
     pub fn resume_position(&self) -> Option<u64> {
-        if self.queue.is_empty() {
-            Some(self.position)
+        if self.listing() {
+            self.last_listed
         } else {
-            self.from_queue
+            Some(self.position)
         }
     }
 
     /// The next notification; waits for one when caught up.
+    ///
+    /// Once cut off, it returns [`Error::Lagged`] at once, dropping whatever
+    /// was read back (the resume reads it again); a subscription still handing
+    /// out its initial list with none of it out yet first hands out one item,
+    /// so that there is a position to resume from.
     pub async fn next(&mut self) -> Result<Notification> {
         loop {
+            if self.live.is_cut()
+                && let Some(last_seq) = self.resume_position()
+            {
+                self.queue = VecDeque::new();
+                return Err(Error::Lagged { last_seq });
+            }
             if let Some(n) = self.queue.pop_front() {
-                self.position = self.position.max(n.seq);
-                self.from_queue = Some(n.seq);
+                if self.list.is_some() {
+                    self.last_listed = Some(n.seq);
+                } else {
+                    self.position = self.position.max(n.seq);
+                }
                 return Ok(n);
+            }
+            if let Some(list) = self.list {
+                if list.done {
+                    // Handed out whole; its items are all below the boundary.
+                    self.list = None;
+                } else if !self.list_step(list)? {
+                    tokio::task::yield_now().await;
+                }
+                continue;
             }
             // Everything read back so far has been delivered.
             self.position = self.position.max(self.cursor);
             if self.cursor < self.boundary {
-                self.catch_up_step()?;
+                if !self.catch_up_step()? {
+                    // A stretch with nothing for this agent: let other tasks
+                    // run before the next one.
+                    tokio::task::yield_now().await;
+                }
                 continue;
             }
-            match self.rx.recv().await {
-                Some(n) if n.seq <= self.boundary => continue,
-                Some(n) => {
+            match self.live.take().await {
+                Taken::Notification(n) if n.seq <= self.boundary => continue,
+                Taken::Notification(n) => {
                     self.position = n.seq;
                     if let Some(at) = n.first_delivery() {
                         self.shared
@@ -191,18 +284,94 @@ impl AgentSubscription {
                     }
                     return Ok(n);
                 }
-                None if self.cut.load(Ordering::Acquire) => {
-                    return Err(Error::Lagged {
-                        last_seq: self.position,
-                    });
-                }
-                None => return Err(Error::Closed),
+                // The top of the loop answers it.
+                Taken::Cut => continue,
             }
         }
     }
 
-    /// Reads back the next page of `(cursor, boundary]`.
-    fn catch_up_step(&mut self) -> Result<()> {
+    /// Reads the next page of the initial list; `true` when it found any.
+    fn list_step(&mut self, list: PendingList) -> Result<bool> {
+        let budget = self.shared.limits.catch_up_examined;
+        let from_memory = {
+            let st = self.shared.state.lock();
+            // Nothing pending at the boundary can have been evicted since
+            // unless eviction went past it (the oldest resolution goes first).
+            (st.proj.evicted_through() <= self.boundary).then(|| {
+                st.proj.pending_inbox_page(
+                    &self.agent,
+                    list.after,
+                    self.boundary,
+                    CATCH_UP_PAGE,
+                    budget,
+                )
+            })
+        };
+        let (items, next) = match from_memory {
+            Some(page) => page,
+            None => self.pending_from_log(list.after)?,
+        };
+        let found = !items.is_empty();
+        self.queue.extend(items.into_iter().map(|(seq, r)| {
+            Notification::elicitation(seq, NotificationKind::ElicitationRequested, r, None)
+        }));
+        self.list = Some(match next {
+            Some(after) => PendingList { after, done: false },
+            None => PendingList {
+                after: self.boundary,
+                done: true,
+            },
+        });
+        Ok(found)
+    }
+
+    /// The next page of the initial list from the log, for when elicitations
+    /// pending at the boundary may have left memory since.
+    fn pending_from_log(&mut self, after: u64) -> Result<ListPage> {
+        let q = Query {
+            after: Some(after),
+            before: Some(self.boundary + 1),
+            limit: CATCH_UP_PAGE,
+            ..Query::new(Filter {
+                stream_prefix: Some(events::ELICITATION_STREAM_PREFIX.into()),
+                event_type: Some(events::REQUESTED.into()),
+                ..Filter::default()
+            })
+        };
+        let page = self.read(&q)?;
+        let mut out = Vec::new();
+        for e in &page.events {
+            let r: Requested = events::decode(e)?;
+            if *r.to == *self.agent && self.pending_at_boundary(&r.id)? {
+                out.push((e.seq, Arc::new(r.into_record())));
+            }
+        }
+        Ok((out, page.next))
+    }
+
+    /// Whether elicitation `id` had no terminal event at or before the boundary.
+    fn pending_at_boundary(&self, id: &str) -> Result<bool> {
+        if let Some(e) = self.shared.state.lock().proj.entry(id) {
+            return Ok(e.terminal_seq.is_none_or(|t| t > self.boundary));
+        }
+        // Not held: resolved and evicted. Its first terminal event decides.
+        let q = Query {
+            limit: 16,
+            ..Query::new(Filter {
+                stream: Some(events::elicitation_stream(id)),
+                type_prefix: Some("elicitation.".into()),
+                ..Filter::default()
+            })
+        };
+        let events = self.shared.store.read(&q)?.events;
+        Ok(events
+            .iter()
+            .find(|e| events::terminal_action(&e.event_type).is_some())
+            .is_none_or(|e| e.seq > self.boundary))
+    }
+
+    /// Reads the next page of `(cursor, boundary]`; `true` when it found any.
+    fn catch_up_step(&mut self) -> Result<bool> {
         let (mut elicitations, h_e) = self.elicitations_page()?;
         let (mut messages, h_m) = self.messages_page()?;
         let horizon = h_e.min(h_m);
@@ -210,13 +379,24 @@ impl AgentSubscription {
         messages.retain(|n| n.seq <= horizon);
         let mut merged: Vec<Notification> = elicitations.into_iter().chain(messages).collect();
         merged.sort_by_key(|n| n.seq);
+        let found = !merged.is_empty();
         self.queue.extend(merged);
         self.cursor = horizon;
-        Ok(())
+        Ok(found)
+    }
+
+    /// One read of the log for a catch-up step: at most a page, its bytes, and
+    /// [`Limits::catch_up_examined`](crate::Limits) records looked at (then the
+    /// page ends early with `next` where it stopped).
+    fn read(&mut self, q: &Query) -> Result<Page> {
+        let budget = self.shared.limits.catch_up_examined;
+        let page = self.shared.store.read_bounded(q, budget, CATCH_UP_BYTES)?;
+        self.most_examined = self.most_examined.max(page.examined);
+        Ok(page)
     }
 
     /// The next elicitation notifications, and how far they cover.
-    fn elicitations_page(&self) -> Result<(Vec<Notification>, u64)> {
+    fn elicitations_page(&mut self) -> Result<(Vec<Notification>, u64)> {
         let (after, until) = (self.cursor, self.boundary);
         {
             let st = self.shared.state.lock();
@@ -252,10 +432,7 @@ impl AgentSubscription {
                 ..Filter::default()
             })
         };
-        let page = self
-            .shared
-            .store
-            .read_bounded(&q, usize::MAX, CATCH_UP_BYTES)?;
+        let page = self.read(&q)?;
         let h = page.next.unwrap_or(until);
         let mut out = Vec::new();
         for e in &page.events {
@@ -298,7 +475,7 @@ impl AgentSubscription {
     }
 
     /// The next messages, and how far they cover.
-    fn messages_page(&self) -> Result<(Vec<Notification>, u64)> {
+    fn messages_page(&mut self) -> Result<(Vec<Notification>, u64)> {
         let (after, until) = (self.cursor, self.boundary);
         let q = Query {
             after: Some(after),
@@ -310,10 +487,7 @@ impl AgentSubscription {
                 ..Filter::default()
             })
         };
-        let page = self
-            .shared
-            .store
-            .read_bounded(&q, usize::MAX, CATCH_UP_BYTES)?;
+        let page = self.read(&q)?;
         let h = page.next.unwrap_or(until);
         let out = page
             .events
