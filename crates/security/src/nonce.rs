@@ -74,8 +74,10 @@ pub enum NonceRefusal {
     /// Seen for this agent inside the window.
     Replayed,
     /// The timestamp left the window while the request was being verified
-    /// (another request moved the store's time on): its nonce may already have
-    /// been forgotten, so it cannot be told apart from a replay.
+    /// (another request moved the store's time on), or is below the journal's
+    /// floor (a nonce that old may have been deleted by an earlier run): its
+    /// nonce may already have been forgotten, so it cannot be told apart from a
+    /// replay.
     Stale,
     /// The agent id or nonce is longer than a verified request's can be (64
     /// bytes each); only reachable by calling the store directly.
@@ -289,6 +291,12 @@ pub struct NonceStore {
     journal_failing: AtomicBool,
     /// The latest second seen: time as the store sees it never goes back.
     high_water_s: AtomicI64,
+    /// The journal's floor when it was opened (`i64::MIN` without a journal):
+    /// an earlier run may have deleted nonces with timestamps below it. Deleting
+    /// in this run raises the floor on disk only to below the window's lower
+    /// edge, which the window check already refuses, so the opening value is
+    /// the one that matters.
+    floor_s: i64,
     clock: SharedClock,
 }
 
@@ -304,6 +312,7 @@ impl std::fmt::Debug for NonceStore {
 
 impl NonceStore {
     fn build(config: NonceConfig, clock: SharedClock, journal: Option<Journal>) -> Result<Self> {
+        let floor_s = journal.as_ref().map_or(i64::MIN, Journal::floor_s);
         if config.shards == 0 || config.capacity == 0 || config.per_agent_capacity == 0 {
             return Err(Error::InvalidConfig(
                 "nonce shards and capacities must be positive",
@@ -324,6 +333,7 @@ impl NonceStore {
             journal: journal.map(Mutex::new),
             journal_failing: AtomicBool::new(false),
             high_water_s: AtomicI64::new(i64::MIN),
+            floor_s,
             clock,
         })
     }
@@ -337,9 +347,14 @@ impl NonceStore {
     /// A store persisted in `dir` (created if needed): the nonces of unexpired
     /// journal segments are loaded, and accepted nonces are appended to the journal
     /// by [`flush`](Self::flush) (run it with a [`NonceFlusher`](crate::NonceFlusher)).
+    ///
+    /// Expiry is judged by this store's window, whatever the window of the run
+    /// that wrote the journal; a request signed before the journal's floor (above
+    /// every nonce an earlier run deleted) is refused as [`NonceRefusal::Stale`].
     pub fn open(dir: impl AsRef<Path>, config: NonceConfig, clock: SharedClock) -> Result<Self> {
         let now_s = clock.now().unix_secs();
-        let (journal, records) = Journal::open(dir.as_ref(), now_s, config.segment_span_s)?;
+        let (journal, records) =
+            Journal::open(dir.as_ref(), now_s, config.window_s, config.segment_span_s)?;
         let store = Self::build(config, clock, Some(journal))?;
         for r in records {
             store.insert_loaded(&r, now_s);
@@ -401,8 +416,10 @@ impl NonceStore {
             // Every nonce expiring before `swept_to` is forgotten (by this sweep
             // or a later one that got the lock first): a timestamp that old is
             // outside the window now, whatever the verifier saw before.
+            // Below the floor, an earlier run may have deleted the nonce.
             let horizon = shard.swept_to.max(now_s);
-            if ts_s.saturating_add(i64::from(self.config.window_s)) < horizon {
+            if ts_s < self.floor_s || ts_s.saturating_add(i64::from(self.config.window_s)) < horizon
+            {
                 return Err(NonceRefusal::Stale);
             }
             if shard.map.contains_key(&fp) {
@@ -430,7 +447,9 @@ impl NonceStore {
             }
             self.insert(&mut shard, fp, agent, expiry);
             if self.journal.is_some() {
-                journal::encode(&mut shard.pending, agent, nonce, i64::from(expiry));
+                // The timestamp, not the expiry: a later run with another
+                // window computes the expiry by its own.
+                journal::encode(&mut shard.pending, agent, nonce, ts_s);
                 shard.pending_records += 1;
                 shard.pending_records >= self.config.max_unflushed_per_shard
             } else {
@@ -446,14 +465,15 @@ impl NonceStore {
     }
 
     /// Inserts a nonce loaded from the journal, whatever the capacity: forgetting
-    /// it could let a replay through.
+    /// it could let a replay through. Its expiry is by this store's window.
     fn insert_loaded(&self, r: &Record, now_s: i64) {
         self.high_water_s.fetch_max(now_s, Ordering::AcqRel);
-        if r.expiry < now_s {
+        let expiry = r.ts.saturating_add(i64::from(self.config.window_s));
+        if expiry < now_s {
             return;
         }
         let (shard, fp) = self.locate(&r.agent, &r.nonce);
-        let expiry = r.expiry.clamp(0, i64::from(u32::MAX)) as u32;
+        let expiry = expiry.clamp(0, i64::from(u32::MAX)) as u32;
         let mut shard = shard.lock();
         self.sweep(&mut shard, now_s);
         if shard.map.contains_key(&fp) {
@@ -508,7 +528,9 @@ impl NonceStore {
             }
             shard.pending_records = 0;
         }
-        let result = j.write(payload, self.clock.now().unix_secs());
+        // By the store's time, the one the window is checked against: the floor
+        // a deletion raises stays below the window's lower edge.
+        let result = j.write(payload, self.effective_now_s(self.clock.now()));
         self.journal_failing
             .store(result.is_err(), Ordering::Relaxed);
         result

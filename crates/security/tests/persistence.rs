@@ -6,7 +6,7 @@ use common::{Env, T0, Wire, elicit};
 use lighthouse_event_store::{ManualClock, Timestamp};
 use lighthouse_security::{
     Action, AgentRegistry, Caller, Error, NonceConfig, NonceFlusher, NonceStore, Refusal,
-    RegistryConfig, Role, TokenId, Unauthenticated, Unavailable,
+    RegistryConfig, Role, SecurityConfig, TokenId, Unauthenticated, Unavailable,
 };
 
 const BODY: &[u8] = b"{}";
@@ -121,6 +121,112 @@ async fn a_replay_is_refused_after_a_restart() {
     let env = Env::persistent(dir.path(), &clock);
     assert_eq!(env.gate.nonces().len(), 1);
     assert_eq!(env.admit(&w, Action::Elicit), Err(Refusal::ReplayedRequest));
+}
+
+fn window(window_s: u32) -> SecurityConfig {
+    SecurityConfig {
+        window_s,
+        ..SecurityConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_replay_is_refused_after_a_restart_with_a_larger_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_unix_secs(T0));
+    let (alice, w) = {
+        let env = Env::persistent_with(dir.path(), &clock, window(300));
+        let alice = env.agent("alice", Role::Agent).await;
+        let w = elicit(&alice, T0, "nonce-widened-00001", BODY);
+        assert!(env.admit(&w, Action::Elicit).is_ok());
+        env.gate.nonces().flush().unwrap();
+        (alice, w)
+    };
+    // Past the first run's window, inside the second's: the nonce is still kept.
+    clock.advance_millis(310_000);
+    let env = Env::persistent_with(dir.path(), &clock, window(600));
+    assert_eq!(env.admit(&w, Action::Elicit), Err(Refusal::ReplayedRequest));
+    let fresh = elicit(&alice, T0 + 310, "nonce-widened-00002", BODY);
+    assert!(env.admit(&fresh, Action::Elicit).is_ok());
+}
+
+#[tokio::test]
+async fn a_smaller_window_then_a_larger_one_never_reopens_a_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_unix_secs(T0));
+    let (alice, first) = {
+        let env = Env::persistent_with(dir.path(), &clock, window(300));
+        let alice = env.agent("alice", Role::Agent).await;
+        let w = elicit(&alice, T0, "nonce-narrowed-0001", BODY);
+        assert!(env.admit(&w, Action::Elicit).is_ok());
+        env.gate.nonces().flush().unwrap();
+        (alice, w)
+    };
+    clock.advance_millis(120_000);
+    let second = {
+        // A smaller window works as before: the first request is stale, its
+        // segment deleted, and a new request accepted and kept.
+        let env = Env::persistent_with(dir.path(), &clock, window(100));
+        assert_eq!(env.gate.nonces().len(), 0);
+        assert_eq!(
+            env.admit(&first, Action::Elicit),
+            Err(Refusal::StaleRequest)
+        );
+        let w = elicit(&alice, T0 + 120, "nonce-narrowed-0002", BODY);
+        assert!(env.admit(&w, Action::Elicit).is_ok());
+        env.gate.nonces().flush().unwrap();
+        w
+    };
+    clock.advance_millis(10_000);
+    let env = Env::persistent_with(dir.path(), &clock, window(600));
+    // The first nonce was deleted under the small window; the floor written
+    // before deleting it keeps its request stale under the large one.
+    assert_eq!(
+        env.admit(&first, Action::Elicit),
+        Err(Refusal::StaleRequest)
+    );
+    assert_eq!(
+        env.admit(&second, Action::Elicit),
+        Err(Refusal::ReplayedRequest)
+    );
+}
+
+#[tokio::test]
+async fn a_clock_that_ran_ahead_and_came_back_does_not_reopen_replays_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_unix_secs(T0));
+    let (alice, sent) = {
+        let env = Env::persistent(dir.path(), &clock);
+        let alice = env.agent("alice", Role::Agent).await;
+        let sent: Vec<Wire> = (0..3)
+            .map(|i| elicit(&alice, T0 + i, &format!("nonce-clockjump-{i:04}"), BODY))
+            .collect();
+        for w in &sent {
+            assert!(env.admit(w, Action::Elicit).is_ok());
+        }
+        env.gate.nonces().flush().unwrap();
+        // The clock steps far ahead: the next flush seals the segment and
+        // deletes it, every nonce in it being expired by then.
+        clock.set(Timestamp::from_unix_secs(T0 + 1000));
+        env.gate.nonces().flush().unwrap();
+        let segments = std::fs::read_dir(dir.path().join("nonces"))
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_str().unwrap().starts_with("nonces-")
+            })
+            .count();
+        assert_eq!(segments, 0);
+        (alice, sent)
+    };
+    // Corrected, then a restart: the requests are inside the window again.
+    clock.set(Timestamp::from_unix_secs(T0 + 20));
+    let env = Env::persistent(dir.path(), &clock);
+    for w in &sent {
+        assert_eq!(env.admit(w, Action::Elicit), Err(Refusal::StaleRequest));
+    }
+    let fresh = elicit(&alice, T0 + 20, "nonce-clockjump-0009", BODY);
+    assert!(env.admit(&fresh, Action::Elicit).is_ok());
 }
 
 #[test]

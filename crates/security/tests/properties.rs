@@ -1,7 +1,8 @@
 //! Property tests: hostile headers never panic and never authenticate; a token
 //! with any byte changed is refused; the nonce store never accepts a replay inside
-//! the window (against a model, with a clock that also steps back); GCRA never
-//! allows more than burst plus refill.
+//! the window (against a model, with a clock that also steps back), nor, when
+//! persisted, a request twice across restarts that change the window or follow a
+//! clock stepping back; GCRA never allows more than burst plus refill.
 
 mod common;
 
@@ -167,6 +168,84 @@ proptest! {
                 Err(other) => prop_assert!(false, "{:?}", other),
             }
             prop_assert!(allowed <= i64::from(burst) + t_ms * 1000 / interval_us);
+        }
+    }
+}
+
+/// What happens to a persisted nonce store, in the tests below.
+#[derive(Debug, Clone)]
+enum JournalOp {
+    /// A signed request, as the verifier passes it on (step 3 is checked first).
+    Request {
+        agent: usize,
+        nonce: usize,
+        ts: i64,
+    },
+    /// The clock is set, forward or back.
+    ClockTo(i64),
+    Flush,
+    /// Flush, drop, and open again with this window.
+    Restart(u32),
+}
+
+fn journal_op() -> impl Strategy<Value = JournalOp> {
+    // Timestamps and clock settings on a 50 s grid, so that requests repeat.
+    prop_oneof![
+        6 => (0usize..2, 0usize..4, 0i64..40).prop_map(|(agent, nonce, k)| {
+            JournalOp::Request { agent, nonce, ts: T0 + k * 50 }
+        }),
+        3 => (-10i64..50).prop_map(|k| JournalOp::ClockTo(T0 + k * 50)),
+        1 => Just(JournalOp::Flush),
+        2 => proptest::sample::select(vec![60u32, 300, 600, 1200]).prop_map(JournalOp::Restart),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn a_persisted_request_is_accepted_at_most_once_whatever_the_windows_and_clock(
+        ops in proptest::collection::vec(journal_op(), 1..80)
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(Timestamp::from_unix_secs(T0));
+        let open = |window_s| {
+            let config = NonceConfig {
+                window_s,
+                shards: 2,
+                segment_span_s: 50,
+                ..NonceConfig::default()
+            };
+            NonceStore::open(dir.path(), config, Arc::new(clock.clone())).unwrap()
+        };
+        let mut window_s = 300;
+        let mut store = open(window_s);
+        let mut accepted = std::collections::HashSet::new();
+        for op in ops {
+            match op {
+                JournalOp::Request { agent, nonce, ts } => {
+                    use lighthouse_event_store::Clock;
+                    let now = clock.now();
+                    if store.effective_now_s(now).abs_diff(ts) > u64::from(window_s) {
+                        continue;
+                    }
+                    let n = format!("nonce-number-{nonce:04}");
+                    if store.check_and_insert(&format!("agent-{agent}"), &n, ts, now).is_ok() {
+                        prop_assert!(
+                            accepted.insert((agent, nonce, ts)),
+                            "agent-{} {} at {} accepted twice", agent, n, ts
+                        );
+                    }
+                }
+                JournalOp::ClockTo(s) => clock.set(Timestamp::from_unix_secs(s)),
+                JournalOp::Flush => store.flush().unwrap(),
+                JournalOp::Restart(w) => {
+                    store.flush().unwrap();
+                    drop(store);
+                    window_s = w;
+                    store = open(window_s);
+                }
+            }
         }
     }
 }

@@ -53,6 +53,11 @@ impl Env {
 
     /// A gate over a store and nonce journal in `dir` (reopened by calling again).
     pub fn persistent(dir: &Path, clock: &ManualClock) -> Env {
+        Self::persistent_with(dir, clock, SecurityConfig::default())
+    }
+
+    /// [`persistent`](Self::persistent) with `config`.
+    pub fn persistent_with(dir: &Path, clock: &ManualClock, config: SecurityConfig) -> Env {
         let master = vector_master();
         // Durable: in buffered mode sled's background flusher may still hold the
         // directory lock for a moment after the store is dropped.
@@ -66,7 +71,7 @@ impl Env {
             master,
             Some(&dir.join("nonces")),
             shared(clock),
-            SecurityConfig::default(),
+            config,
         )
         .unwrap();
         Env {
