@@ -384,6 +384,9 @@ impl Bridge {
     pub(crate) fn refresh_store_gauges(&self) {
         if let Ok(s) = self.inner.store.stats() {
             self.inner.metrics.set_store_size_bytes(s.size_bytes);
+            // The head was read before the walk of the store's files, so
+            // appends may have passed it since (and their observer set theirs):
+            // the gauge only ever takes a higher head (`set_head_seq`).
             self.inner.metrics.set_head_seq(s.head_seq);
         }
     }
@@ -464,6 +467,25 @@ mod tests {
             Err(e) => panic!("another error: {e}"),
             Ok(_) => panic!("opened on a damaged store"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_refresh_never_sets_the_head_gauge_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = lighthouse_security::MasterKey::generate().unwrap();
+        let bridge = Bridge::open(BridgeConfig::new(dir.path(), key))
+            .await
+            .unwrap();
+        let e = lighthouse_event_store::NewEvent::new("notes", "note.added", serde_json::json!({}));
+        bridge.store().append_one(e).await.unwrap();
+        let head = bridge.store().head_seq();
+        let gauge = || bridge.metrics().stats(1).unwrap().store.head_seq;
+        assert_eq!(gauge(), head, "the writer's observer set it");
+        // What the observer of appends committed after the refresh read the
+        // head looks like: a higher head already on the gauge.
+        bridge.metrics().set_head_seq(head + 3);
+        bridge.refresh_store_gauges();
+        assert_eq!(gauge(), head + 3);
     }
 
     #[tokio::test]

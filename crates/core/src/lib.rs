@@ -48,12 +48,28 @@ pub use events::{MAX_EVENTS_LIMIT, OPS_STREAM, RESERVED_TYPE_PREFIXES};
 pub use operations::{MAX_FLAG_HISTORY, MAX_STATS_WINDOW_S, MAX_WAIT_MS, wait_duration};
 
 /// Put on an HTTP response (as an extension) by a handler that waited for
-/// something outside the bridge's control (a long-poll, a tool call waiting for
-/// an answer): the HTTP layer leaves that time out of request latency
-/// (PROTOCOL.md 9, `http.latency_ms`). Shared here so that the REST routes and
-/// `/mcp` mark their responses the same way.
+/// something outside the bridge's control and measured that wait itself (a
+/// drain waiting for others to answer): the HTTP layer leaves that time out of
+/// request latency (PROTOCOL.md 9, `http.latency_ms`). The long-polls measure
+/// theirs with the request's [`WaitMeter`] instead, which the HTTP layer reads
+/// also for a request dropped mid-wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Waited(pub std::time::Duration);
+
+/// The time a call spent blocked waiting for another agent (an answer, a
+/// message). The HTTP layer puts one on each request (as an extension), passes
+/// it to the long-polls, and leaves what it adds up out of request latency.
+/// Shared here so that the REST routes and `/mcp` measure their waits the same
+/// way.
+pub use lighthouse_elicitation::WaitMeter;
+
+/// Put on an HTTP response (as an extension) whose body carries an answer
+/// still being worked out: an SSE response to an MCP request, which rmcp opens
+/// before the handler has run. The HTTP layer then times the request to the
+/// body's last event rather than to the response headers, so that the work is
+/// in request latency (and the waits in the request's [`WaitMeter`] are not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnsweredInBody;
 
 /// Whether `e`, or an error in its chain of sources, is a `T`. The REST
 /// routes and `/mcp` ask it of a failed body read, to tell a body over the size

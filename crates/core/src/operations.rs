@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use lighthouse_elicitation::{
     AgentSubscription, CancelRequest, CreateRequest, DrainReport, DrainRequest, Elicitation,
-    ListQuery, Mailbox, ReceiveQuery, RespondRequest, SendMessage, SentMessage, Status,
+    ListQuery, Mailbox, ReceiveQuery, RespondRequest, SendMessage, SentMessage, Status, WaitMeter,
 };
 use lighthouse_flags::Attribution;
 use lighthouse_metrics::FlagResult;
@@ -94,20 +94,25 @@ impl Bridge {
         Ok((created.record, created.replayed))
     }
 
-    /// `GET /v1/elicitations/{id}?wait_ms=N`.
+    /// `GET /v1/elicitations/{id}?wait_ms=N`. The time the call is blocked
+    /// waiting for the outcome is added to `waited` (and nothing else: a
+    /// record that is there at once adds nothing).
     pub async fn get_elicitation(
         &self,
         caller: &Caller,
         id: &str,
         wait_ms: u64,
+        waited: &WaitMeter,
     ) -> Result<Arc<Elicitation>, Problem> {
         self.check(caller, Action::ReadElicitations)?;
         if wait_ms > MAX_WAIT_MS {
             return Err(Problem::invalid("/wait_ms", "must be 0 to 60000"));
         }
-        self.long_poll(wait_ms, |ms| self.elicitations().get(caller, id, ms))
-            .await
-            .map_err(from_elicitation)
+        self.long_poll(wait_ms, |ms| {
+            self.elicitations().get_metered(caller, id, ms, waited)
+        })
+        .await
+        .map_err(from_elicitation)
     }
 
     /// `GET /v1/elicitations?box=&status=&limit=&cursor=`.
@@ -195,13 +200,16 @@ impl Bridge {
             .map_err(from_elicitation)
     }
 
-    /// `GET /v1/messages?after=&wait_ms=&limit=`.
+    /// `GET /v1/messages?after=&wait_ms=&limit=`. The time the call is
+    /// blocked waiting for a message is added to `waited` (reading the
+    /// mailbox is not: messages that are there at once add nothing).
     pub async fn receive_messages(
         &self,
         caller: &Caller,
         after: u64,
         wait_ms: u64,
         limit: Option<usize>,
+        waited: &WaitMeter,
     ) -> Result<MessagesPage, Problem> {
         self.check(caller, Action::ReadMessages)?;
         if wait_ms > MAX_WAIT_MS {
@@ -209,13 +217,14 @@ impl Bridge {
         }
         let page = self
             .long_poll(wait_ms, |wait_ms| {
-                self.elicitations().receive_messages(
+                self.elicitations().receive_messages_metered(
                     caller,
                     ReceiveQuery {
                         after,
                         wait_ms,
                         limit,
                     },
+                    waited,
                 )
             })
             .await

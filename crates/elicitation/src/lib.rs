@@ -72,6 +72,7 @@ mod record;
 mod request;
 mod schema;
 mod service;
+mod wait;
 
 pub use error::{Error, Result, SchemaProblem, Violation};
 pub use hooks::{AnyAgent, Directory, Hooks, NoHooks};
@@ -88,3 +89,4 @@ pub use service::{
     AgentSubscription, Created, DEFAULT_SNAPSHOT_NAME, ElicitationService, MemoryCounts,
     ServiceOptions,
 };
+pub use wait::WaitMeter;

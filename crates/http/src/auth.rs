@@ -13,16 +13,17 @@ use lighthouse_core::caused_by;
 use lighthouse_security::{Action, AuthHeaders};
 
 use crate::error::ApiError;
-use crate::state::{AppState, RouteTemplate};
+use crate::observe::MatchedRoute;
+use crate::state::AppState;
 
-/// Records the matched route template on the response (all routes).
+/// Tells the request's measurement which route template it matched (all
+/// routes), before the handler runs: a request dropped or panicking mid-way
+/// is still recorded under its route.
 pub(crate) async fn mark_route(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
-    let route = matched.map(|m| m.as_str().to_owned());
-    let mut resp = next.run(req).await;
-    if let Some(r) = route {
-        resp.extensions_mut().insert(RouteTemplate(r));
+    if let (Some(m), Some(slot)) = (matched, req.extensions().get::<MatchedRoute>()) {
+        slot.set(m.as_str());
     }
-    resp
+    next.run(req).await
 }
 
 /// The action a route needs, by method and template. `POST /v1/events` depends

@@ -1,19 +1,18 @@
 //! Elicitations and messages (PROTOCOL.md sections 4 and 6).
 
-use std::time::Instant;
-
 use axum::Extension;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use lighthouse_core::WaitMeter;
 use lighthouse_core::api::{CancelRequest, CreateRequest, Problem, RespondRequest};
 use lighthouse_elicitation::{Mailbox, SendMessage, Status};
 use lighthouse_security::Caller;
 use serde::Deserialize;
 
 use crate::error::{ApiError, parse_json, parse_query};
-use crate::state::{AppState, RequestId, Waited};
+use crate::state::{AppState, RequestId};
 
 /// The idempotency header of `POST /v1/elicitations`.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -64,21 +63,27 @@ pub(crate) struct WaitParams {
     wait_ms: Option<u64>,
 }
 
+/// The request's wait meter (put on every request by the observe layer, which
+/// leaves what it adds up out of request latency); a fresh one otherwise.
+fn meter_of(m: Option<Extension<WaitMeter>>) -> WaitMeter {
+    m.map(|Extension(m)| m).unwrap_or_default()
+}
+
 pub(crate) async fn get(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
+    meter: Option<Extension<WaitMeter>>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let p: WaitParams = parse_query(q.as_deref())?;
     let wait_ms = p.wait_ms.unwrap_or(0);
-    let started = Instant::now();
-    let record = st.bridge.get_elicitation(&caller, &id, wait_ms).await?;
-    let mut resp = json(StatusCode::OK, &*record);
-    if wait_ms > 0 {
-        resp.extensions_mut().insert(Waited(started.elapsed()));
-    }
-    Ok(resp)
+    let meter = meter_of(meter);
+    let record = st
+        .bridge
+        .get_elicitation(&caller, &id, wait_ms, &meter)
+        .await?;
+    Ok(json(StatusCode::OK, &*record))
 }
 
 #[derive(Deserialize)]
@@ -167,6 +172,7 @@ pub(crate) struct MessagesParams {
 pub(crate) async fn messages(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
+    meter: Option<Extension<WaitMeter>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let p: MessagesParams = parse_query(q.as_deref())?;
@@ -176,14 +182,10 @@ pub(crate) async fn messages(
     {
         return Err(Problem::invalid("/limit", "must be 1 to 1000").into());
     }
-    let started = Instant::now();
+    let meter = meter_of(meter);
     let page = st
         .bridge
-        .receive_messages(&caller, p.after.unwrap_or(0), wait_ms, p.limit)
+        .receive_messages(&caller, p.after.unwrap_or(0), wait_ms, p.limit, &meter)
         .await?;
-    let mut resp = json(StatusCode::OK, &page);
-    if wait_ms > 0 {
-        resp.extensions_mut().insert(Waited(started.elapsed()));
-    }
-    Ok(resp)
+    Ok(json(StatusCode::OK, &page))
 }

@@ -42,6 +42,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The answer to a request whose handler panicked: `500 internal` as a
+/// problem, like every other error (PROTOCOL.md 3), with nothing of the panic
+/// in it; the panic's message goes to the log.
+pub(crate) fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(not a string)");
+    tracing::error!(panic = message, "a request handler panicked");
+    ApiError(Problem::internal()).into_response()
+}
+
 /// Turns an error response that is not a problem (axum's own: `405` for a
 /// method a route does not take, `400` for a path it cannot decode, an empty
 /// `500`) into `application/problem+json`, so every error of the API has the

@@ -32,6 +32,7 @@ use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use lighthouse_core::Bridge;
+use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, PROBLEM_JSON, parse_json, parse_query};
 pub use observe::REQUEST_ID_HEADER;
@@ -104,6 +105,10 @@ pub fn router_with(bridge: Bridge, config: HttpConfig, extra: Router) -> (Router
         .merge(extra)
         .fallback(|| async { ApiError(lighthouse_core::api::Problem::not_found("route")) })
         .route_layer(from_fn(auth::mark_route))
+        // Inside `observe`, so that a handler's panic becomes a recorded
+        // `500 internal` (one that unwound through `observe` would leave
+        // `errors_5xx` at 0, and the connection would just be closed).
+        .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(from_fn_with_state(state, observe::observe));
     (router, shutdown)
 }

@@ -1,19 +1,48 @@
 //! The outermost middleware: request id, one tracing span and log line per
 //! request (DEBUG, or WARN for a server error), and per-route metrics.
+//!
+//! A request is recorded exactly once, whatever becomes of it:
+//! - answered: when its response leaves the router (its status, the time to
+//!   the response, less the time its long-polls were blocked waiting);
+//! - answered in its body ([`AnsweredInBody`], an SSE response to an MCP
+//!   request that rmcp opens before the tool has run): when the body's last
+//!   event is produced, so the tool's work is measured;
+//! - a stream ([`Streaming`]): counted when opened, its duration is not
+//!   request latency;
+//! - dropped before it was answered (the client closed the connection or
+//!   reset the HTTP/2 stream, and hyper dropped the handler): as status 499,
+//!   "client closed request" (nginx's code), with the time it ran until then.
+//!   Dropped requests count in `requests` and in the latency figures (the
+//!   bridge did spend that time; leaving them out would hide a bridge so slow
+//!   that its clients give up), though not as server errors. A body answer
+//!   dropped before its last event is recorded the same way.
+//!
+//! A handler that panics is answered `500 internal` by the panic catcher
+//! inside this layer (see `lib.rs`), so it is recorded as a server error.
 
-use std::time::Instant;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
+use bytes::Bytes;
+use lighthouse_core::{AnsweredInBody, Bridge, WaitMeter};
 use lighthouse_metrics::UNMATCHED_ROUTE;
 use tracing::Instrument;
 
-use crate::state::{AppState, RequestId, RouteTemplate, Streaming, Waited};
+use crate::state::{AppState, RequestId, Streaming, Waited};
 
 /// The request id header.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The status a request dropped before it was answered is recorded with
+/// ("client closed request"); never sent, since nobody is left to read it.
+pub(crate) const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 fn valid_request_id(s: &str) -> bool {
     !s.is_empty()
@@ -29,6 +58,143 @@ fn valid_request_id(s: &str) -> bool {
 /// per-route Prometheus series.
 fn outside_api(route: &str) -> bool {
     route == "/metrics" || route.starts_with("/health/") || route == UNMATCHED_ROUTE
+}
+
+/// The route template a request matched, set by `auth::mark_route` before
+/// the handler runs: a request dropped mid-way has no response to carry it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MatchedRoute(Arc<OnceLock<Box<str>>>);
+
+impl MatchedRoute {
+    pub(crate) fn set(&self, template: &str) {
+        let _ = self.0.set(template.into());
+    }
+
+    fn get(&self) -> &str {
+        self.0.get().map_or(UNMATCHED_ROUTE, |r| &**r)
+    }
+}
+
+/// One request's measurement, recorded once: by [`Measurement::finish`], or
+/// when dropped unfinished, as [`CLIENT_CLOSED_REQUEST`].
+struct Measurement {
+    bridge: Bridge,
+    started: Instant,
+    route: MatchedRoute,
+    meter: WaitMeter,
+    span: tracing::Span,
+    done: bool,
+}
+
+impl Measurement {
+    /// Records the request as answered with `status` at `end`, `waited` (as
+    /// the handler measured it itself) on top of what its meter holds.
+    fn finish(&mut self, status: u16, streaming: bool, waited: Duration, end: Instant) {
+        self.done = true;
+        let route = self.route.get();
+        let waited = waited + self.meter.waited();
+        let elapsed = end.saturating_duration_since(self.started);
+        let busy = elapsed.saturating_sub(waited);
+        let metrics = self.bridge.metrics();
+        if streaming {
+            metrics.http_stream_opened(route, status);
+        } else if outside_api(route) {
+            metrics.http_probe(route, status, busy);
+        } else {
+            metrics.http_request(route, status, busy);
+        }
+        self.span.record("route", route);
+        // One line per request: at DEBUG (as tower-http's `TraceLayer` does), since at
+        // thousands of requests per second formatting and writing it cost the bridge
+        // a measurable share of its CPU (docs/PERFORMANCE.md); server errors at WARN.
+        self.span.in_scope(|| {
+            let busy_ms = busy.as_secs_f64() * 1000.0;
+            let waited_ms = waited.as_secs_f64() * 1000.0;
+            if status >= 500 {
+                tracing::warn!(status, busy_ms, waited_ms, streaming, "request");
+            } else {
+                tracing::debug!(status, busy_ms, waited_ms, streaming, "request");
+            }
+        });
+    }
+}
+
+impl Drop for Measurement {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(CLIENT_CLOSED_REQUEST, false, Duration::ZERO, Instant::now());
+        }
+    }
+}
+
+/// A response body whose request is recorded when its last event has been
+/// produced (see [`AnsweredInBody`]).
+struct MeasuredBody {
+    inner: Body,
+    measurement: Measurement,
+    status: u16,
+    waited: Duration,
+    /// When the body last produced data: the end of the bridge's work on the
+    /// answer, even if the end of the body is only seen after the client has
+    /// read it all (a large result to a slow client is not bridge time).
+    last_data: Option<Instant>,
+}
+
+impl MeasuredBody {
+    fn finish(&mut self) {
+        if !self.measurement.done {
+            let end = self.last_data.unwrap_or_else(Instant::now);
+            self.measurement
+                .finish(self.status, false, self.waited, end);
+        }
+    }
+}
+
+impl http_body::Body for MeasuredBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if frame.is_data() {
+                    this.last_data = Some(Instant::now());
+                }
+                // hyper stops polling a body that says it has ended.
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+            }
+            // A body that fails ends the response: the bridge's work on it
+            // ended here too.
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for MeasuredBody {
+    fn drop(&mut self) {
+        // Dropped whole (hyper need not poll a body past its end) is answered;
+        // dropped part way, the measurement records it as closed by the client.
+        if http_body::Body::is_end_stream(&self.inner) {
+            self.finish();
+        }
+    }
 }
 
 pub(crate) async fn observe(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -52,6 +218,10 @@ pub(crate) async fn observe(State(st): State<AppState>, mut req: Request, next: 
         }
     };
     req.extensions_mut().insert(RequestId(rid.clone()));
+    let route = MatchedRoute::default();
+    req.extensions_mut().insert(route.clone());
+    let meter = WaitMeter::new();
+    req.extensions_mut().insert(meter.clone());
     let method = req.method().clone();
     let span = tracing::info_span!(
         "request",
@@ -60,43 +230,39 @@ pub(crate) async fn observe(State(st): State<AppState>, mut req: Request, next: 
         route = tracing::field::Empty,
         agent = tracing::field::Empty,
     );
-    let mut resp = next.run(req).instrument(span.clone()).await;
-    let route = resp
-        .extensions()
-        .get::<RouteTemplate>()
-        .map_or(UNMATCHED_ROUTE.to_owned(), |r| r.0.clone());
+    // Created before the handler runs: if hyper drops this future (the client
+    // went away), the measurement is recorded as it drops.
+    let mut measurement = Measurement {
+        bridge: st.bridge.clone(),
+        started,
+        route,
+        meter,
+        span: span.clone(),
+        done: false,
+    };
+    let mut resp = next.run(req).instrument(span).await;
     let waited = resp
         .extensions()
         .get::<Waited>()
         .map(|w| w.0)
         .unwrap_or_default();
-    let elapsed = started.elapsed();
-    let busy = elapsed.saturating_sub(waited);
     let status = resp.status().as_u16();
     let streaming = resp.extensions().get::<Streaming>().is_some();
-    if streaming {
-        st.bridge.metrics().http_stream_opened(&route, status);
-    } else if outside_api(&route) {
-        st.bridge.metrics().http_probe(&route, status, busy);
-    } else {
-        st.bridge.metrics().http_request(&route, status, busy);
-    }
-    span.record("route", route.as_str());
-    // One line per request: at DEBUG (as tower-http's `TraceLayer` does), since at
-    // thousands of requests per second formatting and writing it cost the bridge
-    // a measurable share of its CPU (docs/PERFORMANCE.md); server errors at WARN.
-    span.in_scope(|| {
-        let busy_ms = busy.as_secs_f64() * 1000.0;
-        let waited_ms = waited.as_secs_f64() * 1000.0;
-        if status >= 500 {
-            tracing::warn!(status, busy_ms, waited_ms, streaming, "request");
-        } else {
-            tracing::debug!(status, busy_ms, waited_ms, streaming, "request");
-        }
-    });
     if let Ok(v) = HeaderValue::from_str(&rid) {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
+    if !streaming && resp.extensions().get::<AnsweredInBody>().is_some() {
+        return resp.map(|inner| {
+            Body::new(MeasuredBody {
+                inner,
+                measurement,
+                status,
+                waited,
+                last_data: None,
+            })
+        });
+    }
+    measurement.finish(status, streaming, waited, Instant::now());
     resp
 }
 

@@ -89,11 +89,8 @@ impl AppState {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// The matched route template, put on responses for metrics and logs.
-#[derive(Debug, Clone)]
-pub(crate) struct RouteTemplate(pub(crate) String);
-
-/// Time a long-poll handler spent waiting, excluded from `http.latency_ms`.
+/// Time a handler measured itself as waiting (a drain), excluded from
+/// `http.latency_ms`; the long-polls use the request's `WaitMeter` instead.
 pub(crate) use lighthouse_core::Waited;
 
 /// Marks a streaming response (its duration is not request latency).

@@ -7,7 +7,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use lighthouse_core::api::{
@@ -15,7 +14,7 @@ use lighthouse_core::api::{
     ElicitationList, EventsPage, EventsQuery, Health, MessagesPage, Problem, RespondRequest,
     SentMessage, Status,
 };
-use lighthouse_core::{Bridge, refusal_problem};
+use lighthouse_core::{Bridge, WaitMeter, refusal_problem};
 use lighthouse_elicitation::{Mailbox, SendMessage};
 use lighthouse_security::Caller;
 
@@ -103,8 +102,9 @@ pub struct BridgeBackend {
     /// The `Authorization` value the call was admitted with, re-checked
     /// during waits.
     token: Option<Arc<[u8]>>,
-    /// Where the time of long-polls on the bridge is added up, in µs.
-    waited_us: Option<Arc<AtomicU64>>,
+    /// Where the long-polls on the bridge add the time they are blocked
+    /// waiting.
+    waited: WaitMeter,
 }
 
 impl BridgeBackend {
@@ -116,28 +116,15 @@ impl BridgeBackend {
             caller,
             request_id: request_id.into(),
             token: None,
-            waited_us: None,
+            waited: WaitMeter::new(),
         }
     }
 
-    /// Adds the time spent in long-polls on the bridge (waiting for an answer
-    /// or a message, not working) to `waited_us`, in microseconds.
-    pub fn with_waited(mut self, waited_us: Arc<AtomicU64>) -> Self {
-        self.waited_us = Some(waited_us);
+    /// Adds the time the long-polls on the bridge are blocked waiting for an
+    /// answer or a message (not the bridge's work on them) to `waited`.
+    pub fn with_wait_meter(mut self, waited: WaitMeter) -> Self {
+        self.waited = waited;
         self
-    }
-
-    /// Runs `f`, a long-poll when `wait_ms > 0`, counting its time as waited.
-    async fn waiting<T>(&self, wait_ms: u64, f: impl Future<Output = T>) -> T {
-        let started = tokio::time::Instant::now();
-        let out = f.await;
-        if wait_ms > 0
-            && let Some(w) = &self.waited_us
-        {
-            let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            w.fetch_add(us, Ordering::AcqRel);
-        }
-        out
     }
 
     /// Re-checks `authorization` (the `Authorization: Bearer` value the call
@@ -165,8 +152,10 @@ impl Backend for BridgeBackend {
     }
 
     async fn get_elicitation(&self, id: &str, wait_ms: u64) -> Result<Elicitation, Problem> {
-        let wait = self.bridge.get_elicitation(&self.caller, id, wait_ms);
-        let r = self.waiting(wait_ms, wait).await?;
+        let r = self
+            .bridge
+            .get_elicitation(&self.caller, id, wait_ms, &self.waited)
+            .await?;
         Ok((*r).clone())
     }
 
@@ -203,10 +192,9 @@ impl Backend for BridgeBackend {
     }
 
     async fn receive_messages(&self, after: u64, wait_ms: u64) -> Result<MessagesPage, Problem> {
-        let wait = self
-            .bridge
-            .receive_messages(&self.caller, after, wait_ms, None);
-        self.waiting(wait_ms, wait).await
+        self.bridge
+            .receive_messages(&self.caller, after, wait_ms, None, &self.waited)
+            .await
     }
 
     async fn append_event(&self, req: AppendEventRequest) -> Result<AppendEventResponse, Problem> {

@@ -112,7 +112,7 @@ impl ServerHandler for BridgeTools {
         let span =
             tracing::info_span!("mcp_tool", tool = name, agent = %caller.agent, request_id = %rid);
         let mut backend = BridgeBackend::new(self.bridge.clone(), caller, rid)
-            .with_waited(admission.waited_us.clone());
+            .with_wait_meter(admission.waited.clone());
         if let Some(token) = &admission.token {
             backend = backend.with_token(token.clone());
         }

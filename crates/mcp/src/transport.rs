@@ -4,9 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -16,7 +14,7 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use http_body_util::LengthLimitError;
 use lighthouse_core::api::{ErrorCode, Problem};
-use lighthouse_core::{Bridge, Waited, caused_by};
+use lighthouse_core::{AnsweredInBody, Bridge, WaitMeter, Waited, caused_by};
 use lighthouse_security::{AuthHeaders, Caller, HEADER_AUTHORIZATION};
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -47,10 +45,10 @@ pub(crate) struct Admission {
     /// that a long wait can check the token is still valid (not expired, not
     /// revoked).
     pub(crate) token: Option<Arc<[u8]>>,
-    /// Microseconds the tool call spent waiting on the bridge for others (an
-    /// answer, a message) before the response headers went out: left out of
-    /// the request's latency, as for the REST long-polls.
-    pub(crate) waited_us: Arc<AtomicU64>,
+    /// Where the tool call's long-polls add the time they are blocked
+    /// waiting for others (an answer, a message): left out of the request's
+    /// latency, as for the REST long-polls.
+    pub(crate) waited: WaitMeter,
 }
 
 /// Ends every open `/mcp` response stream (and so every waiting tool call)
@@ -241,12 +239,15 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
         Err(p) if class.tool.is_some() => Err(p),
         Err(p) => return problem_response(&p),
     };
-    let waited_us = Arc::new(AtomicU64::new(0));
+    // Mounted inside `lighthouse_http::router_with`, the request carries the
+    // meter its measurement reads (also if the call is dropped mid-wait).
+    let outer_meter = parts.extensions.get::<WaitMeter>().cloned();
+    let waited = outer_meter.clone().unwrap_or_default();
     parts.extensions.insert(Admission {
         tool: class.tool.map(str::to_owned),
         outcome,
         token,
-        waited_us: waited_us.clone(),
+        waited: waited.clone(),
     });
     // The budget is given back once rmcp has taken the body, not when the
     // response ends: a 2026-07-28 tool call's response waits for its first
@@ -256,10 +257,24 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
         reserved,
     });
     let mut resp = next.run(Request::from_parts(parts, body)).await;
-    let waited = waited_us.load(Ordering::Acquire);
-    if waited > 0 {
-        resp.extensions_mut()
-            .insert(Waited(Duration::from_micros(waited)));
+    // rmcp answers a request of the `initialize` revisions on an SSE stream
+    // opened before the handler has run (a tool call's whole work comes
+    // after the headers), and a 2026-07-28 one that sends progress before
+    // its result likewise: the request is timed to the stream's last event.
+    let sse = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if sse {
+        resp.extensions_mut().insert(AnsweredInBody);
+    }
+    if outer_meter.is_none() {
+        // No outer layer reads the meter: say at least what was waited
+        // before the response went out.
+        let w = waited.waited();
+        if !w.is_zero() {
+            resp.extensions_mut().insert(Waited(w));
+        }
     }
     resp
 }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 async fn bobs_messages(b: &TestBridge) -> usize {
     let bob = b.bridge.caller_for("bob").unwrap();
     b.bridge
-        .receive_messages(&bob, 0, 0, None)
+        .receive_messages(&bob, 0, 0, None, &Default::default())
         .await
         .unwrap()
         .messages

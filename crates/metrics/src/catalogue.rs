@@ -151,8 +151,16 @@ const fn process(name: &'static str, help: &'static str, metric_type: MetricType
 }
 
 /// Buckets for request-path latencies (HTTP handling, push delivery): 0.5 ms to 10 s.
+///
+/// Bounds at 0.2, 0.3 and 0.4 s sit around the deploy gates' default p99
+/// limit of 300 ms (OPERATIONS.md). PromQL's `histogram_quantile` interpolates
+/// linearly inside a bucket, so it is exact only at bucket bounds: with 0.25
+/// and 0.5 as the nearest ones, whether a p99 was above 300 ms could read one
+/// way from Prometheus and the other from `/v1/ops/stats` (HDR, within 1%),
+/// right where a gate decides. With a bound at 0.3 both agree on that.
 pub const REQUEST_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 1.0, 2.5, 5.0,
+    10.0,
 ];
 
 /// Buckets for durable appends: 0.1 ms to 1 s.
@@ -479,6 +487,14 @@ mod tests {
                 m.name
             );
             assert!(!m.help.is_empty() && !m.help.ends_with('.'), "{}", m.name);
+        }
+    }
+
+    #[test]
+    fn request_latencies_have_a_bound_at_the_deploy_gates_default_limit() {
+        // OPERATIONS.md: `--max-p99` defaults to 300 ms for both of these.
+        for m in [&HTTP_REQUEST_DURATION, &ELICITATION_DELIVERY] {
+            assert!(m.buckets.contains(&0.3), "{}", m.name);
         }
     }
 

@@ -328,9 +328,16 @@ impl Metrics {
         self.inner.store_commit_duration.observe(duration);
     }
 
-    /// Sets the sequence of the last event in the store.
+    /// Sets the sequence of the last event in the store, unless a higher one
+    /// was set already: a store's head only grows, and the writer's observer
+    /// (after each append) races readers that took the head a moment earlier
+    /// (a periodic refresh that then walks the store's files), so the last
+    /// call is not always the newest value.
     pub fn set_head_seq(&self, seq: u64) {
-        self.inner.head_seq.set(saturating_i64(seq));
+        self.inner
+            .head_seq
+            .inner()
+            .fetch_max(saturating_i64(seq), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Sets the store's size on disk.

@@ -289,3 +289,21 @@ fn concurrent_recording_across_second_boundaries_loses_no_sample() {
     assert_eq!(snap.count, 3 * per_thread);
     assert_eq!(snap.max_us, Some(90_000));
 }
+
+#[test]
+fn the_store_head_never_moves_back() {
+    // The writer's observer sets each new head as appends land, while a
+    // periodic refresh sets the head it read before walking the store's files:
+    // a refresh finishing after newer appends passes an older head.
+    let (m, _time) = metrics();
+    m.set_head_seq(120);
+    m.set_head_seq(117);
+    assert_eq!(m.stats(60).unwrap().store.head_seq, 120);
+    assert!(
+        m.render()
+            .unwrap()
+            .contains("lighthouse_event_store_head_seq 120\n")
+    );
+    m.set_head_seq(121);
+    assert_eq!(m.stats(60).unwrap().store.head_seq, 121);
+}

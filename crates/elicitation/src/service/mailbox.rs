@@ -18,6 +18,7 @@ use crate::record::Message;
 use crate::request::{
     MessagesPage, ReceiveQuery, SendMessage, SentMessage, check_request_id, page_limit, wait_ms,
 };
+use crate::wait::WaitMeter;
 
 /// Unregisters a long-poll waiter.
 struct MailWaiter<'a> {
@@ -88,6 +89,18 @@ impl ElicitationService {
     /// The caller's messages with `seq > after`, oldest first
     /// (`GET /v1/messages`), long-polling up to `wait_ms` when there are none.
     pub async fn receive_messages(&self, caller: &Caller, q: ReceiveQuery) -> Result<MessagesPage> {
+        self.receive_messages_metered(caller, q, &WaitMeter::new())
+            .await
+    }
+
+    /// [`receive_messages`](Self::receive_messages), adding the time it is
+    /// blocked waiting for a message to `meter` (reading the mailbox is not).
+    pub async fn receive_messages_metered(
+        &self,
+        caller: &Caller,
+        q: ReceiveQuery,
+        meter: &WaitMeter,
+    ) -> Result<MessagesPage> {
         let s = &*self.shared;
         require_role(caller, ACTING_ROLES, "this role may not receive messages")?;
         let limit = page_limit(q.limit, &s.limits)?;
@@ -127,7 +140,11 @@ impl ElicitationService {
             if !page.messages.is_empty() {
                 return Ok(page);
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            if meter
+                .blocked(tokio::time::timeout_at(deadline, notified))
+                .await
+                .is_err()
+            {
                 return Ok(page);
             }
         }

@@ -9,6 +9,7 @@ use super::ElicitationService;
 use crate::error::{Error, Result};
 use crate::record::Elicitation;
 use crate::request::{ListPage, ListQuery, page_limit, wait_ms};
+use crate::wait::WaitMeter;
 
 impl ElicitationService {
     /// The record of `id`, visible to its requester and target only (anyone else
@@ -16,6 +17,20 @@ impl ElicitationService {
     /// it returns as soon as the elicitation is terminal, or after `wait_ms` with
     /// it still pending.
     pub async fn get(&self, caller: &Caller, id: &str, wait_ms_: u64) -> Result<Arc<Elicitation>> {
+        self.get_metered(caller, id, wait_ms_, &WaitMeter::new())
+            .await
+    }
+
+    /// [`get`](Self::get), adding the time it is blocked waiting for the
+    /// outcome to `meter` (not the wait for this service's own applier to
+    /// catch up with a just-created record, which is the bridge's lag).
+    pub async fn get_metered(
+        &self,
+        caller: &Caller,
+        id: &str,
+        wait_ms_: u64,
+        meter: &WaitMeter,
+    ) -> Result<Arc<Elicitation>> {
         let wait = wait_ms(wait_ms_, &self.shared.limits, "/wait_ms")?;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
         let mut waited = false;
@@ -61,7 +76,11 @@ impl ElicitationService {
                     return Ok(e.record.clone());
                 }
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            if meter
+                .blocked(tokio::time::timeout_at(deadline, notified))
+                .await
+                .is_err()
+            {
                 return self.record_of(id);
             }
         }

@@ -37,6 +37,20 @@ pub async fn start_tuned(
     tune: impl FnOnce(&mut BridgeConfig),
     tune_http: impl FnOnce(&mut lighthouse_http::HttpConfig),
 ) -> TestBridge {
+    start_full(tune, tune_http, axum::Router::new()).await
+}
+
+/// A bridge serving `extra` routes inside its observability
+/// (`lighthouse_http::router_with`).
+pub async fn start_with_routes(extra: axum::Router) -> TestBridge {
+    start_full(|_| {}, |_| {}, extra).await
+}
+
+async fn start_full(
+    tune: impl FnOnce(&mut BridgeConfig),
+    tune_http: impl FnOnce(&mut lighthouse_http::HttpConfig),
+    extra: axum::Router,
+) -> TestBridge {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -48,7 +62,7 @@ pub async fn start_tuned(
     initialize(&bridge, &creds, true).await.unwrap();
     let mut http = lighthouse_http::HttpConfig::default();
     tune_http(&mut http);
-    let (router, shutdown) = lighthouse_http::router(bridge.clone(), http);
+    let (router, shutdown) = lighthouse_http::router_with(bridge.clone(), http, extra);
     let server = tokio::spawn(async move {
         axum::serve(listener, router).await.unwrap();
     });
