@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::error::{ApiError, parse_json, parse_query};
 use crate::state::{AppState, RequestId};
+use crate::stream::while_credential_holds;
 
 /// The idempotency header of `POST /v1/elicitations`.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -73,16 +74,19 @@ pub(crate) async fn get(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     meter: Option<Extension<WaitMeter>>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let p: WaitParams = parse_query(q.as_deref())?;
     let wait_ms = p.wait_ms.unwrap_or(0);
     let meter = meter_of(meter);
-    let record = st
-        .bridge
-        .get_elicitation(&caller, &id, wait_ms, &meter)
-        .await?;
+    let get = st.bridge.get_elicitation(&caller, &id, wait_ms, &meter);
+    let record = if wait_ms > 0 {
+        while_credential_holds(&st, &caller, &headers, get).await??
+    } else {
+        get.await?
+    };
     Ok(json(StatusCode::OK, &*record))
 }
 
@@ -173,6 +177,7 @@ pub(crate) async fn messages(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     meter: Option<Extension<WaitMeter>>,
+    headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let p: MessagesParams = parse_query(q.as_deref())?;
@@ -183,9 +188,13 @@ pub(crate) async fn messages(
         return Err(Problem::invalid("/limit", "must be 1 to 1000").into());
     }
     let meter = meter_of(meter);
-    let page = st
-        .bridge
-        .receive_messages(&caller, p.after.unwrap_or(0), wait_ms, p.limit, &meter)
-        .await?;
+    let receive =
+        st.bridge
+            .receive_messages(&caller, p.after.unwrap_or(0), wait_ms, p.limit, &meter);
+    let page = if wait_ms > 0 {
+        while_credential_holds(&st, &caller, &headers, receive).await??
+    } else {
+        receive.await?
+    };
     Ok(json(StatusCode::OK, &page))
 }

@@ -17,7 +17,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use lighthouse_core::Bridge;
-use lighthouse_core::api::Problem;
+use lighthouse_core::api::{ErrorCode, Problem};
 use lighthouse_elicitation::{Notification, Payload};
 use lighthouse_security::{Caller, bearer_token};
 use serde::Deserialize;
@@ -194,6 +194,32 @@ impl Credential {
                 .registry()
                 .key_is_active(&self.caller.agent, self.caller.key_id, now),
         }
+    }
+}
+
+/// Runs the long-poll `wait` while re-checking the credential that admitted
+/// it, as the streams do: a wait of up to a minute must not outlive a revoked
+/// agent, a retired key or an expired or revoked token (PROTOCOL.md 2.1, 2.3;
+/// a thief's pending request would otherwise still be handed the answer). It
+/// then answers `401 unauthenticated`, at most one
+/// [`HttpConfig::credential_recheck`](crate::HttpConfig) after the credential
+/// stopped holding.
+pub(crate) async fn while_credential_holds<T>(
+    st: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    wait: impl std::future::Future<Output = T>,
+) -> Result<T, ApiError> {
+    let mut credential = Credential::new(st, caller, headers);
+    tokio::select! {
+        biased;
+        r = wait => Ok(r),
+        () = async { while credential.still_valid().await {} } => Err(Problem::new(
+            ErrorCode::Unauthenticated,
+            "the credential this request was made with no longer holds (agent revoked, key \
+             retired, or token expired or revoked)",
+        )
+        .into()),
     }
 }
 

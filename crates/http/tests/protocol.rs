@@ -899,6 +899,71 @@ async fn open_streams_end_when_their_credential_stops_holding() {
     assert!(signed.next_within(2).await.is_none());
 }
 
+/// A long-poll is held to the same rule as a stream (PROTOCOL.md 2.1, 2.3): a
+/// token revoked, or an agent revoked, while its request waits gets `401`
+/// instead of the answer it was waiting for.
+#[tokio::test]
+async fn long_polls_end_when_their_credential_stops_holding() {
+    let t = common::start_tuned(
+        |_| {},
+        |h| h.credential_recheck = std::time::Duration::from_millis(100),
+    )
+    .await;
+    let (alice, admin) = (t.agent("alice"), t.agent("admin"));
+    let token = alice.post("/v1/sessions", json!({"ttl_s": 60})).await.body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let http = reqwest::Client::new();
+    let waiting = {
+        let (http, url, token) = (
+            http.clone(),
+            format!("{}/v1/messages?after=0&wait_ms=30000", t.base),
+            token.clone(),
+        );
+        tokio::spawn(async move { http.get(url).bearer_auth(token).send().await.unwrap() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let del = http
+        .delete(format!("{}/v1/sessions/current", t.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 204);
+    let started = std::time::Instant::now();
+    let r = waiting.await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the wait outlived its token by {:?}",
+        started.elapsed()
+    );
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "unauthenticated");
+    // A signed wait for an elicitation, then the agent revoked.
+    let created = alice
+        .post(
+            "/v1/elicitations",
+            json!({"to": "bob", "message": "port?", "requested_schema": {"type": "object", "properties": {"port": {"type": "integer"}}}}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let waiting = {
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            alice
+                .get(&format!("/v1/elicitations/{id}?wait_ms=30000"))
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(admin.delete("/v1/agents/alice").await.status, 204);
+    let r = waiting.await.unwrap();
+    assert_eq!((r.status, r.code()), (401, "unauthenticated"));
+}
+
 /// `GET /v1/events` pages are bounded in bytes too (PROTOCOL.md 5/7: memory is
 /// never allowed to grow without bound): large events end a page early with
 /// `next`, and following it returns every event once, for an operator (who
