@@ -412,10 +412,17 @@ impl<T> ResumingStream<T> {
     }
 
     /// The wait before a first reconnect: the bridge's latest `retry:`, else
-    /// the policy's `initial_delay`.
+    /// the policy's `initial_delay`. After failed attempts the backoff grows
+    /// from at least `initial_delay`: a `retry: 0` (which a proxy may send)
+    /// would otherwise make every later wait 0, a tight loop of connects while
+    /// the bridge is down.
     fn reconnect_base(&self) -> Duration {
-        self.retry
-            .unwrap_or(self.transport.config.reconnect.initial_delay)
+        let initial = self.transport.config.reconnect.initial_delay;
+        match self.retry {
+            Some(r) if self.failures == 0 => r,
+            Some(r) => r.max(initial),
+            None => initial,
+        }
     }
 
     /// The wait before the next connect, before jitter.
@@ -600,5 +607,27 @@ mod tests {
             .expect("a reconnect is scheduled")
             .saturating_duration_since(tokio::time::Instant::now());
         assert!(left > Duration::from_millis(1000), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_retry_of_zero_still_leaves_failed_connects_a_backoff() {
+        let client = Client::builder()
+            .base_url("http://127.0.0.1:9")
+            .bearer_token("lht1.test")
+            .build()
+            .unwrap();
+        let mut s = client.agent_stream(None);
+        s.retry = Some(Duration::ZERO);
+        assert_eq!(
+            s.reconnect_delay(),
+            Duration::ZERO,
+            "the bridge asked for it"
+        );
+        s.failures = 3;
+        assert!(
+            s.reconnect_delay() >= client.config().reconnect.initial_delay,
+            "{:?}",
+            s.reconnect_delay()
+        );
     }
 }

@@ -16,10 +16,10 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
-use lighthouse_core::Bridge;
 use lighthouse_core::api::{ErrorCode, Problem};
+use lighthouse_core::{Bridge, refusal_problem};
 use lighthouse_elicitation::{Notification, Payload};
-use lighthouse_security::{Caller, bearer_token};
+use lighthouse_security::{Caller, Refusal, Unavailable, bearer_token};
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -176,25 +176,49 @@ impl Credential {
         }
     }
 
-    /// Waits for the next check; `false` when the credential no longer holds.
-    async fn still_valid(&mut self) -> bool {
+    /// Waits for the next check and says whether the credential still holds.
+    async fn check(&mut self) -> Standing {
         self.every.tick().await;
         let now = self.bridge.clock().now();
         let gate = self.bridge.gate();
         match &self.bearer {
             // The token's own check covers its key being active.
-            Some(authorization) => {
-                gate.verifier()
-                    .verify_bearer(authorization, now)
-                    .is_ok_and(|a| {
-                        a.caller.agent == self.caller.agent && a.caller.key_id == self.caller.key_id
-                    })
+            Some(authorization) => match gate.verifier().verify_bearer(authorization, now) {
+                Ok(a)
+                    if a.caller.agent == self.caller.agent
+                        && a.caller.key_id == self.caller.key_id =>
+                {
+                    Standing::Holds
+                }
+                Err(r @ Refusal::Unavailable(_)) => Standing::Unknown(r),
+                _ => Standing::Gone,
+            },
+            // An agent change written but not read back: the credential cannot
+            // be judged (new requests get 503 meanwhile), which is not the same
+            // as its having been revoked.
+            None if !gate.registry().current() => {
+                Standing::Unknown(Refusal::Unavailable(Unavailable::RegistryBehind))
             }
-            None => gate
+            None if gate
                 .registry()
-                .key_is_active(&self.caller.agent, self.caller.key_id, now),
+                .key_is_active(&self.caller.agent, self.caller.key_id, now) =>
+            {
+                Standing::Holds
+            }
+            None => Standing::Gone,
         }
     }
+}
+
+/// What a re-check of a credential found.
+enum Standing {
+    Holds,
+    /// Revoked agent, retired key, expired or revoked token.
+    Gone,
+    /// It cannot be judged now (the bridge would answer a new request `503`):
+    /// a long-poll ends with that refusal, a stream with a final `error` event
+    /// (its client reconnects and is answered as any new request).
+    Unknown(Refusal),
 }
 
 /// Runs the long-poll `wait` while re-checking the credential that admitted
@@ -211,15 +235,25 @@ pub(crate) async fn while_credential_holds<T>(
     wait: impl std::future::Future<Output = T>,
 ) -> Result<T, ApiError> {
     let mut credential = Credential::new(st, caller, headers);
+    let ended = async {
+        loop {
+            match credential.check().await {
+                Standing::Holds => {}
+                Standing::Gone => {
+                    break Problem::new(
+                        ErrorCode::Unauthenticated,
+                        "the credential this request was made with no longer holds (agent \
+                         revoked, key retired, or token expired or revoked)",
+                    );
+                }
+                Standing::Unknown(r) => break refusal_problem(&r),
+            }
+        }
+    };
     tokio::select! {
         biased;
         r = wait => Ok(r),
-        () = async { while credential.still_valid().await {} } => Err(Problem::new(
-            ErrorCode::Unauthenticated,
-            "the credential this request was made with no longer holds (agent revoked, key \
-             retired, or token expired or revoked)",
-        )
-        .into()),
+        p = ended => Err(p.into()),
     }
 }
 
@@ -253,11 +287,14 @@ impl Ends {
                 changed = self.shutdown.changed(), if watching => {
                     watching = changed.is_ok();
                 }
-                valid = self.credential.still_valid() => {
-                    if !valid {
-                        return "unauthenticated";
+                standing = self.credential.check() => match standing {
+                    Standing::Holds => {}
+                    Standing::Gone => return "unauthenticated",
+                    Standing::Unknown(r) => {
+                        tracing::warn!(refusal = ?r, "a stream's credential cannot be re-checked now; ending it");
+                        return "error";
                     }
-                }
+                },
             }
         }
     }

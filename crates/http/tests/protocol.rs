@@ -962,6 +962,18 @@ async fn long_polls_end_when_their_credential_stops_holding() {
     assert_eq!(admin.delete("/v1/agents/alice").await.status, 204);
     let r = waiting.await.unwrap();
     assert_eq!((r.status, r.code()), (401, "unauthenticated"));
+    // A registry that cannot read back a change cannot judge a credential:
+    // a valid agent's wait then ends as a new request would be answered
+    // (`503`, retryable), not as if it had been revoked.
+    let bob = t.agent("bob");
+    let waiting = {
+        let bob = bob.clone();
+        tokio::spawn(async move { bob.get("/v1/messages?after=0&wait_ms=30000").await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    t.bridge.gate().registry().mark_unread(1_000_000);
+    let r = waiting.await.unwrap();
+    assert_eq!((r.status, r.code()), (503, "unavailable"));
 }
 
 /// `GET /v1/events` pages are bounded in bytes too (PROTOCOL.md 5/7: memory is

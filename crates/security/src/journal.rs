@@ -251,6 +251,8 @@ impl Journal {
         span_s: i64,
     ) -> Result<(Journal, Vec<Record>)> {
         let window_s = i64::from(window_s);
+        // Only a journal this open creates is known to have lost nothing.
+        let created = !dir.exists();
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -267,11 +269,13 @@ impl Journal {
         let stored_floor = read_floor(dir)?;
         let mut floor = match stored_floor {
             Some(f) => f,
-            None if numbered.is_empty() => i64::MIN,
-            // Segments but no floor: a version that deleted segments without
-            // raising a floor wrote them, judging expiry by its own run's window,
-            // which may have been smaller than this one. What it deleted was
-            // signed before now (unless its clock was ahead), so now is a floor.
+            None if created => i64::MIN,
+            // A journal without a floor was written by a version that deleted
+            // segments without raising one, judging expiry by its own run's
+            // window, which may have been smaller than this one; an empty
+            // directory is what it leaves after a quiet spell. What it deleted
+            // was signed before now (unless its clock was ahead), so now is a
+            // floor.
             None => now_s,
         };
         let mut records = Vec::new();
@@ -543,10 +547,12 @@ mod tests {
 
     #[test]
     fn torn_tail_is_ignored_and_expired_segments_deleted_above_a_floor() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut j, recs) = Journal::open(dir.path(), 1000, 300, 300).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        // A directory the journal creates: nothing was deleted before it.
+        let dir = tmp.path().join("nonces");
+        let (mut j, recs) = Journal::open(dir.as_path(), 1000, 300, 300).unwrap();
         assert!(recs.is_empty());
-        assert_eq!(read_floor(dir.path()).unwrap(), Some(i64::MIN));
+        assert_eq!(read_floor(dir.as_path()).unwrap(), Some(i64::MIN));
         let mut p = Vec::new();
         encode(&mut p, "alice", "aaaaaaaaaaaaaaaa", 1000);
         j.write(p, 1000).unwrap();
@@ -558,11 +564,11 @@ mod tests {
         // A crash in the middle of a third frame.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"LHN2\x20\x00\x00\x00abc").unwrap();
-        let (j, recs) = Journal::open(dir.path(), 1100, 300, 300).unwrap();
+        let (j, recs) = Journal::open(dir.as_path(), 1100, 300, 300).unwrap();
         assert_eq!(recs.len(), 2);
         assert_eq!(j.segments(), 1);
         drop(j);
-        let (mut j, recs) = Journal::open(dir.path(), 1301, 300, 300).unwrap();
+        let (mut j, recs) = Journal::open(dir.as_path(), 1301, 300, 300).unwrap();
         assert_eq!(
             recs.len(),
             1,
@@ -570,10 +576,10 @@ mod tests {
         );
         j.write(Vec::new(), 1302).unwrap();
         assert_eq!(j.segments(), 0);
-        assert_eq!(segment_files(dir.path()), 0);
+        assert_eq!(segment_files(dir.as_path()), 0);
         // Deleting raised the floor above both timestamps first.
         assert_eq!(j.floor_s(), 1002);
-        assert_eq!(read_floor(dir.path()).unwrap(), Some(1002));
+        assert_eq!(read_floor(dir.as_path()).unwrap(), Some(1002));
     }
 
     #[test]
@@ -651,20 +657,39 @@ mod tests {
 
     #[test]
     fn segments_stay_until_the_floor_above_them_is_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(dir.path(), T0, 300, 300).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        // A directory the journal creates: nothing was deleted before it.
+        let dir = tmp.path().join("nonces");
+        let (mut j, _) = Journal::open(dir.as_path(), T0, 300, 300).unwrap();
         let mut p = Vec::new();
         encode(&mut p, "alice", "nonce-floorfail-01", T0);
         j.write(p, T0).unwrap();
         // The floor's temporary file cannot be created.
-        std::fs::create_dir(dir.path().join(FLOOR_TMP)).unwrap();
+        std::fs::create_dir(dir.as_path().join(FLOOR_TMP)).unwrap();
         assert!(j.write(Vec::new(), T0 + 400).is_err());
-        assert_eq!(segment_files(dir.path()), 1);
-        assert_eq!(read_floor(dir.path()).unwrap(), Some(i64::MIN));
-        std::fs::remove_dir(dir.path().join(FLOOR_TMP)).unwrap();
+        assert_eq!(segment_files(dir.as_path()), 1);
+        assert_eq!(read_floor(dir.as_path()).unwrap(), Some(i64::MIN));
+        std::fs::remove_dir(dir.as_path().join(FLOOR_TMP)).unwrap();
         j.write(Vec::new(), T0 + 401).unwrap();
-        assert_eq!(segment_files(dir.path()), 0);
-        assert_eq!(read_floor(dir.path()).unwrap(), Some(T0 + 1));
+        assert_eq!(segment_files(dir.as_path()), 0);
+        assert_eq!(read_floor(dir.as_path()).unwrap(), Some(T0 + 1));
+    }
+
+    /// An earlier version deleted every segment whose nonces had expired by
+    /// its own window and wrote no floor: after a quiet spell its directory is
+    /// empty. What it deleted may be back inside a larger window, so an
+    /// existing directory without a floor starts with the open time as one.
+    #[test]
+    fn an_existing_directory_without_a_floor_refuses_what_was_signed_before_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, recs) = Journal::open(dir.path(), T0 + 310, 600, 300).unwrap();
+        assert!(recs.is_empty());
+        assert_eq!(j.floor_s(), T0 + 310);
+        assert_eq!(read_floor(dir.path()).unwrap(), Some(T0 + 310));
+        // A journal created by this open lost nothing.
+        let fresh = dir.path().join("fresh");
+        let (j, _) = Journal::open(&fresh, T0, 300, 300).unwrap();
+        assert_eq!(j.floor_s(), i64::MIN);
     }
 
     fn at(s: i64) -> Timestamp {

@@ -492,14 +492,18 @@ impl AgentRegistry {
 
     /// Whether the state holds every change written: when a change could not
     /// be read back, tries again (fail closed until it can). The verifier
-    /// refuses with `503 unavailable` while it does not.
-    pub(crate) fn current(&self) -> bool {
+    /// refuses with `503 unavailable` while it does not; a credential cannot be
+    /// judged meanwhile (which is not the same as its having been revoked).
+    pub fn current(&self) -> bool {
         self.inner.unread.load(Ordering::Acquire) == 0
             || (self.catch_up().is_ok() && self.inner.unread.load(Ordering::Acquire) == 0)
     }
 
-    #[cfg(test)]
-    pub(crate) fn mark_unread(&self, version: u64) {
+    /// For tests: as if the change at `version` had been written but could
+    /// not be read back (the registry stays behind until a catch-up reaches
+    /// it).
+    #[doc(hidden)]
+    pub fn mark_unread(&self, version: u64) {
         self.inner.unread.fetch_max(version + 1, Ordering::AcqRel);
     }
 

@@ -231,13 +231,15 @@ async fn a_clock_that_ran_ahead_and_came_back_does_not_reopen_replays_across_a_r
 
 #[test]
 fn the_flusher_persists_without_being_asked_and_expired_nonces_are_not_loaded() {
-    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // A directory the store creates (an existing one without a floor is
+    // taken for an earlier version's, which refuses what was signed before).
+    let dir = tmp.path().join("nonces");
     let clock = ManualClock::new(Timestamp::from_unix_secs(T0));
     let config = NonceConfig::default();
     {
-        let store = std::sync::Arc::new(
-            NonceStore::open(dir.path(), config, common::shared(&clock)).unwrap(),
-        );
+        let store =
+            std::sync::Arc::new(NonceStore::open(&dir, config, common::shared(&clock)).unwrap());
         let flusher =
             NonceFlusher::start(store.clone(), std::time::Duration::from_millis(5)).unwrap();
         store
@@ -250,7 +252,7 @@ fn the_flusher_persists_without_being_asked_and_expired_nonces_are_not_loaded() 
         drop(flusher);
     }
     clock.advance_millis(150_000);
-    let store = NonceStore::open(dir.path(), config, common::shared(&clock)).unwrap();
+    let store = NonceStore::open(&dir, config, common::shared(&clock)).unwrap();
     // The second nonce expired at T0 - 200 + 300 = T0 + 100.
     assert_eq!(store.len(), 1);
     assert_eq!(
