@@ -407,9 +407,23 @@ impl Bridge {
         request_id: &str,
         req: DrainRequest,
     ) -> Result<DrainReport, Problem> {
+        self.drain_metered(caller, request_id, req, &WaitMeter::new())
+            .await
+    }
+
+    /// [`drain`](Self::drain), adding its wait for others to resolve to
+    /// `meter` (the request's, so that the wait stays out of
+    /// `http.latency_ms` even when the client gives up during it).
+    pub async fn drain_metered(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        req: DrainRequest,
+        meter: &WaitMeter,
+    ) -> Result<DrainReport, Problem> {
         self.check(caller, Action::Drain)?;
         self.elicitations()
-            .drain(caller, request_id, req)
+            .drain_metered(caller, request_id, req, meter)
             .await
             .map_err(from_elicitation)
     }

@@ -389,13 +389,27 @@ impl FlagStore {
 }
 
 /// Refuses a `PUT` that would grow the flags, all together, past
-/// [`Limits::max_total_flag_bytes`]. One that does not grow the total passes
-/// even over the limit, so that under a lowered limit flags can still be
-/// edited and shrunk.
+/// [`Limits::max_total_flag_bytes`]. One that does not grow what the operator
+/// writes passes even over the limit, so that under a lowered limit flags can
+/// still be edited, switched off and shrunk: the fields the bridge sets
+/// (`version`, `updated_at`, `updated_by`, `killed`) and the spelling of
+/// `enabled` change a flag's size by themselves, so they are compared as they
+/// were.
 fn check_total(set: &FlagSet, record: &Record, limits: &Limits) -> Result<()> {
-    let (now, after) = (set.total_bytes(), set.total_with(record));
-    if after <= now || after <= limits.max_total_flag_bytes {
+    let after = set.total_with(record);
+    if after <= limits.max_total_flag_bytes {
         return Ok(());
+    }
+    if let Some(old) = set.entry(&record.flag.key) {
+        let mut same = (*record.flag).clone();
+        same.version = old.flag.version;
+        same.updated_at = old.flag.updated_at;
+        same.updated_by.clone_from(&old.flag.updated_by);
+        same.killed = old.flag.killed;
+        same.enabled = old.flag.enabled;
+        if lighthouse_event_store::json_size(&same) <= old.bytes {
+            return Ok(());
+        }
     }
     Err(Error::invalid(
         "",

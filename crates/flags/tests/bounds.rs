@@ -192,6 +192,14 @@ async fn a_put_that_would_pass_the_total_size_is_refused_and_changes_nothing() {
         .put("c", &allowing(long_ids("c", 50)), None, &ops())
         .await
         .unwrap();
+    // Switched off by another operator: only the fields the bridge sets (a
+    // longer actor, a version with more digits) and `enabled`'s spelling grow.
+    let mut off = allowing(long_ids("c", 50));
+    off.enabled = false;
+    lowered
+        .put("c", &off, None, &common::by("ops-operator-10", "off"))
+        .await
+        .unwrap();
     let err = lowered
         .put("d", &spec(true, 1.0), None, &ops())
         .await

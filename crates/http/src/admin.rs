@@ -12,8 +12,10 @@ use lighthouse_core::api::{
 use lighthouse_security::Caller;
 use serde::Deserialize;
 
+use crate::elicit::meter_of;
 use crate::error::{ApiError, no_body, parse_json, parse_query};
-use crate::state::{AppState, RequestId, Waited};
+use crate::state::{AppState, RequestId};
+use lighthouse_core::WaitMeter;
 
 fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
     (status, axum::Json(v)).into_response()
@@ -206,27 +208,19 @@ pub(crate) async fn drain(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(rid): Extension<RequestId>,
+    meter: Option<Extension<WaitMeter>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: DrainRequest = parse_json(&body)?;
-    let asked = std::time::Duration::from_millis(req.timeout_ms);
-    let started = std::time::Instant::now();
-    // Waiting for others to resolve is not the bridge's latency (PROTOCOL.md 9).
-    let (mut resp, waited) = match st.bridge.drain(&caller, &rid.0, req).await {
-        Ok(report) => (
-            json(StatusCode::OK, &report),
-            std::time::Duration::from_millis(report.waited_ms),
-        ),
-        // A drain whose cancelling failed part way had waited first; its
-        // answer has no report, so the wait is taken as at most what was asked
-        // for (a refusal before the wait took next to nothing either way).
-        Err(p) => (
-            ApiError::from(p).into_response(),
-            started.elapsed().min(asked),
-        ),
-    };
-    resp.extensions_mut().insert(Waited(waited));
-    Ok(resp)
+    // Waiting for others to resolve is not the bridge's latency (PROTOCOL.md
+    // 9): the wait goes on the request's meter, which the observe layer leaves
+    // out, whether the drain answers, fails part way, or is given up on.
+    let meter = meter_of(meter);
+    let report = st
+        .bridge
+        .drain_metered(&caller, &rid.0, req, &meter)
+        .await?;
+    Ok(json(StatusCode::OK, &report))
 }
 
 pub(crate) async fn verify(

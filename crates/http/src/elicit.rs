@@ -66,7 +66,7 @@ pub(crate) struct WaitParams {
 
 /// The request's wait meter (put on every request by the observe layer, which
 /// leaves what it adds up out of request latency); a fresh one otherwise.
-fn meter_of(m: Option<Extension<WaitMeter>>) -> WaitMeter {
+pub(crate) fn meter_of(m: Option<Extension<WaitMeter>>) -> WaitMeter {
     m.map(|Extension(m)| m).unwrap_or_default()
 }
 

@@ -148,3 +148,43 @@ async fn a_long_poll_leaves_only_its_block_out_of_latency() {
         "{s}"
     );
 }
+
+/// A drain waits for others to resolve; that wait is not the bridge's latency
+/// even when the client gives up during it (the request is then recorded as
+/// `499` with only the bridge's own time).
+#[tokio::test]
+async fn a_drain_given_up_during_its_wait_leaves_the_wait_out_of_latency() {
+    let t = common::start().await;
+    let alice = t.agent("alice");
+    let created = alice
+        .post(
+            "/v1/elicitations",
+            json!({"to": "bob", "message": "port?", "requested_schema": {"type": "object", "properties": {"port": {"type": "integer"}}}}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let body =
+        serde_json::to_vec(&json!({"timeout_ms": 5000, "then": "none", "reason": "test"})).unwrap();
+    let r = t
+        .agent("ops")
+        .request(reqwest::Method::POST, "/v1/ops/drain", &body)
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(r.is_err(), "{r:?}");
+    let series = r#"lighthouse_http_requests_total{route="/v1/ops/drain",status="499"}"#;
+    let mut m = scrape(&t).await;
+    for _ in 0..100 {
+        if value(&m, series).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        m = scrape(&t).await;
+    }
+    assert_eq!(value(&m, series), Some(1.0), "{m}");
+    let sum = r#"lighthouse_http_request_duration_seconds_sum{route="/v1/ops/drain"}"#;
+    assert!(
+        value(&m, sum).unwrap() < 0.25,
+        "the wait is not latency: {m}"
+    );
+}

@@ -6,6 +6,7 @@ use lighthouse_security::{Caller, Role};
 
 use super::timer::{DrainActor, resolve_batch};
 use super::{ElicitationService, require_role};
+use crate::WaitMeter;
 use crate::error::{Error, Result};
 use crate::request::{DrainReport, DrainRequest, DrainThen, check_reason_only, check_request_id};
 
@@ -21,6 +22,20 @@ impl ElicitationService {
         caller: &Caller,
         request_id: &str,
         req: DrainRequest,
+    ) -> Result<DrainReport> {
+        self.drain_metered(caller, request_id, req, &WaitMeter::new())
+            .await
+    }
+
+    /// [`drain`](Self::drain), adding its wait for others to resolve to
+    /// `meter` (also when the call is dropped during it), so that a drain cut
+    /// off by its client does not count its wait as the bridge's latency.
+    pub async fn drain_metered(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        req: DrainRequest,
+        meter: &WaitMeter,
     ) -> Result<DrainReport> {
         let s = &*self.shared;
         require_role(
@@ -39,11 +54,12 @@ impl ElicitationService {
         let started = tokio::time::Instant::now();
         let resolved_before = s.state.lock().proj.resolved_total;
         let mut rx = s.pending.subscribe();
-        let _ = tokio::time::timeout(
-            Duration::from_millis(req.timeout_ms),
-            rx.wait_for(|n| *n == 0),
-        )
-        .await;
+        let _ = meter
+            .blocked(tokio::time::timeout(
+                Duration::from_millis(req.timeout_ms),
+                rx.wait_for(|n| *n == 0),
+            ))
+            .await;
         let waited = started.elapsed();
         // Every terminal transition during the wait: of elicitations pending at
         // the start and of those created while it lasted.
