@@ -68,8 +68,31 @@ pub use lighthouse_elicitation::WaitMeter;
 /// before the handler has run. The HTTP layer then times the request to the
 /// body's last event rather than to the response headers, so that the work is
 /// in request latency (and the waits in the request's [`WaitMeter`] are not).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AnsweredInBody;
+///
+/// For a tool call it carries the call's [`ToolOutcome`]: the status to
+/// record once the handler has answered (`200`, or `500` for a handler that
+/// panicked). A body that ends before the handler answered (the bridge shut
+/// down) is recorded as `503`; one the client drops after the answer was made
+/// is recorded with the answer's status at its last event, not as `499`.
+#[derive(Debug, Clone, Default)]
+pub struct AnsweredInBody(pub Option<ToolOutcome>);
+
+/// The status a tool call's handler answered with, set once when it answers
+/// (see [`AnsweredInBody`]).
+#[derive(Debug, Clone, Default)]
+pub struct ToolOutcome(std::sync::Arc<std::sync::OnceLock<u16>>);
+
+impl ToolOutcome {
+    /// Records the status of the answer; later calls change nothing.
+    pub fn answered(&self, status: u16) {
+        let _ = self.0.set(status);
+    }
+
+    /// The status of the answer, once there is one.
+    pub fn status(&self) -> Option<u16> {
+        self.0.get().copied()
+    }
+}
 
 /// Whether `e`, or an error in its chain of sources, is a `T`. The REST
 /// routes and `/mcp` ask it of a failed body read, to tell a body over the size

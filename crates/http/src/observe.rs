@@ -31,7 +31,7 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
-use lighthouse_core::{AnsweredInBody, Bridge, WaitMeter};
+use lighthouse_core::{AnsweredInBody, Bridge, ToolOutcome, WaitMeter};
 use lighthouse_metrics::UNMATCHED_ROUTE;
 use tracing::Instrument;
 
@@ -133,6 +133,8 @@ struct MeasuredBody {
     inner: Body,
     measurement: Measurement,
     status: u16,
+    /// A tool call's answer, once its handler has made one.
+    tool: Option<ToolOutcome>,
     waited: Duration,
     /// When the body last produced data: the end of the bridge's work on the
     /// answer, even if the end of the body is only seen after the client has
@@ -140,12 +142,24 @@ struct MeasuredBody {
     last_data: Option<Instant>,
 }
 
+/// The status of a tool call whose response stream ended before its handler
+/// answered: the bridge closed it (shutting down).
+const CLOSED_UNANSWERED: u16 = 503;
+
 impl MeasuredBody {
+    /// Records the request when its body has ended.
     fn finish(&mut self) {
+        let status = match &self.tool {
+            Some(t) => t.status().unwrap_or(CLOSED_UNANSWERED),
+            None => self.status,
+        };
+        self.finish_with(status);
+    }
+
+    fn finish_with(&mut self, status: u16) {
         if !self.measurement.done {
             let end = self.last_data.unwrap_or_else(Instant::now);
-            self.measurement
-                .finish(self.status, false, self.waited, end);
+            self.measurement.finish(status, false, self.waited, end);
         }
     }
 }
@@ -190,9 +204,13 @@ impl http_body::Body for MeasuredBody {
 impl Drop for MeasuredBody {
     fn drop(&mut self) {
         // Dropped whole (hyper need not poll a body past its end) is answered;
-        // dropped part way, the measurement records it as closed by the client.
+        // so is a tool call whose handler had answered (a client may close
+        // once it has the answer, before the stream's end); dropped part way,
+        // the measurement records it as closed by the client.
         if http_body::Body::is_end_stream(&self.inner) {
             self.finish();
+        } else if let Some(status) = self.tool.as_ref().and_then(ToolOutcome::status) {
+            self.finish_with(status);
         }
     }
 }
@@ -251,12 +269,13 @@ pub(crate) async fn observe(State(st): State<AppState>, mut req: Request, next: 
     if let Ok(v) = HeaderValue::from_str(&rid) {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
-    if !streaming && resp.extensions().get::<AnsweredInBody>().is_some() {
+    if !streaming && let Some(AnsweredInBody(tool)) = resp.extensions().get().cloned() {
         return resp.map(|inner| {
             Body::new(MeasuredBody {
                 inner,
                 measurement,
                 status,
+                tool,
                 waited,
                 last_data: None,
             })

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use futures::FutureExt;
 use lighthouse_core::Bridge;
 use lighthouse_core::api::{ErrorCode, Problem};
 use rmcp::model::{
@@ -117,10 +118,25 @@ impl ServerHandler for BridgeTools {
             backend = backend.with_token(token.clone());
         }
         let ctx = call_context(&context, &self.config);
-        let out = tools::call(&backend, name, request.arguments, &ctx)
-            .instrument(span)
-            .await;
-        out.map(Into::into).ok_or_else(|| unknown_tool(name))
+        // rmcp runs the handler in a task of its own: a panic there would
+        // leave the client's stream open with no answer. It is caught here,
+        // answered as an internal error and recorded as a 500.
+        let out = std::panic::AssertUnwindSafe(
+            tools::call(&backend, name, request.arguments, &ctx).instrument(span),
+        )
+        .catch_unwind()
+        .await;
+        match out {
+            Ok(out) => {
+                admission.answered.answered(200);
+                out.map(Into::into).ok_or_else(|| unknown_tool(name))
+            }
+            Err(_) => {
+                tracing::error!(tool = name, "an MCP tool call panicked");
+                admission.answered.answered(500);
+                Ok(tools::failure(&Problem::internal()).into())
+            }
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use http_body_util::LengthLimitError;
 use lighthouse_core::api::{ErrorCode, Problem};
-use lighthouse_core::{AnsweredInBody, Bridge, WaitMeter, Waited, caused_by};
+use lighthouse_core::{AnsweredInBody, Bridge, ToolOutcome, WaitMeter, Waited, caused_by};
 use lighthouse_security::{AuthHeaders, Caller, HEADER_AUTHORIZATION};
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -49,6 +49,9 @@ pub(crate) struct Admission {
     /// waiting for others (an answer, a message): left out of the request's
     /// latency, as for the REST long-polls.
     pub(crate) waited: WaitMeter,
+    /// Set by the tool handler when it answers (`500` if it panicked), so the
+    /// request is recorded with how it ended rather than how its stream did.
+    pub(crate) answered: ToolOutcome,
 }
 
 /// Ends every open `/mcp` response stream (and so every waiting tool call)
@@ -243,11 +246,13 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
     // meter its measurement reads (also if the call is dropped mid-wait).
     let outer_meter = parts.extensions.get::<WaitMeter>().cloned();
     let waited = outer_meter.clone().unwrap_or_default();
+    let answered = class.tool.map(|_| ToolOutcome::default());
     parts.extensions.insert(Admission {
         tool: class.tool.map(str::to_owned),
         outcome,
         token,
         waited: waited.clone(),
+        answered: answered.clone().unwrap_or_default(),
     });
     // The budget is given back once rmcp has taken the body, not when the
     // response ends: a 2026-07-28 tool call's response waits for its first
@@ -266,7 +271,7 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     if sse {
-        resp.extensions_mut().insert(AnsweredInBody);
+        resp.extensions_mut().insert(AnsweredInBody(answered));
     }
     if outer_meter.is_none() {
         // No outer layer reads the meter: say at least what was waited

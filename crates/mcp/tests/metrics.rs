@@ -108,3 +108,43 @@ async fn a_tool_calls_waits_are_not_latency_even_when_it_is_cancelled() {
     let max = stats.http.latency_ms.max.unwrap();
     assert!(max < 1000.0, "a wait counted as latency: {max} ms");
 }
+
+/// A waiting tool call whose stream the bridge closes before the tool has
+/// answered (shutting down) is not recorded as answered: its stream ended
+/// well, but no answer went out.
+#[tokio::test]
+async fn a_tool_call_closed_before_it_answered_is_not_recorded_as_answered() {
+    let b = start().await;
+    let bob = b.client("bob").await;
+    let alice = b.client("alice").await;
+    let params = CallToolRequestParams::new("lighthouse_elicit").with_arguments(args(json!({
+        "to": "bob", "message": "Which port?", "schema": port_schema(), "timeout_seconds": 60
+    })));
+    let _handle = alice
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(Request::new(params)),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    next_pending(&bob).await;
+    let before = value(
+        &exposition(&b),
+        r#"lighthouse_http_requests_total{route="/mcp",status="200"}"#,
+    );
+    b.mcp_shutdown.trigger();
+    let m = once(
+        &b,
+        r#"lighthouse_http_requests_total{route="/mcp",status="503"}"#,
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        value(
+            &m,
+            r#"lighthouse_http_requests_total{route="/mcp",status="200"}"#
+        ),
+        before,
+        "{m}"
+    );
+}

@@ -21,6 +21,9 @@ pub struct TestBridge {
     pub bridge: Bridge,
     pub base: String,
     pub creds: PathBuf,
+    /// Ends every open `/mcp` stream, as the bridge does when it shuts down.
+    #[allow(dead_code)]
+    pub mcp_shutdown: lighthouse_mcp::McpShutdown,
     pub _dir: tempfile::TempDir,
     server: tokio::task::JoinHandle<()>,
 }
@@ -54,7 +57,7 @@ pub async fn start_tuned(config: McpConfig, tune: impl FnOnce(&mut BridgeConfig)
     lighthouse_core::setup::initialize(&bridge, &creds, true)
         .await
         .unwrap();
-    let mcp = lighthouse_mcp::router(bridge.clone(), config);
+    let (mcp, mcp_shutdown) = lighthouse_mcp::router_with_shutdown(bridge.clone(), config);
     let (app, _shutdown) =
         lighthouse_http::router_with(bridge.clone(), lighthouse_http::HttpConfig::default(), mcp);
     let server = tokio::spawn(async move {
@@ -64,6 +67,7 @@ pub async fn start_tuned(config: McpConfig, tune: impl FnOnce(&mut BridgeConfig)
         bridge,
         base,
         creds,
+        mcp_shutdown,
         _dir: dir,
         server,
     }
