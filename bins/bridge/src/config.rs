@@ -14,6 +14,7 @@
 //! listen_backlog = 4096            # LIGHTHOUSE_LISTEN_BACKLOG (connections the kernel queues before accept; capped by net.core.somaxconn)
 //! header_read_timeout_ms = 30000   # LIGHTHOUSE_HEADER_READ_TIMEOUT_MS (a request head must arrive within it; also the idle keep-alive)
 //! body_read_timeout_ms = 30000     # LIGHTHOUSE_BODY_READ_TIMEOUT_MS (a request body must arrive within it)
+//! write_stall_timeout_ms = 60000   # LIGHTHOUSE_WRITE_STALL_TIMEOUT_MS (a client that reads nothing of a response for it is disconnected)
 //!
 //! # Rate limits per role and action class (PROTOCOL.md 2.4), file only; each
 //! # entry replaces that one default. Classes: elicit, respond, write, read, session.
@@ -51,6 +52,7 @@ pub struct ServeConfig {
     pub listen_backlog: u32,
     pub header_read_timeout_ms: u64,
     pub body_read_timeout_ms: u64,
+    pub write_stall_timeout_ms: u64,
     /// Role, then class name, then quota: replaces those defaults.
     pub rate_limits: BTreeMap<Role, BTreeMap<String, QuotaSpec>>,
 }
@@ -70,6 +72,7 @@ impl Default for ServeConfig {
             listen_backlog: 4096,
             header_read_timeout_ms: 30_000,
             body_read_timeout_ms: 30_000,
+            write_stall_timeout_ms: 60_000,
             rate_limits: BTreeMap::new(),
         }
     }
@@ -147,6 +150,11 @@ impl ServeConfig {
                 .parse()
                 .map_err(|_| "LIGHTHOUSE_HEADER_READ_TIMEOUT_MS must be a number".to_owned())?;
         }
+        if let Some(v) = env("LIGHTHOUSE_WRITE_STALL_TIMEOUT_MS") {
+            c.write_stall_timeout_ms = v
+                .parse()
+                .map_err(|_| "LIGHTHOUSE_WRITE_STALL_TIMEOUT_MS must be a number".to_owned())?;
+        }
         if let Some(v) = env("LIGHTHOUSE_BODY_READ_TIMEOUT_MS") {
             c.body_read_timeout_ms = v
                 .parse()
@@ -219,6 +227,7 @@ impl ServeConfig {
         for (name, ms) in [
             ("header_read_timeout_ms", self.header_read_timeout_ms),
             ("body_read_timeout_ms", self.body_read_timeout_ms),
+            ("write_stall_timeout_ms", self.write_stall_timeout_ms),
         ] {
             if !(100..=600_000).contains(&ms) {
                 return Err(format!("{name} must be 100 to 600000"));

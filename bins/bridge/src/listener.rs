@@ -3,6 +3,7 @@
 //! kernel's backlog holds new connections meanwhile), so a client that opens a
 //! connection per request cannot make the bridge hold tens of thousands of them.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -43,23 +44,70 @@ pub struct Bounded {
     permits: Arc<Semaphore>,
     max: usize,
     warned: bool,
+    write_stall: Duration,
 }
 
 impl Bounded {
-    pub fn new(inner: TcpListener, max: usize) -> Self {
+    /// At most `max` connections; a connection whose client reads nothing of
+    /// what is written to it for `write_stall` fails (see [`Conn`]).
+    pub fn new(inner: TcpListener, max: usize, write_stall: Duration) -> Self {
         Bounded {
             inner,
             permits: Arc::new(Semaphore::new(max)),
             max,
             warned: false,
+            write_stall,
         }
     }
 }
 
 /// An accepted connection; its slot is given back when it is dropped.
+///
+/// A write that cannot go out for `write_stall` (the client's receive window
+/// and our send buffer are full: it stopped reading) fails with `TimedOut`, and
+/// hyper closes the connection. Nothing else would: hyper stops polling a
+/// response body whose socket is full, so a stream's own checks (its slow-
+/// consumer cut, its credential re-check) never run, and a client that stops
+/// reading an SSE stream held its connection and its subscription slot for
+/// ever.
 pub struct Conn {
     io: TcpStream,
     _slot: OwnedSemaphorePermit,
+    write_stall: Duration,
+    /// When the pending write gives up; set while writes are pending.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Conn {
+    /// What a pending write does: fail once it has been pending for
+    /// `write_stall`, else stay pending (woken by the socket or the timer).
+    fn pending_write<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let within = self.write_stall;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(within)));
+        if timer.as_mut().poll(cx).is_ready() {
+            self.stalled = None;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client read nothing for {} ms; closing the connection",
+                    within.as_millis()
+                ),
+            )));
+        }
+        Poll::Pending
+    }
+
+    fn wrote<T>(&mut self, cx: &mut Context<'_>, p: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match p {
+            Poll::Pending => self.pending_write(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
 }
 
 impl Listener for Bounded {
@@ -87,7 +135,15 @@ impl Listener for Bounded {
         if let Err(e) = io.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        (Conn { io, _slot: slot }, addr)
+        (
+            Conn {
+                io,
+                _slot: slot,
+                write_stall: self.write_stall,
+                stalled: None,
+            },
+            addr,
+        )
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -137,7 +193,9 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let p = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.wrote(cx, p)
     }
 
     fn poll_write_vectored(
@@ -145,7 +203,9 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let p = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.wrote(cx, p)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -153,7 +213,9 @@ impl AsyncWrite for Conn {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let p = Pin::new(&mut this.io).poll_flush(cx);
+        this.wrote(cx, p)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -170,7 +232,7 @@ mod tests {
     async fn accepting_waits_at_the_limit_and_resumes_when_a_connection_closes() {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
-        let mut l = Bounded::new(tcp, 1);
+        let mut l = Bounded::new(tcp, 1, Duration::from_secs(60));
         let _c1 = TcpStream::connect(addr).await.unwrap();
         let (first, _) = l.accept().await;
         let _c2 = TcpStream::connect(addr).await.unwrap();
@@ -180,5 +242,44 @@ mod tests {
         drop(first);
         let second = tokio::time::timeout(Duration::from_secs(5), l.accept()).await;
         assert!(second.is_ok(), "did not accept after a connection closed");
+    }
+
+    /// A client that stops reading makes the connection's writes fail after
+    /// the stall timeout (hyper then closes it); one that reads is unaffected.
+    #[tokio::test]
+    async fn writes_to_a_client_that_stopped_reading_fail_after_the_stall_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let mut l = Bounded::new(tcp, 2, Duration::from_millis(300));
+        let chunk = vec![b'x'; 64 << 10];
+
+        // Reads everything: a second of writes goes through.
+        let mut reader = TcpStream::connect(addr).await.unwrap();
+        let (mut served, _) = l.accept().await;
+        let drain = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 << 10];
+            while reader.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        while tokio::time::Instant::now() < until {
+            served.write_all(&chunk).await.unwrap();
+        }
+        drop(served);
+        drain.await.unwrap();
+
+        // Never reads: the buffers fill, then a write fails.
+        let _idle = TcpStream::connect(addr).await.unwrap();
+        let (mut served, _) = l.accept().await;
+        let failed = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Err(e) = served.write_all(&chunk).await {
+                    return e;
+                }
+            }
+        })
+        .await
+        .expect("a write to a client that reads nothing never failed");
+        assert_eq!(failed.kind(), io::ErrorKind::TimedOut, "{failed}");
     }
 }

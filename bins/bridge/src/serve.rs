@@ -359,7 +359,11 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
     // No Nagle delay on accepted connections (SSE pushes and small responses go
     // out at once), and at most `max_connections` of them open (fewer when
     // the open-file limit cannot hold them: `descriptors`).
-    let listener = crate::listener::Bounded::new(listener, max_connections);
+    let listener = crate::listener::Bounded::new(
+        listener,
+        max_connections,
+        Duration::from_millis(c.write_stall_timeout_ms),
+    );
     let mut server = tokio::spawn(crate::server::serve(listener, router, timeouts, async {
         let _ = stop_rx.await;
     }));
