@@ -1,7 +1,10 @@
 //! Router state and configuration.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use lighthouse_core::Bridge;
 use tokio::sync::watch;
@@ -27,6 +30,14 @@ pub struct HttpConfig {
     /// holds (default 5 s): a stream admitted once must not outlive a revoked
     /// agent, a retired key or an expired or revoked token.
     pub credential_recheck: Duration,
+    /// `GET /v1/events/stream` responses open at once, over all callers
+    /// (default 4,096), and per agent (default 32, as the agent stream's
+    /// `max_subscriptions_per_agent`). Each can pin a catch-up stretch of up
+    /// to 1 MiB of events while its client is slow; beyond a limit, opening
+    /// one is `503 unavailable`.
+    pub max_event_streams: usize,
+    /// See [`max_event_streams`](Self::max_event_streams).
+    pub max_event_streams_per_agent: usize,
 }
 
 impl Default for HttpConfig {
@@ -37,6 +48,8 @@ impl Default for HttpConfig {
             body_read_timeout: Duration::from_secs(30),
             max_buffered_body_bytes: 256 << 20,
             credential_recheck: Duration::from_secs(5),
+            max_event_streams: 4096,
+            max_event_streams_per_agent: 32,
         }
     }
 }
@@ -50,6 +63,63 @@ pub struct AppState {
     /// Bytes of request body that may be buffered now (see
     /// [`HttpConfig::max_buffered_body_bytes`]).
     pub(crate) body_budget: Arc<tokio::sync::Semaphore>,
+    /// Open event streams, in all and per agent.
+    pub(crate) event_streams: Arc<Mutex<EventStreams>>,
+}
+
+/// Open `GET /v1/events/stream` responses (see
+/// [`HttpConfig::max_event_streams`]).
+#[derive(Debug, Default)]
+pub(crate) struct EventStreams {
+    total: usize,
+    per_agent: HashMap<String, usize>,
+}
+
+/// One open event stream; counted until dropped.
+pub(crate) struct EventStreamSlot {
+    streams: Arc<Mutex<EventStreams>>,
+    agent: String,
+}
+
+impl Drop for EventStreamSlot {
+    fn drop(&mut self) {
+        let mut s = self.streams.lock();
+        s.total = s.total.saturating_sub(1);
+        if let Some(n) = s.per_agent.get_mut(&self.agent) {
+            *n -= 1;
+            if *n == 0 {
+                s.per_agent.remove(&self.agent);
+            }
+        }
+    }
+}
+
+impl AppState {
+    /// A slot for one more event stream of `agent`, or which limit it is over.
+    pub(crate) fn open_event_stream(&self, agent: &str) -> Result<EventStreamSlot, String> {
+        let mut s = self.event_streams.lock();
+        let (max, per) = (
+            self.config.max_event_streams,
+            self.config.max_event_streams_per_agent,
+        );
+        if s.total >= max {
+            return Err(format!(
+                "too many open event streams (limit {max}); retry later"
+            ));
+        }
+        let mine = s.per_agent.get(agent).copied().unwrap_or(0);
+        if mine >= per {
+            return Err(format!(
+                "too many open event streams for this agent (limit {per}); close one first"
+            ));
+        }
+        s.total += 1;
+        s.per_agent.insert(agent.to_owned(), mine + 1);
+        Ok(EventStreamSlot {
+            streams: self.event_streams.clone(),
+            agent: agent.to_owned(),
+        })
+    }
 }
 
 /// Tells open streams that the server is shutting down (each sends a final
@@ -77,6 +147,7 @@ impl AppState {
                 )),
                 config: Arc::new(config),
                 shutdown: rx,
+                event_streams: Arc::default(),
             },
             ShutdownSignal(tx),
         )

@@ -368,6 +368,9 @@ pub(crate) async fn event_stream(
 ) -> Result<Response, ApiError> {
     let p: EventStreamParams = parse_query(q.as_deref())?;
     let after = position(&headers, p.after, st.bridge.store().head_seq())?.unwrap_or(0);
+    let slot = st
+        .open_event_stream(&caller.agent)
+        .map_err(|why| Problem::new(ErrorCode::Unavailable, why))?;
     let sub = st
         .bridge
         .subscribe_events(&caller, after, p.stream, p.event_type)?;
@@ -377,6 +380,7 @@ pub(crate) async fn event_stream(
         ends: Ends,
         caller: Caller,
         _guard: lighthouse_metrics::StreamGuard,
+        _slot: crate::state::EventStreamSlot,
         done: bool,
         skipped: u64,
     }
@@ -385,6 +389,7 @@ pub(crate) async fn event_stream(
         ends: Ends::new(&st, &caller, &headers),
         caller,
         _guard: guard,
+        _slot: slot,
         done: false,
         skipped: 0,
     };

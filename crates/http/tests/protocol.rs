@@ -976,6 +976,45 @@ async fn long_polls_end_when_their_credential_stops_holding() {
     assert_eq!((r.status, r.code()), (503, "unavailable"));
 }
 
+/// Open event streams are bounded per agent (and in all): each can pin a
+/// catch-up stretch while its client is slow. One over the limit is `503`;
+/// closing one frees its slot.
+#[tokio::test]
+async fn event_streams_are_bounded_per_agent() {
+    let t = common::start_tuned(
+        |_| {},
+        |h| {
+            h.max_event_streams_per_agent = 2;
+            h.max_event_streams = 3;
+        },
+    )
+    .await;
+    let (alice, bob, carol) = (t.agent("alice"), t.agent("bob"), t.agent("carol"));
+    let first = alice.stream("/v1/events/stream?after=0", None).await;
+    let _second = alice.stream("/v1/events/stream?after=0", None).await;
+    let third = alice.get("/v1/events/stream?after=0").await;
+    assert_eq!((third.status, third.code()), (503, "unavailable"));
+    // Another agent has slots of its own, up to the total.
+    let _bobs = bob.stream("/v1/events/stream?after=0", None).await;
+    let over = carol.get("/v1/events/stream?after=0").await;
+    assert_eq!((over.status, over.code()), (503, "unavailable"));
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..100 {
+        let r = alice
+            .request(reqwest::Method::GET, "/v1/events/stream?after=0", b"")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            reopened = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(reopened.is_some(), "a closed stream's slot was not freed");
+}
+
 /// `GET /v1/events` pages are bounded in bytes too (PROTOCOL.md 5/7: memory is
 /// never allowed to grow without bound): large events end a page early with
 /// `next`, and following it returns every event once, for an operator (who
