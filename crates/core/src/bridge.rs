@@ -146,7 +146,16 @@ impl Bridge {
         }
         metrics.set_head_seq(store.head_seq());
         let nonce_dir = dir.join("nonces");
-        std::fs::create_dir_all(&nonce_dir).map_err(io(&nonce_dir))?;
+        {
+            #[cfg(unix)]
+            use std::os::unix::fs::DirBuilderExt;
+            let mut b = std::fs::DirBuilder::new();
+            b.recursive(true);
+            // Only the bridge reads what its nonce journal holds.
+            #[cfg(unix)]
+            b.mode(0o700);
+            b.create(&nonce_dir).map_err(io(&nonce_dir))?;
+        }
         let gate = Gate::open(
             store.clone(),
             config.master_key.clone(),

@@ -205,6 +205,10 @@ impl Credential {
             {
                 Standing::Holds
             }
+            // A change that failed to read back between the two looks.
+            None if !gate.registry().current() => {
+                Standing::Unknown(Refusal::Unavailable(Unavailable::RegistryBehind))
+            }
             None => Standing::Gone,
         }
     }

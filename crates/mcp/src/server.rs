@@ -98,16 +98,22 @@ impl ServerHandler for BridgeTools {
             tracing::error!("an MCP tool call arrived without the admission layer");
             return Ok(tools::failure(&Problem::internal()).into());
         };
+        // Every answer says how it answered, so the request is recorded with
+        // it (a refused call is the refusal's status, not a server error).
         if admission.tool.as_deref() != Some(name) {
-            return Ok(tools::failure(&Problem::new(
+            let p = Problem::new(
                 ErrorCode::InvalidRequest,
                 "the request body could not be read as exactly one tool call",
-            ))
-            .into());
+            );
+            admission.answered.answered(p.status);
+            return Ok(tools::failure(&p).into());
         }
         let caller = match &admission.outcome {
             Ok(c) => c.clone(),
-            Err(p) => return Ok(tools::failure(p).into()),
+            Err(p) => {
+                admission.answered.answered(p.status);
+                return Ok(tools::failure(p).into());
+            }
         };
         let rid = request_id(parts.map(|p| &p.headers));
         let span =

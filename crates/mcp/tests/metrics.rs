@@ -148,3 +148,37 @@ async fn a_tool_call_closed_before_it_answered_is_not_recorded_as_answered() {
         "{m}"
     );
 }
+
+/// A tool call refused after authentication (here an operator asking to
+/// elicit, which only agents may) is recorded with the refusal's status, not
+/// as a server error: a refused caller must not move the error ratio the
+/// deploy gates read.
+#[tokio::test]
+async fn a_refused_tool_call_is_recorded_with_its_refusal() {
+    let b = start().await;
+    let ops = b.client("ops").await;
+    let r = call(
+        &ops,
+        "lighthouse_elicit",
+        json!({"to": "bob", "message": "Which port?", "schema": port_schema(), "wait": false}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    let m = once(
+        &b,
+        r#"lighthouse_http_requests_total{route="/mcp",status="403"}"#,
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        value(
+            &m,
+            r#"lighthouse_http_requests_total{route="/mcp",status="503"}"#
+        ),
+        0.0,
+        "{m}"
+    );
+    let caller = b.bridge.caller_for("ops").unwrap();
+    let stats = b.bridge.stats(&caller, 60).unwrap();
+    assert_eq!(stats.http.errors_5xx, 0);
+}

@@ -97,6 +97,9 @@ impl Gate {
             return Err(Error::InvalidConfig("window_s must be positive"));
         }
         config.nonces.window_s = config.window_s;
+        // An empty log has no agent who could have signed a request: its
+        // nonce journal has nothing to have lost.
+        let none_accepted_before = store.head_seq() == 0;
         let now = clock.now();
         let tokens = Arc::new(TokenAuthority::open(
             store.clone(),
@@ -106,7 +109,9 @@ impl Gate {
         )?);
         let registry = AgentRegistry::open(store, master, clock.clone(), config.registry)?;
         let nonces = Arc::new(match nonce_dir {
-            Some(dir) => NonceStore::open(dir, config.nonces, clock.clone())?,
+            Some(dir) => {
+                NonceStore::open_after(dir, config.nonces, clock.clone(), none_accepted_before)?
+            }
             None => NonceStore::in_memory(config.nonces, clock.clone())?,
         });
         Ok(Gate {

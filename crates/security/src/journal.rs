@@ -249,10 +249,12 @@ impl Journal {
         now_s: i64,
         window_s: u32,
         span_s: i64,
+        none_accepted_before: bool,
     ) -> Result<(Journal, Vec<Record>)> {
         let window_s = i64::from(window_s);
-        // Only a journal this open creates is known to have lost nothing.
-        let created = !dir.exists();
+        // Only a journal this open creates, or one of a deployment that never
+        // accepted a request, is known to have lost nothing.
+        let created = none_accepted_before || !dir.exists();
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -550,7 +552,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         // A directory the journal creates: nothing was deleted before it.
         let dir = tmp.path().join("nonces");
-        let (mut j, recs) = Journal::open(dir.as_path(), 1000, 300, 300).unwrap();
+        let (mut j, recs) = Journal::open(dir.as_path(), 1000, 300, 300, false).unwrap();
         assert!(recs.is_empty());
         assert_eq!(read_floor(dir.as_path()).unwrap(), Some(i64::MIN));
         let mut p = Vec::new();
@@ -564,11 +566,11 @@ mod tests {
         // A crash in the middle of a third frame.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"LHN2\x20\x00\x00\x00abc").unwrap();
-        let (j, recs) = Journal::open(dir.as_path(), 1100, 300, 300).unwrap();
+        let (j, recs) = Journal::open(dir.as_path(), 1100, 300, 300, false).unwrap();
         assert_eq!(recs.len(), 2);
         assert_eq!(j.segments(), 1);
         drop(j);
-        let (mut j, recs) = Journal::open(dir.as_path(), 1301, 300, 300).unwrap();
+        let (mut j, recs) = Journal::open(dir.as_path(), 1301, 300, 300, false).unwrap();
         assert_eq!(
             recs.len(),
             1,
@@ -650,7 +652,7 @@ mod tests {
         );
         assert_eq!(segment_files(dir.path()), 1);
         std::fs::write(dir.path().join(FLOOR_FILE), format!("{FLOOR_HEADER}{T0}\n")).unwrap();
-        let (j, _) = Journal::open(dir.path(), T0 + 10_000, 300, 300).unwrap();
+        let (j, _) = Journal::open(dir.path(), T0 + 10_000, 300, 300, false).unwrap();
         assert_eq!(j.floor_s(), T0 + 1);
         assert_eq!(segment_files(dir.path()), 0);
     }
@@ -660,7 +662,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         // A directory the journal creates: nothing was deleted before it.
         let dir = tmp.path().join("nonces");
-        let (mut j, _) = Journal::open(dir.as_path(), T0, 300, 300).unwrap();
+        let (mut j, _) = Journal::open(dir.as_path(), T0, 300, 300, false).unwrap();
         let mut p = Vec::new();
         encode(&mut p, "alice", "nonce-floorfail-01", T0);
         j.write(p, T0).unwrap();
@@ -682,13 +684,13 @@ mod tests {
     #[test]
     fn an_existing_directory_without_a_floor_refuses_what_was_signed_before_the_open() {
         let dir = tempfile::tempdir().unwrap();
-        let (j, recs) = Journal::open(dir.path(), T0 + 310, 600, 300).unwrap();
+        let (j, recs) = Journal::open(dir.path(), T0 + 310, 600, 300, false).unwrap();
         assert!(recs.is_empty());
         assert_eq!(j.floor_s(), T0 + 310);
         assert_eq!(read_floor(dir.path()).unwrap(), Some(T0 + 310));
         // A journal created by this open lost nothing.
         let fresh = dir.path().join("fresh");
-        let (j, _) = Journal::open(&fresh, T0, 300, 300).unwrap();
+        let (j, _) = Journal::open(&fresh, T0, 300, 300, false).unwrap();
         assert_eq!(j.floor_s(), i64::MIN);
     }
 

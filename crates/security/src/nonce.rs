@@ -352,9 +352,29 @@ impl NonceStore {
     /// that wrote the journal; a request signed before the journal's floor (above
     /// every nonce an earlier run deleted) is refused as [`NonceRefusal::Stale`].
     pub fn open(dir: impl AsRef<Path>, config: NonceConfig, clock: SharedClock) -> Result<Self> {
+        Self::open_after(dir, config, clock, false)
+    }
+
+    /// [`open`](Self::open), told whether any request can have been accepted
+    /// before (`false` for a deployment whose event log is empty: no agent
+    /// existed to sign one). A journal directory without a floor then starts
+    /// without one; otherwise such a directory is taken for one an earlier
+    /// version wrote (or one lost or never restored with its store), and the
+    /// open time becomes its floor.
+    pub fn open_after(
+        dir: impl AsRef<Path>,
+        config: NonceConfig,
+        clock: SharedClock,
+        none_accepted_before: bool,
+    ) -> Result<Self> {
         let now_s = clock.now().unix_secs();
-        let (journal, records) =
-            Journal::open(dir.as_ref(), now_s, config.window_s, config.segment_span_s)?;
+        let (journal, records) = Journal::open(
+            dir.as_ref(),
+            now_s,
+            config.window_s,
+            config.segment_span_s,
+            none_accepted_before,
+        )?;
         let store = Self::build(config, clock, Some(journal))?;
         for r in records {
             store.insert_loaded(&r, now_s);
