@@ -134,7 +134,9 @@ impl ServerHandler for BridgeTools {
         .await;
         match out {
             Ok(out) => {
-                admission.answered.answered(200);
+                admission
+                    .answered
+                    .answered(out.as_ref().map_or(200, answered_status));
                 out.map(Into::into).ok_or_else(|| unknown_tool(name))
             }
             Err(_) => {
@@ -144,6 +146,23 @@ impl ServerHandler for BridgeTools {
             }
         }
     }
+}
+
+/// The status a tool result stands for, as the REST route would have
+/// answered: a tool error carries its problem (with its `status`) as
+/// structured content, so a failing store counts as a server error and a
+/// refused argument as a client one, over `/mcp` as over REST.
+fn answered_status(r: &rmcp::model::CallToolResult) -> u16 {
+    if r.is_error != Some(true) {
+        return 200;
+    }
+    r.structured_content
+        .as_ref()
+        .and_then(|v| v.get("status"))
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|s| u16::try_from(s).ok())
+        .filter(|s| (400..=599).contains(s))
+        .unwrap_or(500)
 }
 
 /// The tools on any [`Backend`], every call acting as the backend's identity

@@ -181,4 +181,21 @@ async fn a_refused_tool_call_is_recorded_with_its_refusal() {
     let caller = b.bridge.caller_for("ops").unwrap();
     let stats = b.bridge.stats(&caller, 60).unwrap();
     assert_eq!(stats.http.errors_5xx, 0);
+
+    // A tool error is recorded with its problem's status, as the REST route
+    // would be: here a 404 for an elicitation that does not exist.
+    let alice = b.client("alice").await;
+    let r = call(
+        &alice,
+        "lighthouse_get_elicitation",
+        json!({"elicitation_id": "el_01ARZ3NDEKTSV4RRFFQ69G5FAV"}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    once(
+        &b,
+        r#"lighthouse_http_requests_total{route="/mcp",status="404"}"#,
+        1.0,
+    )
+    .await;
 }
