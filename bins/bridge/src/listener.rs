@@ -251,7 +251,9 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
-        let mut l = Bounded::new(tcp, 2, Duration::from_millis(300));
+        // Long enough that a reading client starved by a loaded machine is not
+        // taken for one that stopped reading.
+        let mut l = Bounded::new(tcp, 2, Duration::from_millis(1500));
         let chunk = vec![b'x'; 64 << 10];
 
         // Reads everything: a second of writes goes through.

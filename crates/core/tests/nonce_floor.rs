@@ -42,7 +42,7 @@ async fn a_new_deployment_starts_without_a_floor_and_a_lost_journal_with_one() {
         .as_secs() as i64;
     // The store's lock goes with the last of its threads, a moment after the drop.
     let mut reopened = None;
-    for _ in 0..200 {
+    for _ in 0..400 {
         match Bridge::open(BridgeConfig::new(&data, key.clone())).await {
             Ok(b) => {
                 reopened = Some(b);
