@@ -229,6 +229,18 @@ fn init_resumes_what_an_interrupted_init_left_and_credentials_are_written_or_not
     );
 }
 
+/// Whether the open-file hard limit is below 512 (or cannot be read): a hard
+/// limit can only be lowered, so the tests that set one up cannot run there.
+fn hard_open_file_limit_below_512() -> bool {
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) };
+    read != 0 || current.rlim_max < 512
+}
+
 /// Under an open-file limit that cannot hold `max_connections` (here a hard
 /// limit of 512 against the default 16,384), `serve` holds fewer connections
 /// open, keeping descriptors for the store, and says so; it used to accept
@@ -238,15 +250,7 @@ async fn max_connections_is_lowered_to_fit_the_open_file_limit() {
     use std::io::Read;
     use std::os::unix::process::CommandExt;
 
-    // A hard limit can only be lowered: where it is below 512 already, this
-    // test cannot set one up.
-    let mut current = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) } != 0 || current.rlim_max < 512
-    {
+    if hard_open_file_limit_below_512() {
         eprintln!("skipped: the open-file hard limit is below 512");
         return;
     }
@@ -299,13 +303,7 @@ async fn max_connections_is_lowered_to_fit_the_open_file_limit() {
 fn offline_commands_raise_a_low_soft_open_file_limit_for_the_store() {
     use std::os::unix::process::CommandExt;
 
-    let mut current = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) } != 0 || current.rlim_max < 512
-    {
+    if hard_open_file_limit_below_512() {
         eprintln!("skipped: the open-file hard limit is below 512");
         return;
     }

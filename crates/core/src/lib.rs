@@ -48,11 +48,12 @@ pub use events::{MAX_EVENTS_LIMIT, OPS_STREAM, RESERVED_TYPE_PREFIXES};
 pub use operations::{MAX_FLAG_HISTORY, MAX_STATS_WINDOW_S, MAX_WAIT_MS, wait_duration};
 
 /// Put on an HTTP response (as an extension) by a handler that waited for
-/// something outside the bridge's control and measured that wait itself (a
-/// drain waiting for others to answer): the HTTP layer leaves that time out of
-/// request latency (PROTOCOL.md 9, `http.latency_ms`). The long-polls measure
-/// theirs with the request's [`WaitMeter`] instead, which the HTTP layer reads
-/// also for a request dropped mid-wait.
+/// something outside the bridge's control and measured that wait itself
+/// (`/mcp` mounted where no outer layer reads its [`WaitMeter`]): the HTTP
+/// layer leaves that time out of request latency (PROTOCOL.md 9,
+/// `http.latency_ms`). The long-polls and drains measure theirs with the
+/// request's [`WaitMeter`] instead, which the HTTP layer reads also for a
+/// request dropped mid-wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Waited(pub std::time::Duration);
 

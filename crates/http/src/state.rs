@@ -160,8 +160,9 @@ impl AppState {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Time a handler measured itself as waiting (a drain), excluded from
-/// `http.latency_ms`; the long-polls use the request's `WaitMeter` instead.
+/// Time a handler measured itself as waiting (`/mcp` without an outer wait
+/// meter), excluded from `http.latency_ms`; the long-polls and drains use the
+/// request's `WaitMeter` instead.
 pub(crate) use lighthouse_core::Waited;
 
 /// Marks a streaming response (its duration is not request latency).

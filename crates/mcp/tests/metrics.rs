@@ -8,8 +8,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use rmcp::model::{CallToolRequestParams, ClientRequest, Request};
-use rmcp::service::PeerRequestOptions;
 use serde_json::json;
 
 fn value(text: &str, series: &str) -> f64 {
@@ -83,16 +81,7 @@ async fn a_tool_calls_waits_are_not_latency_even_when_it_is_cancelled() {
     // A wait its client gives up on: recorded as closed by the client, with
     // the time it was blocked left out.
     let alice = b.client("alice").await;
-    let params = CallToolRequestParams::new("lighthouse_elicit").with_arguments(args(json!({
-        "to": "bob", "message": "Which port?", "schema": port_schema(), "timeout_seconds": 60
-    })));
-    let handle = alice
-        .send_cancellable_request(
-            ClientRequest::CallToolRequest(Request::new(params)),
-            PeerRequestOptions::no_options(),
-        )
-        .await
-        .unwrap();
+    let handle = start_waiting_elicit(&alice).await;
     next_pending(&bob).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     handle.cancel(Some("gave up".into())).await.unwrap();
@@ -117,16 +106,7 @@ async fn a_tool_call_closed_before_it_answered_is_not_recorded_as_answered() {
     let b = start().await;
     let bob = b.client("bob").await;
     let alice = b.client("alice").await;
-    let params = CallToolRequestParams::new("lighthouse_elicit").with_arguments(args(json!({
-        "to": "bob", "message": "Which port?", "schema": port_schema(), "timeout_seconds": 60
-    })));
-    let _handle = alice
-        .send_cancellable_request(
-            ClientRequest::CallToolRequest(Request::new(params)),
-            PeerRequestOptions::no_options(),
-        )
-        .await
-        .unwrap();
+    let _handle = start_waiting_elicit(&alice).await;
     next_pending(&bob).await;
     let before = value(
         &exposition(&b),

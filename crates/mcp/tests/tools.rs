@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use lighthouse_mcp::McpConfig;
-use rmcp::model::{CallToolRequestParams, ClientRequest, ProgressNotificationParam, Request};
-use rmcp::service::{NotificationContext, PeerRequestOptions};
+use rmcp::model::ProgressNotificationParam;
+use rmcp::service::NotificationContext;
 use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::json;
@@ -140,16 +140,7 @@ async fn a_waiting_elicit_reports_progress_and_can_be_cancelled() {
         .auth_header(b.token("alice")),
     );
     let alice = counter.clone().serve(transport).await.unwrap();
-    let params = CallToolRequestParams::new("lighthouse_elicit").with_arguments(args(json!({
-        "to": "bob", "message": "Which port?", "schema": port_schema(), "timeout_seconds": 60
-    })));
-    let handle = alice
-        .send_cancellable_request(
-            ClientRequest::CallToolRequest(Request::new(params)),
-            PeerRequestOptions::no_options(),
-        )
-        .await
-        .unwrap();
+    let handle = start_waiting_elicit(&alice).await;
     let started = Instant::now();
     while counter.0.load(Ordering::SeqCst) < 3 {
         assert!(

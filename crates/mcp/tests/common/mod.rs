@@ -175,6 +175,23 @@ pub fn port_schema() -> Value {
     })
 }
 
+/// Sends `lighthouse_elicit` to bob (waiting up to 60 s for his answer) from
+/// `peer`, as a request that can be cancelled; returns once it is sent.
+pub async fn start_waiting_elicit(
+    peer: &rmcp::Peer<RoleClient>,
+) -> rmcp::service::RequestHandle<RoleClient> {
+    let params =
+        CallToolRequestParams::new("lighthouse_elicit").with_arguments(args(serde_json::json!({
+            "to": "bob", "message": "Which port?", "schema": port_schema(), "timeout_seconds": 60
+        })));
+    peer.send_cancellable_request(
+        rmcp::model::ClientRequest::CallToolRequest(rmcp::model::Request::new(params)),
+        rmcp::service::PeerRequestOptions::no_options(),
+    )
+    .await
+    .unwrap()
+}
+
 /// Polls `client`'s pending inbox until it holds an elicitation (at most 10 s).
 pub async fn next_pending(client: &McpClient) -> Value {
     for _ in 0..200 {
