@@ -13,7 +13,13 @@
 //!   20,000 round trips/s with p99 at most 2 ms. It also reports the
 //!   store's group commits in the measured window (`group_commits`,
 //!   `events_per_group`, `group_commit_*_us`: the write, sync and index of one
-//!   group, the disk's share of the latency).
+//!   group, the disk's share of the latency), and where each round trip's time
+//!   went (`stage_<name>_*_us`): `queued` from the planned start until the
+//!   requester began (the clock's release and a pair's earlier round trip),
+//!   `create` until the create returned, `to_target` from the create's start
+//!   until the target saw the notification, `target_turn` until the target
+//!   called respond, `respond_to_observed` from that call until the requester
+//!   observed the outcome.
 //! - `saturate`: the same pairs, closed loop (each starts its next round trip
 //!   when it has observed the last): the most round trips per second.
 //! - `rebuild`: fills a log with `--events` elicitation events (requested then
@@ -152,6 +158,7 @@ fn schema() -> Value {
 async fn target(
     svc: ElicitationService,
     me: Caller,
+    stage: Arc<Stage>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<u64, String> {
     let mut sub = svc.subscribe(&me, None).map_err(|e| e.to_string())?;
@@ -174,7 +181,9 @@ async fn target(
         if let (NotificationKind::ElicitationRequested, Payload::Elicitation(r)) =
             (n.kind, &n.payload)
         {
+            stage.seen.store(stage.now(), Ordering::Release);
             let rid = format!("a-{}", n.seq);
+            stage.responding.store(stage.now(), Ordering::Release);
             match svc
                 .respond(
                     &me,
@@ -199,6 +208,49 @@ async fn target(
 struct PairResult {
     latency: Vec<u64>,
     from_schedule: Vec<u64>,
+    /// Per round trip: the wait from the planned start to the create's
+    /// start; the create's start until the create returned; until the target
+    /// saw the notification; from then until the target called respond; from
+    /// that call until the requester observed the outcome.
+    stages: [Vec<u64>; 5],
+}
+
+/// Names of [`PairResult::stages`], as printed (`stage_<name>_p50_us`, ...).
+const STAGES: [&str; 5] = [
+    "queued",
+    "create",
+    "to_target",
+    "target_turn",
+    "respond_to_observed",
+];
+
+/// When a pair's target last saw a notification and called respond, in
+/// nanoseconds since `base`; the requester reads them after it observed the
+/// outcome. The respond call happens before the accepted event is written, and
+/// the requester observes that event, so the store of `responding` is visible
+/// to it (the service's locks order them); `seen` likewise precedes it.
+struct Stage {
+    base: Instant,
+    seen: AtomicU64,
+    responding: AtomicU64,
+}
+
+impl Stage {
+    fn new(base: Instant) -> Self {
+        Self {
+            base,
+            seen: AtomicU64::new(0),
+            responding: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.at(Instant::now())
+    }
+
+    fn at(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
 }
 
 /// A requester: creates, then waits until it observes the outcome.
@@ -208,6 +260,7 @@ async fn requester(
     me: Caller,
     to: String,
     pair: u64,
+    stage: Arc<Stage>,
     mut slots: Option<tokio::sync::mpsc::UnboundedReceiver<tokio::time::Instant>>,
     measure_from: tokio::time::Instant,
     end: tokio::time::Instant,
@@ -215,6 +268,7 @@ async fn requester(
     let mut out = PairResult {
         latency: Vec::new(),
         from_schedule: Vec::new(),
+        stages: Default::default(),
     };
     let mut k: u64 = 0;
     loop {
@@ -237,6 +291,7 @@ async fn requester(
             .create(&me, &rid, req, None)
             .await
             .map_err(|e| e.to_string())?;
+        let create_returned = tokio::time::Instant::now();
         let seen = svc
             .get(&me, &created.record.id, 60_000)
             .await
@@ -248,6 +303,23 @@ async fn requester(
         if planned >= measure_from {
             out.latency.push(micros(now - began));
             out.from_schedule.push(micros(now - planned));
+            let at = |t: tokio::time::Instant| stage.at(t.into_std());
+            let (b, saw, resp) = (
+                at(began),
+                stage.seen.load(Ordering::Acquire),
+                stage.responding.load(Ordering::Acquire),
+            );
+            let us = |from: u64, to: u64| (to.saturating_sub(from) / 1_000).max(1);
+            let values = [
+                micros(began - planned),
+                micros(create_returned - began),
+                us(b, saw),
+                us(saw, resp),
+                us(resp, at(now)),
+            ];
+            for (v, s) in values.into_iter().zip(out.stages.iter_mut()) {
+                s.push(v);
+            }
         }
         k += 1;
     }
@@ -330,6 +402,8 @@ fn dispatch(
     start: std::time::Instant,
     end: std::time::Instant,
 ) {
+    // The clock's own lateness counts in the latency from the planned start.
+    crate::sys::tighten_timer_slack(Duration::from_micros(1));
     let mut next = 0u64;
     let mut woke = std::time::Instant::now();
     loop {
@@ -406,11 +480,14 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let base = Instant::now();
+        let stages: Vec<Arc<Stage>> = (0..pairs).map(|_| Arc::new(Stage::new(base))).collect();
         let mut targets = Vec::new();
-        for p in 0..pairs {
+        for (p, stage) in stages.iter().enumerate() {
             targets.push(tokio::spawn(target(
                 svc.clone(),
                 agent(format!("tgt-{p}")),
+                stage.clone(),
                 stopped.clone(),
             )));
         }
@@ -419,7 +496,7 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
         let end = measure_from + Duration::from_secs(a.seconds);
         let mut reqs = Vec::new();
         let mut senders = Vec::new();
-        for p in 0..pairs {
+        for (p, stage) in (0..pairs).zip(stages) {
             let slots = rate.map(|_| {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
                 senders.push(tx);
@@ -430,6 +507,7 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
                 agent(format!("req-{p}")),
                 format!("tgt-{p}"),
                 p,
+                stage,
                 slots,
                 measure_from,
                 end,
@@ -454,9 +532,15 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
         let cpu_start = process_cpu("self");
         let mut latency = latency_histogram();
         let mut from_schedule = latency_histogram();
+        let mut stage_hists: Vec<_> = STAGES.iter().map(|_| latency_histogram()).collect();
         let mut done = 0;
         for r in reqs {
             let r = r.await.map_err(|e| e.to_string())??;
+            for (h, values) in stage_hists.iter_mut().zip(&r.stages) {
+                for &v in values {
+                    h.saturating_record(v);
+                }
+            }
             for (h, values) in [
                 (&mut latency, &r.latency),
                 (&mut from_schedule, &r.from_schedule),
@@ -488,6 +572,7 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
         Ok::<_, String>((
             latency,
             from_schedule,
+            stage_hists,
             done,
             elapsed,
             pending,
@@ -495,7 +580,8 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
             group_commits,
         ))
     })?;
-    let (latency, from_schedule, done, elapsed, pending, cpu_window, group_commits) = result;
+    let (latency, from_schedule, stage_hists, done, elapsed, pending, cpu_window, group_commits) =
+        result;
     let mut out = Map::new();
     let name = if rate.is_some() {
         "elicitation.round_trip"
@@ -528,6 +614,13 @@ fn round_trips(a: &Args, rate: Option<u64>) -> Result<(), String> {
     percentiles(&mut from_create, &latency);
     for (k, v) in from_create {
         out.insert(format!("from_create_{k}"), v);
+    }
+    for (name, h) in STAGES.iter().zip(&stage_hists) {
+        let mut stage = Map::new();
+        percentiles(&mut stage, h);
+        for (k, v) in stage {
+            out.insert(format!("stage_{name}_{k}"), v);
+        }
     }
     if rate.is_some() {
         // Issue 4: at least 20,000 round trips/s with p99 at most 2 ms. The
