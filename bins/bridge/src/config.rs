@@ -14,7 +14,7 @@
 //! listen_backlog = 4096            # LIGHTHOUSE_LISTEN_BACKLOG (connections the kernel queues before accept; capped by net.core.somaxconn)
 //! header_read_timeout_ms = 30000   # LIGHTHOUSE_HEADER_READ_TIMEOUT_MS (a request head must arrive within it; also the idle keep-alive)
 //! body_read_timeout_ms = 30000     # LIGHTHOUSE_BODY_READ_TIMEOUT_MS (a request body must arrive within it)
-//! write_stall_timeout_ms = 60000   # LIGHTHOUSE_WRITE_STALL_TIMEOUT_MS (a client that reads nothing of a response for it is disconnected)
+//! write_stall_timeout_ms = 60000   # LIGHTHOUSE_WRITE_STALL_TIMEOUT_MS (a client that reads nothing of a response for it is disconnected; a streamed response it takes nothing of, HTTP/2 included, is ended)
 //!
 //! # Rate limits per role and action class (PROTOCOL.md 2.4), file only; each
 //! # entry replaces that one default. Classes: elicit, respond, write, read, session.

@@ -341,6 +341,7 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
     let (mcp, mcp_streams) = lighthouse_mcp::router_with_shutdown(bridge.clone(), mcp_config);
     let http_config = lighthouse_http::HttpConfig {
         body_read_timeout: Duration::from_millis(c.body_read_timeout_ms),
+        stream_stall_timeout: Duration::from_millis(c.write_stall_timeout_ms),
         ..lighthouse_http::HttpConfig::default()
     };
     let timeouts = crate::server::Timeouts {

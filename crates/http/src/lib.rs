@@ -25,6 +25,7 @@ mod elicit;
 mod error;
 mod health;
 mod observe;
+mod stall;
 mod state;
 mod stream;
 

@@ -269,20 +269,42 @@ pub(crate) async fn observe(State(st): State<AppState>, mut req: Request, next: 
     if let Ok(v) = HeaderValue::from_str(&rid) {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
+    // Any streamed response (the SSE routes, /mcp's SSE answers and stream)
+    // ends if its client stops taking it (crate::stall).
+    let stall = event_stream(&resp).then_some(st.config.stream_stall_timeout);
     if !streaming && let Some(AnsweredInBody(tool)) = resp.extensions().get().cloned() {
         return resp.map(|inner| {
-            Body::new(MeasuredBody {
+            let body = Body::new(MeasuredBody {
                 inner,
                 measurement,
                 status,
                 tool,
                 waited,
                 last_data: None,
-            })
+            });
+            match stall {
+                Some(stall) => crate::stall::watch(body, stall),
+                None => body,
+            }
         });
     }
     measurement.finish(status, streaming, waited, Instant::now());
-    resp
+    match stall {
+        Some(stall) => resp.map(|body| crate::stall::watch(body, stall)),
+        None => resp,
+    }
+}
+
+/// Whether `resp` is a Server-Sent Events stream.
+fn event_stream(resp: &Response) -> bool {
+    resp.headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
 }
 
 #[cfg(test)]

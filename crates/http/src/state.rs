@@ -38,6 +38,13 @@ pub struct HttpConfig {
     pub max_event_streams: usize,
     /// See [`max_event_streams`](Self::max_event_streams).
     pub max_event_streams_per_agent: usize,
+    /// A streamed response (SSE, /mcp's streams) whose client has taken
+    /// nothing for this long while a frame waited is ended, freeing its
+    /// subscription, slot and buffers (default 60 s; zero turns it off). This
+    /// covers HTTP/2, where a client can withhold one stream's flow-control
+    /// window while its connection stays healthy, which no socket-level
+    /// timeout sees.
+    pub stream_stall_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -50,6 +57,7 @@ impl Default for HttpConfig {
             credential_recheck: Duration::from_secs(5),
             max_event_streams: 4096,
             max_event_streams_per_agent: 32,
+            stream_stall_timeout: Duration::from_secs(60),
         }
     }
 }

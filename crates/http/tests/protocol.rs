@@ -1015,6 +1015,93 @@ async fn event_streams_are_bounded_per_agent() {
     assert!(reopened.is_some(), "a closed stream's slot was not freed");
 }
 
+/// An HTTP/2 client that stops reading one event stream withholds that
+/// stream's flow-control window while its connection stays healthy, so no
+/// socket write ever stalls: the stream's watchdog ends it after
+/// `stream_stall_timeout` and frees its slot (before, it held the slot until
+/// the connection ended). A stream that is read is not ended.
+#[tokio::test]
+async fn an_http2_stream_whose_client_stopped_reading_is_ended_and_frees_its_slot() {
+    let t = common::start_tuned(
+        |_| {},
+        |h| {
+            h.max_event_streams_per_agent = 1;
+            h.stream_stall_timeout = std::time::Duration::from_millis(600);
+        },
+    )
+    .await;
+    let mut alice = t.agent("alice");
+    // Prior-knowledge HTTP/2 over plain TCP, with a 1 KiB stream window that
+    // this client never opens again (it reads nothing of the body).
+    alice.http = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .http2_initial_stream_window_size(1024)
+        .http2_initial_connection_window_size(1 << 20)
+        .build()
+        .unwrap();
+    let stalled = alice
+        .request(reqwest::Method::GET, "/v1/events/stream?after=0", b"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stalled.status(), 200);
+    assert_eq!(stalled.version(), reqwest::Version::HTTP_2);
+    let busy = alice.get("/v1/events/stream?after=0").await;
+    assert_eq!((busy.status, busy.code()), (503, "unavailable"));
+    // More than the window: the stream's frames stop being taken.
+    let note = "n".repeat(2048);
+    for i in 0..8 {
+        let r = alice
+            .post(
+                "/v1/events",
+                json!({"stream": "notes-h2", "type": "note.h2", "data": {"i": i, "note": note}}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.code());
+    }
+    let mut reopened = None;
+    for _ in 0..100 {
+        let r = alice
+            .request(reqwest::Method::GET, "/v1/events/stream?after=0", b"")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            reopened = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let reopened = reopened.expect("a stalled HTTP/2 stream kept its slot");
+    drop(stalled);
+    // A stream that is read keeps going past the stall timeout.
+    let mut read = common::Sse::from_response(reopened);
+    let mut seen = 0;
+    let until = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
+    while tokio::time::Instant::now() < until {
+        if read.next_within(1).await.is_some() {
+            seen += 1;
+        }
+    }
+    assert!(seen >= 8, "the read stream delivered {seen} events");
+    let r = alice
+        .post(
+            "/v1/events",
+            json!({"stream": "notes-h2", "type": "note.h2", "data": {"i": 8}}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    loop {
+        let e = read
+            .next_within(5)
+            .await
+            .expect("the read stream was ended");
+        if e.data["data"]["i"] == json!(8) {
+            break;
+        }
+    }
+}
+
 /// `GET /v1/events` pages are bounded in bytes too (PROTOCOL.md 5/7: memory is
 /// never allowed to grow without bound): large events end a page early with
 /// `next`, and following it returns every event once, for an operator (who
