@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use lighthouse_elicitation::{CreateRequest, Error, Limits};
+use std::future::Future;
 
 #[tokio::test]
 async fn a_retry_returns_the_first_result() {
@@ -161,4 +162,34 @@ async fn one_requester_cannot_evict_anothers_keys() {
     assert!(again.replayed);
     assert_eq!(again.record.id, first.record.id);
     svc.abort().await;
+}
+
+/// A keyed create whose caller stops waiting (a client that timed out and
+/// closed its connection) once its event is on the way still holds its key
+/// until the event is applied: a retry with the key gets that elicitation,
+/// and exactly one is created. Before, dropping the create released the key
+/// at once, and a retry before the event was applied created a second.
+#[tokio::test]
+async fn a_retry_after_the_first_create_was_dropped_gets_its_result() {
+    let clock = manual_clock();
+    let (svc, store) = open_temp(&clock).await;
+    let head = store.head_seq();
+    let me = alice();
+    {
+        let mut first = Box::pin(svc.create(&me, "r1", ask("bob"), Some("k")));
+        // One poll takes it as far as it goes without waiting; then the
+        // caller gives up. (On this single-threaded runtime nothing else ran.)
+        let polled =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(first.as_mut().poll(cx).is_pending()))
+                .await;
+        assert!(polled, "the create finished in one poll");
+    }
+    let retry = svc
+        .create(&alice(), "r2", ask("bob"), Some("k"))
+        .await
+        .unwrap();
+    assert!(retry.replayed, "the retry created a second elicitation");
+    assert_eq!(svc.pending_count(), 1);
+    assert_eq!(store.head_seq(), head + 1);
+    assert_eq!(svc.memory_counts().creating, 0);
 }

@@ -281,3 +281,82 @@ async fn a_page_of_messages_is_bounded_in_bytes() {
     }
     assert_eq!(got, sent);
 }
+
+/// A position beyond the store's last event cannot have come from this
+/// store (one restored from an older backup): it is refused at `/after`, as
+/// on the agent stream, instead of silently skipping every message up to it.
+#[tokio::test]
+async fn a_position_beyond_the_head_is_refused() {
+    let clock = manual_clock();
+    let (svc, store) = open_temp(&clock).await;
+    svc.send_message(&alice(), "m1", to("bob", json!(1)))
+        .await
+        .unwrap();
+    let head = store.head_seq();
+    let beyond = ReceiveQuery {
+        after: head + 1,
+        wait_ms: 1_000,
+        limit: None,
+    };
+    match svc.receive_messages(&bob(), beyond).await {
+        Err(Error::InvalidRequest { errors }) => assert_eq!(errors[0].path, "/after"),
+        other => panic!("{other:?}"),
+    }
+    let at_head = ReceiveQuery {
+        after: head,
+        wait_ms: 0,
+        limit: None,
+    };
+    let page = svc.receive_messages(&bob(), at_head).await.unwrap();
+    assert!(page.messages.is_empty());
+}
+
+/// A `message.sent` the service cannot read (written by something other than
+/// the bridge) is skipped, and the mailbox moves past it: failing the read
+/// stopped the mailbox there for good.
+#[tokio::test]
+async fn an_unreadable_message_is_skipped_not_a_dead_end() {
+    let clock = manual_clock();
+    let (svc, store) = open_temp(&clock).await;
+    let start = store.head_seq();
+    let bad = store
+        .append_one(lighthouse_event_store::NewEvent::new(
+            "mailbox-bob",
+            "message.sent",
+            json!({"not": "a message"}),
+        ))
+        .await
+        .unwrap();
+    // A long-poll over only the bad one returns at once, moved past it.
+    let page = svc
+        .receive_messages(
+            &bob(),
+            ReceiveQuery {
+                after: start,
+                wait_ms: 60_000,
+                limit: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(page.messages.is_empty());
+    assert_eq!(page.next_after, bad.seq);
+    let good = svc
+        .send_message(&alice(), "m2", to("bob", json!("after it")))
+        .await
+        .unwrap();
+    let page = svc
+        .receive_messages(
+            &bob(),
+            ReceiveQuery {
+                after: start,
+                wait_ms: 0,
+                limit: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 1);
+    assert_eq!(page.messages[0].seq, good.seq);
+    assert_eq!(page.next_after, good.seq);
+}

@@ -61,9 +61,6 @@ impl ElicitationService {
             ))
             .await;
         let waited = started.elapsed();
-        // Every terminal transition during the wait: of elicitations pending at
-        // the start and of those created while it lasted.
-        let resolved_while_draining = s.state.lock().proj.resolved_total - resolved_before;
         let mut cancelled = 0;
         let mut expired_by_drain = 0;
         if req.then == DrainThen::Cancel {
@@ -92,9 +89,21 @@ impl ElicitationService {
                 expired_by_drain += out.expired;
             }
         }
-        let remaining = s.state.lock().proj.pending_count() as u64;
+        // Every terminal transition from the start of the drain to its end,
+        // but the drain's own cancels: of elicitations pending at the start
+        // and of those created since, during the wait or while cancelling (one
+        // answered between the drain's list and its batch is skipped by the
+        // batch and counted here, not lost between the counts), and those the
+        // drain found past their deadline and expired.
+        let (resolved_total, remaining) = {
+            let st = s.state.lock();
+            (st.proj.resolved_total, st.proj.pending_count() as u64)
+        };
+        let resolved_while_draining = resolved_total
+            .saturating_sub(resolved_before)
+            .saturating_sub(cancelled);
         Ok(DrainReport {
-            resolved_while_draining: resolved_while_draining + expired_by_drain,
+            resolved_while_draining,
             cancelled,
             remaining,
             elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),

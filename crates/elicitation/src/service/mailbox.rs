@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use super::transitions::ACTING_ROLES;
 use super::{ElicitationService, Shared, require_role};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Violation};
 use crate::events::{self, Sent};
 use crate::record::Message;
 use crate::request::{
@@ -105,8 +105,23 @@ impl ElicitationService {
         require_role(caller, ACTING_ROLES, "this role may not receive messages")?;
         let limit = page_limit(q.limit, &s.limits)?;
         let wait = wait_ms(q.wait_ms, &s.limits, "/wait_ms")?;
+        // As on the agent stream: a position this store never gave (one
+        // restored from an older backup, say) would silently skip every
+        // message up to it once they are written.
+        let head = s.store.head_seq();
+        if q.after > head {
+            return Err(Error::InvalidRequest {
+                errors: vec![Violation::new(
+                    "/after",
+                    format!(
+                        "is beyond the last event of the store ({head}), which may have been \
+                         restored from an older backup; receive from a position at most {head}"
+                    ),
+                )],
+            });
+        }
         let first = self.read_mailbox(&caller.agent, q.after, limit)?;
-        if !first.messages.is_empty() || wait == 0 {
+        if !first.messages.is_empty() || first.next_after > q.after || wait == 0 {
             return Ok(first);
         }
         let agent: Arc<str> = Arc::from(caller.agent.as_str());
@@ -137,7 +152,7 @@ impl ElicitationService {
             // Registered before reading, so a message applied in between wakes it.
             let notified = notify.notified();
             let page = self.read_mailbox(&caller.agent, q.after, limit)?;
-            if !page.messages.is_empty() {
+            if !page.messages.is_empty() || page.next_after > q.after {
                 return Ok(page);
             }
             if meter
@@ -164,12 +179,23 @@ impl ElicitationService {
         // page (past a client's response limit, so it could never be read).
         let max_bytes = self.shared.limits.max_list_page_bytes;
         let page = self.shared.store.read_bounded(&q, usize::MAX, max_bytes)?;
+        // A `message.sent` this service cannot read (only the bridge writes
+        // the type, so this takes a store written by something else) is
+        // skipped and logged, as the projection does: failing the read would
+        // stop the mailbox at it for good, since every read from before it
+        // meets it again. The page still moves past it (`next_after`).
         let messages: Vec<Arc<Message>> = page
             .events
             .iter()
-            .map(events::message_of)
-            .collect::<Result<_>>()?;
-        let next_after = messages.last().map_or(after, |m| m.seq);
+            .filter_map(|e| match events::message_of(e) {
+                Ok(m) => Some(m),
+                Err(err) => {
+                    tracing::warn!(seq = e.seq, error = %err, "skipping a message the mailbox cannot read");
+                    None
+                }
+            })
+            .collect();
+        let next_after = page.events.last().map_or(after, |e| e.seq);
         Ok(MessagesPage {
             messages,
             next_after,

@@ -411,16 +411,23 @@ impl ElicitationService {
     /// Sizes of the bounded in-memory structures, for tests and diagnostics.
     #[doc(hidden)]
     pub fn memory_counts(&self) -> MemoryCounts {
+        // One lock at a time: a create takes `creating` and then the state
+        // lock, so holding the state lock while asking for `creating` could
+        // deadlock against it (and the others' orders are theirs to keep).
+        let creating = self.shared.creating.lock().len();
+        let subscriptions = self.shared.subs.lock().len();
+        let seq_waiters = self.shared.seq_waiters.lock().len();
+        let mail_waiters = self.shared.mail_waiters.lock().len();
         let st = self.shared.state.lock();
         MemoryCounts {
             held_elicitations: st.proj.held_count(),
             pending: st.proj.pending_count(),
             idempotency_keys: st.proj.idempotency_len(),
-            subscriptions: self.shared.subs.lock().len(),
-            seq_waiters: self.shared.seq_waiters.lock().len(),
-            mail_waiters: self.shared.mail_waiters.lock().len(),
+            subscriptions,
+            seq_waiters,
+            mail_waiters,
             handoff: st.proj.handoff.len(),
-            creating: self.shared.creating.lock().len(),
+            creating,
         }
     }
 }

@@ -87,7 +87,43 @@ impl ElicitationService {
     /// `idempotency_key`, a retry within [`Limits::idempotency_ttl_ms`](crate::Limits)
     /// returns the first result (`replayed: true`); the same key with a different
     /// request is `invalid_request`.
+    ///
+    /// A keyed create runs to its end in a task of its own, even if the
+    /// caller stops waiting for it (a client that timed out and closed its
+    /// connection): its key stays claimed until its event is applied or has
+    /// certainly failed, so a retry with the key waits for it and gets its
+    /// result. Were the create dropped with its event already queued for the
+    /// writer, the key would be released before the event is applied, and the
+    /// retry would create a second elicitation.
     pub async fn create(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        req: CreateRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Created> {
+        let Some(key) = idempotency_key else {
+            return self.create_now(caller, request_id, req, None).await;
+        };
+        let (svc, caller, request_id, key) = (
+            self.clone(),
+            caller.clone(),
+            request_id.to_owned(),
+            key.to_owned(),
+        );
+        let run =
+            tokio::spawn(
+                async move { svc.create_now(&caller, &request_id, req, Some(&key)).await },
+            );
+        match run.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down.
+            Err(_) => Err(Error::Closed),
+        }
+    }
+
+    async fn create_now(
         &self,
         caller: &Caller,
         request_id: &str,
