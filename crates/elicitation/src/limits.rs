@@ -56,6 +56,12 @@ pub struct Limits {
     /// a page of messages once its stored events do (default 8 MiB, as
     /// `GET /v1/events` pages; at least one record or message).
     pub max_list_page_bytes: usize,
+    /// A listing filtered by a terminal status examines at most this many of
+    /// the box's records per page under the state lock (default 10,000, as
+    /// `GET /v1/events`'s scan budget); a page that runs out ends early, even
+    /// empty, with `next_cursor` where it stopped. Pending listings use their
+    /// own index and need no budget.
+    pub list_examine_budget: usize,
     /// Open agent subscriptions at once (default 10,000).
     pub max_subscriptions: usize,
     /// Open subscriptions of one agent at once (default 32), so that one agent
@@ -116,6 +122,7 @@ impl Default for Limits {
             max_pending: 100_000,
             max_retained_resolved: 100_000,
             max_list_page_bytes: 8 << 20,
+            list_examine_budget: 10_000,
             max_subscriptions: 10_000,
             max_subscriptions_per_agent: 32,
             subscription_buffer: 1_024,

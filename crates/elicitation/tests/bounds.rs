@@ -86,3 +86,68 @@ async fn resolved_elicitations_held_in_memory_are_capped() {
     assert!(svc.get(&alice(), &last, 0).await.is_ok());
     svc.abort().await;
 }
+
+/// A listing filtered by a terminal status examines a bounded number of
+/// records per page (it held the state lock for a walk of the whole box): a
+/// page that runs out of budget ends early, even empty, with a cursor, and
+/// following the cursors returns every match once.
+#[tokio::test]
+async fn a_listing_by_terminal_status_examines_a_bounded_number_per_page() {
+    use lighthouse_elicitation::{ListQuery, Mailbox, Status};
+    let clock = manual_clock();
+    let (svc, _dir) = open_limited(
+        &clock,
+        Limits {
+            list_examine_budget: 5,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let mut declined = Vec::new();
+    for i in 0..23 {
+        let id = svc
+            .create(&alice(), "c", ask("bob"), None)
+            .await
+            .unwrap()
+            .record
+            .id
+            .to_string();
+        // Only the last two are declined: the first pages find nothing.
+        if i >= 21 {
+            svc.respond(&bob(), "r", &id, RespondRequest::decline(None))
+                .await
+                .unwrap();
+            declined.push(id);
+        }
+    }
+    let mut cursor = None;
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let p = svc
+            .list(
+                &bob(),
+                &ListQuery {
+                    mailbox: Mailbox::Inbox,
+                    status: Some(Status::Declined),
+                    limit: Some(10),
+                    cursor: cursor.take(),
+                },
+            )
+            .unwrap();
+        pages += 1;
+        assert!(p.items.len() <= 5, "examined more than the budget");
+        if pages == 1 {
+            assert!(p.items.is_empty() && p.next_cursor.is_some());
+        }
+        seen.extend(p.items.iter().map(|r| r.id.to_string()));
+        match p.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+        assert!(pages < 20, "the cursors do not move on");
+    }
+    assert_eq!(seen, declined);
+    assert_eq!(pages, 5);
+    svc.abort().await;
+}

@@ -428,6 +428,9 @@ impl Projection {
 
     /// One page of `agent`'s inbox or outbox, oldest first, after cursor `after`
     /// (the seq of a `requested` event). Returns the items and the next cursor.
+    /// Filtered by a status other than pending, it examines at most `budget`
+    /// records and, if that runs out first, ends there (the page may be short,
+    /// or empty) with the last one examined as the next cursor.
     pub(crate) fn list(
         &self,
         agent: &str,
@@ -435,6 +438,7 @@ impl Projection {
         status: Option<Status>,
         after: u64,
         limit: usize,
+        budget: usize,
     ) -> (Vec<(u64, Arc<Elicitation>)>, Option<u64>) {
         let Some(a) = self.agents.get(agent) else {
             return (Vec::new(), None);
@@ -452,11 +456,23 @@ impl Projection {
                 .filter_map(|s| all.get(s).and_then(|k| lookup(*s, k)));
             out.extend(iter.take(limit + 1));
         } else {
-            let iter = all
-                .range(after.saturating_add(1)..)
-                .filter_map(|(s, k)| lookup(*s, k))
-                .filter(|(_, r)| status.is_none_or(|st| r.status == st));
-            out.extend(iter.take(limit + 1));
+            let budget = budget.max(1);
+            for (examined, (s, k)) in all.range(after.saturating_add(1)..).enumerate() {
+                if out.len() > limit {
+                    break;
+                }
+                if examined == budget {
+                    // Out of budget: the next page starts after the last one
+                    // examined (everything up to it was looked at).
+                    let stopped = s.saturating_sub(1).max(after);
+                    return (out, Some(stopped));
+                }
+                if let Some((seq, r)) = lookup(*s, k)
+                    && status.is_none_or(|st| r.status == st)
+                {
+                    out.push((seq, r));
+                }
+            }
         }
         let next = if out.len() > limit {
             out.truncate(limit);

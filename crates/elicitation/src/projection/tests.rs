@@ -137,11 +137,18 @@ fn feed_and_listings_follow_sequence_order() {
             .collect::<Vec<_>>(),
         vec![3, 4]
     );
-    let (items, next) = p.list("bob", Mailbox::Inbox, None, 0, 1);
+    let (items, next) = p.list("bob", Mailbox::Inbox, None, 0, 1, usize::MAX);
     assert_eq!((&*items[0].1.id, next), ("el_a", Some(1)));
-    let (items, next) = p.list("bob", Mailbox::Inbox, None, 1, 1);
+    let (items, next) = p.list("bob", Mailbox::Inbox, None, 1, 1, usize::MAX);
     assert_eq!((&*items[0].1.id, next), ("el_b", None));
-    let (items, _) = p.list("bob", Mailbox::Inbox, Some(Status::Pending), 0, 10);
+    let (items, _) = p.list(
+        "bob",
+        Mailbox::Inbox,
+        Some(Status::Pending),
+        0,
+        10,
+        usize::MAX,
+    );
     assert_eq!(
         items.iter().map(|(_, r)| &*r.id).collect::<Vec<_>>(),
         vec!["el_b"]
@@ -176,7 +183,12 @@ fn a_snapshot_round_trips() {
     let bytes = p.capture().encode().unwrap();
     let mut q = Projection::from_snapshot(&bytes, Limits::default()).unwrap();
     q.set_indexing(true);
-    assert_eq!(q.list("bob", Mailbox::Inbox, None, 0, 10).0.len(), 2);
+    assert_eq!(
+        q.list("bob", Mailbox::Inbox, None, 0, 10, usize::MAX)
+            .0
+            .len(),
+        2
+    );
     assert_eq!(p.export(), q.export());
     assert_eq!(q.pending_count(), 1);
     assert!(q.entry("el_b").unwrap().live.is_some());

@@ -130,12 +130,14 @@ impl ElicitationService {
                 .parse::<u64>()
                 .map_err(|_| Error::invalid("/cursor", "is not a cursor this service returned"))?,
         };
-        let (mut items, mut next) =
-            self.shared
-                .state
-                .lock()
-                .proj
-                .list(&caller.agent, q.mailbox, q.status, after, limit);
+        let (mut items, mut next) = self.shared.state.lock().proj.list(
+            &caller.agent,
+            q.mailbox,
+            q.status,
+            after,
+            limit,
+            self.shared.limits.list_examine_budget,
+        );
         // Bounded in bytes too (measured outside the state lock): 1,000 records
         // with 64 KiB schemas and answers would be a response of ~130 MB.
         let mut bytes = 0usize;
