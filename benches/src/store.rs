@@ -285,7 +285,7 @@ pub fn index_memory(a: &Args) -> Result<(), String> {
         )
         .with_agent(format!("agent-{}", s % 1000))
         .with_correlation_id(format!("req-{s:020}"));
-        let (bytes, _) = Prepared::new(e).finish(
+        let (bytes, _) = Prepared::new(e).map_err(|e| e.to_string())?.finish(
             &key,
             &GENESIS,
             s,

@@ -119,6 +119,30 @@ fn a_backup_that_cannot_be_written_names_its_path() {
     assert!(err.contains("directory"), "{err}");
 }
 
+/// The data directory holds the master key, the whole log and credentials:
+/// `init` makes it and the store readable by their owner only, whatever the
+/// umask, with a key file or with the key from the variable (the store's
+/// files inside: the event store's own tests).
+#[test]
+fn init_makes_the_data_directory_and_the_store_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for (name, env) in [
+        ("with-file", &[][..]),
+        ("with-variable", &[("LIGHTHOUSE_MASTER_KEY", KEY_HEX)][..]),
+    ] {
+        let data = dir.path().join(name);
+        init(&data, env);
+        assert_eq!(mode(&data), 0o700, "{name}");
+        let store = data.join("store");
+        assert_eq!(mode(&store), 0o700, "{name}");
+        assert_eq!(mode(&store.join("segments")), 0o700, "{name}");
+        for f in std::fs::read_dir(store.join("segments")).unwrap() {
+            assert_eq!(mode(&f.unwrap().path()), 0o600, "{name}");
+        }
+    }
+}
+
 #[test]
 fn credentials_carry_the_public_url_and_a_rotation_keeps_the_one_it_had() {
     let dir = tempfile::tempdir().unwrap();

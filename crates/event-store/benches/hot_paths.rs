@@ -24,11 +24,11 @@ fn benches(c: &mut Criterion) {
     c.bench_function("encode_prepare_256B", |b| {
         b.iter_batched(
             event,
-            |e| Prepared::new(black_box(e)),
+            |e| Prepared::new(black_box(e)).unwrap(),
             BatchSize::SmallInput,
         )
     });
-    let p = Prepared::new(event());
+    let p = Prepared::new(event()).unwrap();
     c.bench_function("encode_finish_with_mac", |b| {
         b.iter(|| {
             p.finish(
@@ -63,6 +63,7 @@ fn benches(c: &mut Criterion) {
                     .with_agent(format!("agent-{}", s % 10))
                     .with_correlation_id(format!("req-{s}"));
                 Prepared::new(e)
+                    .unwrap()
                     .finish(
                         &key,
                         &GENESIS,

@@ -1,25 +1,32 @@
 //! Online backup to a single file, and restore into a new store.
 //!
-//! # File format (version 1)
+//! # File format (version 2)
 //!
 //! ```text
 //! magic     10 bytes  "LHBACKUP" 0x01 '\n'
 //! header    u32 LE length, then JSON:
-//!           {"format":1,"head_seq":N,"created_at":"<RFC 3339>","key_check":"<hex>"}
+//!           {"format":2,"head_seq":N,"created_at":"<RFC 3339>","key_check":"<hex>"}
 //! frames    repeated: tag (1 byte), length (u32 LE), payload (a snapshot too
 //!           large for a u32 length is left out with a warning: snapshots are
 //!           derived from the log, which restores without them)
-//!           tag 1 record:   the record exactly as stored (see `codec`), seq 1..=N in order
-//!           tag 2 snapshot: name length (u16 LE), name, seq (u64 LE), data
+//!           tag 1 record:   the record exactly as stored (see `codec`), seq 1..=N
+//!                           in order, at most 64 MiB
+//!           tag 2 snapshot: name length (u16 LE), name, seq (u64 LE),
+//!                           MAC (32 bytes, `ChainKey::snapshot_mac`), data
 //!           tag 0 end:      SHA-256 of every byte of the file before this tag
 //! ```
 //!
+//! Format 1 (written before snapshots carried their MAC) differs only in its
+//! snapshot frames, which have no MAC: such a file still restores, its
+//! snapshots left out (the projections replay the log).
+//!
 //! Records keep their MACs, so a restored store verifies with the same key, and a
-//! restore checks the chain and the checksum before the new store is put in place.
+//! restore checks the chain, every snapshot's MAC and the checksum before the new
+//! store is put in place.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -27,6 +34,7 @@ use sha2::{Digest, Sha256};
 use crate::backend::{Anchor, Backend, LogMode, RecordBatch, SledBackend};
 use crate::codec::{ChainKey, GENESIS, MAC_LEN, RecordView};
 use crate::error::{Error, Result};
+use crate::model::Limits;
 use crate::options::StoreOptions;
 use crate::store::EventStore;
 
@@ -34,14 +42,20 @@ const MAGIC: &[u8; 10] = b"LHBACKUP\x01\n";
 const TAG_END: u8 = 0;
 const TAG_RECORD: u8 = 1;
 const TAG_SNAPSHOT: u8 = 2;
-/// Largest record frame a restore accepts (a record is at most a few MiB).
-const MAX_RECORD_FRAME: usize = 64 << 20;
+/// Largest record frame a restore accepts: the largest event a store takes.
+const MAX_RECORD_FRAME: usize = Limits::MAX_EVENT_BYTES;
 /// Largest snapshot frame: what a u32 length can say. A snapshot holds a
 /// projection (the elicitation service's is ~60 MB at its default limits), so
 /// it is not held to the record bound; a restore still never allocates more
 /// than the file has left.
 const MAX_SNAPSHOT_FRAME: usize = u32::MAX as usize;
+/// A restore commits its records in batches of at most this many records...
 const RESTORE_BATCH: usize = 1000;
+/// ... and commits a batch once it holds this many bytes, as the writer ends a
+/// group (`writer::MAX_GROUP_BYTES`): each batch is one segment frame, whose
+/// length is a u32 and which an open may read whole. 1,000 records of up to
+/// 64 MiB each would otherwise make a frame of up to 64 GiB.
+const RESTORE_BATCH_BYTES: usize = 64 << 20;
 /// Backup format written: 2 carries each snapshot's MAC (a snapshot's data is
 /// otherwise covered only by the file's plain SHA-256, which anyone can
 /// recompute). Format 1 files still restore, their snapshots left out.
@@ -111,8 +125,15 @@ impl<R: Read> Read for HashingReader<R> {
 
 fn frame<W: Write>(w: &mut W, tag: u8, payload: &[&[u8]]) -> std::io::Result<()> {
     let len: usize = payload.iter().map(|p| p.len()).sum();
+    // The callers bound their frames; a longer one must not be cut silently.
+    let len = u32::try_from(len).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("a backup frame of {len} bytes is longer than a u32 length can say"),
+        )
+    })?;
     w.write_all(&[tag])?;
-    w.write_all(&(len as u32).to_le_bytes())?;
+    w.write_all(&len.to_le_bytes())?;
     for p in payload {
         w.write_all(p)?;
     }
@@ -127,8 +148,15 @@ impl EventStore {
     /// is written to a new, uniquely named temporary file in `path`'s directory
     /// (created exclusively, so neither a symlink there nor a concurrent backup
     /// is followed or clobbered), synced, renamed over `path`, and the directory
-    /// synced. On any error the temporary file is removed and `path` is left as
-    /// it was. A directory as `path` is refused ([`Error::BackupFile`]).
+    /// synced. On an error before the rename the temporary file is removed and
+    /// `path` is left as it was. The directory's sync comes after the rename
+    /// (it is what makes the rename durable): if only that sync fails, the
+    /// error is returned with the new, complete and synced file already at
+    /// `path`, whose name a power loss could then undo. A directory as `path`
+    /// is refused ([`Error::BackupFile`]).
+    ///
+    /// Snapshots are copied one at a time, so a backup holds at most one
+    /// snapshot in memory ([`StoreOptions::max_snapshot_bytes`]).
     pub fn backup(&self, path: impl AsRef<Path>) -> Result<BackupReport> {
         let path = path.as_ref();
         let target = |source: std::io::Error| Error::BackupFile {
@@ -221,7 +249,11 @@ impl EventStore {
             });
         }
         let mut snapshots = 0;
-        for (name, seq, data) in self.all_snapshots()? {
+        // One at a time: each is loaded, written and dropped before the next.
+        for name in self.snapshot_names()? {
+            let Some((seq, data)) = self.backup_snapshot(&name)? else {
+                continue;
+            };
             if seq > head {
                 continue;
             }
@@ -261,64 +293,92 @@ impl EventStore {
         })
     }
 
-    fn all_snapshots(&self) -> Result<Vec<(String, u64, Vec<u8>)>> {
-        // Snapshot names are listed through the metadata keys they are stored under.
-        let mut out = Vec::new();
-        for name in self.snapshot_names()? {
-            match self.load_snapshot(&name) {
-                Ok(Some(s)) => out.push((name, s.seq, s.data)),
-                Ok(None) => {}
-                // A snapshot is derived from the log: a damaged one is left out
-                // (the restored projection replays the log) rather than failing
-                // the backup of the log itself.
-                Err(Error::Corrupt { reason, .. }) => {
-                    tracing::warn!(snapshot = %name, %reason, "damaged snapshot left out of the backup");
-                }
-                Err(e) => return Err(e),
+    /// The snapshot `name` for a backup: its seq and data, `None` when it is
+    /// gone or left out.
+    fn backup_snapshot(&self, name: &str) -> Result<Option<(u64, Vec<u8>)>> {
+        match self.load_snapshot(name) {
+            Ok(s) => Ok(s.map(|s| (s.seq, s.data))),
+            // A snapshot is derived from the log: a damaged one (or one past
+            // max_snapshot_bytes) is left out (the restored projection
+            // replays the log) rather than failing the backup of the log
+            // itself.
+            Err(Error::Corrupt { reason, .. }) => {
+                tracing::warn!(snapshot = %name, %reason, "damaged snapshot left out of the backup");
+                Ok(None)
             }
+            Err(e) => Err(e),
         }
-        Ok(out)
     }
 
     /// Restores the backup at `file` into the new directory `dir` (which must not
-    /// exist or be empty) and opens it. The data is checked (format, key, every
-    /// MAC of the chain, the checksum) and written to a sibling directory first,
-    /// which is renamed into place only when complete: a failed restore leaves
-    /// nothing behind at `dir`.
+    /// exist or be empty) and opens it.
+    ///
+    /// The data is checked (format, key, every MAC of the chain and of the
+    /// snapshots, the checksum) while it is written into a new staging
+    /// directory beside `dir`, `<dir name>.restoring-<random>`, created
+    /// exclusively with mode 0700 (so concurrent restores, or a retry while one
+    /// runs, each have their own, and no existing directory is used or
+    /// removed). Once complete and synced, the staging directory is renamed to
+    /// `dir` (replacing it when it is an empty directory); any error before
+    /// that removes the staging directory and leaves nothing at `dir`. If `dir`
+    /// is no longer empty at the rename (another restore got there first), the
+    /// answer is [`Error::NotEmpty`].
+    ///
+    /// After the rename the restored store is at `dir`, complete and checked:
+    /// should syncing the parent directory or opening the store then fail, the
+    /// error is returned and the store stays at `dir` (it is not removed: by
+    /// then another process may have opened it). A process killed during a
+    /// restore leaves its staging directory behind; nothing removes it.
     pub fn restore(
         file: impl AsRef<Path>,
         dir: impl AsRef<Path>,
         options: StoreOptions,
     ) -> Result<(EventStore, RestoreReport)> {
         let dir = dir.as_ref();
-        if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
-            return Err(Error::NotEmpty {
-                dir: dir.to_path_buf(),
-            });
-        }
-        let staging = sibling(dir, "restoring");
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging)?;
-        }
-        let result = restore_into(file.as_ref(), &staging, &options);
-        let report = match result {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&staging);
-                return Err(e);
-            }
+        let not_empty = || Error::NotEmpty {
+            dir: dir.to_path_buf(),
         };
+        if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+            return Err(not_empty());
+        }
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        std::fs::create_dir_all(parent)?;
+        let mut prefix = dir.file_name().unwrap_or_default().to_os_string();
+        prefix.push(".restoring-");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix);
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(
+            crate::private::DIR_MODE,
+        ));
+        // Created exclusively (`mkdir`, a new random name on a clash); removed
+        // when dropped, that is on every error below until it is renamed.
+        let staging = builder.tempdir_in(parent)?;
+        let report = restore_into(file.as_ref(), staging.path(), &options, RESTORE_BATCH_BYTES)?;
         // The files are synced; their directory entries too, before the
         // rename makes the store appear (a power loss after it must not find
         // a store whose segments folder is missing).
-        if let Err(e) = sync_dirs(&staging) {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
+        sync_dirs(staging.path())?;
+        // rename(2) replaces an empty directory and refuses a non-empty one,
+        // so a directory filled since the check above is never overwritten.
+        match std::fs::rename(staging.path(), dir) {
+            Ok(()) => {
+                // Renamed: nothing is left at the staging path to remove.
+                let _ = staging.keep();
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::AlreadyExists
+                ) =>
+            {
+                return Err(not_empty());
+            }
+            Err(e) => return Err(e.into()),
         }
-        if dir.exists() {
-            std::fs::remove_dir(dir)?;
-        }
-        std::fs::rename(&staging, dir)?;
         sync_parent(dir)?;
         let store = EventStore::open(dir, options)?;
         Ok((store, report))
@@ -347,15 +407,6 @@ fn sync_parent(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(".{suffix}"));
-    path.with_file_name(name)
-}
-
 fn read_exact_vec<R: Read>(r: &mut R, n: usize) -> Result<Vec<u8>> {
     let mut v = vec![0u8; n];
     r.read_exact(&mut v).map_err(|e| match e.kind() {
@@ -370,7 +421,36 @@ fn read_u32<R: Read>(r: &mut R) -> Result<usize> {
     Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
 }
 
-fn restore_into(file: &Path, staging: &Path, options: &StoreOptions) -> Result<RestoreReport> {
+/// Reads `n` bytes of `r` and throws them away, without holding them.
+fn skip<R: Read>(r: &mut R, n: u64) -> Result<()> {
+    let skipped = std::io::copy(&mut r.take(n), &mut std::io::sink())?;
+    if skipped != n {
+        return Err(Error::InvalidBackup("file ends early".into()));
+    }
+    Ok(())
+}
+
+fn read_u16<R: Read>(r: &mut R) -> Result<usize> {
+    let b = read_exact_vec(r, 2)?;
+    Ok(u16::from_le_bytes([b[0], b[1]]) as usize)
+}
+
+fn read_u64<R: Read>(r: &mut R) -> Result<u64> {
+    let b = read_exact_vec(r, 8)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b);
+    Ok(u64::from_le_bytes(a))
+}
+
+/// Restores `file` into the new directory `staging`, committing the records
+/// in batches of at most [`RESTORE_BATCH`] records, ended early once one holds
+/// `batch_bytes`.
+fn restore_into(
+    file: &Path,
+    staging: &Path,
+    options: &StoreOptions,
+    batch_bytes: usize,
+) -> Result<RestoreReport> {
     let key = ChainKey::new(&options.key);
     let f = File::open(file)?;
     let file_len = f.metadata()?.len();
@@ -399,7 +479,6 @@ fn restore_into(file: &Path, staging: &Path, options: &StoreOptions) -> Result<R
     if header.key_check != hex::encode(key.fingerprint()) {
         return Err(Error::WrongKey);
     }
-    std::fs::create_dir_all(staging)?;
     let mut backend = SledBackend::open(staging, options.cache_bytes)?;
     backend.meta_put("format", crate::store::FORMAT_VERSION)?;
     backend.meta_put("key_check", &key.fingerprint())?;
@@ -417,7 +496,7 @@ fn restore_into(file: &Path, staging: &Path, options: &StoreOptions) -> Result<R
     let mut seq = 0u64;
     let mut batch = RecordBatch::starting_at(1);
     let mut snapshots = 0;
-    let snapshot_files = crate::snapshot::SnapshotFiles::new(staging);
+    let snapshot_files = crate::snapshot::SnapshotFiles::new(staging, options.max_snapshot_bytes);
     loop {
         let digest_so_far = r.hash.clone().finalize();
         let tag = read_exact_vec(&mut r, 1)?[0];
@@ -436,9 +515,9 @@ fn restore_into(file: &Path, staging: &Path, options: &StoreOptions) -> Result<R
         if len as u64 > file_len.saturating_sub(r.read) {
             return Err(Error::InvalidBackup("file ends early".into()));
         }
-        let payload = read_exact_vec(&mut r, len)?;
         match tag {
             TAG_RECORD => {
+                let payload = read_exact_vec(&mut r, len)?;
                 seq += 1;
                 let v = RecordView::parse(&payload)
                     .map_err(|e| Error::InvalidBackup(format!("record {seq}: {}", e.0)))?;
@@ -449,48 +528,65 @@ fn restore_into(file: &Path, staging: &Path, options: &StoreOptions) -> Result<R
                 }
                 prev = *v.mac;
                 batch.push(&payload);
-                if batch.len() == RESTORE_BATCH {
+                if batch.len() == RESTORE_BATCH || batch.bytes().len() >= batch_bytes {
                     backend.commit(&batch, Anchor { seq, mac: prev })?;
                     batch.reset(seq + 1);
                 }
             }
             TAG_SNAPSHOT => {
-                if payload.len() < 2 {
-                    return Err(Error::InvalidBackup("short snapshot frame".into()));
+                // Read piece by piece: a snapshot past the store's bound is
+                // read through (for the checksum), never held.
+                let short = || Error::InvalidBackup("short snapshot frame".into());
+                if len < 2 {
+                    return Err(short());
                 }
-                let nl = u16::from_le_bytes([payload[0], payload[1]]) as usize;
-                if payload.len() < 2 + nl + 8 {
-                    return Err(Error::InvalidBackup("short snapshot frame".into()));
+                let nl = read_u16(&mut r)?;
+                if len < 2 + nl + 8 {
+                    return Err(short());
                 }
-                let name = std::str::from_utf8(&payload[2..2 + nl])
+                let name = read_exact_vec(&mut r, nl)?;
+                let name = String::from_utf8(name)
                     .map_err(|_| Error::InvalidBackup("snapshot name is not UTF-8".into()))?;
-                crate::model::validate_token(name, crate::error::Field::SnapshotName).map_err(
+                crate::model::validate_token(&name, crate::error::Field::SnapshotName).map_err(
                     |_| Error::InvalidBackup(format!("snapshot name {name:?} is not valid")),
                 )?;
-                let mut s = [0u8; 8];
-                s.copy_from_slice(&payload[2 + nl..2 + nl + 8]);
-                let snap_seq = u64::from_le_bytes(s);
-                let rest = &payload[2 + nl + 8..];
+                let snap_seq = read_u64(&mut r)?;
+                let rest = len - 2 - nl - 8;
                 if header.format == 1 {
                     // Unauthenticated: the projections replay the log instead.
                     tracing::warn!(snapshot = %name, "a format 1 backup's snapshot carries no MAC; left out");
+                    skip(&mut r, rest as u64)?;
                     continue;
                 }
-                if rest.len() < MAC_LEN || snap_seq > header.head_seq {
+                if rest < MAC_LEN || snap_seq > header.head_seq {
                     return Err(Error::InvalidBackup(format!(
                         "snapshot {name} is not valid"
                     )));
                 }
-                let (mac, data) = rest.split_at(MAC_LEN);
-                if key.snapshot_mac(name, snap_seq, data).as_slice() != mac {
+                let mac = read_exact_vec(&mut r, MAC_LEN)?;
+                let data_len = rest - MAC_LEN;
+                if data_len as u64 > snapshot_files.max_bytes() {
+                    tracing::warn!(
+                        snapshot = %name,
+                        bytes = data_len,
+                        max_snapshot_bytes = snapshot_files.max_bytes(),
+                        "a backup's snapshot is larger than this store takes; left out (the \
+                         projection replays the log)"
+                    );
+                    skip(&mut r, data_len as u64)?;
+                    continue;
+                }
+                let data = read_exact_vec(&mut r, data_len)?;
+                if key.snapshot_mac(&name, snap_seq, &data).as_slice() != mac.as_slice() {
                     return Err(Error::InvalidBackup(format!(
                         "snapshot {name} fails its MAC"
                     )));
                 }
-                snapshot_files.save(&key, name, snap_seq, data)?;
+                snapshot_files.save(&key, &name, snap_seq, &data)?;
                 snapshots += 1;
             }
             TAG_END => {
+                let payload = read_exact_vec(&mut r, len)?;
                 if payload.as_slice() != digest_so_far.as_slice() {
                     return Err(Error::InvalidBackup("checksum mismatch".into()));
                 }
@@ -513,4 +609,55 @@ fn restore_into(file: &Path, staging: &Path, options: &StoreOptions) -> Result<R
         head_seq: seq,
         snapshots,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Durability, NewEvent};
+
+    /// (payload length, record count) of every frame of segment 1 in `store`.
+    fn frames(store: &Path) -> Vec<(usize, usize)> {
+        let bytes = std::fs::read(store.join("segments").join("0000000001")).unwrap();
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        let (mut at, mut out) = (16, Vec::new());
+        while at + 24 <= bytes.len() && u32_at(at) != 0 {
+            let len = u32_at(at) as usize;
+            out.push((len, u32_at(at + 4) as usize));
+            at += 24 + len;
+        }
+        out
+    }
+
+    /// A restore's batch is one segment frame: it ends once it holds its byte
+    /// bound, not only at 1,000 records (1,000 records of 64 MiB would make
+    /// one frame of 64 GiB).
+    #[tokio::test]
+    async fn a_restore_ends_a_batch_once_it_holds_its_byte_bound() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = || StoreOptions::new(b"k").durability(Durability::Buffered);
+        let s = EventStore::open(d.path().join("s"), opts()).unwrap();
+        let pad = "x".repeat(1000);
+        let events = (0..100)
+            .map(|n| NewEvent::new("s", "t.x", serde_json::json!({ "n": n, "pad": pad })))
+            .collect();
+        s.append(events).await.unwrap();
+        let file = d.path().join("b.lhbk");
+        s.backup(&file).unwrap();
+        let record = s.raw_record(1).unwrap().unwrap().len();
+        let bound = 10 * record;
+        let staging = d.path().join("r");
+        let rep = restore_into(&file, &staging, &opts(), bound).unwrap();
+        assert_eq!(rep.head_seq, 100);
+        let frames = frames(&staging);
+        assert_eq!(frames.iter().map(|f| f.1).sum::<usize>(), 100);
+        assert!(frames.len() >= 9, "{frames:?}");
+        assert!(
+            frames.iter().all(|&(len, _)| len < bound + 2 * record),
+            "{frames:?}"
+        );
+        let r = EventStore::open(&staging, opts()).unwrap();
+        assert!(r.verify().unwrap().ok());
+        assert_eq!(r.get(100).unwrap().unwrap().data["n"], 99);
+    }
 }

@@ -29,6 +29,7 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use crate::clock::Timestamp;
+use crate::error::Error;
 use crate::model::{Event, NewEvent};
 
 /// Size of the fixed header.
@@ -102,7 +103,13 @@ pub struct Prepared {
 
 impl Prepared {
     /// Encodes the variable part of `event`. `metadata: null` is stored as `{}`.
-    pub fn new(mut event: NewEvent) -> Self {
+    ///
+    /// Data or metadata whose JSON text is longer than a record's u32 length
+    /// fields can say is [`Error::TooLarge`] (a store refuses far smaller
+    /// events: [`Limits::MAX_EVENT_BYTES`](crate::Limits::MAX_EVENT_BYTES)).
+    /// The other lengths of the header are bounded by the names' rules, which
+    /// the store checks first ([`NewEvent::validate`]).
+    pub fn new(mut event: NewEvent) -> Result<Self, Error> {
         if event.metadata.is_null() {
             event.metadata = Value::Object(Default::default());
         }
@@ -118,16 +125,16 @@ impl Prepared {
         let before = tail.len();
         // Writing JSON into a Vec cannot fail for a `Value`.
         let _ = serde_json::to_writer(&mut tail, &event.data);
-        let data_len = (tail.len() - before) as u32;
+        let data_len = len_u32(tail.len() - before, "event data")?;
         let before = tail.len();
         let _ = serde_json::to_writer(&mut tail, &event.metadata);
-        let meta_len = (tail.len() - before) as u32;
-        Prepared {
+        let meta_len = len_u32(tail.len() - before, "event metadata")?;
+        Ok(Prepared {
             event,
             tail,
             data_len,
             meta_len,
-        }
+        })
     }
 
     /// The size of the finished record with an id of `id_len` bytes.
@@ -186,6 +193,17 @@ impl Prepared {
         out.extend_from_slice(&mac);
         mac
     }
+}
+
+/// `len` as a record header's u32 length field; [`Error::TooLarge`] naming
+/// `what` when it does not fit (a silent truncation would make a record whose
+/// MAC is good and whose fields cannot be read back).
+fn len_u32(len: usize, what: &'static str) -> Result<u32, Error> {
+    u32::try_from(len).map_err(|_| Error::TooLarge {
+        what,
+        actual: len,
+        limit: u32::MAX as usize,
+    })
 }
 
 /// The length of the record that starts at `b[0]`, read from its header; `None`
@@ -358,6 +376,25 @@ mod tests {
             .with_agent("alice")
             .with_correlation_id("req-1"),
         )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_length_past_a_u32_is_refused_not_truncated() {
+        assert_eq!(len_u32(7, "event data").unwrap(), 7);
+        assert_eq!(len_u32(u32::MAX as usize, "event data").unwrap(), u32::MAX);
+        match len_u32(u32::MAX as usize + 1, "event metadata") {
+            Err(Error::TooLarge {
+                what,
+                actual,
+                limit,
+            }) => {
+                assert_eq!(what, "event metadata");
+                assert_eq!(actual, u32::MAX as usize + 1);
+                assert_eq!(limit, u32::MAX as usize);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

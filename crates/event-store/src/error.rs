@@ -163,7 +163,9 @@ pub enum Error {
     },
     /// The backup file could not be written: its target is a directory, or
     /// creating, writing, syncing or renaming it failed. Nothing was left at
-    /// `path` (a previous file there is unchanged).
+    /// `path` (a previous file there is unchanged), except when only the sync
+    /// of its directory after the rename failed: then the new, complete file
+    /// is at `path`, and a power loss could still undo the rename.
     #[error("cannot write the backup {}: {source}", .path.display())]
     BackupFile {
         /// The backup file asked for.

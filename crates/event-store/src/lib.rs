@@ -50,6 +50,7 @@ mod error;
 pub mod index;
 mod model;
 mod options;
+mod private;
 mod query;
 mod read;
 mod request;
@@ -67,7 +68,9 @@ pub use model::{
     AppendOutcome, Appended, Event, ExpectedVersion, Limits, NewEvent, json_size, validate_agent,
     validate_event_type, validate_stream, validate_token,
 };
-pub use options::{AppendObserver, DEFAULT_CACHE_BYTES, Durability, StoreOptions};
+pub use options::{
+    AppendObserver, DEFAULT_CACHE_BYTES, DEFAULT_MAX_SNAPSHOT_BYTES, Durability, StoreOptions,
+};
 pub use query::{Filter, Order, Page, Query};
 pub use store::{EventStore, Snapshot, StoreStats, VerifyReport};
 pub use subscription::Subscription;

@@ -150,14 +150,40 @@ pub struct AppendOutcome {
 }
 
 /// Size and count limits of the store. Every field has a documented default.
+///
+/// [`StoreOptions::limits`](crate::StoreOptions::limits) clamps the byte
+/// limits to [`Limits::MAX_EVENT_BYTES`] and [`Limits::MAX_BATCH_BYTES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest encoded event (header, data, metadata), default 1 MiB.
+    /// Largest encoded event (header, data, metadata), default 1 MiB, at most
+    /// [`Limits::MAX_EVENT_BYTES`].
     pub max_event_bytes: usize,
     /// Most events in one batch, default 1000.
     pub max_batch_events: usize,
-    /// Largest batch, encoded, default 10 MiB.
+    /// Largest batch, encoded, default 10 MiB, at most
+    /// [`Limits::MAX_BATCH_BYTES`].
     pub max_batch_bytes: usize,
+}
+
+impl Limits {
+    /// The largest `max_event_bytes` a store accepts: 64 MiB. A record's data
+    /// and metadata lengths are u32 in its header, a segment frame's length is
+    /// a u32, and a backup's record frame is at most this long: a larger event
+    /// could be acknowledged and then not be read back or restored.
+    pub const MAX_EVENT_BYTES: usize = 64 << 20;
+    /// The largest `max_batch_bytes` a store accepts: 64 MiB, the size at
+    /// which the writer stops adding requests to a group commit, so that one
+    /// group's frame stays far below what its u32 length can say.
+    pub const MAX_BATCH_BYTES: usize = 64 << 20;
+
+    /// These limits with the byte limits brought down to their maxima.
+    pub(crate) fn clamped(self) -> Limits {
+        Limits {
+            max_event_bytes: self.max_event_bytes.min(Self::MAX_EVENT_BYTES),
+            max_batch_events: self.max_batch_events,
+            max_batch_bytes: self.max_batch_bytes.min(Self::MAX_BATCH_BYTES),
+        }
+    }
 }
 
 impl Default for Limits {

@@ -26,6 +26,13 @@ pub enum Durability {
 /// was not re-measured for the new layout.
 pub const DEFAULT_CACHE_BYTES: u64 = 512 << 20;
 
+/// Default bound of one projection snapshot: 1 GiB.
+///
+/// A snapshot is saved from, and loaded into, one buffer, and a backup holds
+/// one at a time: this bounds that memory. The elicitation service's snapshot
+/// of 100,000 elicitations is about 59 MB (docs/EVENT_STORE.md).
+pub const DEFAULT_MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
+
 /// How to open a store. Build with [`StoreOptions::new`] and the setters.
 #[derive(Clone)]
 pub struct StoreOptions {
@@ -38,6 +45,7 @@ pub struct StoreOptions {
     pub(crate) max_group_events: usize,
     pub(crate) cache_bytes: u64,
     pub(crate) buffered_flush_ms: u64,
+    pub(crate) max_snapshot_bytes: u64,
     pub(crate) observer: Option<Arc<dyn AppendObserver>>,
 }
 
@@ -67,6 +75,7 @@ impl std::fmt::Debug for StoreOptions {
             .field("max_group_events", &self.max_group_events)
             .field("cache_bytes", &self.cache_bytes)
             .field("buffered_flush_ms", &self.buffered_flush_ms)
+            .field("max_snapshot_bytes", &self.max_snapshot_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -85,6 +94,7 @@ impl StoreOptions {
             max_group_events: 4096,
             cache_bytes: DEFAULT_CACHE_BYTES,
             buffered_flush_ms: 200,
+            max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
             observer: None,
         }
     }
@@ -95,9 +105,21 @@ impl StoreOptions {
         self
     }
 
-    /// Size limits (default [`Limits::default`]).
+    /// Size limits (default [`Limits::default`]). `max_event_bytes` is
+    /// brought down to [`Limits::MAX_EVENT_BYTES`] and `max_batch_bytes` to
+    /// [`Limits::MAX_BATCH_BYTES`] (64 MiB each) when larger: a record's
+    /// lengths are u32 on disk, and a larger event could be acknowledged, then
+    /// neither read back nor restored from a backup.
     pub fn limits(mut self, l: Limits) -> Self {
-        self.limits = l;
+        let clamped = l.clamped();
+        if clamped != l {
+            tracing::warn!(
+                asked = ?l,
+                used = ?clamped,
+                "event store: size limits above 64 MiB brought down to 64 MiB"
+            );
+        }
+        self.limits = clamped;
         self
     }
 
@@ -141,9 +163,49 @@ impl StoreOptions {
         self
     }
 
+    /// Largest projection snapshot, in bytes (default
+    /// [`DEFAULT_MAX_SNAPSHOT_BYTES`], 1 GiB). A larger save is refused with
+    /// [`Error::TooLarge`](crate::Error::TooLarge); a larger snapshot file is
+    /// [`Error::Corrupt`](crate::Error::Corrupt) to load (nothing is allocated
+    /// for it) and is left out of backups; a restore leaves out a backup's
+    /// snapshot larger than this, with a warning.
+    pub fn max_snapshot_bytes(mut self, n: u64) -> Self {
+        self.max_snapshot_bytes = n;
+        self
+    }
+
     /// Background flush interval in [`Durability::Buffered`] mode (default 200 ms).
     pub fn buffered_flush_ms(mut self, ms: u64) -> Self {
         self.buffered_flush_ms = ms.max(1);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_limits_past_what_the_formats_hold_are_brought_down() {
+        let asked = Limits {
+            max_event_bytes: usize::MAX,
+            max_batch_events: 7,
+            max_batch_bytes: 5 << 30,
+        };
+        let o = StoreOptions::new(b"k").limits(asked);
+        assert_eq!(
+            o.limits,
+            Limits {
+                max_event_bytes: Limits::MAX_EVENT_BYTES,
+                max_batch_events: 7,
+                max_batch_bytes: Limits::MAX_BATCH_BYTES,
+            }
+        );
+        let fits = Limits {
+            max_event_bytes: 3,
+            max_batch_events: 2,
+            max_batch_bytes: 1,
+        };
+        assert_eq!(StoreOptions::new(b"k").limits(fits).limits, fits);
     }
 }

@@ -173,7 +173,7 @@ impl SegmentLog {
         key: &ChainKey,
         mut apply: impl FnMut(&RecordBatch, Anchor, u32, u64) -> Result<()>,
     ) -> Result<(SegmentLog, Recovery)> {
-        std::fs::create_dir_all(dir)?;
+        crate::private::create_dir(dir)?;
         let mut numbers = list(dir)?;
         let mut head = anchor.unwrap_or(Anchor {
             seq: 0,
@@ -546,9 +546,10 @@ fn list(dir: &Path) -> std::io::Result<Vec<u32>> {
     Ok(out)
 }
 
-/// Creates segment `n` with its header and makes it and its name durable.
+/// Creates segment `n` (mode 0600, `crate::private`) with its header and
+/// makes it and its name durable.
 fn create_segment(dir: &Path, n: u32) -> std::io::Result<()> {
-    let file = OpenOptions::new()
+    let file = crate::private::file_options()
         .write(true)
         .create_new(true)
         .open(dir.join(file_name(n)))?;
@@ -676,7 +677,7 @@ mod tests {
     ) -> RecordBatch {
         let mut b = RecordBatch::starting_at(prev.seq + 1);
         for _ in 0..n {
-            let p = Prepared::new(NewEvent::new("s-1", "t", data(prev.seq)));
+            let p = Prepared::new(NewEvent::new("s-1", "t", data(prev.seq))).unwrap();
             let seq = prev.seq + 1;
             let id = format!("id-{seq}");
             let mac = b.push_with(|out| {

@@ -16,8 +16,16 @@
 //! the data ([`ChainKey::snapshot_mac`]), so a snapshot edited on disk, or
 //! copied under another name, is refused like a damaged record: the projection
 //! is then rebuilt from the log, which stays the source of truth. A file is
-//! written beside its final name, synced, renamed into place and the directory
-//! synced, so a crash leaves the old snapshot or the new one, never a mix.
+//! written beside its final name (`<name>.snap.partial`), synced, renamed into
+//! place and the directory synced, so a crash leaves the old snapshot or the
+//! new one, never a mix; the partial file a crash leaves is removed when the
+//! store next opens ([`SnapshotFiles::remove_partials`]).
+//!
+//! A snapshot is held whole in memory to save, load or back it up, so its size
+//! is bounded ([`StoreOptions::max_snapshot_bytes`](crate::StoreOptions::max_snapshot_bytes)):
+//! a larger save is `TooLarge`, a larger file `Corrupt` to load (nothing is
+//! allocated for it). The directory is 0700 and the files 0600
+//! (`crate::private`).
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
@@ -64,16 +72,24 @@ pub(crate) struct SnapshotFiles {
     dir: PathBuf,
     /// Held by a save: two saves of one name would share its partial file.
     saving: std::sync::Arc<parking_lot::Mutex<()>>,
+    /// Largest snapshot data saved or loaded.
+    max_bytes: u64,
 }
 
 impl SnapshotFiles {
     /// The snapshots of the store in `store_dir` (the directory is created by
-    /// the first save).
-    pub(crate) fn new(store_dir: &Path) -> Self {
+    /// the first save), each at most `max_bytes` of data.
+    pub(crate) fn new(store_dir: &Path, max_bytes: u64) -> Self {
         SnapshotFiles {
             dir: store_dir.join(DIR),
             saving: Default::default(),
+            max_bytes,
         }
+    }
+
+    /// The largest snapshot this store saves or loads.
+    pub(crate) fn max_bytes(&self) -> u64 {
+        self.max_bytes
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -81,13 +97,30 @@ impl SnapshotFiles {
     }
 
     /// Writes the snapshot `name` durably, replacing an older one. `name` must
-    /// be a valid token (checked by the caller): it has no `/`.
+    /// be a valid token (checked by the caller): it has no `/`. Data longer
+    /// than the bound is `TooLarge`.
     pub(crate) fn save(&self, key: &ChainKey, name: &str, seq: u64, data: &[u8]) -> Result<()> {
+        if data.len() as u64 > self.max_bytes {
+            return Err(Error::TooLarge {
+                what: "snapshot",
+                actual: data.len(),
+                limit: usize::try_from(self.max_bytes).unwrap_or(usize::MAX),
+            });
+        }
         let _one_at_a_time = self.saving.lock();
-        std::fs::create_dir_all(&self.dir)?;
+        crate::private::create_dir(&self.dir)?;
         let tmp = self.dir.join(format!("{name}{PARTIAL_SUFFIX}"));
         let written = (|| {
-            let mut f = File::create(&tmp)?;
+            // A fresh file, so that it gets the store's mode (a leftover keeps
+            // its own) and a symlink in its place is not written through.
+            match std::fs::remove_file(&tmp) {
+                Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let mut f = crate::private::file_options()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
             let mut header = [0u8; HEADER_LEN];
             header[..8].copy_from_slice(MAGIC);
             header[8..16].copy_from_slice(&seq.to_be_bytes());
@@ -96,13 +129,43 @@ impl SnapshotFiles {
             f.write_all(&header)?;
             write_paced(&mut f, data)
         })();
-        if let Err(e) = written {
+        if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, self.path(name))) {
             let _ = std::fs::remove_file(&tmp);
             return Err(e.into());
         }
-        std::fs::rename(&tmp, self.path(name))?;
         File::open(&self.dir)?.sync_all()?;
         Ok(())
+    }
+
+    /// Removes the partial files (`<name>.snap.partial`, for a valid name) a
+    /// save cut short by a crash left behind, and returns how many. Called on
+    /// open, under the store's lock, before any save can run; other files are
+    /// left alone, and a removal that fails is logged, not fatal (the next
+    /// save of that name replaces the file).
+    pub(crate) fn remove_partials(&self) -> Result<usize> {
+        let mut removed = 0;
+        for entry in self.entries()? {
+            let entry = entry?;
+            let file_name = entry.file_name();
+            let is_partial = file_name
+                .to_str()
+                .and_then(|f| f.strip_suffix(PARTIAL_SUFFIX))
+                .is_some_and(|name| {
+                    crate::model::validate_token(name, crate::error::Field::SnapshotName).is_ok()
+                });
+            if !is_partial || !entry.file_type()?.is_file() {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!(
+                    file = %entry.path().display(),
+                    error = %e,
+                    "event store: could not remove a snapshot's partial file left by a crash"
+                ),
+            }
+        }
+        Ok(removed)
     }
 
     /// The snapshot `name`, `None` if there is no file. A file that is short,
@@ -125,6 +188,13 @@ impl SnapshotFiles {
         }
         let seq = u64::from_be_bytes(header[8..16].try_into().unwrap_or([0; 8]));
         let len = u64::from_be_bytes(header[16..24].try_into().unwrap_or([0; 8]));
+        if len > self.max_bytes {
+            return Err(corrupt(format!(
+                "snapshot {name} holds {len} bytes, more than the store's bound of {} \
+                 (max_snapshot_bytes)",
+                self.max_bytes
+            )));
+        }
         if len != file_len - HEADER_LEN as u64 {
             return Err(corrupt(format!(
                 "snapshot {name} holds {} bytes of data, its header says {len}",
@@ -197,8 +267,8 @@ impl SnapshotFiles {
         }
     }
 
-    /// Bytes held by the snapshot files (partial ones included: they take
-    /// space until the next save of their name replaces them).
+    /// Bytes held by the snapshot files (the partial file of a save in
+    /// progress included; those a crash left are removed on open).
     pub(crate) fn size_on_disk(&self) -> Result<u64> {
         let mut total = 0;
         for entry in self.entries()? {
@@ -233,7 +303,7 @@ mod tests {
 
     fn files() -> (tempfile::TempDir, SnapshotFiles) {
         let d = tempfile::tempdir().unwrap();
-        let f = SnapshotFiles::new(d.path());
+        let f = SnapshotFiles::new(d.path(), 8 << 20);
         (d, f)
     }
 
@@ -325,6 +395,40 @@ mod tests {
         // The next save replaces the leftover.
         f.save(&key, "p", 2, b"b").unwrap();
         assert_eq!(f.load(&key, "p").unwrap().unwrap().seq, 2);
+    }
+
+    #[test]
+    fn a_save_whose_rename_fails_leaves_no_partial_file() {
+        let (d, f) = files();
+        let key = ChainKey::new(b"k");
+        // A non-empty directory where the snapshot goes: the rename fails.
+        let dir = d.path().join(DIR);
+        std::fs::create_dir_all(dir.join("p.snap").join("inside")).unwrap();
+        assert!(f.save(&key, "p", 1, b"data").is_err());
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["p.snap"]);
+    }
+
+    #[test]
+    fn a_partial_file_is_created_afresh_never_written_through_a_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let (d, f) = files();
+        let key = ChainKey::new(b"k");
+        let elsewhere = d.path().join("elsewhere");
+        std::fs::write(&elsewhere, b"not to be touched").unwrap();
+        let dir = d.path().join(DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.join("p.snap.partial")).unwrap();
+        f.save(&key, "p", 1, b"data").unwrap();
+        assert_eq!(std::fs::read(&elsewhere).unwrap(), b"not to be touched");
+        let file = dir.join("p.snap");
+        assert!(!std::fs::symlink_metadata(&file).unwrap().is_symlink());
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, crate::private::FILE_MODE);
+        assert_eq!(f.load(&key, "p").unwrap().unwrap().data, b"data");
     }
 
     #[tokio::test]

@@ -136,6 +136,10 @@ const MAX_DAMAGED_LISTED: usize = 256;
 impl EventStore {
     /// Opens the store in `dir`, creating it if needed, and rebuilds the indexes
     /// from the log. Refuses a store created with another key ([`Error::WrongKey`]).
+    ///
+    /// A new `dir` is created with mode 0700, its segment and snapshot files
+    /// with 0600 (a store holds the whole log); an existing `dir` keeps its
+    /// mode.
     pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<EventStore> {
         Self::open_inner(dir.as_ref(), options, None)
     }
@@ -158,12 +162,14 @@ impl EventStore {
             std::process::id(),
             ulid::Ulid::generate()
         ));
-        std::fs::create_dir_all(&dir)?;
+        crate::private::create_dir(&dir)?;
         let temp = TempDir(dir.clone());
         Self::open_inner(&dir, options, Some(temp))
     }
 
     fn open_inner(dir: &Path, options: StoreOptions, temp: Option<TempDir>) -> Result<EventStore> {
+        // Before sled, which would create it with the umask's mode.
+        crate::private::create_dir(dir)?;
         let mut backend = SledBackend::open(dir, options.cache_bytes)?;
         // Durable mode syncs each group's frame; sled is flushed about once a
         // second. Buffered mode syncs the segment and flushes sled every
@@ -215,7 +221,14 @@ impl EventStore {
         }
         let head = anchor.map_or(0, |a| a.seq);
         let chain = anchor.map_or(GENESIS, |a| a.mac);
-        let snapshots = SnapshotFiles::new(dir);
+        let snapshots = SnapshotFiles::new(dir, options.max_snapshot_bytes);
+        let partials = snapshots.remove_partials()?;
+        if partials > 0 {
+            tracing::info!(
+                partials,
+                "event store: removed the partial snapshot files a crash left"
+            );
+        }
         let mut past = snapshots.remove_past(&key, head)?;
         // Stores written before snapshots became files kept them in sled.
         for k in backend.meta_keys(SNAPSHOT_PREFIX)? {
@@ -385,7 +398,7 @@ impl EventStore {
         let mut prepared = Vec::with_capacity(events.len());
         for e in events {
             e.validate()?;
-            let p = Prepared::new(e);
+            let p = Prepared::new(e)?;
             // A store-chosen id is a 26-character ULID.
             let len = p.record_len(p.event.id.as_ref().map_or(26, String::len));
             if len > limits.max_event_bytes {

@@ -203,6 +203,7 @@ fn stored(e: &Event) -> Vec<u8> {
         .with_metadata(e.metadata.clone());
     let key = ChainKey::new(b"projection test key");
     Prepared::new(new)
+        .unwrap()
         .finish(&key, &GENESIS, e.seq, e.version, e.time, &e.id)
         .0
 }
