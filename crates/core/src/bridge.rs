@@ -137,8 +137,9 @@ impl Bridge {
         let store = EventStore::open(dir.join("store"), store_options)?;
         // A damaged store refuses writes (and its projections could not be
         // rebuilt faithfully): a bridge on it would serve a partial state and
-        // fail every write, so it does not start; the offline tools
-        // (`store verify`, `store backup`, `store restore`) work on it.
+        // fail every write, so it does not start; the offline tools work on
+        // it (`store verify`, `store restore` over it; `store backup` only
+        // while every record still reads and chains: docs/EVENT_STORE.md).
         if let Some(&seq) = store.damaged_on_open().first() {
             return Err(OpenError::Store(lighthouse_event_store::Error::Damaged {
                 seq,

@@ -53,6 +53,16 @@ pub fn from_store(e: StoreError) -> Problem {
             ErrorCode::Unavailable,
             "the event store is not accepting writes; retry later",
         ),
+        // Still `500 internal` (a 5xx never says that nothing happened), with
+        // a detail that says the write may have been stored.
+        e @ StoreError::OutcomeUnknown { .. } => {
+            tracing::error!(error = %e, "event store write failed with an unknown outcome");
+            Problem::new(
+                ErrorCode::Internal,
+                "storage failed while the write was being stored, and whether it was is \
+                 unknown: read it back before sending it again",
+            )
+        }
         StoreError::Damaged { seq } => {
             tracing::error!(
                 seq,

@@ -14,8 +14,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::codec::ChainKey;
-use crate::error::Result;
-use crate::segments::{FILE_HEADER_LEN, Location, Recovery, SegmentLog};
+use crate::error::{Error, Result};
+use crate::segments::{FILE_HEADER_LEN, Fault, Location, Recovery, SegmentLog};
 
 /// The head of the chain as stored with every committed batch: the last seq and
 /// its MAC. Used to detect a truncated log and to resume the chain on open.
@@ -143,6 +143,11 @@ pub type RecordIter<'a> = Box<dyn Iterator<Item = Result<(u64, RecordBytes)>> + 
 /// What the event log needs from a storage engine.
 pub trait Backend: Send + Sync + 'static {
     /// Writes `records` and the new anchor, all or nothing.
+    ///
+    /// On an error, return [`Error::WriteFailed`](crate::Error::WriteFailed)
+    /// only when nothing of the batch is stored, nor will be found after a
+    /// reopen; any other error is taken as an unknown outcome (the writer
+    /// answers [`Error::OutcomeUnknown`](crate::Error::OutcomeUnknown)).
     fn commit(&self, records: &RecordBatch, anchor: Anchor) -> Result<()>;
     /// Makes every commit so far durable.
     fn flush(&self) -> Result<()>;
@@ -172,6 +177,12 @@ pub trait Backend: Send + Sync + 'static {
     #[doc(hidden)]
     fn flush_index_unsynced(&self) -> Result<()> {
         Ok(())
+    }
+    /// The faults a test can arm in the segment log.
+    #[cfg(test)]
+    #[allow(private_interfaces)]
+    fn faults(&self) -> Option<Arc<crate::segments::Faults>> {
+        None
     }
 }
 
@@ -615,15 +626,38 @@ impl ChunkReader<'_> {
 
 impl Backend for SledBackend {
     fn commit(&self, records: &RecordBatch, anchor: Anchor) -> Result<()> {
-        let segments = self.segments()?;
+        let segments = self.segments().map_err(|e| Error::WriteFailed {
+            reason: e.to_string(),
+        })?;
         let _g = self.commit_lock.lock();
         // The frame first (synced in durable mode), then its locations: sled
         // must never hold a location whose bytes could be lost.
-        let (segment, offset) = segments.append(records)?;
-        if self.sync_each_commit {
-            segments.sync()?;
-        }
-        self.index(records, anchor, segment, offset)
+        let written = segments.append(records).and_then(|at| {
+            if self.sync_each_commit {
+                segments.sync()?;
+            }
+            Ok(at)
+        });
+        // A failed write or sync cuts the frame off the segment (or leaves a
+        // marker that makes the next open do it): then it is certainly not
+        // stored.
+        let (segment, offset) = written.map_err(|f| {
+            let reason = f.error.to_string();
+            if f.undone {
+                Error::WriteFailed { reason }
+            } else {
+                Error::OutcomeUnknown { reason }
+            }
+        })?;
+        // The frame is in the segment (and synced, in durable mode): a reopen
+        // may index it again.
+        segments
+            .fault(Fault::Index)
+            .map_err(Error::from)
+            .and_then(|()| self.index(records, anchor, segment, offset))
+            .map_err(|e| Error::OutcomeUnknown {
+                reason: e.to_string(),
+            })
     }
 
     fn flush(&self) -> Result<()> {
@@ -789,6 +823,12 @@ impl Backend for SledBackend {
     fn flush_index_unsynced(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
+    }
+
+    #[cfg(test)]
+    #[allow(private_interfaces)]
+    fn faults(&self) -> Option<Arc<crate::segments::Faults>> {
+        self.segments.as_ref().map(|s| s.faults())
     }
 
     fn size_on_disk(&self) -> Result<u64> {

@@ -130,10 +130,34 @@ pub enum Error {
     /// it is reopened (the on-disk state is whatever was durably flushed).
     #[error("the store refused writes after an earlier storage failure; reopen it")]
     Poisoned,
-    /// Writing a batch to storage failed; nothing of it was acknowledged and the
-    /// store now refuses writes until reopened.
-    #[error("writing to storage failed, nothing was acknowledged: {reason}")]
+    /// Writing a batch to storage failed and nothing of it is stored: it is
+    /// not in the log, and a reopen will not find it (what had reached the
+    /// log file was cut off durably, or is cut by the next open). The store
+    /// refuses writes until reopened; the batch may be sent again then.
+    ///
+    /// Also the answer to a request that was refused on the strength of a
+    /// batch that then failed (a version conflict or duplicate id found
+    /// among that batch's events): it was not written either, and its
+    /// conditions are checked again when it is sent again.
+    #[error("writing to storage failed and nothing of the batch was stored: {reason}")]
     WriteFailed {
+        /// The storage engine's message.
+        reason: String,
+    },
+    /// Writing a batch to storage failed after it reached the log file, so
+    /// whether it is stored is not known: a reopen may find it, whole, or not
+    /// at all (never part of it). The store refuses writes until reopened.
+    /// Not the same as [`WriteFailed`](Self::WriteFailed): do not report it as
+    /// "nothing happened". After the reopen, read the log (the events' ids,
+    /// or their stream) before sending the batch again; a batch whose events
+    /// all carry ids may simply be sent again (it is answered `deduplicated`
+    /// if it was stored).
+    #[error(
+        "writing to storage failed and whether the batch was stored is unknown: after the \
+         store is reopened, read before sending it again (or resend it with the same event \
+         ids): {reason}"
+    )]
+    OutcomeUnknown {
         /// The storage engine's message.
         reason: String,
     },

@@ -15,6 +15,9 @@
 //!   [`Durability::Durable`] mode (the default), on disk: synced to the store's
 //!   write-ahead log, which is replayed into sled on open. Concurrent appenders
 //!   share one sync (group commit).
+//! - A failed append is [`Error::WriteFailed`] only when none of it is stored,
+//!   now or after a reopen (bytes a failed write or sync left in the log file
+//!   are cut off durably first); otherwise [`Error::OutcomeUnknown`].
 //! - Each record carries an HMAC-SHA256 chained with the previous record's; the
 //!   chain head is stored with every batch. [`EventStore::verify`] finds the first
 //!   changed, removed, reordered or truncated record.

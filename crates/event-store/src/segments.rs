@@ -45,6 +45,14 @@
 //! - A closed segment was synced before the next one was created, so a frame
 //!   that does not continue the chain in any segment but the last is damage, not
 //!   a crash: open refuses the store rather than drop what follows.
+//! - A failed write or sync is not forgotten by a restart. After a failed
+//!   `fsync` Linux may keep the unwritten pages in its cache, marked clean: a
+//!   later open would read them back, find that they chain, and take them for
+//!   durable. So before the failure is answered, the active segment is cut
+//!   back (and synced) to where its data is known to be on disk; if that fails
+//!   too, a small synced marker file, `FAILED`, names the segment and offset,
+//!   and the next open cuts the log there before anything else (it never cuts
+//!   records sled has indexed) and then removes the marker.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -60,6 +68,15 @@ use crate::codec::{ChainKey, RecordView, stored_len};
 use crate::error::{Error, Result};
 
 const FILE_MAGIC: &[u8; 8] = b"LHSEG\0\0\x01";
+/// The failure marker in the segments folder: left by a failed write or sync
+/// whose bytes could not be cut off the active segment (see the module docs).
+/// `FAILED_MAGIC`, then the segment number and the offset where the log ends
+/// (u64 LE each). Written as `FAILED.partial`, synced and renamed, so a marker
+/// under its name is always whole.
+const FAILED: &str = "FAILED";
+const FAILED_PARTIAL: &str = "FAILED.partial";
+const FAILED_MAGIC: &[u8; 8] = b"LHFAIL\0\x01";
+const FAILED_LEN: usize = 24;
 pub(crate) const FILE_HEADER_LEN: u64 = 16;
 const FRAME_HEADER_LEN: usize = 24;
 /// The active file grows in steps of at least this (and at most
@@ -122,6 +139,9 @@ struct Active {
     allocated: u64,
     /// A frame was written and not synced yet.
     unsynced: bool,
+    /// Where the data known to be on disk ends: a failed sync cuts the file
+    /// back to here.
+    synced: u64,
 }
 
 /// The segment files of one store.
@@ -134,6 +154,84 @@ pub(crate) struct SegmentLog {
     closed_bytes: std::sync::atomic::AtomicU64,
     /// A write or sync failed: every later write fails.
     failed: AtomicBool,
+    #[cfg(test)]
+    faults: Arc<Faults>,
+}
+
+/// A failed append or sync of the segment log.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) error: std::io::Error,
+    /// No later open will find what the failed call was writing (for a sync:
+    /// anything written since the last successful sync): it wrote nothing,
+    /// or the segment was cut back durably, or the `FAILED` marker says
+    /// where the next open cuts it. When false, those bytes may or may not
+    /// be found by the next open.
+    pub(crate) undone: bool,
+}
+
+impl Failure {
+    /// A failure before anything was written.
+    fn nothing_written(error: std::io::Error) -> Failure {
+        Failure {
+            error,
+            undone: true,
+        }
+    }
+}
+
+impl From<Failure> for std::io::Error {
+    fn from(f: Failure) -> Self {
+        f.error
+    }
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Self {
+        Error::Io(f.error)
+    }
+}
+
+/// A failure tests can inject into the segment log (`Faults`); without
+/// `cfg(test)` nothing is ever injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// The next sync of the active segment fails without syncing (its bytes
+    /// stay in the file, as a failed writeback leaves them in the page cache).
+    Sync,
+    /// The next frame write writes the frame's header, then fails.
+    Write,
+    /// Cutting the active segment back after a failure fails.
+    Cut,
+    /// Writing the `FAILED` marker fails.
+    Marker,
+    /// The backend's next insert of a group's locations into sled fails
+    /// (checked by the backend, after the frame is written and synced).
+    Index,
+}
+
+/// Armed faults of one segment log, each fired once.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Faults(Mutex<Vec<Fault>>);
+
+#[cfg(test)]
+impl Faults {
+    /// Makes the next occasion of `fault` fail.
+    pub(crate) fn arm(&self, fault: Fault) {
+        self.0.lock().push(fault);
+    }
+
+    fn fire(&self, fault: Fault) -> bool {
+        let mut armed = self.0.lock();
+        match armed.iter().position(|&f| f == fault) {
+            Some(i) => {
+                armed.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// What [`SegmentLog::open`] found above sled's anchor.
@@ -166,6 +264,14 @@ impl SegmentLog {
     /// holding the anchor's record, where the scan starts (the first segment when
     /// `None`). Check the key before calling this: with a wrong key nothing
     /// chains and the frames above the anchor would be cut off.
+    ///
+    /// A `FAILED` marker left by a failed write or sync is honoured first: in
+    /// its segment, the first frame that ends past its offset and holds
+    /// records above the anchor (sled has not indexed them) ends the log, and
+    /// is cut off with everything after it, as a torn tail is. Records sled
+    /// has indexed are never cut for a marker (they were on disk before sled
+    /// heard of them); a marker past the data cuts nothing. The marker is
+    /// removed once the cut is synced.
     pub(crate) fn open(
         dir: &Path,
         anchor: Option<Anchor>,
@@ -174,6 +280,7 @@ impl SegmentLog {
         mut apply: impl FnMut(&RecordBatch, Anchor, u32, u64) -> Result<()>,
     ) -> Result<(SegmentLog, Recovery)> {
         crate::private::create_dir(dir)?;
+        let marker = read_marker(dir, anchor.map_or(1, |a| a.seq + 1))?;
         let mut numbers = list(dir)?;
         let mut head = anchor.unwrap_or(Anchor {
             seq: 0,
@@ -212,6 +319,11 @@ impl SegmentLog {
             }
             let mut at = FILE_HEADER_LEN as usize;
             let mut torn = false;
+            // Where a failed write or sync ended this segment's data.
+            let failed_at = marker
+                .filter(|&(segment, _)| segment == n)
+                .map(|(_, off)| off);
+            let mut at_marker = false;
             while let Some(frame) = read_frame(&bytes, at, n) {
                 let Some(frame) = frame else {
                     torn = true;
@@ -246,6 +358,14 @@ impl SegmentLog {
                     }
                 }
                 let last = frame.first_seq.saturating_add(u64::from(frame.count) - 1);
+                let end = frame.payload_at + frame.payload.len() as u64;
+                if n >= start && last > head.seq && failed_at.is_some_and(|off| end > off) {
+                    // Written by the failed write, or not known to be on disk
+                    // when a sync failed: the log ends before it.
+                    at_marker = true;
+                    torn = true;
+                    break;
+                }
                 if n >= start && last > head.seq {
                     match check_frame(&frame, head, key) {
                         Some((batch, next, skip)) => {
@@ -287,6 +407,14 @@ impl SegmentLog {
                     continue;
                 }
                 // Cut the torn tail so that the next frame follows the last good one.
+                if at_marker {
+                    tracing::warn!(
+                        segment = n,
+                        offset = at,
+                        "event store: cutting the log where a failed write or sync left it \
+                         (segments/{FAILED}); what followed was never acknowledged as durable"
+                    );
+                }
                 out.torn_tail = true;
                 let f = OpenOptions::new()
                     .write(true)
@@ -306,6 +434,12 @@ impl SegmentLog {
         };
         for &n in &replayed_in {
             File::open(dir.join(file_name(n)))?.sync_all()?;
+        }
+        // The cut it asked for is on disk (or there was nothing to cut): a
+        // marker left in place would cut records appended from now on.
+        if marker.is_some() {
+            std::fs::remove_file(dir.join(FAILED))?;
+            File::open(dir)?.sync_all()?;
         }
         if numbers.last() != Some(&number) {
             create_segment(dir, number)?;
@@ -336,10 +470,15 @@ impl SegmentLog {
                 len,
                 allocated,
                 unsynced: false,
+                // The caller syncs what an earlier process may have left
+                // unsynced before anything is appended (`sync_active`).
+                synced: len,
             }),
             files: RwLock::new(files),
             closed_bytes: closed.into(),
             failed: AtomicBool::new(false),
+            #[cfg(test)]
+            faults: Arc::default(),
         };
         Ok((log, out))
     }
@@ -351,38 +490,122 @@ impl SegmentLog {
         Ok(())
     }
 
-    fn fail<T>(&self, r: std::io::Result<T>) -> std::io::Result<T> {
-        if r.is_err() {
-            self.failed.store(true, Ordering::Release);
+    /// After a failed write or sync: refuses every later write, and keeps a
+    /// later open from finding bytes that may not have reached the disk. When
+    /// `dirty` (the file may hold such bytes past `cut_to`), the active
+    /// segment is cut back to `cut_to` (at or past `synced`) and synced; if
+    /// that fails, the `FAILED` marker names `synced` for the next open.
+    fn fail(&self, a: &mut Active, error: std::io::Error, cut_to: u64, dirty: bool) -> Failure {
+        self.failed.store(true, Ordering::Release);
+        let undone = !dirty || self.cut_back(a, cut_to);
+        Failure { error, undone }
+    }
+
+    /// Cuts the active segment back to `to` durably, or else leaves the
+    /// marker; whether either worked.
+    fn cut_back(&self, a: &mut Active, to: u64) -> bool {
+        let cut = self
+            .fault(Fault::Cut)
+            .and_then(|()| a.file.set_len(to))
+            .and_then(|()| a.file.sync_all());
+        let cut_error = match cut {
+            Ok(()) => {
+                tracing::error!(
+                    segment = a.number,
+                    offset = to,
+                    "event store: a segment write or sync failed; the segment was cut back \
+                     to where its data is known to be on disk"
+                );
+                (a.len, a.allocated, a.synced, a.unsynced) = (to, to, to, false);
+                return true;
+            }
+            Err(e) => e,
+        };
+        // The cut (or its sync) failed: everything since the last good sync
+        // is in doubt, so the marker names that.
+        let at = a.synced;
+        match self
+            .fault(Fault::Marker)
+            .and_then(|()| write_marker(&self.dir, a.number, at))
+        {
+            Ok(()) => {
+                tracing::error!(
+                    segment = a.number,
+                    offset = at,
+                    error = %cut_error,
+                    "event store: a segment write or sync failed and the segment could not be \
+                     cut back; segments/{FAILED} makes the next open cut it there"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::error!(
+                    segment = a.number,
+                    offset = at,
+                    error = %e,
+                    cut_error = %cut_error,
+                    "event store: a segment write or sync failed, and neither cutting the \
+                     segment back nor writing segments/{FAILED} worked: the next open may \
+                     find bytes that are not on disk"
+                );
+                false
+            }
         }
-        r
+    }
+
+    /// Fails if a test armed `fault`.
+    #[cfg(test)]
+    pub(crate) fn fault(&self, fault: Fault) -> std::io::Result<()> {
+        if self.faults.fire(fault) {
+            return Err(io_err(format!("injected failure: {fault:?}")));
+        }
+        Ok(())
+    }
+
+    /// Fails if a test armed `fault` (never, outside tests).
+    #[cfg(not(test))]
+    pub(crate) fn fault(&self, _: Fault) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    /// The faults tests arm.
+    #[cfg(test)]
+    pub(crate) fn faults(&self) -> Arc<Faults> {
+        self.faults.clone()
     }
 
     /// Writes `records` as one frame (not synced); returns the segment and the
     /// offset of its first record.
-    pub(crate) fn append(&self, records: &RecordBatch) -> std::io::Result<(u32, u64)> {
-        let count = u32::try_from(records.len()).map_err(|_| io_err("frame too large"))?;
+    pub(crate) fn append(&self, records: &RecordBatch) -> Result<(u32, u64), Failure> {
+        let count = u32::try_from(records.len())
+            .map_err(|_| Failure::nothing_written(io_err("frame too large")))?;
         self.append_raw(records.first_seq(), count, records.bytes())
     }
 
-    /// Writes a frame of `count` records starting at `first_seq`, given as bytes.
+    /// Writes a frame of `count` records starting at `first_seq`, given as
+    /// bytes. On a failure, [`Failure::undone`] is about this frame.
     pub(crate) fn append_raw(
         &self,
         first_seq: u64,
         count: u32,
         payload: &[u8],
-    ) -> std::io::Result<(u32, u64)> {
-        self.check()?;
+    ) -> Result<(u32, u64), Failure> {
+        self.check().map_err(Failure::nothing_written)?;
         if count == 0 || payload.is_empty() {
-            return Err(io_err("empty frame"));
+            return Err(Failure::nothing_written(io_err("empty frame")));
         }
-        let len = u32::try_from(payload.len()).map_err(|_| io_err("frame too large"))?;
+        let len = u32::try_from(payload.len())
+            .map_err(|_| Failure::nothing_written(io_err("frame too large")))?;
         let mut a = self.active.lock();
         if a.len > FILE_HEADER_LEN
             && a.len + FRAME_HEADER_LEN as u64 + payload.len() as u64 > SEGMENT_BYTES
+            && let Err(e) = self.rotate(&mut a)
         {
-            let r = self.rotate(&mut a);
-            self.fail(r)?;
+            // Closing the segment syncs it: what was written since the last
+            // sync is in doubt. This frame was not started.
+            let (to, dirty) = (a.synced, a.unsynced);
+            let f = self.fail(&mut a, e, to, dirty);
+            return Err(Failure::nothing_written(f.error));
         }
         let mut header = [0u8; FRAME_HEADER_LEN];
         header[0..4].copy_from_slice(&len.to_le_bytes());
@@ -391,14 +614,23 @@ impl SegmentLog {
         header[16..24].copy_from_slice(&first_seq.to_le_bytes());
         let at = a.len;
         let end = at + (FRAME_HEADER_LEN + payload.len()) as u64;
-        let r = (|| {
-            if end > a.allocated {
-                extend(&mut a, end)?;
-            }
-            a.file.write_all_at(&header, at)?;
-            a.file.write_all_at(payload, at + FRAME_HEADER_LEN as u64)
-        })();
-        self.fail(r)?;
+        if end > a.allocated
+            && let Err(e) = extend(&mut a, end)
+        {
+            // Zeros only: they end the data where they are read.
+            let f = self.fail(&mut a, e, at, false);
+            return Err(Failure::nothing_written(f.error));
+        }
+        let r = a
+            .file
+            .write_all_at(&header, at)
+            .and_then(|()| self.fault(Fault::Write))
+            .and_then(|()| a.file.write_all_at(payload, at + FRAME_HEADER_LEN as u64));
+        if let Err(e) = r {
+            // Part of the frame may be in the file: it goes (and, should the
+            // cut's sync fail, whatever was not synced before it).
+            return Err(self.fail(&mut a, e, at, true));
+        }
         a.len = end;
         a.unsynced = true;
         Ok((a.number, at + FRAME_HEADER_LEN as u64))
@@ -408,6 +640,7 @@ impl SegmentLog {
     fn rotate(&self, a: &mut Active) -> std::io::Result<()> {
         a.file.set_len(a.len)?;
         a.file.sync_all()?;
+        (a.allocated, a.synced, a.unsynced) = (a.len, a.len, false);
         let next = a.number + 1;
         create_segment(&self.dir, next)?;
         let file = Arc::new(
@@ -424,18 +657,29 @@ impl SegmentLog {
             len: FILE_HEADER_LEN,
             allocated: FILE_HEADER_LEN,
             unsynced: false,
+            synced: FILE_HEADER_LEN,
         };
         Ok(())
     }
 
-    /// Makes every written frame durable.
-    pub(crate) fn sync(&self) -> std::io::Result<()> {
-        self.check()?;
+    /// Makes every written frame durable. On a failure, [`Failure::undone`]
+    /// is about everything written since the last successful sync: the
+    /// segment is cut back to it (see [`fail`](Self::fail)).
+    pub(crate) fn sync(&self) -> Result<(), Failure> {
         let mut a = self.active.lock();
+        if let Err(e) = self.check() {
+            // Failed earlier (a checkpoint poisoned the log): nothing is
+            // synced or cut here, so a frame written since is in doubt.
+            let undone = !a.unsynced;
+            return Err(Failure { error: e, undone });
+        }
         if a.unsynced {
-            let r = a.file.sync_data();
-            self.fail(r)?;
-            a.unsynced = false;
+            let r = self.fault(Fault::Sync).and_then(|()| a.file.sync_data());
+            if let Err(e) = r {
+                let to = a.synced;
+                return Err(self.fail(&mut a, e, to, true));
+            }
+            (a.synced, a.unsynced) = (a.len, false);
         }
         Ok(())
     }
@@ -446,9 +690,11 @@ impl SegmentLog {
     pub(crate) fn sync_active(&self) -> std::io::Result<()> {
         self.check()?;
         let mut a = self.active.lock();
-        let r = a.file.sync_data();
-        self.fail(r)?;
-        a.unsynced = false;
+        if let Err(e) = a.file.sync_data() {
+            self.failed.store(true, Ordering::Release);
+            return Err(e);
+        }
+        (a.synced, a.unsynced) = (a.len, false);
         Ok(())
     }
 
@@ -559,6 +805,62 @@ fn create_segment(dir: &Path, n: u32) -> std::io::Result<()> {
     file.write_all_at(&h, 0)?;
     file.sync_all()?;
     File::open(dir)?.sync_all()
+}
+
+/// Writes the `FAILED` marker (segment `n`, `offset`) durably: a partial
+/// file, synced, renamed into place, the folder synced.
+fn write_marker(dir: &Path, n: u32, offset: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut b = [0u8; FAILED_LEN];
+    b[..8].copy_from_slice(FAILED_MAGIC);
+    b[8..16].copy_from_slice(&u64::from(n).to_le_bytes());
+    b[16..].copy_from_slice(&offset.to_le_bytes());
+    let partial = dir.join(FAILED_PARTIAL);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)?;
+    file.write_all_at(&b, 0)?;
+    file.sync_all()?;
+    std::fs::rename(&partial, dir.join(FAILED))?;
+    File::open(dir)?.sync_all()
+}
+
+/// The `FAILED` marker in `dir`, if any: (segment, offset). A leftover
+/// partial marker (its writer failed before the rename) is removed. A marker
+/// that cannot be read is `Corrupt` (`seq`: the next position): where the log
+/// must end is then unknown, and opening could take unsynced bytes for
+/// durable ones.
+fn read_marker(dir: &Path, seq: u64) -> Result<Option<(u32, u64)>> {
+    match std::fs::remove_file(dir.join(FAILED_PARTIAL)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    let b = match std::fs::read(dir.join(FAILED)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let word = |r: std::ops::Range<usize>| b.get(r).and_then(|w| w.try_into().ok());
+    let marker = (b.len() == FAILED_LEN && &b[..8] == FAILED_MAGIC)
+        .then(|| {
+            let n = u32::try_from(u64::from_le_bytes(word(8..16)?)).ok()?;
+            Some((n, u64::from_le_bytes(word(16..24)?)))
+        })
+        .flatten();
+    match marker {
+        Some(m) => Ok(Some(m)),
+        None => Err(Error::Corrupt {
+            seq,
+            reason: format!(
+                "segments/{FAILED} (left by a failed write or sync) is damaged, so where the \
+                 log must end is unknown: restore from a backup, or remove the file to take \
+                 the segments as they are"
+            ),
+        }),
+    }
 }
 
 /// Zero-fills the active file from its allocated end to at least `end`.
@@ -898,5 +1200,150 @@ mod tests {
         // From an anchor in segment 2, only its later frames are replayed.
         let (_, r, _) = open(dir.path(), Some(head), Some(2), &key);
         assert_eq!(r.replayed, 0);
+    }
+
+    /// Length of segment 1 of the log in `dir`.
+    fn seg1_len(dir: &Path) -> u64 {
+        std::fs::metadata(dir.join(file_name(1))).unwrap().len()
+    }
+
+    /// A log holding one synced frame of 2 records and a second, unsynced
+    /// frame of 3; returns the head after each and where the second starts.
+    fn synced_then_written(
+        log: &SegmentLog,
+        key: &ChainKey,
+        head: &mut Anchor,
+    ) -> (Anchor, Anchor, u64) {
+        log.append(&records(key, head, 2)).unwrap();
+        log.sync().unwrap();
+        let first = *head;
+        let (_, off) = log.append(&records(key, head, 3)).unwrap();
+        (first, *head, off - FRAME_HEADER_LEN as u64)
+    }
+
+    #[test]
+    fn a_failed_sync_cuts_what_it_did_not_make_durable_so_a_reopen_does_not_find_it() {
+        let (dir, key, log, mut head) = fresh();
+        let (first, _, second_at) = synced_then_written(&log, &key, &mut head);
+        // The sync fails; the frame's bytes stay in the file, as a failed
+        // writeback leaves them in the page cache, marked clean.
+        log.faults().arm(Fault::Sync);
+        let f = log.sync().unwrap_err();
+        assert!(f.undone, "the cut is synced: the frame is certainly gone");
+        assert_eq!(seg1_len(dir.path()), second_at);
+        let mut after = first;
+        assert!(log.append(&records(&key, &mut after, 1)).is_err());
+        assert!(!dir.path().join(FAILED).exists());
+        drop(log);
+        // Before the fix a reopen found the frame, chaining, and indexed it.
+        let (log, r, seqs) = open(dir.path(), None, None, &key);
+        assert_eq!(seqs, vec![1, 2]);
+        assert!(!r.torn_tail);
+        // The log goes on after the last durable frame.
+        let mut head = first;
+        log.append(&records(&key, &mut head, 1)).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        assert_eq!(open(dir.path(), None, None, &key).2, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_failed_write_cuts_its_partial_frame() {
+        let (dir, key, log, mut head) = fresh();
+        log.append(&records(&key, &mut head, 2)).unwrap();
+        log.sync().unwrap();
+        let end = log.active.lock().len;
+        // The header goes in, the records do not.
+        log.faults().arm(Fault::Write);
+        let f = log.append(&records(&key, &mut head, 2)).unwrap_err();
+        assert!(f.undone);
+        assert_eq!(seg1_len(dir.path()), end, "the partial frame is cut off");
+        drop(log);
+        let (_, r, seqs) = open(dir.path(), None, None, &key);
+        assert_eq!((seqs, r.torn_tail), (vec![1, 2], false));
+    }
+
+    #[test]
+    fn a_cut_that_fails_leaves_a_marker_which_the_next_open_honours_once() {
+        let (dir, key, log, mut head) = fresh();
+        let (first, _, second_at) = synced_then_written(&log, &key, &mut head);
+        log.faults().arm(Fault::Sync);
+        log.faults().arm(Fault::Cut);
+        let f = log.sync().unwrap_err();
+        assert!(f.undone, "the marker makes the next open cut the frame");
+        assert!(seg1_len(dir.path()) > second_at, "not cut yet");
+        assert!(dir.path().join(FAILED).exists());
+        drop(log);
+        let (log, r, seqs) = open(dir.path(), None, None, &key);
+        assert_eq!(
+            seqs,
+            vec![1, 2],
+            "the frame after the marker is not indexed"
+        );
+        assert!(r.torn_tail);
+        assert_eq!(seg1_len(dir.path()), second_at);
+        assert!(!dir.path().join(FAILED).exists(), "removed once honoured");
+        // Records appended after it are not cut by a second open.
+        let mut head = first;
+        log.append(&records(&key, &mut head, 4)).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        assert_eq!(
+            open(dir.path(), None, None, &key).2,
+            (1..=6).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn when_neither_the_cut_nor_the_marker_works_the_outcome_is_unknown() {
+        let (dir, key, log, mut head) = fresh();
+        synced_then_written(&log, &key, &mut head);
+        for f in [Fault::Sync, Fault::Cut, Fault::Marker] {
+            log.faults().arm(f);
+        }
+        assert!(!log.sync().unwrap_err().undone);
+        assert!(!dir.path().join(FAILED).exists());
+        assert!(!dir.path().join(FAILED_PARTIAL).exists());
+    }
+
+    #[test]
+    fn a_marker_never_cuts_indexed_records_and_one_past_the_data_cuts_nothing() {
+        let (dir, key, log, mut head) = fresh();
+        let (first, second, second_at) = synced_then_written(&log, &key, &mut head);
+        let mut third = second;
+        log.append(&records(&key, &mut third, 1)).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        // A marker at the first frame, below what sled has indexed (the
+        // second frame): the second frame stays, the third (above the
+        // anchor) goes.
+        write_marker(dir.path(), 1, FILE_HEADER_LEN).unwrap();
+        let (log, r, seqs) = open(dir.path(), Some(second), Some(1), &key);
+        assert_eq!((seqs, r.torn_tail, r.damaged_at), (vec![], true, None));
+        assert!(seg1_len(dir.path()) > second_at);
+        assert!(!dir.path().join(FAILED).exists());
+        drop(log);
+        // A marker past the data cuts nothing; nor does one naming another
+        // segment.
+        for (segment, offset) in [(1, u64::MAX), (7, FILE_HEADER_LEN)] {
+            write_marker(dir.path(), segment, offset).unwrap();
+            let (_, r, seqs) = open(dir.path(), Some(first), Some(1), &key);
+            assert_eq!((seqs, r.torn_tail), (vec![3, 4, 5], false));
+            assert!(!dir.path().join(FAILED).exists());
+        }
+    }
+
+    #[test]
+    fn a_damaged_marker_refuses_the_open() {
+        let (dir, key, log, _) = fresh();
+        drop(log);
+        std::fs::write(dir.path().join(FAILED), b"LHFAIL").unwrap();
+        let r = SegmentLog::open(dir.path(), None, None, &key, |_, _, _, _| Ok(()));
+        assert!(matches!(r, Err(Error::Corrupt { .. })), "{:?}", r.err());
+        // A partial marker (its writer failed before the rename) means nothing.
+        std::fs::rename(dir.path().join(FAILED), dir.path().join(FAILED_PARTIAL)).unwrap();
+        let (_, r, _) = open(dir.path(), None, None, &key);
+        assert!(!r.torn_tail);
+        assert!(!dir.path().join(FAILED_PARTIAL).exists());
     }
 }

@@ -789,3 +789,6 @@ fn rebuild_index(
     idx.put_wide(wide);
     Ok((idx, damaged, last_time))
 }
+
+#[cfg(test)]
+mod tests;

@@ -48,7 +48,9 @@ enum Verdict {
     /// Placed in this group's batch.
     Accept,
     /// Answered without writing. `after_commit`: the answer relies on an earlier
-    /// request of this group, so it stands only if the group is committed.
+    /// request of this group (the original positions of ids written in it, a
+    /// version or an id only it holds), so it stands only if the group is
+    /// committed.
     Answer {
         answer: Result<Placed>,
         after_commit: bool,
@@ -194,7 +196,11 @@ impl Writer {
             .commit(&self.batch, anchor)
             .and_then(|()| {
                 if self.durability == Durability::Durable {
-                    self.flush_durably()
+                    // The group is in the log file and synced: a reopen
+                    // will most likely find it, so not `WriteFailed`.
+                    self.flush_durably().map_err(|e| Error::OutcomeUnknown {
+                        reason: e.to_string(),
+                    })
                 } else {
                     Ok(())
                 }
@@ -203,16 +209,34 @@ impl Writer {
             tracing::error!(error = %e, "event store commit failed; refusing further writes");
             self.shared.poisoned.store(true, Ordering::Release);
             (self.head, self.chain, self.last_id) = start;
-            let reason = e.to_string();
+            // Only the backend's `WriteFailed` says that nothing is stored.
+            let (stored_unknown, reason) = match e {
+                Error::WriteFailed { reason } => (false, reason),
+                Error::OutcomeUnknown { reason } => (true, reason),
+                e => (true, e.to_string()),
+            };
+            let not_written = || Error::WriteFailed {
+                reason: reason.clone(),
+            };
             for ((_, reply, _), v) in requests.drain(..).zip(verdicts) {
                 let answer = match v {
                     Verdict::Answer {
                         answer,
                         after_commit: false,
                     } => answer,
-                    _ => Err(Error::WriteFailed {
+                    // Refused against this group's events, which may not be
+                    // stored: the refusal does not stand, but nothing of the
+                    // request was written, certainly.
+                    Verdict::Answer {
+                        answer: Err(_),
+                        after_commit: true,
+                    } => Err(not_written()),
+                    // In the group, or its ids are (a retry of a request in it):
+                    // its fate is the group's.
+                    _ if stored_unknown => Err(Error::OutcomeUnknown {
                         reason: reason.clone(),
                     }),
+                    _ => Err(not_written()),
                 };
                 reply.send(answer);
             }
@@ -275,9 +299,18 @@ impl Writer {
                     continue;
                 }
                 Err(e) => {
+                    // A duplicate id may be one only this group holds.
+                    let after_commit = matches!(e, Error::DuplicateId { .. })
+                        && events.iter().any(|p| {
+                            p.prepared
+                                .event
+                                .id
+                                .as_deref()
+                                .is_some_and(|id| ids.contains_key(id))
+                        });
                     verdicts.push(Verdict::Answer {
                         answer: Err(e),
-                        after_commit: false,
+                        after_commit,
                     });
                     continue;
                 }
@@ -321,9 +354,13 @@ impl Writer {
                 }),
             };
             if let Err(e) = checked {
+                // A conflict may be with a version only this group wrote.
+                let after_commit = events
+                    .iter()
+                    .any(|p| versions.contains_key(p.prepared.event.stream.as_str()));
                 verdicts.push(Verdict::Answer {
                     answer: Err(e),
-                    after_commit: false,
+                    after_commit,
                 });
                 continue;
             }
