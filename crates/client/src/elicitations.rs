@@ -63,8 +63,9 @@ pub struct ReceiveMessages {
 pub struct Created {
     /// The record.
     pub record: Elicitation,
-    /// Whether the bridge returned the record of an earlier create with the same
-    /// key (`200`) instead of creating one (`201`).
+    /// Whether the bridge answered from an earlier create with the same key
+    /// (`Idempotent-Replayed: true`; `record` is then the record as that
+    /// create returned it, pending) instead of creating one.
     pub replayed: bool,
 }
 
@@ -116,7 +117,7 @@ impl Client {
         let answer = self.answer(call).await?;
         Ok(Created {
             record: answer.decode()?,
-            replayed: answer.status == 200,
+            replayed: answer.replayed,
         })
     }
 

@@ -16,6 +16,9 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// `X-Request-Id`: one per logical call, the same on each of its attempts, so
 /// the bridge's logs and the events' `correlation_id` tie the attempts together.
 pub(crate) const REQUEST_ID: &str = "x-request-id";
+/// `Idempotent-Replayed: true`: the bridge answered a create from an earlier
+/// one with the same idempotency key.
+pub(crate) const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 /// `Last-Event-ID`.
 pub(crate) const LAST_EVENT_ID: &str = "last-event-id";
 /// `X-Lighthouse-Resume-After`: on an agent stream opened without a position,
@@ -136,6 +139,8 @@ impl Call {
 pub(crate) struct Answer {
     pub(crate) status: u16,
     pub(crate) body: Vec<u8>,
+    /// Whether it carried `Idempotent-Replayed: true`.
+    pub(crate) replayed: bool,
 }
 
 impl Answer {
@@ -365,6 +370,10 @@ impl Transport {
         };
         let status = resp.status().as_u16();
         if accept(status) {
+            let replayed = resp
+                .headers()
+                .get(IDEMPOTENT_REPLAYED)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
             let body = match read_limited(&mut resp, self.config.max_response_bytes).await {
                 Ok(body) => body,
                 Err(BodyError::Broken(detail)) => {
@@ -375,7 +384,11 @@ impl Transport {
                     return Err(Failure::Unreadable { status, detail });
                 }
             };
-            return Ok(Answer { status, body });
+            return Ok(Answer {
+                status,
+                body,
+                replayed,
+            });
         }
         let retry_after = resp
             .headers()

@@ -188,6 +188,34 @@ async fn a_request_that_cannot_be_built_is_not_retried() {
     assert_eq!(proxy.connections(), 0, "nothing was sent");
 }
 
+/// A create answered from an earlier one is `201` like the first; only
+/// `Idempotent-Replayed: true` tells it apart (docs/HTTP.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_create_is_told_by_its_header() {
+    let record = r#"{"id":"el_1","from":"alice","to":"bob","message":"m","requested_schema":{"type":"object","properties":{}},"status":"pending","created_at":"2026-11-26T07:00:00.000Z","expires_at":"2026-11-26T07:00:30.000Z","resolved_at":null,"response":null,"metadata":{}}"#;
+    let req = CreateRequest::new("bob", "m", json!({"type": "object", "properties": {}}));
+    for (head, replayed) in [
+        ("HTTP/1.1 201 Created\r\nidempotent-replayed: true", true),
+        ("HTTP/1.1 201 Created", false),
+        // The status alone says nothing of a replay.
+        ("HTTP/1.1 200 OK", false),
+    ] {
+        let answer = format!(
+            "{head}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n{record}",
+            record.len()
+        );
+        let (url, _) = answering(Box::leak(answer.into_boxed_str())).await;
+        let c = Client::with_token(&url, "lht1.test").unwrap();
+        let created = c.elicit_with_key(&req, "k-1").await.unwrap();
+        assert_eq!(
+            (created.replayed, &*created.record.id),
+            (replayed, "el_1"),
+            "{head}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_success_whose_body_is_lost_is_not_reported_as_unavailable() {
     // The bridge acted (201) and the connection broke inside the body.

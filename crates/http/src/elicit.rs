@@ -17,6 +17,9 @@ use crate::stream::while_credential_holds;
 
 /// The idempotency header of `POST /v1/elicitations`.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The response header (`true`) of a create answered from an earlier one with
+/// the same idempotency key (Stripe's convention); absent on a first create.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
 fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
     (status, axum::Json(v)).into_response()
@@ -50,12 +53,18 @@ pub(crate) async fn create(
         .bridge
         .elicit(&caller, &rid.0, key.as_deref(), req)
         .await?;
-    let status = if replayed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok(json(status, &*record))
+    if !replayed {
+        return Ok(json(StatusCode::CREATED, &*record));
+    }
+    // A retried create answers exactly as the first did (PROTOCOL.md 4: "the
+    // first result"): `201` with the record as created, pending, whatever
+    // has happened to it since; only the header says it is a replay.
+    let mut resp = json(StatusCode::CREATED, &record.as_pending());
+    resp.headers_mut().insert(
+        IDEMPOTENT_REPLAYED,
+        axum::http::HeaderValue::from_static("true"),
+    );
+    Ok(resp)
 }
 
 #[derive(Deserialize)]

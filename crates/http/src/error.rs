@@ -55,43 +55,28 @@ pub(crate) fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> 
     ApiError(Problem::internal()).into_response()
 }
 
-/// Turns an error response that is not a problem (axum's own: `405` for a
-/// method a route does not take, `400` for a path it cannot decode, an empty
-/// `500`) into `application/problem+json`, so every error of the API has the
-/// shape of PROTOCOL.md 3. A `405` keeps its status and its `Allow` header,
-/// with the code `invalid_request`.
+/// Whether `resp` is an error response that is not a problem: axum's own are
+/// plain text or empty, ours are problems or JSON documents (a 503 readiness
+/// body).
+fn unshaped_error(resp: &Response) -> bool {
+    let status = resp.status();
+    (status.is_client_error() || status.is_server_error())
+        && resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"))
+}
+
+/// Turns an error response that is not a problem (axum's own: `400` for a
+/// path it cannot decode, an empty `500`) into `application/problem+json`, so
+/// every error of the API has the shape of PROTOCOL.md 3. A `405` is left to
+/// [`method_not_allowed`], outside the router, where its `Allow` header is.
 pub(crate) async fn problems_only(resp: Response) -> Response {
     let status = resp.status();
-    // Ours are problems or JSON documents (a 503 readiness body); axum's are
-    // plain text or empty.
-    let plain = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
-    if !(status.is_client_error() || status.is_server_error()) || !plain {
+    if !unshaped_error(&resp) || status == StatusCode::METHOD_NOT_ALLOWED {
         return resp;
     }
-    let (parts, body) = resp.into_parts();
-    if status == StatusCode::METHOD_NOT_ALLOWED {
-        let allow = parts
-            .headers
-            .get(header::ALLOW)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let mut p = Problem::new(
-            ErrorCode::InvalidRequest,
-            format!("this route does not take that method; it takes: {allow}"),
-        );
-        p.status = status.as_u16();
-        p.title = "Method not allowed".to_owned();
-        let mut out = ApiError(p).into_response();
-        *out.status_mut() = status;
-        if let Some(v) = parts.headers.get(header::ALLOW) {
-            out.headers_mut().insert(header::ALLOW, v.clone());
-        }
-        return out;
-    }
+    let (_, body) = resp.into_parts();
     if status.is_server_error() {
         return ApiError(Problem::internal()).into_response();
     }
@@ -115,15 +100,57 @@ pub(crate) async fn problems_only(resp: Response) -> Response {
     out
 }
 
+/// Turns axum's `405` for a method a route does not take into a problem
+/// (`invalid_request`, keeping the status and the `Allow` header) whose detail
+/// names the methods the route takes. It must run outside the router: axum
+/// adds `Allow` as the answer leaves the matched route, after every layer the
+/// router applies, so [`problems_only`] would not see it.
+pub(crate) async fn method_not_allowed(resp: Response) -> Response {
+    if resp.status() != StatusCode::METHOD_NOT_ALLOWED || !unshaped_error(&resp) {
+        return resp;
+    }
+    let allow = resp.headers().get(header::ALLOW).cloned();
+    let methods = allow
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    let mut p = Problem::new(
+        ErrorCode::InvalidRequest,
+        format!("this route does not take that method; it takes: {methods}"),
+    );
+    p.status = StatusCode::METHOD_NOT_ALLOWED.as_u16();
+    p.title = "Method not allowed".to_owned();
+    let mut out = ApiError(p).into_response();
+    *out.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    if let Some(v) = allow {
+        out.headers_mut().insert(header::ALLOW, v);
+    }
+    out
+}
+
 /// Parses a JSON body, turning serde's complaint into `400 invalid_request`
-/// naming the field by JSON pointer.
+/// naming the field by JSON pointer. A body that is not JSON at all (a syntax
+/// error, or the document ending early) names the root, `""`: the error is
+/// the document's, not that of the field the parser had reached.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(Problem::invalid("", "a JSON body is required").into());
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-        let path = pointer(&e.path().to_string());
+        let path = match e.inner().classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => String::new(),
+            serde_json::error::Category::Data | serde_json::error::Category::Io => {
+                pointer(&e.path().to_string())
+            }
+        };
         let msg = e.inner().to_string();
         ApiError(
             Problem::new(

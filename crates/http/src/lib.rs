@@ -35,6 +35,7 @@ use axum::routing::{get, post};
 use lighthouse_core::Bridge;
 use tower_http::catch_panic::CatchPanicLayer;
 
+pub use elicit::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 pub use error::{ApiError, PROBLEM_JSON, parse_json, parse_query};
 pub use observe::REQUEST_ID_HEADER;
 pub use state::{AppState, HttpConfig, RequestId, ShutdownSignal};
@@ -111,5 +112,11 @@ pub fn router_with(bridge: Bridge, config: HttpConfig, extra: Router) -> (Router
         // `errors_5xx` at 0, and the connection would just be closed).
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(from_fn_with_state(state, observe::observe));
+    // axum adds `Allow` to a `405` as the answer leaves the matched route,
+    // outside every layer of `router`: the problem naming the methods is made
+    // one level out, where the header is there to read.
+    let router = Router::new()
+        .fallback_service(router)
+        .layer(axum::middleware::map_response(error::method_not_allowed));
     (router, shutdown)
 }

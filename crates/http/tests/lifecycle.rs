@@ -173,31 +173,55 @@ async fn inbox_outbox_and_third_parties() {
 #[tokio::test]
 async fn idempotency_key_returns_the_first_result() {
     let t = start().await;
-    let alice = t.agent("alice");
+    let (alice, bob) = (t.agent("alice"), t.agent("bob"));
     let body = serde_json::to_vec(
         &json!({"to": "bob", "message": "m", "requested_schema": port_schema()}),
     )
     .unwrap();
-    let first = common::reply(
-        alice
-            .request(reqwest::Method::POST, "/v1/elicitations", &body)
-            .header("idempotency-key", "k-1")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let again = common::reply(
-        alice
-            .request(reqwest::Method::POST, "/v1/elicitations", &body)
-            .header("idempotency-key", "k-1")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(first.status, 201);
-    assert_eq!(again.body["id"], first.body["id"]);
+    let create = || async {
+        common::reply(
+            alice
+                .request(reqwest::Method::POST, "/v1/elicitations", &body)
+                .header("idempotency-key", "k-1")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    };
+    let first = create().await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    assert!(!first.headers.contains_key("idempotent-replayed"));
+    let id = first.body["id"].as_str().unwrap().to_owned();
+    // A retry while it is pending: the same answer, marked as a replay.
+    let again = create().await;
+    assert_eq!(again.status, 201, "{:?}", again.body);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.headers["content-type"], "application/json");
+    assert_eq!(again.body, first.body);
+    // Resolved since: a retry still answers exactly what the first create did
+    // (the record as created, pending), not what the elicitation is now.
+    let r = bob
+        .post(
+            &format!("/v1/elicitations/{id}/respond"),
+            json!({"action": "decline", "reason": "no"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (200, Some("declined"))
+    );
+    let late = create().await;
+    assert_eq!(late.status, 201, "{:?}", late.body);
+    assert_eq!(late.headers["idempotent-replayed"], "true");
+    assert_eq!(late.body, first.body);
+    assert_eq!(late.body["status"], "pending");
+    assert!(late.body["response"].is_null() && late.body["resolved_at"].is_null());
+    // The elicitation itself is declined, and there is only the one.
+    let now = alice.get(&format!("/v1/elicitations/{id}")).await;
+    assert_eq!(now.body["status"], "declined");
+    let outbox = alice.get("/v1/elicitations?box=outbox").await;
+    assert_eq!(outbox.body["items"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]

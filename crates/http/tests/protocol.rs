@@ -519,8 +519,9 @@ async fn a_retried_create_gets_its_first_result_after_the_gates_close() {
     );
     assert_eq!(admin.delete("/v1/agents/bob").await.status, 204);
     let retry = create().await;
-    assert_eq!(retry.status, 200, "{:?}", retry.body);
-    assert_eq!(retry.body["id"], first.body["id"]);
+    assert_eq!(retry.status, 201, "{:?}", retry.body);
+    assert_eq!(retry.headers["idempotent-replayed"], "true");
+    assert_eq!(retry.body, first.body);
     // Without the key it is a new create, and the gates apply.
     let r = alice.post("/v1/elicitations", body).await;
     assert_eq!((r.status, r.code()), (403, "feature_disabled"));
@@ -1242,4 +1243,105 @@ async fn an_event_over_the_stored_size_limit_names_its_data() {
         r.body
     );
     assert_eq!(r.body["errors"][0]["path"], "/data", "{:?}", r.body);
+}
+
+/// A `405` names the methods the route takes in its detail, as its `Allow`
+/// header does (axum sets the header after the router's own layers ran).
+#[tokio::test]
+async fn a_method_a_route_does_not_take_names_those_it_takes() {
+    let t = start().await;
+    let (alice, ops) = (t.agent("alice"), t.agent("ops"));
+    // (A 405 is answered once the caller is admitted as the route's writer:
+    // flags are written by operators.)
+    for (who, method, path, allowed) in [
+        (
+            &alice,
+            Method::PATCH,
+            "/v1/elicitations",
+            ["GET", "HEAD", "POST"].as_slice(),
+        ),
+        (
+            &alice,
+            Method::PUT,
+            "/v1/stream",
+            ["GET", "HEAD"].as_slice(),
+        ),
+        (&alice, Method::GET, "/v1/ops/drain", ["POST"].as_slice()),
+        (
+            &ops,
+            Method::POST,
+            "/v1/flags/x",
+            ["GET", "HEAD", "PUT"].as_slice(),
+        ),
+        (
+            &alice,
+            Method::PUT,
+            "/health/live",
+            ["GET", "HEAD"].as_slice(),
+        ),
+    ] {
+        let r = who.send(method.clone(), path, b"").await;
+        assert_eq!(
+            (r.status, r.code()),
+            (405, "invalid_request"),
+            "{method} {path}: {:?}",
+            r.body
+        );
+        assert_eq!(r.headers["content-type"], "application/problem+json");
+        assert_eq!(r.body["status"], 405);
+        let mut header: Vec<&str> = r.headers["allow"]
+            .to_str()
+            .unwrap()
+            .split(',')
+            .map(str::trim)
+            .collect();
+        header.sort_unstable();
+        assert_eq!(header, allowed, "{method} {path}");
+        let detail = r.body["detail"].as_str().unwrap();
+        let (_, listed) = detail
+            .split_once("it takes: ")
+            .unwrap_or_else(|| panic!("{detail}"));
+        let mut listed: Vec<&str> = listed.split(", ").collect();
+        listed.sort_unstable();
+        assert_eq!(listed, allowed, "{method} {path}: {detail}");
+    }
+}
+
+/// A body that is not JSON (a syntax error, or one that ends early) is the
+/// document's error, named by the root pointer; a well-formed body with a
+/// wrong field names that field.
+#[tokio::test]
+async fn parse_errors_name_the_document_and_data_errors_the_field() {
+    let t = start().await;
+    let alice = t.agent("alice");
+    for body in [
+        &br#"{"to":"#[..],
+        br#"{"to": "bob", "message": "#,
+        br#"{"to": bob}"#,
+        br#"{"to": "bob",}"#,
+        br#"{"requested_schema": {"type": "object""#,
+    ] {
+        let r = alice.send(Method::POST, "/v1/elicitations", body).await;
+        let shown = String::from_utf8_lossy(body);
+        assert_eq!((r.status, r.code()), (400, "invalid_request"), "{shown}");
+        assert_eq!(r.body["errors"][0]["path"], "", "{shown}: {:?}", r.body);
+    }
+    for (body, path) in [
+        (
+            json!({"to": 5, "message": "m", "requested_schema": port_schema()}),
+            "/to",
+        ),
+        (
+            json!({"to": "bob", "message": "m", "requested_schema": port_schema(), "from": "x"}),
+            "/from",
+        ),
+        (
+            json!({"to": "bob", "message": "m", "requested_schema": port_schema(), "timeout_ms": "soon"}),
+            "/timeout_ms",
+        ),
+    ] {
+        let r = alice.post("/v1/elicitations", body.clone()).await;
+        assert_eq!((r.status, r.code()), (400, "invalid_request"), "{body}");
+        assert_eq!(r.body["errors"][0]["path"], path, "{body}: {:?}", r.body);
+    }
 }

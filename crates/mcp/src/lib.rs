@@ -18,6 +18,9 @@
 //!   before rmcp sees it; a missing, malformed, expired or revoked token is
 //!   `401` with a problem body. A request whose `Origin` is present and not
 //!   allowed is `403`.
+//! - Every HTTP error of `/mcp` outside a JSON-RPC body (the admission
+//!   layer's, and rmcp's plain-text `405`, `406`, `415`, `400`, `5xx`) is
+//!   `application/problem+json` (PROTOCOL.md 3).
 //! - A tool call is admitted as the REST route it stands for (same permission,
 //!   rate-limit class and audit record), acts as the token's agent, and its
 //!   request id is the `correlation_id` of the events it writes.

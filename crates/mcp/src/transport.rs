@@ -15,7 +15,10 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::LengthLimitError;
 use lighthouse_core::api::{ErrorCode, Problem};
 use lighthouse_core::{AnsweredInBody, Bridge, ToolOutcome, WaitMeter, Waited, caused_by};
-use lighthouse_security::{AuthHeaders, Caller, HEADER_AUTHORIZATION};
+use lighthouse_security::{
+    AuthHeaders, Caller, HEADER_AGENT, HEADER_AUTHORIZATION, HEADER_KEY_ID, HEADER_NONCE,
+    HEADER_SIGNATURE, HEADER_TIMESTAMP,
+};
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::sync::OwnedSemaphorePermit;
@@ -171,7 +174,7 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
     if !token_valid {
         let class = classify(parts.method.as_str(), b"");
         if let (Err(p), _) = admit(&st.bridge, &parts.headers, &class) {
-            return problem_response(&p);
+            return problem_response(&signature_not_taken(p, &parts.headers));
         }
     }
     let limit = st.config.max_body_bytes;
@@ -261,7 +264,7 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
         bytes: Some(bytes),
         reserved,
     });
-    let mut resp = next.run(Request::from_parts(parts, body)).await;
+    let mut resp = problem_shaped(next.run(Request::from_parts(parts, body)).await).await;
     // rmcp answers a request of the `initialize` revisions on an SSE stream
     // opened before the handler has run (a tool call's whole work comes
     // after the headers), and a 2026-07-28 one that sends progress before
@@ -282,6 +285,85 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
         }
     }
     resp
+}
+
+/// The signature headers of PROTOCOL.md 2.2.
+const SIGNATURE_HEADERS: [&str; 5] = [
+    HEADER_AGENT,
+    HEADER_KEY_ID,
+    HEADER_TIMESTAMP,
+    HEADER_NONCE,
+    HEADER_SIGNATURE,
+];
+
+/// A refusal of a request that came signed rather than with a token says so:
+/// "no credentials" would be wrong, and the client needs to know what to send
+/// instead. It stays `401 unauthenticated` (counted and audited as such).
+fn signature_not_taken(mut p: Problem, headers: &HeaderMap) -> Problem {
+    let signed = !headers.contains_key(header::AUTHORIZATION)
+        && SIGNATURE_HEADERS.iter().any(|h| headers.contains_key(*h));
+    if p.code == ErrorCode::Unauthenticated && signed {
+        p.detail = format!(
+            "{MCP_PATH} takes a bearer token (Authorization: Bearer, from POST /v1/sessions); \
+             request signatures are not accepted here"
+        );
+    }
+    p
+}
+
+/// rmcp's own refusals outside a JSON-RPC body (`405` for `GET` and `DELETE`,
+/// `406` for a missing `Accept`, `415` for a body that is not JSON, `400` for
+/// an unknown `MCP-Protocol-Version` header, an empty `500`) are plain text;
+/// every error of the bridge is a problem (PROTOCOL.md 3), so they are turned
+/// into one here, keeping their status. JSON-RPC error bodies
+/// (`application/json`) are the protocol's own and stay as they are.
+async fn problem_shaped(resp: Response) -> Response {
+    let status = resp.status();
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return resp;
+    }
+    let text = axum::body::to_bytes(resp.into_body(), 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let mut p = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let mut p = Problem::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "this bridge's MCP endpoint is stateless (no sessions, no standalone \
+                     stream): {MCP_PATH} takes POST only"
+                ),
+            );
+            p.title = "Method not allowed".to_owned();
+            p
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(ErrorCode::PayloadTooLarge, text),
+        StatusCode::UNAUTHORIZED => Problem::new(ErrorCode::Unauthenticated, text),
+        StatusCode::FORBIDDEN => Problem::new(ErrorCode::Forbidden, text),
+        StatusCode::NOT_FOUND => Problem::new(ErrorCode::NotFound, text),
+        s if s.is_server_error() => {
+            tracing::error!(status = s.as_u16(), detail = %text, "rmcp failed a request");
+            return problem_response(&Problem::internal());
+        }
+        // As the REST API gives axum's `415` and the like: `invalid_request`
+        // with their status.
+        _ => Problem::new(ErrorCode::InvalidRequest, text),
+    };
+    if p.detail.is_empty() {
+        p.detail = status.canonical_reason().unwrap_or("refused").to_owned();
+    }
+    p.status = status.as_u16();
+    let mut out = problem_response(&p);
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        out.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    out
 }
 
 /// Admits an `/mcp` request counted as `class`, with its bearer token (the
@@ -370,6 +452,69 @@ mod tests {
         assert_eq!(generated.len(), 26);
         assert!(generated.parse::<ulid::Ulid>().is_ok());
         assert_ne!(request_id(None), request_id(None));
+    }
+
+    async fn shaped(status: StatusCode, content_type: Option<&str>, body: &str) -> Response {
+        let mut resp = (status, body.to_owned()).into_response();
+        resp.headers_mut().remove(header::CONTENT_TYPE);
+        if let Some(t) = content_type {
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_str(t).unwrap());
+        }
+        problem_shaped(resp).await
+    }
+
+    async fn body_of(r: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn rmcp_refusals_become_problems_and_json_rpc_bodies_stay() {
+        // A 5xx says nothing of rmcp's internals.
+        let r = shaped(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None,
+            "session store: secret",
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        let p = body_of(r).await;
+        assert_eq!(p["code"], "internal");
+        assert!(!p.to_string().contains("secret"), "{p}");
+        // A plain-text 4xx keeps its status and says what rmcp said.
+        let r = shaped(
+            StatusCode::BAD_REQUEST,
+            Some("text/plain; charset=utf-8"),
+            "Bad Request: Invalid Host header encoding",
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let p = body_of(r).await;
+        assert_eq!(
+            (p["code"].as_str(), p["status"].as_u64()),
+            (Some("invalid_request"), Some(400))
+        );
+        assert_eq!(p["detail"], "Bad Request: Invalid Host header encoding");
+        let r = shaped(StatusCode::NOT_ACCEPTABLE, None, "").await;
+        let p = body_of(r).await;
+        assert_eq!(
+            (p["status"].as_u64(), p["detail"].as_str()),
+            (Some(406), Some("Not Acceptable"))
+        );
+        // 405 names the one method taken.
+        let r = shaped(StatusCode::METHOD_NOT_ALLOWED, None, "Method Not Allowed").await;
+        assert_eq!(r.headers()[header::ALLOW], "POST");
+        assert_eq!(body_of(r).await["status"], 405);
+        // JSON-RPC errors, and successes, pass untouched.
+        let rpc = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32600,"message":"x"}}"#;
+        let r = shaped(StatusCode::BAD_REQUEST, Some("application/json"), rpc).await;
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(body_of(r).await["jsonrpc"], "2.0");
+        let r = shaped(StatusCode::ACCEPTED, None, "").await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        assert!(!r.headers().contains_key(header::CONTENT_TYPE));
     }
 
     #[test]

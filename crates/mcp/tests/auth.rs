@@ -47,7 +47,26 @@ async fn requests_without_a_valid_token_are_refused_before_any_tool_runs() {
     // Malformed.
     let (s, h, body) = raw_post(&b, &[("authorization", "Bearer not-a-token")], &send).await;
     assert_unauthenticated(s, &h, &body);
-    // Signed requests are not accepted here: bearer tokens only.
+    // Signed requests are not accepted here: bearer tokens only, and the
+    // refusal says so (signature headers were there: not "no credentials").
+    let cred = lighthouse_security::Credential::read(b.creds.join("alice.json")).unwrap();
+    let bytes = serde_json::to_vec(&send).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let signed = cred.signer().sign("POST", "/mcp", "", &bytes, now);
+    let (s, h, body) = raw_post(&b, &signed.pairs(), &send).await;
+    assert_unauthenticated(s, &h, &body);
+    assert_eq!(h["www-authenticate"], "Bearer realm=\"lighthouse\"");
+    let detail = serde_json::from_str::<Value>(&body).unwrap()["detail"].clone();
+    assert_eq!(
+        detail,
+        "/mcp takes a bearer token (Authorization: Bearer, from POST /v1/sessions); \
+         request signatures are not accepted here",
+        "{body}"
+    );
+    // So does one carrying only some of the signature headers.
     let (s, h, body) = raw_post(
         &b,
         &[
@@ -58,6 +77,14 @@ async fn requests_without_a_valid_token_are_refused_before_any_tool_runs() {
     )
     .await;
     assert_unauthenticated(s, &h, &body);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["detail"],
+        detail
+    );
+    // Without any credentials, the refusal does not speak of signatures.
+    let (_, _, body) = raw_post(&b, &[], &send).await;
+    let none = serde_json::from_str::<Value>(&body).unwrap()["detail"].clone();
+    assert!(!none.as_str().unwrap().contains("signature"), "{none}");
     // Revoked.
     let token = b.token("alice");
     let alice = b.bridge.caller_for("alice").unwrap();
@@ -251,6 +278,199 @@ async fn the_endpoint_is_stateless_and_answers_each_requested_revision() {
         assert_eq!(r.status(), 405, "{method}");
         assert_eq!(r.headers()["allow"], "POST");
     }
+}
+
+/// A raw request to `/mcp`: method, headers (none added) and body; returns
+/// status, headers and body.
+async fn raw(
+    b: &TestBridge,
+    method: reqwest::Method,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut req = reqwest::Client::new()
+        .request(method, b.url())
+        .body(body.to_vec());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let h = resp.headers().clone();
+    (status, h, resp.text().await.unwrap())
+}
+
+/// The problem of an HTTP error of `/mcp`, checked for its shape.
+fn http_problem(what: &str, status: u16, h: &reqwest::header::HeaderMap, body: &str) -> Value {
+    assert_eq!(
+        h.get("content-type").map(|v| v.to_str().unwrap()),
+        Some("application/problem+json"),
+        "{what}: {body}"
+    );
+    let p: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: {e}: {body}"));
+    assert_eq!(p["status"], status, "{what}: {p}");
+    assert!(
+        p["type"].is_string() && p["title"].is_string() && p["detail"].is_string(),
+        "{what}: {p}"
+    );
+    assert!(!p["detail"].as_str().unwrap().is_empty(), "{what}: {p}");
+    p
+}
+
+/// Every error `/mcp` answers outside a JSON-RPC body is a problem
+/// (PROTOCOL.md 3), whether the admission layer or rmcp refused it; JSON-RPC
+/// errors stay the protocol's own.
+#[tokio::test]
+async fn every_http_error_of_the_endpoint_is_a_problem() {
+    let b = start_with(
+        McpConfig::default()
+            .with_allowed_origins(["http://localhost:3000"])
+            .with_max_body_bytes(4096),
+    )
+    .await;
+    let bearer = format!("Bearer {}", b.token("alice"));
+    let auth = ("authorization", bearer.as_str());
+    let accept = ("accept", "application/json, text/event-stream");
+    let json_type = ("content-type", "application/json");
+    let list = br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+
+    // No standalone stream, no sessions: GET and DELETE (and anything but
+    // POST) are 405, with `Allow: POST` and a detail that says why.
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::DELETE,
+        reqwest::Method::PUT,
+    ] {
+        let (s, h, body) = raw(
+            &b,
+            method.clone(),
+            &[auth, ("accept", "text/event-stream")],
+            b"",
+        )
+        .await;
+        assert_eq!(s, 405, "{method}: {body}");
+        let p = http_problem(&format!("{method}"), 405, &h, &body);
+        assert_eq!(p["code"], "invalid_request", "{p}");
+        assert_eq!(h["allow"], "POST");
+        let detail = p["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("stateless") && detail.contains("POST only"),
+            "{detail}"
+        );
+    }
+    // 406: the client does not accept both JSON and SSE.
+    let (s, h, body) = raw(
+        &b,
+        reqwest::Method::POST,
+        &[auth, ("accept", "application/json"), json_type],
+        list,
+    )
+    .await;
+    assert_eq!(s, 406, "{body}");
+    assert_eq!(
+        http_problem("406", 406, &h, &body)["code"],
+        "invalid_request"
+    );
+    // 415: a body that is not declared JSON, or is not JSON.
+    let (s, h, body) = raw(
+        &b,
+        reqwest::Method::POST,
+        &[auth, accept, ("content-type", "text/plain")],
+        list,
+    )
+    .await;
+    assert_eq!(s, 415, "{body}");
+    assert_eq!(
+        http_problem("415", 415, &h, &body)["code"],
+        "invalid_request"
+    );
+    let (s, h, body) = raw(
+        &b,
+        reqwest::Method::POST,
+        &[auth, accept, json_type],
+        b"{oops",
+    )
+    .await;
+    assert_eq!(s, 415, "{body}");
+    assert_eq!(
+        http_problem("415, not JSON", 415, &h, &body)["code"],
+        "invalid_request"
+    );
+    // 400: a protocol revision header the SDK does not know.
+    let (s, h, body) = raw(
+        &b,
+        reqwest::Method::POST,
+        &[
+            auth,
+            accept,
+            json_type,
+            ("mcp-protocol-version", "1999-01-01"),
+        ],
+        list,
+    )
+    .await;
+    assert_eq!(s, 400, "{body}");
+    let p = http_problem("400", 400, &h, &body);
+    assert_eq!(p["code"], "invalid_request");
+    assert!(p["detail"].as_str().unwrap().contains("1999-01-01"), "{p}");
+    // The admission layer's own: 401, 403 (Origin), 413.
+    let (s, h, body) = raw(&b, reqwest::Method::POST, &[accept, json_type], list).await;
+    assert_eq!(s, 401, "{body}");
+    assert_eq!(
+        http_problem("401", 401, &h, &body)["code"],
+        "unauthenticated"
+    );
+    assert_eq!(h["www-authenticate"], "Bearer realm=\"lighthouse\"");
+    let (s, h, body) = raw(
+        &b,
+        reqwest::Method::POST,
+        &[auth, accept, json_type, ("origin", "http://evil.example")],
+        list,
+    )
+    .await;
+    assert_eq!(s, 403, "{body}");
+    assert_eq!(http_problem("403", 403, &h, &body)["code"], "forbidden");
+    let big = tool_call_body(
+        "lighthouse_send_message",
+        json!({"to": "bob", "body": "x".repeat(5000)}),
+    );
+    let (s, h, body) = raw(
+        &b,
+        reqwest::Method::POST,
+        &[auth, accept, json_type],
+        &serde_json::to_vec(&big).unwrap(),
+    )
+    .await;
+    assert_eq!(s, 413, "{body}");
+    assert_eq!(
+        http_problem("413", 413, &h, &body)["code"],
+        "payload_too_large"
+    );
+
+    // A JSON-RPC error is the protocol's answer, not an HTTP problem, even
+    // when rmcp sends it with an HTTP error status: an `initialize` whose
+    // `MCP-Protocol-Version` header contradicts its body is `400` with a
+    // JSON-RPC error body, left as it is.
+    let (s, h, body) = raw(
+        &b,
+        reqwest::Method::POST,
+        &[
+            auth,
+            accept,
+            json_type,
+            ("mcp-protocol-version", "2025-03-26"),
+        ],
+        &serde_json::to_vec(&initialize_body()).unwrap(),
+    )
+    .await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(h["content-type"], "application/json", "{body}");
+    let msg: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(msg["jsonrpc"], "2.0", "{msg}");
+    assert_eq!(msg["error"]["code"], -32600, "{msg}");
+    // And the endpoint still works.
+    let (s, _, body) = raw(&b, reqwest::Method::POST, &[auth, accept, json_type], list).await;
+    assert_eq!(s, 200, "{body}");
 }
 
 #[tokio::test]
