@@ -146,11 +146,17 @@ pub fn elicitation_row(e: &Elicitation) -> String {
 }
 
 /// A list of elicitations.
+///
+/// A page may be empty and still not the last (a listing by a terminal status
+/// examines a bounded number of records per page), so its cursor is shown.
 pub fn elicitation_rows(items: &[Elicitation], next: Option<&str>) -> String {
-    if items.is_empty() {
+    if items.is_empty() && next.is_none() {
         return "(none)".to_owned();
     }
     let mut lines: Vec<String> = items.iter().map(elicitation_row).collect();
+    if items.is_empty() {
+        lines.push("(none on this page)".to_owned());
+    }
     if let Some(c) = next {
         lines.push(format!("(more: --cursor {c})"));
     }
@@ -444,5 +450,13 @@ mod tests {
         let line = terminal_safe(&flag_change(&c));
         no_controls_but_layout(&line);
         assert_eq!(line.lines().count(), 1, "{line}");
+    }
+
+    /// An empty page that is not the last still shows where to go on.
+    #[test]
+    fn an_empty_page_with_a_cursor_shows_the_cursor() {
+        assert_eq!(elicitation_rows(&[], None), "(none)");
+        let text = elicitation_rows(&[], Some("42"));
+        assert!(text.contains("--cursor 42"), "{text}");
     }
 }

@@ -327,13 +327,13 @@ async fn an_unreadable_message_is_skipped_not_a_dead_end() {
         ))
         .await
         .unwrap();
-    // A long-poll over only the bad one returns at once, moved past it.
+    // A read over only the bad one moves past it.
     let page = svc
         .receive_messages(
             &bob(),
             ReceiveQuery {
                 after: start,
-                wait_ms: 60_000,
+                wait_ms: 0,
                 limit: None,
             },
         )
@@ -341,10 +341,31 @@ async fn an_unreadable_message_is_skipped_not_a_dead_end() {
         .unwrap();
     assert!(page.messages.is_empty());
     assert_eq!(page.next_after, bad.seq);
+    // A long-poll from before it is not ended by it (a page of nothing must
+    // not end a long-poll): it waits, and the next message ends it.
+    let polling = {
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            svc.receive_messages(
+                &bob(),
+                ReceiveQuery {
+                    after: start,
+                    wait_ms: 60_000,
+                    limit: None,
+                },
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!polling.is_finished(), "the long-poll ended on nothing");
     let good = svc
         .send_message(&alice(), "m2", to("bob", json!("after it")))
         .await
         .unwrap();
+    let page = polling.await.unwrap().unwrap();
+    assert_eq!(page.messages.len(), 1);
+    assert_eq!(page.messages[0].seq, good.seq);
     let page = svc
         .receive_messages(
             &bob(),

@@ -140,6 +140,8 @@ struct MeasuredBody {
     /// answer, even if the end of the body is only seen after the client has
     /// read it all (a large result to a slow client is not bridge time).
     last_data: Option<Instant>,
+    /// Set if the stall watchdog ended the body: its answer never left.
+    stalled: crate::stall::Stalled,
 }
 
 /// The status of a tool call whose response stream ended before its handler
@@ -207,6 +209,11 @@ impl Drop for MeasuredBody {
         // so is a tool call whose handler had answered (a client may close
         // once it has the answer, before the stream's end); dropped part way,
         // the measurement records it as closed by the client.
+        // Ended by the stall watchdog: the answer never left, whatever the
+        // handler answered, so it is recorded as closed by the client.
+        if self.stalled.is_set() {
+            return;
+        }
         if http_body::Body::is_end_stream(&self.inner) {
             self.finish();
         } else if let Some(status) = self.tool.as_ref().and_then(ToolOutcome::status) {
@@ -258,7 +265,7 @@ pub(crate) async fn observe(State(st): State<AppState>, mut req: Request, next: 
         span: span.clone(),
         done: false,
     };
-    let mut resp = next.run(req).instrument(span).await;
+    let mut resp = next.run(req).instrument(span.clone()).await;
     let waited = resp
         .extensions()
         .get::<Waited>()
@@ -272,6 +279,12 @@ pub(crate) async fn observe(State(st): State<AppState>, mut req: Request, next: 
     // Any streamed response (the SSE routes, /mcp's SSE answers and stream)
     // ends if its client stops taking it (crate::stall).
     let stall = event_stream(&resp).then_some(st.config.stream_stall_timeout);
+    let stalled = crate::stall::Stalled::default();
+    let report = || crate::stall::Report {
+        stalled: stalled.clone(),
+        metrics: Some(st.bridge.metrics().clone()),
+        span: span.clone(),
+    };
     if !streaming && let Some(AnsweredInBody(tool)) = resp.extensions().get().cloned() {
         return resp.map(|inner| {
             let body = Body::new(MeasuredBody {
@@ -281,16 +294,17 @@ pub(crate) async fn observe(State(st): State<AppState>, mut req: Request, next: 
                 tool,
                 waited,
                 last_data: None,
+                stalled: stalled.clone(),
             });
             match stall {
-                Some(stall) => crate::stall::watch(body, stall),
+                Some(stall) => crate::stall::watch(body, stall, report()),
                 None => body,
             }
         });
     }
     measurement.finish(status, streaming, waited, Instant::now());
     match stall {
-        Some(stall) => resp.map(|body| crate::stall::watch(body, stall)),
+        Some(stall) => resp.map(|body| crate::stall::watch(body, stall, report())),
         None => resp,
     }
 }

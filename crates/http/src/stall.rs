@@ -17,7 +17,7 @@
 //! heartbeat comments keep a healthy client's stream moving anyway.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -53,9 +53,30 @@ pub(crate) struct Watched {
     shared: Arc<Shared>,
 }
 
+/// Set when the watchdog ended a body: what the body measures (an MCP tool
+/// call's answer) was not delivered, whatever its handler did.
+#[derive(Clone, Default)]
+pub(crate) struct Stalled(Arc<AtomicBool>);
+
+impl Stalled {
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// What the watchdog tells when it ends a body.
+pub(crate) struct Report {
+    /// Set before the body is dropped.
+    pub(crate) stalled: Stalled,
+    /// Counts it (`lighthouse_streams_stalled_total`).
+    pub(crate) metrics: Option<Arc<lighthouse_metrics::Metrics>>,
+    /// The request's span, for the log line.
+    pub(crate) span: tracing::Span,
+}
+
 /// Wraps `body`; the watchdog runs on the current Tokio runtime until the body
 /// is dropped or ended. A zero `stall` turns the watchdog off.
-pub(crate) fn watch(body: Body, stall: Duration) -> Body {
+pub(crate) fn watch(body: Body, stall: Duration, report: Report) -> Body {
     if stall.is_zero() {
         return body;
     }
@@ -64,13 +85,13 @@ pub(crate) fn watch(body: Body, stall: Duration) -> Body {
         handed_at: AtomicU64::new(NOT_WAITING),
         base: Instant::now(),
     });
-    tokio::spawn(watchdog(Arc::downgrade(&shared), stall));
+    tokio::spawn(watchdog(Arc::downgrade(&shared), stall, report));
     Body::new(Watched { shared })
 }
 
 /// Checks every quarter of `stall` (so a stalled body ends between `stall` and
 /// 1.25 × `stall` after its last frame went out) until the body is dropped.
-async fn watchdog(shared: Weak<Shared>, stall: Duration) {
+async fn watchdog(shared: Weak<Shared>, stall: Duration, report: Report) {
     let period = (stall / 4).max(Duration::from_millis(1));
     loop {
         tokio::time::sleep(period).await;
@@ -92,14 +113,19 @@ async fn watchdog(shared: Weak<Shared>, stall: Duration) {
         if s.handed_at.load(Ordering::Acquire) != at {
             continue;
         }
-        let ended = inner.take();
-        drop(inner);
-        if ended.is_some() {
+        if inner.is_some() {
+            report.stalled.0.store(true, Ordering::Release);
+            if let Some(m) = &report.metrics {
+                m.stream_stalled();
+            }
+            let _in = report.span.enter();
             tracing::info!(
                 stalled_ms = u64::try_from(stall.as_millis()).unwrap_or(u64::MAX),
                 "a streamed response's client took nothing for the stall timeout; ending it"
             );
         }
+        let ended = inner.take();
+        drop(inner);
         drop(ended);
         return;
     }
@@ -148,7 +174,6 @@ impl http_body::Body for Watched {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
-    use std::sync::atomic::AtomicBool;
 
     /// A stream of frames that records being dropped.
     struct Frames {
@@ -158,6 +183,14 @@ mod tests {
     impl Drop for Frames {
         fn drop(&mut self) {
             self.dropped.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn report() -> Report {
+        Report {
+            stalled: Stalled::default(),
+            metrics: None,
+            span: tracing::Span::none(),
         }
     }
 
@@ -174,7 +207,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_body_not_polled_after_a_frame_is_ended_after_the_stall() {
         let dropped = Arc::new(AtomicBool::new(false));
-        let mut body = watch(endless(dropped.clone()), Duration::from_secs(60));
+        let told = report();
+        let stalled = told.stalled.clone();
+        let mut body = watch(endless(dropped.clone()), Duration::from_secs(60), told);
         let first = body.frame().await.expect("a frame").expect("no error");
         assert_eq!(first.into_data().ok(), Some(Bytes::from_static(b"x")));
         // Not polled again: the client took nothing more.
@@ -182,6 +217,7 @@ mod tests {
         assert!(!dropped.load(Ordering::SeqCst), "ended before the stall");
         tokio::time::sleep(Duration::from_secs(17)).await;
         assert!(dropped.load(Ordering::SeqCst), "not ended after the stall");
+        assert!(stalled.is_set());
         // A connection that polls again finds it ended.
         assert!(body.frame().await.is_none());
     }
@@ -190,7 +226,7 @@ mod tests {
     async fn a_body_polled_on_time_or_waiting_for_data_is_left_alone() {
         // Taken every 30 s: never stalled.
         let dropped = Arc::new(AtomicBool::new(false));
-        let mut body = watch(endless(dropped.clone()), Duration::from_secs(60));
+        let mut body = watch(endless(dropped.clone()), Duration::from_secs(60), report());
         for _ in 0..10 {
             assert!(body.frame().await.is_some());
             tokio::time::sleep(Duration::from_secs(30)).await;
@@ -202,6 +238,7 @@ mod tests {
         let mut idle = watch(
             Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
             Duration::from_secs(60),
+            report(),
         );
         let waiting = tokio::time::timeout(Duration::from_secs(300), idle.frame()).await;
         assert!(waiting.is_err(), "no frame was sent");
@@ -215,7 +252,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_zero_stall_turns_the_watchdog_off() {
         let dropped = Arc::new(AtomicBool::new(false));
-        let mut body = watch(endless(dropped.clone()), Duration::ZERO);
+        let mut body = watch(endless(dropped.clone()), Duration::ZERO, report());
         assert!(body.frame().await.is_some());
         tokio::time::sleep(Duration::from_secs(3600)).await;
         assert!(!dropped.load(Ordering::SeqCst));

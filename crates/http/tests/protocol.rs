@@ -1074,6 +1074,18 @@ async fn an_http2_stream_whose_client_stopped_reading_is_ended_and_frees_its_slo
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let reopened = reopened.expect("a stalled HTTP/2 stream kept its slot");
+    let metrics = reqwest::get(format!("{}/metrics", t.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "lighthouse_streams_stalled_total 1"),
+        "the stalled stream is not counted"
+    );
     drop(stalled);
     // A stream that is read keeps going past the stall timeout.
     let mut read = common::Sse::from_response(reopened);

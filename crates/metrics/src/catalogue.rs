@@ -327,6 +327,14 @@ pub const STREAM_CONNECTIONS: MetricSpec = lighthouse(
     &[],
     &[],
 );
+/// `lighthouse_streams_stalled_total`
+pub const STREAMS_STALLED: MetricSpec = lighthouse(
+    "lighthouse_streams_stalled_total",
+    "Streamed responses ended because their client took nothing for the stall timeout",
+    Counter,
+    &[],
+    &[],
+);
 /// `lighthouse_metrics_label_values_folded_total{label}`
 pub const LABEL_VALUES_FOLDED: MetricSpec = lighthouse(
     "lighthouse_metrics_label_values_folded_total",
@@ -395,6 +403,7 @@ pub const CATALOGUE: &[MetricSpec] = &[
     STORE_SIZE,
     FLAG_EVALUATIONS,
     STREAM_CONNECTIONS,
+    STREAMS_STALLED,
     LABEL_VALUES_FOLDED,
     PROCESS_CPU,
     PROCESS_RESIDENT_MEMORY,

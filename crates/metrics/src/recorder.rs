@@ -110,6 +110,7 @@ struct Inner {
     flag_evaluations: CounterFamily<2>,
     flags: LabelTable<Box<str>, [Counter; 2]>,
     stream_connections: Gauge,
+    streams_stalled: Counter,
     folded: [Counter; 3],
     elicitation_windows: ElicitationWindows,
     http_windows: HttpWindows,
@@ -160,6 +161,7 @@ impl Metrics {
             flag_evaluations: exposition::counter_family(r, &cat::FLAG_EVALUATIONS),
             flags: LabelTable::new(config.caps.flags),
             stream_connections: exposition::gauge(r, &cat::STREAM_CONNECTIONS),
+            streams_stalled: exposition::counter(r, &cat::STREAMS_STALLED),
             folded: exposition::fixed_counters(r, &cat::LABEL_VALUES_FOLDED),
             elicitation_windows: ElicitationWindows::new(config.window)?,
             http_windows: HttpWindows::new(config.window)?,
@@ -372,6 +374,12 @@ impl Metrics {
         StreamGuard {
             metrics: self.clone(),
         }
+    }
+
+    /// A streamed response was ended because its client took nothing of it
+    /// for the stall timeout.
+    pub fn stream_stalled(&self) {
+        self.inner.streams_stalled.inc();
     }
 
     /// Push streams open now.

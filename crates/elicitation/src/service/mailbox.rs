@@ -121,9 +121,12 @@ impl ElicitationService {
             });
         }
         let first = self.read_mailbox(&caller.agent, q.after, limit)?;
-        if !first.messages.is_empty() || first.next_after > q.after || wait == 0 {
+        if !first.messages.is_empty() || wait == 0 {
             return Ok(first);
         }
+        // Past any unreadable events the read skipped: the wait goes on from
+        // there (a page of nothing must not end a long-poll, PROTOCOL.md 6).
+        let mut after = first.next_after;
         let agent: Arc<str> = Arc::from(caller.agent.as_str());
         let notify = {
             let mut waiters = s.mail_waiters.lock();
@@ -151,10 +154,11 @@ impl ElicitationService {
         loop {
             // Registered before reading, so a message applied in between wakes it.
             let notified = notify.notified();
-            let page = self.read_mailbox(&caller.agent, q.after, limit)?;
-            if !page.messages.is_empty() || page.next_after > q.after {
+            let page = self.read_mailbox(&caller.agent, after, limit)?;
+            if !page.messages.is_empty() {
                 return Ok(page);
             }
+            after = page.next_after;
             if meter
                 .blocked(tokio::time::timeout_at(deadline, notified))
                 .await

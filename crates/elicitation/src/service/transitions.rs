@@ -13,6 +13,7 @@ use lighthouse_security::{Caller, Role};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use super::{ElicitationService, Shared, require_role};
 use crate::error::{Error, Result};
@@ -36,12 +37,12 @@ pub struct Created {
 pub(crate) const ACTING_ROLES: &[Role] = &[Role::Agent, Role::Admin];
 
 /// Removes a create's in-flight marker and wakes retries waiting on it.
-struct InFlight<'a> {
-    shared: &'a Shared,
+struct InFlight {
+    shared: Arc<Shared>,
     key: Option<(String, String)>,
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         if let Some(k) = self.key.take()
             && let Some(n) = self.shared.creating.lock().remove(&k)
@@ -88,42 +89,16 @@ impl ElicitationService {
     /// returns the first result (`replayed: true`); the same key with a different
     /// request is `invalid_request`.
     ///
-    /// A keyed create runs to its end in a task of its own, even if the
-    /// caller stops waiting for it (a client that timed out and closed its
-    /// connection): its key stays claimed until its event is applied or has
-    /// certainly failed, so a retry with the key waits for it and gets its
-    /// result. Were the create dropped with its event already queued for the
-    /// writer, the key would be released before the event is applied, and the
-    /// retry would create a second elicitation.
+    /// A keyed create, once it has claimed its key, runs to its end in a task
+    /// of its own, even if the caller stops waiting for it (a client that
+    /// timed out and closed its connection): its key stays claimed until its
+    /// event is applied or has certainly failed, so a retry with the key waits
+    /// for it and gets its result. Were the create dropped with its event
+    /// already queued for the writer, the key would be released before the
+    /// event is applied, and the retry would create a second elicitation.
+    /// Everything before the claim (the checks, the wait for a concurrent
+    /// create with the same key) stays in the caller and ends with it.
     pub async fn create(
-        &self,
-        caller: &Caller,
-        request_id: &str,
-        req: CreateRequest,
-        idempotency_key: Option<&str>,
-    ) -> Result<Created> {
-        let Some(key) = idempotency_key else {
-            return self.create_now(caller, request_id, req, None).await;
-        };
-        let (svc, caller, request_id, key) = (
-            self.clone(),
-            caller.clone(),
-            request_id.to_owned(),
-            key.to_owned(),
-        );
-        let run =
-            tokio::spawn(
-                async move { svc.create_now(&caller, &request_id, req, Some(&key)).await },
-            );
-        match run.await {
-            Ok(r) => r,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // The runtime is shutting down.
-            Err(_) => Err(Error::Closed),
-        }
-    }
-
-    async fn create_now(
         &self,
         caller: &Caller,
         request_id: &str,
@@ -134,25 +109,56 @@ impl ElicitationService {
         require_role(caller, ACTING_ROLES, "this role may not elicit")?;
         check_request_id(request_id)?;
         let timeout = req.check(&s.limits)?;
-        if let Some(k) = idempotency_key {
-            self.check_idempotency_key(k)?;
-        }
+        let Some(key) = idempotency_key else {
+            return self
+                .create_claimed(caller, request_id, req, timeout, None)
+                .await;
+        };
+        self.check_idempotency_key(key)?;
         // A retry gets the first result before anything that may have changed
         // since (the target's registration, schema limits) is looked at again.
-        let hash = idempotency_key.map(|_| request_hash(&req));
-        let mut in_flight = InFlight {
-            shared: s,
-            key: None,
-        };
-        if let Some(k) = idempotency_key {
-            if let Some(first) = self.claim_key(caller, k, hash.as_deref()).await? {
-                return Ok(Created {
-                    record: first,
-                    replayed: true,
-                });
-            }
-            in_flight.key = Some((caller.agent.clone(), k.to_owned()));
+        let hash = request_hash(&req);
+        if let Some(first) = self.claim_key(caller, key, Some(&hash)).await? {
+            return Ok(Created {
+                record: first,
+                replayed: true,
+            });
         }
+        // Claimed (no await since): from here the create is not the caller's
+        // to cancel. The marker goes when the task ends, however it ends.
+        let in_flight = InFlight {
+            shared: self.shared.clone(),
+            key: Some((caller.agent.clone(), key.to_owned())),
+        };
+        let (svc, caller, request_id) = (self.clone(), caller.clone(), request_id.to_owned());
+        let keyed = (key.to_owned(), hash);
+        let run = tokio::spawn(
+            async move {
+                let _in_flight = in_flight;
+                svc.create_claimed(&caller, &request_id, req, timeout, Some(keyed))
+                    .await
+            }
+            .in_current_span(),
+        );
+        match run.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down.
+            Err(_) => Err(Error::Closed),
+        }
+    }
+
+    /// The create after its checks and, for a keyed one, its claim (`keyed`:
+    /// the idempotency key and the request's hash, recorded in the event).
+    async fn create_claimed(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        req: CreateRequest,
+        timeout: u64,
+        keyed: Option<(String, String)>,
+    ) -> Result<Created> {
+        let s = &*self.shared;
         if !s.directory.is_active(&req.to) {
             return Err(Error::NotFound { what: "agent" });
         }
@@ -174,8 +180,8 @@ impl ElicitationService {
             metadata: req
                 .metadata
                 .unwrap_or_else(|| Value::Object(Default::default())),
-            idempotency_key: idempotency_key.map(str::to_owned),
-            request_hash: hash,
+            idempotency_key: keyed.as_ref().map(|(k, _)| k.clone()),
+            request_hash: keyed.map(|(_, h)| h),
         };
         let key: Arc<str> = Arc::from(id.as_str());
         let value = data.to_value();
