@@ -92,12 +92,15 @@ pub async fn add(
     id: &str,
     role: Role,
     out: Option<&Path>,
-    public_url: String,
+    public_url: Option<String>,
 ) -> Result<(), Failure> {
     let path = credential_path(data, id, out)?;
     require_store(data)?;
     let (key, _) = load_master_key(data, false)?;
     prepare_output(&path)?;
+    let public_url = public_url
+        .or_else(|| crate::serve::remembered_public_url(data))
+        .unwrap_or_else(|| DEFAULT_PUBLIC_URL.to_owned());
     let c = ServeConfig {
         public_url: Some(public_url),
         ..Default::default()
@@ -155,6 +158,7 @@ pub async fn rotate(
     let default_path = credential_path(data, id, None)?;
     let public_url = public_url
         .or_else(|| existing_bridge_url(id, &[&path, &default_path]))
+        .or_else(|| crate::serve::remembered_public_url(data))
         .unwrap_or_else(|| DEFAULT_PUBLIC_URL.to_owned());
     let c = ServeConfig {
         public_url: Some(public_url),

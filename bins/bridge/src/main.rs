@@ -193,9 +193,11 @@ enum AgentsCmd {
         /// a file name, not a directory.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// URL written into the credential (absolute http or https).
-        #[arg(long, env = "LIGHTHOUSE_PUBLIC_URL", default_value = DEFAULT_PUBLIC_URL)]
-        public_url: String,
+        /// URL written into the credential (absolute http or https); without
+        /// it, the one `init` was given or `serve` was last configured with
+        /// (<data>/public-url), else http://127.0.0.1:8765.
+        #[arg(long, env = "LIGHTHOUSE_PUBLIC_URL")]
+        public_url: Option<String>,
     },
     /// Make a new key current (the old one stays valid for the grace period).
     Rotate {
@@ -206,7 +208,8 @@ enum AgentsCmd {
         out: Option<PathBuf>,
         /// URL written into the credential (absolute http or https); without
         /// it, the `bridge` URL of the agent's existing credential file (--out,
-        /// else the default one), else http://127.0.0.1:8765.
+        /// else the default one), else <data>/public-url, else
+        /// http://127.0.0.1:8765.
         #[arg(long, env = "LIGHTHOUSE_PUBLIC_URL")]
         public_url: Option<String>,
     },
@@ -338,12 +341,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 out,
                 public_url,
             } => {
+                let public_url = public_url.map(checked_url).transpose()?;
                 admin::add(
                     &data.data,
                     &id,
                     parse_role(&role)?,
                     out.as_deref(),
-                    checked_url(public_url)?,
+                    public_url,
                 )
                 .await
             }

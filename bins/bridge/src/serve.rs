@@ -28,6 +28,34 @@ pub fn store_dir(data: &Path) -> PathBuf {
     data.join("store")
 }
 
+/// `<data>/public-url`: the URL credentials name, as `init` was given it or
+/// `serve` was last configured with it, so that `agents add` and `rotate`
+/// (and a `serve` without one) name the same bridge.
+pub fn public_url_path(data: &Path) -> PathBuf {
+    data.join("public-url")
+}
+
+/// The remembered `public_url` of `data`, if there is a valid one.
+pub fn remembered_public_url(data: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(public_url_path(data)).ok()?;
+    let url = text.trim();
+    crate::config::check_public_url(url)
+        .ok()
+        .map(|()| url.to_owned())
+}
+
+/// Remembers `url` for `data` (written whole or not at all).
+pub fn remember_public_url(data: &Path, url: &str) -> std::io::Result<()> {
+    if remembered_public_url(data).as_deref() == Some(url) {
+        return Ok(());
+    }
+    let path = public_url_path(data);
+    let partial = data.join(".public-url.partial");
+    std::fs::write(&partial, format!("{url}\n"))?;
+    std::fs::File::open(&partial)?.sync_all()?;
+    std::fs::rename(&partial, &path)
+}
+
 /// Refuses a data directory that holds no store. Only `init` and `serve --dev`
 /// create one: any other command opening a missing or mistyped `--data` would
 /// otherwise create an empty store there (and, with `LIGHTHOUSE_MASTER_KEY`
@@ -163,6 +191,14 @@ pub async fn init(data: &Path, public_url: String) -> Result<(), Failure> {
         ..Default::default()
     };
     let bridge = open(data, key, Some(&c)).await?;
+    if let Some(url) = &c.public_url {
+        remember_public_url(data, url).map_err(|e| {
+            Failure::error(format!(
+                "cannot write {}: {e}; run init again once it can be written",
+                public_url_path(data).display()
+            ))
+        })?;
+    }
     let close = |bridge: Bridge| async move {
         bridge
             .shutdown()
@@ -312,7 +348,7 @@ const SAME_SIGNAL: Duration = Duration::from_millis(500);
 /// Without `dev` the data directory must hold a store already
 /// ([`require_store`]). Its lines on standard output are informational: a
 /// closed standard output does not stop it (the log goes to standard error).
-pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
+pub async fn serve(mut c: ServeConfig, dev: bool) -> Result<(), Failure> {
     // Fresh when there is no store yet, wherever the key comes from (with
     // `LIGHTHOUSE_MASTER_KEY` no key file is created, which used to make an
     // empty directory look initialised).
@@ -320,12 +356,22 @@ pub async fn serve(c: ServeConfig, dev: bool) -> Result<(), Failure> {
     if !dev {
         require_store(&c.data_dir)?;
     }
+    // Credentials issued over HTTP name the URL `init` was given (or the one
+    // configured last) unless this start configures one.
+    if c.public_url.is_none() {
+        c.public_url = remembered_public_url(&c.data_dir);
+    }
     // Before the store opens its files: the limit is raised for them too.
     let segments = crate::descriptors::store_files(&store_dir(&c.data_dir));
     let max_connections =
         crate::descriptors::fit_connections(c.max_connections, segments).map_err(Failure::error)?;
     let (key, created) = load_master_key(&c.data_dir, dev)?;
     let bridge = open(&c.data_dir, key, Some(&c)).await?;
+    if let Some(url) = &c.public_url
+        && let Err(e) = remember_public_url(&c.data_dir, url)
+    {
+        tracing::warn!(error = %e, "cannot remember public_url in the data directory; `agents add` will not know it");
+    }
     if dev && !fresh && !has_dev_agents(&bridge) {
         return Err(Failure::error(format!(
             "{} was initialised without --dev; --dev would add the development agents \

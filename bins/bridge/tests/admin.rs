@@ -205,6 +205,11 @@ fn credentials_carry_the_public_url_and_a_rotation_keeps_the_one_it_had() {
         assert!(err.contains("public_url") && err.contains(bad), "{err}");
     }
     assert_eq!(agent_ids(&data), ["admin", "alice"]);
+    // No URL given to `agents add`: the one `init` was given (it named the
+    // default, http://127.0.0.1:8765, before: a credential for no bridge).
+    let o = run(&["agents", "add", "carol", "--data", s(&data)], &[]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
+    assert_eq!(bridge_of("carol"), "https://bridge.example.com");
     let other = dir.path().join("other");
     let o = run(
         &["init", "--data", s(&other)],
