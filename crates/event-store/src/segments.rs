@@ -274,7 +274,8 @@ impl SegmentLog {
     /// is cut off with everything after it, as a torn tail is. Records sled
     /// has indexed are never cut for a marker (they were on disk before sled
     /// heard of them); a marker past the data cuts nothing. The marker is
-    /// removed once the cut is synced.
+    /// removed once the cut is synced. The folder is synced on every open
+    /// (marker or not) before anything is appended.
     pub(crate) fn open(
         dir: &Path,
         anchor: Option<Anchor>,
