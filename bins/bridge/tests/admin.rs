@@ -5,6 +5,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use common::{command, outcome, run};
@@ -132,7 +133,19 @@ fn init_makes_the_data_directory_and_the_store_private() {
         ("with-variable", &[("LIGHTHOUSE_MASTER_KEY", KEY_HEX)][..]),
     ] {
         let data = dir.path().join(name);
-        init(&data, env);
+        // Under a umask that lets group and others read (under 077 the modes
+        // come out right without `init` doing anything).
+        let mut c = command(&["init", "--data", s(&data)], env);
+        // SAFETY: umask(2) is async-signal-safe, allocates nothing and
+        // cannot fail.
+        unsafe {
+            c.pre_exec(|| {
+                libc::umask(0o022);
+                Ok(())
+            })
+        };
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
         assert_eq!(mode(&data), 0o700, "{name}");
         let store = data.join("store");
         assert_eq!(mode(&store), 0o700, "{name}");

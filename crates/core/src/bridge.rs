@@ -128,7 +128,8 @@ impl Bridge {
             let path = path.to_path_buf();
             move |source| OpenError::Io { path, source }
         };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        // It holds the store, the nonces and the flags: the owner's only.
+        lighthouse_event_store::create_private_dir(dir).map_err(io(dir))?;
         let metrics = Arc::new(Metrics::new(MetricsConfig::new())?);
         let store_options = StoreOptions::new(&config.master_key.store_key())
             .durability(config.durability)

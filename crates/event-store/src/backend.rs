@@ -148,6 +148,10 @@ pub trait Backend: Send + Sync + 'static {
     /// only when nothing of the batch is stored, nor will be found after a
     /// reopen; any other error is taken as an unknown outcome (the writer
     /// answers [`Error::OutcomeUnknown`](crate::Error::OutcomeUnknown)).
+    /// Return [`Error::Poisoned`](crate::Error::Poisoned), writing nothing,
+    /// when the backend had [`failed`](Self::failed) before this commit: the
+    /// group was decided against a log that may have lost records since, so
+    /// none of its answers stands.
     fn commit(&self, records: &RecordBatch, anchor: Anchor) -> Result<()>;
     /// Makes every commit so far durable.
     fn flush(&self) -> Result<()>;
@@ -177,6 +181,13 @@ pub trait Backend: Send + Sync + 'static {
     #[doc(hidden)]
     fn flush_index_unsynced(&self) -> Result<()> {
         Ok(())
+    }
+    /// Whether a write, sync or checkpoint has failed: the backend refuses
+    /// every later commit, and what was written since the last good sync may
+    /// be gone from disk (a failed sync cuts it), so nothing is to be decided
+    /// from the writer's view of the log any more.
+    fn failed(&self) -> bool {
+        false
     }
     /// The faults a test can arm in the segment log.
     #[cfg(test)]
@@ -630,6 +641,13 @@ impl Backend for SledBackend {
             reason: e.to_string(),
         })?;
         let _g = self.commit_lock.lock();
+        // Failed before this group (a checkpoint's sync, under this lock):
+        // the group was placed against records that may have been cut since.
+        // Checked under the lock, a failure cannot come between this check
+        // and the append, so a group that passes was placed before it.
+        if segments.failed() {
+            return Err(Error::Poisoned);
+        }
         // The frame first (synced in durable mode), then its locations: sled
         // must never hold a location whose bytes could be lost.
         let written = segments.append(records).and_then(|at| {
@@ -823,6 +841,10 @@ impl Backend for SledBackend {
     fn flush_index_unsynced(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
+    }
+
+    fn failed(&self) -> bool {
+        self.segments.as_ref().is_some_and(|s| s.failed())
     }
 
     #[cfg(test)]

@@ -328,7 +328,10 @@ impl EventStore {
     /// should syncing the parent directory or opening the store then fail, the
     /// error is returned and the store stays at `dir` (it is not removed: by
     /// then another process may have opened it). A process killed during a
-    /// restore leaves its staging directory behind; nothing removes it.
+    /// restore leaves its staging directory behind, and nothing removes it;
+    /// nor is one removed whose removal failed (that is logged, with its
+    /// path). A `<dir name>.restoring-*` beside a data directory can be
+    /// deleted whenever no restore is running.
     pub fn restore(
         file: impl AsRef<Path>,
         dir: impl AsRef<Path>,
@@ -345,7 +348,9 @@ impl EventStore {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        std::fs::create_dir_all(parent)?;
+        // The data directory a store lives in holds what the store holds:
+        // made the owner's only, as the store's own directory is.
+        crate::private::create_dir(parent)?;
         let mut prefix = dir.file_name().unwrap_or_default().to_os_string();
         prefix.push(".restoring-");
         let mut builder = tempfile::Builder::new();
@@ -356,7 +361,7 @@ impl EventStore {
         ));
         // Created exclusively (`mkdir`, a new random name on a clash); removed
         // when dropped, that is on every error below until it is renamed.
-        let staging = builder.tempdir_in(parent)?;
+        let staging = Staging(Some(builder.tempdir_in(parent)?));
         let report = restore_into(file.as_ref(), staging.path(), &options, RESTORE_BATCH_BYTES)?;
         // The files are synced; their directory entries too, before the
         // rename makes the store appear (a power loss after it must not find
@@ -367,7 +372,7 @@ impl EventStore {
         match std::fs::rename(staging.path(), dir) {
             Ok(()) => {
                 // Renamed: nothing is left at the staging path to remove.
-                let _ = staging.keep();
+                staging.keep();
             }
             Err(e)
                 if matches!(
@@ -382,6 +387,39 @@ impl EventStore {
         sync_parent(dir)?;
         let store = EventStore::open(dir, options)?;
         Ok((store, report))
+    }
+}
+
+/// A restore's staging directory: removed when dropped unless kept, a
+/// failed removal logged (`tempfile` ignores it, and a full copy of the log
+/// would stay behind unnoticed).
+struct Staging(Option<tempfile::TempDir>);
+
+impl Staging {
+    fn path(&self) -> &Path {
+        self.0.as_ref().map_or(Path::new(""), |t| t.path())
+    }
+
+    /// Leaves the directory (renamed into place) alone.
+    fn keep(mut self) {
+        if let Some(t) = self.0.take() {
+            let _ = t.keep();
+        }
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let Some(t) = self.0.take() else { return };
+        let path = t.path().to_path_buf();
+        if let Err(e) = t.close() {
+            tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "event store: a failed restore's staging directory (a copy of the log) could \
+                 not be removed; delete it by hand"
+            );
+        }
     }
 }
 

@@ -74,6 +74,7 @@ pub use model::{
 pub use options::{
     AppendObserver, DEFAULT_CACHE_BYTES, DEFAULT_MAX_SNAPSHOT_BYTES, Durability, StoreOptions,
 };
+pub use private::create_private_dir;
 pub use query::{Filter, Order, Page, Query};
 pub use store::{EventStore, Snapshot, StoreStats, VerifyReport};
 pub use subscription::Subscription;

@@ -37,6 +37,44 @@ pub(crate) fn create_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Creates `dir` (mode 0700, missing parents as `create_dir_all` makes
+/// them) unless it is a directory already, which keeps its mode: for a
+/// directory that holds a store or what a store holds (a bridge's data
+/// directory).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    create_dir(dir)
+}
+
+/// The permission bits of `dir` other than its owner's, when any is set.
+pub(crate) fn shared_bits(dir: &Path) -> std::io::Result<Option<u32>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let bits = std::fs::metadata(dir)?.permissions().mode() & 0o077;
+        Ok((bits != 0).then_some(bits))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(None)
+    }
+}
+
+/// Logs a warning when `dir` (a store's directory) is open to its group or
+/// to everyone: a store created before its directories were made private
+/// keeps its old modes.
+pub(crate) fn warn_if_shared(dir: &Path) {
+    if let Ok(Some(bits)) = shared_bits(dir) {
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{:o}", bits),
+            "event store: the store directory is open to its group or to others (it holds \
+             the whole log); make it private with `chmod -R go= {}`",
+            dir.display()
+        );
+    }
+}
+
 /// Options that create a file with [`FILE_MODE`] (the mode applies only to a
 /// file these options create).
 pub(crate) fn file_options() -> OpenOptions {
@@ -75,5 +113,8 @@ mod tests {
         std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o750)).unwrap();
         create_dir(&other).unwrap();
         assert_eq!(mode(&other), 0o750);
+        // The one kept open to its group is found, for the warning.
+        assert_eq!(shared_bits(&other).unwrap(), Some(0o050));
+        assert_eq!(shared_bits(&dir).unwrap(), None);
     }
 }

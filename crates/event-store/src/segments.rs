@@ -203,6 +203,9 @@ pub(crate) enum Fault {
     Write,
     /// Cutting the active segment back after a failure fails.
     Cut,
+    /// The next zero-fill extending the active segment fails (before the
+    /// frame that needed it is written).
+    Extend,
     /// Writing the `FAILED` marker fails.
     Marker,
     /// The backend's next insert of a group's locations into sled fails
@@ -271,7 +274,8 @@ impl SegmentLog {
     /// is cut off with everything after it, as a torn tail is. Records sled
     /// has indexed are never cut for a marker (they were on disk before sled
     /// heard of them); a marker past the data cuts nothing. The marker is
-    /// removed once the cut is synced.
+    /// removed once the cut is synced. The folder is synced on every open
+    /// (marker or not) before anything is appended.
     pub(crate) fn open(
         dir: &Path,
         anchor: Option<Anchor>,
@@ -439,8 +443,12 @@ impl SegmentLog {
         // marker left in place would cut records appended from now on.
         if marker.is_some() {
             std::fs::remove_file(dir.join(FAILED))?;
-            File::open(dir)?.sync_all()?;
         }
+        // Synced on every open, marker or not, before anything is appended:
+        // an earlier open may have removed the marker and then failed to
+        // sync the folder, and a power loss could bring the marker back to
+        // cut frames acknowledged since.
+        sync_dir(dir)?;
         if numbers.last() != Some(&number) {
             create_segment(dir, number)?;
             numbers.push(number);
@@ -615,10 +623,14 @@ impl SegmentLog {
         let at = a.len;
         let end = at + (FRAME_HEADER_LEN + payload.len()) as u64;
         if end > a.allocated
-            && let Err(e) = extend(&mut a, end)
+            && let Err(e) = self.fault(Fault::Extend).and_then(|()| extend(&mut a, end))
         {
-            // Zeros only: they end the data where they are read.
-            let f = self.fail(&mut a, e, at, false);
+            // Zeros only, past `at`: they end the data where they are read.
+            // But frames acknowledged unsynced (buffered mode) lie before
+            // `at`, and the log refuses every later sync: they are made
+            // durable with the cut to `at`, or else the marker names the last
+            // good sync, as for a failed write. This frame was not started.
+            let f = self.fail(&mut a, e, at, true);
             return Err(Failure::nothing_written(f.error));
         }
         let r = a
@@ -696,6 +708,11 @@ impl SegmentLog {
         }
         (a.synced, a.unsynced) = (a.len, false);
         Ok(())
+    }
+
+    /// Whether a write or sync failed (or a checkpoint poisoned the log).
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// Marks the log failed (a checkpoint failed).
@@ -779,6 +796,13 @@ fn first_seq_of(payload: &[u8]) -> Option<u64> {
     RecordView::parse(payload.get(..len)?).ok().map(|v| v.seq)
 }
 
+/// Makes the names in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(test)]
+    tests::DIR_SYNCS.with(|n| n.set(n.get() + 1));
+    File::open(dir)?.sync_all()
+}
+
 /// Segment numbers in `dir`, ascending.
 fn list(dir: &Path) -> std::io::Result<Vec<u32>> {
     let mut out = Vec::new();
@@ -804,7 +828,7 @@ fn create_segment(dir: &Path, n: u32) -> std::io::Result<()> {
     h[8..].copy_from_slice(&u64::from(n).to_le_bytes());
     file.write_all_at(&h, 0)?;
     file.sync_all()?;
-    File::open(dir)?.sync_all()
+    sync_dir(dir)
 }
 
 /// Writes the `FAILED` marker (segment `n`, `offset`) durably: a partial
@@ -825,7 +849,7 @@ fn write_marker(dir: &Path, n: u32, offset: u64) -> std::io::Result<()> {
     file.write_all_at(&b, 0)?;
     file.sync_all()?;
     std::fs::rename(&partial, dir.join(FAILED))?;
-    File::open(dir)?.sync_all()
+    sync_dir(dir)
 }
 
 /// The `FAILED` marker in `dir`, if any: (segment, offset). A leftover
@@ -996,6 +1020,11 @@ mod tests {
             *prev = Anchor { seq, mac };
         }
         b
+    }
+
+    thread_local! {
+        /// Directory syncs by this thread (`sync_dir`).
+        pub(super) static DIR_SYNCS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     }
 
     const GENESIS_HEAD: Anchor = Anchor {
@@ -1250,8 +1279,9 @@ mod tests {
     #[test]
     fn a_failed_write_cuts_its_partial_frame() {
         let (dir, key, log, mut head) = fresh();
-        log.append(&records(&key, &mut head, 2)).unwrap();
-        log.sync().unwrap();
+        // A synced frame, then one acknowledged unsynced (buffered mode):
+        // the cut goes to the failed frame's start, not to the last sync.
+        let (_, second, _) = synced_then_written(&log, &key, &mut head);
         let end = log.active.lock().len;
         // The header goes in, the records do not.
         log.faults().arm(Fault::Write);
@@ -1260,7 +1290,49 @@ mod tests {
         assert_eq!(seg1_len(dir.path()), end, "the partial frame is cut off");
         drop(log);
         let (_, r, seqs) = open(dir.path(), None, None, &key);
-        assert_eq!((seqs, r.torn_tail), (vec![1, 2], false));
+        assert_eq!(
+            (seqs, r.torn_tail),
+            ((1..=second.seq).collect::<Vec<_>>(), false)
+        );
+    }
+
+    #[test]
+    fn a_failed_zero_fill_keeps_the_unsynced_frames_before_it_durably_or_marks_them() {
+        for cut_fails in [false, true] {
+            let (dir, key, log, mut head) = fresh();
+            // Frame 1 (synced) fills the first step; frame 2 is acknowledged
+            // unsynced, as buffered mode does; frame 3 needs more zeros.
+            let (first, second, _) = synced_then_written(&log, &key, &mut head);
+            let end = log.active.lock().len;
+            assert!(log.active.lock().allocated < end + (1 << 20));
+            log.faults().arm(Fault::Extend);
+            if cut_fails {
+                log.faults().arm(Fault::Cut);
+            }
+            let big = "x".repeat(1 << 20);
+            let mut third = second;
+            let b = records_with(&key, &mut third, 1, |_| serde_json::json!({ "p": big }));
+            let f = log.append(&b).unwrap_err();
+            assert!(f.undone, "the third frame was not started");
+            if cut_fails {
+                // The next open cuts at the last good sync: frame 2 goes, as
+                // a power loss would take it.
+                let a = log.active.lock();
+                assert!(a.synced < end);
+                drop(a);
+                assert!(dir.path().join(FAILED).exists());
+                drop(log);
+                let (_, _, seqs) = open(dir.path(), None, None, &key);
+                assert_eq!(seqs, (1..=first.seq).collect::<Vec<_>>());
+            } else {
+                // Cut to the end of frame 2 and synced: it stays.
+                assert_eq!(seg1_len(dir.path()), end);
+                assert_eq!(log.active.lock().synced, end);
+                drop(log);
+                let (_, _, seqs) = open(dir.path(), None, None, &key);
+                assert_eq!(seqs, (1..=second.seq).collect::<Vec<_>>());
+            }
+        }
     }
 
     #[test]
@@ -1331,6 +1403,27 @@ mod tests {
             assert_eq!((seqs, r.torn_tail), (vec![3, 4, 5], false));
             assert!(!dir.path().join(FAILED).exists());
         }
+    }
+
+    #[test]
+    fn every_open_syncs_the_segments_folder_marker_or_not() {
+        // An open that honoured a marker, removed it and then failed to sync
+        // the folder leaves no marker for the next open to see; unless that
+        // open syncs the folder before it appends, a power loss can bring the
+        // marker back and cut frames acknowledged after it.
+        let (dir, key, log, _) = fresh();
+        drop(log);
+        write_marker(dir.path(), 1, FILE_HEADER_LEN).unwrap();
+        let (log, _, _) = open(dir.path(), None, None, &key);
+        drop(log);
+        // No marker, no new segment.
+        let before = DIR_SYNCS.with(|n| n.get());
+        let (log, _, _) = open(dir.path(), None, None, &key);
+        assert!(
+            DIR_SYNCS.with(|n| n.get()) > before,
+            "the folder was not synced"
+        );
+        drop(log);
     }
 
     #[test]

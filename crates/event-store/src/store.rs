@@ -170,6 +170,7 @@ impl EventStore {
     fn open_inner(dir: &Path, options: StoreOptions, temp: Option<TempDir>) -> Result<EventStore> {
         // Before sled, which would create it with the umask's mode.
         crate::private::create_dir(dir)?;
+        crate::private::warn_if_shared(dir);
         let mut backend = SledBackend::open(dir, options.cache_bytes)?;
         // Durable mode syncs each group's frame; sled is flushed about once a
         // second. Buffered mode syncs the segment and flushes sled every

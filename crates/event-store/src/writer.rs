@@ -157,8 +157,23 @@ impl Writer {
         }
     }
 
-    fn flush_durably(&self) -> Result<()> {
+    /// Whether writes are refused: a write or flush failed here, or the
+    /// backend failed on its own (a checkpoint's sync, which in buffered mode
+    /// cuts acknowledged records off the log). Set from then on.
+    fn poisoned(&self) -> bool {
         if self.shared.poisoned.load(Ordering::Acquire) {
+            return true;
+        }
+        if self.shared.backend.failed() {
+            tracing::error!("event store: the storage failed; refusing further writes");
+            self.shared.poisoned.store(true, Ordering::Release);
+            return true;
+        }
+        false
+    }
+
+    fn flush_durably(&self) -> Result<()> {
+        if self.poisoned() {
             return Err(Error::Poisoned);
         }
         self.shared.backend.flush().inspect_err(|e| {
@@ -172,16 +187,21 @@ impl Writer {
         if requests.is_empty() {
             return;
         }
-        if self.shared.poisoned.load(Ordering::Acquire) {
-            for (_, reply, _) in requests.drain(..) {
-                reply.send(Err(Error::Poisoned));
-            }
+        if self.poisoned() {
+            refuse(requests);
             return;
         }
         let now = self.clock.now().max(self.last_time);
         let start = (self.head, self.chain, self.last_id);
         let verdicts = self.place(requests, now);
         if self.batch.is_empty() {
+            // Answers from the log alone (conflicts, retries): they stand
+            // only if no failure cut records from under them meanwhile.
+            if self.poisoned() {
+                (self.head, self.chain, self.last_id) = start;
+                refuse(requests);
+                return;
+            }
             self.answer(requests, verdicts, now, false);
             return;
         }
@@ -209,6 +229,12 @@ impl Writer {
             tracing::error!(error = %e, "event store commit failed; refusing further writes");
             self.shared.poisoned.store(true, Ordering::Release);
             (self.head, self.chain, self.last_id) = start;
+            if matches!(e, Error::Poisoned) {
+                // The backend had failed before the group: every verdict was
+                // reached against records that may be cut.
+                refuse(requests);
+                return;
+            }
             // Only the backend's `WriteFailed` says that nothing is stored.
             let (stored_unknown, reason) = match e {
                 Error::WriteFailed { reason } => (false, reason),
@@ -516,6 +542,13 @@ impl Writer {
         };
         self.last_id = id;
         id
+    }
+}
+
+/// Answers (and removes) every request with [`Error::Poisoned`].
+fn refuse(requests: &mut Vec<Request>) {
+    for (_, reply, _) in requests.drain(..) {
+        reply.send(Err(Error::Poisoned));
     }
 }
 

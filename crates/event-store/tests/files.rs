@@ -48,6 +48,12 @@ async fn backed_up(dir: &Path, events: u64, file: &Path) -> EventStore {
 /// opened and in one restored.
 #[tokio::test]
 async fn a_store_and_a_restored_store_are_readable_by_their_owner_only() {
+    // A umask that lets group and others read: under 077 every mode checked
+    // here comes out right without the store doing anything. The umask is
+    // the process's: every test of this binary runs under 022 from here, and
+    // none depends on a stricter one.
+    // SAFETY: umask(2) cannot fail and touches no memory.
+    unsafe { libc::umask(0o022) };
     let d = tempfile::tempdir().unwrap();
     let check = |store: &Path| {
         assert_eq!(mode(store), 0o700, "{}", store.display());
@@ -66,7 +72,13 @@ async fn a_store_and_a_restored_store_are_readable_by_their_owner_only() {
     check(&d.path().join("s"));
     let (r, _) = EventStore::restore(&file, d.path().join("r"), opts()).unwrap();
     check(&d.path().join("r"));
-    drop((s, r));
+    // Restored into a data directory that does not exist yet: it holds the
+    // store, and is made the owner's only too.
+    let data = d.path().join("data");
+    let (r2, _) = EventStore::restore(&file, data.join("r"), opts()).unwrap();
+    assert_eq!(mode(&data), 0o700);
+    check(&data.join("r"));
+    drop((s, r, r2));
 }
 
 /// A directory named like the old fixed staging directory (`<dir>.restoring`)

@@ -126,6 +126,38 @@ async fn buffered_mode_cuts_what_a_failed_sync_did_not_make_durable() {
     assert_eq!((next.seq, next.version), (4, 3));
 }
 
+#[tokio::test]
+async fn after_a_checkpoint_cut_records_nothing_is_answered_from_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // Buffered, checkpointing every 10 ms.
+    let options = || buffered().buffered_flush_ms(10);
+    {
+        let s = EventStore::open(dir.path(), options()).unwrap();
+        s.append_one(ev("a", 1)).await.unwrap();
+        s.flush().await.unwrap();
+        // The checkpoint's sync of the next record fails: it is cut off the
+        // segment (the process's head and index still hold it).
+        faults(&s).arm(Fault::Sync);
+        let second = s.append_one(ev("a", 2).with_id("id-2")).await.unwrap();
+        assert_eq!(second.version, 1);
+        let t = std::time::Instant::now();
+        while !s.shared().backend.failed() {
+            assert!(t.elapsed() < Duration::from_secs(10), "no checkpoint");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Before the fix: a conflict against version 1 (the cut record's),
+        // and the retry of the cut record answered as stored.
+        let r = s
+            .append_one(ev("a", 3).expect(ExpectedVersion::Exact(0)))
+            .await;
+        assert!(matches!(r, Err(Error::Poisoned)), "{r:?}");
+        let r = s.append_one(ev("a", 2).with_id("id-2")).await;
+        assert!(matches!(r, Err(Error::Poisoned)), "{r:?}");
+    }
+    let s = EventStore::open(dir.path(), options()).unwrap();
+    assert_eq!(s.head_seq(), 1);
+}
+
 /// What a [`Failing`] backend does next.
 #[derive(Default)]
 struct Plan {
@@ -187,6 +219,9 @@ impl Backend for Failing {
     }
     fn size_on_disk(&self) -> Result<u64> {
         self.inner.size_on_disk()
+    }
+    fn failed(&self) -> bool {
+        self.inner.failed()
     }
 }
 
