@@ -265,8 +265,11 @@ fn open_store(data: &Path) -> Result<EventStore, Failure> {
     )
     .map_err(|e| match e {
         lighthouse_event_store::Error::Io(_) => store_failure(&dir, e),
+        lighthouse_event_store::Error::Storage(why) if crate::serve::in_use(data, &why).is_some() => {
+            crate::serve::in_use(data, &why).unwrap_or_else(|| Failure::error(why.to_string()))
+        }
         e => Failure::error(format!(
-            "{e} (is the bridge running? stop it, or use POST /v1/ops/verify)"
+            "{e} (is the bridge running? stop it first; while it runs, POST /v1/ops/verify checks the chain)"
         )),
     })
 }
@@ -334,9 +337,10 @@ pub fn backup(data: &Path, file: &Path, allow_empty: bool) -> Result<(), Failure
         .backup(file)
         .map_err(|e| store_failure(&store_dir(data), e))?;
     say(format!(
-        "backed up {} events and {} snapshots to {} ({} bytes)",
+        "backed up {} events and {} snapshot{} to {} ({} bytes)",
         r.head_seq,
         r.snapshots,
+        if r.snapshots == 1 { "" } else { "s" },
         file.display(),
         r.bytes
     ))
@@ -346,6 +350,23 @@ pub fn backup(data: &Path, file: &Path, allow_empty: bool) -> Result<(), Failure
 /// restored store that does not verify is moved aside (see [`set_aside`]), so
 /// the next `serve` does not serve it.
 pub fn restore(data: &Path, file: &Path) -> Result<(), Failure> {
+    // A backup that is not there is bad input, named as such (the store's
+    // own "No such file" read as if the target were missing).
+    match std::fs::metadata(file) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(Failure::input(format!(
+                "{} is not a backup file",
+                file.display()
+            )));
+        }
+        Err(e) => {
+            return Err(Failure::input(format!(
+                "cannot read the backup {}: {e}",
+                file.display()
+            )));
+        }
+    }
     let (key, _) = load_master_key(data, false)?;
     let dir = store_dir(data);
     let (store, r) = EventStore::restore(
@@ -382,8 +403,10 @@ pub fn restore(data: &Path, file: &Path) -> Result<(), Failure> {
         && v.ok()
     {
         return say(format!(
-            "restored {} events and {} snapshots; verify ok",
-            r.head_seq, r.snapshots
+            "restored {} events and {} snapshot{}; verify ok",
+            r.head_seq,
+            r.snapshots,
+            if r.snapshots == 1 { "" } else { "s" }
         ));
     }
     drop(store);

@@ -166,7 +166,7 @@ enum Command {
     },
     /// Exit 0 when the bridge at URL is ready, 1 when not (container health checks).
     Healthcheck {
-        /// Base URL.
+        /// The bridge's base URL (GET <url>/health/ready is asked).
         #[arg(long, default_value = "http://127.0.0.1:8765")]
         url: String,
     },
@@ -276,10 +276,15 @@ pub fn say(text: impl std::fmt::Display) -> Result<(), Failure> {
 
 /// Logs to standard error: `RUST_LOG` (default `info`), as text or JSON.
 fn init_logging(format: &str) {
+    // rmcp logs every MCP notification at info (docs/MCP.md).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("rmcp=warn,info"));
+    // Colours only for a person at a terminal: not into journald, docker logs
+    // or a file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
@@ -369,7 +374,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             StoreCmd::Restore { file } => admin::restore(&data.data, &file),
         },
         Command::Healthcheck { url } => {
-            let url = format!("{}/health/ready", url.trim_end_matches('/'));
+            // A base URL; one that already names the probe is taken as is.
+            let base = url.trim_end_matches('/');
+            let base = base.strip_suffix("/health/ready").unwrap_or(base);
+            config::check_public_url(base).map_err(|why| {
+                Failure::input(format!(
+                    "--url must be the bridge's base URL, like http://127.0.0.1:8765: {why}"
+                ))
+            })?;
+            let url = format!("{base}/health/ready");
             let resp = reqwest::Client::new()
                 .get(&url)
                 .timeout(std::time::Duration::from_secs(5))

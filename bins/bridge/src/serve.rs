@@ -28,6 +28,23 @@ pub fn store_dir(data: &Path) -> PathBuf {
     data.join("store")
 }
 
+/// The answer when the store of `data` is locked by another process (sled's
+/// "could not acquire lock"): which process it likely is and what to do
+/// instead, rather than sled's raw error.
+pub fn in_use(data: &Path, why: &impl std::fmt::Display) -> Option<Failure> {
+    let why = why.to_string();
+    why.contains("could not acquire lock").then(|| {
+        Failure::error(format!(
+            "{} is in use by another process (a running lighthouse-bridge holds its store; \
+             only one process may open it). Stop it first, or while it runs use the HTTP \
+             API: `lighthouse agents list|add|rotate|revoke` (an admin credential) or \
+             POST /v1/agents, and POST /v1/ops/verify to check the chain; a backup needs \
+             the bridge stopped",
+            data.display()
+        ))
+    })
+}
+
 /// `<data>/public-url`: the URL credentials name, as `init` was given it or
 /// `serve` was last configured with it, so that `agents add` and `rotate`
 /// (and a `serve` without one) name the same bridge.
@@ -166,10 +183,14 @@ pub async fn open(data: &Path, key: MasterKey, c: Option<&ServeConfig>) -> Resul
         }
     }
     Bridge::open(config).await.map_err(|e| match &e {
-        lighthouse_core::OpenError::Store(lighthouse_event_store::Error::Storage(_)) => Failure::error(format!(
-            "{e}\n(is another lighthouse-bridge using {}? only one process may open a data directory)",
-            data.display()
-        )),
+        lighthouse_core::OpenError::Store(lighthouse_event_store::Error::Storage(why)) => {
+            in_use(data, why).unwrap_or_else(|| {
+                Failure::error(format!(
+                    "{e}\n(is another lighthouse-bridge using {}? only one process may open a data directory)",
+                    data.display()
+                ))
+            })
+        }
         lighthouse_core::OpenError::Store(lighthouse_event_store::Error::Io(_)) => {
             Failure::error(format!("{}: {e}", store_dir(data).display()))
         }
@@ -373,7 +394,8 @@ pub async fn serve(mut c: ServeConfig, dev: bool) -> Result<(), Failure> {
         tracing::warn!(error = %e, "cannot remember public_url in the data directory; `agents add` will not know it");
     }
     if dev && !fresh && !has_dev_agents(&bridge) {
-        return Err(Failure::error(format!(
+        // Bad input (--dev on a production directory), not a failure.
+        return Err(Failure::input(format!(
             "{} was initialised without --dev; --dev would add the development agents \
              (alice, bob, carol, ops) to it. Serve it without --dev, or use a fresh \
              --data directory for development",
@@ -447,7 +469,11 @@ pub async fn serve(mut c: ServeConfig, dev: bool) -> Result<(), Failure> {
             };
         }
     }
-    tracing::info!("shutting down");
+    tracing::info!(
+        grace_ms = c.shutdown_grace_ms,
+        "shutting down: requests in flight get up to the grace period to finish; a second \
+         stop signal ends them at once"
+    );
     let first_signal = tokio::time::Instant::now();
     bridge.begin_shutdown();
     streams.trigger();

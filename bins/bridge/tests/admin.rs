@@ -497,6 +497,16 @@ fn a_restore_says_what_it_needs_and_brings_back_the_registry_of_its_time() {
     let o = run(&["agents", "revoke", "alice", "--data", s(&data)], &[]);
     assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
 
+    // A backup that is not there is bad input, named as the backup.
+    let missing = dir.path().join("missing.backup");
+    let o = run(&["store", "restore", s(&missing), "--data", s(&data)], &[]);
+    let (code, _, err) = outcome(&o);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("cannot read the backup") && err.contains(s(&missing)),
+        "{err}"
+    );
+
     // A fresh host without the key: not "run init" (a new key would make the
     // restore fail) but the original key.
     let fresh = dir.path().join("fresh");
@@ -564,4 +574,41 @@ fn the_offline_tools_may_revoke_the_last_admin() {
     // The reserved id of the offline actor cannot be registered.
     let o = run(&["agents", "add", "local-admin", "--data", s(&data)], &[]);
     assert_ne!(o.status.code(), Some(0), "{:?}", outcome(&o));
+}
+
+/// The offline commands on a directory a running bridge holds say so and
+/// what to use instead (they showed sled's raw lock error, and `store
+/// backup` was pointed at `POST /v1/ops/verify`).
+#[tokio::test]
+async fn offline_commands_on_a_directory_in_use_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = common::free_port();
+    let _bridge = common::spawn(&data, port);
+    common::wait_ready(&format!("http://127.0.0.1:{port}")).await;
+    let backup = dir.path().join("b.backup");
+    for args in [
+        vec!["agents", "revoke", "alice", "--data", s(&data)],
+        vec!["store", "backup", s(&backup), "--data", s(&data)],
+    ] {
+        let o = run(&args, &[]);
+        let (code, _, err) = outcome(&o);
+        assert_ne!(code, Some(0), "{args:?}");
+        assert!(
+            err.contains("in use by another process") && err.contains("lighthouse agents"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("Os {"), "{err}");
+    }
+    assert!(!backup.exists());
+    // `healthcheck` takes the base URL, or the probe's own; not-a-URL is bad input.
+    for url in [
+        format!("http://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{port}/health/ready"),
+    ] {
+        let o = run(&["healthcheck", "--url", &url], &[]);
+        assert_eq!(o.status.code(), Some(0), "{url}: {:?}", outcome(&o));
+    }
+    let o = run(&["healthcheck", "--url", "not-a-url"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", outcome(&o));
 }

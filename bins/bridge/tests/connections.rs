@@ -112,7 +112,7 @@ fn serve_dev_refuses_a_directory_initialised_for_production() {
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
-    assert!(!serve.status.success());
+    assert_eq!(serve.status.code(), Some(2), "bad input");
     let err = String::from_utf8_lossy(&serve.stderr);
     assert!(err.contains("initialised without --dev"), "{err}");
     assert!(
