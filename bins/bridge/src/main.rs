@@ -150,7 +150,8 @@ enum Command {
         #[arg(long, env = "LIGHTHOUSE_PUBLIC_URL", default_value = DEFAULT_PUBLIC_URL)]
         public_url: String,
     },
-    /// Manage agents (bridge stopped; while it runs use POST /v1/agents).
+    /// Manage agents (bridge stopped; while it runs use `lighthouse agents`
+    /// with an admin credential, e.g. `lighthouse agents revoke ID`).
     Agents {
         #[command(flatten)]
         data: DataArg,
@@ -185,6 +186,7 @@ enum Command {
 enum AgentsCmd {
     /// Register an agent and write its credential file.
     Add {
+        /// Agent id (`[a-z0-9][a-z0-9._-]{0,63}`).
         id: String,
         /// agent, observer, operator or admin.
         #[arg(long, default_value = "agent")]
@@ -201,6 +203,7 @@ enum AgentsCmd {
     },
     /// Make a new key current (the old one stays valid for the grace period).
     Rotate {
+        /// Agent id.
         id: String,
         /// The credential file to write (default <data>/credentials/<id>.json);
         /// a file name, not a directory.
@@ -214,9 +217,13 @@ enum AgentsCmd {
         public_url: Option<String>,
     },
     /// Refuse every key and token of an agent.
-    Revoke { id: String },
+    Revoke {
+        /// Agent id.
+        id: String,
+    },
     /// List agents.
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -226,6 +233,7 @@ enum AgentsCmd {
 enum StoreCmd {
     /// Walk the integrity chain (exit 1 when broken).
     Verify {
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -233,6 +241,7 @@ enum StoreCmd {
     Stats,
     /// Write a consistent backup file (mode 0600; replaces FILE atomically).
     Backup {
+        /// The backup file to write.
         file: PathBuf,
         /// Write the backup even when the store holds no events (by default
         /// refused, so a wrong --data does not replace a good backup with an
@@ -244,7 +253,10 @@ enum StoreCmd {
     /// move it aside first), under the master key the backup was made with
     /// (copy the original master.key, or set LIGHTHOUSE_MASTER_KEY). Agents
     /// revoked after the backup was taken are active again: revoke them again.
-    Restore { file: PathBuf },
+    Restore {
+        /// The backup file to restore from.
+        file: PathBuf,
+    },
 }
 
 fn parse_role(s: &str) -> Result<Role, Failure> {

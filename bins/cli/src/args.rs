@@ -12,6 +12,9 @@ use clap::{Args, Parser, Subcommand};
 /// stderr), or `ops verify` found the log broken; 2 bad usage or input; 3 the
 /// bridge could not be reached or answered something unreadable, or a write
 /// was answered with a 5xx: it may or may not have taken effect.
+///
+/// A leaked credential: `lighthouse agents revoke ID` (admin credential)
+/// refuses every key and token of the agent at once, while the bridge runs.
 #[derive(Debug, Parser)]
 #[command(name = "lighthouse", version, about, long_about)]
 pub struct Cli {
@@ -100,6 +103,10 @@ pub enum Command {
     /// Operations: stats, drain, verify.
     #[command(subcommand)]
     Ops(OpsCommand),
+    /// Manage agents (admin): list, add, rotate, revoke (a leaked credential:
+    /// `agents revoke ID`).
+    #[command(subcommand)]
+    Agents(AgentsCommand),
     /// Who the credential is.
     Me,
 }
@@ -325,4 +332,39 @@ pub enum OpsCommand {
     },
     /// Walk the log's integrity chain.
     Verify,
+}
+
+/// `agents` (admin).
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// Every agent: id, role, current key id, whether revoked.
+    List,
+    /// Register an agent and write its credential file.
+    Add {
+        /// Agent id (`[a-z0-9][a-z0-9._-]{0,63}`).
+        id: String,
+        /// agent, observer, operator or admin.
+        #[arg(long)]
+        role: String,
+        /// The credential file to create (default `./ID.json`); an existing
+        /// file is never overwritten.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Make a new key current and write its credential file (the previous key
+    /// stays valid for the bridge's grace period, 24 h by default).
+    Rotate {
+        /// Agent id.
+        id: String,
+        /// The credential file to create (default `./ID.json`); an existing
+        /// file is never overwritten.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Refuse every key and token of an agent at once (a leaked credential).
+    /// The id cannot be registered again.
+    Revoke {
+        /// Agent id.
+        id: String,
+    },
 }

@@ -1,6 +1,6 @@
 //! Arguments that carry JSON (inline or `@FILE`), times and enumerations.
 
-use lighthouse_core::api::{Status, Timestamp, Variant};
+use lighthouse_core::api::{Role, Status, Timestamp, Variant};
 use serde_json::Value;
 
 use crate::run::Failure;
@@ -72,6 +72,38 @@ pub fn variant_arg(text: &str) -> Result<Variant, Failure> {
     })
 }
 
+/// Parses a role.
+pub fn role_arg(text: &str) -> Result<Role, Failure> {
+    match text {
+        "agent" => Ok(Role::Agent),
+        "observer" => Ok(Role::Observer),
+        "operator" => Ok(Role::Operator),
+        "admin" => Ok(Role::Admin),
+        _ => Err(Failure::Usage(format!(
+            "--role {text:?}: expected agent, observer, operator or admin"
+        ))),
+    }
+}
+
+/// Checks an agent id as the bridge does (`^[a-z0-9][a-z0-9._-]{0,63}$`,
+/// PROTOCOL.md 1) before it names a file: `../x` would name one outside the
+/// current directory.
+pub fn agent_id_arg(id: &str) -> Result<&str, Failure> {
+    let ok = (1..=64).contains(&id.len())
+        && id.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || (i > 0 && matches!(b, b'.' | b'_' | b'-'))
+        });
+    if ok {
+        Ok(id)
+    } else {
+        Err(Failure::Usage(format!(
+            "agent id {id:?}: expected 1 to 64 of [a-z0-9._-], starting with a letter or digit"
+        )))
+    }
+}
+
 /// A comma-separated list argument: an empty value (`--allow ""`) clears.
 pub fn list_arg(items: Vec<String>) -> Vec<String> {
     items
@@ -137,6 +169,14 @@ mod tests {
         assert!(variant_arg("control").is_err());
         assert!(variant_arg("=5").is_err());
         assert_eq!(list_arg(vec!["".into()]), Vec::<String>::new());
+        assert_eq!(role_arg("operator").unwrap(), Role::Operator);
+        assert!(role_arg("root").is_err());
+        for good in ["bob", "a", "ops-1", "x.y_z", &"a".repeat(64)] {
+            assert_eq!(agent_id_arg(good).unwrap(), good);
+        }
+        for bad in ["", "../x", "a/b", "Bob", "-x", ".x", &"a".repeat(65)] {
+            assert!(agent_id_arg(bad).is_err(), "{bad:?}");
+        }
         assert_eq!(list_arg(vec![" a".into(), "b".into()]), vec!["a", "b"]);
     }
 }

@@ -10,8 +10,8 @@ use std::io::Write;
 
 use lighthouse_client::{AgentEvent, AgentPayload};
 use lighthouse_core::api::{
-    DrainReport, Elicitation, Event, Flag, FlagChange, FlagEvaluation, Latency, Me, Message,
-    OpsStats, VerifyResponse,
+    AgentInfo, DrainReport, Elicitation, Event, Flag, FlagChange, FlagEvaluation, Latency, Me,
+    Message, OpsStats, VerifyResponse,
 };
 use serde::Serialize;
 
@@ -189,6 +189,26 @@ pub fn event_row(e: &Event) -> String {
     )
 }
 
+/// A page of `events query`.
+///
+/// The bridge names a `next` position after every full page, the last one
+/// included, and after a page it cut short (PROTOCOL.md 7): so the line says
+/// where the next page starts, not that more events exist.
+pub fn event_rows(events: &[Event], next: Option<u64>, desc: bool) -> String {
+    if events.is_empty() && next.is_none() {
+        return "(none)".to_owned();
+    }
+    let mut lines: Vec<String> = events.iter().map(event_row).collect();
+    if events.is_empty() {
+        lines.push("(none on this page)".to_owned());
+    }
+    if let Some(n) = next {
+        let from = if desc { "--before" } else { "--after" };
+        lines.push(format!("(next page: {from} {n}; it may be empty)"));
+    }
+    lines.join("\n")
+}
+
 /// One event of the agent stream.
 pub fn agent_event(ev: &AgentEvent) -> String {
     let what = match &ev.payload {
@@ -364,6 +384,56 @@ pub fn verify(v: &VerifyResponse) -> String {
     }
 }
 
+/// `agents list`: a table, one agent per line.
+pub fn agent_table(agents: &[AgentInfo]) -> String {
+    if agents.is_empty() {
+        return "(none)".to_owned();
+    }
+    let width = agents
+        .iter()
+        .map(|a| a.id.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("ID".len());
+    let mut lines = vec![format!(
+        "{:<width$}  {:<8}  {:>4}  STATUS",
+        "ID", "ROLE", "KEY"
+    )];
+    lines.extend(agents.iter().map(|a| {
+        format!(
+            "{:<width$}  {:<8}  {:>4}  {}",
+            a.id,
+            a.role.as_str(),
+            a.key_id,
+            if a.revoked { "revoked" } else { "active" }
+        )
+    }));
+    lines.join("\n")
+}
+
+/// What `agents add` and `agents rotate` print: the credential without its
+/// secret, and where it was written. The secret goes to the file only.
+#[derive(Serialize)]
+pub struct CredentialWritten {
+    pub agent: String,
+    pub role: lighthouse_core::api::Role,
+    pub key_id: u64,
+    pub bridge: String,
+    pub file: String,
+}
+
+/// `agents add` and `agents rotate`, as text.
+pub fn credential_written(done: &str, c: &CredentialWritten) -> String {
+    format!(
+        "{done} {} ({}, key {}); credential written to {} (bridge {})",
+        c.agent,
+        c.role.as_str(),
+        c.key_id,
+        c.file,
+        c.bridge
+    )
+}
+
 /// `me`.
 pub fn me(m: &Me) -> String {
     format!("{} ({}, key {})", m.agent, m.role.as_str(), m.key_id)
@@ -450,6 +520,58 @@ mod tests {
         let line = terminal_safe(&flag_change(&c));
         no_controls_but_layout(&line);
         assert_eq!(line.lines().count(), 1, "{line}");
+    }
+
+    fn event(seq: u64) -> Event {
+        serde_json::from_value(json!({
+            "seq": seq, "id": format!("ev{seq}"), "stream": "s", "version": seq - 1,
+            "type": "t", "time": "2026-11-26T07:00:00.000Z", "agent": "alice",
+            "correlation_id": null, "causation_id": null, "data": {}, "metadata": {}
+        }))
+        .unwrap()
+    }
+
+    /// The bridge names a next position after a full last page too: the line
+    /// says where to go on, and never that more events exist.
+    #[test]
+    fn an_events_page_names_its_next_position_without_claiming_more() {
+        let page = [event(10), event(11)];
+        let text = event_rows(&page, Some(11), false);
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(
+            text.ends_with("(next page: --after 11; it may be empty)"),
+            "{text}"
+        );
+        assert!(!text.contains("more"), "{text}");
+        let text = event_rows(&page, Some(10), true);
+        assert!(
+            text.ends_with("(next page: --before 10; it may be empty)"),
+            "{text}"
+        );
+        assert_eq!(event_rows(&page, None, false).lines().count(), 2);
+        assert_eq!(event_rows(&[], None, false), "(none)");
+        let text = event_rows(&[], Some(42), false);
+        assert!(text.starts_with("(none on this page)\n"), "{text}");
+    }
+
+    #[test]
+    fn the_agent_table_lines_up() {
+        let agents: Vec<AgentInfo> = serde_json::from_value(json!([
+            {"id": "admin", "role": "admin", "key_id": 1, "revoked": false},
+            {"id": "a-long-agent-id", "role": "agent", "key_id": 12, "revoked": true}
+        ]))
+        .unwrap();
+        let text = agent_table(&agents);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "ID               ROLE       KEY  STATUS",
+                "admin            admin        1  active",
+                "a-long-agent-id  agent       12  revoked",
+            ]
+        );
+        assert_eq!(agent_table(&[]), "(none)");
     }
 
     /// An empty page that is not the last still shows where to go on.

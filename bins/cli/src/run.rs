@@ -1,21 +1,23 @@
 //! Each command: build the request from the arguments, call the client, print.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lighthouse_client::{
     Client, EventStreamFilter, ListElicitations, Mailbox, ReceiveMessages, idempotency_key,
 };
 use lighthouse_core::api::{
-    CreateRequest, DrainRequest, DrainThen, ErrorCode, EventOrder, EventsQuery, FlagPut, FlagSpec,
-    Problem, RespondRequest, SchemaProfile,
+    CreateRequest, Credential, DrainRequest, DrainThen, ErrorCode, EventOrder, EventsQuery,
+    FlagPut, FlagSpec, Problem, RespondRequest, SchemaProfile,
 };
 
 use crate::args::{
-    Cli, Command, ElicitArgs, EventsCommand, FlagSetArgs, FlagsCommand, ListArgs, OpsCommand,
-    QueryArgs, RespondArgs,
+    AgentsCommand, Cli, Command, ElicitArgs, EventsCommand, FlagSetArgs, FlagsCommand, ListArgs,
+    OpsCommand, QueryArgs, RespondArgs,
 };
-use crate::input::{json_arg, list_arg, status_arg, time_arg, variant_arg};
-use crate::output::{self, AgentEventJson, Out};
+use crate::input::{agent_id_arg, json_arg, list_arg, role_arg, status_arg, time_arg, variant_arg};
+use crate::output::{self, AgentEventJson, CredentialWritten, Out};
 
 /// Why a command failed, and so its exit code.
 #[derive(Debug)]
@@ -129,17 +131,47 @@ impl From<lighthouse_client::Error> for Failure {
     }
 }
 
-fn client(cli: &Cli) -> Result<Client, Failure> {
+fn credential(cli: &Cli) -> Result<Credential, Failure> {
     let path = cli.credential.as_ref().ok_or_else(|| {
         Failure::Usage("no credential: pass --credential FILE or set LIGHTHOUSE_CREDENTIAL".into())
     })?;
-    let credential = lighthouse_core::api::Credential::read(path)
-        .map_err(|e| Failure::Usage(format!("credential {}: {e}", path.display())))?;
+    Credential::read(path)
+        .map_err(|e| Failure::Usage(format!("credential {}: {e}", path.display())))
+}
+
+fn client(cli: &Cli, credential: Credential) -> Result<Client, Failure> {
     let mut b = Client::builder().credential(credential);
     if let Some(url) = &cli.bridge {
         b = b.base_url(url.clone());
     }
     Ok(b.build()?)
+}
+
+/// `f` with a note on what to do when the bridge did not take the credential.
+///
+/// The bridge answers an unknown or revoked agent, or a retired key, exactly
+/// as a wrong secret (PROTOCOL.md 2.2), so the answer cannot say which: the
+/// note names the candidates and how to tell them apart.
+fn credential_hint(f: Failure, agent: &str, key_id: u64) -> Failure {
+    let Failure::Refused(p) = &f else { return f };
+    let agent = output::one_line(agent);
+    let note = match p.code {
+        ErrorCode::BadSignature | ErrorCode::Unauthenticated => format!(
+            "the bridge did not accept the credential of {agent} (key {key_id}), and does not \
+             say why: the agent may have been revoked, or its key rotated out (a previous key \
+             works only for the grace period), the secret may be wrong, or the credential may \
+             be another bridge's. An admin sees the agent's state and current key with \
+             `lighthouse agents list`, and issues a new credential with \
+             `lighthouse agents rotate {agent}` (a revoked agent needs a new id: \
+             `lighthouse agents add`)"
+        ),
+        ErrorCode::StaleRequest => "the request's timestamp is too far from the bridge's clock \
+             (300 s by default): check this machine's clock (`timedatectl` shows it and \
+             whether it is synchronised) and sync it (NTP)"
+            .to_owned(),
+        _ => return f,
+    };
+    f.noted(note)
 }
 
 fn wait_ms(name: &str, ms: u64) -> Result<Duration, Failure> {
@@ -154,16 +186,24 @@ fn wait_ms(name: &str, ms: u64) -> Result<Duration, Failure> {
 
 /// Runs the command of `cli`.
 pub async fn run(cli: Cli, out: &mut Out) -> Result<(), Failure> {
-    let c = client(&cli)?;
-    match cli.command {
-        Command::Elicit(a) => elicit(&c, a, out).await,
-        Command::Inbox(a) => list(&c, Mailbox::Inbox, a, out).await,
-        Command::Outbox(a) => list(&c, Mailbox::Outbox, a, out).await,
+    let credential = credential(&cli)?;
+    let (agent, key_id) = (credential.agent.clone(), credential.key_id);
+    let c = client(&cli, credential)?;
+    command(&c, cli.command, out)
+        .await
+        .map_err(|f| credential_hint(f, &agent, key_id))
+}
+
+async fn command(c: &Client, command: Command, out: &mut Out) -> Result<(), Failure> {
+    match command {
+        Command::Elicit(a) => elicit(c, a, out).await,
+        Command::Inbox(a) => list(c, Mailbox::Inbox, a, out).await,
+        Command::Outbox(a) => list(c, Mailbox::Outbox, a, out).await,
         Command::Get { id, wait_ms: ms } => {
             let e = c.get_elicitation(&id, wait_ms("wait-ms", ms)?).await?;
             out.show(&e, output::elicitation)
         }
-        Command::Respond(a) => respond(&c, a, out).await,
+        Command::Respond(a) => respond(c, a, out).await,
         Command::Cancel { id, reason } => {
             let e = c
                 .cancel(&id, reason.as_deref())
@@ -171,7 +211,7 @@ pub async fn run(cli: Cli, out: &mut Out) -> Result<(), Failure> {
                 .map_err(|e| unsure(e, || unknown_outcome_of_act(&id, "cancellation")))?;
             out.show(&e, output::elicitation)
         }
-        Command::Watch { after, count } => watch(&c, after, count, out).await,
+        Command::Watch { after, count } => watch(c, after, count, out).await,
         Command::Send { to, body } => {
             let body = json_arg("body", &body)?;
             let sent = c.send_message(&to, &body).await.map_err(|e| {
@@ -200,7 +240,7 @@ pub async fn run(cli: Cli, out: &mut Out) -> Result<(), Failure> {
                 lines.join("\n")
             })
         }
-        Command::Events(EventsCommand::Query(a)) => query(&c, a, out).await,
+        Command::Events(EventsCommand::Query(a)) => query(c, a, out).await,
         Command::Events(EventsCommand::Tail {
             stream,
             event_type,
@@ -224,8 +264,9 @@ pub async fn run(cli: Cli, out: &mut Out) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Flags(f) => flags(&c, f, out).await,
-        Command::Ops(o) => ops(&c, o, out).await,
+        Command::Flags(f) => flags(c, f, out).await,
+        Command::Ops(o) => ops(c, o, out).await,
+        Command::Agents(a) => agents(c, a, out).await,
         Command::Me => {
             let me = c.me().await?;
             out.show(&me, output::me)
@@ -380,17 +421,7 @@ async fn query(c: &Client, a: QueryArgs, out: &mut Out) -> Result<(), Failure> {
         limit: a.limit,
     };
     let page = c.query_events(&q).await?;
-    out.show(&page, |p| {
-        let mut lines: Vec<String> = p.events.iter().map(output::event_row).collect();
-        if let Some(n) = p.next {
-            lines.push(format!("(more: next {n})"));
-        }
-        if lines.is_empty() {
-            "(none)".to_owned()
-        } else {
-            lines.join("\n")
-        }
-    })
+    out.show(&page, |p| output::event_rows(&p.events, p.next, a.desc))
 }
 
 async fn flags(c: &Client, f: FlagsCommand, out: &mut Out) -> Result<(), Failure> {
@@ -555,6 +586,149 @@ async fn ops(c: &Client, o: OpsCommand, out: &mut Out) -> Result<(), Failure> {
     }
 }
 
+async fn agents(c: &Client, a: AgentsCommand, out: &mut Out) -> Result<(), Failure> {
+    match a {
+        AgentsCommand::List => {
+            let list = c.list_agents().await?;
+            out.show(&list, |l| output::agent_table(&l.agents))
+        }
+        AgentsCommand::Add {
+            id,
+            role,
+            out: file,
+        } => {
+            let role = role_arg(&role)?;
+            let id = agent_id_arg(&id)?;
+            let file = CredentialFile::create(file, id)?;
+            let cred = c.add_agent(id, role).await.map_err(|e| {
+                file.discard();
+                unsure(e, || {
+                    format!(
+                        "{id} may or may not have been registered, and no credential was \
+                         written: `lighthouse agents list` shows it; if it is there, \
+                         `lighthouse agents rotate {id}` issues its credential"
+                    )
+                })
+            })?;
+            let written = file.write(&cred)?;
+            out.show(&written, |w| output::credential_written("registered", w))
+        }
+        AgentsCommand::Rotate { id, out: file } => {
+            let id = agent_id_arg(&id)?;
+            let file = CredentialFile::create(file, id)?;
+            let cred = c.rotate_agent(id).await.map_err(|e| {
+                file.discard();
+                unsure(e, || {
+                    format!(
+                        "the key of {id} may or may not have been rotated, and no credential \
+                         was written: `lighthouse agents list` shows its current key; rotate \
+                         again to get a credential"
+                    )
+                })
+            })?;
+            let written = file.write(&cred)?;
+            out.show(&written, |w| {
+                format!(
+                    "{}\nthe previous key stays valid for the grace period (24 h by default); \
+                     after a leak, `lighthouse agents revoke {id}` refuses every key at once",
+                    output::credential_written("rotated", w)
+                )
+            })
+        }
+        AgentsCommand::Revoke { id } => {
+            c.revoke_agent(&id).await.map_err(|e| match e {
+                lighthouse_client::Error::Refused(p) if p.code == ErrorCode::NotFound => {
+                    Failure::Refused(Box::new(p)).noted(format!(
+                        "no active agent {}: it may be revoked already (`lighthouse agents list` \
+                         shows it)",
+                        output::one_line(&id)
+                    ))
+                }
+                e => unsure(e, || {
+                    format!(
+                        "{} may or may not have been revoked: `lighthouse agents list` shows it; \
+                         revoking again is safe",
+                        output::one_line(&id)
+                    )
+                }),
+            })?;
+            let revoked = serde_json::json!({"agent": id, "revoked": true});
+            out.show(&revoked, |_| {
+                format!(
+                    "revoked {}: every key and token of it is refused from now on",
+                    output::one_line(&id)
+                )
+            })
+        }
+    }
+}
+
+/// The file a new credential goes to, created (exclusively, mode 0600) before
+/// the request is sent: an agent registered or rotated with nowhere to write
+/// its secret would be an agent nobody holds a key for.
+struct CredentialFile {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl CredentialFile {
+    /// Creates `out`, else `./ID.json`. An existing file is never replaced:
+    /// it may be the only copy of a credential still in use.
+    fn create(out: Option<PathBuf>, id: &str) -> Result<CredentialFile, Failure> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = out.unwrap_or_else(|| Path::new(".").join(format!("{id}.json")));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| {
+                Failure::Usage(if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    format!(
+                        "{} already exists; not overwriting it (move it away, or name \
+                         another file with --out FILE); nothing was sent",
+                        path.display()
+                    )
+                } else {
+                    format!("cannot create {}: {e}; nothing was sent", path.display())
+                })
+            })?;
+        Ok(CredentialFile { path, file })
+    }
+
+    /// Removes the (still empty) file, when no credential came back.
+    fn discard(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// Writes `cred` and syncs it; what to print about it (no secret).
+    fn write(mut self, cred: &Credential) -> Result<CredentialWritten, Failure> {
+        let mut text = cred.to_json();
+        text.push('\n');
+        self.file
+            .write_all(text.as_bytes())
+            .and_then(|()| self.file.sync_all())
+            .map_err(|e| {
+                Failure::Broken(format!(
+                    "{} has a new key, but its credential could not be written to {}: {e}",
+                    cred.agent,
+                    self.path.display()
+                ))
+                .noted(format!(
+                    "`lighthouse agents rotate {} --out FILE` issues another",
+                    cred.agent
+                ))
+            })?;
+        Ok(CredentialWritten {
+            agent: cred.agent.clone(),
+            role: cred.role,
+            key_id: cred.key_id,
+            bridge: cred.bridge.clone(),
+            file: self.path.display().to_string(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -566,6 +740,36 @@ mod tests {
         for bad in ["", "a b", "a\nb", "a/b", "é", &"k".repeat(129)] {
             assert!(!valid_idempotency_key(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_refused_credential_gets_a_note_on_what_may_be_wrong() {
+        let refused = |code| Failure::Refused(Box::new(Problem::new(code, "x")));
+        for code in [ErrorCode::BadSignature, ErrorCode::Unauthenticated] {
+            let f = credential_hint(refused(code), "bob", 2);
+            let Failure::Noted(_, note) = &f else {
+                panic!("{f:?}")
+            };
+            assert!(
+                note.contains("bob (key 2)")
+                    && note.contains("revoked")
+                    && note.contains("rotated out")
+                    && note.contains("`lighthouse agents rotate bob`"),
+                "{note}"
+            );
+            assert_eq!(f.exit_code(), 1);
+        }
+        let f = credential_hint(refused(ErrorCode::StaleRequest), "bob", 2);
+        assert!(
+            matches!(&f, Failure::Noted(_, n) if n.contains("clock")),
+            "{f:?}"
+        );
+        for code in [ErrorCode::Forbidden, ErrorCode::NotFound] {
+            let f = credential_hint(refused(code), "bob", 2);
+            assert!(matches!(f, Failure::Refused(_)), "{f:?}");
+        }
+        let f = credential_hint(Failure::Broken("down".into()), "bob", 2);
+        assert!(matches!(f, Failure::Broken(_)), "{f:?}");
     }
 
     #[test]

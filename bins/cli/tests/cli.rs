@@ -421,6 +421,27 @@ async fn watch_messages_and_events() {
         r.stdout.contains("message.sent") && r.stdout.contains("mailbox-bob"),
         "{r:?}"
     );
+    // The last page is full: the bridge names a next position, which the
+    // CLI shows as where to go on, not as more events.
+    let r = lh(
+        &alice,
+        &["events", "query", "--type", "message.sent", "--limit", "2"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{r:?}");
+    assert!(!r.stdout.contains("more"), "{r:?}");
+    let next = lines[2]
+        .strip_prefix("(next page: --after ")
+        .and_then(|l| l.strip_suffix("; it may be empty)"))
+        .unwrap_or_else(|| panic!("{r:?}"));
+    let r = lh(
+        &alice,
+        &["events", "query", "--type", "message.sent", "--after", next],
+    )
+    .await;
+    assert_eq!((r.code, r.stdout.trim()), (0, "(none)"), "{r:?}");
     let r = lh(
         &alice,
         &[
@@ -569,6 +590,24 @@ async fn flags_and_operations() {
         .code,
         2
     );
+    // Variant weights sum to 1000 (PROTOCOL.md 8), not to 100.
+    let r = lh(
+        &ops,
+        &[
+            "flags",
+            "set",
+            "other",
+            "--reason",
+            "x",
+            "--variant",
+            "a=50",
+            "--variant",
+            "b=50",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("invalid_request"), "{r:?}");
 
     let r = lh(&ops, &["ops", "stats"]).await;
     assert!(
@@ -857,4 +896,185 @@ async fn text_from_other_agents_cannot_drive_the_terminal() {
     let r = lh(&mallory, &["send", "--to", "nobody", "--body", "{}"]).await;
     assert_eq!(r.code, 1, "{r:?}");
     clean(&r);
+}
+
+/// The mode bits of `path`.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_are_managed_while_the_bridge_runs() {
+    let env = Env::start().await;
+    let root = env.agent("root", Role::Admin).await;
+    let dir = env.dir.path();
+    let bob1 = dir.join("bob-1.json");
+
+    let r = lh(
+        &root,
+        &[
+            "agents",
+            "add",
+            "bob",
+            "--role",
+            "agent",
+            "--out",
+            bob1.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        r.stdout.trim(),
+        format!(
+            "registered bob (agent, key 1); credential written to {} (bridge {})",
+            bob1.display(),
+            env.url
+        )
+    );
+    assert_eq!(mode(&bob1), 0o600);
+    let secret = std::fs::read_to_string(&bob1).unwrap();
+    let secret: Value = serde_json::from_str(&secret).unwrap();
+    let secret = secret["secret"].as_str().unwrap().to_owned();
+    assert!(!r.stdout.contains(&secret) && !r.stderr.contains(&secret));
+    let r = lh(&bob1, &["me"]).await;
+    assert_eq!(
+        (r.code, r.stdout.trim()),
+        (0, "bob (agent, key 1)"),
+        "{r:?}"
+    );
+
+    // An existing file is never overwritten, and nothing is sent.
+    let r = lh(
+        &root,
+        &[
+            "agents",
+            "add",
+            "carol",
+            "--role",
+            "agent",
+            "--out",
+            bob1.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("already exists"), "{r:?}");
+    assert_eq!(lh(&bob1, &["me"]).await.code, 0);
+    // Bad input is refused before anything is sent.
+    assert_eq!(
+        lh(&root, &["agents", "add", "x", "--role", "root"])
+            .await
+            .code,
+        2
+    );
+    assert_eq!(
+        lh(&root, &["agents", "add", "../x", "--role", "agent"])
+            .await
+            .code,
+        2
+    );
+
+    // The default file is ./ID.json; --json prints no secret either.
+    let work = dir.join("work");
+    std::fs::create_dir(&work).unwrap();
+    let mut add = command(
+        Some(&root),
+        &["--json", "agents", "add", "dave", "--role", "observer"],
+    );
+    add.current_dir(&work);
+    let r = finish(add.spawn().unwrap());
+    assert_eq!(r.code, 0, "{r:?}");
+    let dave = work.join("dave.json");
+    assert_eq!(
+        r.json(),
+        json!({"agent": "dave", "role": "observer", "key_id": 1, "bridge": env.url,
+               "file": "./dave.json"})
+    );
+    assert_eq!(mode(&dave), 0o600);
+
+    let bob2 = dir.join("bob-2.json");
+    let r = lh(
+        &root,
+        &["agents", "rotate", "bob", "--out", bob2.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.starts_with("rotated bob (agent, key 2)"), "{r:?}");
+    assert_eq!(mode(&bob2), 0o600);
+    let r = lh(&bob2, &["me"]).await;
+    assert_eq!(r.stdout.trim(), "bob (agent, key 2)", "{r:?}");
+    // The previous key works for the grace period.
+    assert_eq!(lh(&bob1, &["me"]).await.code, 0);
+
+    let r = lh(&root, &["agents", "list"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let rows: Vec<Vec<&str>> = r
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["ID", "ROLE", "KEY", "STATUS"], "{r:?}");
+    assert!(rows.contains(&vec!["bob", "agent", "2", "active"]), "{r:?}");
+    assert!(
+        rows.contains(&vec!["dave", "observer", "1", "active"]),
+        "{r:?}"
+    );
+    assert!(!r.stdout.contains("carol"), "{r:?}");
+
+    let r = lh(&root, &["agents", "revoke", "bob"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.starts_with("revoked bob: "), "{r:?}");
+    // Both keys are refused at once, and the refusal says what may be wrong.
+    for cred in [&bob1, &bob2] {
+        let r = lh(cred, &["me"]).await;
+        assert_eq!(r.code, 1, "{r:?}");
+        assert!(r.stderr.contains("bad_signature (401)"), "{r:?}");
+        let note = r
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("note: "))
+            .unwrap_or_else(|| panic!("{r:?}"));
+        assert!(
+            note.contains("revoked") && note.contains("lighthouse agents list"),
+            "{r:?}"
+        );
+    }
+    let agents = lh(&root, &["--json", "agents", "list"]).await.json();
+    let bob = agents["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "bob")
+        .unwrap()
+        .clone();
+    assert_eq!(bob["revoked"], json!(true));
+    let r = lh(&root, &["agents", "revoke", "bob"]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("not_found") && r.stderr.contains("revoked already"),
+        "{r:?}"
+    );
+
+    // A failed registration leaves no empty credential file behind.
+    let again = dir.join("bob-again.json");
+    let r = lh(
+        &root,
+        &[
+            "agents",
+            "add",
+            "bob",
+            "--role",
+            "agent",
+            "--out",
+            again.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(!again.exists());
+    // Agents are managed by admins only.
+    let r = lh(&dave, &["agents", "list"]).await;
+    assert!(r.code == 1 && r.stderr.contains("forbidden (403)"), "{r:?}");
 }
