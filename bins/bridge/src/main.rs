@@ -6,7 +6,7 @@
 //! A closed standard output (`agents list | head -1`) ends a command quietly
 //! with the code it would have had (0 when it succeeded).
 //!
-//! Every command logs to standard error (`RUST_LOG`, default `info`;
+//! Every command logs to standard error (`RUST_LOG`, default `rmcp=warn,info`;
 //! `LIGHTHOUSE_LOG_FORMAT` or `serve --log-format`: `text` or `json`).
 
 mod admin;
@@ -146,9 +146,11 @@ enum Command {
     Init {
         #[command(flatten)]
         data: DataArg,
-        /// URL written into credential files (absolute http or https).
-        #[arg(long, env = "LIGHTHOUSE_PUBLIC_URL", default_value = DEFAULT_PUBLIC_URL)]
-        public_url: String,
+        /// URL written into credential files (absolute http or https),
+        /// remembered in <data>/public-url for `agents add`/`rotate` and
+        /// `serve` (default http://127.0.0.1:8765, not remembered).
+        #[arg(long, env = "LIGHTHOUSE_PUBLIC_URL")]
+        public_url: Option<String>,
     },
     /// Manage agents (bridge stopped; while it runs use `lighthouse agents`
     /// with an admin credential, e.g. `lighthouse agents revoke ID`).
@@ -349,7 +351,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             serve::serve(c, dev).await
         }
         Command::Init { data, public_url } => {
-            serve::init(&data.data, checked_url(public_url)?).await
+            serve::init(&data.data, public_url.map(checked_url).transpose()?).await
         }
         Command::Agents { data, action } => match action {
             AgentsCmd::Add {
@@ -388,7 +390,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Healthcheck { url } => {
             // A base URL; one that already names the probe is taken as is.
             let base = url.trim_end_matches('/');
-            let base = base.strip_suffix("/health/ready").unwrap_or(base);
+            let base = base
+                .strip_suffix("/health/ready")
+                .or_else(|| base.strip_suffix("/health/live"))
+                .unwrap_or(base);
             config::check_public_url(base).map_err(|why| {
                 Failure::input(format!(
                     "--url must be the bridge's base URL, like http://127.0.0.1:8765: {why}"

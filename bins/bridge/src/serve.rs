@@ -45,9 +45,9 @@ pub fn in_use(data: &Path, why: &impl std::fmt::Display) -> Option<Failure> {
     })
 }
 
-/// `<data>/public-url`: the URL credentials name, as `init` was given it or
-/// `serve` was last configured with it, so that `agents add` and `rotate`
-/// (and a `serve` without one) name the same bridge.
+/// `<data>/public-url`: the URL credentials name, as `init` was given it, so
+/// that `agents add` and `rotate` (and a `serve` without one) name the same
+/// bridge. Delete it to go back to the defaults.
 pub fn public_url_path(data: &Path) -> PathBuf {
     data.join("public-url")
 }
@@ -68,9 +68,14 @@ pub fn remember_public_url(data: &Path, url: &str) -> std::io::Result<()> {
     }
     let path = public_url_path(data);
     let partial = data.join(".public-url.partial");
-    std::fs::write(&partial, format!("{url}\n"))?;
-    std::fs::File::open(&partial)?.sync_all()?;
-    std::fs::rename(&partial, &path)
+    let written = std::fs::write(&partial, format!("{url}\n"))
+        .and_then(|()| std::fs::File::open(&partial)?.sync_all())
+        .and_then(|()| std::fs::rename(&partial, &path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written?;
+    std::fs::File::open(data)?.sync_all()
 }
 
 /// Refuses a data directory that holds no store. Only `init` and `serve --dev`
@@ -204,22 +209,23 @@ pub async fn open(data: &Path, key: MasterKey, c: Option<&ServeConfig>) -> Resul
 /// done (a full disk, a read-only credentials folder, an interrupt), writing
 /// the admin credential anew (a rotation) if it was registered but never
 /// written.
-pub async fn init(data: &Path, public_url: String) -> Result<(), Failure> {
+///
+/// A `public_url` given (flag or `LIGHTHOUSE_PUBLIC_URL`) is remembered in
+/// `<data>/public-url` once the directory is known not to be initialised
+/// already; without one the credentials name the default URL and nothing is
+/// remembered (a `serve` then names its listen address, as before).
+pub async fn init(data: &Path, public_url: Option<String>) -> Result<(), Failure> {
     let from_env = std::env::var_os(MASTER_KEY_ENV).is_some();
     let (key, _) = load_master_key(data, true)?;
     let c = ServeConfig {
-        public_url: Some(public_url),
+        public_url: Some(
+            public_url
+                .clone()
+                .unwrap_or_else(|| crate::DEFAULT_PUBLIC_URL.to_owned()),
+        ),
         ..Default::default()
     };
     let bridge = open(data, key, Some(&c)).await?;
-    if let Some(url) = &c.public_url {
-        remember_public_url(data, url).map_err(|e| {
-            Failure::error(format!(
-                "cannot write {}: {e}; run init again once it can be written",
-                public_url_path(data).display()
-            ))
-        })?;
-    }
     let close = |bridge: Bridge| async move {
         bridge
             .shutdown()
@@ -234,6 +240,15 @@ pub async fn init(data: &Path, public_url: String) -> Result<(), Failure> {
              `lighthouse-bridge agents add ID --role admin --data {}`)",
             data.display(),
             data.display()
+        )));
+    }
+    if let Some(url) = &public_url
+        && let Err(e) = remember_public_url(data, url)
+    {
+        close(bridge).await?;
+        return Err(Failure::error(format!(
+            "cannot write {}: {e}; run init again once it can be written",
+            public_url_path(data).display()
         )));
     }
     let creds = credentials_dir(data);
@@ -377,22 +392,23 @@ pub async fn serve(mut c: ServeConfig, dev: bool) -> Result<(), Failure> {
     if !dev {
         require_store(&c.data_dir)?;
     }
-    // Credentials issued over HTTP name the URL `init` was given (or the one
-    // configured last) unless this start configures one.
-    if c.public_url.is_none() {
-        c.public_url = remembered_public_url(&c.data_dir);
-    }
+    // Credentials issued over HTTP name the URL `init` was given unless this
+    // start configures one (else the listen address).
+    let url_source = if c.public_url.is_some() {
+        "configured"
+    } else if let Some(url) = remembered_public_url(&c.data_dir) {
+        c.public_url = Some(url);
+        "remembered in <data>/public-url by init"
+    } else {
+        "the listen address"
+    };
     // Before the store opens its files: the limit is raised for them too.
     let segments = crate::descriptors::store_files(&store_dir(&c.data_dir));
     let max_connections =
         crate::descriptors::fit_connections(c.max_connections, segments).map_err(Failure::error)?;
     let (key, created) = load_master_key(&c.data_dir, dev)?;
     let bridge = open(&c.data_dir, key, Some(&c)).await?;
-    if let Some(url) = &c.public_url
-        && let Err(e) = remember_public_url(&c.data_dir, url)
-    {
-        tracing::warn!(error = %e, "cannot remember public_url in the data directory; `agents add` will not know it");
-    }
+    tracing::info!(public_url = %c.public_url(), source = url_source, "credentials issued name this URL");
     if dev && !fresh && !has_dev_agents(&bridge) {
         // Bad input (--dev on a production directory), not a failure.
         return Err(Failure::input(format!(

@@ -223,6 +223,20 @@ fn credentials_carry_the_public_url_and_a_rotation_keeps_the_one_it_had() {
     let o = run(&["agents", "add", "carol", "--data", s(&data)], &[]);
     assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
     assert_eq!(bridge_of("carol"), "https://bridge.example.com");
+    // An init refused as already initialised changes nothing, the remembered
+    // URL included.
+    let o = run(
+        &["init", "--data", s(&data)],
+        &[("LIGHTHOUSE_PUBLIC_URL", "https://stray.example.com")],
+    );
+    assert_eq!(o.status.code(), Some(2), "{:?}", outcome(&o));
+    let o = run(&["agents", "add", "dave", "--data", s(&data)], &[]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", outcome(&o));
+    assert_eq!(bridge_of("dave"), "https://bridge.example.com");
+    // Without a URL, init remembers none (a serve names its listen address).
+    let plain = dir.path().join("plain");
+    init(&plain, &[]);
+    assert!(!plain.join("public-url").exists());
     let other = dir.path().join("other");
     let o = run(
         &["init", "--data", s(&other)],
@@ -593,7 +607,7 @@ async fn offline_commands_on_a_directory_in_use_say_what_to_do() {
     ] {
         let o = run(&args, &[]);
         let (code, _, err) = outcome(&o);
-        assert_ne!(code, Some(0), "{args:?}");
+        assert_eq!(code, Some(3), "{args:?}");
         assert!(
             err.contains("in use by another process") && err.contains("lighthouse agents"),
             "{args:?}: {err}"
@@ -601,10 +615,11 @@ async fn offline_commands_on_a_directory_in_use_say_what_to_do() {
         assert!(!err.contains("Os {"), "{err}");
     }
     assert!(!backup.exists());
-    // `healthcheck` takes the base URL, or the probe's own; not-a-URL is bad input.
+    // `healthcheck` takes the base URL, or a probe's own; not-a-URL is bad input.
     for url in [
         format!("http://127.0.0.1:{port}"),
         format!("http://127.0.0.1:{port}/health/ready"),
+        format!("http://127.0.0.1:{port}/health/live"),
     ] {
         let o = run(&["healthcheck", "--url", &url], &[]);
         assert_eq!(o.status.code(), Some(0), "{url}: {:?}", outcome(&o));

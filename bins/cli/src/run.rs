@@ -709,8 +709,12 @@ impl CredentialFile {
             .write_all(text.as_bytes())
             .and_then(|()| self.file.sync_all())
             .map_err(|e| {
+                // A partly written credential is no credential: removed, so
+                // that a rotate into the same file is not refused by it.
+                let _ = std::fs::remove_file(&self.path);
                 Failure::Broken(format!(
-                    "{} has a new key, but its credential could not be written to {}: {e}",
+                    "{} has a new key (registered or rotated), but its credential could not \
+                     be written to {}: {e}; that key is unusable",
                     cred.agent,
                     self.path.display()
                 ))
