@@ -115,9 +115,12 @@ impl Client {
             .header(IDEMPOTENCY_KEY, key)
             .retry(Retry::Safe);
         let answer = self.answer(call).await?;
+        // The header, or a bridge from before it: a create never answers
+        // 200, so a 200 is a replay.
+        let replayed = answer.replayed || answer.status == 200;
         Ok(Created {
             record: answer.decode()?,
-            replayed: answer.replayed,
+            replayed,
         })
     }
 

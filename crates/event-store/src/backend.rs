@@ -570,15 +570,25 @@ fn checkpoint_loop(
         if let Err(RecvTimeoutError::Disconnected) = wake.recv_timeout(every) {
             return;
         }
-        let r = if sync_first {
+        // The log is poisoned before the commit lock is let go: a commit that
+        // takes the lock after a failed checkpoint is refused, never answered
+        // with a frame this process would no longer sync.
+        let failed = if sync_first {
             let _g = lock.lock();
-            sync_and_mark(segments, log, meta).and_then(|()| Ok(db.flush()?))
+            let r = sync_and_mark(segments, log, meta).and_then(|()| Ok(db.flush()?));
+            if r.is_err() {
+                segments.poison();
+            }
+            r
         } else {
-            db.flush().map_err(crate::error::Error::from)
+            let r = db.flush().map_err(crate::error::Error::from);
+            if r.is_err() {
+                segments.poison();
+            }
+            r
         };
-        if let Err(e) = r {
+        if let Err(e) = failed {
             tracing::error!(error = %e, "event store checkpoint failed; refusing further writes");
-            segments.poison();
             return;
         }
     }

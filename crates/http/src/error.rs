@@ -127,12 +127,19 @@ pub(crate) async fn method_not_allowed(resp: Response) -> Response {
     );
     p.status = StatusCode::METHOD_NOT_ALLOWED.as_u16();
     p.title = "Method not allowed".to_owned();
-    let mut out = ApiError(p).into_response();
-    *out.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    if let Some(v) = allow {
-        out.headers_mut().insert(header::ALLOW, v);
+    // The problem's body and content type over the original answer's other
+    // headers (X-Request-Id, set inside the router, among them).
+    let (mut parts, _) = resp.into_parts();
+    let (problem, body) = ApiError(p).into_response().into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in &problem.headers {
+        parts.headers.insert(name, value.clone());
     }
-    out
+    if let Some(v) = allow {
+        parts.headers.insert(header::ALLOW, v);
+    }
+    parts.status = StatusCode::METHOD_NOT_ALLOWED;
+    Response::from_parts(parts, body)
 }
 
 /// Parses a JSON body, turning serde's complaint into `400 invalid_request`
@@ -145,13 +152,20 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-        let path = match e.inner().classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => String::new(),
-            serde_json::error::Category::Data | serde_json::error::Category::Io => {
-                pointer(&e.path().to_string())
-            }
-        };
         let msg = e.inner().to_string();
+        // serde_json files a well-formed value it cannot hold (a number out
+        // of range, a bad unicode escape) as a syntax error too: those are
+        // the field's.
+        let the_fields =
+            msg.starts_with("number out of range") || msg.starts_with("invalid unicode code point");
+        let path = match e.inner().classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+                if !the_fields =>
+            {
+                String::new()
+            }
+            _ => pointer(&e.path().to_string()),
+        };
         ApiError(
             Problem::new(
                 ErrorCode::InvalidRequest,

@@ -265,6 +265,11 @@ pub(crate) async fn observe(State(st): State<AppState>, mut req: Request, next: 
         span: span.clone(),
         done: false,
     };
+    // HTTP/1's stalled readers fill their socket, which the server's own
+    // write timeout sees (`lighthouse-bridge`'s listener); HTTP/2 lets a
+    // client withhold one stream's window while its connection stays
+    // healthy, which only a watchdog beside the body sees (crate::stall).
+    let multiplexed = req.version() >= axum::http::Version::HTTP_2;
     let mut resp = next.run(req).instrument(span.clone()).await;
     let waited = resp
         .extensions()
@@ -276,9 +281,9 @@ pub(crate) async fn observe(State(st): State<AppState>, mut req: Request, next: 
     if let Ok(v) = HeaderValue::from_str(&rid) {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
-    // Any streamed response (the SSE routes, /mcp's SSE answers and stream)
-    // ends if its client stops taking it (crate::stall).
-    let stall = event_stream(&resp).then_some(st.config.stream_stall_timeout);
+    // A streamed response over HTTP/2 (the SSE routes, /mcp's SSE answers
+    // and stream) ends if its client stops taking it (crate::stall).
+    let stall = (multiplexed && event_stream(&resp)).then_some(st.config.stream_stall_timeout);
     let stalled = crate::stall::Stalled::default();
     let report = || crate::stall::Report {
         stalled: stalled.clone(),

@@ -38,12 +38,13 @@ pub struct HttpConfig {
     pub max_event_streams: usize,
     /// See [`max_event_streams`](Self::max_event_streams).
     pub max_event_streams_per_agent: usize,
-    /// A streamed response (SSE, /mcp's streams) whose client has taken
-    /// nothing for this long while a frame waited is ended, freeing its
-    /// subscription, slot and buffers (default 60 s; zero turns it off). This
-    /// covers HTTP/2, where a client can withhold one stream's flow-control
-    /// window while its connection stays healthy, which no socket-level
-    /// timeout sees.
+    /// A streamed response (SSE, /mcp's streams) over HTTP/2 whose client
+    /// has taken nothing for this long while a frame waited is ended, freeing
+    /// its subscription, slot and buffers (default 60 s; zero turns it off).
+    /// HTTP/2 lets a client withhold one stream's flow-control window while
+    /// its connection stays healthy, which no socket-level timeout sees; over
+    /// HTTP/1 a reader that stops fills its socket, which the server's write
+    /// timeout sees (`lighthouse-bridge`: `write_stall_timeout_ms`).
     pub stream_stall_timeout: Duration,
 }
 

@@ -1263,8 +1263,8 @@ async fn an_event_over_the_stored_size_limit_names_its_data() {
 async fn a_method_a_route_does_not_take_names_those_it_takes() {
     let t = start().await;
     let (alice, ops) = (t.agent("alice"), t.agent("ops"));
-    // (A 405 is answered once the caller is admitted as the route's writer:
-    // flags are written by operators.)
+    // (Each is sent by a caller the route would admit, so that nothing but
+    // the method is wrong.)
     for (who, method, path, allowed) in [
         (
             &alice,
@@ -1300,6 +1300,10 @@ async fn a_method_a_route_does_not_take_names_those_it_takes() {
             r.body
         );
         assert_eq!(r.headers["content-type"], "application/problem+json");
+        assert!(
+            r.headers.contains_key("x-request-id"),
+            "{method} {path}: the request id is echoed on every response"
+        );
         assert_eq!(r.body["status"], 405);
         let mut header: Vec<&str> = r.headers["allow"]
             .to_str()
@@ -1356,4 +1360,20 @@ async fn parse_errors_name_the_document_and_data_errors_the_field() {
         assert_eq!((r.status, r.code()), (400, "invalid_request"), "{body}");
         assert_eq!(r.body["errors"][0]["path"], path, "{body}: {:?}", r.body);
     }
+    // Well-formed, but a number no field can hold: the field's error (serde
+    // files it as a syntax error).
+    let r = alice
+        .send(
+            Method::POST,
+            "/v1/elicitations",
+            br#"{"to":"bob","message":"m","requested_schema":{"type":"object"},"timeout_ms":1e400}"#,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_request"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.body["errors"][0]["path"], "/timeout_ms", "{:?}", r.body);
 }
