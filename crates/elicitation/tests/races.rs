@@ -51,7 +51,13 @@ fn world() -> &'static World {
             .unwrap();
         let clock = manual_clock();
         let (svc, store) = rt.block_on(async {
-            let store = EventStore::open_temporary(
+            // A `static` is never dropped, so a temporary store would be
+            // left in the system's temp directory by every run: this one
+            // lives in cargo's directory for test data, replaced each run.
+            let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("races-store");
+            let _ = std::fs::remove_dir_all(&dir);
+            let store = EventStore::open(
+                &dir,
                 lighthouse_event_store::StoreOptions::new(KEY)
                     .durability(lighthouse_event_store::Durability::Buffered)
                     .clock(std::sync::Arc::new(clock.clone())),
