@@ -265,12 +265,11 @@ fn open_store(data: &Path) -> Result<EventStore, Failure> {
     )
     .map_err(|e| match e {
         lighthouse_event_store::Error::Io(_) => store_failure(&dir, e),
-        lighthouse_event_store::Error::Storage(why) if crate::serve::in_use(data, &why).is_some() => {
-            crate::serve::in_use(data, &why).unwrap_or_else(|| Failure::error(why.to_string()))
-        }
-        e => Failure::error(format!(
-            "{e} (is the bridge running? stop it first; while it runs, POST /v1/ops/verify checks the chain)"
-        )),
+        e => crate::serve::in_use(data, &e).unwrap_or_else(|| {
+            Failure::error(format!(
+                "{e} (is the bridge running? stop it first; while it runs, POST /v1/ops/verify checks the chain)"
+            ))
+        }),
     })
 }
 

@@ -116,7 +116,7 @@ pub fn load_master_key(data: &Path, create: bool) -> Result<(MasterKey, bool), F
             false,
         ))
     } else if create && !has_store {
-        create_private_dir(data)
+        lighthouse_event_store::create_private_dir(data)
             .map_err(|e| Failure::error(format!("cannot create {}: {e}", data.display())))?;
         MasterKey::load_or_create(&path).map_err(|e| Failure::error(e.to_string()))
     } else if has_store {
@@ -131,25 +131,6 @@ pub fn load_master_key(data: &Path, create: bool) -> Result<(MasterKey, bool), F
         )))
     } else {
         Err(missing_key(data))
-    }
-}
-
-/// Creates the data directory, mode 0700 (it holds the master key, the store
-/// and the credentials), unless it exists: an existing one keeps its mode.
-/// Missing parents are created as `create_dir_all` does.
-fn create_private_dir(data: &Path) -> std::io::Result<()> {
-    if data.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = data.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut b = std::fs::DirBuilder::new();
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-    match b.create(data) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && data.is_dir() => Ok(()),
-        r => r,
     }
 }
 
@@ -173,9 +154,10 @@ fn missing_key(data: &Path) -> Failure {
 /// Opens the bridge on `data` with `key`, creating `data` (mode 0700) when
 /// it does not exist.
 pub async fn open(data: &Path, key: MasterKey, c: Option<&ServeConfig>) -> Result<Bridge, Failure> {
-    // Before the bridge, which would create it with the umask's mode (with
-    // the key from LIGHTHOUSE_MASTER_KEY no key file has created it).
-    create_private_dir(data)
+    // Bridge::open creates it the same way; here a failure is named for the
+    // operator (with the key from LIGHTHOUSE_MASTER_KEY no key file has
+    // created it yet).
+    lighthouse_event_store::create_private_dir(data)
         .map_err(|e| Failure::error(format!("cannot create {}: {e}", data.display())))?;
     crate::descriptors::fit_store(&store_dir(data));
     let mut config = BridgeConfig::new(data, key);

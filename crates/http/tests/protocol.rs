@@ -977,6 +977,23 @@ async fn long_polls_end_when_their_credential_stops_holding() {
     assert_eq!((r.status, r.code()), (503, "unavailable"));
 }
 
+/// `GET /v1/events/stream?after=0` as `agent`, tried every 50 ms for up to
+/// 5 s until one of its stream slots is free: the open response, or `None`.
+async fn event_stream_once_a_slot_frees(agent: &common::Agent) -> Option<reqwest::Response> {
+    for _ in 0..100 {
+        let r = agent
+            .request(reqwest::Method::GET, "/v1/events/stream?after=0", b"")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            return Some(r);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    None
+}
+
 /// Open event streams are bounded per agent (and in all): each can pin a
 /// catch-up stretch while its client is slow. One over the limit is `503`;
 /// closing one frees its slot.
@@ -1000,19 +1017,7 @@ async fn event_streams_are_bounded_per_agent() {
     let over = carol.get("/v1/events/stream?after=0").await;
     assert_eq!((over.status, over.code()), (503, "unavailable"));
     drop(first);
-    let mut reopened = None;
-    for _ in 0..100 {
-        let r = alice
-            .request(reqwest::Method::GET, "/v1/events/stream?after=0", b"")
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            reopened = Some(r);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let reopened = event_stream_once_a_slot_frees(&alice).await;
     assert!(reopened.is_some(), "a closed stream's slot was not freed");
 }
 
@@ -1060,20 +1065,9 @@ async fn an_http2_stream_whose_client_stopped_reading_is_ended_and_frees_its_slo
             .await;
         assert_eq!(r.status, 201, "{:?}", r.code());
     }
-    let mut reopened = None;
-    for _ in 0..100 {
-        let r = alice
-            .request(reqwest::Method::GET, "/v1/events/stream?after=0", b"")
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            reopened = Some(r);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let reopened = reopened.expect("a stalled HTTP/2 stream kept its slot");
+    let reopened = event_stream_once_a_slot_frees(&alice)
+        .await
+        .expect("a stalled HTTP/2 stream kept its slot");
     let metrics = reqwest::get(format!("{}/metrics", t.base))
         .await
         .unwrap()

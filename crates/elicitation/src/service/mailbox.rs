@@ -113,9 +113,9 @@ impl ElicitationService {
             return Err(Error::InvalidRequest {
                 errors: vec![Violation::new(
                     "/after",
-                    format!(
-                        "is beyond the last event of the store ({head}), which may have been \
-                         restored from an older backup; receive from a position at most {head}"
+                    super::subscribe::beyond_the_head(
+                        head,
+                        &format!("receive from a position at most {head}"),
                     ),
                 )],
             });

@@ -117,7 +117,10 @@ impl ElicitationService {
             let head = self.shared.store.head_seq();
             if p > head {
                 return Err(Error::InvalidRequest {
-                    errors: vec![Violation::new("/after", beyond_the_head(head))],
+                    errors: vec![Violation::new(
+                        "/after",
+                        beyond_the_head(head, "reconnect without a position"),
+                    )],
                 });
             }
         }
@@ -163,11 +166,12 @@ impl ElicitationService {
     }
 }
 
-/// Why a position is refused, and what the client should do next.
-fn beyond_the_head(head: u64) -> String {
+/// Why a position beyond the store's last event (`head`) is refused, and
+/// `then`, what the client should do next.
+pub(crate) fn beyond_the_head(head: u64, then: &str) -> String {
     format!(
         "is beyond the last event of the store ({head}), which may have been restored from an \
-         older backup; reconnect without a position"
+         older backup; {then}"
     )
 }
 
