@@ -323,10 +323,12 @@ impl Bridge {
         };
         let store = if writable { "ok" } else { "not writable" };
         components.insert("store".to_owned(), store.to_owned());
-        let timer = if self.inner.elicitations.is_running() {
-            "ok"
-        } else {
+        let timer = if !self.inner.elicitations.is_running() {
             "expiry timer stopped"
+        } else if self.inner.elicitations.is_applier_failing() {
+            "elicitation state cannot read the log"
+        } else {
+            "ok"
         };
         components.insert("expiry_timer".to_owned(), timer.to_owned());
         let shutdown = if self.is_shutting_down() {

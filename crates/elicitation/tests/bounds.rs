@@ -151,3 +151,36 @@ async fn a_listing_by_terminal_status_examines_a_bounded_number_per_page() {
     assert_eq!(pages, 5);
     svc.abort().await;
 }
+
+/// Creates that passed the capacity check but are not applied yet count
+/// against it: a burst of concurrent creates cannot overshoot the limit (it
+/// did, by the number in flight: 64 of 64 went through a limit of 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_do_not_overshoot_the_pending_cap() {
+    let clock = manual_clock();
+    let (svc, _dir) = open_limited(
+        &clock,
+        Limits {
+            max_pending: 5,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let creates: Vec<_> = (0..64)
+        .map(|_| {
+            let svc = svc.clone();
+            tokio::spawn(async move { svc.create(&alice(), "c", ask("bob"), None).await })
+        })
+        .collect();
+    let (mut created, mut refused) = (0, 0);
+    for c in creates {
+        match c.await.unwrap() {
+            Ok(_) => created += 1,
+            Err(Error::Capacity { limit: 5, .. }) => refused += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!((created, refused), (5, 59));
+    assert_eq!(svc.pending_count(), 5);
+    svc.abort().await;
+}

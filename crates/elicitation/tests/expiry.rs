@@ -222,3 +222,35 @@ async fn a_new_earlier_deadline_wakes_a_sleeping_timer() {
     );
     svc.abort().await;
 }
+
+/// `wait_terminal` with `Duration::MAX` ("until it ends") waits instead of
+/// panicking on the deadline's overflow.
+#[tokio::test]
+async fn waiting_without_a_bound_does_not_overflow() {
+    let clock = manual_clock();
+    let (svc, _store) = open_temp(&clock).await;
+    let r = svc
+        .create(&alice(), "c", ask("bob"), None)
+        .await
+        .unwrap()
+        .record;
+    let waiting = {
+        let (svc, id) = (svc.clone(), r.id.to_string());
+        tokio::spawn(async move { svc.wait_terminal(&alice(), &id, Duration::MAX).await })
+    };
+    svc.cancel(
+        &alice(),
+        "c",
+        &r.id,
+        lighthouse_elicitation::CancelRequest::default(),
+    )
+    .await
+    .unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the wait ended")
+        .unwrap()
+        .unwrap();
+    assert!(done.status.is_terminal());
+    svc.abort().await;
+}

@@ -638,3 +638,54 @@ async fn a_catch_up_step_holds_a_bounded_number_of_bytes() {
     // All of them, in order, once.
     assert_eq!(got, (0..24).map(|i| json!(i)).collect::<Vec<_>>());
 }
+
+/// A `message.sent` or `elicitation.requested` the service cannot read
+/// (written straight to the store by an embedder) is skipped by a resumed
+/// subscription's catch-up, as the live applier and the mailbox skip it: the
+/// catch-up failed at it, and every resume from before it failed forever.
+#[tokio::test]
+async fn catch_up_skips_an_unreadable_event_as_live_delivery_does() {
+    let clock = manual_clock();
+    let (svc, store) = open_temp(&clock).await;
+    let start = store.head_seq();
+    for (stream, kind) in [
+        ("mailbox-bob", "message.sent"),
+        (
+            "elicitation-el_01JDX3ZZZZZZZZZZZZZZZZZZZZ",
+            "elicitation.requested",
+        ),
+    ] {
+        store
+            .append_one(lighthouse_event_store::NewEvent::new(
+                stream,
+                kind,
+                json!({"not": "readable"}),
+            ))
+            .await
+            .unwrap();
+    }
+    let sent = svc
+        .send_message(
+            &alice(),
+            "m",
+            SendMessage {
+                to: "bob".into(),
+                body: json!("hello"),
+            },
+        )
+        .await
+        .unwrap();
+    let r = svc.create(&alice(), "c", ask("bob"), None).await.unwrap();
+    // From before the unreadable ones: the catch-up reads the log.
+    let mut sub = svc.subscribe(&bob(), Some(start)).unwrap();
+    let first = next(&mut sub).await;
+    assert_eq!(first.seq, sent.seq);
+    assert_eq!(first.kind, NotificationKind::MessageReceived);
+    let second = next(&mut sub).await;
+    assert_eq!(second.kind, NotificationKind::ElicitationRequested);
+    match &second.payload {
+        Payload::Elicitation(e) => assert_eq!(e.id, r.record.id),
+        other => panic!("{other:?}"),
+    }
+    svc.abort().await;
+}

@@ -141,3 +141,60 @@ proptest! {
         });
     }
 }
+
+/// The loser of a race whose winner's record was already evicted from memory
+/// (`max_retained_resolved: 0`) by the time the loser got the elicitation's
+/// lock is still told `already_resolved` (PROTOCOL.md 4: the losing side gets
+/// a 409), not `not_found`: it read the record back from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loser_is_told_409_even_when_the_winner_was_evicted() {
+    let clock = manual_clock();
+    let (svc, _dir) = open_limited(
+        &clock,
+        Limits {
+            max_retained_resolved: 0,
+            ..Limits::default()
+        },
+    )
+    .await;
+    for round in 0..60 {
+        let id = svc
+            .create(&alice(), "c", ask("bob"), None)
+            .await
+            .unwrap()
+            .record
+            .id
+            .to_string();
+        let accept = {
+            let (svc, id) = (svc.clone(), id.clone());
+            tokio::spawn(async move {
+                svc.respond(
+                    &bob(),
+                    "r",
+                    &id,
+                    RespondRequest::accept(json!({"port": 8080})),
+                )
+                .await
+            })
+        };
+        let cancel = {
+            let (svc, id) = (svc.clone(), id.clone());
+            tokio::spawn(async move {
+                svc.cancel(&alice(), "c", &id, CancelRequest::default())
+                    .await
+            })
+        };
+        let results = [accept.await.unwrap(), cancel.await.unwrap()];
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1, "round {round}: {results:?}");
+        for r in &results {
+            if let Err(e) = r {
+                assert!(
+                    matches!(e, Error::AlreadyResolved { .. }),
+                    "round {round}: the loser got {e:?}"
+                );
+            }
+        }
+    }
+    svc.abort().await;
+}

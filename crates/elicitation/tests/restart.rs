@@ -156,6 +156,12 @@ async fn restart_equality_holds_with_eviction_and_automatic_snapshots() {
     .await;
 }
 
+/// The service is aborted mid-workload (its tasks stop where they are; no
+/// final snapshot) and opened again on the same directory. This is not a
+/// kill -9: the store handle lives on in this process and closes cleanly. The
+/// process-level crash tests are `bins/bridge/tests/kill9.rs` (SIGKILL of the
+/// bridge under traffic) and `crates/event-store/tests/crash.rs` (SIGKILL of a
+/// writer at random moments).
 #[tokio::test]
 async fn every_acknowledged_action_survives_a_crash() {
     let clock = manual_clock();

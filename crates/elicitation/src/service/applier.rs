@@ -17,6 +17,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut sub: Subscription) {
     loop {
         match sub.next().await {
             Ok(e) => {
+                if shared.applier_failing.load(Ordering::Relaxed) {
+                    shared.applier_failing.store(false, Ordering::Release);
+                    tracing::info!(seq = e.seq, "elicitation applier reads the log again");
+                }
                 let durable_at = sub.durable_at().or_else(|| written_at(&shared, &e));
                 apply(&shared, &e, durable_at);
             }
@@ -26,6 +30,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut sub: Subscription) {
             }
             Err(StoreError::Closed) => break,
             Err(e) => {
+                shared.applier_failing.store(true, Ordering::Release);
                 tracing::error!(error = %e, "elicitation applier could not read the log; retrying");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let from = shared.state.lock().proj.applied_seq;

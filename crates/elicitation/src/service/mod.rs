@@ -139,6 +139,10 @@ pub(crate) struct Shared {
     /// Creates in flight per (requester, idempotency key).
     pub creating: Mutex<HashMap<(String, String), Arc<Notify>>>,
     pub closed: AtomicBool,
+    /// Set while the applier's last attempt to read the log failed (it
+    /// retries every 100 ms); creates and responds wait for it meanwhile, so
+    /// readiness reports it.
+    pub applier_failing: AtomicBool,
     pub retrievals: Arc<AtomicU64>,
     pub schemas: crate::schema::SchemaCache,
     pub snapshot_name: String,
@@ -301,6 +305,7 @@ impl ElicitationService {
             pending: watch::Sender::new(pending),
             creating: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+            applier_failing: AtomicBool::new(false),
             retrievals: Arc::new(AtomicU64::new(0)),
             schemas: crate::schema::SchemaCache::new(limits.schema_cache_entries),
             snapshot_name: options.snapshot_name,
@@ -348,6 +353,12 @@ impl ElicitationService {
     pub fn is_running(&self) -> bool {
         !self.shared.closed.load(Ordering::Acquire)
             && self.tasks.handles.lock().iter().all(|h| !h.is_finished())
+    }
+
+    /// Whether the applier's last read of the log failed (it keeps retrying;
+    /// meanwhile creates, responds and cancels wait for it). For readiness.
+    pub fn is_applier_failing(&self) -> bool {
+        self.shared.applier_failing.load(Ordering::Acquire)
     }
 
     /// The store position the in-memory state reflects.

@@ -95,7 +95,12 @@ impl ElicitationService {
         id: &str,
         timeout: Duration,
     ) -> Result<Arc<Elicitation>> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let now = tokio::time::Instant::now();
+        // `Duration::MAX` ("until it ends") would overflow the instant: a
+        // century is as good.
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             let step = remaining.min(Duration::from_millis(self.shared.limits.max_wait_ms.max(1)));

@@ -345,7 +345,9 @@ impl AgentSubscription {
         let page = self.read(&q)?;
         let mut out = Vec::new();
         for e in &page.events {
-            let r: Requested = events::decode(e)?;
+            let Some(r) = skip_unreadable(events::decode::<Requested>(e))? else {
+                continue;
+            };
             if *r.to == *self.agent && self.pending_at_boundary(&r.id)? {
                 out.push((e.seq, Arc::new(r.into_record())));
             }
@@ -441,7 +443,9 @@ impl AgentSubscription {
         let mut out = Vec::new();
         for e in &page.events {
             if e.event_type == events::REQUESTED {
-                let r: Requested = events::decode(e)?;
+                let Some(r) = skip_unreadable(events::decode::<Requested>(e))? else {
+                    continue;
+                };
                 if *r.to == *self.agent {
                     out.push(Notification::elicitation(
                         e.seq,
@@ -451,9 +455,13 @@ impl AgentSubscription {
                     ));
                 }
             } else if events::terminal_action(&e.event_type).is_some() {
-                let r: Resolved = events::decode(e)?;
+                let Some(r) = skip_unreadable(events::decode::<Resolved>(e))? else {
+                    continue;
+                };
                 if *r.to == *self.agent || *r.from == *self.agent {
-                    let svc_record = self.record(&r.id)?;
+                    let Some(svc_record) = skip_unreadable(self.record(&r.id))? else {
+                        continue;
+                    };
                     out.push(Notification::elicitation(
                         e.seq,
                         NotificationKind::ElicitationResolved,
@@ -493,11 +501,30 @@ impl AgentSubscription {
         };
         let page = self.read(&q)?;
         let h = page.next.unwrap_or(until);
-        let out = page
-            .events
-            .iter()
-            .map(|e| events::message_of(e).map(|m| Notification::message(m, None)))
-            .collect::<Result<_>>()?;
+        let mut out = Vec::with_capacity(page.events.len());
+        for e in &page.events {
+            if let Some(m) = skip_unreadable(events::message_of(e))? {
+                out.push(Notification::message(m, None));
+            }
+        }
         Ok((out, h))
+    }
+}
+
+/// An event whose data this version cannot read (written by an embedder
+/// straight to the store, or damaged in a way its MAC did not catch) is
+/// skipped with a warning, as the projection's replay, the live applier and
+/// the mailbox skip it: otherwise every resume from before it would fail at
+/// it forever, while live subscribers never notice it.
+/// Only [`Error::Corrupt`] (data of the wrong shape) is skipped; any other
+/// error (a failed read) is returned, since skipping it would leave a gap.
+fn skip_unreadable<T>(decoded: Result<T>) -> Result<Option<T>> {
+    match decoded {
+        Ok(t) => Ok(Some(t)),
+        Err(err @ Error::Corrupt { .. }) => {
+            tracing::warn!(error = %err, "skipping an event the agent stream cannot read");
+            Ok(None)
+        }
+        Err(err) => Err(err),
     }
 }

@@ -187,7 +187,10 @@ impl ElicitationService {
         let value = data.to_value();
         {
             let mut st = s.state.lock();
-            if st.proj.pending_count() >= s.limits.max_pending {
+            // Creates past this check whose events are not applied yet hold
+            // a handoff each: they count, or a burst of concurrent creates
+            // would all pass and overshoot the limit.
+            if st.proj.pending_count() + st.proj.handoff.len() >= s.limits.max_pending {
                 return Err(Error::Capacity {
                     what: "pending elicitations",
                     limit: s.limits.max_pending,
@@ -387,9 +390,16 @@ impl ElicitationService {
         let _guard = sync.lock.lock().await;
         let (record, version, cause, compiled, profile) = {
             let st = s.state.lock();
-            let e = st.proj.entry(id).ok_or(Error::NotFound {
-                what: "elicitation",
-            })?;
+            let Some(e) = st.proj.entry(id) else {
+                // Resolved by the winner of a race while this call waited for
+                // the lock, and already evicted (`max_retained_resolved`): the
+                // loser gets the 409 it would have got a moment earlier, not
+                // a `NotFound`.
+                drop(st);
+                let r = self.read_from_log(id)?;
+                permitted(&r, caller, &act)?;
+                return Err(terminal_error(&r));
+            };
             let Some(live) = &e.live else {
                 return Err(terminal_error(&e.record));
             };
