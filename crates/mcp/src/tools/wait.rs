@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use lighthouse_core::api::{Elicitation, Problem};
+use lighthouse_core::api::{Elicitation, ErrorCode, Problem};
 use rmcp::RoleServer;
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
 use rmcp::service::Peer;
@@ -140,6 +140,15 @@ pub(crate) async fn until_terminal<B: Backend>(
         })
 }
 
+/// The problem of a wait the bridge stopped before the record was terminal
+/// or its deadline passed.
+fn stopped_waiting() -> Problem {
+    Problem::new(
+        ErrorCode::Unavailable,
+        "the bridge stopped waiting for the answer (it is shutting down or restarting)",
+    )
+}
+
 /// A wait slice at least this long that comes back non-terminal in less than
 /// half its time means the bridge stopped waiting (see `wait_loop`).
 const EARLY_RETURN_MIN_SLICE: Duration = Duration::from_millis(50);
@@ -177,14 +186,17 @@ async fn wait_loop<B: Backend>(
             .until_cancelled(backend.get_elicitation(&record.id, ms))
             .await??;
         // A long-poll comes back before its wait only with a terminal record,
-        // or when the bridge stopped waiting because it is shutting down: then
-        // asking again would come back at once too, in a loop. Answer with the
-        // record as it is.
+        // or when the bridge stopped waiting (it is shutting down, or a remote
+        // one restarted under the stdio proxy): then asking again would come
+        // back at once too, in a loop. PROTOCOL.md 12 has `wait=true` return
+        // when the record is terminal or at its expiry, so a pending record
+        // now would be neither: the wait fails as unavailable instead (and
+        // `until_terminal` names the elicitation, to poll or cancel it).
         if !record.status.is_terminal()
             && slice >= EARLY_RETURN_MIN_SLICE
             && asked.elapsed() < slice / 2
         {
-            return Ok(record);
+            return Err(stopped_waiting());
         }
         if !record.status.is_terminal() {
             let message = format!("waiting for {} to answer {}", record.to, record.id);
@@ -296,7 +308,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_bridge_that_stopped_waiting_ends_the_wait_instead_of_a_busy_loop() {
+    async fn a_bridge_that_stopped_waiting_fails_the_wait_instead_of_a_busy_loop() {
         let backend = Silent {
             stopped: true,
             ..Silent::default()
@@ -304,12 +316,23 @@ mod tests {
         let ctx = CallContext::new(CancellationToken::new(), &McpConfig::default());
         let deadline = Instant::now() + Duration::from_secs(3600);
         let started = Instant::now();
-        let r = until_terminal(&backend, pending(), deadline, 3600, &ctx)
+        let e = until_terminal(&backend, pending(), deadline, 3600, &ctx)
             .await
-            .unwrap();
-        assert_eq!(r.status, Status::Pending);
+            .unwrap_err();
         assert_eq!(backend.waits.load(Ordering::SeqCst), 1);
         assert!(started.elapsed() < Duration::from_secs(1));
+        // Neither terminal nor expired: not a result, but the bridge's being
+        // unavailable, naming the elicitation that stays pending.
+        assert_eq!(
+            (e.code, e.status),
+            (lighthouse_core::api::ErrorCode::Unavailable, 503)
+        );
+        assert!(
+            e.detail.starts_with("the bridge stopped waiting")
+                && e.detail.contains("elicitation el_1 was created"),
+            "{}",
+            e.detail
+        );
     }
 
     #[tokio::test(start_paused = true)]
