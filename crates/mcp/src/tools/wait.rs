@@ -100,21 +100,34 @@ impl CallContext {
 
 /// The `progress` values of one wait: seconds waited, to the millisecond,
 /// strictly increasing as MCP requires (two reports in the same millisecond,
-/// or a clock that did not move, still get distinct values).
-#[derive(Debug, Default)]
+/// or a clock that did not move, still get distinct values), and strictly
+/// below `total` (`timeout_seconds`), which the wait outlasts by the expiry
+/// grace: past it, one report says `total` less a millisecond, and no value is
+/// left for later ones, which are not sent.
+#[derive(Debug)]
 struct ProgressValues {
-    last: Option<f64>,
+    last_ms: Option<u64>,
+    total_ms: u64,
 }
 
 impl ProgressValues {
-    fn next(&mut self, elapsed: Duration) -> f64 {
-        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        let mut v = ms as f64 / 1000.0;
-        if let Some(last) = self.last.filter(|l| v <= *l) {
-            v = last + 0.001;
+    fn new(total: Duration) -> Self {
+        ProgressValues {
+            last_ms: None,
+            total_ms: u64::try_from(total.as_millis()).unwrap_or(u64::MAX),
         }
-        self.last = Some(v);
-        v
+    }
+
+    /// The value to report after `elapsed`, or `None` when none is left.
+    fn next(&mut self, elapsed: Duration) -> Option<f64> {
+        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let floor = self.last_ms.map_or(0, |l| l.saturating_add(1));
+        let v = ms.max(floor).min(self.total_ms.checked_sub(1)?);
+        if self.last_ms.is_some_and(|l| v <= l) {
+            return None;
+        }
+        self.last_ms = Some(v);
+        Some(v as f64 / 1000.0)
     }
 }
 
@@ -161,7 +174,7 @@ async fn wait_loop<B: Backend>(
     ctx: &CallContext,
 ) -> Result<Elicitation, Problem> {
     let started = Instant::now();
-    let mut progress = ProgressValues::default();
+    let mut progress = ProgressValues::new(Duration::from_secs(total_s));
     loop {
         if record.status.is_terminal() {
             return Ok(record);
@@ -198,10 +211,11 @@ async fn wait_loop<B: Backend>(
         {
             return Err(stopped_waiting());
         }
-        if !record.status.is_terminal() {
+        if !record.status.is_terminal()
+            && let Some(value) = progress.next(started.elapsed())
+        {
             let message = format!("waiting for {} to answer {}", record.to, record.id);
-            ctx.report(progress.next(started.elapsed()), total_s, message, deadline)
-                .await;
+            ctx.report(value, total_s, message, deadline).await;
         }
     }
 }
@@ -386,12 +400,33 @@ mod tests {
 
     #[test]
     fn progress_values_strictly_increase() {
-        let mut p = ProgressValues::default();
-        let got: Vec<f64> = [100, 200, 200, 250, 1_000, 999]
+        let mut p = ProgressValues::new(Duration::from_secs(60));
+        let got: Vec<Option<f64>> = [100, 200, 200, 250, 1_000, 999]
             .into_iter()
             .map(|ms| p.next(Duration::from_millis(ms)))
             .collect();
-        assert_eq!(got, vec![0.1, 0.2, 0.201, 0.25, 1.0, 1.001]);
+        let want = [0.1, 0.2, 0.201, 0.25, 1.0, 1.001].map(Some);
+        assert_eq!(got, want);
+    }
+
+    /// The wait runs through the expiry grace past `timeout_seconds` (the
+    /// total): progress never reaches the total (20.011 of 20 was reported).
+    #[test]
+    fn progress_stays_below_the_total_through_the_expiry_grace() {
+        let mut p = ProgressValues::new(Duration::from_secs(20));
+        let got: Vec<Option<f64>> = [10_000, 19_990, 20_011, 20_100, 24_999]
+            .into_iter()
+            .map(|ms| p.next(Duration::from_millis(ms)))
+            .collect();
+        assert_eq!(got, [Some(10.0), Some(19.99), Some(19.999), None, None]);
+        // Reaching the total at once still reports below it, once.
+        let mut p = ProgressValues::new(Duration::from_secs(1));
+        assert_eq!(p.next(Duration::from_secs(3)), Some(0.999));
+        assert_eq!(p.next(Duration::from_secs(4)), None);
+        assert_eq!(
+            ProgressValues::new(Duration::ZERO).next(Duration::ZERO),
+            None
+        );
     }
 
     #[test]
