@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::error::Error;
+
 /// Default largest `/mcp` request body (1 MiB, as the REST API).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 /// Default interval between progress notifications while a tool waits.
@@ -108,6 +110,24 @@ impl McpConfig {
         self
     }
 
+    /// Refuses an `allowed_origins` entry that is not an origin
+    /// (`scheme://host[:port]`, `http` or `https`, no path), such as
+    /// `localhost:3000` without its scheme: it could never match an `Origin`
+    /// header, so a configuration naming it means something else than it
+    /// says. The first such entry is named.
+    pub fn check_allowed_origins(&self) -> Result<(), Error> {
+        match self
+            .allowed_origins
+            .iter()
+            .find(|a| normalize_origin(a).is_none())
+        {
+            Some(entry) => Err(Error::InvalidOrigin {
+                entry: entry.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Whether `origin` (an `Origin` header value) is allowed.
     pub fn origin_allowed(&self, origin: &str) -> bool {
         let Some(o) = normalize_origin(origin) else {
@@ -161,6 +181,38 @@ mod tests {
         assert!(!c.origin_allowed("null"));
         assert!(!c.origin_allowed("https://app.example.com.evil.test"));
         assert!(!McpConfig::default().origin_allowed("http://localhost"));
+    }
+
+    #[test]
+    fn allowed_origins_that_are_not_origins_are_named() {
+        let ok = McpConfig::default().with_allowed_origins([
+            "http://localhost:3000",
+            "https://App.example.com/",
+            "http://[::1]:8765",
+        ]);
+        assert!(ok.check_allowed_origins().is_ok());
+        assert!(McpConfig::default().check_allowed_origins().is_ok());
+        for bad in [
+            "localhost:3000",
+            "null",
+            "*",
+            "ftp://example.com",
+            "http://example.com/app",
+            "http://example.com:port",
+            "",
+        ] {
+            let c = McpConfig::default().with_allowed_origins(["http://localhost:3000", bad]);
+            let e = c.check_allowed_origins().unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidOrigin { entry } if entry == bad),
+                "{bad}: {e:?}"
+            );
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("{bad:?}")) && text.contains("scheme://host"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

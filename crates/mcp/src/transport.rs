@@ -85,6 +85,11 @@ pub fn router(bridge: Bridge, config: McpConfig) -> Router {
 
 /// [`router`], with the handle that ends open streams on shutdown.
 pub fn router_with_shutdown(bridge: Bridge, config: McpConfig) -> (Router, McpShutdown) {
+    if let Err(e) = config.check_allowed_origins() {
+        // Refused at startup by the bridge binary; a library caller that
+        // skipped the check gets an entry that matches nothing.
+        tracing::error!(error = %e, "an MCP allowed origin will never match");
+    }
     let config = Arc::new(config);
     let ct = CancellationToken::new();
     // Stateless: every POST carries its own bearer token and is admitted on
