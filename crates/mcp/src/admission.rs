@@ -11,6 +11,7 @@
 //! for `GET`.
 
 use lighthouse_security::{Action, append_action};
+use rmcp::model::{CallToolRequestParams, RequestId};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -44,6 +45,34 @@ struct Params {
     name: Option<String>,
     #[serde(default)]
     arguments: Option<Value>,
+}
+
+/// Why a `tools/call` request's `params` are not a tool call's, with the
+/// request's id: rmcp reads such a request as an unknown method (`-32601`),
+/// where JSON-RPC has `-32602 Invalid params`.
+pub(crate) fn malformed_tool_call(body: &[u8]) -> Option<(RequestId, String)> {
+    let Ok(Value::Object(msg)) = serde_json::from_slice::<Value>(body) else {
+        return None;
+    };
+    if msg.get("method").and_then(Value::as_str) != Some("tools/call") {
+        return None;
+    }
+    // Without an id it is a notification, which is not answered.
+    let id = serde_json::from_value::<RequestId>(msg.get("id")?.clone()).ok()?;
+    /// Only `params`, read from the body itself: a `Value` keeps one of two
+    /// duplicated keys, where the message is not one tool call.
+    #[derive(Deserialize)]
+    struct ParamsOnly {
+        params: Option<CallToolRequestParams>,
+    }
+    match serde_json::from_slice::<ParamsOnly>(body) {
+        Ok(ParamsOnly { params: Some(_) }) => None,
+        Ok(ParamsOnly { params: None }) => Some((id, "tools/call requires params".to_owned())),
+        Err(e) => Some((
+            id,
+            format!("the params of tools/call are not a tool call: {e}"),
+        )),
+    }
 }
 
 /// The route an `/mcp` request with `http_method` and `body` counts as.
@@ -178,6 +207,33 @@ mod tests {
         assert_eq!(c.action, Action::AppendReservedEvent);
         let c = classify("POST", &call(HEALTH, json!({})));
         assert_eq!((c.action, c.tool), (Action::UseMcp, Some(HEALTH)));
+    }
+
+    #[test]
+    fn tool_calls_whose_params_are_not_a_tool_call_are_found() {
+        let id = |b: &[u8]| malformed_tool_call(b).map(|(id, _)| id);
+        assert_eq!(id(&call(HEALTH, json!({}))), None);
+        assert_eq!(id(&call("not_ours", json!({"a": 1}))), None);
+        assert_eq!(id(&call(HEALTH, json!([1]))), Some(RequestId::Number(1)));
+        let (id2, why) = malformed_tool_call(
+            br#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"a","name":"b"}}"#,
+        )
+        .unwrap();
+        assert_eq!(id2, RequestId::String("x".into()));
+        assert!(why.contains("duplicate field `name`"), "{why}");
+        assert!(
+            id(br#"{"jsonrpc":"2.0","id":3,"method":"tools/call"}"#) == Some(RequestId::Number(3))
+        );
+        // Not requests of tools/call, or not answerable: left to rmcp.
+        for body in [
+            br#"{"jsonrpc":"2.0","method":"tools/call","params":{"arguments":[1]}}"#.to_vec(),
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":[1]}"#.to_vec(),
+            br#"{"jsonrpc":"2.0","id":null,"method":"tools/call","params":[1]}"#.to_vec(),
+            br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call"}]"#.to_vec(),
+            b"garbage".to_vec(),
+        ] {
+            assert_eq!(id(&body), None, "{}", String::from_utf8_lossy(&body));
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::{RouteClass, classify};
+use crate::admission::{RouteClass, classify, malformed_tool_call};
 use crate::config::McpConfig;
 use crate::server::BridgeTools;
 
@@ -250,6 +250,15 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
         Err(p) if class.tool.is_some() => Err(p),
         Err(p) => return problem_response(&p),
     };
+    // rmcp would answer "method not found" to a tools/call whose params are
+    // not a tool call's; JSON-RPC's answer is "invalid params". Only for a
+    // request rmcp would read (else its own refusal, 406, 415 or 400, stands).
+    if parts.method == http::Method::POST
+        && rmcp_reads(&parts.headers)
+        && let Some((id, why)) = malformed_tool_call(&bytes)
+    {
+        return invalid_params(id, why);
+    }
     // Mounted inside `lighthouse_http::router_with`, the request carries the
     // meter its measurement reads (also if the call is dropped mid-wait).
     let outer_meter = parts.extensions.get::<WaitMeter>().cloned();
@@ -290,6 +299,49 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
         }
     }
     resp
+}
+
+/// Whether rmcp would read the body of a `POST` with `headers` as JSON-RPC:
+/// it takes JSON, the client accepts JSON and SSE, and any
+/// `MCP-Protocol-Version` is one rmcp knows.
+fn rmcp_reads(headers: &HeaderMap) -> bool {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",")
+        .to_ascii_lowercase();
+    let version_known = headers.get("mcp-protocol-version").is_none_or(|v| {
+        rmcp::model::ProtocolVersion::KNOWN_VERSIONS
+            .iter()
+            .any(|k| k.as_str().as_bytes() == v.as_bytes())
+    });
+    json && accept.contains("application/json")
+        && accept.contains("text/event-stream")
+        && version_known
+}
+
+/// A JSON-RPC `-32602 Invalid params` answer to request `id`.
+fn invalid_params(id: rmcp::model::RequestId, why: String) -> Response {
+    let error =
+        rmcp::model::JsonRpcError::new(Some(id), rmcp::ErrorData::invalid_params(why, None));
+    match serde_json::to_vec(&error) {
+        Ok(body) => {
+            let mut resp = (StatusCode::OK, body).into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+        Err(_) => problem_response(&Problem::internal()),
+    }
 }
 
 /// The signature headers of PROTOCOL.md 2.2.

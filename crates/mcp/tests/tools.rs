@@ -173,6 +173,41 @@ async fn a_waiting_elicit_reports_progress_and_can_be_cancelled() {
     assert_eq!(inbox["items"][0]["status"], "pending");
 }
 
+/// A `tools/call` whose `params` are not a tool call's (arguments that are
+/// not an object, a duplicated key, no name) is `-32602 Invalid params`, as
+/// JSON-RPC says, not "method not found".
+#[tokio::test]
+async fn a_tool_call_with_malformed_params_is_invalid_params() {
+    let b = start().await;
+    let bearer = format!("Bearer {}", b.token("alice"));
+    let auth = [("authorization", bearer.as_str())];
+    let bodies: [&[u8]; 5] = [
+        br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"lighthouse_health","arguments":[1]}}"#,
+        br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"lighthouse_health","name":"lighthouse_health","arguments":{}}}"#,
+        br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{}}}"#,
+        br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":5}}"#,
+        br#"{"jsonrpc":"2.0","id":"seven","method":"tools/call"}"#,
+    ];
+    for body in bodies {
+        let text = String::from_utf8_lossy(body);
+        let (s, h, reply) = raw_post_bytes(&b, &auth, body).await;
+        assert_eq!(s, 200, "{text}: {reply}");
+        let msg = rpc_reply(&h, &reply);
+        assert_eq!(msg["error"]["code"], -32602, "{text}: {msg}");
+        let sent: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(msg["id"], sent["id"], "{text}: {msg}");
+        assert!(msg.get("result").is_none(), "{msg}");
+    }
+    // A well-formed call still runs, and an unknown tool stays -32602.
+    let (_, h, reply) = raw_post(&b, &auth, &tool_call_body("lighthouse_health", json!({}))).await;
+    assert_eq!(rpc_reply(&h, &reply)["result"]["isError"], false, "{reply}");
+    let (_, h, reply) = raw_post(&b, &auth, &tool_call_body("not_ours", json!({}))).await;
+    assert_eq!(rpc_reply(&h, &reply)["error"]["code"], -32602, "{reply}");
+    // Without a token it is still 401 first.
+    let (s, _, _) = raw_post_bytes(&b, &[], bodies[0]).await;
+    assert_eq!(s, 401);
+}
+
 #[tokio::test]
 async fn the_stdio_proxy_in_process_forwards_to_the_remote_bridge() {
     let b = start().await;

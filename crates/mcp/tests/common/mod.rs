@@ -215,11 +215,21 @@ pub async fn raw_post(
     headers: &[(&str, &str)],
     body: &Value,
 ) -> (u16, reqwest::header::HeaderMap, String) {
+    raw_post_bytes(b, headers, &serde_json::to_vec(body).unwrap()).await
+}
+
+/// [`raw_post`] with the body as bytes (for JSON a `Value` cannot hold, such
+/// as a duplicated key).
+pub async fn raw_post_bytes(
+    b: &TestBridge,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, reqwest::header::HeaderMap, String) {
     let mut req = reqwest::Client::new()
         .post(b.url())
         .header("accept", "application/json, text/event-stream")
         .header("content-type", "application/json")
-        .body(serde_json::to_vec(body).unwrap());
+        .body(body.to_vec());
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -238,4 +248,24 @@ pub fn initialize_body() -> Value {
 pub fn tool_call_body(tool: &str, arguments: Value) -> Value {
     serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
         "params": {"name": tool, "arguments": arguments}})
+}
+
+/// The one JSON-RPC message of a response to a request, whether it came as
+/// `application/json` or as an SSE stream (its last `data:` line carrying a
+/// message).
+pub fn rpc_reply(headers: &reqwest::header::HeaderMap, body: &str) -> Value {
+    let json = headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json {
+        return serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    }
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|m| m.get("result").is_some() || m.get("error").is_some())
+        .last()
+        .unwrap_or_else(|| panic!("no JSON-RPC answer in {body:?}"))
 }
