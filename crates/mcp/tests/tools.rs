@@ -208,6 +208,38 @@ async fn a_tool_call_with_malformed_params_is_invalid_params() {
     assert_eq!(s, 401);
 }
 
+/// A client that closes a waiting call's stream (what rmcp clients do when
+/// they cancel) stops the wait on the bridge, not only its own reading: the
+/// slices of the wait stop.
+#[tokio::test]
+async fn closing_a_waiting_calls_stream_stops_its_wait_on_the_bridge() {
+    let (_counting, slices) = count_wait_slices();
+    let b =
+        start_with(McpConfig::default().with_progress_interval(Duration::from_millis(100))).await;
+    let mut resp = open_call(&b, &b.token("alice"), &waiting_elicit_body(5)).await;
+    assert_eq!(resp.status(), 200);
+    let mut seen = String::new();
+    let progressing = read_until(
+        &mut resp,
+        &mut seen,
+        |s| s.matches("notifications/progress").count() >= 3,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(progressing, "{seen}");
+    assert!(slices.load(Ordering::SeqCst) >= 3);
+    drop(resp);
+    // The bridge sees the close at its next write (a progress report).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at_close = slices.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        slices.load(Ordering::SeqCst),
+        at_close,
+        "the wait went on after its client closed the stream"
+    );
+}
+
 #[tokio::test]
 async fn the_stdio_proxy_in_process_forwards_to_the_remote_bridge() {
     let b = start().await;

@@ -194,6 +194,9 @@ async fn wait_loop<B: Backend>(
             slice = slice.min(every);
         }
         let ms = u64::try_from(slice.as_millis()).unwrap_or(60_000).max(1);
+        // One event per slice: what a stuck or runaway wait shows in the
+        // logs (and what the tests count to see a wait stop).
+        tracing::debug!(elicitation = %record.id, slice_ms = ms, "waiting on the bridge for an answer");
         let asked = Instant::now();
         record = ctx
             .until_cancelled(backend.get_elicitation(&record.id, ms))

@@ -269,3 +269,82 @@ pub fn rpc_reply(headers: &reqwest::header::HeaderMap, body: &str) -> Value {
         .last()
         .unwrap_or_else(|| panic!("no JSON-RPC answer in {body:?}"))
 }
+
+/// Counts the slices of `lighthouse_elicit` waits on the bridge (the
+/// `slice_ms` debug event of `lighthouse_mcp`'s wait loop) seen on this
+/// thread while the guard lives: in a current-thread test runtime, every
+/// task of the test, the bridge's handlers included, runs on it, and tests
+/// running on other threads are not counted.
+pub fn count_wait_slices() -> (
+    tracing::subscriber::DefaultGuard,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let guard = tracing::subscriber::set_default(SliceCounter(count.clone()));
+    (guard, count)
+}
+
+struct SliceCounter(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl tracing::Subscriber for SliceCounter {
+    fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+        m.is_event()
+            && m.target().starts_with("lighthouse_mcp")
+            && m.fields().field("slice_ms").is_some()
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Opens a raw tool call as `token` and returns its response, whose body
+/// (an SSE stream) is read with [`read_until`].
+pub async fn open_call(b: &TestBridge, token: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(b.url())
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(serde_json::to_vec(body).unwrap())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Reads `resp`'s body into `seen` until `done(seen)` (true), its end or
+/// `within` (false).
+pub async fn read_until(
+    resp: &mut reqwest::Response,
+    seen: &mut String,
+    done: impl Fn(&str) -> bool,
+    within: std::time::Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done(seen) {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// `lighthouse_elicit` to bob (60 s) as JSON-RPC request `id`, asking for
+/// progress (so that the wait runs in slices of the progress interval).
+pub fn waiting_elicit_body(id: u64) -> Value {
+    let mut body = tool_call_body(
+        "lighthouse_elicit",
+        serde_json::json!({"to": "bob", "message": "Which port?", "schema": port_schema(),
+            "timeout_seconds": 60}),
+    );
+    body["id"] = serde_json::json!(id);
+    body["params"]["_meta"] = serde_json::json!({"progressToken": format!("p{id}")});
+    body
+}
