@@ -29,10 +29,16 @@ pub(crate) struct RouteClass {
     pub(crate) route: &'static str,
     /// The tool called, when the request is a `tools/call` of one of ours.
     pub(crate) tool: Option<&'static str>,
+    /// The JSON-RPC id of that tool call, when it has a usable one.
+    pub(crate) call_id: Option<RequestId>,
+    /// The request id a `notifications/cancelled` names.
+    pub(crate) cancels: Option<RequestId>,
 }
 
 #[derive(Deserialize)]
 struct Message {
+    #[serde(default)]
+    id: Option<Value>,
     #[serde(default)]
     method: Option<String>,
     #[serde(default)]
@@ -45,6 +51,14 @@ struct Params {
     name: Option<String>,
     #[serde(default)]
     arguments: Option<Value>,
+    /// Of `notifications/cancelled`.
+    #[serde(default, rename = "requestId")]
+    request_id: Option<Value>,
+}
+
+/// A JSON-RPC request id as rmcp reads it (an integer or a string).
+fn request_id(v: Option<Value>) -> Option<RequestId> {
+    serde_json::from_value(v?).ok()
 }
 
 /// Why a `tools/call` request's `params` are not a tool call's, with the
@@ -86,6 +100,8 @@ pub(crate) fn classify(http_method: &str, body: &[u8]) -> RouteClass {
         },
         route: "/mcp",
         tool: None,
+        call_id: None,
+        cancels: None,
     };
     if http_method != "POST" {
         return transport;
@@ -93,6 +109,12 @@ pub(crate) fn classify(http_method: &str, body: &[u8]) -> RouteClass {
     let Ok(msg) = serde_json::from_slice::<Message>(body) else {
         return transport;
     };
+    if msg.method.as_deref() == Some("notifications/cancelled") && msg.id.is_none() {
+        return RouteClass {
+            cancels: request_id(msg.params.and_then(|p| p.request_id)),
+            ..transport
+        };
+    }
     if msg.method.as_deref() != Some("tools/call") {
         return transport;
     }
@@ -139,6 +161,8 @@ pub(crate) fn classify(http_method: &str, body: &[u8]) -> RouteClass {
         method,
         route,
         tool: Some(tool),
+        call_id: request_id(msg.id),
+        cancels: None,
     }
 }
 
@@ -233,6 +257,34 @@ mod tests {
             b"garbage".to_vec(),
         ] {
             assert_eq!(id(&body), None, "{}", String::from_utf8_lossy(&body));
+        }
+    }
+
+    #[test]
+    fn tool_call_ids_and_cancellations_are_read() {
+        let c = classify("POST", &call(ELICIT, json!({})));
+        assert_eq!((c.call_id, c.cancels), (Some(RequestId::Number(1)), None));
+        let c = classify(
+            "POST",
+            br#"{"jsonrpc":"2.0","id":"a-1","method":"tools/call","params":{"name":"lighthouse_health"}}"#,
+        );
+        assert_eq!(c.call_id, Some(RequestId::String("a-1".into())));
+        let c = classify(
+            "POST",
+            br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":42,"reason":"x"}}"#,
+        );
+        assert_eq!(
+            (c.action, c.tool, c.cancels),
+            (Action::UseMcp, None, Some(RequestId::Number(42)))
+        );
+        // A request (with an id) is not the notification; a float id is not
+        // an id rmcp reads.
+        for body in [
+            br#"{"jsonrpc":"2.0","id":1,"method":"notifications/cancelled","params":{"requestId":42}}"#.to_vec(),
+            br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":4.5}}"#.to_vec(),
+            br#"{"jsonrpc":"2.0","method":"notifications/cancelled"}"#.to_vec(),
+        ] {
+            assert_eq!(classify("POST", &body).cancels, None);
         }
     }
 

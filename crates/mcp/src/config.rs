@@ -15,6 +15,9 @@ pub const DEFAULT_EXPIRY_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Default number of tool calls the stdio proxy runs at once.
 pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 32;
+/// Default number of running `/mcp` tool calls a `notifications/cancelled`
+/// can reach (the bridge's default connection limit).
+pub const DEFAULT_MAX_CANCELLABLE_CALLS: usize = 16_384;
 
 /// How the `/mcp` endpoint behaves. Build with [`McpConfig::default`] and the
 /// `with_*` methods.
@@ -59,6 +62,11 @@ pub struct McpConfig {
     /// of their own, so up to twice this many run at once. Not used by
     /// `/mcp`, which the bridge's connection limits bound.
     pub max_concurrent_calls: usize,
+    /// Running `/mcp` tool calls kept, by agent and JSON-RPC request id, for
+    /// a `notifications/cancelled` to stop (default
+    /// [`DEFAULT_MAX_CANCELLABLE_CALLS`]). A call beyond it runs, but only
+    /// closing its response stream cancels it.
+    pub max_cancellable_calls: usize,
 }
 
 impl Default for McpConfig {
@@ -72,6 +80,7 @@ impl Default for McpConfig {
             body_read_timeout: Duration::from_secs(30),
             max_buffered_body_bytes: 64 << 20,
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+            max_cancellable_calls: DEFAULT_MAX_CANCELLABLE_CALLS,
         }
     }
 }

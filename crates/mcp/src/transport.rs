@@ -25,7 +25,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{RouteClass, classify, malformed_tool_call};
+use crate::answer::CallBody;
 use crate::config::McpConfig;
+use crate::running::RunningCalls;
 use crate::server::BridgeTools;
 
 /// The path the endpoint is served at.
@@ -55,6 +57,9 @@ pub(crate) struct Admission {
     /// Set by the tool handler when it answers (`500` if it panicked), so the
     /// request is recorded with how it ended rather than how its stream did.
     pub(crate) answered: ToolOutcome,
+    /// Fired when the caller's `notifications/cancelled` names this call
+    /// (`None` when the call could not be registered for one).
+    pub(crate) cancelled: Option<CancellationToken>,
 }
 
 /// Ends every open `/mcp` response stream (and so every waiting tool call)
@@ -75,6 +80,8 @@ struct GuardState {
     config: Arc<McpConfig>,
     /// Bytes of request body that may be buffered now.
     body_budget: Arc<tokio::sync::Semaphore>,
+    /// The tool calls a `notifications/cancelled` can stop.
+    running: Arc<RunningCalls>,
 }
 
 /// The `/mcp` endpoint (`POST`, `GET`, `DELETE`) on `bridge`, to merge next to
@@ -93,9 +100,11 @@ pub fn router_with_shutdown(bridge: Bridge, config: McpConfig) -> (Router, McpSh
     let config = Arc::new(config);
     let ct = CancellationToken::new();
     // Stateless: every POST carries its own bearer token and is admitted on
-    // its own, so the bridge keeps no MCP session state (nothing to bound,
-    // nothing another agent could take over). A client's cancellation reaches
-    // a waiting tool by the response stream closing.
+    // its own, so the bridge keeps no MCP session state (nothing another
+    // agent could take over). A client's cancellation reaches a waiting tool
+    // by the response stream closing, or by a `notifications/cancelled` of
+    // the same agent naming it (`RunningCalls`: rmcp drops notifications
+    // here).
     let rmcp_config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(false)
@@ -123,6 +132,7 @@ pub fn router_with_shutdown(bridge: Bridge, config: McpConfig) -> (Router, McpSh
     ));
     let state = GuardState {
         bridge,
+        running: RunningCalls::new(config.max_cancellable_calls),
         config,
         body_budget,
     };
@@ -259,17 +269,33 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
     {
         return invalid_params(id, why);
     }
+    // A cancellation names a request of the same agent (rmcp answers it
+    // `202` and drops it: the endpoint is stateless). Another agent's
+    // request of that id is not its to cancel, and is not found.
+    if let (Some(id), Ok(caller)) = (&class.cancels, &outcome) {
+        let cancelled = st.running.cancel(&caller.agent, id);
+        tracing::debug!(request = %id, cancelled, "notifications/cancelled");
+    }
     // Mounted inside `lighthouse_http::router_with`, the request carries the
     // meter its measurement reads (also if the call is dropped mid-wait).
     let outer_meter = parts.extensions.get::<WaitMeter>().cloned();
     let waited = outer_meter.clone().unwrap_or_default();
     let answered = class.tool.map(|_| ToolOutcome::default());
+    // Registered until its response ends or is dropped (this future
+    // included, while rmcp has not answered yet).
+    let running = match (&outcome, class.call_id, &answered) {
+        (Ok(caller), Some(id), Some(answered)) => {
+            st.running.register(&caller.agent, id, answered.clone())
+        }
+        _ => None,
+    };
     parts.extensions.insert(Admission {
         tool: class.tool.map(str::to_owned),
         outcome,
         token,
         waited: waited.clone(),
         answered: answered.clone().unwrap_or_default(),
+        cancelled: running.as_ref().map(|r| r.token().clone()),
     });
     // The budget is given back once rmcp has taken the body, not when the
     // response ends: a 2026-07-28 tool call's response waits for its first
@@ -298,7 +324,10 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
             resp.extensions_mut().insert(Waited(w));
         }
     }
-    resp
+    match running {
+        Some(call) => resp.map(|body| Body::new(CallBody::new(body, call))),
+        None => resp,
+    }
 }
 
 /// Whether rmcp would read the body of a `POST` with `headers` as JSON-RPC:

@@ -240,6 +240,82 @@ async fn closing_a_waiting_calls_stream_stops_its_wait_on_the_bridge() {
     );
 }
 
+/// The spec's way to cancel: a `notifications/cancelled` naming the call's
+/// request id, on a request of its own, while the call's stream stays open.
+/// It stops the call of the agent that sent it (its stream ends without an
+/// answer, the wait on the bridge stops) and nothing of another agent.
+#[tokio::test]
+async fn a_cancelled_notification_stops_the_named_call_of_its_own_agent_only() {
+    let (_counting, slices) = count_wait_slices();
+    let b =
+        start_with(McpConfig::default().with_progress_interval(Duration::from_millis(100))).await;
+    let progress = |s: &str| s.matches("notifications/progress").count();
+    let mut resp = open_call(&b, &b.token("alice"), &waiting_elicit_body(42)).await;
+    assert_eq!(resp.status(), 200);
+    let mut seen = String::new();
+    assert!(
+        read_until(
+            &mut resp,
+            &mut seen,
+            |s| progress(s) >= 2,
+            Duration::from_secs(10)
+        )
+        .await,
+        "{seen}"
+    );
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 42, "reason": "changed my mind"}});
+
+    // Bob names alice's request id: nothing of alice's is cancelled.
+    let bob = format!("Bearer {}", b.token("bob"));
+    let (s, _, body) = raw_post(&b, &[("authorization", &bob)], &cancel).await;
+    assert_eq!(s, 202, "{body}");
+    let before = progress(&seen);
+    assert!(
+        read_until(
+            &mut resp,
+            &mut seen,
+            |s| progress(s) >= before + 3,
+            Duration::from_secs(10)
+        )
+        .await,
+        "alice's call must go on: {seen}"
+    );
+
+    // Alice cancels it (with another token of hers): its stream ends at
+    // once, with no answer, and the wait on the bridge stops.
+    let alice = format!("Bearer {}", b.token("alice"));
+    let (s, _, body) = raw_post(&b, &[("authorization", &alice)], &cancel).await;
+    assert_eq!(s, 202, "{body}");
+    assert!(
+        read_to_end(&mut resp, &mut seen, Duration::from_secs(2)).await,
+        "the cancelled call's stream must end: {seen}"
+    );
+    assert!(
+        !seen.contains("\"result\""),
+        "a cancelled call is not answered: {seen}"
+    );
+    let at_end = slices.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(slices.load(Ordering::SeqCst), at_end, "the wait went on");
+    // Recorded as cancelled by its client, not as the bridge's failure.
+    let closed = r#"lighthouse_http_requests_total{route="/mcp",status="499"} 1"#;
+    let metrics = b.bridge.metrics().render().unwrap();
+    assert!(metrics.contains(closed), "{metrics}");
+    assert!(
+        !metrics.contains(r#"route="/mcp",status="503""#),
+        "{metrics}"
+    );
+    // The question itself stays pending.
+    let inbox = ok(&call(
+        &b.client("bob").await,
+        "lighthouse_check_elicitations",
+        json!({}),
+    )
+    .await);
+    assert_eq!(inbox["items"][0]["status"], "pending");
+}
+
 #[tokio::test]
 async fn the_stdio_proxy_in_process_forwards_to_the_remote_bridge() {
     let b = start().await;

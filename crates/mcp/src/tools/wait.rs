@@ -28,6 +28,9 @@ pub const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub struct CallContext {
     ct: CancellationToken,
+    /// Fired by a `notifications/cancelled` that reached the call outside
+    /// rmcp (the stateless `/mcp`, where rmcp drops notifications).
+    notified: Option<CancellationToken>,
     progress: Option<(Peer<RoleServer>, ProgressToken)>,
     progress_interval: Duration,
     expiry_grace: Duration,
@@ -36,7 +39,7 @@ pub struct CallContext {
 impl std::fmt::Debug for CallContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallContext")
-            .field("cancelled", &self.ct.is_cancelled())
+            .field("cancelled", &self.is_cancelled())
             .field("progress", &self.progress.is_some())
             .field("progress_interval", &self.progress_interval)
             .field("expiry_grace", &self.expiry_grace)
@@ -49,6 +52,7 @@ impl CallContext {
     pub fn new(ct: CancellationToken, config: &McpConfig) -> Self {
         CallContext {
             ct,
+            notified: None,
             progress: None,
             progress_interval: config.progress_interval.max(MIN_PROGRESS_INTERVAL),
             expiry_grace: config.expiry_grace,
@@ -61,6 +65,28 @@ impl CallContext {
         self
     }
 
+    /// Also ends early when `notified` is cancelled: the call is cancelled
+    /// by either token.
+    pub fn with_cancellation(mut self, notified: CancellationToken) -> Self {
+        self.notified = Some(notified);
+        self
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.ct.is_cancelled() || self.notified.as_ref().is_some_and(|n| n.is_cancelled())
+    }
+
+    /// Completes once the call is cancelled, by either token.
+    async fn cancelled(&self) {
+        match &self.notified {
+            Some(notified) => tokio::select! {
+                _ = self.ct.cancelled() => {}
+                _ = notified.cancelled() => {}
+            },
+            None => self.ct.cancelled().await,
+        }
+    }
+
     pub(crate) fn expiry_grace(&self) -> Duration {
         self.expiry_grace
     }
@@ -69,7 +95,7 @@ impl CallContext {
     pub(crate) async fn until_cancelled<F: Future>(&self, f: F) -> Result<F::Output, Problem> {
         tokio::select! {
             biased;
-            _ = self.ct.cancelled() => Err(super::cancelled()),
+            _ = self.cancelled() => Err(super::cancelled()),
             r = f => Ok(r),
         }
     }
@@ -84,7 +110,7 @@ impl CallContext {
                 .with_message(message);
             tokio::select! {
                 biased;
-                _ = self.ct.cancelled() => {}
+                _ = self.cancelled() => {}
                 _ = tokio::time::sleep_until(deadline) => {
                     tracing::debug!("progress notification not written by the deadline");
                 }
@@ -375,6 +401,27 @@ mod tests {
         );
         assert_eq!(started.elapsed(), Duration::from_secs(90));
         assert_eq!(backend.waits.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn either_token_cancels_the_call() {
+        let backend = Silent::default();
+        let notified = CancellationToken::new();
+        let ctx = CallContext::new(CancellationToken::new(), &McpConfig::default())
+            .with_cancellation(notified.clone());
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        let started = Instant::now();
+        let canceller = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(7)).await;
+            notified.cancel();
+        });
+        let e = until_terminal(&backend, pending(), deadline, 3600, &ctx)
+            .await
+            .unwrap_err();
+        canceller.await.unwrap();
+        assert!(e.detail.starts_with("the client cancelled"), "{}", e.detail);
+        assert_eq!(started.elapsed(), Duration::from_secs(7));
+        assert!(ctx.is_cancelled());
     }
 
     #[tokio::test(start_paused = true)]

@@ -336,6 +336,24 @@ pub async fn read_until(
     true
 }
 
+/// Reads `resp`'s body into `seen` to its end: whether it ended within
+/// `within`.
+pub async fn read_to_end(
+    resp: &mut reqwest::Response,
+    seen: &mut String,
+    within: std::time::Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(Ok(None)) => return true,
+            Ok(Err(e)) => panic!("the response broke instead of ending: {e}"),
+            Err(_) => return false,
+        }
+    }
+}
+
 /// `lighthouse_elicit` to bob (60 s) as JSON-RPC request `id`, asking for
 /// progress (so that the wait runs in slices of the progress interval).
 pub fn waiting_elicit_body(id: u64) -> Value {
