@@ -10,6 +10,7 @@
 //! `write` class for `POST` (PROTOCOL.md 2.4: "every other POST") and `read`
 //! for `GET`.
 
+use axum::http::{HeaderMap, header};
 use lighthouse_security::{Action, append_action};
 use rmcp::model::{CallToolRequestParams, RequestId};
 use serde::Deserialize;
@@ -87,6 +88,32 @@ pub(crate) fn malformed_tool_call(body: &[u8]) -> Option<(RequestId, String)> {
             format!("the params of tools/call are not a tool call: {e}"),
         )),
     }
+}
+
+/// Whether rmcp would read the body of a `POST` with `headers` as JSON-RPC:
+/// it takes JSON, the client accepts JSON and SSE, and any
+/// `MCP-Protocol-Version` is one rmcp knows.
+pub(crate) fn rmcp_reads(headers: &HeaderMap) -> bool {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",")
+        .to_ascii_lowercase();
+    let version_known = headers.get("mcp-protocol-version").is_none_or(|v| {
+        rmcp::model::ProtocolVersion::KNOWN_VERSIONS
+            .iter()
+            .any(|k| k.as_str().as_bytes() == v.as_bytes())
+    });
+    json && accept.contains("application/json")
+        && accept.contains("text/event-stream")
+        && version_known
 }
 
 /// The route an `/mcp` request with `http_method` and `body` counts as.

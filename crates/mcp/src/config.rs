@@ -42,7 +42,10 @@ pub struct McpConfig {
     /// event before returning the record as it is (default [`DEFAULT_EXPIRY_GRACE`]).
     pub expiry_grace: Duration,
     /// SSE keep-alive comment interval on response streams (default
-    /// [`DEFAULT_SSE_KEEP_ALIVE`]).
+    /// [`DEFAULT_SSE_KEEP_ALIVE`]); also how long rmcp may take to answer a
+    /// request before the admission layer opens its SSE response itself and
+    /// keeps it alive until rmcp's answer (a 2026-07-28 call that waits
+    /// without reporting progress; at least 100 ms).
     pub sse_keep_alive: Duration,
     /// Longest time a request body may take to arrive (default 30 s; slower
     /// is `400 invalid_request`).

@@ -24,8 +24,8 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::{RouteClass, classify, malformed_tool_call};
-use crate::answer::CallBody;
+use crate::admission::{RouteClass, classify, malformed_tool_call, rmcp_reads};
+use crate::answer::{CallBody, MIN_KEEP_ALIVE, PendingAnswer, held_answer, invalid_params};
 use crate::config::McpConfig;
 use crate::running::RunningCalls;
 use crate::server::BridgeTools;
@@ -304,7 +304,17 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
         bytes: Some(bytes),
         reserved,
     });
-    let mut resp = problem_shaped(next.run(Request::from_parts(parts, body)).await).await;
+    // rmcp holds a 2026-07-28 request's response until the handler's first
+    // message: a tool that waits without reporting progress would send
+    // nothing, not even headers, for its whole wait. What rmcp has not
+    // answered within the keep-alive interval is answered on an SSE stream
+    // opened now instead, kept alive until rmcp's answer.
+    let mut answer: PendingAnswer = Box::pin(next.run(Request::from_parts(parts, body)));
+    let hold_after = st.config.sse_keep_alive.max(MIN_KEEP_ALIVE);
+    let mut resp = match tokio::time::timeout(hold_after, answer.as_mut()).await {
+        Ok(resp) => problem_shaped(resp).await,
+        Err(_) => held_answer(answer, st.config.sse_keep_alive),
+    };
     // rmcp answers a request of the `initialize` revisions on an SSE stream
     // opened before the handler has run (a tool call's whole work comes
     // after the headers), and a 2026-07-28 one that sends progress before
@@ -327,49 +337,6 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
     match running {
         Some(call) => resp.map(|body| Body::new(CallBody::new(body, call))),
         None => resp,
-    }
-}
-
-/// Whether rmcp would read the body of a `POST` with `headers` as JSON-RPC:
-/// it takes JSON, the client accepts JSON and SSE, and any
-/// `MCP-Protocol-Version` is one rmcp knows.
-fn rmcp_reads(headers: &HeaderMap) -> bool {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    let accept = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(",")
-        .to_ascii_lowercase();
-    let version_known = headers.get("mcp-protocol-version").is_none_or(|v| {
-        rmcp::model::ProtocolVersion::KNOWN_VERSIONS
-            .iter()
-            .any(|k| k.as_str().as_bytes() == v.as_bytes())
-    });
-    json && accept.contains("application/json")
-        && accept.contains("text/event-stream")
-        && version_known
-}
-
-/// A JSON-RPC `-32602 Invalid params` answer to request `id`.
-fn invalid_params(id: rmcp::model::RequestId, why: String) -> Response {
-    let error =
-        rmcp::model::JsonRpcError::new(Some(id), rmcp::ErrorData::invalid_params(why, None));
-    match serde_json::to_vec(&error) {
-        Ok(body) => {
-            let mut resp = (StatusCode::OK, body).into_response();
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            resp
-        }
-        Err(_) => problem_response(&Problem::internal()),
     }
 }
 

@@ -316,6 +316,147 @@ async fn a_cancelled_notification_stops_the_named_call_of_its_own_agent_only() {
     assert_eq!(inbox["items"][0]["status"], "pending");
 }
 
+/// A 2026-07-28 request (per-request `_meta`, no handshake) for `tool`.
+fn modern_call(id: u64, tool: &str, arguments: serde_json::Value) -> serde_json::Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+    "name": tool, "arguments": arguments,
+    "_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"}
+    }}})
+}
+
+/// rmcp answers a 2026-07-28 request only once its handler sends a first
+/// message, so a call that waits without reporting progress would send
+/// nothing, not even headers, for its whole wait (up to an hour for
+/// `lighthouse_elicit`), which proxies' idle timeouts cut. The response
+/// opens within the keep-alive interval and carries keep-alive comments until
+/// the answer, which comes on it unchanged.
+#[tokio::test]
+async fn a_modern_waiting_call_opens_its_stream_and_keeps_it_alive() {
+    let b = start_with(McpConfig {
+        sse_keep_alive: Duration::from_millis(300),
+        ..McpConfig::default()
+    })
+    .await;
+    let alice = b.modern_client("alice").await;
+    let created = ok(&call(
+        &alice,
+        "lighthouse_elicit",
+        json!({"to": "bob", "message": "Which port?", "schema": port_schema(), "wait": false}),
+    )
+    .await);
+    let body = modern_call(
+        11,
+        "lighthouse_get_elicitation",
+        json!({"elicitation_id": created["id"], "wait_seconds": 3}),
+    );
+    let started = Instant::now();
+    let mut resp = reqwest::Client::new()
+        .post(b.url())
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "lighthouse_get_elicitation")
+        .header("authorization", format!("Bearer {}", b.token("alice")))
+        .body(serde_json::to_vec(&body).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let opened = started.elapsed();
+    assert!(
+        opened < Duration::from_millis(1500),
+        "headers after {opened:?}"
+    );
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut seen = String::new();
+    assert!(
+        read_until(
+            &mut resp,
+            &mut seen,
+            |s| s.contains(":\n\n"),
+            Duration::from_secs(2)
+        )
+        .await,
+        "a keep-alive comment while waiting: {seen:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(2500));
+    assert!(read_to_end(&mut resp, &mut seen, Duration::from_secs(10)).await);
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    let msg = rpc_reply(resp.headers(), &seen);
+    assert_eq!(msg["id"], 11, "{msg}");
+    assert_eq!(
+        msg["result"]["structuredContent"]["status"], "pending",
+        "{msg}"
+    );
+    assert_eq!(msg["result"]["structuredContent"]["id"], created["id"]);
+
+    // A held call can still be cancelled: a waiting elicit, cancelled by a
+    // notification of its agent, ends without an answer.
+    let body = modern_call(
+        13,
+        "lighthouse_elicit",
+        json!({"to": "bob", "message": "Which port?", "schema": port_schema(),
+            "timeout_seconds": 60}),
+    );
+    let mut resp = reqwest::Client::new()
+        .post(b.url())
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "lighthouse_elicit")
+        .header("authorization", format!("Bearer {}", b.token("alice")))
+        .body(serde_json::to_vec(&body).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut seen = String::new();
+    assert!(
+        read_until(
+            &mut resp,
+            &mut seen,
+            |s| s.contains(":\n\n"),
+            Duration::from_secs(2)
+        )
+        .await
+    );
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 13}});
+    let bearer = format!("Bearer {}", b.token("alice"));
+    let (s, _, _) = raw_post(&b, &[("authorization", &bearer)], &cancel).await;
+    assert_eq!(s, 202);
+    assert!(
+        read_to_end(&mut resp, &mut seen, Duration::from_secs(2)).await,
+        "{seen}"
+    );
+    assert!(!seen.contains("data: {"), "{seen}");
+
+    // A modern call answered within the interval is answered as rmcp does.
+    let body = modern_call(12, "lighthouse_health", json!({}));
+    let (s, h, reply) = raw_post(
+        &b,
+        &[
+            ("authorization", &format!("Bearer {}", b.token("alice"))),
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "lighthouse_health"),
+        ],
+        &body,
+    )
+    .await;
+    assert_eq!(s, 200, "{reply}");
+    assert!(!reply.starts_with(':'), "{reply}");
+    assert_eq!(
+        rpc_reply(&h, &reply)["result"]["structuredContent"]["status"],
+        "ok"
+    );
+}
+
 #[tokio::test]
 async fn the_stdio_proxy_in_process_forwards_to_the_remote_bridge() {
     let b = start().await;
