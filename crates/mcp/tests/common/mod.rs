@@ -265,8 +265,7 @@ pub fn rpc_reply(headers: &reqwest::header::HeaderMap, body: &str) -> Value {
         .map(str::trim)
         .filter(|d| !d.is_empty())
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter(|m| m.get("result").is_some() || m.get("error").is_some())
-        .last()
+        .rfind(|m| m.get("result").is_some() || m.get("error").is_some())
         .unwrap_or_else(|| panic!("no JSON-RPC answer in {body:?}"))
 }
 
@@ -302,6 +301,23 @@ impl tracing::Subscriber for SliceCounter {
     }
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Whether `count` stops growing (stays the same for a whole second) within
+/// `within`: a wait that goes on adds a slice every progress interval.
+pub async fn stops_growing(
+    count: &std::sync::atomic::AtomicUsize,
+    within: std::time::Duration,
+) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        let before = count.load(std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if count.load(std::sync::atomic::Ordering::SeqCst) == before {
+            return true;
+        }
+    }
+    false
 }
 
 /// Opens a raw tool call as `token` and returns its response, whose body
