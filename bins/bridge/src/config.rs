@@ -9,7 +9,7 @@
 //! durability = "durable"           # LIGHTHOUSE_DURABILITY  (durable | buffered)
 //! window_s = 300                   # LIGHTHOUSE_WINDOW_S    (signature time window)
 //! shutdown_grace_ms = 10000        # LIGHTHOUSE_SHUTDOWN_GRACE_MS (in-flight requests on shutdown, 0 to 600000)
-//! mcp_allowed_origins = []         # LIGHTHOUSE_MCP_ALLOWED_ORIGINS (comma-separated browser origins for /mcp)
+//! mcp_allowed_origins = []         # LIGHTHOUSE_MCP_ALLOWED_ORIGINS (comma-separated origins, scheme://host[:port], whose requests /mcp takes; see docs/MCP.md)
 //! max_connections = 16384          # LIGHTHOUSE_MAX_CONNECTIONS (open connections; beyond it, accepting waits)
 //! listen_backlog = 4096            # LIGHTHOUSE_LISTEN_BACKLOG (connections the kernel queues before accept; capped by net.core.somaxconn)
 //! header_read_timeout_ms = 30000   # LIGHTHOUSE_HEADER_READ_TIMEOUT_MS (a request head must arrive within it; also the idle keep-alive)
@@ -250,6 +250,12 @@ impl ServeConfig {
         if let Some(url) = &self.public_url {
             check_public_url(url)?;
         }
+        // An entry that is not an origin would match no request: refused,
+        // not dropped, so that the list means what it says.
+        lighthouse_mcp::McpConfig::default()
+            .with_allowed_origins(&self.mcp_allowed_origins)
+            .check_allowed_origins()
+            .map_err(|e| format!("mcp_allowed_origins: {e}"))?;
         Ok(())
     }
 
@@ -382,6 +388,43 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("public_url"), "{e}");
+    }
+
+    #[test]
+    fn mcp_allowed_origins_must_be_origins() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "mcp_allowed_origins = [\"http://localhost:3000\", \"https://app.example.com\"]\n",
+        )
+        .unwrap();
+        let c = ServeConfig::resolve(Some(&f), |_| None, Overrides::default()).unwrap();
+        assert_eq!(c.mcp_allowed_origins.len(), 2);
+        // Without its scheme, the entry would match no Origin header.
+        std::fs::write(
+            &f,
+            "mcp_allowed_origins = [\"http://localhost:3000\", \"localhost:3000\"]\n",
+        )
+        .unwrap();
+        let e = ServeConfig::resolve(Some(&f), |_| None, Overrides::default()).unwrap_err();
+        assert!(
+            e.starts_with("mcp_allowed_origins: ") && e.contains("\"localhost:3000\""),
+            "{e}"
+        );
+        let e = ServeConfig::resolve(
+            None,
+            |k| {
+                (k == "LIGHTHOUSE_MCP_ALLOWED_ORIGINS")
+                    .then(|| "https://app.example.com, https://app.example.com/ui".to_owned())
+            },
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("mcp_allowed_origins: ") && e.contains("\"https://app.example.com/ui\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! `write` class for `POST` (PROTOCOL.md 2.4: "every other POST") and `read`
 //! for `GET`.
 
+use axum::http::{HeaderMap, header};
 use lighthouse_security::{Action, append_action};
+use rmcp::model::{CallToolRequestParams, RequestId};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -28,10 +30,16 @@ pub(crate) struct RouteClass {
     pub(crate) route: &'static str,
     /// The tool called, when the request is a `tools/call` of one of ours.
     pub(crate) tool: Option<&'static str>,
+    /// The JSON-RPC id of that tool call, when it has a usable one.
+    pub(crate) call_id: Option<RequestId>,
+    /// The request id a `notifications/cancelled` names.
+    pub(crate) cancels: Option<RequestId>,
 }
 
 #[derive(Deserialize)]
 struct Message {
+    #[serde(default)]
+    id: Option<Value>,
     #[serde(default)]
     method: Option<String>,
     #[serde(default)]
@@ -44,6 +52,68 @@ struct Params {
     name: Option<String>,
     #[serde(default)]
     arguments: Option<Value>,
+    /// Of `notifications/cancelled`.
+    #[serde(default, rename = "requestId")]
+    request_id: Option<Value>,
+}
+
+/// A JSON-RPC request id as rmcp reads it (an integer or a string).
+fn request_id(v: Option<Value>) -> Option<RequestId> {
+    serde_json::from_value(v?).ok()
+}
+
+/// Why a `tools/call` request's `params` are not a tool call's, with the
+/// request's id: rmcp reads such a request as an unknown method (`-32601`),
+/// where JSON-RPC has `-32602 Invalid params`.
+pub(crate) fn malformed_tool_call(body: &[u8]) -> Option<(RequestId, String)> {
+    let Ok(Value::Object(msg)) = serde_json::from_slice::<Value>(body) else {
+        return None;
+    };
+    if msg.get("method").and_then(Value::as_str) != Some("tools/call") {
+        return None;
+    }
+    // Without an id it is a notification, which is not answered.
+    let id = serde_json::from_value::<RequestId>(msg.get("id")?.clone()).ok()?;
+    /// Only `params`, read from the body itself: a `Value` keeps one of two
+    /// duplicated keys, where the message is not one tool call.
+    #[derive(Deserialize)]
+    struct ParamsOnly {
+        params: Option<CallToolRequestParams>,
+    }
+    match serde_json::from_slice::<ParamsOnly>(body) {
+        Ok(ParamsOnly { params: Some(_) }) => None,
+        Ok(ParamsOnly { params: None }) => Some((id, "tools/call requires params".to_owned())),
+        Err(e) => Some((
+            id,
+            format!("the params of tools/call are not a tool call: {e}"),
+        )),
+    }
+}
+
+/// Whether rmcp would read the body of a `POST` with `headers` as JSON-RPC:
+/// it takes JSON, the client accepts JSON and SSE, and any
+/// `MCP-Protocol-Version` is one rmcp knows.
+pub(crate) fn rmcp_reads(headers: &HeaderMap) -> bool {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",")
+        .to_ascii_lowercase();
+    let version_known = headers.get("mcp-protocol-version").is_none_or(|v| {
+        rmcp::model::ProtocolVersion::KNOWN_VERSIONS
+            .iter()
+            .any(|k| k.as_str().as_bytes() == v.as_bytes())
+    });
+    json && accept.contains("application/json")
+        && accept.contains("text/event-stream")
+        && version_known
 }
 
 /// The route an `/mcp` request with `http_method` and `body` counts as.
@@ -57,6 +127,8 @@ pub(crate) fn classify(http_method: &str, body: &[u8]) -> RouteClass {
         },
         route: "/mcp",
         tool: None,
+        call_id: None,
+        cancels: None,
     };
     if http_method != "POST" {
         return transport;
@@ -64,6 +136,12 @@ pub(crate) fn classify(http_method: &str, body: &[u8]) -> RouteClass {
     let Ok(msg) = serde_json::from_slice::<Message>(body) else {
         return transport;
     };
+    if msg.method.as_deref() == Some("notifications/cancelled") && msg.id.is_none() {
+        return RouteClass {
+            cancels: request_id(msg.params.and_then(|p| p.request_id)),
+            ..transport
+        };
+    }
     if msg.method.as_deref() != Some("tools/call") {
         return transport;
     }
@@ -110,6 +188,8 @@ pub(crate) fn classify(http_method: &str, body: &[u8]) -> RouteClass {
         method,
         route,
         tool: Some(tool),
+        call_id: request_id(msg.id),
+        cancels: None,
     }
 }
 
@@ -178,6 +258,61 @@ mod tests {
         assert_eq!(c.action, Action::AppendReservedEvent);
         let c = classify("POST", &call(HEALTH, json!({})));
         assert_eq!((c.action, c.tool), (Action::UseMcp, Some(HEALTH)));
+    }
+
+    #[test]
+    fn tool_calls_whose_params_are_not_a_tool_call_are_found() {
+        let id = |b: &[u8]| malformed_tool_call(b).map(|(id, _)| id);
+        assert_eq!(id(&call(HEALTH, json!({}))), None);
+        assert_eq!(id(&call("not_ours", json!({"a": 1}))), None);
+        assert_eq!(id(&call(HEALTH, json!([1]))), Some(RequestId::Number(1)));
+        let (id2, why) = malformed_tool_call(
+            br#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"a","name":"b"}}"#,
+        )
+        .unwrap();
+        assert_eq!(id2, RequestId::String("x".into()));
+        assert!(why.contains("duplicate field `name`"), "{why}");
+        assert!(
+            id(br#"{"jsonrpc":"2.0","id":3,"method":"tools/call"}"#) == Some(RequestId::Number(3))
+        );
+        // Not requests of tools/call, or not answerable: left to rmcp.
+        for body in [
+            br#"{"jsonrpc":"2.0","method":"tools/call","params":{"arguments":[1]}}"#.to_vec(),
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":[1]}"#.to_vec(),
+            br#"{"jsonrpc":"2.0","id":null,"method":"tools/call","params":[1]}"#.to_vec(),
+            br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call"}]"#.to_vec(),
+            b"garbage".to_vec(),
+        ] {
+            assert_eq!(id(&body), None, "{}", String::from_utf8_lossy(&body));
+        }
+    }
+
+    #[test]
+    fn tool_call_ids_and_cancellations_are_read() {
+        let c = classify("POST", &call(ELICIT, json!({})));
+        assert_eq!((c.call_id, c.cancels), (Some(RequestId::Number(1)), None));
+        let c = classify(
+            "POST",
+            br#"{"jsonrpc":"2.0","id":"a-1","method":"tools/call","params":{"name":"lighthouse_health"}}"#,
+        );
+        assert_eq!(c.call_id, Some(RequestId::String("a-1".into())));
+        let c = classify(
+            "POST",
+            br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":42,"reason":"x"}}"#,
+        );
+        assert_eq!(
+            (c.action, c.tool, c.cancels),
+            (Action::UseMcp, None, Some(RequestId::Number(42)))
+        );
+        // A request (with an id) is not the notification; a float id is not
+        // an id rmcp reads.
+        for body in [
+            br#"{"jsonrpc":"2.0","id":1,"method":"notifications/cancelled","params":{"requestId":42}}"#.to_vec(),
+            br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":4.5}}"#.to_vec(),
+            br#"{"jsonrpc":"2.0","method":"notifications/cancelled"}"#.to_vec(),
+        ] {
+            assert_eq!(classify("POST", &body).cancels, None);
+        }
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::error::Error;
+
 /// Default largest `/mcp` request body (1 MiB, as the REST API).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 /// Default interval between progress notifications while a tool waits.
@@ -13,6 +15,9 @@ pub const DEFAULT_EXPIRY_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Default number of tool calls the stdio proxy runs at once.
 pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 32;
+/// Default number of running `/mcp` tool calls a `notifications/cancelled`
+/// can reach (the bridge's default connection limit).
+pub const DEFAULT_MAX_CANCELLABLE_CALLS: usize = 16_384;
 
 /// How the `/mcp` endpoint behaves. Build with [`McpConfig::default`] and the
 /// `with_*` methods.
@@ -37,7 +42,10 @@ pub struct McpConfig {
     /// event before returning the record as it is (default [`DEFAULT_EXPIRY_GRACE`]).
     pub expiry_grace: Duration,
     /// SSE keep-alive comment interval on response streams (default
-    /// [`DEFAULT_SSE_KEEP_ALIVE`]).
+    /// [`DEFAULT_SSE_KEEP_ALIVE`]); also how long rmcp may take to answer a
+    /// request before the admission layer opens its SSE response itself and
+    /// keeps it alive until rmcp's answer (a 2026-07-28 call that waits
+    /// without reporting progress; at least 100 ms).
     pub sse_keep_alive: Duration,
     /// Longest time a request body may take to arrive (default 30 s; slower
     /// is `400 invalid_request`).
@@ -57,6 +65,11 @@ pub struct McpConfig {
     /// of their own, so up to twice this many run at once. Not used by
     /// `/mcp`, which the bridge's connection limits bound.
     pub max_concurrent_calls: usize,
+    /// Running `/mcp` tool calls kept, by agent and JSON-RPC request id, for
+    /// a `notifications/cancelled` to stop (default
+    /// [`DEFAULT_MAX_CANCELLABLE_CALLS`]). A call beyond it runs, but only
+    /// closing its response stream cancels it.
+    pub max_cancellable_calls: usize,
 }
 
 impl Default for McpConfig {
@@ -70,6 +83,7 @@ impl Default for McpConfig {
             body_read_timeout: Duration::from_secs(30),
             max_buffered_body_bytes: 64 << 20,
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+            max_cancellable_calls: DEFAULT_MAX_CANCELLABLE_CALLS,
         }
     }
 }
@@ -106,6 +120,24 @@ impl McpConfig {
     pub fn with_max_concurrent_calls(mut self, calls: usize) -> Self {
         self.max_concurrent_calls = calls.max(1);
         self
+    }
+
+    /// Refuses an `allowed_origins` entry that is not an origin
+    /// (`scheme://host[:port]`, `http` or `https`, no path), such as
+    /// `localhost:3000` without its scheme: it could never match an `Origin`
+    /// header, so a configuration naming it means something else than it
+    /// says. The first such entry is named.
+    pub fn check_allowed_origins(&self) -> Result<(), Error> {
+        match self
+            .allowed_origins
+            .iter()
+            .find(|a| normalize_origin(a).is_none())
+        {
+            Some(entry) => Err(Error::InvalidOrigin {
+                entry: entry.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Whether `origin` (an `Origin` header value) is allowed.
@@ -161,6 +193,38 @@ mod tests {
         assert!(!c.origin_allowed("null"));
         assert!(!c.origin_allowed("https://app.example.com.evil.test"));
         assert!(!McpConfig::default().origin_allowed("http://localhost"));
+    }
+
+    #[test]
+    fn allowed_origins_that_are_not_origins_are_named() {
+        let ok = McpConfig::default().with_allowed_origins([
+            "http://localhost:3000",
+            "https://App.example.com/",
+            "http://[::1]:8765",
+        ]);
+        assert!(ok.check_allowed_origins().is_ok());
+        assert!(McpConfig::default().check_allowed_origins().is_ok());
+        for bad in [
+            "localhost:3000",
+            "null",
+            "*",
+            "ftp://example.com",
+            "http://example.com/app",
+            "http://example.com:port",
+            "",
+        ] {
+            let c = McpConfig::default().with_allowed_origins(["http://localhost:3000", bad]);
+            let e = c.check_allowed_origins().unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidOrigin { entry } if entry == bad),
+                "{bad}: {e:?}"
+            );
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("{bad:?}")) && text.contains("scheme://host"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -27,9 +27,10 @@
 //! - Every result carries the REST response body as `structuredContent` and
 //!   the same JSON as a text item; every failure is a tool result with
 //!   `isError: true` carrying the problem body of PROTOCOL.md section 3.
-//! - The endpoint is stateless (no MCP sessions), so nothing in it grows with
-//!   traffic; a waiting tool call ends when the client cancels it or closes
-//!   its stream.
+//! - The endpoint is stateless (no MCP sessions): what it keeps per request
+//!   (the running tool calls a `notifications/cancelled` can stop) is bounded
+//!   and goes with the request's response; a waiting tool call ends when its
+//!   agent cancels it or its client closes its stream.
 //!
 //! # Example
 //! ```no_run
@@ -47,10 +48,12 @@
 #![allow(clippy::result_large_err)]
 
 mod admission;
+mod answer;
 mod backend;
 mod config;
 mod error;
 mod remote;
+mod running;
 mod server;
 mod stdio;
 pub mod tools;
@@ -58,8 +61,8 @@ mod transport;
 
 pub use backend::{Backend, BridgeBackend, TOKEN_RECHECK_INTERVAL};
 pub use config::{
-    DEFAULT_EXPIRY_GRACE, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENT_CALLS,
-    DEFAULT_PROGRESS_INTERVAL, DEFAULT_SSE_KEEP_ALIVE, McpConfig,
+    DEFAULT_EXPIRY_GRACE, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CANCELLABLE_CALLS,
+    DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_PROGRESS_INTERVAL, DEFAULT_SSE_KEEP_ALIVE, McpConfig,
 };
 pub use error::Error;
 pub use server::{BridgeTools, ProxyTools};

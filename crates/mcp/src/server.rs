@@ -123,7 +123,12 @@ impl ServerHandler for BridgeTools {
         if let Some(token) = &admission.token {
             backend = backend.with_token(token.clone());
         }
-        let ctx = call_context(&context, &self.config);
+        let mut ctx = call_context(&context, &self.config);
+        // A `notifications/cancelled` of this agent naming this call reaches
+        // it through the admission layer (rmcp drops notifications here).
+        if let Some(notified) = &admission.cancelled {
+            ctx = ctx.with_cancellation(notified.clone());
+        }
         // rmcp runs the handler in a task of its own: a panic there would
         // leave the client's stream open with no answer. It is caught here,
         // answered as an internal error and recorded as a 500.

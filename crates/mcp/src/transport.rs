@@ -24,8 +24,10 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::{RouteClass, classify};
+use crate::admission::{RouteClass, classify, malformed_tool_call, rmcp_reads};
+use crate::answer::{CallBody, MIN_KEEP_ALIVE, PendingAnswer, held_answer, invalid_params};
 use crate::config::McpConfig;
+use crate::running::RunningCalls;
 use crate::server::BridgeTools;
 
 /// The path the endpoint is served at.
@@ -55,6 +57,9 @@ pub(crate) struct Admission {
     /// Set by the tool handler when it answers (`500` if it panicked), so the
     /// request is recorded with how it ended rather than how its stream did.
     pub(crate) answered: ToolOutcome,
+    /// Fired when the caller's `notifications/cancelled` names this call
+    /// (`None` when the call could not be registered for one).
+    pub(crate) cancelled: Option<CancellationToken>,
 }
 
 /// Ends every open `/mcp` response stream (and so every waiting tool call)
@@ -75,6 +80,8 @@ struct GuardState {
     config: Arc<McpConfig>,
     /// Bytes of request body that may be buffered now.
     body_budget: Arc<tokio::sync::Semaphore>,
+    /// The tool calls a `notifications/cancelled` can stop.
+    running: Arc<RunningCalls>,
 }
 
 /// The `/mcp` endpoint (`POST`, `GET`, `DELETE`) on `bridge`, to merge next to
@@ -85,12 +92,19 @@ pub fn router(bridge: Bridge, config: McpConfig) -> Router {
 
 /// [`router`], with the handle that ends open streams on shutdown.
 pub fn router_with_shutdown(bridge: Bridge, config: McpConfig) -> (Router, McpShutdown) {
+    if let Err(e) = config.check_allowed_origins() {
+        // Refused at startup by the bridge binary; a library caller that
+        // skipped the check gets an entry that matches nothing.
+        tracing::error!(error = %e, "an MCP allowed origin will never match");
+    }
     let config = Arc::new(config);
     let ct = CancellationToken::new();
     // Stateless: every POST carries its own bearer token and is admitted on
-    // its own, so the bridge keeps no MCP session state (nothing to bound,
-    // nothing another agent could take over). A client's cancellation reaches
-    // a waiting tool by the response stream closing.
+    // its own, so the bridge keeps no MCP session state (nothing another
+    // agent could take over). A client's cancellation reaches a waiting tool
+    // by the response stream closing, or by a `notifications/cancelled` of
+    // the same agent naming it (`RunningCalls`: rmcp drops notifications
+    // here).
     let rmcp_config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(false)
@@ -118,6 +132,7 @@ pub fn router_with_shutdown(bridge: Bridge, config: McpConfig) -> (Router, McpSh
     ));
     let state = GuardState {
         bridge,
+        running: RunningCalls::new(config.max_cancellable_calls),
         config,
         body_budget,
     };
@@ -245,17 +260,42 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
         Err(p) if class.tool.is_some() => Err(p),
         Err(p) => return problem_response(&p),
     };
+    // rmcp would answer "method not found" to a tools/call whose params are
+    // not a tool call's; JSON-RPC's answer is "invalid params". Only for a
+    // request rmcp would read (else its own refusal, 406, 415 or 400, stands).
+    if parts.method == http::Method::POST
+        && rmcp_reads(&parts.headers)
+        && let Some((id, why)) = malformed_tool_call(&bytes)
+    {
+        return invalid_params(id, why);
+    }
+    // A cancellation names a request of the same agent (rmcp answers it
+    // `202` and drops it: the endpoint is stateless). Another agent's
+    // request of that id is not its to cancel, and is not found.
+    if let (Some(id), Ok(caller)) = (&class.cancels, &outcome) {
+        let cancelled = st.running.cancel(&caller.agent, id);
+        tracing::debug!(request = %id, cancelled, "notifications/cancelled");
+    }
     // Mounted inside `lighthouse_http::router_with`, the request carries the
     // meter its measurement reads (also if the call is dropped mid-wait).
     let outer_meter = parts.extensions.get::<WaitMeter>().cloned();
     let waited = outer_meter.clone().unwrap_or_default();
     let answered = class.tool.map(|_| ToolOutcome::default());
+    // Registered until its response ends or is dropped (this future
+    // included, while rmcp has not answered yet).
+    let running = match (&outcome, class.call_id, &answered) {
+        (Ok(caller), Some(id), Some(answered)) => {
+            st.running.register(&caller.agent, id, answered.clone())
+        }
+        _ => None,
+    };
     parts.extensions.insert(Admission {
         tool: class.tool.map(str::to_owned),
         outcome,
         token,
         waited: waited.clone(),
         answered: answered.clone().unwrap_or_default(),
+        cancelled: running.as_ref().map(|r| r.token().clone()),
     });
     // The budget is given back once rmcp has taken the body, not when the
     // response ends: a 2026-07-28 tool call's response waits for its first
@@ -264,7 +304,17 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
         bytes: Some(bytes),
         reserved,
     });
-    let mut resp = problem_shaped(next.run(Request::from_parts(parts, body)).await).await;
+    // rmcp holds a 2026-07-28 request's response until the handler's first
+    // message: a tool that waits without reporting progress would send
+    // nothing, not even headers, for its whole wait. What rmcp has not
+    // answered within the keep-alive interval is answered on an SSE stream
+    // opened now instead, kept alive until rmcp's answer.
+    let mut answer: PendingAnswer = Box::pin(next.run(Request::from_parts(parts, body)));
+    let hold_after = st.config.sse_keep_alive.max(MIN_KEEP_ALIVE);
+    let mut resp = match tokio::time::timeout(hold_after, answer.as_mut()).await {
+        Ok(resp) => problem_shaped(resp).await,
+        Err(_) => held_answer(answer, st.config.sse_keep_alive),
+    };
     // rmcp answers a request of the `initialize` revisions on an SSE stream
     // opened before the handler has run (a tool call's whole work comes
     // after the headers), and a 2026-07-28 one that sends progress before
@@ -284,7 +334,10 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
             resp.extensions_mut().insert(Waited(w));
         }
     }
-    resp
+    match running {
+        Some(call) => resp.map(|body| Body::new(CallBody::new(body, call))),
+        None => resp,
+    }
 }
 
 /// The signature headers of PROTOCOL.md 2.2.

@@ -532,11 +532,20 @@ async fn a_waiting_elicit_ends_when_the_callers_token_is_revoked() {
     assert!(p["detail"].as_str().unwrap().contains("was created"), "{p}");
 }
 
+/// Bodies held at once share a budget: a body that does not fit waits for
+/// its share, and is read once the body holding the budget has been taken
+/// (a body is given back when rmcp takes it, at the latest at its own
+/// deadline). A body that does not arrive in time is cut off at its deadline.
+///
+/// The refusal of a body that finds the budget spent at its deadline (`503`)
+/// is not reached here: every body holding the budget gives it back by its
+/// own deadline, which comes before that of any body waiting behind it.
 #[tokio::test]
 async fn a_trickled_body_is_cut_off_and_large_ones_share_a_budget() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let timeout = Duration::from_secs(2);
     let b = start_with(lighthouse_mcp::McpConfig {
-        body_read_timeout: std::time::Duration::from_millis(300),
+        body_read_timeout: timeout,
         max_buffered_body_bytes: 100,
         ..lighthouse_mcp::McpConfig::default()
     })
@@ -545,45 +554,82 @@ async fn a_trickled_body_is_cut_off_and_large_ones_share_a_budget() {
     let head = |len: usize, token: Option<&str>| {
         let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
         format!(
-            "POST /mcp HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+            "POST /mcp HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nContent-Length: {len}\r\n\r\n"
         )
     };
-    let token = b.token("alice");
-    let read_status = |mut s: tokio::net::TcpStream| async move {
-        let mut head = [0u8; 12];
-        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_exact(&mut head))
-            .await
-            .expect("an answer in time")
-            .unwrap();
-        String::from_utf8_lossy(&head).into_owned()
+    // A JSON-RPC request of exactly 60 bytes.
+    let body = {
+        let mut b = br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#.to_vec();
+        b.resize(60, b' ');
+        b
     };
-    // A body declared and never sent: refused when the deadline passes.
-    // Without a token, it is refused at once, before the body takes any of
-    // the budget.
+    let token = b.token("alice");
+    let status_within = |mut s: tokio::net::TcpStream, within: Duration| async move {
+        let mut head = [0u8; 12];
+        tokio::time::timeout(within, s.read_exact(&mut head))
+            .await
+            .map(|r| {
+                r.unwrap();
+                String::from_utf8_lossy(&head).into_owned()
+            })
+            .map_err(|_| s)
+    };
+
+    // Without a token, a declared body is refused at once, before it takes
+    // any of the budget.
     let mut tokenless = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let started = std::time::Instant::now();
     tokenless
         .write_all(format!("{}{{", head(60, None)).as_bytes())
         .await
         .unwrap();
-    assert_eq!(read_status(tokenless).await, "HTTP/1.1 401");
-    assert!(started.elapsed() < std::time::Duration::from_millis(300));
-    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    stalled
+    let s = status_within(tokenless, Duration::from_secs(10)).await;
+    assert_eq!(s.ok().as_deref(), Some("HTTP/1.1 401"));
+    assert!(started.elapsed() < timeout);
+
+    // The first body (60 of the 100 bytes) trickles in: one byte now.
+    let mut first = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    first
         .write_all(format!("{}{{", head(60, Some(&token))).as_bytes())
         .await
         .unwrap();
-    // Meanwhile a second body of 60 bytes finds the 100-byte budget spent and
-    // is refused at its own deadline rather than growing memory past it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The second, whole at once, needs 60 where 40 are left: it waits, well
+    // within its deadline, while the first is still arriving.
     let mut second = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     second
         .write_all(head(60, Some(&token)).as_bytes())
         .await
         .unwrap();
-    assert_eq!(read_status(stalled).await, "HTTP/1.1 400");
-    let s = read_status(second).await;
-    assert!(s == "HTTP/1.1 503" || s == "HTTP/1.1 400", "{s}");
+    second.write_all(&body).await.unwrap();
+    let second = status_within(second, Duration::from_millis(500))
+        .await
+        .expect_err("the second body must wait for its share of the budget");
+    // The first body completes: its share goes back as it is taken, and the
+    // second is read and answered, both within their deadlines.
+    let completed = std::time::Instant::now();
+    first.write_all(&body[1..]).await.unwrap();
+    let s = status_within(first, Duration::from_secs(10)).await;
+    assert_eq!(s.ok().as_deref(), Some("HTTP/1.1 200"));
+    let s = status_within(second, Duration::from_secs(10)).await;
+    assert_eq!(s.ok().as_deref(), Some("HTTP/1.1 200"));
+    assert!(completed.elapsed() < timeout, "{:?}", completed.elapsed());
+
+    // A body that never completes is cut off at its deadline, not before.
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = std::time::Instant::now();
+    stalled
+        .write_all(format!("{}{{", head(60, Some(&token))).as_bytes())
+        .await
+        .unwrap();
+    let s = status_within(stalled, timeout + Duration::from_secs(10)).await;
+    assert_eq!(s.ok().as_deref(), Some("HTTP/1.1 400"));
+    let took = started.elapsed();
+    assert!(
+        took >= timeout - Duration::from_millis(100) && took < timeout * 3,
+        "{took:?}"
+    );
 }
 
 /// A 2026-07-28 tool call's response waits for its first message (rmcp answers

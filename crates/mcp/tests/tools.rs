@@ -173,6 +173,289 @@ async fn a_waiting_elicit_reports_progress_and_can_be_cancelled() {
     assert_eq!(inbox["items"][0]["status"], "pending");
 }
 
+/// A `tools/call` whose `params` are not a tool call's (arguments that are
+/// not an object, a duplicated key, no name) is `-32602 Invalid params`, as
+/// JSON-RPC says, not "method not found".
+#[tokio::test]
+async fn a_tool_call_with_malformed_params_is_invalid_params() {
+    let b = start().await;
+    let bearer = format!("Bearer {}", b.token("alice"));
+    let auth = [("authorization", bearer.as_str())];
+    let bodies: [&[u8]; 5] = [
+        br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"lighthouse_health","arguments":[1]}}"#,
+        br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"lighthouse_health","name":"lighthouse_health","arguments":{}}}"#,
+        br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{}}}"#,
+        br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":5}}"#,
+        br#"{"jsonrpc":"2.0","id":"seven","method":"tools/call"}"#,
+    ];
+    for body in bodies {
+        let text = String::from_utf8_lossy(body);
+        let (s, h, reply) = raw_post_bytes(&b, &auth, body).await;
+        assert_eq!(s, 200, "{text}: {reply}");
+        let msg = rpc_reply(&h, &reply);
+        assert_eq!(msg["error"]["code"], -32602, "{text}: {msg}");
+        let sent: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(msg["id"], sent["id"], "{text}: {msg}");
+        assert!(msg.get("result").is_none(), "{msg}");
+    }
+    // A well-formed call still runs, and an unknown tool stays -32602.
+    let (_, h, reply) = raw_post(&b, &auth, &tool_call_body("lighthouse_health", json!({}))).await;
+    assert_eq!(rpc_reply(&h, &reply)["result"]["isError"], false, "{reply}");
+    let (_, h, reply) = raw_post(&b, &auth, &tool_call_body("not_ours", json!({}))).await;
+    assert_eq!(rpc_reply(&h, &reply)["error"]["code"], -32602, "{reply}");
+    // Without a token it is still 401 first.
+    let (s, _, _) = raw_post_bytes(&b, &[], bodies[0]).await;
+    assert_eq!(s, 401);
+}
+
+/// A client that closes a waiting call's stream (what rmcp clients do when
+/// they cancel) stops the wait on the bridge, not only its own reading: the
+/// slices of the wait stop.
+#[tokio::test]
+async fn closing_a_waiting_calls_stream_stops_its_wait_on_the_bridge() {
+    let (_counting, slices) = count_wait_slices();
+    let b =
+        start_with(McpConfig::default().with_progress_interval(Duration::from_millis(100))).await;
+    let mut resp = open_call(&b, &b.token("alice"), &waiting_elicit_body(5)).await;
+    assert_eq!(resp.status(), 200);
+    let mut seen = String::new();
+    let progressing = read_until(
+        &mut resp,
+        &mut seen,
+        |s| s.matches("notifications/progress").count() >= 3,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(progressing, "{seen}");
+    assert!(slices.load(Ordering::SeqCst) >= 3);
+    drop(resp);
+    // The bridge sees the close at its next write (a progress report).
+    assert!(
+        stops_growing(&slices, Duration::from_secs(5)).await,
+        "the wait went on after its client closed the stream: {} slices",
+        slices.load(Ordering::SeqCst)
+    );
+}
+
+/// The spec's way to cancel: a `notifications/cancelled` naming the call's
+/// request id, on a request of its own, while the call's stream stays open.
+/// It stops the call of the agent that sent it (its stream ends without an
+/// answer, the wait on the bridge stops) and nothing of another agent.
+#[tokio::test]
+async fn a_cancelled_notification_stops_the_named_call_of_its_own_agent_only() {
+    let (_counting, slices) = count_wait_slices();
+    let b =
+        start_with(McpConfig::default().with_progress_interval(Duration::from_millis(100))).await;
+    let progress = |s: &str| s.matches("notifications/progress").count();
+    let mut resp = open_call(&b, &b.token("alice"), &waiting_elicit_body(42)).await;
+    assert_eq!(resp.status(), 200);
+    let mut seen = String::new();
+    assert!(
+        read_until(
+            &mut resp,
+            &mut seen,
+            |s| progress(s) >= 2,
+            Duration::from_secs(10)
+        )
+        .await,
+        "{seen}"
+    );
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 42, "reason": "changed my mind"}});
+
+    // Bob names alice's request id: nothing of alice's is cancelled.
+    let bob = format!("Bearer {}", b.token("bob"));
+    let (s, _, body) = raw_post(&b, &[("authorization", &bob)], &cancel).await;
+    assert_eq!(s, 202, "{body}");
+    let before = progress(&seen);
+    assert!(
+        read_until(
+            &mut resp,
+            &mut seen,
+            |s| progress(s) >= before + 3,
+            Duration::from_secs(10)
+        )
+        .await,
+        "alice's call must go on: {seen}"
+    );
+
+    // Alice cancels it (with another token of hers): its stream ends at
+    // once, with no answer, and the wait on the bridge stops.
+    let alice = format!("Bearer {}", b.token("alice"));
+    let (s, _, body) = raw_post(&b, &[("authorization", &alice)], &cancel).await;
+    assert_eq!(s, 202, "{body}");
+    assert!(
+        read_to_end(&mut resp, &mut seen, Duration::from_secs(2)).await,
+        "the cancelled call's stream must end: {seen}"
+    );
+    assert!(
+        !seen.contains("\"result\""),
+        "a cancelled call is not answered: {seen}"
+    );
+    assert!(
+        stops_growing(&slices, Duration::from_secs(5)).await,
+        "the wait went on: {} slices",
+        slices.load(Ordering::SeqCst)
+    );
+    // Recorded as cancelled by its client, not as the bridge's failure.
+    let closed = r#"lighthouse_http_requests_total{route="/mcp",status="499"} 1"#;
+    let metrics = b.bridge.metrics().render().unwrap();
+    assert!(metrics.contains(closed), "{metrics}");
+    assert!(
+        !metrics.contains(r#"route="/mcp",status="503""#),
+        "{metrics}"
+    );
+    // The question itself stays pending.
+    let inbox = ok(&call(
+        &b.client("bob").await,
+        "lighthouse_check_elicitations",
+        json!({}),
+    )
+    .await);
+    assert_eq!(inbox["items"][0]["status"], "pending");
+}
+
+/// A 2026-07-28 request (per-request `_meta`, no handshake) for `tool`.
+fn modern_call(id: u64, tool: &str, arguments: serde_json::Value) -> serde_json::Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+    "name": tool, "arguments": arguments,
+    "_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"}
+    }}})
+}
+
+/// rmcp answers a 2026-07-28 request only once its handler sends a first
+/// message, so a call that waits without reporting progress would send
+/// nothing, not even headers, for its whole wait (up to an hour for
+/// `lighthouse_elicit`), which proxies' idle timeouts cut. The response
+/// opens within the keep-alive interval and carries keep-alive comments until
+/// the answer, which comes on it unchanged.
+#[tokio::test]
+async fn a_modern_waiting_call_opens_its_stream_and_keeps_it_alive() {
+    let b = start_with(McpConfig {
+        sse_keep_alive: Duration::from_millis(300),
+        ..McpConfig::default()
+    })
+    .await;
+    let alice = b.modern_client("alice").await;
+    let created = ok(&call(
+        &alice,
+        "lighthouse_elicit",
+        json!({"to": "bob", "message": "Which port?", "schema": port_schema(), "wait": false}),
+    )
+    .await);
+    let body = modern_call(
+        11,
+        "lighthouse_get_elicitation",
+        json!({"elicitation_id": created["id"], "wait_seconds": 3}),
+    );
+    let started = Instant::now();
+    let mut resp = reqwest::Client::new()
+        .post(b.url())
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "lighthouse_get_elicitation")
+        .header("authorization", format!("Bearer {}", b.token("alice")))
+        .body(serde_json::to_vec(&body).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let opened = started.elapsed();
+    assert!(
+        opened < Duration::from_millis(1500),
+        "headers after {opened:?}"
+    );
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut seen = String::new();
+    assert!(
+        read_until(
+            &mut resp,
+            &mut seen,
+            |s| s.contains(":\n\n"),
+            Duration::from_secs(2)
+        )
+        .await,
+        "a keep-alive comment while waiting: {seen:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(2500));
+    assert!(read_to_end(&mut resp, &mut seen, Duration::from_secs(10)).await);
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    let msg = rpc_reply(resp.headers(), &seen);
+    assert_eq!(msg["id"], 11, "{msg}");
+    assert_eq!(
+        msg["result"]["structuredContent"]["status"], "pending",
+        "{msg}"
+    );
+    assert_eq!(msg["result"]["structuredContent"]["id"], created["id"]);
+
+    // A held call can still be cancelled: a waiting elicit, cancelled by a
+    // notification of its agent, ends without an answer.
+    let body = modern_call(
+        13,
+        "lighthouse_elicit",
+        json!({"to": "bob", "message": "Which port?", "schema": port_schema(),
+            "timeout_seconds": 60}),
+    );
+    let mut resp = reqwest::Client::new()
+        .post(b.url())
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "lighthouse_elicit")
+        .header("authorization", format!("Bearer {}", b.token("alice")))
+        .body(serde_json::to_vec(&body).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut seen = String::new();
+    assert!(
+        read_until(
+            &mut resp,
+            &mut seen,
+            |s| s.contains(":\n\n"),
+            Duration::from_secs(2)
+        )
+        .await
+    );
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 13}});
+    let bearer = format!("Bearer {}", b.token("alice"));
+    let (s, _, _) = raw_post(&b, &[("authorization", &bearer)], &cancel).await;
+    assert_eq!(s, 202);
+    assert!(
+        read_to_end(&mut resp, &mut seen, Duration::from_secs(2)).await,
+        "{seen}"
+    );
+    assert!(!seen.contains("data: {"), "{seen}");
+
+    // A modern call answered within the interval is answered as rmcp does.
+    let body = modern_call(12, "lighthouse_health", json!({}));
+    let (s, h, reply) = raw_post(
+        &b,
+        &[
+            ("authorization", &format!("Bearer {}", b.token("alice"))),
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "lighthouse_health"),
+        ],
+        &body,
+    )
+    .await;
+    assert_eq!(s, 200, "{reply}");
+    assert!(!reply.starts_with(':'), "{reply}");
+    assert_eq!(
+        rpc_reply(&h, &reply)["result"]["structuredContent"]["status"],
+        "ok"
+    );
+}
+
 #[tokio::test]
 async fn the_stdio_proxy_in_process_forwards_to_the_remote_bridge() {
     let b = start().await;

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use lighthouse_core::api::{Elicitation, Problem};
+use lighthouse_core::api::{Elicitation, ErrorCode, Problem};
 use rmcp::RoleServer;
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
 use rmcp::service::Peer;
@@ -28,6 +28,9 @@ pub const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub struct CallContext {
     ct: CancellationToken,
+    /// Fired by a `notifications/cancelled` that reached the call outside
+    /// rmcp (the stateless `/mcp`, where rmcp drops notifications).
+    notified: Option<CancellationToken>,
     progress: Option<(Peer<RoleServer>, ProgressToken)>,
     progress_interval: Duration,
     expiry_grace: Duration,
@@ -36,7 +39,7 @@ pub struct CallContext {
 impl std::fmt::Debug for CallContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallContext")
-            .field("cancelled", &self.ct.is_cancelled())
+            .field("cancelled", &self.is_cancelled())
             .field("progress", &self.progress.is_some())
             .field("progress_interval", &self.progress_interval)
             .field("expiry_grace", &self.expiry_grace)
@@ -49,6 +52,7 @@ impl CallContext {
     pub fn new(ct: CancellationToken, config: &McpConfig) -> Self {
         CallContext {
             ct,
+            notified: None,
             progress: None,
             progress_interval: config.progress_interval.max(MIN_PROGRESS_INTERVAL),
             expiry_grace: config.expiry_grace,
@@ -61,6 +65,28 @@ impl CallContext {
         self
     }
 
+    /// Also ends early when `notified` is cancelled: the call is cancelled
+    /// by either token.
+    pub fn with_cancellation(mut self, notified: CancellationToken) -> Self {
+        self.notified = Some(notified);
+        self
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.ct.is_cancelled() || self.notified.as_ref().is_some_and(|n| n.is_cancelled())
+    }
+
+    /// Completes once the call is cancelled, by either token.
+    async fn cancelled(&self) {
+        match &self.notified {
+            Some(notified) => tokio::select! {
+                _ = self.ct.cancelled() => {}
+                _ = notified.cancelled() => {}
+            },
+            None => self.ct.cancelled().await,
+        }
+    }
+
     pub(crate) fn expiry_grace(&self) -> Duration {
         self.expiry_grace
     }
@@ -69,7 +95,7 @@ impl CallContext {
     pub(crate) async fn until_cancelled<F: Future>(&self, f: F) -> Result<F::Output, Problem> {
         tokio::select! {
             biased;
-            _ = self.ct.cancelled() => Err(super::cancelled()),
+            _ = self.cancelled() => Err(super::cancelled()),
             r = f => Ok(r),
         }
     }
@@ -84,7 +110,7 @@ impl CallContext {
                 .with_message(message);
             tokio::select! {
                 biased;
-                _ = self.ct.cancelled() => {}
+                _ = self.cancelled() => {}
                 _ = tokio::time::sleep_until(deadline) => {
                     tracing::debug!("progress notification not written by the deadline");
                 }
@@ -100,21 +126,34 @@ impl CallContext {
 
 /// The `progress` values of one wait: seconds waited, to the millisecond,
 /// strictly increasing as MCP requires (two reports in the same millisecond,
-/// or a clock that did not move, still get distinct values).
-#[derive(Debug, Default)]
+/// or a clock that did not move, still get distinct values), and strictly
+/// below `total` (`timeout_seconds`), which the wait outlasts by the expiry
+/// grace: past it, one report says `total` less a millisecond, and no value is
+/// left for later ones, which are not sent.
+#[derive(Debug)]
 struct ProgressValues {
-    last: Option<f64>,
+    last_ms: Option<u64>,
+    total_ms: u64,
 }
 
 impl ProgressValues {
-    fn next(&mut self, elapsed: Duration) -> f64 {
-        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        let mut v = ms as f64 / 1000.0;
-        if let Some(last) = self.last.filter(|l| v <= *l) {
-            v = last + 0.001;
+    fn new(total: Duration) -> Self {
+        ProgressValues {
+            last_ms: None,
+            total_ms: u64::try_from(total.as_millis()).unwrap_or(u64::MAX),
         }
-        self.last = Some(v);
-        v
+    }
+
+    /// The value to report after `elapsed`, or `None` when none is left.
+    fn next(&mut self, elapsed: Duration) -> Option<f64> {
+        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let floor = self.last_ms.map_or(0, |l| l.saturating_add(1));
+        let v = ms.max(floor).min(self.total_ms.checked_sub(1)?);
+        if self.last_ms.is_some_and(|l| v <= l) {
+            return None;
+        }
+        self.last_ms = Some(v);
+        Some(v as f64 / 1000.0)
     }
 }
 
@@ -140,6 +179,15 @@ pub(crate) async fn until_terminal<B: Backend>(
         })
 }
 
+/// The problem of a wait the bridge stopped before the record was terminal
+/// or its deadline passed.
+fn stopped_waiting() -> Problem {
+    Problem::new(
+        ErrorCode::Unavailable,
+        "the bridge stopped waiting for the answer (it is shutting down or restarting)",
+    )
+}
+
 /// A wait slice at least this long that comes back non-terminal in less than
 /// half its time means the bridge stopped waiting (see `wait_loop`).
 const EARLY_RETURN_MIN_SLICE: Duration = Duration::from_millis(50);
@@ -152,7 +200,7 @@ async fn wait_loop<B: Backend>(
     ctx: &CallContext,
 ) -> Result<Elicitation, Problem> {
     let started = Instant::now();
-    let mut progress = ProgressValues::default();
+    let mut progress = ProgressValues::new(Duration::from_secs(total_s));
     loop {
         if record.status.is_terminal() {
             return Ok(record);
@@ -172,24 +220,31 @@ async fn wait_loop<B: Backend>(
             slice = slice.min(every);
         }
         let ms = u64::try_from(slice.as_millis()).unwrap_or(60_000).max(1);
+        // One event per slice: what a stuck or runaway wait shows in the
+        // logs (and what the tests count to see a wait stop).
+        tracing::debug!(elicitation = %record.id, slice_ms = ms, "waiting on the bridge for an answer");
         let asked = Instant::now();
         record = ctx
             .until_cancelled(backend.get_elicitation(&record.id, ms))
             .await??;
         // A long-poll comes back before its wait only with a terminal record,
-        // or when the bridge stopped waiting because it is shutting down: then
-        // asking again would come back at once too, in a loop. Answer with the
-        // record as it is.
+        // or when the bridge stopped waiting (it is shutting down, or a remote
+        // one restarted under the stdio proxy): then asking again would come
+        // back at once too, in a loop. PROTOCOL.md 12 has `wait=true` return
+        // when the record is terminal or at its expiry, so a pending record
+        // now would be neither: the wait fails as unavailable instead (and
+        // `until_terminal` names the elicitation, to poll or cancel it).
         if !record.status.is_terminal()
             && slice >= EARLY_RETURN_MIN_SLICE
             && asked.elapsed() < slice / 2
         {
-            return Ok(record);
+            return Err(stopped_waiting());
         }
-        if !record.status.is_terminal() {
+        if !record.status.is_terminal()
+            && let Some(value) = progress.next(started.elapsed())
+        {
             let message = format!("waiting for {} to answer {}", record.to, record.id);
-            ctx.report(progress.next(started.elapsed()), total_s, message, deadline)
-                .await;
+            ctx.report(value, total_s, message, deadline).await;
         }
     }
 }
@@ -296,7 +351,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_bridge_that_stopped_waiting_ends_the_wait_instead_of_a_busy_loop() {
+    async fn a_bridge_that_stopped_waiting_fails_the_wait_instead_of_a_busy_loop() {
         let backend = Silent {
             stopped: true,
             ..Silent::default()
@@ -304,12 +359,23 @@ mod tests {
         let ctx = CallContext::new(CancellationToken::new(), &McpConfig::default());
         let deadline = Instant::now() + Duration::from_secs(3600);
         let started = Instant::now();
-        let r = until_terminal(&backend, pending(), deadline, 3600, &ctx)
+        let e = until_terminal(&backend, pending(), deadline, 3600, &ctx)
             .await
-            .unwrap();
-        assert_eq!(r.status, Status::Pending);
+            .unwrap_err();
         assert_eq!(backend.waits.load(Ordering::SeqCst), 1);
         assert!(started.elapsed() < Duration::from_secs(1));
+        // Neither terminal nor expired: not a result, but the bridge's being
+        // unavailable, naming the elicitation that stays pending.
+        assert_eq!(
+            (e.code, e.status),
+            (lighthouse_core::api::ErrorCode::Unavailable, 503)
+        );
+        assert!(
+            e.detail.starts_with("the bridge stopped waiting")
+                && e.detail.contains("elicitation el_1 was created"),
+            "{}",
+            e.detail
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -338,6 +404,27 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn either_token_cancels_the_call() {
+        let backend = Silent::default();
+        let notified = CancellationToken::new();
+        let ctx = CallContext::new(CancellationToken::new(), &McpConfig::default())
+            .with_cancellation(notified.clone());
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        let started = Instant::now();
+        let canceller = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(7)).await;
+            notified.cancel();
+        });
+        let e = until_terminal(&backend, pending(), deadline, 3600, &ctx)
+            .await
+            .unwrap_err();
+        canceller.await.unwrap();
+        assert!(e.detail.starts_with("the client cancelled"), "{}", e.detail);
+        assert_eq!(started.elapsed(), Duration::from_secs(7));
+        assert!(ctx.is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_failed_wait_names_the_created_elicitation() {
         let ctx = CallContext::new(CancellationToken::new(), &McpConfig::default());
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -363,12 +450,33 @@ mod tests {
 
     #[test]
     fn progress_values_strictly_increase() {
-        let mut p = ProgressValues::default();
-        let got: Vec<f64> = [100, 200, 200, 250, 1_000, 999]
+        let mut p = ProgressValues::new(Duration::from_secs(60));
+        let got: Vec<Option<f64>> = [100, 200, 200, 250, 1_000, 999]
             .into_iter()
             .map(|ms| p.next(Duration::from_millis(ms)))
             .collect();
-        assert_eq!(got, vec![0.1, 0.2, 0.201, 0.25, 1.0, 1.001]);
+        let want = [0.1, 0.2, 0.201, 0.25, 1.0, 1.001].map(Some);
+        assert_eq!(got, want);
+    }
+
+    /// The wait runs through the expiry grace past `timeout_seconds` (the
+    /// total): progress never reaches the total (20.011 of 20 was reported).
+    #[test]
+    fn progress_stays_below_the_total_through_the_expiry_grace() {
+        let mut p = ProgressValues::new(Duration::from_secs(20));
+        let got: Vec<Option<f64>> = [10_000, 19_990, 20_011, 20_100, 24_999]
+            .into_iter()
+            .map(|ms| p.next(Duration::from_millis(ms)))
+            .collect();
+        assert_eq!(got, [Some(10.0), Some(19.99), Some(19.999), None, None]);
+        // Reaching the total at once still reports below it, once.
+        let mut p = ProgressValues::new(Duration::from_secs(1));
+        assert_eq!(p.next(Duration::from_secs(3)), Some(0.999));
+        assert_eq!(p.next(Duration::from_secs(4)), None);
+        assert_eq!(
+            ProgressValues::new(Duration::ZERO).next(Duration::ZERO),
+            None
+        );
     }
 
     #[test]

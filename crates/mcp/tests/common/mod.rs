@@ -215,11 +215,21 @@ pub async fn raw_post(
     headers: &[(&str, &str)],
     body: &Value,
 ) -> (u16, reqwest::header::HeaderMap, String) {
+    raw_post_bytes(b, headers, &serde_json::to_vec(body).unwrap()).await
+}
+
+/// [`raw_post`] with the body as bytes (for JSON a `Value` cannot hold, such
+/// as a duplicated key).
+pub async fn raw_post_bytes(
+    b: &TestBridge,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, reqwest::header::HeaderMap, String) {
     let mut req = reqwest::Client::new()
         .post(b.url())
         .header("accept", "application/json, text/event-stream")
         .header("content-type", "application/json")
-        .body(serde_json::to_vec(body).unwrap());
+        .body(body.to_vec());
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -238,4 +248,137 @@ pub fn initialize_body() -> Value {
 pub fn tool_call_body(tool: &str, arguments: Value) -> Value {
     serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
         "params": {"name": tool, "arguments": arguments}})
+}
+
+/// The one JSON-RPC message of a response to a request, whether it came as
+/// `application/json` or as an SSE stream (its last `data:` line carrying a
+/// message).
+pub fn rpc_reply(headers: &reqwest::header::HeaderMap, body: &str) -> Value {
+    let json = headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json {
+        return serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    }
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .rfind(|m| m.get("result").is_some() || m.get("error").is_some())
+        .unwrap_or_else(|| panic!("no JSON-RPC answer in {body:?}"))
+}
+
+/// Counts the slices of `lighthouse_elicit` waits on the bridge (the
+/// `slice_ms` debug event of `lighthouse_mcp`'s wait loop) seen on this
+/// thread while the guard lives: in a current-thread test runtime, every
+/// task of the test, the bridge's handlers included, runs on it, and tests
+/// running on other threads are not counted.
+pub fn count_wait_slices() -> (
+    tracing::subscriber::DefaultGuard,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let guard = tracing::subscriber::set_default(SliceCounter(count.clone()));
+    (guard, count)
+}
+
+struct SliceCounter(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl tracing::Subscriber for SliceCounter {
+    fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+        m.is_event()
+            && m.target().starts_with("lighthouse_mcp")
+            && m.fields().field("slice_ms").is_some()
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Whether `count` stops growing (stays the same for a whole second) within
+/// `within`: a wait that goes on adds a slice every progress interval.
+pub async fn stops_growing(
+    count: &std::sync::atomic::AtomicUsize,
+    within: std::time::Duration,
+) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        let before = count.load(std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if count.load(std::sync::atomic::Ordering::SeqCst) == before {
+            return true;
+        }
+    }
+    false
+}
+
+/// Opens a raw tool call as `token` and returns its response, whose body
+/// (an SSE stream) is read with [`read_until`].
+pub async fn open_call(b: &TestBridge, token: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(b.url())
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(serde_json::to_vec(body).unwrap())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Reads `resp`'s body into `seen` until `done(seen)` (true), its end or
+/// `within` (false).
+pub async fn read_until(
+    resp: &mut reqwest::Response,
+    seen: &mut String,
+    done: impl Fn(&str) -> bool,
+    within: std::time::Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done(seen) {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Reads `resp`'s body into `seen` to its end: whether it ended within
+/// `within`.
+pub async fn read_to_end(
+    resp: &mut reqwest::Response,
+    seen: &mut String,
+    within: std::time::Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(Ok(None)) => return true,
+            Ok(Err(e)) => panic!("the response broke instead of ending: {e}"),
+            Err(_) => return false,
+        }
+    }
+}
+
+/// `lighthouse_elicit` to bob (60 s) as JSON-RPC request `id`, asking for
+/// progress (so that the wait runs in slices of the progress interval).
+pub fn waiting_elicit_body(id: u64) -> Value {
+    let mut body = tool_call_body(
+        "lighthouse_elicit",
+        serde_json::json!({"to": "bob", "message": "Which port?", "schema": port_schema(),
+            "timeout_seconds": 60}),
+    );
+    body["id"] = serde_json::json!(id);
+    body["params"]["_meta"] = serde_json::json!({"progressToken": format!("p{id}")});
+    body
 }
