@@ -301,28 +301,14 @@ impl FlagStore {
             let flag = record.flag.clone();
             // Checks the prerequisite graph with the change in place. The
             // limit on prerequisites is checked only where this write can
-            // change them: a log written under a larger limit still opens
-            // (replay does not check it), and a kill, an unkill or an edit
-            // that leaves `requires` alone must not then be refused because
-            // of some other flag.
-            let graph_unchanged = before.is_some_and(|b| b.requires == flag.requires);
-            let new_flag = before.is_none();
-            let limit = if graph_unchanged || new_flag {
-                usize::MAX
-            } else {
-                limits.max_prerequisites
-            };
-            let mut candidate = set.with(record, limit)?;
-            // A new flag has no dependents yet: only its own count can be new.
-            if new_flag
-                && let Some(e) = candidate.entry(key)
-                && e.closure.len() > limits.max_prerequisites
-            {
-                return Err(Error::TooManyPrerequisites {
-                    key: key.to_owned(),
-                    count: e.closure.len(),
-                    limit: limits.max_prerequisites,
-                });
+            // change them, and refuses only a flag whose prerequisites grow
+            // past it: a log written under a larger limit still opens (replay
+            // does not check it), and a kill, an unkill, an edit that leaves
+            // `requires` alone or one that shrinks some flag's prerequisites
+            // must not then be refused because of some other flag.
+            let mut candidate = set.with(record)?;
+            if before.is_none_or(|b| b.requires != flag.requires) {
+                candidate.check_prerequisite_growth(&set, key, limits.max_prerequisites)?;
             }
             let payload = ChangePayload {
                 key: key.to_owned(),

@@ -592,3 +592,76 @@ async fn a_log_written_under_a_larger_prerequisite_limit_stays_operable() {
         Err(Error::TooManyPrerequisites { .. })
     ));
 }
+
+#[tokio::test]
+async fn each_of_two_chains_over_a_lowered_limit_can_be_shrunk() {
+    let events = temp_events();
+    let clock = lighthouse_event_store::ManualClock::new(start());
+    let wide = Limits {
+        max_prerequisites: 8,
+        ..Limits::default()
+    };
+    // Two independent chains a0 <- a1 <- .. <- a4 and b0 <- .. <- b4: a4 and
+    // b4 each depend on 4 flags, a3 and b3 on 3.
+    let flags = open_flags(&events, &clock, wide);
+    for chain in ["a", "b"] {
+        flags
+            .put(&format!("{chain}0"), &spec(true, 100.0), None, &ops())
+            .await
+            .unwrap();
+        for i in 1..5 {
+            let prev = format!("{chain}{}", i - 1);
+            flags
+                .put(
+                    &format!("{chain}{i}"),
+                    &requiring(&[prev.as_str()]),
+                    None,
+                    &ops(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    drop(flags);
+    let narrow = Limits {
+        max_prerequisites: 2,
+        ..Limits::default()
+    };
+    let flags = open_flags(&events, &clock, narrow);
+    // Cutting a3 loose shrinks a3's and a4's closures: the other chain, still
+    // over the limit but untouched, must not block it.
+    let out = flags
+        .put("a3", &requiring(&[]), None, &ops())
+        .await
+        .unwrap();
+    assert!(out.changed);
+    assert!(flags.get("a3").unwrap().requires.is_empty());
+    // And the other way round.
+    let out = flags
+        .put("b3", &requiring(&[]), None, &ops())
+        .await
+        .unwrap();
+    assert!(out.changed);
+    // A closure over the limit that does not grow is no reason to refuse:
+    // b4 now depends on b3 only; pointing it at b2 gives it 3 again (b2, b1,
+    // b0), which is a growth past the limit, refused, naming b4.
+    match flags.put("b4", &requiring(&["b2"]), None, &ops()).await {
+        Err(Error::TooManyPrerequisites { key, count, limit }) => {
+            assert_eq!((key.as_str(), count, limit), ("b4", 3, 2));
+        }
+        other => panic!("expected TooManyPrerequisites, got {other:?}"),
+    }
+    // Growing a closure that stays within the limit passes.
+    flags
+        .put("b4", &requiring(&["b3", "b0"]), None, &ops())
+        .await
+        .unwrap();
+    // Growing a dependent's closure past the limit is refused and names it:
+    // a3 requiring a1 would give a4 {a3, a1, a0}.
+    match flags.put("a3", &requiring(&["a1"]), None, &ops()).await {
+        Err(Error::TooManyPrerequisites { key, count, .. }) => {
+            assert_eq!((key.as_str(), count), ("a4", 3));
+        }
+        other => panic!("expected TooManyPrerequisites, got {other:?}"),
+    }
+}
