@@ -31,7 +31,48 @@ async fn exercise<C: Control>(c: &C, key: &str, alice: &Client, pending: &str) {
             .iter()
             .any(|f| f.key == key)
     );
-    assert!(c.kill_flag(key, "gate failed").await.unwrap().killed);
+    // Optimistic concurrency through Control: the version expected is checked,
+    // and a stale one is a 409 that says what the version is (null when the
+    // flag does not exist).
+    let put_at = |expected_version: Option<u64>, percent: f64| FlagPut {
+        spec: FlagSpec::new(true, percent),
+        reason: Some("next stage".into()),
+        expected_version,
+    };
+    let stage2 = c.put_flag(key, put_at(Some(1), 50.0)).await.unwrap();
+    assert_eq!(
+        (stage2.version, stage2.rollout_percent.as_percent()),
+        (2, 50.0)
+    );
+    let p = c.put_flag(key, put_at(Some(1), 75.0)).await.unwrap_err();
+    assert_eq!(
+        (p.code, p.status, p.actual_version),
+        (ErrorCode::VersionConflict, 409, Some(Some(2)))
+    );
+    let p = c
+        .put_flag(&format!("{key}_unwritten"), put_at(Some(3), 75.0))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (p.code, p.status, p.actual_version),
+        (ErrorCode::VersionConflict, 409, Some(None))
+    );
+    assert_eq!(
+        c.get_flag(key).await.unwrap(),
+        stage2,
+        "nothing was written"
+    );
+    let flag = c.put_flag(key, put_at(Some(2), 100.0)).await.unwrap();
+    assert_eq!(
+        (flag.version, flag.rollout_percent.as_percent()),
+        (3, 100.0)
+    );
+
+    let killed = c.kill_flag(key, "gate failed").await.unwrap();
+    assert_eq!((killed.killed, killed.version), (true, 4));
+    // A second kill (a retried rollback step) succeeds and changes nothing.
+    let again = c.kill_flag(key, "gate failed, retried").await.unwrap();
+    assert_eq!(again, killed);
     let off = c.evaluate_flag(key, "alice").await.unwrap();
     assert_eq!((off.enabled, off.reason.as_str()), (false, "killed"));
     assert!(!c.unkill_flag(key, "fixed").await.unwrap().killed);
