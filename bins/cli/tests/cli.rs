@@ -576,10 +576,16 @@ async fn flags_and_operations() {
         ],
     )
     .await;
-    assert_eq!(r.code, 1);
+    // Refused before anything is sent, as the bridge would refuse it.
+    assert_eq!(r.code, 2, "{r:?}");
     assert!(
-        r.stderr.contains("invalid_request") && r.stderr.contains("/rollout_percent"),
+        r.stderr.contains("--rollout") && r.stderr.contains("at most two"),
         "{r:?}"
+    );
+    assert_eq!(
+        lh(&ops, &["flags", "get", "other"]).await.code,
+        1,
+        "nothing was written"
     );
     assert_eq!(
         lh(

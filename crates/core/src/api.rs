@@ -14,7 +14,7 @@ pub use lighthouse_elicitation::{
     Message, RespondRequest, Response, SchemaProfile, SentMessage, Status,
 };
 pub use lighthouse_event_store::{Event, Timestamp};
-pub use lighthouse_flags::{Flag, FlagChange, FlagSpec, Variant};
+pub use lighthouse_flags::{Flag, FlagChange, FlagSpec, RolloutPercent, Variant};
 pub use lighthouse_security::{Credential, Role};
 
 /// The codes of PROTOCOL.md section 3.

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use lighthouse_core::api::{
     AppendEventRequest, CreateAgentRequest, DrainRequest, EventsQuery, ExpectedVersion, FlagPut,
-    FlagSpec, Problem, ReasonBody, SessionRequest,
+    FlagSpec, Problem, ReasonBody, RolloutPercent, SessionRequest,
 };
 use lighthouse_security::Caller;
 use serde::Deserialize;
@@ -74,6 +74,7 @@ pub(crate) async fn put_flag(
     let Some(o) = v.as_object_mut() else {
         return Err(Problem::invalid("", "the body must be a JSON object (a flag)").into());
     };
+    check_rollout_text(&body)?;
     for f in READ_ONLY_FLAG_FIELDS {
         o.remove(f);
     }
@@ -94,6 +95,39 @@ pub(crate) async fn put_flag(
         StatusCode::OK,
         &st.bridge.put_flag(&caller, &rid.0, &key, put).await?,
     ))
+}
+
+/// Refuses a `rollout_percent` written with more than two decimals
+/// (PROTOCOL.md 8), judged on the number's text in `body` (a JSON object, already
+/// parsed once): the parsed binary64 cannot tell `25.0000000000000001` from
+/// `25`, and the flag store only sees that. The exact decimal value of the text
+/// counts, so trailing zeros and an exponent are fine as long as that value
+/// has at most two decimals (`25.000`, `2.5e1`, `2512e-2`; not `2.5001e1`,
+/// `1e-3`; docs/FLAGS.md). Anything but a number is left to the spec's parse.
+fn check_rollout_text(body: &[u8]) -> Result<(), ApiError> {
+    // Keys decoded and a repeated key kept last, as in the `Value` parse.
+    let members: std::collections::HashMap<String, &serde_json::value::RawValue> =
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError(Problem::invalid("", format!("invalid JSON body: {e}"))))?;
+    let Some(raw) = members.get("rollout_percent") else {
+        return Ok(());
+    };
+    let text = raw.get().trim();
+    match RolloutPercent::decimal_places(text) {
+        Some(places) if places > 2 => {
+            let shown = if text.len() > 40 {
+                format!("{}...", &text[..32])
+            } else {
+                text.to_owned()
+            };
+            Err(Problem::invalid(
+                "/rollout_percent",
+                format!("{shown} must have at most two decimals (it has {places})"),
+            )
+            .into())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Removes `name` from a JSON object and parses it, a type error naming the field.

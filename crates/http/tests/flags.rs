@@ -156,3 +156,65 @@ async fn a_flag_past_the_total_size_is_refused_with_errors_and_the_list_is_share
         assert_eq!(&ops.get(&format!("/v1/flags/{key}")).await.body, f);
     }
 }
+
+#[tokio::test]
+async fn rollout_percent_is_judged_on_its_decimal_text() {
+    let t = start_with(|_| {}).await;
+    let ops = t.agent("ops");
+    let put = |percent: &str| {
+        let body = format!(r#"{{"enabled": true, "rollout_percent": {percent}, "reason": "r"}}"#);
+        let ops = &ops;
+        async move {
+            ops.send(reqwest::Method::PUT, "/v1/flags/p", body.as_bytes())
+                .await
+        }
+    };
+    // More than two decimals is refused even where the text rounds to a
+    // two-decimal binary64 (25.0000000000000001 parses to exactly 25.0).
+    for bad in [
+        "25.0000000000000001",
+        "25.001",
+        "0.125",
+        "2.5001e1",
+        "1e-3",
+        "25000001e-6",
+        "0.000000000000000000001",
+    ] {
+        let r = put(bad).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "invalid_request"),
+            "{bad}: {:?}",
+            r.body
+        );
+        assert_eq!(r.body["errors"][0]["path"], "/rollout_percent", "{bad}");
+        assert!(
+            r.body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("two decimals"),
+            "{bad}: {:?}",
+            r.body
+        );
+    }
+    assert_eq!(ops.get("/v1/flags/p").await.status, 404, "nothing written");
+    // The value the text denotes counts, not its spelling: trailing zeros and
+    // exponents that leave at most two decimals are fine.
+    for (good, expected) in [
+        ("25", 25.0),
+        ("25.5", 25.5),
+        ("33.33", 33.33),
+        ("25.000", 25.0),
+        ("2.5e1", 25.0),
+        ("2.512E1", 25.12),
+        ("2512e-2", 25.12),
+        ("1250.0E-2", 12.5),
+        ("0.0", 0.0),
+        ("0e-400", 0.0),
+        ("100", 100.0),
+    ] {
+        let r = put(good).await;
+        assert_eq!(r.status, 200, "{good}: {:?}", r.body);
+        assert_eq!(r.body["rollout_percent"], json!(expected), "{good}");
+    }
+}
