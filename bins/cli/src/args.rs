@@ -250,6 +250,10 @@ pub enum FlagsCommand {
         /// Why (recorded in the history).
         #[arg(long)]
         reason: String,
+        /// Only if the flag is at this version (`flags get` shows it); else
+        /// refused with version_conflict (exit 1).
+        #[arg(long, value_name = "N")]
+        expected_version: Option<u64>,
     },
     /// Lift a kill.
     Unkill {
@@ -258,6 +262,11 @@ pub enum FlagsCommand {
         /// Why (recorded in the history).
         #[arg(long)]
         reason: String,
+        /// Only if the flag is at this version, so that an unkill decided on
+        /// what you read cannot lift a kill made since; else refused with
+        /// version_conflict (exit 1).
+        #[arg(long, value_name = "N")]
+        expected_version: Option<u64>,
     },
     /// Every change of a flag.
     History {

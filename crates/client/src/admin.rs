@@ -3,7 +3,7 @@
 use lighthouse_core::api::{
     AgentList, AppendEventRequest, AppendEventResponse, CreateAgentRequest, Credential,
     DrainReport, DrainRequest, EventOrder, EventsPage, EventsQuery, Flag, FlagEvaluation,
-    FlagHistory, FlagList, FlagPut, Health, Me, OpsStats, ReasonBody, Role, VerifyResponse,
+    FlagHistory, FlagKill, FlagList, FlagPut, Health, Me, OpsStats, Role, VerifyResponse,
 };
 use reqwest::Method;
 
@@ -84,32 +84,34 @@ impl Client {
         self.json(call).await
     }
 
-    /// `POST /v1/flags/{key}/kill`: off for every agent. Retried after
-    /// ambiguous failures: a kill of a killed flag appends nothing and answers
-    /// the flag as it is, and the only change a retry can override is an
-    /// `unkill` that landed between the attempts, which it overrides towards
-    /// "off" (the state the caller asked for, and the safe one; the flag's
-    /// history shows both).
-    pub async fn kill_flag(&self, key: &str, reason: Option<&str>) -> Result<Flag, Error> {
-        let body = ReasonBody {
-            reason: reason.map(str::to_owned),
+    /// `POST /v1/flags/{key}/kill`: off for every agent, only if the flag is
+    /// at `expected_version` when one is given (else `409 version_conflict`).
+    ///
+    /// Without `expected_version`, retried after ambiguous failures: a kill of
+    /// a killed flag appends nothing and answers the flag as it is, and the
+    /// only change a retry can override is an `unkill` that landed between the
+    /// attempts, which it overrides towards "off" (the state the caller asked
+    /// for, and the safe one; the flag's history shows both). With it, sent
+    /// again only when it provably never reached the bridge, as a `PUT` with
+    /// one: a retry after a lost success would be a `409` that reads as
+    /// "someone else changed the flag".
+    pub async fn kill_flag(&self, key: &str, req: &FlagKill) -> Result<Flag, Error> {
+        let retry = if req.expected_version.is_some() {
+            Retry::Unsafe
+        } else {
+            Retry::Safe
         };
-        self.json(
-            Call::post(flag_path(key, "/kill"))
-                .json(&body)?
-                .retry(Retry::Safe),
-        )
-        .await
+        self.json(Call::post(flag_path(key, "/kill")).json(req)?.retry(retry))
+            .await
     }
 
-    /// `POST /v1/flags/{key}/unkill`. Not retried after an ambiguous failure:
-    /// an emergency kill that landed between the attempts would be silently
-    /// lifted by the retry.
-    pub async fn unkill_flag(&self, key: &str, reason: Option<&str>) -> Result<Flag, Error> {
-        let body = ReasonBody {
-            reason: reason.map(str::to_owned),
-        };
-        self.json(Call::post(flag_path(key, "/unkill")).json(&body)?)
+    /// `POST /v1/flags/{key}/unkill`, only if the flag is at
+    /// `expected_version` when one is given: with it, an unkill decided on a
+    /// stale read cannot lift a kill made since. Not retried after an
+    /// ambiguous failure: an emergency kill that landed between the attempts
+    /// would be silently lifted by the retry.
+    pub async fn unkill_flag(&self, key: &str, req: &FlagKill) -> Result<Flag, Error> {
+        self.json(Call::post(flag_path(key, "/unkill")).json(req)?)
             .await
     }
 

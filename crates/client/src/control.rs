@@ -6,7 +6,7 @@ use lighthouse_core::Control;
 use lighthouse_core::OPS_STREAM;
 use lighthouse_core::api::{
     AppendEventRequest, AppendEventResponse, DrainReport, DrainRequest, EventsPage, EventsQuery,
-    ExpectedVersion, Flag, FlagEvaluation, FlagList, FlagPut, Health, OpsStats, Problem,
+    ExpectedVersion, Flag, FlagEvaluation, FlagKill, FlagList, FlagPut, Health, OpsStats, Problem,
     VerifyResponse,
 };
 use serde_json::Value;
@@ -30,12 +30,30 @@ impl Control for Client {
         Ok(Client::put_flag(self, key, &put).await?)
     }
 
-    async fn kill_flag(&self, key: &str, reason: &str) -> Result<Flag, Problem> {
-        Ok(Client::kill_flag(self, key, Some(reason)).await?)
+    async fn kill_flag(
+        &self,
+        key: &str,
+        reason: &str,
+        expected_version: Option<u64>,
+    ) -> Result<Flag, Problem> {
+        let req = FlagKill {
+            reason: Some(reason.to_owned()),
+            expected_version,
+        };
+        Ok(Client::kill_flag(self, key, &req).await?)
     }
 
-    async fn unkill_flag(&self, key: &str, reason: &str) -> Result<Flag, Problem> {
-        Ok(Client::unkill_flag(self, key, Some(reason)).await?)
+    async fn unkill_flag(
+        &self,
+        key: &str,
+        reason: &str,
+        expected_version: Option<u64>,
+    ) -> Result<Flag, Problem> {
+        let req = FlagKill {
+            reason: Some(reason.to_owned()),
+            expected_version,
+        };
+        Ok(Client::unkill_flag(self, key, &req).await?)
     }
 
     async fn evaluate_flag(&self, key: &str, agent: &str) -> Result<FlagEvaluation, Problem> {

@@ -68,14 +68,29 @@ async fn exercise<C: Control>(c: &C, key: &str, alice: &Client, pending: &str) {
         (3, 100.0)
     );
 
-    let killed = c.kill_flag(key, "gate failed").await.unwrap();
+    let p = c.kill_flag(key, "gate failed", Some(2)).await.unwrap_err();
+    assert_eq!(
+        (p.code, p.status, p.actual_version),
+        (ErrorCode::VersionConflict, 409, Some(Some(3)))
+    );
+    let killed = c.kill_flag(key, "gate failed", Some(3)).await.unwrap();
     assert_eq!((killed.killed, killed.version), (true, 4));
     // A second kill (a retried rollback step) succeeds and changes nothing.
-    let again = c.kill_flag(key, "gate failed, retried").await.unwrap();
+    let again = c
+        .kill_flag(key, "gate failed, retried", None)
+        .await
+        .unwrap();
     assert_eq!(again, killed);
+    // An unkill decided on the flag before the kill is refused: the kill stays.
+    let p = c.unkill_flag(key, "stale", Some(3)).await.unwrap_err();
+    assert_eq!(
+        (p.code, p.status, p.actual_version),
+        (ErrorCode::VersionConflict, 409, Some(Some(4)))
+    );
+    assert!(c.get_flag(key).await.unwrap().killed);
     let off = c.evaluate_flag(key, "alice").await.unwrap();
     assert_eq!((off.enabled, off.reason.as_str()), (false, "killed"));
-    assert!(!c.unkill_flag(key, "fixed").await.unwrap().killed);
+    assert!(!c.unkill_flag(key, "fixed", Some(4)).await.unwrap().killed);
     let on = c.evaluate_flag(key, "alice").await.unwrap();
     assert_eq!((on.enabled, on.reason.as_str()), (true, "split"));
     assert_eq!(

@@ -11,7 +11,7 @@ use common::{TestBridge, port_schema};
 use lighthouse_client::{
     Client, Error, ListElicitations, Mailbox, ReceiveMessages, RetryPolicy, idempotency_key,
 };
-use lighthouse_core::api::{CreateRequest, ErrorCode, FlagPut, FlagSpec, Role};
+use lighthouse_core::api::{CreateRequest, ErrorCode, FlagKill, FlagPut, FlagSpec, Role};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -280,19 +280,32 @@ async fn flag_writes_are_retried_only_when_a_repeat_cannot_undo_another_change()
 
     // A kill is repeated: the repeat of an applied kill writes nothing.
     proxy.swallow_next_responses(1);
-    let killed = via().kill_flag("new_ui", Some("bad")).await.unwrap();
+    let killed = via()
+        .kill_flag("new_ui", &FlagKill::new("bad"))
+        .await
+        .unwrap();
     assert_eq!(proxy.swallowed(), 3);
     assert!(killed.killed);
     assert_eq!(killed.version, 4, "killed once");
     // An unkill is not: its repeat could lift a kill made in between.
     proxy.swallow_next_responses(1);
     let err = via()
-        .unkill_flag("new_ui", Some("fixed"))
+        .unkill_flag("new_ui", &FlagKill::new("fixed"))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Transport { attempts: 1, .. }), "{err}");
     let history = direct.flag_history("new_ui").await.unwrap();
     assert_eq!(history.changes.len(), 5, "each write applied once");
+    // Neither is a kill with expected_version: its repeat would be a false
+    // conflict, as for a PUT with one.
+    proxy.swallow_next_responses(1);
+    let err = via()
+        .kill_flag("new_ui", &FlagKill::new("again").expecting(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Transport { attempts: 1, .. }), "{err}");
+    let flag = direct.get_flag("new_ui").await.unwrap();
+    assert_eq!((flag.killed, flag.version), (true, 6), "applied once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

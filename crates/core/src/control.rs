@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::api::{
     AppendEventRequest, AppendEventResponse, EventsPage, EventsQuery, ExpectedVersion, Flag,
-    FlagEvaluation, FlagList, FlagPut, Health, OpsStats, Problem, VerifyResponse,
+    FlagEvaluation, FlagKill, FlagList, FlagPut, Health, OpsStats, Problem, VerifyResponse,
 };
 use crate::bridge::Bridge;
 use crate::events::OPS_STREAM;
@@ -31,17 +31,23 @@ pub trait Control: Send + Sync {
         key: &str,
         put: FlagPut,
     ) -> impl Future<Output = Result<Flag, Problem>> + Send;
-    /// Kills a flag (off for everyone).
+    /// Kills a flag (off for everyone). With `expected_version`, only if the
+    /// flag is at that version (else `409 version_conflict` with
+    /// `actual_version`); a kill of a killed flag changes nothing.
     fn kill_flag(
         &self,
         key: &str,
         reason: &str,
+        expected_version: Option<u64>,
     ) -> impl Future<Output = Result<Flag, Problem>> + Send;
-    /// Lifts a kill.
+    /// Lifts a kill; `expected_version` as for
+    /// [`kill_flag`](Control::kill_flag), so that an unkill decided on a
+    /// stale read cannot lift a kill made since.
     fn unkill_flag(
         &self,
         key: &str,
         reason: &str,
+        expected_version: Option<u64>,
     ) -> impl Future<Output = Result<Flag, Problem>> + Send;
     /// Evaluates a flag for an agent.
     fn evaluate_flag(
@@ -115,15 +121,33 @@ impl Control for InProcess {
             .await
     }
 
-    async fn kill_flag(&self, key: &str, reason: &str) -> Result<Flag, Problem> {
+    async fn kill_flag(
+        &self,
+        key: &str,
+        reason: &str,
+        expected_version: Option<u64>,
+    ) -> Result<Flag, Problem> {
+        let req = FlagKill {
+            reason: Some(reason.to_owned()),
+            expected_version,
+        };
         self.bridge
-            .kill_flag(&self.caller, &self.request_id(), key, true, Some(reason))
+            .kill_flag(&self.caller, &self.request_id(), key, true, &req)
             .await
     }
 
-    async fn unkill_flag(&self, key: &str, reason: &str) -> Result<Flag, Problem> {
+    async fn unkill_flag(
+        &self,
+        key: &str,
+        reason: &str,
+        expected_version: Option<u64>,
+    ) -> Result<Flag, Problem> {
+        let req = FlagKill {
+            reason: Some(reason.to_owned()),
+            expected_version,
+        };
         self.bridge
-            .kill_flag(&self.caller, &self.request_id(), key, false, Some(reason))
+            .kill_flag(&self.caller, &self.request_id(), key, false, &req)
             .await
     }
 

@@ -15,8 +15,8 @@ use lighthouse_security::{Action, Caller, Role};
 
 use crate::api::{
     AgentInfo, AgentList, Credential, ElicitationList, ErrorCode, Flag, FlagEvaluation,
-    FlagHistory, FlagList, FlagListView, FlagPut, Latency, Me, MessagesPage, OpsStats, Problem,
-    SessionResponse, VerifyResponse,
+    FlagHistory, FlagKill, FlagList, FlagListView, FlagPut, Latency, Me, MessagesPage, OpsStats,
+    Problem, SessionResponse, VerifyResponse,
 };
 use crate::bridge::{Bridge, ELICITATION_FLAG};
 use crate::problem::{from_elicitation, from_flags, from_security, from_store};
@@ -287,21 +287,22 @@ impl Bridge {
         Ok((*out.flag).clone())
     }
 
-    /// `POST /v1/flags/{key}/kill` (`kill = true`) and `/unkill`.
+    /// `POST /v1/flags/{key}/kill` (`kill = true`) and `/unkill`, under
+    /// `req.expected_version` when given.
     pub async fn kill_flag(
         &self,
         caller: &Caller,
         request_id: &str,
         key: &str,
         kill: bool,
-        reason: Option<&str>,
+        req: &FlagKill,
     ) -> Result<Flag, Problem> {
         self.check(caller, Action::WriteFlags)?;
-        let by = attribution(caller, request_id, reason)?;
+        let by = attribution(caller, request_id, req.reason.as_deref())?;
         let out = if kill {
-            self.flags().kill(key, &by).await
+            self.flags().kill(key, req.expected_version, &by).await
         } else {
-            self.flags().unkill(key, &by).await
+            self.flags().unkill(key, req.expected_version, &by).await
         }
         .map_err(from_flags)?;
         Ok((*out.flag).clone())

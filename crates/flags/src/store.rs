@@ -189,14 +189,31 @@ impl FlagStore {
     }
 
     /// Sets the kill switch of flag `key`: off for every agent, whatever else it
-    /// says. [`Error::NotFound`] when the flag does not exist.
-    pub async fn kill(&self, key: &str, by: &Attribution) -> Result<WriteOutcome> {
-        self.spawn_write(key, Op::Kill, by).await
+    /// says. [`Error::NotFound`] when the flag does not exist. With
+    /// `expected_version`, succeeds only if the flag's version is that number
+    /// (checked atomically with the change, and also when the flag is killed
+    /// already), else [`Error::VersionConflict`].
+    pub async fn kill(
+        &self,
+        key: &str,
+        expected_version: Option<u64>,
+        by: &Attribution,
+    ) -> Result<WriteOutcome> {
+        self.spawn_write(key, Op::Kill { expected_version }, by)
+            .await
     }
 
-    /// Clears the kill switch of flag `key`.
-    pub async fn unkill(&self, key: &str, by: &Attribution) -> Result<WriteOutcome> {
-        self.spawn_write(key, Op::Unkill, by).await
+    /// Clears the kill switch of flag `key`; `expected_version` as for
+    /// [`kill`](Self::kill). With it, an unkill decided on a stale read cannot
+    /// lift a kill made since: the kill moved the version.
+    pub async fn unkill(
+        &self,
+        key: &str,
+        expected_version: Option<u64>,
+        by: &Attribution,
+    ) -> Result<WriteOutcome> {
+        self.spawn_write(key, Op::Unkill { expected_version }, by)
+            .await
     }
 
     /// Changes of flag `key` with a version below `before` (all when `None`): the

@@ -6,8 +6,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use lighthouse_core::api::{
-    AppendEventRequest, CreateAgentRequest, DrainRequest, EventsQuery, ExpectedVersion, FlagPut,
-    FlagSpec, Problem, ReasonBody, RolloutPercent, SessionRequest,
+    AppendEventRequest, CreateAgentRequest, DrainRequest, EventsQuery, ExpectedVersion, FlagKill,
+    FlagPut, FlagSpec, Problem, RolloutPercent, SessionRequest,
 };
 use lighthouse_security::Caller;
 use serde::Deserialize;
@@ -151,11 +151,8 @@ async fn kill(
     body: Bytes,
     on: bool,
 ) -> Result<Response, ApiError> {
-    let r: ReasonBody = parse_json(&body)?;
-    let flag = st
-        .bridge
-        .kill_flag(&caller, &rid.0, &key, on, r.reason.as_deref())
-        .await?;
+    let r: FlagKill = parse_json(&body)?;
+    let flag = st.bridge.kill_flag(&caller, &rid.0, &key, on, &r).await?;
     Ok(json(StatusCode::OK, &flag))
 }
 

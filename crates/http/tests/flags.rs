@@ -218,3 +218,95 @@ async fn rollout_percent_is_judged_on_its_decimal_text() {
         assert_eq!(r.body["rollout_percent"], json!(expected), "{good}");
     }
 }
+
+#[tokio::test]
+async fn kill_and_unkill_take_an_expected_version() {
+    let t = start_with(|_| {}).await;
+    let ops = t.agent("ops");
+    assert_eq!(ops.put("/v1/flags/k", flag(50.0, None)).await.status, 200);
+    // An operator reads version 1 and decides to kill; a kill at version 1
+    // goes through (version 2), then is lifted (version 3).
+    let r = ops
+        .post(
+            "/v1/flags/k/kill",
+            json!({"reason": "incident", "expected_version": 1}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, &r.body["killed"], &r.body["version"]),
+        (200, &json!(true), &json!(2)),
+        "{:?}",
+        r.body
+    );
+    let r = ops
+        .post(
+            "/v1/flags/k/unkill",
+            json!({"reason": "fixed", "expected_version": 2}),
+        )
+        .await;
+    assert_eq!((r.status, &r.body["version"]), (200, &json!(3)));
+    // A newer kill (version 4); an unkill decided on version 3 is refused
+    // and the kill stays.
+    let r = ops
+        .post("/v1/flags/k/kill", json!({"reason": "incident again"}))
+        .await;
+    assert_eq!((r.status, &r.body["version"]), (200, &json!(4)));
+    let r = ops
+        .post(
+            "/v1/flags/k/unkill",
+            json!({"reason": "stale", "expected_version": 3}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (409, "version_conflict"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.body["actual_version"], 4);
+    let f = ops.get("/v1/flags/k").await;
+    assert_eq!(
+        (&f.body["killed"], &f.body["version"]),
+        (&json!(true), &json!(4))
+    );
+    // The forms of PUT: "any", null and absent are no condition; "no_stream"
+    // and 0 mean "must not exist", which a flag being killed does.
+    for v in [json!("any"), json!(null)] {
+        let r = ops
+            .post(
+                "/v1/flags/k/kill",
+                json!({"reason": "again", "expected_version": v}),
+            )
+            .await;
+        assert_eq!((r.status, &r.body["version"]), (200, &json!(4)), "{v}");
+    }
+    for v in [json!("no_stream"), json!(0)] {
+        let r = ops
+            .post(
+                "/v1/flags/k/kill",
+                json!({"reason": "again", "expected_version": v}),
+            )
+            .await;
+        assert_eq!((r.status, r.code()), (409, "version_conflict"), "{v}");
+        assert_eq!(r.body["actual_version"], 4, "{v}");
+    }
+    for bad in [json!(-1), json!("4"), json!(1.5), json!([])] {
+        let r = ops
+            .post(
+                "/v1/flags/k/unkill",
+                json!({"reason": "x", "expected_version": bad.clone()}),
+            )
+            .await;
+        assert_eq!((r.status, r.code()), (400, "invalid_request"), "{bad}");
+        assert_eq!(r.body["errors"][0]["path"], "/expected_version", "{bad}");
+    }
+    // An unknown flag is not found, whatever version was expected.
+    let r = ops
+        .post(
+            "/v1/flags/ghost/kill",
+            json!({"reason": "x", "expected_version": 3}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_found"));
+    assert_eq!(ops.get("/v1/flags/k").await.body["version"], 4);
+}
