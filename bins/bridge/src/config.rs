@@ -690,7 +690,7 @@ mod tests {
             .put_flag(&ops, "req-2", "f", put("ten bytes!"))
             .await
             .unwrap();
-        assert_eq!(f.version, 1);
+        assert_eq!((f.flag.version, f.changed), (1, true));
     }
 
     #[tokio::test]

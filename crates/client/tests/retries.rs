@@ -335,3 +335,75 @@ async fn a_wait_outside_the_protocols_range_is_refused_before_sending() {
         .unwrap_err();
     assert_eq!(err.problem().status, 500, "{err}");
 }
+
+/// A tool that retries an `$ops` record after an error passes its own id, so
+/// the retry returns the first record instead of appending a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ops_record_retried_by_its_caller_with_its_id_is_recorded_once() {
+    use lighthouse_core::{Control, OPS_STREAM, OpsRecord};
+    let tb = TestBridge::start().await;
+    let cred = tb.credential("ops", Role::Operator).await;
+    let direct = Client::from_credential(cred.clone()).unwrap();
+    let proxy = Proxy::start(tb.addr).await;
+    // No retries of its own: the caller sees the lost answer.
+    let via = Client::builder()
+        .credential(cred.clone())
+        .base_url(&proxy.url)
+        .retry(lighthouse_client::RetryPolicy::none())
+        .build()
+        .unwrap();
+    let record = || {
+        OpsRecord::new("ops.rollback.started", json!({"flag": "new_ui"}))
+            .with_id("rollback-new_ui-1-started")
+    };
+    let recorded = || async {
+        direct
+            .query_events(&lighthouse_core::api::EventsQuery {
+                stream: Some(OPS_STREAM.into()),
+                event_type: Some("ops.rollback.started".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .events
+    };
+    proxy.swallow_next_responses(1);
+    let p = via.record_ops_event(record()).await.unwrap_err();
+    assert_eq!(proxy.swallowed(), 1, "{p:?}");
+    let before = recorded().await;
+    assert_eq!(before.len(), 1, "the first try was applied");
+    // The caller's retry, with the same id.
+    let retried = via.record_ops_event(record()).await.unwrap();
+    assert_eq!(
+        (retried.seq, retried.id.as_str()),
+        (before[0].seq, "rollback-new_ui-1-started")
+    );
+    assert_eq!(recorded().await, before, "recorded once");
+}
+
+/// A bridge from before the flag write headers: the plain write still works;
+/// the one that reports what the write did says it cannot tell, rather than
+/// guess.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flag_outcome_without_the_bridges_headers_is_not_guessed() {
+    let flag = r#"{"key":"f","description":"","enabled":true,"rollout_percent":10.0,"allow":[],"deny":[],"variants":[],"requires":[],"killed":false,"version":2,"updated_at":"2026-11-26T07:00:00.123Z","updated_by":"ops"}"#;
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{flag}",
+        flag.len()
+    );
+    let (url, _) = answering(Box::leak(answer.into_boxed_str())).await;
+    let c = Client::with_token(&url, "lht1.test").unwrap();
+    let put = FlagPut {
+        spec: FlagSpec::new(true, 10.0),
+        reason: Some("test".into()),
+        expected_version: None,
+    };
+    assert_eq!(c.put_flag("f", &put).await.unwrap().version, 2);
+    match c.put_flag_outcome("f", &put).await.unwrap_err() {
+        Error::InvalidResponse { status, detail } => {
+            assert_eq!(status, 200);
+            assert!(detail.contains("x-lighthouse-changed"), "{detail}");
+        }
+        other => panic!("expected InvalidResponse, got {other}"),
+    }
+}

@@ -428,6 +428,32 @@ pub struct FlagPut {
     pub expected_version: Option<u64>,
 }
 
+/// What a flag write (`PUT`, kill, unkill) did: the flag after it, whether it
+/// changed anything, and the position of the event it appended.
+///
+/// Over HTTP the body stays the flag (PROTOCOL.md 8); `changed` and `seq` are
+/// the headers [`FLAG_CHANGED_HEADER`] and [`FLAG_SEQ_HEADER`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagOutcome {
+    /// The flag after the write.
+    pub flag: Flag,
+    /// `false` when the flag already was as asked (a `PUT` of its settings, a
+    /// kill of a killed flag, an unkill of a live one): nothing was appended
+    /// and the version did not move. A retried step can tell "I did it" from
+    /// "it was already so".
+    pub changed: bool,
+    /// `seq` of the appended change event (in stream `$flags`), when
+    /// `changed`: what a report cites.
+    pub seq: Option<u64>,
+}
+
+/// Response header of a flag write: `true` or `false`, [`FlagOutcome::changed`].
+pub const FLAG_CHANGED_HEADER: &str = "x-lighthouse-changed";
+
+/// Response header of a flag write that changed the flag: the `seq` of its
+/// event, [`FlagOutcome::seq`]; absent when nothing changed.
+pub const FLAG_SEQ_HEADER: &str = "x-lighthouse-seq";
+
 /// `POST /v1/flags/{key}/kill` and `/unkill` body: `{reason, expected_version?}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

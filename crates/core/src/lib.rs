@@ -43,7 +43,7 @@ pub mod setup;
 
 pub use bridge::{Bridge, ELICITATION_FLAG, OpenError, refusal_problem};
 pub use config::{BridgeConfig, FlagLimits};
-pub use control::{Control, InProcess};
+pub use control::{Control, InProcess, OpsRecord};
 pub use events::{MAX_EVENTS_LIMIT, OPS_STREAM, RESERVED_TYPE_PREFIXES};
 pub use operations::{MAX_FLAG_HISTORY, MAX_STATS_WINDOW_S, MAX_WAIT_MS, wait_duration};
 

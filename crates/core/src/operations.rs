@@ -15,8 +15,8 @@ use lighthouse_security::{Action, Caller, Role};
 
 use crate::api::{
     AgentInfo, AgentList, Credential, ElicitationList, ErrorCode, Flag, FlagEvaluation,
-    FlagHistory, FlagKill, FlagList, FlagListView, FlagPut, Latency, Me, MessagesPage, OpsStats,
-    Problem, SessionResponse, VerifyResponse,
+    FlagHistory, FlagKill, FlagList, FlagListView, FlagOutcome, FlagPut, Latency, Me, MessagesPage,
+    OpsStats, Problem, SessionResponse, VerifyResponse,
 };
 use crate::bridge::{Bridge, ELICITATION_FLAG};
 use crate::problem::{from_elicitation, from_flags, from_security, from_store};
@@ -264,14 +264,15 @@ impl Bridge {
             .ok_or_else(|| Problem::not_found(&format!("flag {key}")))
     }
 
-    /// `PUT /v1/flags/{key}`.
+    /// `PUT /v1/flags/{key}`: the flag after the write, whether the write
+    /// changed it and the `seq` of its event.
     pub async fn put_flag(
         &self,
         caller: &Caller,
         request_id: &str,
         key: &str,
         put: FlagPut,
-    ) -> Result<Flag, Problem> {
+    ) -> Result<FlagOutcome, Problem> {
         self.check(caller, Action::WriteFlags)?;
         if let Some(k) = &put.spec.key
             && k != key
@@ -284,7 +285,7 @@ impl Bridge {
             .put(key, &put.spec, put.expected_version, &by)
             .await
             .map_err(from_flags)?;
-        Ok((*out.flag).clone())
+        Ok(flag_outcome(out))
     }
 
     /// `POST /v1/flags/{key}/kill` (`kill = true`) and `/unkill`, under
@@ -296,7 +297,7 @@ impl Bridge {
         key: &str,
         kill: bool,
         req: &FlagKill,
-    ) -> Result<Flag, Problem> {
+    ) -> Result<FlagOutcome, Problem> {
         self.check(caller, Action::WriteFlags)?;
         let by = attribution(caller, request_id, req.reason.as_deref())?;
         let out = if kill {
@@ -305,7 +306,7 @@ impl Bridge {
             self.flags().unkill(key, req.expected_version, &by).await
         }
         .map_err(from_flags)?;
-        Ok((*out.flag).clone())
+        Ok(flag_outcome(out))
     }
 
     /// `GET /v1/flags/{key}/history`.
@@ -605,6 +606,14 @@ impl Bridge {
             .revoke(&id, Some(&caller.agent), self.clock().now())
             .await
             .map_err(from_security)
+    }
+}
+
+fn flag_outcome(out: lighthouse_flags::WriteOutcome) -> FlagOutcome {
+    FlagOutcome {
+        flag: (*out.flag).clone(),
+        changed: out.changed,
+        seq: out.seq,
     }
 }
 

@@ -2,12 +2,13 @@
 
 use axum::Extension;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use lighthouse_core::api::{
-    AppendEventRequest, CreateAgentRequest, DrainRequest, EventsQuery, ExpectedVersion, FlagKill,
-    FlagPut, FlagSpec, Problem, RolloutPercent, SessionRequest,
+    AppendEventRequest, CreateAgentRequest, DrainRequest, EventsQuery, ExpectedVersion,
+    FLAG_CHANGED_HEADER, FLAG_SEQ_HEADER, FlagKill, FlagOutcome, FlagPut, FlagSpec, Problem,
+    RolloutPercent, SessionRequest,
 };
 use lighthouse_security::Caller;
 use serde::Deserialize;
@@ -91,10 +92,28 @@ pub(crate) async fn put_flag(
         expected_version,
     };
     // 200 whether the flag was created or replaced (docs/FLAGS.md).
-    Ok(json(
-        StatusCode::OK,
+    Ok(flag_written(
         &st.bridge.put_flag(&caller, &rid.0, &key, put).await?,
     ))
+}
+
+/// The answer to a flag write: the flag, as PROTOCOL.md 8 has it, and what
+/// the write did in two headers (docs/HTTP.md): `X-Lighthouse-Changed` always,
+/// `X-Lighthouse-Seq` (the change event's seq) when it changed the flag.
+fn flag_written(out: &FlagOutcome) -> Response {
+    let mut r = json(StatusCode::OK, &out.flag);
+    let h = r.headers_mut();
+    h.insert(
+        HeaderName::from_static(FLAG_CHANGED_HEADER),
+        HeaderValue::from_static(if out.changed { "true" } else { "false" }),
+    );
+    if let Some(seq) = out.seq {
+        h.insert(
+            HeaderName::from_static(FLAG_SEQ_HEADER),
+            HeaderValue::from(seq),
+        );
+    }
+    r
 }
 
 /// Refuses a `rollout_percent` written with more than two decimals
@@ -152,8 +171,9 @@ async fn kill(
     on: bool,
 ) -> Result<Response, ApiError> {
     let r: FlagKill = parse_json(&body)?;
-    let flag = st.bridge.kill_flag(&caller, &rid.0, &key, on, &r).await?;
-    Ok(json(StatusCode::OK, &flag))
+    Ok(flag_written(
+        &st.bridge.kill_flag(&caller, &rid.0, &key, on, &r).await?,
+    ))
 }
 
 pub(crate) async fn kill_flag(

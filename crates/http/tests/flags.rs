@@ -310,3 +310,52 @@ async fn kill_and_unkill_take_an_expected_version() {
     assert_eq!((r.status, r.code()), (404, "not_found"));
     assert_eq!(ops.get("/v1/flags/k").await.body["version"], 4);
 }
+
+#[tokio::test]
+async fn a_flag_write_says_in_its_headers_what_it_did() {
+    let t = start_with(|_| {}).await;
+    let ops = t.agent("ops");
+    let header =
+        |r: &common::Reply, name: &str| r.headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+    let seq_of =
+        |r: &common::Reply| -> u64 { header(r, "x-lighthouse-seq").unwrap().parse().unwrap() };
+    let head =
+        || async { ops.get("/v1/events?order=desc&limit=1").await.body["events"][0].clone() };
+    let r = ops.put("/v1/flags/w", flag(5.0, None)).await;
+    assert_eq!(header(&r, "x-lighthouse-changed").as_deref(), Some("true"));
+    let created = head().await;
+    assert_eq!(seq_of(&r), created["seq"].as_u64().unwrap());
+    assert_eq!(
+        (&created["stream"], &created["type"]),
+        (&json!("$flags"), &json!("flag.created"))
+    );
+    // The body is the flag, as GET returns it (PROTOCOL.md 8).
+    assert_eq!(r.body, ops.get("/v1/flags/w").await.body);
+    // The same settings again: nothing changed, no seq.
+    let r = ops.put("/v1/flags/w", flag(5.0, None)).await;
+    assert_eq!(header(&r, "x-lighthouse-changed").as_deref(), Some("false"));
+    assert_eq!(header(&r, "x-lighthouse-seq"), None);
+    let r = ops.post("/v1/flags/w/kill", json!({"reason": "r"})).await;
+    assert_eq!(header(&r, "x-lighthouse-changed").as_deref(), Some("true"));
+    assert_eq!(seq_of(&r), head().await["seq"].as_u64().unwrap());
+    let r = ops.post("/v1/flags/w/kill", json!({"reason": "r"})).await;
+    assert_eq!(
+        (
+            header(&r, "x-lighthouse-changed").as_deref(),
+            header(&r, "x-lighthouse-seq")
+        ),
+        (Some("false"), None)
+    );
+    let r = ops.post("/v1/flags/w/unkill", json!({"reason": "r"})).await;
+    assert_eq!(header(&r, "x-lighthouse-changed").as_deref(), Some("true"));
+    assert_eq!(seq_of(&r), head().await["seq"].as_u64().unwrap());
+    // A refused write says nothing of the kind.
+    let r = ops
+        .post(
+            "/v1/flags/w/kill",
+            json!({"reason": "r", "expected_version": 1}),
+        )
+        .await;
+    assert_eq!(r.status, 409);
+    assert_eq!(header(&r, "x-lighthouse-changed"), None);
+}
