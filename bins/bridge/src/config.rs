@@ -20,6 +20,21 @@
 //! # entry replaces that one default. Classes: elicit, respond, write, read, session.
 //! [rate_limits.agent]
 //! read = { per_minute = 12000, burst = 1200 }
+//!
+//! # Flag limits (docs/FLAGS.md "Limits"); each key also LIGHTHOUSE_FLAGS_<KEY>,
+//! # e.g. LIGHTHOUSE_FLAGS_MAX_FLAGS. Ranges in FlagsConfig::RANGES.
+//! [flags]
+//! max_flags = 10000
+//! max_targets = 1000
+//! max_variants = 32
+//! max_requires = 16
+//! max_prerequisites = 32
+//! max_description_bytes = 1024
+//! max_reason_bytes = 1024
+//! max_history_page = 1000
+//! max_history_page_bytes = 8388608
+//! max_total_flag_bytes = 16777216
+//! max_replay_page_bytes = 8388608
 //! ```
 
 use std::collections::BTreeMap;
@@ -55,6 +70,8 @@ pub struct ServeConfig {
     pub write_stall_timeout_ms: u64,
     /// Role, then class name, then quota: replaces those defaults.
     pub rate_limits: BTreeMap<Role, BTreeMap<String, QuotaSpec>>,
+    /// The `[flags]` table: the flag store's limits.
+    pub flags: FlagsConfig,
 }
 
 impl Default for ServeConfig {
@@ -74,6 +91,7 @@ impl Default for ServeConfig {
             body_read_timeout_ms: 30_000,
             write_stall_timeout_ms: 60_000,
             rate_limits: BTreeMap::new(),
+            flags: FlagsConfig::default(),
         }
     }
 }
@@ -160,6 +178,7 @@ impl ServeConfig {
                 .parse()
                 .map_err(|_| "LIGHTHOUSE_BODY_READ_TIMEOUT_MS must be a number".to_owned())?;
         }
+        c.flags.apply_env(&env)?;
         if let Some(v) = o.listen {
             c.listen = v;
         }
@@ -206,6 +225,7 @@ impl ServeConfig {
 
     fn check(&self) -> Result<(), String> {
         self.rate_limits()?;
+        self.flags.check()?;
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(format!(
                 "log_format must be text or json, not {:?}",
@@ -264,6 +284,135 @@ impl ServeConfig {
         self.public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+}
+
+/// The `[flags]` table: [`lighthouse_core::FlagLimits`], one key per field, each
+/// with its default there and a range here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlagsConfig {
+    pub max_flags: usize,
+    pub max_targets: usize,
+    pub max_variants: usize,
+    pub max_requires: usize,
+    pub max_prerequisites: usize,
+    pub max_description_bytes: usize,
+    pub max_reason_bytes: usize,
+    pub max_history_page: usize,
+    pub max_history_page_bytes: usize,
+    pub max_total_flag_bytes: usize,
+    pub max_replay_page_bytes: usize,
+}
+
+impl Default for FlagsConfig {
+    fn default() -> Self {
+        let l = lighthouse_core::FlagLimits::default();
+        FlagsConfig {
+            max_flags: l.max_flags,
+            max_targets: l.max_targets,
+            max_variants: l.max_variants,
+            max_requires: l.max_requires,
+            max_prerequisites: l.max_prerequisites,
+            max_description_bytes: l.max_description_bytes,
+            max_reason_bytes: l.max_reason_bytes,
+            max_history_page: l.max_history_page,
+            max_history_page_bytes: l.max_history_page_bytes,
+            max_total_flag_bytes: l.max_total_flag_bytes,
+            max_replay_page_bytes: l.max_replay_page_bytes,
+        }
+    }
+}
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
+impl FlagsConfig {
+    /// Each key with the values it may take, in the order of `fields`.
+    ///
+    /// The upper bounds of the per-flag limits keep the largest change event
+    /// (the flag before and after, with full lists, a description of control
+    /// characters escaped six-fold, and the reason) around 0.65 MB, under the
+    /// event store's 1 MiB per event, so a flag the limits admit can always be
+    /// written. `max_history_page` stops at the history route's own 1,000 per
+    /// request; the byte budgets start at 64 KiB so that they bound rather than
+    /// starve (a page always holds one change) and stop at 256 MiB of memory.
+    /// `max_reason_bytes` starts at 1 (a change needs a reason) and
+    /// `max_flags` at 1 (`elicitation_enabled`).
+    pub const RANGES: [(&'static str, std::ops::RangeInclusive<usize>); 11] = [
+        ("max_flags", 1..=100_000),
+        ("max_targets", 0..=2_000),
+        ("max_variants", 0..=100),
+        ("max_requires", 0..=64),
+        ("max_prerequisites", 0..=256),
+        ("max_description_bytes", 0..=4 * KIB),
+        ("max_reason_bytes", 1..=4 * KIB),
+        ("max_history_page", 1..=1_000),
+        ("max_history_page_bytes", 64 * KIB..=256 * MIB),
+        ("max_total_flag_bytes", 64 * KIB..=256 * MIB),
+        ("max_replay_page_bytes", 64 * KIB..=256 * MIB),
+    ];
+
+    /// The values, in the order of [`RANGES`](Self::RANGES).
+    fn fields(&mut self) -> [&mut usize; 11] {
+        [
+            &mut self.max_flags,
+            &mut self.max_targets,
+            &mut self.max_variants,
+            &mut self.max_requires,
+            &mut self.max_prerequisites,
+            &mut self.max_description_bytes,
+            &mut self.max_reason_bytes,
+            &mut self.max_history_page,
+            &mut self.max_history_page_bytes,
+            &mut self.max_total_flag_bytes,
+            &mut self.max_replay_page_bytes,
+        ]
+    }
+
+    /// `LIGHTHOUSE_FLAGS_<KEY>` over the file's value, for each key.
+    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), String> {
+        for ((name, _), value) in Self::RANGES.iter().zip(self.fields()) {
+            let var = format!("LIGHTHOUSE_FLAGS_{}", name.to_ascii_uppercase());
+            if let Some(v) = env(&var) {
+                *value = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{var} must be a whole number"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let mut copy = *self;
+        for ((name, range), value) in Self::RANGES.iter().zip(copy.fields()) {
+            if !range.contains(value) {
+                return Err(format!(
+                    "flags.{name} must be {} to {}, not {value}",
+                    range.start(),
+                    range.end()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The flag store's limits.
+    pub fn limits(&self) -> lighthouse_core::FlagLimits {
+        lighthouse_core::FlagLimits {
+            max_flags: self.max_flags,
+            max_targets: self.max_targets,
+            max_variants: self.max_variants,
+            max_requires: self.max_requires,
+            max_prerequisites: self.max_prerequisites,
+            max_description_bytes: self.max_description_bytes,
+            max_reason_bytes: self.max_reason_bytes,
+            max_history_page: self.max_history_page,
+            max_history_page_bytes: self.max_history_page_bytes,
+            max_total_flag_bytes: self.max_total_flag_bytes,
+            max_replay_page_bytes: self.max_replay_page_bytes,
+        }
     }
 }
 
@@ -456,6 +605,135 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_flags_table_sets_the_flag_limits_and_each_key_has_a_variable() {
+        let c = ServeConfig::resolve(None, |_| None, Overrides::default()).unwrap();
+        assert_eq!(c.flags.limits(), lighthouse_core::FlagLimits::default());
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[flags]\nmax_flags = 500\nmax_prerequisites = 4\nmax_total_flag_bytes = 1048576\n",
+        )
+        .unwrap();
+        let env = |k: &str| (k == "LIGHTHOUSE_FLAGS_MAX_PREREQUISITES").then(|| "8".to_owned());
+        let c = ServeConfig::resolve(Some(&f), env, Overrides::default()).unwrap();
+        let limits = c.flags.limits();
+        assert_eq!(
+            (
+                limits.max_flags,
+                limits.max_prerequisites,
+                limits.max_total_flag_bytes
+            ),
+            (500, 8, 1 << 20)
+        );
+        assert_eq!(
+            limits.max_targets,
+            lighthouse_core::FlagLimits::default().max_targets
+        );
+        // Every key is read from its variable, and each range is enforced.
+        for (name, range) in FlagsConfig::RANGES {
+            let var = format!("LIGHTHOUSE_FLAGS_{}", name.to_ascii_uppercase());
+            let lowest = range.start().to_string();
+            let c = ServeConfig::resolve(
+                None,
+                |k| (k == var).then(|| lowest.clone()),
+                Overrides::default(),
+            )
+            .unwrap();
+            let mut flags = c.flags;
+            let value = FlagsConfig::RANGES
+                .iter()
+                .zip(flags.fields())
+                .find(|((n, _), _)| *n == name)
+                .map(|(_, v)| *v)
+                .unwrap();
+            assert_eq!(value, *range.start(), "{var}");
+            let over = (range.end() + 1).to_string();
+            let e = ServeConfig::resolve(
+                None,
+                |k| (k == var).then(|| over.clone()),
+                Overrides::default(),
+            )
+            .unwrap_err();
+            assert!(e.contains(&format!("flags.{name} must be")), "{e}");
+        }
+        let e = ServeConfig::resolve(
+            None,
+            |k| (k == "LIGHTHOUSE_FLAGS_MAX_FLAGS").then(|| "lots".to_owned()),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("LIGHTHOUSE_FLAGS_MAX_FLAGS"), "{e}");
+        std::fs::write(&f, "[flags]\nmax_flag = 5\n").unwrap();
+        let e = ServeConfig::resolve(Some(&f), |_| None, Overrides::default()).unwrap_err();
+        assert!(e.contains("max_flag"), "{e}");
+        std::fs::write(&f, "[flags]\nmax_reason_bytes = 0\n").unwrap();
+        let e = ServeConfig::resolve(Some(&f), |_| None, Overrides::default()).unwrap_err();
+        assert!(
+            e.contains("flags.max_reason_bytes must be 1 to 4096"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn serve_help_names_every_flags_key_with_its_range() {
+        use clap::CommandFactory;
+        let mut cli = crate::Cli::command();
+        let help = cli
+            .find_subcommand_mut("serve")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            help.contains("[flags] table") && help.contains("LIGHTHOUSE_FLAGS_<KEY>"),
+            "{help}"
+        );
+        for (name, range) in FlagsConfig::RANGES {
+            let shown = if name.ends_with("_page_bytes") || name == "max_total_flag_bytes" {
+                format!("in bytes from {} to {}", range.start(), range.end())
+            } else {
+                format!("{name} ({} to {},", range.start(), range.end())
+            };
+            assert!(help.contains(name), "{name} missing from serve --help");
+            assert!(help.contains(&shown), "{shown:?} missing from serve --help");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bridge_served_with_a_flags_table_enforces_its_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[flags]\nmax_reason_bytes = 10\n").unwrap();
+        let c = ServeConfig::resolve(Some(&f), |_| None, Overrides::default()).unwrap();
+        let key = lighthouse_security::MasterKey::generate().unwrap();
+        let bridge = crate::serve::open(&dir.path().join("data"), key, Some(&c))
+            .await
+            .unwrap();
+        assert_eq!(bridge.flags().limits(), &c.flags.limits());
+        let ops = lighthouse_security::Caller {
+            agent: "ops".into(),
+            role: Role::Operator,
+            key_id: 1,
+        };
+        let put = |reason: &str| lighthouse_core::api::FlagPut {
+            spec: lighthouse_core::api::FlagSpec::new(true, 10.0),
+            reason: Some(reason.into()),
+            expected_version: None,
+        };
+        let p = bridge
+            .put_flag(&ops, "req-1", "f", put("eleven byte"))
+            .await
+            .unwrap_err();
+        assert_eq!(p.errors[0].path, "/reason", "{p:?}");
+        let f = bridge
+            .put_flag(&ops, "req-2", "f", put("ten bytes!"))
+            .await
+            .unwrap();
+        assert_eq!((f.flag.version, f.changed), (1, true));
     }
 
     #[tokio::test]

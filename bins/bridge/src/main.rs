@@ -114,8 +114,15 @@ enum Command {
     /// (LIGHTHOUSE_LISTEN_BACKLOG), header_read_timeout_ms
     /// (LIGHTHOUSE_HEADER_READ_TIMEOUT_MS), body_read_timeout_ms
     /// (LIGHTHOUSE_BODY_READ_TIMEOUT_MS), write_stall_timeout_ms
-    /// (LIGHTHOUSE_WRITE_STALL_TIMEOUT_MS), and [rate_limits.<role>] tables
-    /// (file only). The master key is LIGHTHOUSE_MASTER_KEY (64 hex) or
+    /// (LIGHTHOUSE_WRITE_STALL_TIMEOUT_MS), [rate_limits.<role>] tables
+    /// (file only), and a [flags] table of flag limits, each key also
+    /// LIGHTHOUSE_FLAGS_<KEY>: max_flags (1 to 100000, default 10000),
+    /// max_targets (0 to 2000, 1000), max_variants (0 to 100, 32),
+    /// max_requires (0 to 64, 16), max_prerequisites (0 to 256, 32),
+    /// max_description_bytes (0 to 4096, 1024), max_reason_bytes (1 to 4096,
+    /// 1024), max_history_page (1 to 1000, 1000), and in bytes from 65536 to
+    /// 268435456: max_history_page_bytes (default 8 MiB), max_total_flag_bytes
+    /// (16 MiB), max_replay_page_bytes (8 MiB). The master key is LIGHTHOUSE_MASTER_KEY (64 hex) or
     /// <data>/master.key; RUST_LOG sets the log filter. Without --dev the data
     /// directory must hold a store (`lighthouse-bridge init`).
     #[command(about = "Run the HTTP server", verbatim_doc_comment)]

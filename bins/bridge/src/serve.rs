@@ -165,6 +165,7 @@ pub async fn open(data: &Path, key: MasterKey, c: Option<&ServeConfig>) -> Resul
         config.public_url = c.public_url();
         config.security.window_s = c.window_s;
         config.security.rate.limits = c.rate_limits().map_err(Failure::error)?;
+        config.flags = c.flags.limits();
         if c.durability == "buffered" {
             config.durability = Durability::Buffered;
         }

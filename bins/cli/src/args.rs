@@ -250,6 +250,10 @@ pub enum FlagsCommand {
         /// Why (recorded in the history).
         #[arg(long)]
         reason: String,
+        /// Only if the flag is at this version (`flags get` shows it); else
+        /// refused with version_conflict (exit 1).
+        #[arg(long, value_name = "N")]
+        expected_version: Option<u64>,
     },
     /// Lift a kill.
     Unkill {
@@ -258,6 +262,11 @@ pub enum FlagsCommand {
         /// Why (recorded in the history).
         #[arg(long)]
         reason: String,
+        /// Only if the flag is at this version, so that an unkill decided on
+        /// what you read cannot lift a kill made since; else refused with
+        /// version_conflict (exit 1).
+        #[arg(long, value_name = "N")]
+        expected_version: Option<u64>,
     },
     /// Every change of a flag.
     History {
@@ -286,7 +295,7 @@ pub struct FlagSetArgs {
     #[arg(long)]
     pub enabled: Option<bool>,
     /// Percentage of agents on (at most two decimals).
-    #[arg(long, value_name = "PERCENT")]
+    #[arg(long, value_name = "PERCENT", value_parser = rollout_arg)]
     pub rollout: Option<f64>,
     /// Free text.
     #[arg(long)]
@@ -367,4 +376,60 @@ pub enum AgentsCommand {
         /// Agent id.
         id: String,
     },
+}
+
+/// `--rollout`: refused when its text has more than two decimals, as the
+/// bridge refuses it (PROTOCOL.md 8). Judged on the text, since the parsed
+/// number cannot tell `25.0000000000000001` from `25` and would be sent as `25`.
+fn rollout_arg(text: &str) -> Result<f64, String> {
+    let text = text.trim();
+    match lighthouse_core::api::RolloutPercent::decimal_places(text) {
+        None => Err(format!("{text:?} is not a number")),
+        Some(places) if places > 2 => Err(format!(
+            "{text} has {places} decimals; a percentage has at most two"
+        )),
+        Some(_) => text
+            .parse()
+            .map_err(|_| format!("{text:?} is not a number")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn rollout(text: &str) -> Result<Option<f64>, String> {
+        let cli = Cli::try_parse_from([
+            "lighthouse",
+            "flags",
+            "set",
+            "f",
+            "--reason",
+            "r",
+            "--rollout",
+            text,
+        ])
+        .map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Flags(FlagsCommand::Set(a)) => Ok(a.rollout),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rollout_is_judged_on_its_decimal_text() {
+        for (text, value) in [
+            ("25", 25.0),
+            ("33.33", 33.33),
+            ("25.000", 25.0),
+            ("2.5e1", 25.0),
+        ] {
+            assert_eq!(rollout(text), Ok(Some(value)), "{text}");
+        }
+        for text in ["25.0000000000000001", "25.001", "1e-3", "many", "25."] {
+            let e = rollout(text).unwrap_err();
+            assert!(e.contains("--rollout"), "{text}: {e}");
+        }
+    }
 }

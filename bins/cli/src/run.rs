@@ -9,7 +9,7 @@ use lighthouse_client::{
 };
 use lighthouse_core::api::{
     CreateRequest, Credential, DrainRequest, DrainThen, ErrorCode, EventOrder, EventsQuery,
-    FlagPut, FlagSpec, Problem, RespondRequest, SchemaProfile,
+    FlagKill, FlagPut, FlagSpec, Problem, RespondRequest, SchemaProfile,
 };
 
 use crate::args::{
@@ -445,16 +445,32 @@ async fn flags(c: &Client, f: FlagsCommand, out: &mut Out) -> Result<(), Failure
             let flag = set_flag(c, a).await?;
             out.show(&flag, output::flag)
         }
-        FlagsCommand::Kill { key, reason } => {
+        FlagsCommand::Kill {
+            key,
+            reason,
+            expected_version,
+        } => {
+            let req = FlagKill {
+                reason: Some(reason),
+                expected_version,
+            };
             let f = c
-                .kill_flag(&key, Some(&reason))
+                .kill_flag(&key, &req)
                 .await
                 .map_err(|e| unsure(e, || unknown_flag_change(&key)))?;
             out.show(&f, output::flag)
         }
-        FlagsCommand::Unkill { key, reason } => {
+        FlagsCommand::Unkill {
+            key,
+            reason,
+            expected_version,
+        } => {
+            let req = FlagKill {
+                reason: Some(reason),
+                expected_version,
+            };
             let f = c
-                .unkill_flag(&key, Some(&reason))
+                .unkill_flag(&key, &req)
                 .await
                 .map_err(|e| unsure(e, || unknown_flag_change(&key)))?;
             out.show(&f, output::flag)

@@ -535,10 +535,39 @@ async fn flags_and_operations() {
     assert!(r.stdout.contains("KILLED"), "{r:?}");
     let r = lh(&ops, &["flags", "evaluate", "new_ui", "--agent", "alice"]).await;
     assert!(r.stdout.starts_with("off (reason killed"), "{r:?}");
+    // An unkill decided on version 2, from before the kill, is refused.
+    let r = lh(
+        &ops,
+        &[
+            "flags",
+            "unkill",
+            "new_ui",
+            "--reason",
+            "stale",
+            "--expected-version",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("version_conflict"), "{r:?}");
+    let f = lh(&ops, &["--json", "flags", "get", "new_ui"]).await.json();
+    assert_eq!((&f["killed"], &f["version"]), (&json!(true), &json!(3)));
     assert_eq!(
-        lh(&ops, &["flags", "unkill", "new_ui", "--reason", "fixed"])
-            .await
-            .code,
+        lh(
+            &ops,
+            &[
+                "flags",
+                "unkill",
+                "new_ui",
+                "--reason",
+                "fixed",
+                "--expected-version",
+                "3"
+            ]
+        )
+        .await
+        .code,
         0
     );
     let r = lh(&ops, &["flags", "history", "new_ui"]).await;
@@ -576,10 +605,16 @@ async fn flags_and_operations() {
         ],
     )
     .await;
-    assert_eq!(r.code, 1);
+    // Refused before anything is sent, as the bridge would refuse it.
+    assert_eq!(r.code, 2, "{r:?}");
     assert!(
-        r.stderr.contains("invalid_request") && r.stderr.contains("/rollout_percent"),
+        r.stderr.contains("--rollout") && r.stderr.contains("at most two"),
         "{r:?}"
+    );
+    assert_eq!(
+        lh(&ops, &["flags", "get", "other"]).await.code,
+        1,
+        "nothing was written"
     );
     assert_eq!(
         lh(

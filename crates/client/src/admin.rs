@@ -2,17 +2,83 @@
 
 use lighthouse_core::api::{
     AgentList, AppendEventRequest, AppendEventResponse, CreateAgentRequest, Credential,
-    DrainReport, DrainRequest, EventOrder, EventsPage, EventsQuery, Flag, FlagEvaluation,
-    FlagHistory, FlagList, FlagPut, Health, Me, OpsStats, ReasonBody, Role, VerifyResponse,
+    DrainReport, DrainRequest, EventOrder, EventsPage, EventsQuery, FLAG_CHANGED_HEADER,
+    FLAG_SEQ_HEADER, Flag, FlagEvaluation, FlagHistory, FlagKill, FlagList, FlagOutcome, FlagPut,
+    Health, Me, OpsStats, Role, VerifyResponse,
 };
 use reqwest::Method;
 
 use crate::client::Client;
 use crate::error::Error;
-use crate::transport::{Call, Retry, segment};
+use crate::transport::{Answer, Call, Retry, segment};
 
 fn flag_path(key: &str, tail: &str) -> String {
     format!("/v1/flags/{}{tail}", segment(key))
+}
+
+/// `PUT /v1/flags/{key}`: sent again only when it provably never arrived.
+fn put_call(key: &str, put: &FlagPut) -> Result<Call, Error> {
+    Call::new(Method::PUT, flag_path(key, "")).json(put)
+}
+
+/// `POST /v1/flags/{key}/kill`: retried after ambiguous failures unless it
+/// carries a version condition (see [`Client::kill_flag`]).
+fn kill_call(key: &str, req: &FlagKill) -> Result<Call, Error> {
+    let retry = if req.expected_version.is_some() {
+        Retry::Unsafe
+    } else {
+        Retry::Safe
+    };
+    Ok(Call::post(flag_path(key, "/kill")).json(req)?.retry(retry))
+}
+
+/// `POST /v1/flags/{key}/unkill`: never sent again after an ambiguous failure.
+fn unkill_call(key: &str, req: &FlagKill) -> Result<Call, Error> {
+    Call::post(flag_path(key, "/unkill")).json(req)
+}
+
+/// The flag of a flag write's answer with what the write did, from the
+/// bridge's `X-Lighthouse-Changed` and `X-Lighthouse-Seq` headers.
+fn flag_outcome(answer: &Answer) -> Result<FlagOutcome, Error> {
+    let invalid = |detail: String| Error::InvalidResponse {
+        status: answer.status,
+        detail,
+    };
+    let header = |name: &str| answer.headers.get(name).map(|v| v.to_str().unwrap_or(""));
+    let changed = match header(FLAG_CHANGED_HEADER) {
+        Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(invalid(format!(
+                "{FLAG_CHANGED_HEADER} is {other:?}, not true or false"
+            )));
+        }
+        None => {
+            return Err(invalid(format!(
+                "the flag write was applied, but the bridge did not say what it did (no \
+                 {FLAG_CHANGED_HEADER} header: a bridge older than this client); the flag's \
+                 history shows it"
+            )));
+        }
+    };
+    let seq = match header(FLAG_SEQ_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|_| invalid(format!("{FLAG_SEQ_HEADER} is {v:?}, not a sequence")))?,
+        ),
+    };
+    if changed != seq.is_some() {
+        return Err(invalid(format!(
+            "{FLAG_CHANGED_HEADER} is {changed} but {FLAG_SEQ_HEADER} is {}",
+            if seq.is_some() { "present" } else { "absent" }
+        )));
+    }
+    Ok(FlagOutcome {
+        flag: answer.decode()?,
+        changed,
+        seq,
+    })
 }
 
 /// The query of `GET /v1/events` (and the filters of its stream).
@@ -80,37 +146,61 @@ impl Client {
     /// After [`Error::Transport`] (or an [`Error::InvalidResponse`] with a 2xx
     /// status: applied, answer lost) read the flag to learn what happened.
     pub async fn put_flag(&self, key: &str, put: &FlagPut) -> Result<Flag, Error> {
-        let call = Call::new(Method::PUT, flag_path(key, "")).json(put)?;
-        self.json(call).await
+        self.json(put_call(key, put)?).await
     }
 
-    /// `POST /v1/flags/{key}/kill`: off for every agent. Retried after
-    /// ambiguous failures: a kill of a killed flag appends nothing and answers
-    /// the flag as it is, and the only change a retry can override is an
-    /// `unkill` that landed between the attempts, which it overrides towards
-    /// "off" (the state the caller asked for, and the safe one; the flag's
-    /// history shows both).
-    pub async fn kill_flag(&self, key: &str, reason: Option<&str>) -> Result<Flag, Error> {
-        let body = ReasonBody {
-            reason: reason.map(str::to_owned),
-        };
-        self.json(
-            Call::post(flag_path(key, "/kill"))
-                .json(&body)?
-                .retry(Retry::Safe),
-        )
-        .await
+    /// [`put_flag`](Self::put_flag), with what the write did: whether it
+    /// changed the flag and the `seq` of its event (the bridge's
+    /// `X-Lighthouse-Changed` and `X-Lighthouse-Seq` headers). A bridge that
+    /// does not send them (one from before them) answers
+    /// [`Error::InvalidResponse`]: the write was applied, what it did is
+    /// unknown; the flag's history shows it.
+    pub async fn put_flag_outcome(&self, key: &str, put: &FlagPut) -> Result<FlagOutcome, Error> {
+        flag_outcome(&self.answer(put_call(key, put)?).await?)
     }
 
-    /// `POST /v1/flags/{key}/unkill`. Not retried after an ambiguous failure:
-    /// an emergency kill that landed between the attempts would be silently
-    /// lifted by the retry.
-    pub async fn unkill_flag(&self, key: &str, reason: Option<&str>) -> Result<Flag, Error> {
-        let body = ReasonBody {
-            reason: reason.map(str::to_owned),
-        };
-        self.json(Call::post(flag_path(key, "/unkill")).json(&body)?)
-            .await
+    /// `POST /v1/flags/{key}/kill`: off for every agent, only if the flag is
+    /// at `expected_version` when one is given (else `409 version_conflict`).
+    ///
+    /// Without `expected_version`, retried after ambiguous failures: a kill of
+    /// a killed flag appends nothing and answers the flag as it is, and the
+    /// only change a retry can override is an `unkill` that landed between the
+    /// attempts, which it overrides towards "off" (the state the caller asked
+    /// for, and the safe one; the flag's history shows both). With it, sent
+    /// again only when it provably never reached the bridge, as a `PUT` with
+    /// one: a retry after a lost success would be a `409` that reads as
+    /// "someone else changed the flag".
+    pub async fn kill_flag(&self, key: &str, req: &FlagKill) -> Result<Flag, Error> {
+        self.json(kill_call(key, req)?).await
+    }
+
+    /// [`kill_flag`](Self::kill_flag), with what the write did (see
+    /// [`put_flag_outcome`](Self::put_flag_outcome)): `changed: false` for a
+    /// flag that was killed already. A retried kill whose first attempt
+    /// applied reports `changed: false` too: a caller that must know who
+    /// killed it reads the flag's history (the change's correlation id is the
+    /// request id).
+    pub async fn kill_flag_outcome(&self, key: &str, req: &FlagKill) -> Result<FlagOutcome, Error> {
+        flag_outcome(&self.answer(kill_call(key, req)?).await?)
+    }
+
+    /// `POST /v1/flags/{key}/unkill`, only if the flag is at
+    /// `expected_version` when one is given: with it, an unkill decided on a
+    /// stale read cannot lift a kill made since. Not retried after an
+    /// ambiguous failure: an emergency kill that landed between the attempts
+    /// would be silently lifted by the retry.
+    pub async fn unkill_flag(&self, key: &str, req: &FlagKill) -> Result<Flag, Error> {
+        self.json(unkill_call(key, req)?).await
+    }
+
+    /// [`unkill_flag`](Self::unkill_flag), with what the write did (see
+    /// [`put_flag_outcome`](Self::put_flag_outcome)).
+    pub async fn unkill_flag_outcome(
+        &self,
+        key: &str,
+        req: &FlagKill,
+    ) -> Result<FlagOutcome, Error> {
+        flag_outcome(&self.answer(unkill_call(key, req)?).await?)
     }
 
     /// `GET /v1/flags/{key}/history`: every change, oldest first, following

@@ -2,14 +2,11 @@
 //! remote bridge. Every error becomes a [`Problem`] (transport failures are
 //! `503 unavailable`, see [`Error::problem`](crate::Error::problem)).
 
-use lighthouse_core::Control;
-use lighthouse_core::OPS_STREAM;
 use lighthouse_core::api::{
-    AppendEventRequest, AppendEventResponse, DrainReport, DrainRequest, EventsPage, EventsQuery,
-    ExpectedVersion, Flag, FlagEvaluation, FlagList, FlagPut, Health, OpsStats, Problem,
-    VerifyResponse,
+    AppendEventResponse, DrainReport, DrainRequest, EventsPage, EventsQuery, Flag, FlagEvaluation,
+    FlagKill, FlagList, FlagOutcome, FlagPut, Health, OpsStats, Problem, VerifyResponse,
 };
-use serde_json::Value;
+use lighthouse_core::{Control, OpsRecord};
 
 use crate::client::Client;
 
@@ -26,16 +23,34 @@ impl Control for Client {
         Ok(Client::get_flag(self, key).await?)
     }
 
-    async fn put_flag(&self, key: &str, put: FlagPut) -> Result<Flag, Problem> {
-        Ok(Client::put_flag(self, key, &put).await?)
+    async fn put_flag(&self, key: &str, put: FlagPut) -> Result<FlagOutcome, Problem> {
+        Ok(self.put_flag_outcome(key, &put).await?)
     }
 
-    async fn kill_flag(&self, key: &str, reason: &str) -> Result<Flag, Problem> {
-        Ok(Client::kill_flag(self, key, Some(reason)).await?)
+    async fn kill_flag(
+        &self,
+        key: &str,
+        reason: &str,
+        expected_version: Option<u64>,
+    ) -> Result<FlagOutcome, Problem> {
+        let req = FlagKill {
+            reason: Some(reason.to_owned()),
+            expected_version,
+        };
+        Ok(self.kill_flag_outcome(key, &req).await?)
     }
 
-    async fn unkill_flag(&self, key: &str, reason: &str) -> Result<Flag, Problem> {
-        Ok(Client::unkill_flag(self, key, Some(reason)).await?)
+    async fn unkill_flag(
+        &self,
+        key: &str,
+        reason: &str,
+        expected_version: Option<u64>,
+    ) -> Result<FlagOutcome, Problem> {
+        let req = FlagKill {
+            reason: Some(reason.to_owned()),
+            expected_version,
+        };
+        Ok(self.unkill_flag_outcome(key, &req).await?)
     }
 
     async fn evaluate_flag(&self, key: &str, agent: &str) -> Result<FlagEvaluation, Problem> {
@@ -54,21 +69,15 @@ impl Control for Client {
         Ok(Client::verify(self).await?)
     }
 
-    /// Appends with a fresh event id, so the append is retried safely: a
-    /// repeated id returns the original result.
-    async fn record_ops_event(
-        &self,
-        event_type: &str,
-        data: Value,
-    ) -> Result<AppendEventResponse, Problem> {
-        let req = AppendEventRequest {
-            stream: OPS_STREAM.to_owned(),
-            event_type: event_type.to_owned(),
-            data,
-            metadata: None,
-            expected_version: Some(ExpectedVersion::Any),
-            id: Some(format!("ops-{}", lighthouse_security::fresh_nonce())),
-        };
+    /// Appends with the record's id, or else a fresh one, so the append is
+    /// retried safely after ambiguous failures: a repeated id returns the
+    /// original result. A caller that retries after an error passes its own
+    /// id, the same on every try.
+    async fn record_ops_event(&self, record: OpsRecord) -> Result<AppendEventResponse, Problem> {
+        let mut req = record.into_request();
+        if req.id.is_none() {
+            req.id = Some(format!("ops-{}", lighthouse_security::fresh_nonce()));
+        }
         Ok(self.append_event(&req).await?)
     }
 

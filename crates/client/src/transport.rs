@@ -141,6 +141,8 @@ pub(crate) struct Answer {
     pub(crate) body: Vec<u8>,
     /// Whether it carried `Idempotent-Replayed: true`.
     pub(crate) replayed: bool,
+    /// The response headers (taken from the response, not copied).
+    pub(crate) headers: reqwest::header::HeaderMap,
 }
 
 impl Answer {
@@ -370,10 +372,6 @@ impl Transport {
         };
         let status = resp.status().as_u16();
         if accept(status) {
-            let replayed = resp
-                .headers()
-                .get(IDEMPOTENT_REPLAYED)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
             let body = match read_limited(&mut resp, self.config.max_response_bytes).await {
                 Ok(body) => body,
                 Err(BodyError::Broken(detail)) => {
@@ -384,10 +382,15 @@ impl Transport {
                     return Err(Failure::Unreadable { status, detail });
                 }
             };
+            let headers = std::mem::take(resp.headers_mut());
+            let replayed = headers
+                .get(IDEMPOTENT_REPLAYED)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
             return Ok(Answer {
                 status,
                 body,
                 replayed,
+                headers,
             });
         }
         let retry_after = resp

@@ -9,8 +9,8 @@ use common::{TestBridge, port_schema};
 use lighthouse_client::{Client, Error, ManualClock, ReceiveMessages};
 use lighthouse_core::ELICITATION_FLAG;
 use lighthouse_core::api::{
-    Action, AppendEventRequest, CreateRequest, ErrorCode, EventsQuery, ExpectedVersion, FlagPut,
-    FlagSpec, Me, Role, Status, Timestamp,
+    Action, AppendEventRequest, CreateRequest, ErrorCode, EventsQuery, ExpectedVersion, FlagKill,
+    FlagPut, FlagSpec, Me, Role, Status, Timestamp,
 };
 use serde_json::json;
 
@@ -228,7 +228,7 @@ async fn a_full_elicitation_round_trip() {
     );
 
     // The flag gates creation on the next request.
-    ops.kill_flag(ELICITATION_FLAG, Some("rollback"))
+    ops.kill_flag(ELICITATION_FLAG, &FlagKill::new("rollback"))
         .await
         .unwrap();
     let err = alice.elicit(&req).await.unwrap_err();
@@ -410,13 +410,18 @@ async fn events_flags_ops_agents_health_and_metrics() {
         (eval.bucket, eval.enabled, eval.reason.as_str()),
         (6254, false, "split")
     );
-    assert!(ops.kill_flag("new_ui", Some("bad")).await.unwrap().killed);
+    assert!(
+        ops.kill_flag("new_ui", &FlagKill::new("bad"))
+            .await
+            .unwrap()
+            .killed
+    );
     assert_eq!(
         ops.evaluate_flag("new_ui", "carol").await.unwrap().reason,
         "killed"
     );
     assert!(
-        !ops.unkill_flag("new_ui", Some("fixed"))
+        !ops.unkill_flag("new_ui", &FlagKill::new("fixed"))
             .await
             .unwrap()
             .killed

@@ -11,7 +11,7 @@ use common::{TestBridge, port_schema};
 use lighthouse_client::{
     Client, Error, ListElicitations, Mailbox, ReceiveMessages, RetryPolicy, idempotency_key,
 };
-use lighthouse_core::api::{CreateRequest, ErrorCode, FlagPut, FlagSpec, Role};
+use lighthouse_core::api::{CreateRequest, ErrorCode, FlagKill, FlagPut, FlagSpec, Role};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -280,19 +280,32 @@ async fn flag_writes_are_retried_only_when_a_repeat_cannot_undo_another_change()
 
     // A kill is repeated: the repeat of an applied kill writes nothing.
     proxy.swallow_next_responses(1);
-    let killed = via().kill_flag("new_ui", Some("bad")).await.unwrap();
+    let killed = via()
+        .kill_flag("new_ui", &FlagKill::new("bad"))
+        .await
+        .unwrap();
     assert_eq!(proxy.swallowed(), 3);
     assert!(killed.killed);
     assert_eq!(killed.version, 4, "killed once");
     // An unkill is not: its repeat could lift a kill made in between.
     proxy.swallow_next_responses(1);
     let err = via()
-        .unkill_flag("new_ui", Some("fixed"))
+        .unkill_flag("new_ui", &FlagKill::new("fixed"))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Transport { attempts: 1, .. }), "{err}");
     let history = direct.flag_history("new_ui").await.unwrap();
     assert_eq!(history.changes.len(), 5, "each write applied once");
+    // Neither is a kill with expected_version: its repeat would be a false
+    // conflict, as for a PUT with one.
+    proxy.swallow_next_responses(1);
+    let err = via()
+        .kill_flag("new_ui", &FlagKill::new("again").expecting(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Transport { attempts: 1, .. }), "{err}");
+    let flag = direct.get_flag("new_ui").await.unwrap();
+    assert_eq!((flag.killed, flag.version), (true, 6), "applied once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,4 +334,76 @@ async fn a_wait_outside_the_protocols_range_is_refused_before_sending() {
         .await
         .unwrap_err();
     assert_eq!(err.problem().status, 500, "{err}");
+}
+
+/// A tool that retries an `$ops` record after an error passes its own id, so
+/// the retry returns the first record instead of appending a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ops_record_retried_by_its_caller_with_its_id_is_recorded_once() {
+    use lighthouse_core::{Control, OPS_STREAM, OpsRecord};
+    let tb = TestBridge::start().await;
+    let cred = tb.credential("ops", Role::Operator).await;
+    let direct = Client::from_credential(cred.clone()).unwrap();
+    let proxy = Proxy::start(tb.addr).await;
+    // No retries of its own: the caller sees the lost answer.
+    let via = Client::builder()
+        .credential(cred.clone())
+        .base_url(&proxy.url)
+        .retry(lighthouse_client::RetryPolicy::none())
+        .build()
+        .unwrap();
+    let record = || {
+        OpsRecord::new("ops.rollback.started", json!({"flag": "new_ui"}))
+            .with_id("rollback-new_ui-1-started")
+    };
+    let recorded = || async {
+        direct
+            .query_events(&lighthouse_core::api::EventsQuery {
+                stream: Some(OPS_STREAM.into()),
+                event_type: Some("ops.rollback.started".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .events
+    };
+    proxy.swallow_next_responses(1);
+    let p = via.record_ops_event(record()).await.unwrap_err();
+    assert_eq!(proxy.swallowed(), 1, "{p:?}");
+    let before = recorded().await;
+    assert_eq!(before.len(), 1, "the first try was applied");
+    // The caller's retry, with the same id.
+    let retried = via.record_ops_event(record()).await.unwrap();
+    assert_eq!(
+        (retried.seq, retried.id.as_str()),
+        (before[0].seq, "rollback-new_ui-1-started")
+    );
+    assert_eq!(recorded().await, before, "recorded once");
+}
+
+/// A bridge from before the flag write headers: the plain write still works;
+/// the one that reports what the write did says it cannot tell, rather than
+/// guess.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flag_outcome_without_the_bridges_headers_is_not_guessed() {
+    let flag = r#"{"key":"f","description":"","enabled":true,"rollout_percent":10.0,"allow":[],"deny":[],"variants":[],"requires":[],"killed":false,"version":2,"updated_at":"2026-11-26T07:00:00.123Z","updated_by":"ops"}"#;
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{flag}",
+        flag.len()
+    );
+    let (url, _) = answering(Box::leak(answer.into_boxed_str())).await;
+    let c = Client::with_token(&url, "lht1.test").unwrap();
+    let put = FlagPut {
+        spec: FlagSpec::new(true, 10.0),
+        reason: Some("test".into()),
+        expected_version: None,
+    };
+    assert_eq!(c.put_flag("f", &put).await.unwrap().version, 2);
+    match c.put_flag_outcome("f", &put).await.unwrap_err() {
+        Error::InvalidResponse { status, detail } => {
+            assert_eq!(status, 200);
+            assert!(detail.contains("x-lighthouse-changed"), "{detail}");
+        }
+        other => panic!("expected InvalidResponse, got {other}"),
+    }
 }

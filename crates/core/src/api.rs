@@ -14,7 +14,7 @@ pub use lighthouse_elicitation::{
     Message, RespondRequest, Response, SchemaProfile, SentMessage, Status,
 };
 pub use lighthouse_event_store::{Event, Timestamp};
-pub use lighthouse_flags::{Flag, FlagChange, FlagSpec, Variant};
+pub use lighthouse_flags::{Flag, FlagChange, FlagSpec, RolloutPercent, Variant};
 pub use lighthouse_security::{Credential, Role};
 
 /// The codes of PROTOCOL.md section 3.
@@ -312,7 +312,7 @@ impl ExpectedVersion {
     }
 }
 
-/// Reads `expected_version` of a flag `PUT` in every form of PROTOCOL.md 7
+/// Reads `expected_version` of a flag write in every form of PROTOCOL.md 7
 /// (a number, `"no_stream"`, `"any"`, or `null` for none).
 fn flag_expected_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     Ok(Option::<ExpectedVersion>::deserialize(d)?.and_then(ExpectedVersion::for_flag))
@@ -428,13 +428,65 @@ pub struct FlagPut {
     pub expected_version: Option<u64>,
 }
 
-/// `POST /v1/flags/{key}/kill` and `/unkill` body.
+/// What a flag write (`PUT`, kill, unkill) did: the flag after it, whether it
+/// changed anything, and the position of the event it appended.
+///
+/// Over HTTP the body stays the flag (PROTOCOL.md 8); `changed` and `seq` are
+/// the headers [`FLAG_CHANGED_HEADER`] and [`FLAG_SEQ_HEADER`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagOutcome {
+    /// The flag after the write.
+    pub flag: Flag,
+    /// `false` when the flag already was as asked (a `PUT` of its settings, a
+    /// kill of a killed flag, an unkill of a live one): nothing was appended
+    /// and the version did not move. A retried step can tell "I did it" from
+    /// "it was already so".
+    pub changed: bool,
+    /// `seq` of the appended change event (in stream `$flags`), when
+    /// `changed`: what a report cites.
+    pub seq: Option<u64>,
+}
+
+/// Response header of a flag write: `true` or `false`, [`FlagOutcome::changed`].
+pub const FLAG_CHANGED_HEADER: &str = "x-lighthouse-changed";
+
+/// Response header of a flag write that changed the flag: the `seq` of its
+/// event, [`FlagOutcome::seq`]; absent when nothing changed.
+pub const FLAG_SEQ_HEADER: &str = "x-lighthouse-seq";
+
+/// `POST /v1/flags/{key}/kill` and `/unkill` body: `{reason, expected_version?}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReasonBody {
-    /// Why.
+pub struct FlagKill {
+    /// Why (recorded in the history).
     #[serde(default)]
     pub reason: Option<String>,
+    /// Optimistic concurrency on the flag's version, as for [`FlagPut`] (an
+    /// extension of PROTOCOL.md 8, docs/FLAGS.md): the kill or unkill applies
+    /// only if the flag is at this version, else `409 version_conflict`. An
+    /// unkill decided on a stale read cannot lift a newer kill.
+    #[serde(
+        default,
+        deserialize_with = "flag_expected_version",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expected_version: Option<u64>,
+}
+
+impl FlagKill {
+    /// A kill or unkill for `reason`, without a version condition.
+    pub fn new(reason: impl Into<String>) -> Self {
+        FlagKill {
+            reason: Some(reason.into()),
+            expected_version: None,
+        }
+    }
+
+    /// Only if the flag is at `version`.
+    pub fn expecting(mut self, version: u64) -> Self {
+        self.expected_version = Some(version);
+        self
+    }
 }
 
 /// `GET /v1/flags/{key}/evaluate?agent=a` result.

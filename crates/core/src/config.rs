@@ -6,6 +6,10 @@ use std::sync::Arc;
 use lighthouse_event_store::{Durability, SharedClock, SystemClock};
 use lighthouse_security::{MasterKey, SecurityConfig};
 
+/// The flag limits of [`BridgeConfig::flags`], named here so that a binary can
+/// configure them without depending on `lighthouse-flags`.
+pub use lighthouse_flags::Limits as FlagLimits;
+
 /// How to open a [`Bridge`](crate::Bridge).
 #[derive(Clone)]
 pub struct BridgeConfig {
@@ -20,7 +24,7 @@ pub struct BridgeConfig {
     /// Elicitation limits.
     pub elicitation: lighthouse_elicitation::Limits,
     /// Flag limits.
-    pub flags: lighthouse_flags::Limits,
+    pub flags: FlagLimits,
     /// The clock.
     pub clock: SharedClock,
     /// The URL agents reach this bridge at, written into credential files
@@ -50,7 +54,7 @@ impl BridgeConfig {
             durability: Durability::Durable,
             security: SecurityConfig::default(),
             elicitation: lighthouse_elicitation::Limits::default(),
-            flags: lighthouse_flags::Limits::default(),
+            flags: FlagLimits::default(),
             clock: Arc::new(SystemClock),
             housekeeping_interval: std::time::Duration::from_secs(10),
             public_url: "http://127.0.0.1:8765".to_owned(),

@@ -11,7 +11,8 @@ use serde_json::Value;
 
 use crate::api::{
     AppendEventRequest, AppendEventResponse, EventsPage, EventsQuery, ExpectedVersion, Flag,
-    FlagEvaluation, FlagList, FlagPut, Health, OpsStats, Problem, VerifyResponse,
+    FlagEvaluation, FlagKill, FlagList, FlagOutcome, FlagPut, Health, OpsStats, Problem,
+    VerifyResponse,
 };
 use crate::bridge::Bridge;
 use crate::events::OPS_STREAM;
@@ -25,24 +26,31 @@ pub trait Control: Send + Sync {
     fn list_flags(&self) -> impl Future<Output = Result<FlagList, Problem>> + Send;
     /// One flag.
     fn get_flag(&self, key: &str) -> impl Future<Output = Result<Flag, Problem>> + Send;
-    /// Creates or replaces a flag.
+    /// Creates or replaces a flag. The outcome says whether it changed
+    /// anything and cites the change's event (as do kill and unkill).
     fn put_flag(
         &self,
         key: &str,
         put: FlagPut,
-    ) -> impl Future<Output = Result<Flag, Problem>> + Send;
-    /// Kills a flag (off for everyone).
+    ) -> impl Future<Output = Result<FlagOutcome, Problem>> + Send;
+    /// Kills a flag (off for everyone). With `expected_version`, only if the
+    /// flag is at that version (else `409 version_conflict` with
+    /// `actual_version`); a kill of a killed flag changes nothing.
     fn kill_flag(
         &self,
         key: &str,
         reason: &str,
-    ) -> impl Future<Output = Result<Flag, Problem>> + Send;
-    /// Lifts a kill.
+        expected_version: Option<u64>,
+    ) -> impl Future<Output = Result<FlagOutcome, Problem>> + Send;
+    /// Lifts a kill; `expected_version` as for
+    /// [`kill_flag`](Control::kill_flag), so that an unkill decided on a
+    /// stale read cannot lift a kill made since.
     fn unkill_flag(
         &self,
         key: &str,
         reason: &str,
-    ) -> impl Future<Output = Result<Flag, Problem>> + Send;
+        expected_version: Option<u64>,
+    ) -> impl Future<Output = Result<FlagOutcome, Problem>> + Send;
     /// Evaluates a flag for an agent.
     fn evaluate_flag(
         &self,
@@ -56,17 +64,97 @@ pub trait Control: Send + Sync {
     -> impl Future<Output = Result<DrainReport, Problem>> + Send;
     /// Walks the integrity chain.
     fn verify(&self) -> impl Future<Output = Result<VerifyResponse, Problem>> + Send;
-    /// Appends a record of what an operations tool did to `$ops`.
+    /// Appends a record of what an operations tool did to `$ops`, with the
+    /// record's id, metadata and version condition (see [`OpsRecord`]).
     fn record_ops_event(
         &self,
-        event_type: &str,
-        data: Value,
+        record: OpsRecord,
     ) -> impl Future<Output = Result<AppendEventResponse, Problem>> + Send;
     /// Reads events (for `$ops` history: deploy status, resumption).
     fn query_events(
         &self,
         q: EventsQuery,
     ) -> impl Future<Output = Result<EventsPage, Problem>> + Send;
+}
+
+/// A record for stream `$ops` ([`Control::record_ops_event`]): what
+/// `POST /v1/events` takes, the stream aside.
+///
+/// ```
+/// use lighthouse_core::OpsRecord;
+/// use lighthouse_core::api::ExpectedVersion;
+/// use serde_json::json;
+///
+/// // Claims the run: only if nothing was appended to `$ops` since version 41
+/// // was read; the id makes a retry after a transport error safe.
+/// let claim = OpsRecord::new("ops.deploy.started", json!({"flag": "new_ui"}))
+///     .with_id("deploy-new_ui-7-started")
+///     .expecting(ExpectedVersion::Exact(41))
+///     .with_metadata(json!({"tool": "lighthouse-deploy"}));
+/// assert_eq!(claim.into_request().stream, "$ops");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpsRecord {
+    /// The event type (`ops.deploy.started`, `rollback.completed`, ...).
+    pub event_type: String,
+    /// The payload.
+    pub data: Value,
+    /// The event's metadata.
+    pub metadata: Option<Value>,
+    /// The caller's event id. The same id sent again within 24 h by the same
+    /// agent (a tool retrying after a transport error, or resuming after a
+    /// restart) returns the original `{seq, id, version}` and appends nothing.
+    /// Without one, the HTTP implementation picks a fresh id per call (so its
+    /// own retries are safe, not the caller's) and the in-process one none.
+    pub id: Option<String>,
+    /// Condition on `$ops`' version (default any): a tool claims a run by
+    /// appending with the version it read; a concurrent claimant gets `409
+    /// version_conflict` with `actual_version`. A retry with the same `id`
+    /// gets the original result, not a conflict: ids are checked first.
+    pub expected_version: Option<ExpectedVersion>,
+}
+
+impl OpsRecord {
+    /// A record of type `event_type` with `data`, no id, metadata or condition.
+    pub fn new(event_type: impl Into<String>, data: Value) -> Self {
+        OpsRecord {
+            event_type: event_type.into(),
+            data,
+            metadata: None,
+            id: None,
+            expected_version: None,
+        }
+    }
+
+    /// Sets the event id (1 to 128 of `[A-Za-z0-9_.:-]`).
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Sets the metadata.
+    pub fn with_metadata(mut self, metadata: Value) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+
+    /// Appends only if `$ops` is as `expected`.
+    pub fn expecting(mut self, expected: ExpectedVersion) -> Self {
+        self.expected_version = Some(expected);
+        self
+    }
+
+    /// The `POST /v1/events` body that appends it to `$ops`.
+    pub fn into_request(self) -> AppendEventRequest {
+        AppendEventRequest {
+            stream: OPS_STREAM.to_owned(),
+            event_type: self.event_type,
+            data: self.data,
+            metadata: self.metadata,
+            expected_version: self.expected_version,
+            id: self.id,
+        }
+    }
 }
 
 /// [`Control`] on an in-process [`Bridge`], acting as `caller`.
@@ -109,21 +197,39 @@ impl Control for InProcess {
         self.bridge.get_flag(&self.caller, key)
     }
 
-    async fn put_flag(&self, key: &str, put: FlagPut) -> Result<Flag, Problem> {
+    async fn put_flag(&self, key: &str, put: FlagPut) -> Result<FlagOutcome, Problem> {
         self.bridge
             .put_flag(&self.caller, &self.request_id(), key, put)
             .await
     }
 
-    async fn kill_flag(&self, key: &str, reason: &str) -> Result<Flag, Problem> {
+    async fn kill_flag(
+        &self,
+        key: &str,
+        reason: &str,
+        expected_version: Option<u64>,
+    ) -> Result<FlagOutcome, Problem> {
+        let req = FlagKill {
+            reason: Some(reason.to_owned()),
+            expected_version,
+        };
         self.bridge
-            .kill_flag(&self.caller, &self.request_id(), key, true, Some(reason))
+            .kill_flag(&self.caller, &self.request_id(), key, true, &req)
             .await
     }
 
-    async fn unkill_flag(&self, key: &str, reason: &str) -> Result<Flag, Problem> {
+    async fn unkill_flag(
+        &self,
+        key: &str,
+        reason: &str,
+        expected_version: Option<u64>,
+    ) -> Result<FlagOutcome, Problem> {
+        let req = FlagKill {
+            reason: Some(reason.to_owned()),
+            expected_version,
+        };
         self.bridge
-            .kill_flag(&self.caller, &self.request_id(), key, false, Some(reason))
+            .kill_flag(&self.caller, &self.request_id(), key, false, &req)
             .await
     }
 
@@ -145,21 +251,9 @@ impl Control for InProcess {
         self.bridge.verify(&self.caller).await
     }
 
-    async fn record_ops_event(
-        &self,
-        event_type: &str,
-        data: Value,
-    ) -> Result<AppendEventResponse, Problem> {
-        let req = AppendEventRequest {
-            stream: OPS_STREAM.to_owned(),
-            event_type: event_type.to_owned(),
-            data,
-            metadata: None,
-            expected_version: Some(ExpectedVersion::Any),
-            id: None,
-        };
+    async fn record_ops_event(&self, record: OpsRecord) -> Result<AppendEventResponse, Problem> {
         self.bridge
-            .append_event(&self.caller, &self.request_id(), req)
+            .append_event(&self.caller, &self.request_id(), record.into_request())
             .await
     }
 

@@ -42,8 +42,8 @@ pub mod problem;
 pub mod setup;
 
 pub use bridge::{Bridge, ELICITATION_FLAG, OpenError, refusal_problem};
-pub use config::BridgeConfig;
-pub use control::{Control, InProcess};
+pub use config::{BridgeConfig, FlagLimits};
+pub use control::{Control, InProcess, OpsRecord};
 pub use events::{MAX_EVENTS_LIMIT, OPS_STREAM, RESERVED_TYPE_PREFIXES};
 pub use operations::{MAX_FLAG_HISTORY, MAX_STATS_WINDOW_S, MAX_WAIT_MS, wait_duration};
 

@@ -49,7 +49,7 @@
 //! let bob = flags.evaluate("elicitation_enabled", "bob")?;
 //! assert_eq!((bob.enabled, bob.reason, bob.bucket), (false, Reason::Split, 3550));
 //!
-//! flags.kill("elicitation_enabled", &Attribution::new("ops-1", "incident")).await?;
+//! flags.kill("elicitation_enabled", None, &Attribution::new("ops-1", "incident")).await?;
 //! assert_eq!(flags.evaluate("elicitation_enabled", "alice")?.reason, Reason::Killed);
 //! assert_eq!(flags.history("elicitation_enabled", None, 100)?.len(), 2);
 //! # Ok::<(), lighthouse_flags::Error>(())

@@ -133,6 +133,71 @@ impl RolloutPercent {
         Ok(RolloutPercent(scaled as u16))
     }
 
+    /// How many decimals the JSON number `text` has: the digits after the
+    /// point of the exact decimal value it denotes, so trailing zeros do not
+    /// count and an exponent moves the point (`25.000` and `2.5e1` have 0,
+    /// `2512e-2` has 2, `1e-3` has 3). `None` when `text` is not a JSON number.
+    ///
+    /// [`from_percent`](Self::from_percent) sees the parsed binary64, which
+    /// cannot tell `25.0000000000000001` from `25`; a boundary that has the
+    /// number's text (the HTTP route) checks this too, so that more than two
+    /// decimals is refused whatever they round to.
+    pub fn decimal_places(text: &str) -> Option<u64> {
+        let unsigned = text.strip_prefix('-').unwrap_or(text);
+        let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+            Some(i) => (&unsigned[..i], Some(&unsigned[i + 1..])),
+            None => (unsigned, None),
+        };
+        let (int, frac) = match mantissa.split_once('.') {
+            Some((_, "")) => return None,
+            Some((int, frac)) => (int, frac),
+            None => (mantissa, ""),
+        };
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if int.is_empty()
+            || !digits(int)
+            || !digits(frac)
+            || (int.len() > 1 && int.starts_with('0'))
+        {
+            return None;
+        }
+        // The exponent saturates: past ~10^30 every count below is decided
+        // anyway (the number is zero, or has no decimals, or too many).
+        let exponent: i128 = match exponent {
+            None => 0,
+            Some(e) => {
+                let (negative, magnitude) = match e.as_bytes().first() {
+                    Some(b'-') => (true, &e[1..]),
+                    Some(b'+') => (false, &e[1..]),
+                    _ => (false, e),
+                };
+                if magnitude.is_empty() || !digits(magnitude) {
+                    return None;
+                }
+                let magnitude = magnitude.trim_start_matches('0');
+                let m: i128 = if magnitude.len() > 30 {
+                    10i128.pow(30)
+                } else {
+                    magnitude.parse().unwrap_or(0)
+                };
+                if negative { -m } else { m }
+            }
+        };
+        // The value is the digits `int frac` times 10^-(frac.len() - exponent);
+        // trailing zeros of those digits take as many places off.
+        let trailing_zeros = frac
+            .bytes()
+            .rev()
+            .chain(int.bytes().rev())
+            .take_while(|&b| b == b'0')
+            .count();
+        if trailing_zeros == int.len() + frac.len() {
+            return Some(0);
+        }
+        let places = frac.len() as i128 - exponent - trailing_zeros as i128;
+        Some(u64::try_from(places.max(0)).unwrap_or(u64::MAX))
+    }
+
     /// Basis points, `0..=10000`: the threshold a bucket is compared against.
     pub fn basis_points(self) -> u16 {
         self.0

@@ -188,3 +188,65 @@ proptest! {
         prop_assert!(RolloutPercent::from_percent(p).is_err(), "{} accepted", text);
     }
 }
+
+#[test]
+fn decimal_places_counts_the_decimals_of_the_exact_value_of_the_text() {
+    for (text, places) in [
+        ("25", 0),
+        ("-25", 0),
+        ("0", 0),
+        ("25.5", 1),
+        ("33.33", 2),
+        ("25.000", 0),
+        ("25.120", 2),
+        ("25.0000000000000001", 16),
+        ("0.125", 3),
+        ("2.5e1", 0),
+        ("2.5E+1", 0),
+        ("2.512e1", 2),
+        ("2.5001e1", 3),
+        ("2512e-2", 2),
+        ("2512e-3", 3),
+        ("2500e-2", 0),
+        ("1250.0E-2", 1),
+        ("1e-3", 3),
+        ("1e-0003", 3),
+        ("0e-400", 0),
+        ("0.000e5", 0),
+        ("1e400", 0),
+        ("1e-99999999999999999999999999999999999999", u64::MAX),
+        ("0.000000000000000000001", 21),
+    ] {
+        assert_eq!(RolloutPercent::decimal_places(text), Some(places), "{text}");
+    }
+    for not_a_number in [
+        "", "-", ".5", "5.", "01", "1e", "1e+", "+1", "1.2.3", "null", "\"5\"", "1_0",
+    ] {
+        assert_eq!(
+            RolloutPercent::decimal_places(not_a_number),
+            None,
+            "{not_a_number}"
+        );
+    }
+}
+
+proptest! {
+    /// Every two-decimal percentage, however written (trailing zeros, an
+    /// exponent), has at most two decimals; one more nonzero digit gives three.
+    #[test]
+    fn decimal_places_agrees_with_the_basis_points(
+        bp in 0u32..=10_000,
+        zeros in 0usize..5,
+        shift in 0usize..4,
+        extra in 1u32..10,
+    ) {
+        let plain = format!("{}.{:02}{}", bp / 100, bp % 100, "0".repeat(zeros));
+        prop_assert!(RolloutPercent::decimal_places(&plain).unwrap() <= 2, "{}", plain);
+        // The same value as whole digits and a negative exponent.
+        let digits = format!("{bp}");
+        let scaled = format!("{digits}{}e-{}", "0".repeat(shift), 2 + shift);
+        prop_assert!(RolloutPercent::decimal_places(&scaled).unwrap() <= 2, "{}", scaled);
+        let finer = format!("{}.{:02}{extra}", bp / 100, bp % 100);
+        prop_assert_eq!(RolloutPercent::decimal_places(&finer), Some(3), "{}", finer);
+    }
+}

@@ -265,14 +265,48 @@ impl FlagSet {
     }
 
     /// This set with `record` added or replacing the flag of the same key.
-    pub(crate) fn with(&self, record: Record, max_prerequisites: usize) -> Result<FlagSet> {
+    /// Checks that every prerequisite exists and that there is no cycle, but not
+    /// the number of prerequisites: see
+    /// [`check_prerequisite_growth`](Self::check_prerequisite_growth).
+    pub(crate) fn with(&self, record: Record) -> Result<FlagSet> {
         let total = self.total_with(&record);
         let mut records: Vec<Record> = self
             .records()
             .filter(|r| r.flag.key != record.flag.key)
             .collect();
         records.push(record);
-        FlagSet::build_with_total(records, max_prerequisites, total)
+        FlagSet::build_with_total(records, usize::MAX, total)
+    }
+
+    /// Refuses this set, derived from `old` by a write of flag `written`, when
+    /// a flag depends on more than `limit` flags and on more than it did in
+    /// `old` (a new flag: on none). A flag already over the limit (a log
+    /// written under a larger one) that the write leaves as large, or shrinks,
+    /// is no reason to refuse: otherwise, once two flags are over a lowered
+    /// limit, neither could be fixed. The written flag is named first when it
+    /// is one of those that grew, else the first by key.
+    pub(crate) fn check_prerequisite_growth(
+        &self,
+        old: &FlagSet,
+        written: &str,
+        limit: usize,
+    ) -> Result<()> {
+        let grew = |e: &Entry| {
+            e.closure.len() > limit
+                && e.closure.len() > old.entry(&e.flag.key).map_or(0, |o| o.closure.len())
+        };
+        let offender = self
+            .entry(written)
+            .filter(|e| grew(e))
+            .or_else(|| self.entries.iter().find(|e| grew(e)));
+        match offender {
+            None => Ok(()),
+            Some(e) => Err(Error::TooManyPrerequisites {
+                key: e.flag.key.clone(),
+                count: e.closure.len(),
+                limit,
+            }),
+        }
     }
 
     /// Builds a set from records with distinct keys.

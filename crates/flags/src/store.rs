@@ -189,14 +189,31 @@ impl FlagStore {
     }
 
     /// Sets the kill switch of flag `key`: off for every agent, whatever else it
-    /// says. [`Error::NotFound`] when the flag does not exist.
-    pub async fn kill(&self, key: &str, by: &Attribution) -> Result<WriteOutcome> {
-        self.spawn_write(key, Op::Kill, by).await
+    /// says. [`Error::NotFound`] when the flag does not exist. With
+    /// `expected_version`, succeeds only if the flag's version is that number
+    /// (checked atomically with the change, and also when the flag is killed
+    /// already), else [`Error::VersionConflict`].
+    pub async fn kill(
+        &self,
+        key: &str,
+        expected_version: Option<u64>,
+        by: &Attribution,
+    ) -> Result<WriteOutcome> {
+        self.spawn_write(key, Op::Kill { expected_version }, by)
+            .await
     }
 
-    /// Clears the kill switch of flag `key`.
-    pub async fn unkill(&self, key: &str, by: &Attribution) -> Result<WriteOutcome> {
-        self.spawn_write(key, Op::Unkill, by).await
+    /// Clears the kill switch of flag `key`; `expected_version` as for
+    /// [`kill`](Self::kill). With it, an unkill decided on a stale read cannot
+    /// lift a kill made since: the kill moved the version.
+    pub async fn unkill(
+        &self,
+        key: &str,
+        expected_version: Option<u64>,
+        by: &Attribution,
+    ) -> Result<WriteOutcome> {
+        self.spawn_write(key, Op::Unkill { expected_version }, by)
+            .await
     }
 
     /// Changes of flag `key` with a version below `before` (all when `None`): the
@@ -301,28 +318,14 @@ impl FlagStore {
             let flag = record.flag.clone();
             // Checks the prerequisite graph with the change in place. The
             // limit on prerequisites is checked only where this write can
-            // change them: a log written under a larger limit still opens
-            // (replay does not check it), and a kill, an unkill or an edit
-            // that leaves `requires` alone must not then be refused because
-            // of some other flag.
-            let graph_unchanged = before.is_some_and(|b| b.requires == flag.requires);
-            let new_flag = before.is_none();
-            let limit = if graph_unchanged || new_flag {
-                usize::MAX
-            } else {
-                limits.max_prerequisites
-            };
-            let mut candidate = set.with(record, limit)?;
-            // A new flag has no dependents yet: only its own count can be new.
-            if new_flag
-                && let Some(e) = candidate.entry(key)
-                && e.closure.len() > limits.max_prerequisites
-            {
-                return Err(Error::TooManyPrerequisites {
-                    key: key.to_owned(),
-                    count: e.closure.len(),
-                    limit: limits.max_prerequisites,
-                });
+            // change them, and refuses only a flag whose prerequisites grow
+            // past it: a log written under a larger limit still opens (replay
+            // does not check it), and a kill, an unkill, an edit that leaves
+            // `requires` alone or one that shrinks some flag's prerequisites
+            // must not then be refused because of some other flag.
+            let mut candidate = set.with(record)?;
+            if before.is_none_or(|b| b.requires != flag.requires) {
+                candidate.check_prerequisite_growth(&set, key, limits.max_prerequisites)?;
             }
             let payload = ChangePayload {
                 key: key.to_owned(),

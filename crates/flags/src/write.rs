@@ -96,8 +96,10 @@ pub(crate) enum Op {
         percent: RolloutPercent,
         expected_version: Option<u64>,
     },
-    Kill,
-    Unkill,
+    /// Set the kill switch, if the flag is at `expected_version` when given.
+    Kill { expected_version: Option<u64> },
+    /// Clear the kill switch, if the flag is at `expected_version` when given.
+    Unkill { expected_version: Option<u64> },
 }
 
 /// What a write does to the flag.
@@ -161,19 +163,34 @@ pub(crate) fn decide(
                 None => Ok(Decision::Change(ChangeKind::Created, after)),
             }
         }
-        (Op::Kill | Op::Unkill, None) => Err(Error::NotFound {
+        // An unknown flag is not found whatever version was expected: there
+        // is nothing to kill.
+        (Op::Kill { .. } | Op::Unkill { .. }, None) => Err(Error::NotFound {
             key: key.to_owned(),
         }),
-        (Op::Kill, Some(b)) if b.killed => Ok(Decision::Unchanged(b.clone())),
-        (Op::Unkill, Some(b)) if !b.killed => Ok(Decision::Unchanged(b.clone())),
-        (Op::Kill, Some(b)) => Ok(Decision::Change(
+        (
+            Op::Kill {
+                expected_version: Some(expected),
+            }
+            | Op::Unkill {
+                expected_version: Some(expected),
+            },
+            Some(b),
+        ) if b.version != *expected => Err(Error::VersionConflict {
+            key: key.to_owned(),
+            expected: *expected,
+            actual: Some(b.version),
+        }),
+        (Op::Kill { .. }, Some(b)) if b.killed => Ok(Decision::Unchanged(b.clone())),
+        (Op::Unkill { .. }, Some(b)) if !b.killed => Ok(Decision::Unchanged(b.clone())),
+        (Op::Kill { .. }, Some(b)) => Ok(Decision::Change(
             ChangeKind::Killed,
             Flag {
                 killed: true,
                 ..Flag::clone(b)
             },
         )),
-        (Op::Unkill, Some(b)) => Ok(Decision::Change(
+        (Op::Unkill { .. }, Some(b)) => Ok(Decision::Change(
             ChangeKind::Unkilled,
             Flag {
                 killed: false,

@@ -66,7 +66,7 @@ async fn replay_reads_large_changes_through_a_small_byte_budget_and_applies_each
                 .unwrap();
         }
     }
-    writer.kill("f1", &ops()).await.unwrap();
+    writer.kill("f1", None, &ops()).await.unwrap();
     let changes = 31;
     assert_eq!(events.stream_version(STREAM), Some(changes - 1));
     // The budget does cut pages: the first holds few of the changes, though
@@ -166,7 +166,7 @@ async fn a_put_that_would_pass_the_total_size_is_refused_and_changes_nothing() {
         .put("c", &allowing(long_ids("c", 100)), None, &ops())
         .await
         .unwrap();
-    flags.kill("b", &ops()).await.unwrap();
+    flags.kill("b", None, &ops()).await.unwrap();
     assert_eq!(flags.total_bytes(), summed(&flags));
 
     // The same total after a reopen, which rebuilds it from the log.
@@ -186,8 +186,8 @@ async fn a_put_that_would_pass_the_total_size_is_refused_and_changes_nothing() {
             ..Limits::default()
         },
     );
-    lowered.kill("c", &ops()).await.unwrap();
-    lowered.unkill("b", &ops()).await.unwrap();
+    lowered.kill("c", None, &ops()).await.unwrap();
+    lowered.unkill("b", None, &ops()).await.unwrap();
     lowered
         .put("c", &allowing(long_ids("c", 50)), None, &ops())
         .await

@@ -27,10 +27,13 @@ async fn history_lists_every_change_of_one_flag_in_order() {
         .await
         .unwrap();
     flags
-        .kill("f", &by("ops-1", "p99 over budget"))
+        .kill("f", None, &by("ops-1", "p99 over budget"))
         .await
         .unwrap();
-    flags.unkill("f", &by("ops-1", "fixed")).await.unwrap();
+    flags
+        .unkill("f", None, &by("ops-1", "fixed"))
+        .await
+        .unwrap();
 
     let h = flags.history("f", None, 100).unwrap();
     let summary: Vec<_> = h
@@ -200,9 +203,9 @@ async fn reopening_rebuilds_exactly_the_state_before() {
             .put("dark", &spec(false, 100.0), None, &ops())
             .await
             .unwrap();
-        flags.kill("base", &ops()).await.unwrap();
-        flags.unkill("base", &ops()).await.unwrap();
-        flags.kill("dark", &ops()).await.unwrap();
+        flags.kill("base", None, &ops()).await.unwrap();
+        flags.unkill("base", None, &ops()).await.unwrap();
+        flags.kill("dark", None, &ops()).await.unwrap();
         events.flush().await.unwrap();
         let evals: Vec<_> = keys
             .iter()

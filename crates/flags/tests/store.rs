@@ -215,7 +215,10 @@ async fn kill_wins_over_allow_and_survives_puts_until_unkilled() {
     flags.put("f", &s, None, &ops()).await.unwrap();
     assert!(flags.evaluate("f", "alice").unwrap().enabled);
 
-    let killed = flags.kill("f", &by("ops-1", "incident 42")).await.unwrap();
+    let killed = flags
+        .kill("f", None, &by("ops-1", "incident 42"))
+        .await
+        .unwrap();
     assert!(killed.changed && killed.flag.killed);
     assert_eq!(killed.flag.version, 2);
     for agent in ["alice", "bob", "carol"] {
@@ -229,7 +232,7 @@ async fn kill_wins_over_allow_and_survives_puts_until_unkilled() {
     assert_eq!(e.data["after"]["killed"], json!(true));
 
     // Killing again changes nothing; a PUT keeps the kill switch.
-    assert!(!flags.kill("f", &ops()).await.unwrap().changed);
+    assert!(!flags.kill("f", None, &ops()).await.unwrap().changed);
     let put = flags
         .put("f", &spec(true, 50.0), None, &ops())
         .await
@@ -237,20 +240,23 @@ async fn kill_wins_over_allow_and_survives_puts_until_unkilled() {
     assert!(put.flag.killed);
     assert_eq!(flags.evaluate("f", "alice").unwrap().reason, Reason::Killed);
 
-    let live = flags.unkill("f", &by("ops-1", "fixed")).await.unwrap();
+    let live = flags
+        .unkill("f", None, &by("ops-1", "fixed"))
+        .await
+        .unwrap();
     assert!(live.changed && !live.flag.killed);
     assert_eq!(live.flag.version, 4);
     assert_eq!(
         events.get(live.seq.unwrap()).unwrap().unwrap().event_type,
         "flag.unkilled"
     );
-    assert!(!flags.unkill("f", &ops()).await.unwrap().changed);
+    assert!(!flags.unkill("f", None, &ops()).await.unwrap().changed);
     assert_eq!(flags.evaluate("f", "dave").unwrap().reason, Reason::Split);
 
-    let err = flags.kill("ghost", &ops()).await.unwrap_err();
+    let err = flags.kill("ghost", None, &ops()).await.unwrap_err();
     assert!(matches!(err, Error::NotFound { ref key } if key == "ghost"));
     assert!(matches!(
-        flags.unkill("ghost", &ops()).await,
+        flags.unkill("ghost", None, &ops()).await,
         Err(Error::NotFound { .. })
     ));
 }
@@ -305,7 +311,7 @@ async fn cycles_are_refused_on_write_and_nothing_is_written() {
     assert!(flags.get("d").is_none() && flags.get("e").is_none());
     // The chain still evaluates: c needs b needs a.
     assert_eq!(flags.evaluate("c", "alice").unwrap().reason, Reason::Split);
-    flags.kill("a", &ops()).await.unwrap();
+    flags.kill("a", None, &ops()).await.unwrap();
     assert_eq!(
         flags.evaluate("c", "alice").unwrap().reason,
         Reason::Prerequisite
@@ -346,7 +352,7 @@ async fn invalid_writes_are_refused_with_field_errors() {
         .unwrap_err();
     assert_eq!(paths(err), ["/reason"]);
     let bad_corr = ops().with_correlation_id("has space");
-    let err = flags.kill("f", &bad_corr).await.unwrap_err();
+    let err = flags.kill("f", None, &bad_corr).await.unwrap_err();
     assert_eq!(paths(err), ["/correlation_id"]);
     assert_eq!(events.stream_version(STREAM), None);
 }
@@ -534,7 +540,7 @@ async fn evaluations_of_two_stores_on_one_thread_do_not_mix() {
     }
     b.put("f", &spec(true, 100.0), None, &ops()).await.unwrap();
     assert!(b.evaluate("f", "alice").unwrap().enabled);
-    a.kill("f", &ops()).await.unwrap();
+    a.kill("f", None, &ops()).await.unwrap();
     assert!(!a.evaluate("f", "alice").unwrap().enabled);
     assert!(b.evaluate("f", "alice").unwrap().enabled);
 }
@@ -573,9 +579,9 @@ async fn a_log_written_under_a_larger_prerequisite_limit_stays_operable() {
         ..Limits::default()
     };
     let flags = open_flags(&events, &clock, narrow);
-    assert!(flags.kill("other", &ops()).await.unwrap().changed);
-    assert!(flags.unkill("other", &ops()).await.unwrap().changed);
-    assert!(flags.kill("f4", &ops()).await.unwrap().changed);
+    assert!(flags.kill("other", None, &ops()).await.unwrap().changed);
+    assert!(flags.unkill("other", None, &ops()).await.unwrap().changed);
+    assert!(flags.kill("f4", None, &ops()).await.unwrap().changed);
     let mut s = requiring(&["f3"]);
     s.rollout_percent = 10.0;
     assert!(flags.put("f4", &s, None, &ops()).await.unwrap().changed);
@@ -591,4 +597,134 @@ async fn a_log_written_under_a_larger_prerequisite_limit_stays_operable() {
         flags.put("other", &requiring(&["f4"]), None, &ops()).await,
         Err(Error::TooManyPrerequisites { .. })
     ));
+}
+
+#[tokio::test]
+async fn each_of_two_chains_over_a_lowered_limit_can_be_shrunk() {
+    let events = temp_events();
+    let clock = lighthouse_event_store::ManualClock::new(start());
+    let wide = Limits {
+        max_prerequisites: 8,
+        ..Limits::default()
+    };
+    // Two independent chains a0 <- a1 <- .. <- a4 and b0 <- .. <- b4: a4 and
+    // b4 each depend on 4 flags, a3 and b3 on 3.
+    let flags = open_flags(&events, &clock, wide);
+    for chain in ["a", "b"] {
+        flags
+            .put(&format!("{chain}0"), &spec(true, 100.0), None, &ops())
+            .await
+            .unwrap();
+        for i in 1..5 {
+            let prev = format!("{chain}{}", i - 1);
+            flags
+                .put(
+                    &format!("{chain}{i}"),
+                    &requiring(&[prev.as_str()]),
+                    None,
+                    &ops(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    drop(flags);
+    let narrow = Limits {
+        max_prerequisites: 2,
+        ..Limits::default()
+    };
+    let flags = open_flags(&events, &clock, narrow);
+    // Cutting a3 loose shrinks a3's and a4's closures: the other chain, still
+    // over the limit but untouched, must not block it.
+    let out = flags
+        .put("a3", &requiring(&[]), None, &ops())
+        .await
+        .unwrap();
+    assert!(out.changed);
+    assert!(flags.get("a3").unwrap().requires.is_empty());
+    // And the other way round.
+    let out = flags
+        .put("b3", &requiring(&[]), None, &ops())
+        .await
+        .unwrap();
+    assert!(out.changed);
+    // A closure over the limit that does not grow is no reason to refuse:
+    // b4 now depends on b3 only; pointing it at b2 gives it 3 again (b2, b1,
+    // b0), which is a growth past the limit, refused, naming b4.
+    match flags.put("b4", &requiring(&["b2"]), None, &ops()).await {
+        Err(Error::TooManyPrerequisites { key, count, limit }) => {
+            assert_eq!((key.as_str(), count, limit), ("b4", 3, 2));
+        }
+        other => panic!("expected TooManyPrerequisites, got {other:?}"),
+    }
+    // Growing a closure that stays within the limit passes.
+    flags
+        .put("b4", &requiring(&["b3", "b0"]), None, &ops())
+        .await
+        .unwrap();
+    // Growing a dependent's closure past the limit is refused and names it:
+    // a3 requiring a1 would give a4 {a3, a1, a0}.
+    match flags.put("a3", &requiring(&["a1"]), None, &ops()).await {
+        Err(Error::TooManyPrerequisites { key, count, .. }) => {
+            assert_eq!((key.as_str(), count), ("a4", 3));
+        }
+        other => panic!("expected TooManyPrerequisites, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_stale_unkill_cannot_lift_a_newer_kill() {
+    let (events, flags, _clock) = fresh();
+    flags
+        .put("f", &spec(true, 100.0), None, &ops())
+        .await
+        .unwrap();
+    // Operator A kills at version 1, lifts it at 2 (version 3), then decides
+    // on that state; meanwhile operator B kills again (version 4).
+    let killed = flags.kill("f", Some(1), &ops()).await.unwrap();
+    assert!(killed.changed && killed.flag.killed);
+    assert_eq!(killed.flag.version, 2);
+    let live = flags.unkill("f", Some(2), &ops()).await.unwrap();
+    assert_eq!((live.flag.killed, live.flag.version), (false, 3));
+    let newer = flags
+        .kill("f", None, &by("ops-2", "incident 43"))
+        .await
+        .unwrap();
+    assert_eq!(newer.flag.version, 4);
+    let head = events.head_seq();
+    // A's unkill, still expecting version 3, is refused: the newer kill stays.
+    match flags.unkill("f", Some(3), &ops()).await {
+        Err(Error::VersionConflict {
+            key,
+            expected,
+            actual,
+        }) => assert_eq!((key.as_str(), expected, actual), ("f", 3, Some(4))),
+        other => panic!("expected a version conflict, got {other:?}"),
+    }
+    assert!(flags.get("f").unwrap().killed);
+    assert_eq!(events.head_seq(), head, "nothing appended");
+    // A stale kill is refused the same way, and so is a no-op with a stale
+    // version (the condition is checked first); a matching one is a no-op.
+    assert!(matches!(
+        flags.kill("f", Some(3), &ops()).await,
+        Err(Error::VersionConflict {
+            actual: Some(4),
+            ..
+        })
+    ));
+    let same = flags.kill("f", Some(4), &ops()).await.unwrap();
+    assert_eq!((same.changed, same.flag.version), (false, 4));
+    assert!(matches!(
+        flags.unkill("f", Some(0), &ops()).await,
+        Err(Error::VersionConflict { expected: 0, .. })
+    ));
+    // Without a version, as before.
+    assert!(flags.unkill("f", None, &ops()).await.unwrap().changed);
+    // An unknown flag is not found, whatever version was expected.
+    for expected in [None, Some(0), Some(7)] {
+        assert!(matches!(
+            flags.kill("ghost", expected, &ops()).await,
+            Err(Error::NotFound { .. })
+        ));
+    }
 }

@@ -2,12 +2,13 @@
 
 use axum::Extension;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use lighthouse_core::api::{
-    AppendEventRequest, CreateAgentRequest, DrainRequest, EventsQuery, ExpectedVersion, FlagPut,
-    FlagSpec, Problem, ReasonBody, SessionRequest,
+    AppendEventRequest, CreateAgentRequest, DrainRequest, EventsQuery, ExpectedVersion,
+    FLAG_CHANGED_HEADER, FLAG_SEQ_HEADER, FlagKill, FlagOutcome, FlagPut, FlagSpec, Problem,
+    RolloutPercent, SessionRequest,
 };
 use lighthouse_security::Caller;
 use serde::Deserialize;
@@ -74,6 +75,7 @@ pub(crate) async fn put_flag(
     let Some(o) = v.as_object_mut() else {
         return Err(Problem::invalid("", "the body must be a JSON object (a flag)").into());
     };
+    check_rollout_text(&body)?;
     for f in READ_ONLY_FLAG_FIELDS {
         o.remove(f);
     }
@@ -90,10 +92,61 @@ pub(crate) async fn put_flag(
         expected_version,
     };
     // 200 whether the flag was created or replaced (docs/FLAGS.md).
-    Ok(json(
-        StatusCode::OK,
+    Ok(flag_written(
         &st.bridge.put_flag(&caller, &rid.0, &key, put).await?,
     ))
+}
+
+/// The answer to a flag write: the flag, as PROTOCOL.md 8 has it, and what
+/// the write did in two headers (docs/HTTP.md): `X-Lighthouse-Changed` always,
+/// `X-Lighthouse-Seq` (the change event's seq) when it changed the flag.
+fn flag_written(out: &FlagOutcome) -> Response {
+    let mut r = json(StatusCode::OK, &out.flag);
+    let h = r.headers_mut();
+    h.insert(
+        HeaderName::from_static(FLAG_CHANGED_HEADER),
+        HeaderValue::from_static(if out.changed { "true" } else { "false" }),
+    );
+    if let Some(seq) = out.seq {
+        h.insert(
+            HeaderName::from_static(FLAG_SEQ_HEADER),
+            HeaderValue::from(seq),
+        );
+    }
+    r
+}
+
+/// Refuses a `rollout_percent` written with more than two decimals
+/// (PROTOCOL.md 8), judged on the number's text in `body` (a JSON object, already
+/// parsed once): the parsed binary64 cannot tell `25.0000000000000001` from
+/// `25`, and the flag store only sees that. The exact decimal value of the text
+/// counts, so trailing zeros and an exponent are fine as long as that value
+/// has at most two decimals (`25.000`, `2.5e1`, `2512e-2`; not `2.5001e1`,
+/// `1e-3`; docs/FLAGS.md). Anything but a number is left to the spec's parse.
+fn check_rollout_text(body: &[u8]) -> Result<(), ApiError> {
+    // Keys decoded and a repeated key kept last, as in the `Value` parse.
+    let members: std::collections::HashMap<String, &serde_json::value::RawValue> =
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError(Problem::invalid("", format!("invalid JSON body: {e}"))))?;
+    let Some(raw) = members.get("rollout_percent") else {
+        return Ok(());
+    };
+    let text = raw.get().trim();
+    match RolloutPercent::decimal_places(text) {
+        Some(places) if places > 2 => {
+            let shown = if text.len() > 40 {
+                format!("{}...", &text[..32])
+            } else {
+                text.to_owned()
+            };
+            Err(Problem::invalid(
+                "/rollout_percent",
+                format!("{shown} must have at most two decimals (it has {places})"),
+            )
+            .into())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Removes `name` from a JSON object and parses it, a type error naming the field.
@@ -117,12 +170,10 @@ async fn kill(
     body: Bytes,
     on: bool,
 ) -> Result<Response, ApiError> {
-    let r: ReasonBody = parse_json(&body)?;
-    let flag = st
-        .bridge
-        .kill_flag(&caller, &rid.0, &key, on, r.reason.as_deref())
-        .await?;
-    Ok(json(StatusCode::OK, &flag))
+    let r: FlagKill = parse_json(&body)?;
+    Ok(flag_written(
+        &st.bridge.kill_flag(&caller, &rid.0, &key, on, &r).await?,
+    ))
 }
 
 pub(crate) async fn kill_flag(
@@ -226,10 +277,18 @@ pub(crate) async fn drain(
 pub(crate) async fn verify(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
+    meter: Option<Extension<WaitMeter>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     no_body(&body)?;
-    Ok(json(StatusCode::OK, &st.bridge.verify(&caller).await?))
+    // The walk of the log goes on the request's meter, like a drain's wait:
+    // long and rare, it would otherwise be the p99 of a quiet bridge's
+    // `http.latency_ms` (docs/HTTP.md).
+    let meter = meter_of(meter);
+    Ok(json(
+        StatusCode::OK,
+        &st.bridge.verify_metered(&caller, &meter).await?,
+    ))
 }
 
 pub(crate) async fn list_agents(

@@ -3,7 +3,9 @@
 //!
 //! A request is recorded exactly once, whatever becomes of it:
 //! - answered: when its response leaves the router (its status, the time to
-//!   the response, less the time its long-polls were blocked waiting);
+//!   the response, less the time its long-polls were blocked waiting, a
+//!   drain's wait and a verify's walk: what the handler put on its
+//!   [`WaitMeter`]);
 //! - answered in its body ([`AnsweredInBody`], an SSE response to an MCP
 //!   request that rmcp opens before the tool has run): when the body's last
 //!   event is produced, so the tool's work is measured;

@@ -189,3 +189,62 @@ async fn a_drain_given_up_during_its_wait_leaves_the_wait_out_of_latency() {
         "the wait is not latency: {m}"
     );
 }
+
+/// A verify walks the whole log (about 0.5 s for a million events): like a
+/// drain's wait, that walk is left out of latency, so on a quiet bridge it does
+/// not become the p99 the deploy gates read.
+#[tokio::test]
+async fn a_verify_leaves_its_walk_out_of_latency() {
+    let t =
+        common::start_with(|c| c.durability = lighthouse_event_store::Durability::Buffered).await;
+    // Enough events for a walk of at least 40 ms (a debug build gets there
+    // sooner than a release one).
+    let store = t.bridge.store().clone();
+    for batch in 0..500 {
+        let events = (0..1_000)
+            .map(|i| {
+                lighthouse_event_store::NewEvent::new(
+                    "load",
+                    "load.filled",
+                    json!({"batch": batch, "i": i}),
+                )
+            })
+            .collect();
+        store.append(events).await.unwrap();
+        if batch % 5 == 4 {
+            let s = store.clone();
+            let started = std::time::Instant::now();
+            tokio::task::spawn_blocking(move || s.verify().unwrap())
+                .await
+                .unwrap();
+            if started.elapsed() >= Duration::from_millis(40) {
+                break;
+            }
+        }
+    }
+    let r = t
+        .agent("ops")
+        .send(reqwest::Method::POST, "/v1/ops/verify", b"")
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["ok"], true);
+    let walked_ms = r.body["elapsed_ms"].as_f64().unwrap();
+    assert!(
+        walked_ms >= 20.0,
+        "the walk must take long enough to be told apart from the request's own work: {walked_ms} ms"
+    );
+    let m = scrape(&t).await;
+    let sum = r#"lighthouse_http_request_duration_seconds_sum{route="/v1/ops/verify"}"#;
+    let count = r#"lighthouse_http_request_duration_seconds_count{route="/v1/ops/verify"}"#;
+    assert_eq!(value(&m, count), Some(1.0), "{m}");
+    let latency_ms = value(&m, sum).unwrap() * 1000.0;
+    assert!(
+        latency_ms < walked_ms / 2.0,
+        "the {walked_ms} ms walk is not latency, yet {latency_ms} ms were recorded"
+    );
+    let s = stats(&t).await;
+    assert!(
+        s["http"]["latency_ms"]["max"].as_f64().unwrap() < walked_ms / 2.0,
+        "{s}"
+    );
+}

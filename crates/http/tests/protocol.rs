@@ -359,16 +359,29 @@ async fn the_flag_gates_creation_per_agent_and_changes_take_effect_at_once() {
             .await;
         assert_eq!(r.code(), "invalid_request", "{bad}");
     }
-    // An agent may read but not write flags.
+    // Flags are read by observers and written by operators (PROTOCOL.md 8):
+    // an agent may do neither.
+    for path in [
+        "/v1/flags",
+        "/v1/flags/elicitation_enabled",
+        "/v1/flags/elicitation_enabled/history",
+        "/v1/flags/elicitation_enabled/evaluate?agent=alice",
+    ] {
+        let r = alice.get(path).await;
+        assert_eq!((r.status, r.code()), (403, "forbidden"), "GET {path}");
+    }
+    let r = alice
+        .post(
+            "/v1/flags/elicitation_enabled/unkill",
+            json!({"reason": "x"}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (403, "forbidden"));
+    // The refused unkill changed nothing.
+    let f = ops.get("/v1/flags/elicitation_enabled").await;
     assert_eq!(
-        alice
-            .post(
-                "/v1/flags/elicitation_enabled/unkill",
-                json!({"reason": "x"})
-            )
-            .await
-            .status,
-        403
+        (f.body["killed"].as_bool(), f.body["version"].as_u64()),
+        (Some(true), Some(3))
     );
 }
 
