@@ -81,18 +81,28 @@ pub(crate) async fn problems_only(resp: Response) -> Response {
         return ApiError(Problem::internal()).into_response();
     }
     // axum's rejections say in plain text what was wrong; short, and never
-    // from our internals.
+    // from our internals. (The ones the routes can meet have answers of
+    // their own, `auth::authenticate`'s for a path segment that is not
+    // UTF-8; this is the net under them.)
     let text = axum::body::to_bytes(body, 1024).await.unwrap_or_default();
-    let detail = String::from_utf8_lossy(&text).trim().to_owned();
-    let detail = if detail.is_empty() {
-        status
-            .canonical_reason()
-            .unwrap_or("bad request")
-            .to_owned()
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let reason = status.canonical_reason().unwrap_or("bad request");
+    let message = if text.is_empty() {
+        reason.to_owned()
     } else {
-        detail
+        text
     };
-    let mut out = ApiError(Problem::new(ErrorCode::InvalidRequest, detail)).into_response();
+    let mut out = ApiError(
+        Problem::new(
+            ErrorCode::InvalidRequest,
+            format!("the request could not be taken as it is ({reason}); see errors"),
+        )
+        .with_errors(vec![FieldError {
+            path: String::new(),
+            message,
+        }]),
+    )
+    .into_response();
     if status != StatusCode::BAD_REQUEST {
         // Keep what axum meant (415, 422, ...) while giving it the problem shape.
         *out.status_mut() = status;

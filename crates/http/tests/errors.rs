@@ -1,5 +1,6 @@
-//! The shape of `400 invalid_request` answers (PROTOCOL.md 3): each error
-//! names its field by JSON pointer, through a real socket.
+//! The shape of `400 invalid_request` answers (PROTOCOL.md 3): every one has
+//! `errors`, and each error names its field by JSON pointer, through a real
+//! socket.
 
 mod common;
 
@@ -85,4 +86,129 @@ async fn field_names_are_escaped_not_split() {
         )
         .await;
     assert_eq!(paths(&r), ["/x.y"], "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn a_path_segment_that_is_not_utf8_is_named() {
+    let t = start().await;
+    let (alice, ops) = (t.agent("alice"), t.agent("ops"));
+    for (who, path, pointer) in [
+        (&ops, "/v1/flags/%C3%28", "/key"),
+        (&ops, "/v1/flags/%C3%28/history", "/key"),
+        (&alice, "/v1/elicitations/%FF", "/id"),
+        (&alice, "/v1/elicitations/%FF/cancel", "/id"),
+    ] {
+        let method = if path.ends_with("cancel") {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        let r = who.send(method, path, b"").await;
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "invalid_request"),
+            "{path}: {:?}",
+            r.body
+        );
+        assert_eq!(r.headers["content-type"], "application/problem+json");
+        assert_eq!(paths(&r), [pointer], "{path}: {:?}", r.body);
+        let detail = r.body["detail"].as_str().unwrap();
+        assert!(detail.contains("not valid UTF-8"), "{path}: {detail}");
+    }
+}
+
+/// Sends `head` and `body` on a fresh connection, closes its sending side,
+/// and reads the answer's status and problem body.
+async fn raw_exchange(base: &str, head: &str, body: &[u8]) -> (String, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        s.read_to_end(&mut answer),
+    )
+    .await
+    .expect("an answer in time")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let status = head.lines().next().unwrap().to_owned();
+    (status, serde_json::from_str(body).unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_body_that_cannot_be_read_is_named_at_the_root() {
+    let t = start().await;
+    for (what, head, body) in [
+        (
+            "cut short",
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n",
+            &br#"{"stream""#[..],
+        ),
+        (
+            "broken chunked framing",
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            &b"zz\r\nabc\r\n0\r\n\r\n"[..],
+        ),
+    ] {
+        let (status, problem) = raw_exchange(&t.base, head, body).await;
+        assert!(status.starts_with("HTTP/1.1 400"), "{what}: {status}");
+        assert_eq!(problem["code"], "invalid_request", "{what}: {problem}");
+        let errors = problem["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 1, "{what}: {problem}");
+        assert_eq!(errors[0]["path"], "", "{what}: {problem}");
+        assert!(
+            !errors[0]["message"].as_str().unwrap().is_empty(),
+            "{what}: {problem}"
+        );
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("the request body could not be read ("),
+            "{what}: {problem}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_body_too_slow_to_arrive_is_named_at_the_root() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = common::start_tuned(
+        |_| {},
+        |h| h.body_read_timeout = std::time::Duration::from_millis(200),
+    )
+    .await;
+    let addr = t.base.trim_start_matches("http://").to_owned();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Half the body, then nothing (the connection stays open).
+    s.write_all(
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10\r\nConnection: close\r\n\r\n{\"a\"",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        s.read_to_end(&mut answer),
+    )
+    .await
+    .expect("an answer in time")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    let problem: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(problem["errors"][0]["path"], "", "{problem}");
+    assert!(
+        problem["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not arrive within 200 ms"),
+        "{problem}"
+    );
 }
