@@ -995,8 +995,10 @@ async fn event_stream_once_a_slot_frees(agent: &common::Agent) -> Option<reqwest
 }
 
 /// Open event streams are bounded per agent (and in all): each can pin a
-/// catch-up stretch while its client is slow. One over the limit is `503`;
-/// closing one frees its slot.
+/// catch-up stretch while its client is slow. One over the agent's own limit
+/// is the caller's doing, `429` with `Retry-After`, and no server error in
+/// the figures deploy gates read; one over the total is `503`. Closing one
+/// frees its slot.
 #[tokio::test]
 async fn event_streams_are_bounded_per_agent() {
     let t = common::start_tuned(
@@ -1011,11 +1013,18 @@ async fn event_streams_are_bounded_per_agent() {
     let first = alice.stream("/v1/events/stream?after=0", None).await;
     let _second = alice.stream("/v1/events/stream?after=0", None).await;
     let third = alice.get("/v1/events/stream?after=0").await;
-    assert_eq!((third.status, third.code()), (503, "unavailable"));
+    assert_eq!((third.status, third.code()), (429, "rate_limited"));
+    assert_eq!(third.headers["retry-after"], "5");
+    assert_eq!(third.body["retry_after_s"], 5);
+    let detail = third.body["detail"].as_str().unwrap();
+    assert!(detail.contains("2 event streams"), "{detail}");
+    let stats = t.agent("ops").get("/v1/ops/stats?window_s=60").await;
+    assert_eq!(stats.body["http"]["errors_5xx"], 0, "{:?}", stats.body);
     // Another agent has slots of its own, up to the total.
     let _bobs = bob.stream("/v1/events/stream?after=0", None).await;
     let over = carol.get("/v1/events/stream?after=0").await;
     assert_eq!((over.status, over.code()), (503, "unavailable"));
+    assert!(!over.headers.contains_key("retry-after"));
     drop(first);
     let reopened = event_stream_once_a_slot_frees(&alice).await;
     assert!(reopened.is_some(), "a closed stream's slot was not freed");
@@ -1053,7 +1062,7 @@ async fn an_http2_stream_whose_client_stopped_reading_is_ended_and_frees_its_slo
     assert_eq!(stalled.status(), 200);
     assert_eq!(stalled.version(), reqwest::Version::HTTP_2);
     let busy = alice.get("/v1/events/stream?after=0").await;
-    assert_eq!((busy.status, busy.code()), (503, "unavailable"));
+    assert_eq!((busy.status, busy.code()), (429, "rate_limited"));
     // More than the window: the stream's frames stop being taken.
     let note = "n".repeat(2048);
     for i in 0..8 {
