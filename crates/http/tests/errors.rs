@@ -212,3 +212,59 @@ async fn a_body_too_slow_to_arrive_is_named_at_the_root() {
         "{problem}"
     );
 }
+
+/// PROTOCOL.md 7: an event's `metadata` is an object. Anything else is
+/// refused naming it; `null` is taken as absent and stored as `{}`. An
+/// elicitation's `metadata` is held to the same rule.
+#[tokio::test]
+async fn metadata_that_is_not_an_object_is_refused() {
+    let t = start().await;
+    let (alice, admin) = (t.agent("alice"), t.agent("admin"));
+    for metadata in [json!(5), json!("str"), json!([1]), json!(true)] {
+        let r = alice
+            .post(
+                "/v1/events",
+                json!({"stream": "meta-1", "type": "a.b", "data": {}, "metadata": metadata}),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "invalid_request"),
+            "{metadata}: {:?}",
+            r.body
+        );
+        assert_eq!(paths(&r), ["/metadata"], "{metadata}: {:?}", r.body);
+        let r = alice
+            .post(
+                "/v1/elicitations",
+                json!({"to": "bob", "message": "m", "requested_schema": common::port_schema(), "metadata": metadata}),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "invalid_request"),
+            "{metadata}: {:?}",
+            r.body
+        );
+        assert_eq!(paths(&r), ["/metadata"], "{metadata}: {:?}", r.body);
+    }
+    let nothing_stored = admin.get("/v1/events?stream=meta-1").await;
+    assert_eq!(nothing_stored.body["events"], json!([]));
+    for (metadata, stored) in [
+        (json!(null), json!({})),
+        (json!({"k": [1]}), json!({"k": [1]})),
+    ] {
+        let r = alice
+            .post(
+                "/v1/events",
+                json!({"stream": "meta-1", "type": "a.b", "data": {}, "metadata": metadata}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{metadata}: {:?}", r.body);
+        let seq = r.body["seq"].as_u64().unwrap();
+        let page = admin
+            .get(&format!("/v1/events?after={}&limit=1", seq - 1))
+            .await;
+        assert_eq!(page.body["events"][0]["metadata"], stored, "{metadata}");
+    }
+}
