@@ -201,7 +201,7 @@ pub fn from_security(e: lighthouse_security::Error) -> Problem {
         ),
         E::UnknownAgent(id) => Problem::not_found(&format!("agent {id}")),
         E::AgentRevoked(id) => Problem::not_found(&format!("agent {id}")),
-        e @ E::ReservedAgentId(_) => Problem::invalid("/id", e.to_string()),
+        e @ E::ReservedAgentId(..) => Problem::invalid("/id", e.to_string()),
         e @ E::LastAdmin(_) => Problem::new(ErrorCode::VersionConflict, e.to_string()),
         E::InvalidTtl { ttl_s, max } => Problem::invalid(
             "/ttl_s",

@@ -268,3 +268,41 @@ async fn metadata_that_is_not_an_object_is_refused() {
         assert_eq!(page.body["events"][0]["metadata"], stored, "{metadata}");
     }
 }
+
+/// `me` is reserved as `local-admin` is: `GET /v1/agents/me` means the
+/// caller, so an agent named `me` could not be named by its own path (its
+/// rotate and revoke would act on it while `GET` meant someone else).
+#[tokio::test]
+async fn reserved_agent_ids_are_refused_naming_the_id() {
+    let t = start().await;
+    let admin = t.agent("admin");
+    for id in ["me", "local-admin"] {
+        let r = admin
+            .post("/v1/agents", json!({"id": id, "role": "agent"}))
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "invalid_request"),
+            "{id}: {:?}",
+            r.body
+        );
+        assert_eq!(paths(&r), ["/id"], "{id}: {:?}", r.body);
+        let message = r.body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("reserved"), "{id}: {message}");
+    }
+    assert_eq!(
+        admin.post("/v1/agents/me/rotate", json!({})).await.status,
+        404
+    );
+    let list = admin.get("/v1/agents").await;
+    let ids: Vec<&str> = list.body["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert!(!ids.contains(&"me"), "{ids:?}");
+    // `GET /v1/agents/me` is still "who am I".
+    let me = admin.get("/v1/agents/me").await;
+    assert_eq!(me.body["agent"], "admin");
+}

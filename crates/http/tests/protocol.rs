@@ -235,14 +235,22 @@ async fn request_errors_have_their_codes() {
             .status,
         200
     );
-    // An agent may be called "me": DELETE /v1/agents/me revokes it (admin only).
+    // `me` is reserved, but a store from before may hold an agent "me":
+    // DELETE /v1/agents/me revokes it (admin only).
     let admin = t.agent("admin");
-    let r = admin
-        .post("/v1/agents", json!({"id": "me", "role": "agent"}))
-        .await;
-    assert_eq!(r.status, 201, "{:?}", r.body);
+    t.bridge
+        .store()
+        .append_one(lighthouse_event_store::NewEvent::new(
+            lighthouse_security::AGENTS_STREAM,
+            lighthouse_security::AGENT_REGISTERED,
+            json!({"agent": "me", "role": "agent", "key_id": 1}),
+        ))
+        .await
+        .unwrap();
+    t.bridge.gate().registry().catch_up().unwrap();
     assert_eq!(alice.delete("/v1/agents/me").await.status, 403);
     assert_eq!(admin.delete("/v1/agents/me").await.status, 204);
+    assert!(!t.bridge.gate().registry().is_active("me"));
 }
 
 #[tokio::test]

@@ -91,7 +91,7 @@ pub use rate::{Quota, RateConfig, RateLimiter, RateLimits, RateRefusal};
 pub use refusal::{Refusal, Unauthenticated, Unavailable};
 pub use registry::{
     AGENT_KEY_ROTATED, AGENT_REGISTERED, AGENT_REVOKED, AGENTS_STREAM, AgentRecord, AgentRegistry,
-    DEFAULT_KEY_GRACE_MS, GraceKey, LOCAL_ADMIN_AGENT, MAX_GRACE_KEYS, RegistryConfig,
+    DEFAULT_KEY_GRACE_MS, GraceKey, LOCAL_ADMIN_AGENT, MAX_GRACE_KEYS, ME_AGENT, RegistryConfig,
     check_agent_id,
 };
 pub use signing::{

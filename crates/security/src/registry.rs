@@ -114,6 +114,22 @@ impl Default for RegistryConfig {
 /// offline change from one made over the API.
 pub const LOCAL_ADMIN_AGENT: &str = "local-admin";
 
+/// The id `GET /v1/agents/me` reads as "the caller". No agent may be
+/// registered under it: `/v1/agents/me` could not name it, and
+/// `POST /v1/agents/me/rotate` or `DELETE /v1/agents/me` acting on an agent
+/// while `GET` means the caller is a trap. (One registered before the id was
+/// reserved stays, and is managed by those paths.)
+pub const ME_AGENT: &str = "me";
+
+/// Why `agent` may not be registered, when it is a reserved id.
+fn reserved(agent: &str) -> Option<&'static str> {
+    match agent {
+        LOCAL_ADMIN_AGENT => Some("it names the bridge's offline administration in audit trails"),
+        ME_AGENT => Some("/v1/agents/me names the caller, so it cannot name an agent"),
+        _ => None,
+    }
+}
+
 /// The agent registry. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct AgentRegistry {
@@ -323,8 +339,8 @@ impl AgentRegistry {
         actor: Option<&str>,
     ) -> Result<Credential> {
         check_agent_id(agent)?;
-        if agent == LOCAL_ADMIN_AGENT {
-            return Err(Error::ReservedAgentId(agent.to_owned()));
+        if let Some(why) = reserved(agent) {
+            return Err(Error::ReservedAgentId(agent.to_owned(), why));
         }
         self.change(actor, |state, _| {
             if state.agents.contains_key(agent) {
@@ -609,8 +625,52 @@ mod tests {
         assert!(matches!(
             reg.register(LOCAL_ADMIN_AGENT, Role::Admin, Some("ops-admin"))
                 .await,
-            Err(Error::ReservedAgentId(_))
+            Err(Error::ReservedAgentId(..))
         ));
+    }
+
+    #[tokio::test]
+    async fn reserved_ids_are_refused_but_one_registered_before_stays_manageable() {
+        let store = EventStore::open_temporary(StoreOptions::new(b"registry test key")).unwrap();
+        let reg = AgentRegistry::open(
+            store.clone(),
+            MasterKey::generate().unwrap(),
+            Arc::new(SystemClock),
+            RegistryConfig::default(),
+        )
+        .unwrap();
+        reg.register("admin", Role::Admin, None).await.unwrap();
+        for id in [ME_AGENT, LOCAL_ADMIN_AGENT] {
+            let e = reg
+                .register(id, Role::Agent, Some("admin"))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, Error::ReservedAgentId(ref a, _) if a == id),
+                "{e}"
+            );
+            assert!(e.to_string().contains("reserved"), "{e}");
+            assert!(reg.get(id).is_none());
+        }
+        // A store written before `me` was reserved may hold one: it loads,
+        // signs, and can be rotated and revoked.
+        store
+            .append_one(
+                NewEvent::new(
+                    AGENTS_STREAM,
+                    AGENT_REGISTERED,
+                    json!({"agent": "me", "role": "agent", "key_id": 1}),
+                )
+                .expect(ExpectedVersion::Exact(0)),
+            )
+            .await
+            .unwrap();
+        reg.catch_up().unwrap();
+        let now = Timestamp::from_unix_secs(2_000_000_000);
+        assert!(reg.key_is_active(ME_AGENT, 1, now));
+        assert_eq!(reg.rotate(ME_AGENT, Some("admin")).await.unwrap().key_id, 2);
+        reg.revoke(ME_AGENT, Some("admin")).await.unwrap();
+        assert!(!reg.is_active(ME_AGENT));
     }
 
     #[tokio::test]
