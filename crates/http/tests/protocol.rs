@@ -675,6 +675,70 @@ async fn agents_admin() {
     );
 }
 
+/// `X-Request-Id` is the `correlation_id` of the events a request writes
+/// (docs/HTTP.md), agent management and a token's revocation included.
+#[tokio::test]
+async fn agent_and_session_changes_carry_the_request_id() {
+    let t = start().await;
+    let admin = t.agent("admin");
+    let with_id = |rb: reqwest::RequestBuilder, id: &str| rb.header("x-request-id", id);
+    let send =
+        |rb: reqwest::RequestBuilder| async move { common::reply(rb.send().await.unwrap()).await };
+    let r = send(with_id(
+        admin.request(
+            Method::POST,
+            "/v1/agents",
+            br#"{"id":"dave","role":"agent"}"#,
+        ),
+        "rid-register",
+    ))
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = send(with_id(
+        admin.request(Method::POST, "/v1/agents/dave/rotate", b""),
+        "rid-rotate",
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = send(with_id(
+        admin.request(Method::DELETE, "/v1/agents/dave", b""),
+        "rid-revoke",
+    ))
+    .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    let token = t.agent("alice").post("/v1/sessions", json!({})).await.body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = send(
+        reqwest::Client::new()
+            .delete(format!("{}/v1/sessions/current", t.base))
+            .bearer_auth(&token)
+            .header("x-request-id", "rid-logout"),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    for (id, stream, event_type, agent) in [
+        ("rid-register", "$agents", "agent.registered", "admin"),
+        ("rid-rotate", "$agents", "agent.key_rotated", "admin"),
+        ("rid-revoke", "$agents", "agent.revoked", "admin"),
+        ("rid-logout", "$sessions", "security.token_revoked", "alice"),
+    ] {
+        let page = admin.get(&format!("/v1/events?correlation_id={id}")).await;
+        let events = page.body["events"].as_array().unwrap();
+        assert_eq!(events.len(), 1, "{id}: {:?}", page.body);
+        assert_eq!(
+            (
+                &events[0]["stream"],
+                &events[0]["type"],
+                &events[0]["agent"]
+            ),
+            (&json!(stream), &json!(event_type), &json!(agent)),
+            "{id}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn health_metrics_and_request_ids() {
     let t = start().await;
