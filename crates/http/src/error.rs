@@ -229,21 +229,24 @@ pub fn parse_query<T: serde::de::DeserializeOwned>(query: Option<&str>) -> Resul
 }
 
 /// The JSON pointer (RFC 6901) of the field a serde error is about. serde
-/// reports a missing field at the object that lacks it, naming the field only
-/// in its message (`` missing field `stream` ``): the pointer then names the
-/// field itself, below that object.
+/// reports a missing or a repeated field at the object that holds it, naming
+/// the field only in its message (`` missing field `stream` ``,
+/// `` duplicate field `limit` ``): the pointer then names the field itself,
+/// below that object.
 fn field_pointer(path: &serde_path_to_error::Path, message: &str) -> String {
     let (mut out, whole) = pointer(path);
-    if whole && let Some(field) = missing_field(message) {
+    if whole && let Some(field) = named_field(message) {
         push_segment(&mut out, field);
     }
     out
 }
 
-/// The field name of serde's "missing field `name`" message (serde_json adds
-/// the position after it).
-fn missing_field(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("missing field `")?;
+/// The field name of serde's "missing field `name`" and "duplicate field
+/// `name`" messages (serde_json adds the position after it).
+fn named_field(message: &str) -> Option<&str> {
+    let rest = message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("duplicate field `"))?;
     rest.split_once('`').map(|(field, _)| field)
 }
 
@@ -349,5 +352,18 @@ mod tests {
         assert_eq!(e.errors[0].path, "/agent");
         let e = parse_query::<Q>(None).unwrap_err().0;
         assert_eq!(e.errors[0].path, "/agent");
+        let e = parse_query::<Q>(Some("agent=a&agent=b")).unwrap_err().0;
+        assert_eq!(e.errors[0].path, "/agent");
+    }
+
+    #[test]
+    fn a_repeated_field_is_named() {
+        let (path, message) = refusal::<Outer>(r#"{"name":"a","name":"b","items":[]}"#);
+        assert_eq!(path, "/name");
+        assert!(message.starts_with("duplicate field `name`"), "{message}");
+        assert_eq!(
+            refusal::<Outer>(r#"{"name":"n","items":[{"x":1,"x":2}]}"#).0,
+            "/items/0/x"
+        );
     }
 }

@@ -62,6 +62,34 @@ async fn a_missing_field_is_named_by_its_pointer() {
 }
 
 #[tokio::test]
+async fn a_repeated_field_is_named_by_its_pointer() {
+    let t = start().await;
+    let alice = t.agent("alice");
+    let r = alice
+        .send(
+            Method::POST,
+            "/v1/events",
+            br#"{"stream":"p-1","type":"a.b","data":{},"stream":"p-2"}"#,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_request"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(paths(&r), ["/stream"], "{:?}", r.body);
+    let r = alice.get("/v1/events?limit=1&limit=2").await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "invalid_request"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(paths(&r), ["/limit"], "{:?}", r.body);
+}
+
+#[tokio::test]
 async fn field_names_are_escaped_not_split() {
     let t = start().await;
     let alice = t.agent("alice");
