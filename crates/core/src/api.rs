@@ -180,6 +180,12 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// `Retry-After` (seconds) of a caller refused at a limit on what it holds
+/// open itself (its open streams): a slot frees when one of its own streams
+/// closes, which no clock predicts, and a few seconds keep a retry loop from
+/// hammering the bridge meanwhile.
+pub const AGENT_LIMIT_RETRY_AFTER_S: u64 = 5;
+
 impl Problem {
     /// A problem with `code` and `detail`.
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
@@ -208,6 +214,17 @@ impl Problem {
             path: path.into(),
             message,
         }])
+    }
+
+    /// `429 rate_limited` with `Retry-After: 5` ([`AGENT_LIMIT_RETRY_AFTER_S`])
+    /// for a caller at a per-agent limit on what it holds open (its own
+    /// streams): the caller's doing, so neither a `503` nor a server error in
+    /// `/v1/ops/stats`, which deploy gates read. `detail` names the limit.
+    /// Bridge-wide capacity stays `503 unavailable`.
+    pub fn agent_limit(detail: impl Into<String>) -> Self {
+        let mut p = Problem::new(ErrorCode::RateLimited, detail);
+        p.retry_after_s = Some(AGENT_LIMIT_RETRY_AFTER_S);
+        p
     }
 
     /// `404 not_found`.

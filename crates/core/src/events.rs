@@ -49,6 +49,14 @@ impl Bridge {
         let action = lighthouse_security::append_action(&req.stream, &req.event_type)
             .unwrap_or(Action::AppendReservedEvent);
         self.check(caller, action)?;
+        // PROTOCOL.md 7: an event's metadata is an object (`null`, read as
+        // absent, is stored as `{}`).
+        if req.metadata.as_ref().is_some_and(|m| !m.is_object()) {
+            return Err(Problem::invalid(
+                "/metadata",
+                "must be a JSON object (or null, or absent, for {})",
+            ));
+        }
         let stream = req.stream.clone();
         let mut e = NewEvent::new(req.stream, req.event_type, req.data)
             .with_agent(caller.agent.clone())

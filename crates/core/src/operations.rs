@@ -11,7 +11,7 @@ use lighthouse_elicitation::{
 };
 use lighthouse_flags::Attribution;
 use lighthouse_metrics::FlagResult;
-use lighthouse_security::{Action, Caller, Role};
+use lighthouse_security::{Action, Actor, Caller, Role};
 
 use crate::api::{
     AgentInfo, AgentList, Credential, ElicitationList, ErrorCode, Flag, FlagEvaluation,
@@ -514,10 +514,36 @@ impl Bridge {
         })
     }
 
-    /// `POST /v1/agents`: registers an agent and returns its credential.
+    /// Registers an agent and returns its credential, as
+    /// [`add_agent_correlated`](Self::add_agent_correlated) outside any
+    /// request: the `agent.registered` event has no `correlation_id` (the
+    /// offline tools, setup).
     pub async fn add_agent(
         &self,
         caller: &Caller,
+        id: &str,
+        role: Role,
+    ) -> Result<Credential, Problem> {
+        self.register_agent(caller, None, id, role).await
+    }
+
+    /// `POST /v1/agents`: registers an agent and returns its credential;
+    /// `request_id` is the `correlation_id` of its `agent.registered` event.
+    pub async fn add_agent_correlated(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        id: &str,
+        role: Role,
+    ) -> Result<Credential, Problem> {
+        self.register_agent(caller, Some(request_id), id, role)
+            .await
+    }
+
+    async fn register_agent(
+        &self,
+        caller: &Caller,
+        request_id: Option<&str>,
         id: &str,
         role: Role,
     ) -> Result<Credential, Problem> {
@@ -525,28 +551,72 @@ impl Bridge {
         let mut cred = self
             .gate()
             .registry()
-            .register(id, role, Some(&caller.agent))
+            .register(id, role, actor(caller, request_id))
             .await
             .map_err(from_security)?;
         cred.bridge = self.public_url().to_owned();
         Ok(cred)
     }
 
-    /// `POST /v1/agents/{id}/rotate`.
+    /// Rotates an agent's key, as
+    /// [`rotate_agent_correlated`](Self::rotate_agent_correlated) outside any
+    /// request (no `correlation_id`).
     pub async fn rotate_agent(&self, caller: &Caller, id: &str) -> Result<Credential, Problem> {
+        self.rotate_agent_key(caller, None, id).await
+    }
+
+    /// `POST /v1/agents/{id}/rotate`; `request_id` is the `correlation_id` of
+    /// the `agent.key_rotated` event.
+    pub async fn rotate_agent_correlated(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        id: &str,
+    ) -> Result<Credential, Problem> {
+        self.rotate_agent_key(caller, Some(request_id), id).await
+    }
+
+    async fn rotate_agent_key(
+        &self,
+        caller: &Caller,
+        request_id: Option<&str>,
+        id: &str,
+    ) -> Result<Credential, Problem> {
         self.check(caller, Action::ManageAgents)?;
         let mut cred = self
             .gate()
             .registry()
-            .rotate(id, Some(&caller.agent))
+            .rotate(id, actor(caller, request_id))
             .await
             .map_err(from_security)?;
         cred.bridge = self.public_url().to_owned();
         Ok(cred)
     }
 
-    /// `DELETE /v1/agents/{id}`.
+    /// Revokes an agent, as
+    /// [`revoke_agent_correlated`](Self::revoke_agent_correlated) outside any
+    /// request (no `correlation_id`).
     pub async fn revoke_agent(&self, caller: &Caller, id: &str) -> Result<(), Problem> {
+        self.revoke_agent_keys(caller, None, id).await
+    }
+
+    /// `DELETE /v1/agents/{id}`; `request_id` is the `correlation_id` of the
+    /// `agent.revoked` event.
+    pub async fn revoke_agent_correlated(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        id: &str,
+    ) -> Result<(), Problem> {
+        self.revoke_agent_keys(caller, Some(request_id), id).await
+    }
+
+    async fn revoke_agent_keys(
+        &self,
+        caller: &Caller,
+        request_id: Option<&str>,
+        id: &str,
+    ) -> Result<(), Problem> {
         self.check(caller, Action::ManageAgents)?;
         let registry = self.gate().registry();
         // The offline tools' caller (bins/bridge, key id 0: no key signed
@@ -555,7 +625,7 @@ impl Bridge {
         if offline {
             registry.revoke_offline(id).await
         } else {
-            registry.revoke(id, Some(&caller.agent)).await
+            registry.revoke(id, actor(caller, request_id)).await
         }
         .map_err(from_security)
     }
@@ -588,8 +658,31 @@ impl Bridge {
         })
     }
 
-    /// `DELETE /v1/sessions/current`: revokes the presented token.
+    /// Revokes the presented token, as
+    /// [`end_session_correlated`](Self::end_session_correlated) outside any
+    /// request (no `correlation_id`).
     pub async fn end_session(&self, caller: &Caller, token: &str) -> Result<(), Problem> {
+        self.revoke_session(caller, None, token).await
+    }
+
+    /// `DELETE /v1/sessions/current`: revokes the presented token;
+    /// `request_id` is the `correlation_id` of the `security.token_revoked`
+    /// event.
+    pub async fn end_session_correlated(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        token: &str,
+    ) -> Result<(), Problem> {
+        self.revoke_session(caller, Some(request_id), token).await
+    }
+
+    async fn revoke_session(
+        &self,
+        caller: &Caller,
+        request_id: Option<&str>,
+        token: &str,
+    ) -> Result<(), Problem> {
         self.check(caller, Action::ManageOwnSession)?;
         let tokens = self.gate().tokens();
         let claims = tokens
@@ -603,7 +696,7 @@ impl Bridge {
         }
         let id = lighthouse_security::TokenId::from(claims);
         tokens
-            .revoke(&id, Some(&caller.agent), self.clock().now())
+            .revoke(&id, actor(caller, request_id), self.clock().now())
             .await
             .map_err(from_security)
     }
@@ -614,6 +707,15 @@ fn flag_outcome(out: lighthouse_flags::WriteOutcome) -> FlagOutcome {
         flag: (*out.flag).clone(),
         changed: out.changed,
         seq: out.seq,
+    }
+}
+
+/// `caller` as the actor of a change, in the request `request_id` if any.
+fn actor<'a>(caller: &'a Caller, request_id: Option<&'a str>) -> Actor<'a> {
+    let by = Actor::agent(&caller.agent);
+    match request_id {
+        Some(id) => by.with_correlation_id(id),
+        None => by,
     }
 }
 

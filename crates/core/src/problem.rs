@@ -120,6 +120,15 @@ pub fn from_elicitation(e: lighthouse_elicitation::Error) -> Problem {
             Problem::new(ErrorCode::InvalidRequest, "the request is invalid")
                 .with_errors(violations(errors))
         }
+        // The one per-agent limit among the service's capacities (its name
+        // in `notify.rs`): the caller holds every slot itself.
+        E::Capacity {
+            what: "subscriptions of one agent",
+            limit,
+        } => Problem::agent_limit(format!(
+            "this agent already has {limit} agent streams (GET /v1/stream) open, its limit; \
+             close one, then retry"
+        )),
         E::Capacity { what, limit } => Problem::new(
             ErrorCode::Unavailable,
             format!("too many {what} (limit {limit}); retry later"),
@@ -192,7 +201,7 @@ pub fn from_security(e: lighthouse_security::Error) -> Problem {
         ),
         E::UnknownAgent(id) => Problem::not_found(&format!("agent {id}")),
         E::AgentRevoked(id) => Problem::not_found(&format!("agent {id}")),
-        e @ E::ReservedAgentId(_) => Problem::invalid("/id", e.to_string()),
+        e @ E::ReservedAgentId(..) => Problem::invalid("/id", e.to_string()),
         e @ E::LastAdmin(_) => Problem::new(ErrorCode::VersionConflict, e.to_string()),
         E::InvalidTtl { ttl_s, max } => Problem::invalid(
             "/ttl_s",

@@ -301,44 +301,57 @@ pub(crate) async fn list_agents(
 pub(crate) async fn add_agent(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(rid): Extension<RequestId>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: CreateAgentRequest = parse_json(&body)?;
-    let cred = st.bridge.add_agent(&caller, &req.id, req.role).await?;
+    let cred = st
+        .bridge
+        .add_agent_correlated(&caller, &rid.0, &req.id, req.role)
+        .await?;
     Ok(json(StatusCode::CREATED, &cred))
 }
 
 pub(crate) async fn rotate_agent(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(rid): Extension<RequestId>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     no_body(&body)?;
     Ok(json(
         StatusCode::OK,
-        &st.bridge.rotate_agent(&caller, &id).await?,
+        &st.bridge
+            .rotate_agent_correlated(&caller, &rid.0, &id)
+            .await?,
     ))
 }
 
 pub(crate) async fn revoke_agent(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(rid): Extension<RequestId>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     no_body(&body)?;
-    st.bridge.revoke_agent(&caller, &id).await?;
+    st.bridge
+        .revoke_agent_correlated(&caller, &rid.0, &id)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub(crate) async fn revoke_agent_named_me(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(rid): Extension<RequestId>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     no_body(&body)?;
-    st.bridge.revoke_agent(&caller, "me").await?;
+    st.bridge
+        .revoke_agent_correlated(&caller, &rid.0, lighthouse_security::ME_AGENT)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -368,6 +381,7 @@ pub(crate) async fn create_session(
 pub(crate) async fn end_session(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(rid): Extension<RequestId>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -385,6 +399,8 @@ pub(crate) async fn end_session(
                 "DELETE /v1/sessions/current must be made with the token to revoke",
             )
         })?;
-    st.bridge.end_session(&caller, token).await?;
+    st.bridge
+        .end_session_correlated(&caller, &rid.0, token)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

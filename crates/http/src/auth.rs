@@ -2,13 +2,14 @@
 //! PROTOCOL.md 2.2 through the bridge's gate, for every `/v1` route.
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{MatchedPath, RawPathParams, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::LengthLimitError;
-use lighthouse_core::api::{ErrorCode, Problem};
+use lighthouse_core::api::{ErrorCode, FieldError, Problem};
 use lighthouse_core::caused_by;
 use lighthouse_security::{Action, AuthHeaders};
 
@@ -98,6 +99,7 @@ fn takes_query(method: &Method, route: &str) -> bool {
 pub(crate) async fn authenticate(
     State(st): State<AppState>,
     matched: Option<MatchedPath>,
+    params: Result<RawPathParams, RawPathParamsRejection>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -143,21 +145,25 @@ pub(crate) async fn authenticate(
         match tokio::time::timeout_at(deadline, axum::body::to_bytes(body, limit + 1)).await {
             Ok(Ok(b)) if b.len() <= limit => b,
             Err(_) => {
-                return ApiError(Problem::new(
-                    ErrorCode::InvalidRequest,
-                    format!(
-                        "the request body did not arrive within {} ms",
-                        within.as_millis()
-                    ),
-                ))
-                .into_response();
+                let why = format!(
+                    "the request body did not arrive within {} ms",
+                    within.as_millis()
+                );
+                return ApiError(Problem::invalid("", why)).into_response();
             }
             Ok(Err(e)) if !caused_by::<LengthLimitError>(&e) => {
                 // A body cut short, a broken chunk encoding: not a size problem.
-                return ApiError(Problem::new(
-                    ErrorCode::InvalidRequest,
-                    format!("the request body could not be read: {e}"),
-                ))
+                return ApiError(
+                    Problem::new(
+                        ErrorCode::InvalidRequest,
+                        "the request body could not be read (cut short of its declared \
+                         length, broken chunked framing, or a reset stream); see errors",
+                    )
+                    .with_errors(vec![FieldError {
+                        path: String::new(),
+                        message: with_causes(&e),
+                    }]),
+                )
                 .into_response();
             }
             _ => return too_large(),
@@ -180,6 +186,28 @@ pub(crate) async fn authenticate(
         };
         st.bridge.admit(&request, action)
     };
+    if admitted.is_ok()
+        && let Err(RawPathParamsRejection::InvalidUtf8InPathParam(_)) = params
+    {
+        let name = undecodable_param(route, parts.uri.path()).unwrap_or_default();
+        let message = format!("the path segment `{name}` is not valid UTF-8 once percent-decoded");
+        let pointer = if name.is_empty() {
+            String::new()
+        } else {
+            format!("/{name}")
+        };
+        return ApiError(
+            Problem::new(
+                ErrorCode::InvalidRequest,
+                format!("{} {route}: {message}", parts.method.as_str()),
+            )
+            .with_errors(vec![FieldError {
+                path: pointer,
+                message,
+            }]),
+        )
+        .into_response();
+    }
     if admitted.is_ok()
         && parts.uri.query().is_some_and(|q| !q.is_empty())
         && !takes_query(&parts.method, route)
@@ -210,5 +238,81 @@ pub(crate) async fn authenticate(
             next.run(Request::from_parts(parts, body)).await
         }
         Err(p) => ApiError(p).into_response(),
+    }
+}
+
+/// `e` and what caused it, joined by `: ` (hyper's errors say what failed
+/// and leave why to their source).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        // axum's error repeats its source's text.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+/// The parameter of `route` (a template such as `/v1/flags/{key}`) whose
+/// segment of `path` (as sent, percent-encoded) does not decode to UTF-8.
+/// axum says that one does, but not (in a form to read) which.
+fn undecodable_param<'r>(route: &'r str, path: &str) -> Option<&'r str> {
+    route.split('/').zip(path.split('/')).find_map(|(t, seg)| {
+        let name = t.strip_prefix('{')?.strip_suffix('}')?;
+        std::str::from_utf8(&percent_decode(seg))
+            .is_err()
+            .then_some(name)
+    })
+}
+
+/// `%XX` escapes decoded (anything else, a malformed escape included, as is),
+/// as axum decodes path parameters.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::undecodable_param;
+
+    #[test]
+    fn the_undecodable_parameter_is_found_by_its_template() {
+        assert_eq!(
+            undecodable_param("/v1/flags/{key}", "/v1/flags/%C3%28"),
+            Some("key")
+        );
+        assert_eq!(
+            undecodable_param("/v1/flags/{key}/history", "/v1/flags/%FF/history"),
+            Some("key")
+        );
+        assert_eq!(
+            undecodable_param("/v1/flags/{key}", "/v1/flags/%C3%A9"),
+            None
+        );
+        assert_eq!(undecodable_param("/v1/flags/{key}", "/v1/flags/%zz"), None);
+        assert_eq!(undecodable_param("/v1/flags", "/v1/flags"), None);
     }
 }

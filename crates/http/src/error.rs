@@ -81,18 +81,28 @@ pub(crate) async fn problems_only(resp: Response) -> Response {
         return ApiError(Problem::internal()).into_response();
     }
     // axum's rejections say in plain text what was wrong; short, and never
-    // from our internals.
+    // from our internals. (The ones the routes can meet have answers of
+    // their own, `auth::authenticate`'s for a path segment that is not
+    // UTF-8; this is the net under them.)
     let text = axum::body::to_bytes(body, 1024).await.unwrap_or_default();
-    let detail = String::from_utf8_lossy(&text).trim().to_owned();
-    let detail = if detail.is_empty() {
-        status
-            .canonical_reason()
-            .unwrap_or("bad request")
-            .to_owned()
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let reason = status.canonical_reason().unwrap_or("bad request");
+    let message = if text.is_empty() {
+        reason.to_owned()
     } else {
-        detail
+        text
     };
-    let mut out = ApiError(Problem::new(ErrorCode::InvalidRequest, detail)).into_response();
+    let mut out = ApiError(
+        Problem::new(
+            ErrorCode::InvalidRequest,
+            format!("the request could not be taken as it is ({reason}); see errors"),
+        )
+        .with_errors(vec![FieldError {
+            path: String::new(),
+            message,
+        }]),
+    )
+    .into_response();
     if status != StatusCode::BAD_REQUEST {
         // Keep what axum meant (415, 422, ...) while giving it the problem shape.
         *out.status_mut() = status;
@@ -164,7 +174,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
             {
                 String::new()
             }
-            _ => pointer(&e.path().to_string()),
+            _ => field_pointer(e.path(), &msg),
         };
         ApiError(
             Problem::new(
@@ -209,8 +219,8 @@ pub fn parse_query<T: serde::de::DeserializeOwned>(query: Option<&str>) -> Resul
     let q = query.unwrap_or("");
     let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = pointer(&e.path().to_string());
         let msg = e.inner().to_string();
+        let path = field_pointer(e.path(), &msg);
         ApiError(
             Problem::new(ErrorCode::InvalidRequest, format!("invalid query: {msg}"))
                 .with_errors(vec![FieldError { path, message: msg }]),
@@ -218,34 +228,142 @@ pub fn parse_query<T: serde::de::DeserializeOwned>(query: Option<&str>) -> Resul
     })
 }
 
-/// `a.b[0].c` (serde_path_to_error) to `/a/b/0/c`.
-fn pointer(path: &str) -> String {
-    if path == "." || path.is_empty() {
-        return String::new();
-    }
-    let mut out = String::new();
-    for part in path.split(['.', '[']) {
-        let part = part.trim_end_matches(']');
-        if part.is_empty() {
-            continue;
-        }
-        out.push('/');
-        out.push_str(&part.replace('~', "~0").replace('/', "~1"));
+/// The JSON pointer (RFC 6901) of the field a serde error is about. serde
+/// reports a missing or a repeated field at the object that holds it, naming
+/// the field only in its message (`` missing field `stream` ``,
+/// `` duplicate field `limit` ``): the pointer then names the field itself,
+/// below that object.
+fn field_pointer(path: &serde_path_to_error::Path, message: &str) -> String {
+    let (mut out, whole) = pointer(path);
+    if whole && let Some(field) = named_field(message) {
+        push_segment(&mut out, field);
     }
     out
 }
 
+/// The field name of serde's "missing field `name`" and "duplicate field
+/// `name`" messages (serde_json adds the position after it).
+fn named_field(message: &str) -> Option<&str> {
+    let rest = message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("duplicate field `"))?;
+    rest.split_once('`').map(|(field, _)| field)
+}
+
+/// The JSON pointer of a serde_path_to_error path, built from its segments
+/// (its text form, `a.b[0]`, cannot be split back: a key may hold `.` or
+/// `[`). A segment serde_path_to_error could not capture (a key that is not a
+/// string) ends the pointer at its parent; the flag says whether the pointer
+/// is the whole path.
+fn pointer(path: &serde_path_to_error::Path) -> (String, bool) {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path {
+        match segment {
+            Segment::Seq { index } => push_segment(&mut out, &index.to_string()),
+            Segment::Map { key } => push_segment(&mut out, key),
+            Segment::Enum { variant } => push_segment(&mut out, variant),
+            Segment::Unknown => return (out, false),
+        }
+    }
+    (out, true)
+}
+
+/// Appends one reference token, escaped as RFC 6901 says (`~` as `~0`, then
+/// `/` as `~1`).
+fn push_segment(pointer: &mut String, token: &str) {
+    pointer.push('/');
+    for c in token.chars() {
+        match c {
+            '~' => pointer.push_str("~0"),
+            '/' => pointer.push_str("~1"),
+            c => pointer.push(c),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::pointer;
+    use super::*;
+
+    /// The pointer and message of the error `parse_json` gives for `body`.
+    fn refusal<T: serde::de::DeserializeOwned + std::fmt::Debug>(body: &str) -> (String, String) {
+        let e = parse_json::<T>(body.as_bytes()).unwrap_err().0;
+        (e.errors[0].path.clone(), e.errors[0].message.clone())
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        items: Vec<Inner>,
+        #[serde(default)]
+        map: std::collections::BTreeMap<String, Inner>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        x: u8,
+    }
 
     #[test]
     fn serde_paths_become_json_pointers() {
-        assert_eq!(pointer("."), "");
-        assert_eq!(pointer("to"), "/to");
+        for (body, path) in [
+            (r#"{"name":5,"items":[]}"#, "/name"),
+            (r#"{"name":"n","items":[{"x":1},{"x":300}]}"#, "/items/1/x"),
+            (r#"{"name":"n","items":[],"we.ird":1}"#, "/we.ird"),
+            (r#"{"name":"n","items":[],"a[0]":1}"#, "/a[0]"),
+            (r#"{"name":"n","items":[],"sl/a~sh":1}"#, "/sl~1a~0sh"),
+            (
+                r#"{"name":"n","items":[],"map":{"k.1/~":{"x":-1}}}"#,
+                "/map/k.1~1~0/x",
+            ),
+        ] {
+            assert_eq!(refusal::<Outer>(body).0, path, "{body}");
+        }
+    }
+
+    #[test]
+    fn a_missing_field_is_named_below_the_object_that_lacks_it() {
+        let (path, message) = refusal::<Outer>(r#"{"items":[]}"#);
+        assert_eq!(path, "/name");
+        assert!(message.starts_with("missing field `name`"), "{message}");
         assert_eq!(
-            pointer("requested_schema.properties[2].x"),
-            "/requested_schema/properties/2/x"
+            refusal::<Outer>(r#"{"name":"n","items":[{"x":1},{}]}"#).0,
+            "/items/1/x"
+        );
+        assert_eq!(
+            refusal::<Outer>(r#"{"name":"n","items":[],"map":{"a/b":{}}}"#).0,
+            "/map/a~1b/x"
+        );
+    }
+
+    #[test]
+    fn a_missing_query_parameter_is_named() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Q {
+            agent: String,
+        }
+        let e = parse_query::<Q>(Some("")).unwrap_err().0;
+        assert_eq!(e.errors[0].path, "/agent");
+        let e = parse_query::<Q>(None).unwrap_err().0;
+        assert_eq!(e.errors[0].path, "/agent");
+        let e = parse_query::<Q>(Some("agent=a&agent=b")).unwrap_err().0;
+        assert_eq!(e.errors[0].path, "/agent");
+    }
+
+    #[test]
+    fn a_repeated_field_is_named() {
+        let (path, message) = refusal::<Outer>(r#"{"name":"a","name":"b","items":[]}"#);
+        assert_eq!(path, "/name");
+        assert!(message.starts_with("duplicate field `name`"), "{message}");
+        assert_eq!(
+            refusal::<Outer>(r#"{"name":"n","items":[{"x":1,"x":2}]}"#).0,
+            "/items/0/x"
         );
     }
 }

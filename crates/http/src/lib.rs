@@ -80,7 +80,8 @@ pub fn router_with(bridge: Bridge, config: HttpConfig, extra: Router) -> (Router
         .route("/v1/ops/drain", post(admin::drain))
         .route("/v1/ops/verify", post(admin::verify))
         .route("/v1/agents", get(admin::list_agents).post(admin::add_agent))
-        // `me` is also a possible agent id: DELETE revokes the agent named "me".
+        // `me` is reserved (no agent can be registered as it); a store from
+        // before the reservation may hold one, which DELETE revokes.
         .route(
             "/v1/agents/me",
             get(admin::me).delete(admin::revoke_agent_named_me),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use lighthouse_core::Bridge;
+use lighthouse_core::api::{ErrorCode, Problem};
 use tokio::sync::watch;
 
 /// HTTP settings, each with a default.
@@ -33,8 +34,10 @@ pub struct HttpConfig {
     /// `GET /v1/events/stream` responses open at once, over all callers
     /// (default 4,096), and per agent (default 32, as the agent stream's
     /// `max_subscriptions_per_agent`). Each can pin a catch-up stretch of up
-    /// to 1 MiB of events while its client is slow; beyond a limit, opening
-    /// one is `503 unavailable`.
+    /// to 1 MiB of events while its client is slow. Beyond the total, opening
+    /// one is `503 unavailable`; beyond the agent's own limit it is the
+    /// caller's doing, `429 rate_limited` with `Retry-After`
+    /// ([`Problem::agent_limit`]).
     pub max_event_streams: usize,
     /// See [`max_event_streams`](Self::max_event_streams).
     pub max_event_streams_per_agent: usize,
@@ -104,23 +107,26 @@ impl Drop for EventStreamSlot {
 }
 
 impl AppState {
-    /// A slot for one more event stream of `agent`, or which limit it is over.
-    pub(crate) fn open_event_stream(&self, agent: &str) -> Result<EventStreamSlot, String> {
+    /// A slot for one more event stream of `agent`, or the problem naming
+    /// the limit it is over.
+    pub(crate) fn open_event_stream(&self, agent: &str) -> Result<EventStreamSlot, Problem> {
         let mut s = self.event_streams.lock();
         let (max, per) = (
             self.config.max_event_streams,
             self.config.max_event_streams_per_agent,
         );
         if s.total >= max {
-            return Err(format!(
-                "too many open event streams (limit {max}); retry later"
+            return Err(Problem::new(
+                ErrorCode::Unavailable,
+                format!("too many open event streams (limit {max}); retry later"),
             ));
         }
         let mine = s.per_agent.get(agent).copied().unwrap_or(0);
         if mine >= per {
-            return Err(format!(
-                "too many open event streams for this agent (limit {per}); close one first"
-            ));
+            return Err(Problem::agent_limit(format!(
+                "this agent already has {per} event streams (GET /v1/events/stream) open, \
+                 its limit; close one, then retry"
+            )));
         }
         s.total += 1;
         s.per_agent.insert(agent.to_owned(), mine + 1);

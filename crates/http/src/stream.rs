@@ -372,9 +372,7 @@ pub(crate) async fn event_stream(
 ) -> Result<Response, ApiError> {
     let p: EventStreamParams = parse_query(q.as_deref())?;
     let after = position(&headers, p.after, st.bridge.store().head_seq())?.unwrap_or(0);
-    let slot = st
-        .open_event_stream(&caller.agent)
-        .map_err(|why| Problem::new(ErrorCode::Unavailable, why))?;
+    let slot = st.open_event_stream(&caller.agent)?;
     let sub = st
         .bridge
         .subscribe_events(&caller, after, p.stream, p.event_type)?;

@@ -235,14 +235,22 @@ async fn request_errors_have_their_codes() {
             .status,
         200
     );
-    // An agent may be called "me": DELETE /v1/agents/me revokes it (admin only).
+    // `me` is reserved, but a store from before may hold an agent "me":
+    // DELETE /v1/agents/me revokes it (admin only).
     let admin = t.agent("admin");
-    let r = admin
-        .post("/v1/agents", json!({"id": "me", "role": "agent"}))
-        .await;
-    assert_eq!(r.status, 201, "{:?}", r.body);
+    t.bridge
+        .store()
+        .append_one(lighthouse_event_store::NewEvent::new(
+            lighthouse_security::AGENTS_STREAM,
+            lighthouse_security::AGENT_REGISTERED,
+            json!({"agent": "me", "role": "agent", "key_id": 1}),
+        ))
+        .await
+        .unwrap();
+    t.bridge.gate().registry().catch_up().unwrap();
     assert_eq!(alice.delete("/v1/agents/me").await.status, 403);
     assert_eq!(admin.delete("/v1/agents/me").await.status, 204);
+    assert!(!t.bridge.gate().registry().is_active("me"));
 }
 
 #[tokio::test]
@@ -680,6 +688,70 @@ async fn agents_admin() {
     );
 }
 
+/// `X-Request-Id` is the `correlation_id` of the events a request writes
+/// (docs/HTTP.md), agent management and a token's revocation included.
+#[tokio::test]
+async fn agent_and_session_changes_carry_the_request_id() {
+    let t = start().await;
+    let admin = t.agent("admin");
+    let with_id = |rb: reqwest::RequestBuilder, id: &str| rb.header("x-request-id", id);
+    let send =
+        |rb: reqwest::RequestBuilder| async move { common::reply(rb.send().await.unwrap()).await };
+    let r = send(with_id(
+        admin.request(
+            Method::POST,
+            "/v1/agents",
+            br#"{"id":"dave","role":"agent"}"#,
+        ),
+        "rid-register",
+    ))
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = send(with_id(
+        admin.request(Method::POST, "/v1/agents/dave/rotate", b""),
+        "rid-rotate",
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = send(with_id(
+        admin.request(Method::DELETE, "/v1/agents/dave", b""),
+        "rid-revoke",
+    ))
+    .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    let token = t.agent("alice").post("/v1/sessions", json!({})).await.body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = send(
+        reqwest::Client::new()
+            .delete(format!("{}/v1/sessions/current", t.base))
+            .bearer_auth(&token)
+            .header("x-request-id", "rid-logout"),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    for (id, stream, event_type, agent) in [
+        ("rid-register", "$agents", "agent.registered", "admin"),
+        ("rid-rotate", "$agents", "agent.key_rotated", "admin"),
+        ("rid-revoke", "$agents", "agent.revoked", "admin"),
+        ("rid-logout", "$sessions", "security.token_revoked", "alice"),
+    ] {
+        let page = admin.get(&format!("/v1/events?correlation_id={id}")).await;
+        let events = page.body["events"].as_array().unwrap();
+        assert_eq!(events.len(), 1, "{id}: {:?}", page.body);
+        assert_eq!(
+            (
+                &events[0]["stream"],
+                &events[0]["type"],
+                &events[0]["agent"]
+            ),
+            (&json!(stream), &json!(event_type), &json!(agent)),
+            "{id}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn health_metrics_and_request_ids() {
     let t = start().await;
@@ -1008,8 +1080,10 @@ async fn event_stream_once_a_slot_frees(agent: &common::Agent) -> Option<reqwest
 }
 
 /// Open event streams are bounded per agent (and in all): each can pin a
-/// catch-up stretch while its client is slow. One over the limit is `503`;
-/// closing one frees its slot.
+/// catch-up stretch while its client is slow. One over the agent's own limit
+/// is the caller's doing, `429` with `Retry-After`, and no server error in
+/// the figures deploy gates read; one over the total is `503`. Closing one
+/// frees its slot.
 #[tokio::test]
 async fn event_streams_are_bounded_per_agent() {
     let t = common::start_tuned(
@@ -1024,11 +1098,18 @@ async fn event_streams_are_bounded_per_agent() {
     let first = alice.stream("/v1/events/stream?after=0", None).await;
     let _second = alice.stream("/v1/events/stream?after=0", None).await;
     let third = alice.get("/v1/events/stream?after=0").await;
-    assert_eq!((third.status, third.code()), (503, "unavailable"));
+    assert_eq!((third.status, third.code()), (429, "rate_limited"));
+    assert_eq!(third.headers["retry-after"], "5");
+    assert_eq!(third.body["retry_after_s"], 5);
+    let detail = third.body["detail"].as_str().unwrap();
+    assert!(detail.contains("2 event streams"), "{detail}");
+    let stats = t.agent("ops").get("/v1/ops/stats?window_s=60").await;
+    assert_eq!(stats.body["http"]["errors_5xx"], 0, "{:?}", stats.body);
     // Another agent has slots of its own, up to the total.
     let _bobs = bob.stream("/v1/events/stream?after=0", None).await;
     let over = carol.get("/v1/events/stream?after=0").await;
     assert_eq!((over.status, over.code()), (503, "unavailable"));
+    assert!(!over.headers.contains_key("retry-after"));
     drop(first);
     let reopened = event_stream_once_a_slot_frees(&alice).await;
     assert!(reopened.is_some(), "a closed stream's slot was not freed");
@@ -1066,7 +1147,7 @@ async fn an_http2_stream_whose_client_stopped_reading_is_ended_and_frees_its_slo
     assert_eq!(stalled.status(), 200);
     assert_eq!(stalled.version(), reqwest::Version::HTTP_2);
     let busy = alice.get("/v1/events/stream?after=0").await;
-    assert_eq!((busy.status, busy.code()), (503, "unavailable"));
+    assert_eq!((busy.status, busy.code()), (429, "rate_limited"));
     // More than the window: the stream's frames stop being taken.
     let note = "n".repeat(2048);
     for i in 0..8 {

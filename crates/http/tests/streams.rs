@@ -93,7 +93,7 @@ async fn a_stream_whose_client_stopped_reading_is_cut_off_and_keeps_its_slot() {
     let second = tokio::time::timeout(Duration::from_secs(10), bob.get("/v1/stream"))
         .await
         .expect("refused at once");
-    assert_eq!((second.status, second.code()), (503, "unavailable"));
+    assert_eq!((second.status, second.code()), (429, "rate_limited"));
     // When the client reads again, what the server had written comes, then
     // the final `lagged` event, and the slot is free.
     let mut seen = Vec::new();
@@ -170,4 +170,34 @@ async fn a_position_beyond_the_head_is_refused_by_name() {
         let mut at_head = agent.stream(route, Some(head)).await;
         assert!(at_head.next_within(1).await.is_none(), "{route}");
     }
+}
+
+/// The agent stream's per-agent limit is the caller's doing: one more is
+/// `429 rate_limited` with `Retry-After`, naming the limit, and counts as no
+/// server error in `/v1/ops/stats` (deploy gates read `error_ratio`).
+/// Another agent still opens one.
+#[tokio::test]
+async fn an_agent_stream_over_the_agents_own_limit_is_rate_limited() {
+    let t = start_with(|c| c.elicitation.max_subscriptions_per_agent = 2).await;
+    let (bob, carol) = (t.agent("bob"), t.agent("carol"));
+    let _first = bob.stream("/v1/stream", None).await;
+    let _second = bob.stream("/v1/stream", None).await;
+    let third = bob.get("/v1/stream").await;
+    assert_eq!(
+        (third.status, third.code()),
+        (429, "rate_limited"),
+        "{:?}",
+        third.body
+    );
+    assert_eq!(third.headers["retry-after"], "5");
+    assert_eq!(third.body["retry_after_s"], 5);
+    let detail = third.body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("2 agent streams") && detail.contains("/v1/stream"),
+        "{detail}"
+    );
+    let _carols = carol.stream("/v1/stream", None).await;
+    let stats = t.agent("ops").get("/v1/ops/stats?window_s=60").await;
+    assert_eq!(stats.status, 200, "{:?}", stats.body);
+    assert_eq!(stats.body["http"]["errors_5xx"], 0, "{:?}", stats.body);
 }

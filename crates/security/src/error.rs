@@ -77,9 +77,10 @@ pub enum Error {
     /// The agent is revoked.
     #[error("agent {0} is revoked")]
     AgentRevoked(String),
-    /// The id is reserved (see [`LOCAL_ADMIN_AGENT`](crate::LOCAL_ADMIN_AGENT)).
-    #[error("agent id {0} is reserved for the bridge's offline administration")]
-    ReservedAgentId(String),
+    /// The id is reserved ([`LOCAL_ADMIN_AGENT`](crate::LOCAL_ADMIN_AGENT),
+    /// [`ME_AGENT`](crate::ME_AGENT)); the second field says what for.
+    #[error("agent id {0} is reserved: {1}; choose another id")]
+    ReservedAgentId(String, &'static str),
     /// Revoking the agent would leave no active admin: nobody could manage
     /// agents over the API any more.
     #[error("agent {0} is the last active admin; register another admin before revoking it")]

@@ -147,9 +147,7 @@ impl<'a> AuthHeaders<'a> {
         let malformed = Unauthenticated::MalformedHeader;
         let agent = valid_agent(agent).ok_or(malformed(HEADER_AGENT))?;
         let key_id = canonical_decimal(key_id_raw).ok_or(malformed(HEADER_KEY_ID))?;
-        let timestamp = canonical_decimal(timestamp_raw)
-            .and_then(|t| i64::try_from(t).ok())
-            .ok_or(malformed(HEADER_TIMESTAMP))?;
+        let timestamp = canonical_timestamp(timestamp_raw).ok_or(malformed(HEADER_TIMESTAMP))?;
         let nonce = valid_nonce(nonce).ok_or(malformed(HEADER_NONCE))?;
         let signature = lower_hex32(signature).ok_or(malformed(HEADER_SIGNATURE))?;
         Ok(SignatureHeaders {
@@ -216,6 +214,21 @@ pub(crate) fn canonical_decimal(v: &[u8]) -> Option<u64> {
         n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
     }
     Some(n)
+}
+
+/// A timestamp: canonical decimal digits as [`canonical_decimal`] takes
+/// them, but of any length. One beyond `i64` is a well-formed time too far
+/// off for any window: it is taken as `i64::MAX`, so the window check (step
+/// 3) refuses it as stale, as it does `i64::MAX` itself, rather than step 1
+/// as malformed.
+fn canonical_timestamp(v: &[u8]) -> Option<i64> {
+    let canonical =
+        !v.is_empty() && (v.len() == 1 || v[0] != b'0') && v.iter().all(u8::is_ascii_digit);
+    canonical.then(|| {
+        canonical_decimal(v)
+            .and_then(|t| i64::try_from(t).ok())
+            .unwrap_or(i64::MAX)
+    })
 }
 
 /// Value of a lowercase hex digit, 0xff for anything else.
@@ -320,7 +333,7 @@ mod tests {
             (1, b"+1", HEADER_KEY_ID),
             (1, b"99999999999999999999", HEADER_KEY_ID),
             (2, b"-5", HEADER_TIMESTAMP),
-            (2, b"9223372036854775808", HEADER_TIMESTAMP),
+            (2, b"01790000000", HEADER_TIMESTAMP),
             (3, b"short", HEADER_NONCE),
             (3, b"has space in the nonce", HEADER_NONCE),
             (
@@ -379,6 +392,18 @@ mod tests {
         for b in 0..=255u8 {
             let ok = b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
             assert_eq!(lower_hex::<1>(&[b, b'0']).is_some(), ok, "{b}");
+        }
+    }
+
+    #[test]
+    fn canonical_timestamps_beyond_i64_are_the_largest_time() {
+        assert_eq!(canonical_timestamp(b"0"), Some(0));
+        assert_eq!(canonical_timestamp(b"1790000000"), Some(1_790_000_000));
+        assert_eq!(canonical_timestamp(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(canonical_timestamp(b"9223372036854775808"), Some(i64::MAX));
+        assert_eq!(canonical_timestamp(&[b'9'; 400]), Some(i64::MAX));
+        for bad in [&b""[..], b"00", b"01", b"-1", b"+1", b"1.5", b"1e9", b" 1"] {
+            assert_eq!(canonical_timestamp(bad), None, "{bad:?}");
         }
     }
 

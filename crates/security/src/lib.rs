@@ -90,9 +90,9 @@ pub use nonce::{NonceConfig, NonceRefusal, NonceStore};
 pub use rate::{Quota, RateConfig, RateLimiter, RateLimits, RateRefusal};
 pub use refusal::{Refusal, Unauthenticated, Unavailable};
 pub use registry::{
-    AGENT_KEY_ROTATED, AGENT_REGISTERED, AGENT_REVOKED, AGENTS_STREAM, AgentRecord, AgentRegistry,
-    DEFAULT_KEY_GRACE_MS, GraceKey, LOCAL_ADMIN_AGENT, MAX_GRACE_KEYS, RegistryConfig,
-    check_agent_id,
+    AGENT_KEY_ROTATED, AGENT_REGISTERED, AGENT_REVOKED, AGENTS_STREAM, Actor, AgentRecord,
+    AgentRegistry, DEFAULT_KEY_GRACE_MS, GraceKey, LOCAL_ADMIN_AGENT, MAX_GRACE_KEYS, ME_AGENT,
+    RegistryConfig, check_agent_id,
 };
 pub use signing::{
     HEADER_AGENT, HEADER_AUTHORIZATION, HEADER_KEY_ID, HEADER_NONCE, HEADER_SIGNATURE,

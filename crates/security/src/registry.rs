@@ -6,7 +6,8 @@
 //! - `agent.key_rotated` `{agent, key_id, previous_key_id, previous_valid_until}`
 //! - `agent.revoked` `{agent}`
 //!
-//! The event's `agent` field is the actor (the admin who made the change).
+//! The event's `agent` field is the actor (the admin who made the change), its
+//! `correlation_id` the request that made it ([`Actor`]).
 //!
 //! The registry appends its own events: every change is an append to `$agents`
 //! with the stream version it was decided on as the expected version, then the
@@ -113,6 +114,83 @@ impl Default for RegistryConfig {
 /// agent may be registered under it, so that an audit trail always tells an
 /// offline change from one made over the API.
 pub const LOCAL_ADMIN_AGENT: &str = "local-admin";
+
+/// The id `GET /v1/agents/me` reads as "the caller". No agent may be
+/// registered under it: `/v1/agents/me` could not name it, and
+/// `POST /v1/agents/me/rotate` or `DELETE /v1/agents/me` acting on an agent
+/// while `GET` means the caller is a trap. (One registered before the id was
+/// reserved stays, and is managed by those paths.)
+pub const ME_AGENT: &str = "me";
+
+/// Why `agent` may not be registered, when it is a reserved id.
+fn reserved(agent: &str) -> Option<&'static str> {
+    match agent {
+        LOCAL_ADMIN_AGENT => Some("it names the bridge's offline administration in audit trails"),
+        ME_AGENT => Some("/v1/agents/me names the caller, so it cannot name an agent"),
+        _ => None,
+    }
+}
+
+/// Who makes a change that the bridge records as an event (a registry change,
+/// a token revocation), and the request it belongs to: the event's `agent`
+/// and `correlation_id`.
+///
+/// The methods that take one take anything that converts: `None` (the bridge
+/// itself, no request), `Some("admin")` (an actor, no request), or an `Actor`
+/// naming the request too:
+///
+/// ```
+/// use lighthouse_security::Actor;
+/// let by = Actor::agent("admin").with_correlation_id("req-01");
+/// assert_eq!((by.agent, by.correlation_id), (Some("admin"), Some("req-01")));
+/// assert_eq!(Actor::from(None), Actor::default());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Actor<'a> {
+    /// The agent making the change (the admin), the event's `agent`; `None`
+    /// for the bridge's own setup.
+    pub agent: Option<&'a str>,
+    /// The request's id (`X-Request-Id`), the event's `correlation_id`.
+    pub correlation_id: Option<&'a str>,
+}
+
+impl<'a> Actor<'a> {
+    /// `agent`, in no particular request.
+    pub fn agent(agent: &'a str) -> Self {
+        Actor {
+            agent: Some(agent),
+            correlation_id: None,
+        }
+    }
+
+    /// The same actor, in the request `id`.
+    pub fn with_correlation_id(self, id: &'a str) -> Self {
+        Actor {
+            correlation_id: Some(id),
+            ..self
+        }
+    }
+
+    /// `event` attributed to this actor and request.
+    pub(crate) fn stamp(self, mut event: NewEvent) -> NewEvent {
+        if let Some(a) = self.agent {
+            event = event.with_agent(a);
+        }
+        if let Some(id) = self.correlation_id {
+            event = event.with_correlation_id(id);
+        }
+        event
+    }
+}
+
+impl<'a> From<Option<&'a str>> for Actor<'a> {
+    fn from(agent: Option<&'a str>) -> Self {
+        Actor {
+            agent,
+            correlation_id: None,
+        }
+    }
+}
 
 /// The agent registry. Cheap to clone (shared state).
 #[derive(Clone)]
@@ -278,7 +356,7 @@ impl AgentRegistry {
 
     /// Decides a change on the current state and appends it, again after a
     /// concurrent write, until it lands.
-    async fn change<F>(&self, actor: Option<&str>, decide: F) -> Result<()>
+    async fn change<F>(&self, actor: Actor<'_>, decide: F) -> Result<()>
     where
         F: Fn(&State, Timestamp) -> Result<(&'static str, serde_json::Value)>,
     {
@@ -292,10 +370,7 @@ impl AgentRegistry {
                 };
                 (NewEvent::new(AGENTS_STREAM, ty, data), expected)
             };
-            let mut event = event.expect(expected);
-            if let Some(a) = actor {
-                event = event.with_agent(a);
-            }
+            let event = actor.stamp(event.expect(expected));
             match self.inner.store.append_one(event).await {
                 Ok(a) => {
                     return self.catch_up().inspect_err(|e| {
@@ -315,16 +390,19 @@ impl AgentRegistry {
     }
 
     /// Registers `agent` with `role` and key id 1, returning its credential
-    /// (`bridge` left empty for the caller to fill in).
+    /// (`bridge` left empty for the caller to fill in). `actor` (an
+    /// [`Actor`], or `Option<&str>` for no request) is the event's `agent`
+    /// and `correlation_id`, as for every change below.
     pub async fn register(
         &self,
         agent: &str,
         role: Role,
-        actor: Option<&str>,
+        actor: impl Into<Actor<'_>>,
     ) -> Result<Credential> {
+        let actor = actor.into();
         check_agent_id(agent)?;
-        if agent == LOCAL_ADMIN_AGENT {
-            return Err(Error::ReservedAgentId(agent.to_owned()));
+        if let Some(why) = reserved(agent) {
+            return Err(Error::ReservedAgentId(agent.to_owned(), why));
         }
         self.change(actor, |state, _| {
             if state.agents.contains_key(agent) {
@@ -341,7 +419,8 @@ impl AgentRegistry {
 
     /// Makes key id `k+1` current; `k` stays valid for the grace period. Returns
     /// the new credential.
-    pub async fn rotate(&self, agent: &str, actor: Option<&str>) -> Result<Credential> {
+    pub async fn rotate(&self, agent: &str, actor: impl Into<Actor<'_>>) -> Result<Credential> {
+        let actor = actor.into();
         let grace = self.inner.config.key_grace_ms;
         self.change(actor, |state, now| {
             let r = &active(state, agent)?.record;
@@ -363,8 +442,8 @@ impl AgentRegistry {
     /// The last active admin cannot be revoked ([`Error::LastAdmin`]): agents
     /// could no longer be managed over the API. The bridge's offline tools use
     /// [`revoke_offline`](Self::revoke_offline), which may.
-    pub async fn revoke(&self, agent: &str, actor: Option<&str>) -> Result<()> {
-        self.revoke_checked(agent, actor, true).await
+    pub async fn revoke(&self, agent: &str, actor: impl Into<Actor<'_>>) -> Result<()> {
+        self.revoke_checked(agent, actor.into(), true).await
     }
 
     /// [`revoke`](Self::revoke) for the bridge's offline tools (master key and
@@ -372,14 +451,14 @@ impl AgentRegistry {
     /// admin may be revoked, after a leak of the only admin key; the tools can
     /// register a new admin afterwards. Never reachable from the API.
     pub async fn revoke_offline(&self, agent: &str) -> Result<()> {
-        self.revoke_checked(agent, Some(LOCAL_ADMIN_AGENT), false)
+        self.revoke_checked(agent, Actor::agent(LOCAL_ADMIN_AGENT), false)
             .await
     }
 
     async fn revoke_checked(
         &self,
         agent: &str,
-        actor: Option<&str>,
+        actor: Actor<'_>,
         keep_last_admin: bool,
     ) -> Result<()> {
         self.change(actor, |state, _| {
@@ -609,8 +688,52 @@ mod tests {
         assert!(matches!(
             reg.register(LOCAL_ADMIN_AGENT, Role::Admin, Some("ops-admin"))
                 .await,
-            Err(Error::ReservedAgentId(_))
+            Err(Error::ReservedAgentId(..))
         ));
+    }
+
+    #[tokio::test]
+    async fn reserved_ids_are_refused_but_one_registered_before_stays_manageable() {
+        let store = EventStore::open_temporary(StoreOptions::new(b"registry test key")).unwrap();
+        let reg = AgentRegistry::open(
+            store.clone(),
+            MasterKey::generate().unwrap(),
+            Arc::new(SystemClock),
+            RegistryConfig::default(),
+        )
+        .unwrap();
+        reg.register("admin", Role::Admin, None).await.unwrap();
+        for id in [ME_AGENT, LOCAL_ADMIN_AGENT] {
+            let e = reg
+                .register(id, Role::Agent, Some("admin"))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, Error::ReservedAgentId(ref a, _) if a == id),
+                "{e}"
+            );
+            assert!(e.to_string().contains("reserved"), "{e}");
+            assert!(reg.get(id).is_none());
+        }
+        // A store written before `me` was reserved may hold one: it loads,
+        // signs, and can be rotated and revoked.
+        store
+            .append_one(
+                NewEvent::new(
+                    AGENTS_STREAM,
+                    AGENT_REGISTERED,
+                    json!({"agent": "me", "role": "agent", "key_id": 1}),
+                )
+                .expect(ExpectedVersion::Exact(0)),
+            )
+            .await
+            .unwrap();
+        reg.catch_up().unwrap();
+        let now = Timestamp::from_unix_secs(2_000_000_000);
+        assert!(reg.key_is_active(ME_AGENT, 1, now));
+        assert_eq!(reg.rotate(ME_AGENT, Some("admin")).await.unwrap().key_id, 2);
+        reg.revoke(ME_AGENT, Some("admin")).await.unwrap();
+        assert!(!reg.is_active(ME_AGENT));
     }
 
     #[tokio::test]

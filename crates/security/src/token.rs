@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::headers::{canonical_decimal, lower_hex32, valid_agent};
 use crate::keys::{HmacSha256, MasterKey, random_bytes};
 use crate::refusal::Unauthenticated;
+use crate::registry::Actor;
 
 /// The stream token revocations are written to.
 pub const SESSIONS_STREAM: &str = "$sessions";
@@ -305,8 +306,15 @@ impl TokenAuthority {
     }
 
     /// Revokes one token until its expiry: appends `security.token_revoked` to
-    /// `$sessions`, then refuses it. `actor` is the agent asking.
-    pub async fn revoke(&self, token: &TokenId, actor: Option<&str>, now: Timestamp) -> Result<()> {
+    /// `$sessions`, then refuses it. `actor` is the agent asking (and the
+    /// request's id, the event's `correlation_id`, when an [`Actor`] names it).
+    pub async fn revoke(
+        &self,
+        token: &TokenId,
+        actor: impl Into<Actor<'_>>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let actor = actor.into();
         {
             let mut set = self.revoked.write();
             if set.len() >= self.config.max_revoked {
@@ -319,15 +327,12 @@ impl TokenAuthority {
                 }
             }
         }
-        let mut ev = NewEvent::new(
+        let ev = actor.stamp(NewEvent::new(
             SESSIONS_STREAM,
             TOKEN_REVOKED,
             json!({"agent": token.agent, "key_id": token.key_id, "token_id": hex::encode(token.token_id),
                    "expires_at": Timestamp::from_unix_secs(token.expires_s)}),
-        );
-        if let Some(a) = actor {
-            ev = ev.with_agent(a);
-        }
+        ));
         self.store.append_one(ev).await?;
         self.revoked.write().insert(token.token_id, token.expires_s);
         Ok(())

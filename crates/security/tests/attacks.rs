@@ -152,6 +152,45 @@ async fn timestamp_just_outside_the_window_in_the_future_is_stale() {
     assert_eq!(env.admit(&w, Action::Elicit), Err(Refusal::StaleRequest));
 }
 
+/// A timestamp that is a well-formed decimal but beyond `i64` (or `u64`) is
+/// a time far outside the window, as `i64::MAX` is: stale, not malformed.
+#[tokio::test]
+async fn timestamp_beyond_i64_is_stale_not_malformed() {
+    let env = Env::new();
+    let alice = env.agent("alice", Role::Agent).await;
+    for ts in [
+        "9223372036854775807",
+        "9223372036854775808",
+        "18446744073709551615",
+        "18446744073709551616",
+        "123456789012345678901234567890",
+    ] {
+        let mut w = elicit(&alice, T0, "nonce-ts-overflow-1", BODY);
+        w.set_header("x-lighthouse-timestamp", ts.as_bytes());
+        assert_eq!(
+            env.admit(&w, Action::Elicit),
+            Err(Refusal::StaleRequest),
+            "{ts}"
+        );
+    }
+    // Not a canonical decimal stays malformed, however large.
+    for ts in [
+        "09223372036854775808",
+        "+9223372036854775808",
+        "9223372036854775808 ",
+    ] {
+        let mut w = elicit(&alice, T0, "nonce-ts-overflow-2", BODY);
+        w.set_header("x-lighthouse-timestamp", ts.as_bytes());
+        assert_eq!(
+            env.admit(&w, Action::Elicit),
+            Err(Refusal::Unauthenticated(Unauthenticated::MalformedHeader(
+                "x-lighthouse-timestamp"
+            ))),
+            "{ts}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn stale_check_comes_before_the_signature_check() {
     let env = Env::new();
