@@ -334,9 +334,13 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
             resp.extensions_mut().insert(Waited(w));
         }
     }
+    // Only a stream is ended by a cancellation: a fixed-length answer
+    // (a problem, rmcp's JSON-RPC error) is already whole, and cut short it
+    // would make hyper abort the message (and close an HTTP/1 connection).
+    // Its call is deregistered here (`running` dropped).
     match running {
-        Some(call) => resp.map(|body| Body::new(CallBody::new(body, call))),
-        None => resp,
+        Some(call) if sse => resp.map(|body| Body::new(CallBody::new(body, call))),
+        _ => resp,
     }
 }
 
