@@ -500,6 +500,74 @@ async fn the_stdio_proxy_in_process_forwards_to_the_remote_bridge() {
     proxy.await.unwrap().unwrap();
 }
 
+/// A 2026-07-28 call that waits without reporting progress has no response
+/// yet when its notification comes (the stream opens only after the
+/// keep-alive interval, here 30 s): the notification must reach the call's
+/// own context, not only its response stream, and stop the wait on the bridge
+/// at once. (Without a progress token the wait re-checks its token every 5 s:
+/// a slice at 0 s, the next at 5 s.)
+#[tokio::test]
+async fn a_cancelled_notification_stops_a_modern_call_before_its_stream_opens() {
+    let (_counting, slices) = count_wait_slices();
+    let b = start_with(
+        McpConfig {
+            sse_keep_alive: Duration::from_secs(30),
+            ..McpConfig::default()
+        }
+        .with_progress_interval(Duration::from_millis(100)),
+    )
+    .await;
+    let alices = b.token("alice");
+    let body = modern_call(
+        21,
+        "lighthouse_elicit",
+        json!({"to": "bob", "message": "Which port?", "schema": port_schema(),
+            "timeout_seconds": 60}),
+    );
+    let request = reqwest::Client::new()
+        .post(b.url())
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "lighthouse_elicit")
+        .header("authorization", format!("Bearer {alices}"))
+        .body(serde_json::to_vec(&body).unwrap())
+        .send();
+    let started = Instant::now();
+    let call = tokio::spawn(async move {
+        let resp = request.await.unwrap();
+        resp.text().await.unwrap_or_default()
+    });
+    // The wait has begun on the bridge.
+    while slices.load(Ordering::SeqCst) < 1 {
+        assert!(started.elapsed() < Duration::from_secs(5), "no wait slices");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1).saturating_sub(started.elapsed())).await;
+    let at_cancel = slices.load(Ordering::SeqCst);
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 21}});
+    let bearer = format!("Bearer {alices}");
+    let (s, _, _) = raw_post(&b, &[("authorization", &bearer)], &cancel).await;
+    assert_eq!(s, 202);
+    let seen = tokio::time::timeout(Duration::from_secs(3), call)
+        .await
+        .expect("the cancelled call's response must end well before the keep-alive")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        slices.load(Ordering::SeqCst),
+        at_cancel,
+        "the wait went on after its cancellation"
+    );
+    assert!(
+        !seen.contains("\"result\""),
+        "a cancelled call is not answered: {seen}"
+    );
+}
+
 #[tokio::test]
 async fn the_stdio_proxy_binary_serves_an_mcp_client() {
     let b = start().await;
