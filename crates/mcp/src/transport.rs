@@ -262,12 +262,18 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
     };
     // rmcp would answer "method not found" to a tools/call whose params are
     // not a tool call's; JSON-RPC's answer is "invalid params". Only for a
-    // request rmcp would read (else its own refusal, 406, 415 or 400, stands).
+    // request rmcp would read (else its own refusal, 406, 415 or 400, stands),
+    // and only for an admitted agent: a refused one gets its refusal (with
+    // its `Retry-After`), there being no tool call to carry it as a tool
+    // error.
     if parts.method == http::Method::POST
         && rmcp_reads(&parts.headers)
         && let Some((id, why)) = malformed_tool_call(&bytes)
     {
-        return invalid_params(id, why);
+        return match &outcome {
+            Ok(_) => invalid_params(id, why),
+            Err(p) => problem_response(p),
+        };
     }
     // A cancellation names a request of the same agent (rmcp answers it
     // `202` and drops it: the endpoint is stateless). Another agent's

@@ -206,6 +206,22 @@ async fn a_tool_call_with_malformed_params_is_invalid_params() {
     // Without a token it is still 401 first.
     let (s, _, _) = raw_post_bytes(&b, &[], bodies[0]).await;
     assert_eq!(s, 401);
+    // What rmcp refuses stays its refusal: an Accept that lists neither
+    // media type exactly (406), a message that is not JSON-RPC 2.0.
+    let resp = reqwest::Client::new()
+        .post(b.url())
+        .header("accept", "application/json-seq, text/event-stream")
+        .header("content-type", "application/json")
+        .header("authorization", &bearer)
+        .body(bodies[0].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 406);
+    let unversioned =
+        br#"{"id":7,"method":"tools/call","params":{"name":"lighthouse_health","arguments":[1]}}"#;
+    let (s, _, reply) = raw_post_bytes(&b, &auth, unversioned).await;
+    assert!(!reply.contains("-32602"), "{s}: {reply}");
 }
 
 /// A client that closes a waiting call's stream (what rmcp clients do when
