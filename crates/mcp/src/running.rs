@@ -4,21 +4,26 @@
 //! The endpoint is stateless: a cancellation arrives as an HTTP request of
 //! its own, which rmcp answers `202` and drops. The admission layer therefore
 //! registers each admitted tool call here and fires the registered call's
-//! token when the same agent names its request id in a
-//! `notifications/cancelled`; the call's context waits on that token as on
-//! rmcp's own. A cancellation from another agent finds nothing: the key holds
-//! the authenticated agent.
+//! token when the same agent, with the same bearer token, names its request
+//! id in a `notifications/cancelled`; the call's context waits on that token
+//! as on rmcp's own. A cancellation from another agent, or from another token
+//! of the same agent (another client, which numbers its ids on its own),
+//! finds nothing: the key holds the authenticated agent and a digest of the
+//! token.
 //!
-//! Bounded: at most `max` calls are registered at once (a call beyond it runs,
-//! but only closing its stream can cancel it), request ids longer than
-//! [`MAX_ID_BYTES`] are not registered, and an entry is removed when its call's
-//! response ends or is dropped ([`RunningCall`]'s `Drop`).
+//! Bounded: at most `max` calls are registered at once, and at most
+//! `max / 16` (at least 1) of one agent, so that one agent's calls cannot
+//! take every entry (a call beyond either bound runs, but only closing its
+//! stream can cancel it); request ids longer than [`MAX_ID_BYTES`] are not
+//! registered, and an entry is removed when its call's response ends or is
+//! dropped ([`RunningCall`]'s `Drop`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use lighthouse_core::ToolOutcome;
 use rmcp::model::RequestId;
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 /// Longest string request id registered, in bytes (a body may be 1 MiB; the
@@ -29,7 +34,21 @@ pub(crate) const MAX_ID_BYTES: usize = 256;
 /// request", as for a stream the client closed).
 const CLIENT_CLOSED_REQUEST: u16 = 499;
 
-type Key = (String, RequestId);
+/// The share of `max` one agent may hold.
+const PER_AGENT_DIVISOR: usize = 16;
+
+/// The SHA-256 of the credential (the `Authorization` value) a call came
+/// with: calls under different tokens never share a key, and the registry
+/// does not hold the token itself.
+pub(crate) type TokenDigest = [u8; 32];
+
+/// The digest of `credential` (empty when there is none).
+pub(crate) fn token_digest(credential: Option<&[u8]>) -> TokenDigest {
+    Sha256::digest(credential.unwrap_or_default()).into()
+}
+
+/// Agent, token digest, request id.
+type Key = (String, TokenDigest, RequestId);
 
 /// One registered call's cancellation.
 struct Entry {
@@ -42,20 +61,25 @@ struct Entry {
 struct Calls {
     by_key: HashMap<Key, Vec<Entry>>,
     count: usize,
+    /// Registered calls by agent (only agents with at least one).
+    by_agent: HashMap<String, usize>,
     next_serial: u64,
 }
 
 /// The tool calls running now (see the module documentation).
 pub(crate) struct RunningCalls {
     max: usize,
+    per_agent: usize,
     calls: Mutex<Calls>,
 }
 
 impl RunningCalls {
-    /// A registry of at most `max` calls.
+    /// A registry of at most `max` calls, `max / 16` (at least 1) of one
+    /// agent.
     pub(crate) fn new(max: usize) -> Arc<Self> {
         Arc::new(RunningCalls {
             max,
+            per_agent: (max / PER_AGENT_DIVISOR).max(1),
             calls: Mutex::new(Calls::default()),
         })
     }
@@ -66,12 +90,14 @@ impl RunningCalls {
         self.calls.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers `agent`'s call `id`, whose answer is recorded in `answered`.
-    /// `None` when the registry is full or the id too long: the call runs,
-    /// but a `notifications/cancelled` cannot reach it.
+    /// Registers `agent`'s call `id`, made with the token of digest `token`,
+    /// whose answer is recorded in `answered`. `None` when the registry or the
+    /// agent's share of it is full or the id too long: the call runs, but a
+    /// `notifications/cancelled` cannot reach it.
     pub(crate) fn register(
         self: &Arc<Self>,
         agent: &str,
+        token_digest: TokenDigest,
         id: RequestId,
         answered: ToolOutcome,
     ) -> Option<RunningCall> {
@@ -79,7 +105,7 @@ impl RunningCalls {
             return None;
         }
         let token = CancellationToken::new();
-        let key = (agent.to_owned(), id);
+        let key = (agent.to_owned(), token_digest, id);
         let mut calls = self.lock();
         if calls.count >= self.max {
             tracing::debug!(
@@ -88,9 +114,18 @@ impl RunningCalls {
             );
             return None;
         }
+        let of_agent = calls.by_agent.get(agent).copied().unwrap_or(0);
+        if of_agent >= self.per_agent {
+            tracing::debug!(
+                max = self.per_agent,
+                "too many tool calls of one agent running to register one for cancellation"
+            );
+            return None;
+        }
         let serial = calls.next_serial;
         calls.next_serial = serial.wrapping_add(1);
         calls.count += 1;
+        *calls.by_agent.entry(agent.to_owned()).or_default() += 1;
         calls.by_key.entry(key.clone()).or_default().push(Entry {
             serial,
             token: token.clone(),
@@ -104,11 +139,12 @@ impl RunningCalls {
         })
     }
 
-    /// Cancels `agent`'s running calls with request id `id` (the agent's
-    /// clients may have reused an id: every call of it is cancelled, since a
-    /// stateless endpoint cannot tell those clients apart). Returns how many.
-    pub(crate) fn cancel(&self, agent: &str, id: &RequestId) -> usize {
-        let key = (agent.to_owned(), id.clone());
+    /// Cancels `agent`'s running calls with request id `id` made with the
+    /// token of digest `token` (a client may have reused an id: every call of
+    /// it under that token is cancelled, since a stateless endpoint cannot
+    /// tell two clients sharing a token apart). Returns how many.
+    pub(crate) fn cancel(&self, agent: &str, token_digest: TokenDigest, id: &RequestId) -> usize {
+        let key = (agent.to_owned(), token_digest, id.clone());
         let calls = self.lock();
         let Some(entries) = calls.by_key.get(&key) else {
             return 0;
@@ -141,6 +177,12 @@ impl RunningCalls {
             calls.by_key.remove(key);
         }
         calls.count -= removed;
+        if let Some(n) = calls.by_agent.get_mut(&key.0) {
+            *n -= removed;
+            if *n == 0 {
+                calls.by_agent.remove(&key.0);
+            }
+        }
     }
 }
 
@@ -170,53 +212,71 @@ impl Drop for RunningCall {
 mod tests {
     use super::*;
 
+    fn tok(t: &str) -> TokenDigest {
+        token_digest(Some(t.as_bytes()))
+    }
+
     #[test]
-    fn only_the_same_agent_naming_the_same_id_cancels() {
-        let calls = RunningCalls::new(10);
+    fn only_the_same_agent_and_token_naming_the_same_id_cancels() {
+        let calls = RunningCalls::new(16);
         let answered = ToolOutcome::default();
+        let (a1, a2) = (tok("Bearer a1"), tok("Bearer a2"));
         let call = calls
-            .register("alice", RequestId::Number(42), answered.clone())
+            .register("alice", a1, RequestId::Number(42), answered.clone())
             .unwrap();
-        assert_eq!(calls.cancel("bob", &RequestId::Number(42)), 0);
-        assert_eq!(calls.cancel("alice", &RequestId::String("42".into())), 0);
-        assert_eq!(calls.cancel("alice", &RequestId::Number(41)), 0);
+        assert_eq!(calls.cancel("bob", a1, &RequestId::Number(42)), 0);
+        assert_eq!(calls.cancel("alice", a2, &RequestId::Number(42)), 0);
+        assert_eq!(
+            calls.cancel("alice", a1, &RequestId::String("42".into())),
+            0
+        );
+        assert_eq!(calls.cancel("alice", a1, &RequestId::Number(41)), 0);
         assert!(!call.token().is_cancelled());
         assert_eq!(answered.status(), None);
-        assert_eq!(calls.cancel("alice", &RequestId::Number(42)), 1);
+        assert_eq!(calls.cancel("alice", a1, &RequestId::Number(42)), 1);
         assert!(call.token().is_cancelled());
         assert_eq!(answered.status(), Some(CLIENT_CLOSED_REQUEST));
         drop(call);
         assert_eq!(calls.len(), 0);
-        assert_eq!(calls.cancel("alice", &RequestId::Number(42)), 0);
+        assert_eq!(calls.cancel("alice", a1, &RequestId::Number(42)), 0);
     }
 
     #[test]
     fn the_registry_is_bounded_and_entries_go_when_dropped() {
-        let calls = RunningCalls::new(2);
+        // 32 in all, 2 of one agent.
+        let calls = RunningCalls::new(32);
+        let a = tok("Bearer a");
         let id = |n| RequestId::Number(n);
-        let a = calls.register("alice", id(1), ToolOutcome::default());
-        let b = calls.register("alice", id(1), ToolOutcome::default());
-        assert!(a.is_some() && b.is_some());
-        assert!(
-            calls
-                .register("alice", id(2), ToolOutcome::default())
-                .is_none()
-        );
+        let reg = |agent: &str, n| calls.register(agent, a, id(n), ToolOutcome::default());
+        let first = reg("alice", 1);
+        let second = reg("alice", 1);
+        assert!(first.is_some() && second.is_some());
+        // Alice's share is full; bob still registers.
+        assert!(reg("alice", 2).is_none());
+        let bobs = reg("bob", 2);
+        assert!(bobs.is_some());
         // Both calls of a reused id are cancelled; dropping one removes only it.
-        assert_eq!(calls.cancel("alice", &id(1)), 2);
-        drop(a);
-        assert_eq!(calls.len(), 1);
-        assert!(
-            calls
-                .register("alice", id(2), ToolOutcome::default())
-                .is_some_and(|c| !c.token().is_cancelled())
-        );
-        drop(b);
+        assert_eq!(calls.cancel("alice", a, &id(1)), 2);
+        drop(first);
+        assert_eq!(calls.len(), 2);
+        assert!(reg("alice", 2).is_some_and(|c| !c.token().is_cancelled()));
+        drop((second, bobs));
         assert_eq!(calls.len(), 0);
+        assert!(calls.lock().by_agent.is_empty());
         let long = RequestId::String("x".repeat(MAX_ID_BYTES + 1).into());
         assert!(
             calls
-                .register("alice", long, ToolOutcome::default())
+                .register("alice", a, long, ToolOutcome::default())
+                .is_none()
+        );
+        // The global bound holds across agents.
+        let small = RunningCalls::new(2);
+        let r1 = small.register("alice", a, id(1), ToolOutcome::default());
+        let r2 = small.register("bob", a, id(1), ToolOutcome::default());
+        assert!(r1.is_some() && r2.is_some());
+        assert!(
+            small
+                .register("carol", a, id(1), ToolOutcome::default())
                 .is_none()
         );
     }

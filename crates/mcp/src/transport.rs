@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::{RouteClass, classify, malformed_tool_call, rmcp_reads};
 use crate::answer::{CallBody, MIN_KEEP_ALIVE, PendingAnswer, held_answer, invalid_params};
 use crate::config::McpConfig;
-use crate::running::RunningCalls;
+use crate::running::{RunningCalls, token_digest};
 use crate::server::BridgeTools;
 
 /// The path the endpoint is served at.
@@ -278,8 +278,11 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
     // A cancellation names a request of the same agent (rmcp answers it
     // `202` and drops it: the endpoint is stateless). Another agent's
     // request of that id is not its to cancel, and is not found.
+    // Nor is a request of another token of the agent (another client, whose
+    // ids are its own).
+    let token_digest = token_digest(token.as_deref());
     if let (Some(id), Ok(caller)) = (&class.cancels, &outcome) {
-        let cancelled = st.running.cancel(&caller.agent, id);
+        let cancelled = st.running.cancel(&caller.agent, token_digest, id);
         tracing::debug!(request = %id, cancelled, "notifications/cancelled");
     }
     // Mounted inside `lighthouse_http::router_with`, the request carries the
@@ -291,7 +294,8 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
     // included, while rmcp has not answered yet).
     let running = match (&outcome, class.call_id, &answered) {
         (Ok(caller), Some(id), Some(answered)) => {
-            st.running.register(&caller.agent, id, answered.clone())
+            st.running
+                .register(&caller.agent, token_digest, id, answered.clone())
         }
         _ => None,
     };

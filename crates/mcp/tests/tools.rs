@@ -255,15 +255,17 @@ async fn closing_a_waiting_calls_stream_stops_its_wait_on_the_bridge() {
 
 /// The spec's way to cancel: a `notifications/cancelled` naming the call's
 /// request id, on a request of its own, while the call's stream stays open.
-/// It stops the call of the agent that sent it (its stream ends without an
-/// answer, the wait on the bridge stops) and nothing of another agent.
+/// It stops the call of the agent and token that sent it (its stream ends
+/// without an answer, the wait on the bridge stops) and nothing of another
+/// agent or of another token (another client) of the same agent.
 #[tokio::test]
-async fn a_cancelled_notification_stops_the_named_call_of_its_own_agent_only() {
+async fn a_cancelled_notification_stops_the_named_call_of_its_own_token_only() {
     let (_counting, slices) = count_wait_slices();
     let b =
         start_with(McpConfig::default().with_progress_interval(Duration::from_millis(100))).await;
     let progress = |s: &str| s.matches("notifications/progress").count();
-    let mut resp = open_call(&b, &b.token("alice"), &waiting_elicit_body(42)).await;
+    let alices = b.token("alice");
+    let mut resp = open_call(&b, &alices, &waiting_elicit_body(42)).await;
     assert_eq!(resp.status(), 200);
     let mut seen = String::new();
     assert!(
@@ -279,25 +281,29 @@ async fn a_cancelled_notification_stops_the_named_call_of_its_own_agent_only() {
     let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
         "params": {"requestId": 42, "reason": "changed my mind"}});
 
-    // Bob names alice's request id: nothing of alice's is cancelled.
+    // Bob names alice's request id, and so does another client of alice
+    // (another token of hers): nothing of that call is cancelled.
     let bob = format!("Bearer {}", b.token("bob"));
-    let (s, _, body) = raw_post(&b, &[("authorization", &bob)], &cancel).await;
-    assert_eq!(s, 202, "{body}");
-    let before = progress(&seen);
-    assert!(
-        read_until(
-            &mut resp,
-            &mut seen,
-            |s| progress(s) >= before + 3,
-            Duration::from_secs(10)
-        )
-        .await,
-        "alice's call must go on: {seen}"
-    );
+    let other = format!("Bearer {}", b.token("alice"));
+    for who in [&bob, &other] {
+        let (s, _, body) = raw_post(&b, &[("authorization", who)], &cancel).await;
+        assert_eq!(s, 202, "{body}");
+        let before = progress(&seen);
+        assert!(
+            read_until(
+                &mut resp,
+                &mut seen,
+                |s| progress(s) >= before + 3,
+                Duration::from_secs(10)
+            )
+            .await,
+            "alice's call must go on: {seen}"
+        );
+    }
 
-    // Alice cancels it (with another token of hers): its stream ends at
+    // Alice's client cancels it (with the call's token): its stream ends at
     // once, with no answer, and the wait on the bridge stops.
-    let alice = format!("Bearer {}", b.token("alice"));
+    let alice = format!("Bearer {alices}");
     let (s, _, body) = raw_post(&b, &[("authorization", &alice)], &cancel).await;
     assert_eq!(s, 202, "{body}");
     assert!(
@@ -411,6 +417,7 @@ async fn a_modern_waiting_call_opens_its_stream_and_keeps_it_alive() {
 
     // A held call can still be cancelled: a waiting elicit, cancelled by a
     // notification of its agent, ends without an answer.
+    let alices = b.token("alice");
     let body = modern_call(
         13,
         "lighthouse_elicit",
@@ -424,7 +431,7 @@ async fn a_modern_waiting_call_opens_its_stream_and_keeps_it_alive() {
         .header("mcp-protocol-version", "2026-07-28")
         .header("mcp-method", "tools/call")
         .header("mcp-name", "lighthouse_elicit")
-        .header("authorization", format!("Bearer {}", b.token("alice")))
+        .header("authorization", format!("Bearer {alices}"))
         .body(serde_json::to_vec(&body).unwrap())
         .send()
         .await
@@ -442,7 +449,7 @@ async fn a_modern_waiting_call_opens_its_stream_and_keeps_it_alive() {
     );
     let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
         "params": {"requestId": 13}});
-    let bearer = format!("Bearer {}", b.token("alice"));
+    let bearer = format!("Bearer {alices}");
     let (s, _, _) = raw_post(&b, &[("authorization", &bearer)], &cancel).await;
     assert_eq!(s, 202);
     assert!(
@@ -470,50 +477,6 @@ async fn a_modern_waiting_call_opens_its_stream_and_keeps_it_alive() {
         rpc_reply(&h, &reply)["result"]["structuredContent"]["status"],
         "ok"
     );
-}
-
-#[tokio::test]
-async fn the_stdio_proxy_in_process_forwards_to_the_remote_bridge() {
-    let b = start().await;
-    let remote = lighthouse_client::Client::from_credential_file(b.creds.join("bob.json")).unwrap();
-    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
-    let (r, w) = tokio::io::split(server_io);
-    let proxy = tokio::spawn(lighthouse_mcp::serve_io(remote, McpConfig::default(), r, w));
-    let bob = ().serve(client_io).await.unwrap();
-    let alice = b.client("alice").await;
-
-    let created = ok(&call(
-        &alice,
-        "lighthouse_elicit",
-        json!({"to": "bob", "message": "Which port?", "schema": port_schema(), "wait": false}),
-    )
-    .await);
-    let pending = next_pending(&bob).await;
-    assert_eq!(pending["id"], created["id"]);
-    let p = problem(
-        &call(
-            &bob,
-            "lighthouse_respond_to_elicitation",
-            json!({"elicitation_id": created["id"], "action": "accept", "content": {"port": "x"}}),
-        )
-        .await,
-    );
-    assert_eq!(p["code"], "schema_mismatch");
-    ok(&call(
-        &bob,
-        "lighthouse_respond_to_elicitation",
-        json!({"elicitation_id": created["id"], "action": "accept", "content": {"port": 22}}),
-    )
-    .await);
-    let done = ok(&call(
-        &alice,
-        "lighthouse_get_elicitation",
-        json!({"elicitation_id": created["id"]}),
-    )
-    .await);
-    assert_eq!(done["response"]["by"], "bob");
-    bob.cancel().await.unwrap();
-    proxy.await.unwrap().unwrap();
 }
 
 /// A 2026-07-28 call that waits without reporting progress has no response
@@ -582,6 +545,50 @@ async fn a_cancelled_notification_stops_a_modern_call_before_its_stream_opens() 
         !seen.contains("\"result\""),
         "a cancelled call is not answered: {seen}"
     );
+}
+
+#[tokio::test]
+async fn the_stdio_proxy_in_process_forwards_to_the_remote_bridge() {
+    let b = start().await;
+    let remote = lighthouse_client::Client::from_credential_file(b.creds.join("bob.json")).unwrap();
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    let (r, w) = tokio::io::split(server_io);
+    let proxy = tokio::spawn(lighthouse_mcp::serve_io(remote, McpConfig::default(), r, w));
+    let bob = ().serve(client_io).await.unwrap();
+    let alice = b.client("alice").await;
+
+    let created = ok(&call(
+        &alice,
+        "lighthouse_elicit",
+        json!({"to": "bob", "message": "Which port?", "schema": port_schema(), "wait": false}),
+    )
+    .await);
+    let pending = next_pending(&bob).await;
+    assert_eq!(pending["id"], created["id"]);
+    let p = problem(
+        &call(
+            &bob,
+            "lighthouse_respond_to_elicitation",
+            json!({"elicitation_id": created["id"], "action": "accept", "content": {"port": "x"}}),
+        )
+        .await,
+    );
+    assert_eq!(p["code"], "schema_mismatch");
+    ok(&call(
+        &bob,
+        "lighthouse_respond_to_elicitation",
+        json!({"elicitation_id": created["id"], "action": "accept", "content": {"port": 22}}),
+    )
+    .await);
+    let done = ok(&call(
+        &alice,
+        "lighthouse_get_elicitation",
+        json!({"elicitation_id": created["id"]}),
+    )
+    .await);
+    assert_eq!(done["response"]["by"], "bob");
+    bob.cancel().await.unwrap();
+    proxy.await.unwrap().unwrap();
 }
 
 #[tokio::test]
