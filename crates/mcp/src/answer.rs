@@ -262,7 +262,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_call_ends_its_body_without_the_rest() {
-        let calls = RunningCalls::new(64);
+        let calls = RunningCalls::new(64, Duration::from_secs(30));
         let call = calls
             .register(
                 "alice",
@@ -292,7 +292,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_entry_goes_when_the_body_ends_or_is_dropped() {
-        let calls = RunningCalls::new(64);
+        let calls = RunningCalls::new(64, Duration::from_secs(30));
         let register = |n| {
             calls
                 .register(

@@ -132,7 +132,7 @@ pub fn router_with_shutdown(bridge: Bridge, config: McpConfig) -> (Router, McpSh
     ));
     let state = GuardState {
         bridge,
-        running: RunningCalls::new(config.max_cancellable_calls),
+        running: RunningCalls::new(config.max_cancellable_calls, config.body_read_timeout),
         config,
         body_budget,
     };
