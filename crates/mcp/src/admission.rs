@@ -72,6 +72,10 @@ pub(crate) fn malformed_tool_call(body: &[u8]) -> Option<(RequestId, String)> {
     if msg.get("method").and_then(Value::as_str) != Some("tools/call") {
         return None;
     }
+    // Not a JSON-RPC 2.0 message: rmcp's own answer (a `400`) stands.
+    if msg.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return None;
+    }
     // Without an id it is a notification, which is not answered.
     let id = serde_json::from_value::<RequestId>(msg.get("id")?.clone()).ok()?;
     /// Only `params`, read from the body itself: a `Value` keeps one of two
@@ -99,21 +103,68 @@ pub(crate) fn rmcp_reads(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    let accept = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(",")
-        .to_ascii_lowercase();
+    let (mut accepts_json, mut accepts_sse) = (false, false);
+    for essence in accepted_media_types(headers) {
+        accepts_json |= essence.eq_ignore_ascii_case("application/json");
+        accepts_sse |= essence.eq_ignore_ascii_case("text/event-stream");
+    }
     let version_known = headers.get("mcp-protocol-version").is_none_or(|v| {
         rmcp::model::ProtocolVersion::KNOWN_VERSIONS
             .iter()
             .any(|k| k.as_str().as_bytes() == v.as_bytes())
     });
-    json && accept.contains("application/json")
-        && accept.contains("text/event-stream")
-        && version_known
+    json && accepts_json && accepts_sse && version_known
+}
+
+/// `value` split at `delimiter`s outside double quotes (as rmcp splits
+/// `Accept`).
+fn split_unquoted(value: &str, delimiter: char) -> impl Iterator<Item = &str> {
+    let mut quoted = false;
+    let mut escaped = false;
+    value.split(move |c| {
+        if escaped {
+            escaped = false;
+        } else if quoted && c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+        } else if !quoted && c == delimiter {
+            return true;
+        }
+        false
+    })
+}
+
+/// The media types `Accept` lists, but those weighted exactly zero, as rmcp
+/// reads them: each compared whole, not as a substring.
+fn accepted_media_types(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| split_unquoted(v, ','))
+        .filter_map(|entry| {
+            let mut parts = split_unquoted(entry, ';');
+            let essence = parts.next()?.trim();
+            parts
+                .all(|param| match param.split_once('=') {
+                    Some((name, q)) if name.trim().eq_ignore_ascii_case("q") => {
+                        weight_is_acceptable(q.trim())
+                    }
+                    _ => true,
+                })
+                .then_some(essence)
+        })
+}
+
+/// Whether a `q` weight leaves its media range acceptable: only an explicit
+/// zero excludes it (a malformed weight is ignored, as rmcp does).
+fn weight_is_acceptable(q: &str) -> bool {
+    let (whole, fraction) = q.split_once('.').unwrap_or((q, ""));
+    if fraction.len() > 3 || !fraction.bytes().all(|d| d.is_ascii_digit()) {
+        return true;
+    }
+    whole != "0" || fraction.bytes().any(|d| d != b'0')
 }
 
 /// The route an `/mcp` request with `http_method` and `body` counts as.

@@ -262,9 +262,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_call_ends_its_body_without_the_rest() {
-        let calls = RunningCalls::new(4);
+        let calls = RunningCalls::new(64, Duration::from_secs(30));
         let call = calls
-            .register("alice", RequestId::Number(1), ToolOutcome::default())
+            .register(
+                "alice",
+                [0; 32],
+                RequestId::Number(1),
+                ToolOutcome::default(),
+            )
             .unwrap();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
         let inner = Body::from_stream(tokio_stream_from(rx));
@@ -279,7 +284,7 @@ mod tests {
         tx.send(Ok(Bytes::from_static(b"data: answer\n\n")))
             .await
             .unwrap();
-        assert_eq!(calls.cancel("alice", &RequestId::Number(1)), 1);
+        assert_eq!(calls.cancel("alice", [0; 32], &RequestId::Number(1)), 1);
         assert!(body.frame().await.is_none());
         assert!(http_body::Body::is_end_stream(&body));
         assert_eq!(calls.len(), 0, "the entry goes with the body's end");
@@ -287,10 +292,15 @@ mod tests {
 
     #[tokio::test]
     async fn the_entry_goes_when_the_body_ends_or_is_dropped() {
-        let calls = RunningCalls::new(4);
+        let calls = RunningCalls::new(64, Duration::from_secs(30));
         let register = |n| {
             calls
-                .register("alice", RequestId::Number(n), ToolOutcome::default())
+                .register(
+                    "alice",
+                    [0; 32],
+                    RequestId::Number(n),
+                    ToolOutcome::default(),
+                )
                 .unwrap()
         };
         let mut ended = CallBody::new(Body::from("whole"), register(1));

@@ -65,9 +65,10 @@ pub struct McpConfig {
     /// of their own, so up to twice this many run at once. Not used by
     /// `/mcp`, which the bridge's connection limits bound.
     pub max_concurrent_calls: usize,
-    /// Running `/mcp` tool calls kept, by agent and JSON-RPC request id, for
-    /// a `notifications/cancelled` to stop (default
-    /// [`DEFAULT_MAX_CANCELLABLE_CALLS`]). A call beyond it runs, but only
+    /// Running `/mcp` tool calls kept, by agent, token and JSON-RPC request
+    /// id, for a `notifications/cancelled` to stop (default
+    /// [`DEFAULT_MAX_CANCELLABLE_CALLS`]), at most a sixteenth of them (at
+    /// least 1) of one agent. A call beyond either bound runs, but only
     /// closing its response stream cancels it.
     pub max_cancellable_calls: usize,
 }

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::{RouteClass, classify, malformed_tool_call, rmcp_reads};
 use crate::answer::{CallBody, MIN_KEEP_ALIVE, PendingAnswer, held_answer, invalid_params};
 use crate::config::McpConfig;
-use crate::running::RunningCalls;
+use crate::running::{RunningCalls, token_digest};
 use crate::server::BridgeTools;
 
 /// The path the endpoint is served at.
@@ -132,7 +132,7 @@ pub fn router_with_shutdown(bridge: Bridge, config: McpConfig) -> (Router, McpSh
     ));
     let state = GuardState {
         bridge,
-        running: RunningCalls::new(config.max_cancellable_calls),
+        running: RunningCalls::new(config.max_cancellable_calls, config.body_read_timeout),
         config,
         body_budget,
     };
@@ -262,18 +262,27 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
     };
     // rmcp would answer "method not found" to a tools/call whose params are
     // not a tool call's; JSON-RPC's answer is "invalid params". Only for a
-    // request rmcp would read (else its own refusal, 406, 415 or 400, stands).
+    // request rmcp would read (else its own refusal, 406, 415 or 400, stands),
+    // and only for an admitted agent: a refused one gets its refusal (with
+    // its `Retry-After`), there being no tool call to carry it as a tool
+    // error.
     if parts.method == http::Method::POST
         && rmcp_reads(&parts.headers)
         && let Some((id, why)) = malformed_tool_call(&bytes)
     {
-        return invalid_params(id, why);
+        return match &outcome {
+            Ok(_) => invalid_params(id, why),
+            Err(p) => problem_response(p),
+        };
     }
     // A cancellation names a request of the same agent (rmcp answers it
     // `202` and drops it: the endpoint is stateless). Another agent's
     // request of that id is not its to cancel, and is not found.
+    // Nor is a request of another token of the agent (another client, whose
+    // ids are its own).
+    let token_digest = token_digest(token.as_deref());
     if let (Some(id), Ok(caller)) = (&class.cancels, &outcome) {
-        let cancelled = st.running.cancel(&caller.agent, id);
+        let cancelled = st.running.cancel(&caller.agent, token_digest, id);
         tracing::debug!(request = %id, cancelled, "notifications/cancelled");
     }
     // Mounted inside `lighthouse_http::router_with`, the request carries the
@@ -285,7 +294,8 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
     // included, while rmcp has not answered yet).
     let running = match (&outcome, class.call_id, &answered) {
         (Ok(caller), Some(id), Some(answered)) => {
-            st.running.register(&caller.agent, id, answered.clone())
+            st.running
+                .register(&caller.agent, token_digest, id, answered.clone())
         }
         _ => None,
     };
@@ -334,9 +344,13 @@ async fn guard(State(st): State<GuardState>, req: Request, next: Next) -> Respon
             resp.extensions_mut().insert(Waited(w));
         }
     }
+    // Only a stream is ended by a cancellation: a fixed-length answer
+    // (a problem, rmcp's JSON-RPC error) is already whole, and cut short it
+    // would make hyper abort the message (and close an HTTP/1 connection).
+    // Its call is deregistered here (`running` dropped).
     match running {
-        Some(call) => resp.map(|body| Body::new(CallBody::new(body, call))),
-        None => resp,
+        Some(call) if sse => resp.map(|body| Body::new(CallBody::new(body, call))),
+        _ => resp,
     }
 }
 

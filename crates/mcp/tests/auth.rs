@@ -227,6 +227,35 @@ async fn tool_calls_share_the_rest_rate_limits() {
     ok(&call(&alice, "lighthouse_check_elicitations", json!({})).await);
 }
 
+/// A refused agent's malformed tool call gets its refusal (a rate-limited
+/// one with `Retry-After`), not the `-32602` of an admitted one.
+#[tokio::test]
+async fn a_refused_agents_malformed_tool_call_gets_its_refusal() {
+    let b = start_tuned(McpConfig::default(), |c| {
+        c.security
+            .rate
+            .limits
+            .set(Role::Agent, ActionClass::Elicit, Some(Quota::new(1, 2)));
+    })
+    .await;
+    let malformed =
+        br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"lighthouse_elicit","arguments":[1]}}"#;
+    let ops = format!("Bearer {}", b.token("ops"));
+    let (s, h, body) = raw_post_bytes(&b, &[("authorization", &ops)], malformed).await;
+    assert_eq!(http_problem("403", 403, &h, &body)["code"], "forbidden");
+    assert_eq!(s, 403);
+
+    let alice = b.client("alice").await;
+    let ask = json!({"to": "bob", "message": "x", "schema": port_schema(), "wait": false});
+    ok(&call(&alice, "lighthouse_elicit", ask.clone()).await);
+    ok(&call(&alice, "lighthouse_elicit", ask).await);
+    let bearer = format!("Bearer {}", b.token("alice"));
+    let (s, h, body) = raw_post_bytes(&b, &[("authorization", &bearer)], malformed).await;
+    assert_eq!(s, 429, "{body}");
+    assert_eq!(http_problem("429", 429, &h, &body)["code"], "rate_limited");
+    assert!(h.contains_key("retry-after"), "{h:?}");
+}
+
 #[tokio::test]
 async fn the_endpoint_is_stateless_and_answers_each_requested_revision() {
     let b = start().await;

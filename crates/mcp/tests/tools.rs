@@ -206,6 +206,22 @@ async fn a_tool_call_with_malformed_params_is_invalid_params() {
     // Without a token it is still 401 first.
     let (s, _, _) = raw_post_bytes(&b, &[], bodies[0]).await;
     assert_eq!(s, 401);
+    // What rmcp refuses stays its refusal: an Accept that lists neither
+    // media type exactly (406), a message that is not JSON-RPC 2.0.
+    let resp = reqwest::Client::new()
+        .post(b.url())
+        .header("accept", "application/json-seq, text/event-stream")
+        .header("content-type", "application/json")
+        .header("authorization", &bearer)
+        .body(bodies[0].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 406);
+    let unversioned =
+        br#"{"id":7,"method":"tools/call","params":{"name":"lighthouse_health","arguments":[1]}}"#;
+    let (s, _, reply) = raw_post_bytes(&b, &auth, unversioned).await;
+    assert!(!reply.contains("-32602"), "{s}: {reply}");
 }
 
 /// A client that closes a waiting call's stream (what rmcp clients do when
@@ -239,15 +255,17 @@ async fn closing_a_waiting_calls_stream_stops_its_wait_on_the_bridge() {
 
 /// The spec's way to cancel: a `notifications/cancelled` naming the call's
 /// request id, on a request of its own, while the call's stream stays open.
-/// It stops the call of the agent that sent it (its stream ends without an
-/// answer, the wait on the bridge stops) and nothing of another agent.
+/// It stops the call of the agent and token that sent it (its stream ends
+/// without an answer, the wait on the bridge stops) and nothing of another
+/// agent or of another token (another client) of the same agent.
 #[tokio::test]
-async fn a_cancelled_notification_stops_the_named_call_of_its_own_agent_only() {
+async fn a_cancelled_notification_stops_the_named_call_of_its_own_token_only() {
     let (_counting, slices) = count_wait_slices();
     let b =
         start_with(McpConfig::default().with_progress_interval(Duration::from_millis(100))).await;
     let progress = |s: &str| s.matches("notifications/progress").count();
-    let mut resp = open_call(&b, &b.token("alice"), &waiting_elicit_body(42)).await;
+    let alices = b.token("alice");
+    let mut resp = open_call(&b, &alices, &waiting_elicit_body(42)).await;
     assert_eq!(resp.status(), 200);
     let mut seen = String::new();
     assert!(
@@ -263,25 +281,29 @@ async fn a_cancelled_notification_stops_the_named_call_of_its_own_agent_only() {
     let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
         "params": {"requestId": 42, "reason": "changed my mind"}});
 
-    // Bob names alice's request id: nothing of alice's is cancelled.
+    // Bob names alice's request id, and so does another client of alice
+    // (another token of hers): nothing of that call is cancelled.
     let bob = format!("Bearer {}", b.token("bob"));
-    let (s, _, body) = raw_post(&b, &[("authorization", &bob)], &cancel).await;
-    assert_eq!(s, 202, "{body}");
-    let before = progress(&seen);
-    assert!(
-        read_until(
-            &mut resp,
-            &mut seen,
-            |s| progress(s) >= before + 3,
-            Duration::from_secs(10)
-        )
-        .await,
-        "alice's call must go on: {seen}"
-    );
+    let other = format!("Bearer {}", b.token("alice"));
+    for who in [&bob, &other] {
+        let (s, _, body) = raw_post(&b, &[("authorization", who)], &cancel).await;
+        assert_eq!(s, 202, "{body}");
+        let before = progress(&seen);
+        assert!(
+            read_until(
+                &mut resp,
+                &mut seen,
+                |s| progress(s) >= before + 3,
+                Duration::from_secs(10)
+            )
+            .await,
+            "alice's call must go on: {seen}"
+        );
+    }
 
-    // Alice cancels it (with another token of hers): its stream ends at
+    // Alice's client cancels it (with the call's token): its stream ends at
     // once, with no answer, and the wait on the bridge stops.
-    let alice = format!("Bearer {}", b.token("alice"));
+    let alice = format!("Bearer {alices}");
     let (s, _, body) = raw_post(&b, &[("authorization", &alice)], &cancel).await;
     assert_eq!(s, 202, "{body}");
     assert!(
@@ -395,6 +417,7 @@ async fn a_modern_waiting_call_opens_its_stream_and_keeps_it_alive() {
 
     // A held call can still be cancelled: a waiting elicit, cancelled by a
     // notification of its agent, ends without an answer.
+    let alices = b.token("alice");
     let body = modern_call(
         13,
         "lighthouse_elicit",
@@ -408,7 +431,7 @@ async fn a_modern_waiting_call_opens_its_stream_and_keeps_it_alive() {
         .header("mcp-protocol-version", "2026-07-28")
         .header("mcp-method", "tools/call")
         .header("mcp-name", "lighthouse_elicit")
-        .header("authorization", format!("Bearer {}", b.token("alice")))
+        .header("authorization", format!("Bearer {alices}"))
         .body(serde_json::to_vec(&body).unwrap())
         .send()
         .await
@@ -426,7 +449,7 @@ async fn a_modern_waiting_call_opens_its_stream_and_keeps_it_alive() {
     );
     let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
         "params": {"requestId": 13}});
-    let bearer = format!("Bearer {}", b.token("alice"));
+    let bearer = format!("Bearer {alices}");
     let (s, _, _) = raw_post(&b, &[("authorization", &bearer)], &cancel).await;
     assert_eq!(s, 202);
     assert!(
@@ -453,6 +476,74 @@ async fn a_modern_waiting_call_opens_its_stream_and_keeps_it_alive() {
     assert_eq!(
         rpc_reply(&h, &reply)["result"]["structuredContent"]["status"],
         "ok"
+    );
+}
+
+/// A 2026-07-28 call that waits without reporting progress has no response
+/// yet when its notification comes (the stream opens only after the
+/// keep-alive interval, here 30 s): the notification must reach the call's
+/// own context, not only its response stream, and stop the wait on the bridge
+/// at once. (Without a progress token the wait re-checks its token every 5 s:
+/// a slice at 0 s, the next at 5 s.)
+#[tokio::test]
+async fn a_cancelled_notification_stops_a_modern_call_before_its_stream_opens() {
+    let (_counting, slices) = count_wait_slices();
+    let b = start_with(
+        McpConfig {
+            sse_keep_alive: Duration::from_secs(30),
+            ..McpConfig::default()
+        }
+        .with_progress_interval(Duration::from_millis(100)),
+    )
+    .await;
+    let alices = b.token("alice");
+    let body = modern_call(
+        21,
+        "lighthouse_elicit",
+        json!({"to": "bob", "message": "Which port?", "schema": port_schema(),
+            "timeout_seconds": 60}),
+    );
+    let request = reqwest::Client::new()
+        .post(b.url())
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "lighthouse_elicit")
+        .header("authorization", format!("Bearer {alices}"))
+        .body(serde_json::to_vec(&body).unwrap())
+        .send();
+    let started = Instant::now();
+    let call = tokio::spawn(async move {
+        let resp = request.await.unwrap();
+        resp.text().await.unwrap_or_default()
+    });
+    // The wait has begun on the bridge.
+    while slices.load(Ordering::SeqCst) < 1 {
+        assert!(started.elapsed() < Duration::from_secs(5), "no wait slices");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1).saturating_sub(started.elapsed())).await;
+    let at_cancel = slices.load(Ordering::SeqCst);
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 21}});
+    let bearer = format!("Bearer {alices}");
+    let (s, _, _) = raw_post(&b, &[("authorization", &bearer)], &cancel).await;
+    assert_eq!(s, 202);
+    let seen = tokio::time::timeout(Duration::from_secs(3), call)
+        .await
+        .expect("the cancelled call's response must end well before the keep-alive")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        slices.load(Ordering::SeqCst),
+        at_cancel,
+        "the wait went on after its cancellation"
+    );
+    assert!(
+        !seen.contains("\"result\""),
+        "a cancelled call is not answered: {seen}"
     );
 }
 
