@@ -15,6 +15,8 @@
 //! header_read_timeout_ms = 30000   # LIGHTHOUSE_HEADER_READ_TIMEOUT_MS (a request head must arrive within it; also the idle keep-alive)
 //! body_read_timeout_ms = 30000     # LIGHTHOUSE_BODY_READ_TIMEOUT_MS (a request body must arrive within it)
 //! write_stall_timeout_ms = 60000   # LIGHTHOUSE_WRITE_STALL_TIMEOUT_MS (a client that reads nothing of a response for it is disconnected; a streamed response it takes nothing of, HTTP/2 included, is ended)
+//! http1_max_head_bytes = 65536     # LIGHTHOUSE_HTTP1_MAX_HEAD_BYTES (an HTTP/1 request head, 8192 to 1048576; larger is 431; also hyper's read and write buffer per connection)
+//! http1_max_headers = 64           # LIGHTHOUSE_HTTP1_MAX_HEADERS (header fields of an HTTP/1 request, 16 to 1024; more is 431)
 //!
 //! # Rate limits per role and action class (PROTOCOL.md 2.4), file only; each
 //! # entry replaces that one default. Classes: elicit, respond, write, read, session.
@@ -53,6 +55,8 @@ pub struct ServeConfig {
     pub header_read_timeout_ms: u64,
     pub body_read_timeout_ms: u64,
     pub write_stall_timeout_ms: u64,
+    pub http1_max_head_bytes: usize,
+    pub http1_max_headers: usize,
     /// Role, then class name, then quota: replaces those defaults.
     pub rate_limits: BTreeMap<Role, BTreeMap<String, QuotaSpec>>,
 }
@@ -73,6 +77,8 @@ impl Default for ServeConfig {
             header_read_timeout_ms: 30_000,
             body_read_timeout_ms: 30_000,
             write_stall_timeout_ms: 60_000,
+            http1_max_head_bytes: 64 << 10,
+            http1_max_headers: 64,
             rate_limits: BTreeMap::new(),
         }
     }
@@ -160,6 +166,16 @@ impl ServeConfig {
                 .parse()
                 .map_err(|_| "LIGHTHOUSE_BODY_READ_TIMEOUT_MS must be a number".to_owned())?;
         }
+        env_number(
+            &env,
+            "LIGHTHOUSE_HTTP1_MAX_HEAD_BYTES",
+            &mut c.http1_max_head_bytes,
+        )?;
+        env_number(
+            &env,
+            "LIGHTHOUSE_HTTP1_MAX_HEADERS",
+            &mut c.http1_max_headers,
+        )?;
         if let Some(v) = o.listen {
             c.listen = v;
         }
@@ -233,6 +249,13 @@ impl ServeConfig {
                 return Err(format!("{name} must be 100 to 600000"));
             }
         }
+        // hyper refuses (panics at) an HTTP/1 buffer under 8 KiB.
+        if !(8192..=1 << 20).contains(&self.http1_max_head_bytes) {
+            return Err("http1_max_head_bytes must be 8192 to 1048576".into());
+        }
+        if !(16..=1024).contains(&self.http1_max_headers) {
+            return Err("http1_max_headers must be 16 to 1024".into());
+        }
         // Past it an orchestrator's SIGKILL would skip the final snapshot and
         // flush; 0 cuts in-flight requests at once, which is a choice.
         if self.shutdown_grace_ms > 600_000 {
@@ -259,6 +282,22 @@ impl ServeConfig {
             .clone()
             .unwrap_or_else(|| format!("http://{}", self.listen))
     }
+}
+
+/// Sets `slot` from the variable `var` when it is set: a number, else an
+/// error naming the variable.
+fn env_number<T: std::str::FromStr>(
+    env: &impl Fn(&str) -> Option<String>,
+    var: &str,
+    slot: &mut T,
+) -> Result<(), String> {
+    if let Some(v) = env(var) {
+        *slot = v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{var} must be a number"))?;
+    }
+    Ok(())
 }
 
 /// Refuses a `public_url` that is not an absolute `http` or `https` URL with a
@@ -413,6 +452,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The connection limits of `server::Limits` and the listener: set from
+    /// the file or the environment, refused outside their ranges by name.
+    #[test]
+    fn connection_limits_are_configurable_and_range_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "http1_max_head_bytes = 16384\n").unwrap();
+        let env = |k: &str| (k == "LIGHTHOUSE_HTTP1_MAX_HEADERS").then(|| "32".to_owned());
+        let c = ServeConfig::resolve(Some(&f), env, Overrides::default()).unwrap();
+        assert_eq!((c.http1_max_head_bytes, c.http1_max_headers), (16384, 32));
+        for (key, bad) in [
+            ("http1_max_head_bytes", "4096"),
+            ("http1_max_headers", "2000"),
+        ] {
+            std::fs::write(&f, format!("{key} = {bad}\n")).unwrap();
+            let e = ServeConfig::resolve(Some(&f), |_| None, Overrides::default()).unwrap_err();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let e = ServeConfig::resolve(
+            None,
+            |k| (k == "LIGHTHOUSE_HTTP1_MAX_HEADERS").then(|| "many".to_owned()),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("LIGHTHOUSE_HTTP1_MAX_HEADERS"), "{e}");
     }
 
     #[tokio::test]

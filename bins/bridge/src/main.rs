@@ -114,7 +114,9 @@ enum Command {
     /// (LIGHTHOUSE_LISTEN_BACKLOG), header_read_timeout_ms
     /// (LIGHTHOUSE_HEADER_READ_TIMEOUT_MS), body_read_timeout_ms
     /// (LIGHTHOUSE_BODY_READ_TIMEOUT_MS), write_stall_timeout_ms
-    /// (LIGHTHOUSE_WRITE_STALL_TIMEOUT_MS), and [rate_limits.<role>] tables
+    /// (LIGHTHOUSE_WRITE_STALL_TIMEOUT_MS), http1_max_head_bytes
+    /// (LIGHTHOUSE_HTTP1_MAX_HEAD_BYTES), http1_max_headers
+    /// (LIGHTHOUSE_HTTP1_MAX_HEADERS), and [rate_limits.<role>] tables
     /// (file only). The master key is LIGHTHOUSE_MASTER_KEY (64 hex) or
     /// <data>/master.key; RUST_LOG sets the log filter. Without --dev the data
     /// directory must hold a store (`lighthouse-bridge init`).

@@ -434,9 +434,11 @@ pub async fn serve(mut c: ServeConfig, dev: bool) -> Result<(), Failure> {
         stream_stall_timeout: Duration::from_millis(c.write_stall_timeout_ms),
         ..lighthouse_http::HttpConfig::default()
     };
-    let timeouts = crate::server::Timeouts {
+    let limits = crate::server::Limits {
         header_read: Duration::from_millis(c.header_read_timeout_ms),
         http2_keep_alive: Duration::from_secs(20),
+        http1_max_head_bytes: c.http1_max_head_bytes,
+        http1_max_headers: c.http1_max_headers,
     };
     // /mcp inside the REST router's request ids, logs and per-route metrics.
     let (router, streams) = lighthouse_http::router_with(bridge.clone(), http_config, mcp);
@@ -455,7 +457,7 @@ pub async fn serve(mut c: ServeConfig, dev: bool) -> Result<(), Failure> {
         max_connections,
         Duration::from_millis(c.write_stall_timeout_ms),
     );
-    let mut server = tokio::spawn(crate::server::serve(listener, router, timeouts, async {
+    let mut server = tokio::spawn(crate::server::serve(listener, router, limits, async {
         let _ = stop_rx.await;
     }));
     tokio::select! {

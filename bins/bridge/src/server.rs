@@ -18,13 +18,20 @@ use hyper_util::service::TowerToHyperService;
 
 use crate::listener::Bounded;
 
-/// Connection timeouts.
+/// What one connection may take: timeouts, and the sizes that bound the
+/// memory a client can pin before it has authenticated.
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub struct Limits {
     /// Longest wait for a complete request head, and longest idle keep-alive.
     pub header_read: Duration,
     /// HTTP/2 ping interval; a ping unanswered for as long closes the connection.
     pub http2_keep_alive: Duration,
+    /// Largest HTTP/1 request head (request line and headers); hyper's read
+    /// and write buffer never grow past it either. hyper's default, about
+    /// 400 KiB, let each connection with an unfinished head pin that much.
+    pub http1_max_head_bytes: usize,
+    /// Most header fields in an HTTP/1 request.
+    pub http1_max_headers: usize,
 }
 
 /// Serves `router` on `listener` until `stop` resolves, then stops accepting
@@ -33,19 +40,21 @@ pub struct Timeouts {
 pub async fn serve(
     mut listener: Bounded,
     router: Router,
-    timeouts: Timeouts,
+    limits: Limits,
     stop: impl Future<Output = ()>,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read);
+        .header_read_timeout(limits.header_read)
+        .max_buf_size(limits.http1_max_head_bytes)
+        .max_headers(limits.http1_max_headers);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(timeouts.http2_keep_alive)
-        .keep_alive_timeout(timeouts.http2_keep_alive);
+        .keep_alive_interval(limits.http2_keep_alive)
+        .keep_alive_timeout(limits.http2_keep_alive);
     let graceful = GracefulShutdown::new();
     let (stop_tx, stopped) = tokio::sync::watch::channel(());
     let mut stop = std::pin::pin!(stop);
@@ -62,7 +71,7 @@ pub async fn serve(
         let service = TowerToHyperService::new(router.clone());
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let header_read = timeouts.header_read;
+        let header_read = limits.header_read;
         let mut silent_until_stop = stopped.clone();
         connections.spawn(async move {
             // A connection that has not spoken yet holds up no shutdown: it
