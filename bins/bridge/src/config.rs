@@ -17,6 +17,11 @@
 //! write_stall_timeout_ms = 60000   # LIGHTHOUSE_WRITE_STALL_TIMEOUT_MS (a client that reads nothing of a response for it is disconnected; a streamed response it takes nothing of, HTTP/2 included, is ended)
 //! http1_max_head_bytes = 65536     # LIGHTHOUSE_HTTP1_MAX_HEAD_BYTES (an HTTP/1 request head, 8192 to 1048576; larger is 431; also hyper's read and write buffer per connection)
 //! http1_max_headers = 64           # LIGHTHOUSE_HTTP1_MAX_HEADERS (header fields of an HTTP/1 request, 16 to 1024; more is 431)
+//! http2_max_concurrent_streams = 32       # LIGHTHOUSE_HTTP2_MAX_CONCURRENT_STREAMS (open streams per HTTP/2 connection, 1 to 1000; more are refused)
+//! http2_max_header_list_bytes = 16384     # LIGHTHOUSE_HTTP2_MAX_HEADER_LIST_BYTES (an HTTP/2 request's headers as RFC 9113 counts them, 4096 to 1048576)
+//! http2_stream_window_bytes = 262144      # LIGHTHOUSE_HTTP2_STREAM_WINDOW_BYTES (request body a client may send ahead on one stream, 65535 to 16777216)
+//! http2_connection_window_bytes = 524288  # LIGHTHOUSE_HTTP2_CONNECTION_WINDOW_BYTES (the same for all streams of a connection, 65535 to 16777216)
+//! http2_send_buffer_bytes = 65536         # LIGHTHOUSE_HTTP2_SEND_BUFFER_BYTES (response bytes buffered per stream, 16384 to 16777216)
 //!
 //! # Rate limits per role and action class (PROTOCOL.md 2.4), file only; each
 //! # entry replaces that one default. Classes: elicit, respond, write, read, session.
@@ -57,6 +62,11 @@ pub struct ServeConfig {
     pub write_stall_timeout_ms: u64,
     pub http1_max_head_bytes: usize,
     pub http1_max_headers: usize,
+    pub http2_max_concurrent_streams: u32,
+    pub http2_max_header_list_bytes: u32,
+    pub http2_stream_window_bytes: u32,
+    pub http2_connection_window_bytes: u32,
+    pub http2_send_buffer_bytes: usize,
     /// Role, then class name, then quota: replaces those defaults.
     pub rate_limits: BTreeMap<Role, BTreeMap<String, QuotaSpec>>,
 }
@@ -79,6 +89,11 @@ impl Default for ServeConfig {
             write_stall_timeout_ms: 60_000,
             http1_max_head_bytes: 64 << 10,
             http1_max_headers: 64,
+            http2_max_concurrent_streams: 32,
+            http2_max_header_list_bytes: 16 << 10,
+            http2_stream_window_bytes: 256 << 10,
+            http2_connection_window_bytes: 512 << 10,
+            http2_send_buffer_bytes: 64 << 10,
             rate_limits: BTreeMap::new(),
         }
     }
@@ -176,6 +191,31 @@ impl ServeConfig {
             "LIGHTHOUSE_HTTP1_MAX_HEADERS",
             &mut c.http1_max_headers,
         )?;
+        env_number(
+            &env,
+            "LIGHTHOUSE_HTTP2_MAX_CONCURRENT_STREAMS",
+            &mut c.http2_max_concurrent_streams,
+        )?;
+        env_number(
+            &env,
+            "LIGHTHOUSE_HTTP2_MAX_HEADER_LIST_BYTES",
+            &mut c.http2_max_header_list_bytes,
+        )?;
+        env_number(
+            &env,
+            "LIGHTHOUSE_HTTP2_STREAM_WINDOW_BYTES",
+            &mut c.http2_stream_window_bytes,
+        )?;
+        env_number(
+            &env,
+            "LIGHTHOUSE_HTTP2_CONNECTION_WINDOW_BYTES",
+            &mut c.http2_connection_window_bytes,
+        )?;
+        env_number(
+            &env,
+            "LIGHTHOUSE_HTTP2_SEND_BUFFER_BYTES",
+            &mut c.http2_send_buffer_bytes,
+        )?;
         if let Some(v) = o.listen {
             c.listen = v;
         }
@@ -255,6 +295,27 @@ impl ServeConfig {
         }
         if !(16..=1024).contains(&self.http1_max_headers) {
             return Err("http1_max_headers must be 16 to 1024".into());
+        }
+        if !(1..=1000).contains(&self.http2_max_concurrent_streams) {
+            return Err("http2_max_concurrent_streams must be 1 to 1000".into());
+        }
+        if !(4096..=1 << 20).contains(&self.http2_max_header_list_bytes) {
+            return Err("http2_max_header_list_bytes must be 4096 to 1048576".into());
+        }
+        // Below 65,535 (HTTP/2's initial window) a window could only shrink.
+        for (name, bytes) in [
+            ("http2_stream_window_bytes", self.http2_stream_window_bytes),
+            (
+                "http2_connection_window_bytes",
+                self.http2_connection_window_bytes,
+            ),
+        ] {
+            if !(65_535..=16 << 20).contains(&bytes) {
+                return Err(format!("{name} must be 65535 to 16777216"));
+            }
+        }
+        if !(16 << 10..=16 << 20).contains(&self.http2_send_buffer_bytes) {
+            return Err("http2_send_buffer_bytes must be 16384 to 16777216".into());
         }
         // Past it an orchestrator's SIGKILL would skip the final snapshot and
         // flush; 0 cuts in-flight requests at once, which is a choice.
@@ -467,6 +528,11 @@ mod tests {
         for (key, bad) in [
             ("http1_max_head_bytes", "4096"),
             ("http1_max_headers", "2000"),
+            ("http2_max_concurrent_streams", "0"),
+            ("http2_max_header_list_bytes", "100"),
+            ("http2_stream_window_bytes", "1024"),
+            ("http2_connection_window_bytes", "4294967295"),
+            ("http2_send_buffer_bytes", "0"),
         ] {
             std::fs::write(&f, format!("{key} = {bad}\n")).unwrap();
             let e = ServeConfig::resolve(Some(&f), |_| None, Overrides::default()).unwrap_err();

@@ -116,7 +116,12 @@ enum Command {
     /// (LIGHTHOUSE_BODY_READ_TIMEOUT_MS), write_stall_timeout_ms
     /// (LIGHTHOUSE_WRITE_STALL_TIMEOUT_MS), http1_max_head_bytes
     /// (LIGHTHOUSE_HTTP1_MAX_HEAD_BYTES), http1_max_headers
-    /// (LIGHTHOUSE_HTTP1_MAX_HEADERS), and [rate_limits.<role>] tables
+    /// (LIGHTHOUSE_HTTP1_MAX_HEADERS), http2_max_concurrent_streams
+    /// (LIGHTHOUSE_HTTP2_MAX_CONCURRENT_STREAMS), http2_max_header_list_bytes
+    /// (LIGHTHOUSE_HTTP2_MAX_HEADER_LIST_BYTES), http2_stream_window_bytes
+    /// (LIGHTHOUSE_HTTP2_STREAM_WINDOW_BYTES), http2_connection_window_bytes
+    /// (LIGHTHOUSE_HTTP2_CONNECTION_WINDOW_BYTES), http2_send_buffer_bytes
+    /// (LIGHTHOUSE_HTTP2_SEND_BUFFER_BYTES), and [rate_limits.<role>] tables
     /// (file only). The master key is LIGHTHOUSE_MASTER_KEY (64 hex) or
     /// <data>/master.key; RUST_LOG sets the log filter. Without --dev the data
     /// directory must hold a store (`lighthouse-bridge init`).

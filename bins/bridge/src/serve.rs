@@ -439,6 +439,11 @@ pub async fn serve(mut c: ServeConfig, dev: bool) -> Result<(), Failure> {
         http2_keep_alive: Duration::from_secs(20),
         http1_max_head_bytes: c.http1_max_head_bytes,
         http1_max_headers: c.http1_max_headers,
+        http2_max_concurrent_streams: c.http2_max_concurrent_streams,
+        http2_max_header_list_bytes: c.http2_max_header_list_bytes,
+        http2_stream_window_bytes: c.http2_stream_window_bytes,
+        http2_connection_window_bytes: c.http2_connection_window_bytes,
+        http2_send_buffer_bytes: c.http2_send_buffer_bytes,
     };
     // /mcp inside the REST router's request ids, logs and per-route metrics.
     let (router, streams) = lighthouse_http::router_with(bridge.clone(), http_config, mcp);

@@ -32,6 +32,19 @@ pub struct Limits {
     pub http1_max_head_bytes: usize,
     /// Most header fields in an HTTP/1 request.
     pub http1_max_headers: usize,
+    /// Streams open at once on one HTTP/2 connection; hyper's default of 200,
+    /// each holding its request's headers and handler while it waits for a
+    /// body, let one connection pin about 8 MiB before authentication.
+    pub http2_max_concurrent_streams: u32,
+    /// Largest HTTP/2 header list (each field's name and value plus 32).
+    pub http2_max_header_list_bytes: u32,
+    /// Request body bytes a client may send ahead of its handler on one
+    /// stream (hyper's default, 1 MiB).
+    pub http2_stream_window_bytes: u32,
+    /// The same for all the streams of a connection (hyper's default, 1 MiB).
+    pub http2_connection_window_bytes: u32,
+    /// Response bytes buffered per stream (hyper's default, 400 KiB).
+    pub http2_send_buffer_bytes: usize,
 }
 
 /// Serves `router` on `listener` until `stop` resolves, then stops accepting
@@ -54,7 +67,12 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.http2_keep_alive)
-        .keep_alive_timeout(limits.http2_keep_alive);
+        .keep_alive_timeout(limits.http2_keep_alive)
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_header_list_size(limits.http2_max_header_list_bytes)
+        .initial_stream_window_size(limits.http2_stream_window_bytes)
+        .initial_connection_window_size(limits.http2_connection_window_bytes)
+        .max_send_buf_size(limits.http2_send_buffer_bytes);
     let graceful = GracefulShutdown::new();
     let (stop_tx, stopped) = tokio::sync::watch::channel(());
     let mut stop = std::pin::pin!(stop);
