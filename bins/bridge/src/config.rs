@@ -12,7 +12,7 @@
 //! mcp_allowed_origins = []         # LIGHTHOUSE_MCP_ALLOWED_ORIGINS (comma-separated browser origins for /mcp)
 //! max_connections = 16384          # LIGHTHOUSE_MAX_CONNECTIONS (open connections; beyond it, accepting waits)
 //! listen_backlog = 4096            # LIGHTHOUSE_LISTEN_BACKLOG (connections the kernel queues before accept; capped by net.core.somaxconn)
-//! header_read_timeout_ms = 30000   # LIGHTHOUSE_HEADER_READ_TIMEOUT_MS (a request head must arrive within it; also the idle keep-alive)
+//! header_read_timeout_ms = 30000   # LIGHTHOUSE_HEADER_READ_TIMEOUT_MS (a request head must arrive within it; also the idle keep-alive, HTTP/2's included)
 //! body_read_timeout_ms = 30000     # LIGHTHOUSE_BODY_READ_TIMEOUT_MS (a request body must arrive within it)
 //! write_stall_timeout_ms = 60000   # LIGHTHOUSE_WRITE_STALL_TIMEOUT_MS (a client that reads nothing of a response for it is disconnected; a streamed response it takes nothing of, HTTP/2 included, is ended)
 //! http1_max_head_bytes = 65536     # LIGHTHOUSE_HTTP1_MAX_HEAD_BYTES (an HTTP/1 request head, 8192 to 1048576; larger is 431; also hyper's read and write buffer per connection)

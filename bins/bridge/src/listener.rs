@@ -151,26 +151,36 @@ impl Listener for Bounded {
     }
 }
 
+/// What a connection speaks, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Anything but the HTTP/2 preface (hyper refuses what is not HTTP/1).
+    Http1,
+    /// The HTTP/2 connection preface.
+    Http2,
+}
+
 impl Conn {
-    /// Waits for the client's first bytes, up to `within`: `false` when they
+    /// Waits for the client's first bytes, up to `within`: `None` when they
     /// did not come in time. hyper's automatic HTTP/1-or-2 detection reads
     /// the first bytes with no deadline of its own (its header read timeout
     /// starts later), so a connection that never speaks, or that trickles the
     /// HTTP/2 preface, would otherwise be held for ever.
-    pub async fn first_bytes_within(&self, within: Duration) -> bool {
+    pub async fn first_bytes_within(&self, within: Duration) -> Option<Protocol> {
         const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
         let deadline = tokio::time::Instant::now() + within;
         let mut buf = [0u8; H2_PREFACE.len()];
         loop {
             match tokio::time::timeout_at(deadline, self.io.peek(&mut buf)).await {
-                Err(_) => return false,
+                Err(_) => return None,
                 // hyper sees the error or the end of the stream itself.
-                Ok(Err(_)) | Ok(Ok(0)) => return true,
-                Ok(Ok(n)) if n == buf.len() || buf[..n] != H2_PREFACE[..n] => return true,
+                Ok(Err(_)) | Ok(Ok(0)) => return Some(Protocol::Http1),
+                Ok(Ok(n)) if buf[..n] != H2_PREFACE[..n] => return Some(Protocol::Http1),
+                Ok(Ok(n)) if n == buf.len() => return Some(Protocol::Http2),
                 // A partial HTTP/2 preface: peeking again at once would spin.
                 // (A timeout polls its future before its deadline, so a peek
                 // that is always ready needs the explicit check.)
-                Ok(Ok(_)) if tokio::time::Instant::now() >= deadline => return false,
+                Ok(Ok(_)) if tokio::time::Instant::now() >= deadline => return None,
                 Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
             }
         }

@@ -300,3 +300,69 @@ async fn http2_connections_advertise_and_enforce_their_limits() {
     // The connection window grows from the protocol's 65,535 to 512 KiB.
     assert_eq!(connection_window, Some((512 << 10) - 65_535));
 }
+
+/// An HTTP/2 connection with no request in flight for the header read
+/// timeout is closed (GOAWAY, then the end of the connection) though it
+/// answers every ping: h2idle.py held every connection slot that way. One
+/// with a request in flight is not, however long the request takes, and is
+/// closed once it has been idle as long after it.
+#[tokio::test]
+async fn idle_http2_connections_are_closed_and_busy_ones_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, addr) = bridge(
+        &dir,
+        &[
+            ("LIGHTHOUSE_HEADER_READ_TIMEOUT_MS", "500"),
+            ("LIGHTHOUSE_BODY_READ_TIMEOUT_MS", "2500"),
+        ],
+    )
+    .await;
+
+    let mut idle = h2::Client::connect(&addr).await;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(10);
+    let mut goaway = false;
+    loop {
+        match idle.next(deadline).await {
+            h2::Event::Frame(f) => goaway |= f.kind == h2::GOAWAY,
+            h2::Event::Closed => break,
+            h2::Event::TimedOut => panic!("an idle HTTP/2 connection was not closed"),
+        }
+    }
+    assert!(goaway, "closed without a GOAWAY");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A request whose body never comes: in flight until the body read
+    // timeout answers it, five idle timeouts later.
+    let mut busy = h2::Client::connect(&addr).await;
+    busy.send(&h2::request(
+        1,
+        "POST",
+        "/v1/messages",
+        &[("content-type", "application/json")],
+        false,
+    ))
+    .await;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(15);
+    let mut answered = None;
+    loop {
+        match busy.next(deadline).await {
+            h2::Event::Frame(f) if f.kind == h2::HEADERS && f.stream == 1 => {
+                answered = Some(started.elapsed());
+            }
+            h2::Event::Frame(f) if f.kind == h2::GOAWAY => {
+                assert!(answered.is_some(), "GOAWAY while a request was in flight");
+            }
+            h2::Event::Frame(_) => {}
+            h2::Event::Closed => break,
+            h2::Event::TimedOut => panic!("not closed once idle after its request"),
+        }
+    }
+    let answered = answered.expect("the connection closed before the request was answered");
+    assert!(answered >= Duration::from_secs(2), "{answered:?}");
+}
