@@ -11,6 +11,7 @@
 //! shutdown_grace_ms = 10000        # LIGHTHOUSE_SHUTDOWN_GRACE_MS (in-flight requests on shutdown, 0 to 600000)
 //! mcp_allowed_origins = []         # LIGHTHOUSE_MCP_ALLOWED_ORIGINS (comma-separated browser origins for /mcp)
 //! max_connections = 16384          # LIGHTHOUSE_MAX_CONNECTIONS (open connections; beyond it, accepting waits)
+//! max_connections_per_peer = 256  # LIGHTHOUSE_MAX_CONNECTIONS_PER_PEER (open connections from one IP address, 1 to 1000000; beyond it, closed at once)
 //! listen_backlog = 4096            # LIGHTHOUSE_LISTEN_BACKLOG (connections the kernel queues before accept; capped by net.core.somaxconn)
 //! header_read_timeout_ms = 30000   # LIGHTHOUSE_HEADER_READ_TIMEOUT_MS (a request head must arrive within it; also the idle keep-alive, HTTP/2's included)
 //! body_read_timeout_ms = 30000     # LIGHTHOUSE_BODY_READ_TIMEOUT_MS (a request body must arrive within it)
@@ -56,6 +57,7 @@ pub struct ServeConfig {
     pub shutdown_grace_ms: u64,
     pub mcp_allowed_origins: Vec<String>,
     pub max_connections: usize,
+    pub max_connections_per_peer: usize,
     pub listen_backlog: u32,
     pub header_read_timeout_ms: u64,
     pub body_read_timeout_ms: u64,
@@ -83,6 +85,7 @@ impl Default for ServeConfig {
             shutdown_grace_ms: 10_000,
             mcp_allowed_origins: Vec::new(),
             max_connections: 16_384,
+            max_connections_per_peer: 256,
             listen_backlog: 4096,
             header_read_timeout_ms: 30_000,
             body_read_timeout_ms: 30_000,
@@ -183,6 +186,11 @@ impl ServeConfig {
         }
         env_number(
             &env,
+            "LIGHTHOUSE_MAX_CONNECTIONS_PER_PEER",
+            &mut c.max_connections_per_peer,
+        )?;
+        env_number(
+            &env,
             "LIGHTHOUSE_HTTP1_MAX_HEAD_BYTES",
             &mut c.http1_max_head_bytes,
         )?;
@@ -276,6 +284,9 @@ impl ServeConfig {
         }
         if self.max_connections == 0 || self.max_connections > 1_000_000 {
             return Err("max_connections must be 1 to 1000000".into());
+        }
+        if !(1..=1_000_000).contains(&self.max_connections_per_peer) {
+            return Err("max_connections_per_peer must be 1 to 1000000".into());
         }
         if self.listen_backlog == 0 || self.listen_backlog > 65_535 {
             return Err("listen_backlog must be 1 to 65535".into());
@@ -526,6 +537,7 @@ mod tests {
         let c = ServeConfig::resolve(Some(&f), env, Overrides::default()).unwrap();
         assert_eq!((c.http1_max_head_bytes, c.http1_max_headers), (16384, 32));
         for (key, bad) in [
+            ("max_connections_per_peer", "0"),
             ("http1_max_head_bytes", "4096"),
             ("http1_max_headers", "2000"),
             ("http2_max_concurrent_streams", "0"),

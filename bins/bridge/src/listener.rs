@@ -2,14 +2,18 @@
 //! connections open at once. At the limit, accepting waits until one closes (the
 //! kernel's backlog holds new connections meanwhile), so a client that opens a
 //! connection per request cannot make the bridge hold tens of thousands of them.
+//! One peer address holds at most `max_connections_per_peer` of them: one more
+//! from it is closed at once, so a single client cannot take every slot.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::serve::Listener;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -38,25 +42,115 @@ pub fn bind(addr: &str, backlog: u32) -> io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
-/// A TCP listener bounded to `max` open connections.
+/// A TCP listener bounded to `max` open connections, `per_peer` of them from
+/// one address.
 pub struct Bounded {
     inner: TcpListener,
     permits: Arc<Semaphore>,
     max: usize,
     warned: bool,
     write_stall: Duration,
+    peers: Peers,
+    /// Connections refused since the last warning about them, and when that
+    /// warning was logged.
+    refused: u64,
+    refusal_logged: Option<Instant>,
 }
 
+/// How often at most a refused connection is logged (with the number
+/// refused since the previous line): a client retrying in a loop would
+/// otherwise fill the log.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
 impl Bounded {
-    /// At most `max` connections; a connection whose client reads nothing of
-    /// what is written to it for `write_stall` fails (see [`Conn`]).
-    pub fn new(inner: TcpListener, max: usize, write_stall: Duration) -> Self {
+    /// At most `max` connections, `per_peer` from one address; a connection
+    /// whose client reads nothing of what is written to it for `write_stall`
+    /// fails (see [`Conn`]).
+    pub fn new(inner: TcpListener, max: usize, per_peer: usize, write_stall: Duration) -> Self {
         Bounded {
             inner,
             permits: Arc::new(Semaphore::new(max)),
             max,
             warned: false,
             write_stall,
+            peers: Peers {
+                max: per_peer,
+                open: Arc::default(),
+            },
+            refused: 0,
+            refusal_logged: None,
+        }
+    }
+
+    /// Counts a connection refused for its peer's limit; logs it, at most
+    /// once per [`REFUSAL_LOG_INTERVAL`].
+    fn refused(&mut self, peer: IpAddr) {
+        self.refused += 1;
+        if self
+            .refusal_logged
+            .is_some_and(|at| at.elapsed() < REFUSAL_LOG_INTERVAL)
+        {
+            return;
+        }
+        tracing::warn!(
+            %peer,
+            max_connections_per_peer = self.peers.max,
+            refused = self.refused,
+            "connection refused: its address already has max_connections_per_peer open \
+             (logged at most once a minute; `refused` counts those since the last line)"
+        );
+        self.refused = 0;
+        self.refusal_logged = Some(Instant::now());
+    }
+}
+
+/// Open connections per peer address. Entries are removed when their last
+/// connection closes, so the map holds at most one per open connection.
+struct Peers {
+    max: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Peers {
+    /// A slot for one more connection from `peer`, unless it has `max` open.
+    /// An IPv4 address mapped into IPv6 counts as the IPv4 address.
+    fn admit(&self, peer: IpAddr) -> Option<PeerSlot> {
+        let peer = peer.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(peer).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            open: self.open.clone(),
+            peer,
+        })
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// One connection of a peer, given back when dropped.
+struct PeerSlot {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    peer: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Entry::Occupied(mut e) = open.entry(self.peer) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
         }
     }
 }
@@ -73,6 +167,7 @@ impl Bounded {
 pub struct Conn {
     io: TcpStream,
     _slot: OwnedSemaphorePermit,
+    _peer: PeerSlot,
     write_stall: Duration,
     /// When the pending write gives up; set while writes are pending.
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -131,19 +226,30 @@ impl Listener for Bounded {
             // The semaphore is never closed; if it were, accept nothing more.
             Err(_) => std::future::pending().await,
         };
-        let (io, addr) = Listener::accept(&mut self.inner).await;
-        if let Err(e) = io.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        loop {
+            let (io, addr) = Listener::accept(&mut self.inner).await;
+            let Some(peer) = self.peers.admit(addr.ip()) else {
+                // A reset, not a close: nothing is left in TIME_WAIT however
+                // often the client retries.
+                let _ = io.set_zero_linger();
+                drop(io);
+                self.refused(addr.ip());
+                continue;
+            };
+            if let Err(e) = io.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+            return (
+                Conn {
+                    io,
+                    _slot: slot,
+                    _peer: peer,
+                    write_stall: self.write_stall,
+                    stalled: None,
+                },
+                addr,
+            );
         }
-        (
-            Conn {
-                io,
-                _slot: slot,
-                write_stall: self.write_stall,
-                stalled: None,
-            },
-            addr,
-        )
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -242,7 +348,7 @@ mod tests {
     async fn accepting_waits_at_the_limit_and_resumes_when_a_connection_closes() {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
-        let mut l = Bounded::new(tcp, 1, Duration::from_secs(60));
+        let mut l = Bounded::new(tcp, 1, 256, Duration::from_secs(60));
         let _c1 = TcpStream::connect(addr).await.unwrap();
         let (first, _) = l.accept().await;
         let _c2 = TcpStream::connect(addr).await.unwrap();
@@ -254,6 +360,48 @@ mod tests {
         assert!(second.is_ok(), "did not accept after a connection closed");
     }
 
+    /// A peer at its limit gets its next connection closed at once while
+    /// other peers are served; the count of a peer goes when its last
+    /// connection does, so the map is bounded by the open connections.
+    #[tokio::test]
+    async fn one_peer_holds_at_most_its_limit_and_others_are_served() {
+        use tokio::io::AsyncReadExt;
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let mut l = Bounded::new(tcp, 10, 2, Duration::from_secs(60));
+        let _c1 = TcpStream::connect(addr).await.unwrap();
+        let _c2 = TcpStream::connect(addr).await.unwrap();
+        let (a1, _) = l.accept().await;
+        let (a2, _) = l.accept().await;
+        let mut c3 = TcpStream::connect(addr).await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(300), l.accept()).await;
+        assert!(
+            waited.is_err(),
+            "a third connection from one peer was accepted"
+        );
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(5), c3.read(&mut byte)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "the refused connection was not closed: {closed:?}"
+        );
+        // Another loopback address is another peer.
+        let other = tokio::net::TcpSocket::new_v4().unwrap();
+        other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let _c4 = other.connect(addr).await.unwrap();
+        let (a4, from) = tokio::time::timeout(Duration::from_secs(5), l.accept())
+            .await
+            .expect("another peer was not served");
+        assert_eq!(from.ip().to_string(), "127.0.0.2");
+        assert_eq!(l.peers.tracked(), 2);
+        drop((a1, a2, a4));
+        assert_eq!(l.peers.tracked(), 0, "closed peers are forgotten");
+        // The first peer is served again once it is under its limit.
+        let _c5 = TcpStream::connect(addr).await.unwrap();
+        let again = tokio::time::timeout(Duration::from_secs(5), l.accept()).await;
+        assert!(again.is_ok(), "the peer was not served again");
+    }
+
     /// A client that stops reading makes the connection's writes fail after
     /// the stall timeout (hyper then closes it); one that reads is unaffected.
     #[tokio::test]
@@ -263,7 +411,7 @@ mod tests {
         let addr = tcp.local_addr().unwrap();
         // Long enough that a reading client starved by a loaded machine is not
         // taken for one that stopped reading.
-        let mut l = Bounded::new(tcp, 2, Duration::from_millis(1500));
+        let mut l = Bounded::new(tcp, 2, 256, Duration::from_millis(1500));
         let chunk = vec![b'x'; 64 << 10];
 
         // Reads everything: a second of writes goes through.

@@ -110,7 +110,8 @@ enum Command {
     /// (LIGHTHOUSE_DURABILITY: durable or buffered), window_s
     /// (LIGHTHOUSE_WINDOW_S), shutdown_grace_ms (LIGHTHOUSE_SHUTDOWN_GRACE_MS),
     /// mcp_allowed_origins (LIGHTHOUSE_MCP_ALLOWED_ORIGINS, comma-separated),
-    /// max_connections (LIGHTHOUSE_MAX_CONNECTIONS), listen_backlog
+    /// max_connections (LIGHTHOUSE_MAX_CONNECTIONS), max_connections_per_peer
+    /// (LIGHTHOUSE_MAX_CONNECTIONS_PER_PEER), listen_backlog
     /// (LIGHTHOUSE_LISTEN_BACKLOG), header_read_timeout_ms
     /// (LIGHTHOUSE_HEADER_READ_TIMEOUT_MS), body_read_timeout_ms
     /// (LIGHTHOUSE_BODY_READ_TIMEOUT_MS), write_stall_timeout_ms

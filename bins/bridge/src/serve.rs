@@ -460,6 +460,7 @@ pub async fn serve(mut c: ServeConfig, dev: bool) -> Result<(), Failure> {
     let listener = crate::listener::Bounded::new(
         listener,
         max_connections,
+        c.max_connections_per_peer,
         Duration::from_millis(c.write_stall_timeout_ms),
     );
     let mut server = tokio::spawn(crate::server::serve(listener, router, limits, async {

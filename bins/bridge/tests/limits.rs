@@ -366,3 +366,59 @@ async fn idle_http2_connections_are_closed_and_busy_ones_are_not() {
     let answered = answered.expect("the connection closed before the request was answered");
     assert!(answered >= Duration::from_secs(2), "{answered:?}");
 }
+
+/// `GET /health/live` over a new connection from `from` (an IPv4 loopback
+/// address), kept alive: the connection if it was answered `200`, `None` if
+/// the bridge closed it instead.
+async fn live_from(from: &str, addr: &str) -> Option<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut s = socket.connect(addr.parse().unwrap()).await.ok()?;
+    s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .ok()?;
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("neither answered nor closed")
+        .ok()?;
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    (n > 0).then(|| {
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        s
+    })
+}
+
+/// One address holds at most `max_connections_per_peer` connections (here
+/// 3; loopback counts like any other address): one more from it is closed at
+/// once, while another address is served, and the first is served again once
+/// one of its connections closes. h2idle.py held every slot from one address.
+#[tokio::test]
+async fn one_address_holds_at_most_max_connections_per_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, addr) = bridge(&dir, &[("LIGHTHOUSE_MAX_CONNECTIONS_PER_PEER", "3")]).await;
+    // The readiness probe's connection may still count for a moment.
+    let mut held = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held.len() < 3 {
+        assert!(Instant::now() < deadline, "could not open 3 connections");
+        match live_from("127.0.0.1", &addr).await {
+            Some(s) => held.push(s),
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert!(
+        live_from("127.0.0.1", &addr).await.is_none(),
+        "a fourth connection from one address was served"
+    );
+    assert!(
+        live_from("127.0.0.2", &addr).await.is_some(),
+        "another address was refused"
+    );
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while live_from("127.0.0.1", &addr).await.is_none() {
+        assert!(Instant::now() < deadline, "not served again after a close");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
