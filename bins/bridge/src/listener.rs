@@ -266,30 +266,107 @@ pub enum Protocol {
     Http2,
 }
 
+/// The HTTP/2 connection preface (RFC 9113 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 impl Conn {
-    /// Waits for the client's first bytes, up to `within`: `None` when they
-    /// did not come in time. hyper's automatic HTTP/1-or-2 detection reads
-    /// the first bytes with no deadline of its own (its header read timeout
-    /// starts later), so a connection that never speaks, or that trickles the
-    /// HTTP/2 preface, would otherwise be held for ever.
-    pub async fn first_bytes_within(&self, within: Duration) -> Option<Protocol> {
-        const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    /// Reads the client's first bytes, as many as it takes to tell HTTP/2's
+    /// preface from anything else (at most its 24), within `within`: `None`
+    /// when they did not come in time, or the client closed or failed first.
+    /// hyper's automatic HTTP/1-or-2 detection reads them with no deadline
+    /// of its own (its header read timeout starts later), so a connection
+    /// that never speaks, or that trickles the preface, would otherwise be
+    /// held for ever.
+    ///
+    /// The bytes are read, not peeked: a peek is ready again at once while
+    /// they sit unread, so a client that sent part of the preface and
+    /// stopped (2,000 of them cost a third of the machine's two cores,
+    /// re-peeked every 10 ms) made the bridge poll until the deadline; a
+    /// read waits for more. hyper reads them again from the returned
+    /// connection.
+    pub async fn read_protocol(mut self, within: Duration) -> Option<(Protocol, Rewound)> {
+        use tokio::io::AsyncReadExt;
         let deadline = tokio::time::Instant::now() + within;
-        let mut buf = [0u8; H2_PREFACE.len()];
-        loop {
-            match tokio::time::timeout_at(deadline, self.io.peek(&mut buf)).await {
-                Err(_) => return None,
-                // hyper sees the error or the end of the stream itself.
-                Ok(Err(_)) | Ok(Ok(0)) => return Some(Protocol::Http1),
-                Ok(Ok(n)) if buf[..n] != H2_PREFACE[..n] => return Some(Protocol::Http1),
-                Ok(Ok(n)) if n == buf.len() => return Some(Protocol::Http2),
-                // A partial HTTP/2 preface: peeking again at once would spin.
-                // (A timeout polls its future before its deadline, so a peek
-                // that is always ready needs the explicit check.)
-                Ok(Ok(_)) if tokio::time::Instant::now() >= deadline => return None,
-                Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+        let mut first = [0u8; H2_PREFACE.len()];
+        let mut len = 0;
+        let protocol = loop {
+            match tokio::time::timeout_at(deadline, self.io.read(&mut first[len..])).await {
+                Err(_) | Ok(Err(_)) | Ok(Ok(0)) => return None,
+                Ok(Ok(n)) => len += n,
             }
+            if first[..len] != H2_PREFACE[..len] {
+                break Protocol::Http1;
+            }
+            if len == H2_PREFACE.len() {
+                break Protocol::Http2;
+            }
+        };
+        Some((
+            protocol,
+            Rewound {
+                conn: self,
+                first,
+                at: 0,
+                len,
+            },
+        ))
+    }
+}
+
+/// A connection whose first bytes were read to tell its protocol
+/// ([`Conn::read_protocol`]): reading it gives those bytes first, then the
+/// rest of what the client sends.
+pub struct Rewound {
+    conn: Conn,
+    first: [u8; H2_PREFACE.len()],
+    at: usize,
+    len: usize,
+}
+
+impl AsyncRead for Rewound {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.len {
+            let n = (this.len - this.at).min(buf.remaining());
+            buf.put_slice(&this.first[this.at..this.at + n]);
+            this.at += n;
+            return Poll::Ready(Ok(()));
         }
+        Pin::new(&mut this.conn).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewound {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().conn).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().conn).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.conn.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().conn).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().conn).poll_shutdown(cx)
     }
 }
 

@@ -101,12 +101,16 @@ pub async fn serve(
         connections.spawn(async move {
             // A connection that has not spoken yet holds up no shutdown: it
             // is dropped when the server stops, as it would be on timeout.
-            let protocol = tokio::select! {
-                protocol = io.first_bytes_within(header_read) => protocol,
+            let first = tokio::select! {
+                first = io.read_protocol(header_read) => first,
                 _ = stop.changed() => None,
             };
-            let Some(protocol) = protocol else {
-                tracing::debug!(%remote, "connection closed: no request within the header read timeout");
+            let Some((protocol, io)) = first else {
+                tracing::debug!(
+                    %remote,
+                    "connection closed before its first request: nothing within the header \
+                     read timeout, or the client closed it"
+                );
                 return;
             };
             let (in_flight, idle) = watch::channel(0);

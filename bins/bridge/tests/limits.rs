@@ -180,6 +180,11 @@ mod h2 {
             let mut hello = PREFACE.to_vec();
             hello.extend(frame(SETTINGS, 0, 0, &[]));
             io.write_all(&hello).await.unwrap();
+            Client::from_stream(io)
+        }
+
+        /// A connection that has sent its preface and SETTINGS already.
+        pub fn from_stream(io: TcpStream) -> Client {
             Client {
                 io,
                 buf: Vec::new(),
@@ -420,5 +425,66 @@ async fn one_address_holds_at_most_max_connections_per_peer() {
     while live_from("127.0.0.1", &addr).await.is_none() {
         assert!(Instant::now() < deadline, "not served again after a close");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The bridge reads a connection's first bytes itself, to tell HTTP/2's
+/// preface from HTTP/1 within the header read timeout, and hands them on:
+/// a preface that arrives in pieces is still HTTP/2, an HTTP/1 request that
+/// starts like one (`P`) or arrives a byte at a time is still HTTP/1.
+#[tokio::test]
+async fn first_bytes_read_to_tell_the_protocol_reach_hyper() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, addr) = bridge(&dir, &[]).await;
+
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    for piece in [&h2::PREFACE[..3], &h2::PREFACE[3..10], &h2::PREFACE[10..]] {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    s.write_all(&h2::frame(h2::SETTINGS, 0, 0, &[]))
+        .await
+        .unwrap();
+    let mut c = h2::Client::from_stream(s);
+    c.settings(Duration::from_secs(10)).await;
+    c.send(&h2::request(1, "GET", "/health/live", &[], true))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.next(deadline).await {
+            h2::Event::Frame(f) if f.kind == h2::HEADERS && f.stream == 1 => {
+                // `:status: 200` is index 8 of HPACK's static table.
+                assert_eq!(f.payload.first(), Some(&0x88), "{:?}", f.payload);
+                break;
+            }
+            h2::Event::Frame(f) => assert_ne!(f.kind, h2::GOAWAY),
+            h2::Event::Closed | h2::Event::TimedOut => panic!("no answer over HTTP/2"),
+        }
+    }
+
+    for (request, status) in [
+        (
+            &b"PUT /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
+            "405",
+        ),
+        (
+            &b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
+            "200",
+        ),
+    ] {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        for byte in &request[..30] {
+            s.write_all(&[*byte]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        s.write_all(&request[30..]).await.unwrap();
+        let (answer, _) = read_until_closed(&mut s, Duration::from_secs(10))
+            .await
+            .expect("no answer over HTTP/1");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{answer}"
+        );
     }
 }
