@@ -134,6 +134,12 @@ pub fn spawn(
     if let Some(n) = workers {
         cmd.env("TOKIO_WORKER_THREADS", n.max(1).to_string());
     }
+    // Every simulated agent connects from 127.0.0.1, so the bridge's
+    // per-address cap (256 by default) would refuse most of them; one set in
+    // the environment is kept.
+    if std::env::var_os("LIGHTHOUSE_MAX_CONNECTIONS_PER_PEER").is_none() {
+        cmd.env("LIGHTHOUSE_MAX_CONNECTIONS_PER_PEER", "1000000");
+    }
     let mut child = cmd
         .arg("serve")
         .arg("--data")

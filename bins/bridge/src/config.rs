@@ -11,10 +11,18 @@
 //! shutdown_grace_ms = 10000        # LIGHTHOUSE_SHUTDOWN_GRACE_MS (in-flight requests on shutdown, 0 to 600000)
 //! mcp_allowed_origins = []         # LIGHTHOUSE_MCP_ALLOWED_ORIGINS (comma-separated origins, scheme://host[:port], whose requests /mcp takes; see docs/MCP.md)
 //! max_connections = 16384          # LIGHTHOUSE_MAX_CONNECTIONS (open connections; beyond it, accepting waits)
+//! max_connections_per_peer = 256  # LIGHTHOUSE_MAX_CONNECTIONS_PER_PEER (open connections from one IP address, 1 to 1000000; beyond it, closed at once)
 //! listen_backlog = 4096            # LIGHTHOUSE_LISTEN_BACKLOG (connections the kernel queues before accept; capped by net.core.somaxconn)
-//! header_read_timeout_ms = 30000   # LIGHTHOUSE_HEADER_READ_TIMEOUT_MS (a request head must arrive within it; also the idle keep-alive)
+//! header_read_timeout_ms = 30000   # LIGHTHOUSE_HEADER_READ_TIMEOUT_MS (a request head must arrive within it; also the idle keep-alive, HTTP/2's included)
 //! body_read_timeout_ms = 30000     # LIGHTHOUSE_BODY_READ_TIMEOUT_MS (a request body must arrive within it)
 //! write_stall_timeout_ms = 60000   # LIGHTHOUSE_WRITE_STALL_TIMEOUT_MS (a client that reads nothing of a response for it is disconnected; a streamed response it takes nothing of, HTTP/2 included, is ended)
+//! http1_max_head_bytes = 65536     # LIGHTHOUSE_HTTP1_MAX_HEAD_BYTES (an HTTP/1 request head, 8192 to 1048576; larger is 431; also hyper's read and write buffer per connection)
+//! http1_max_headers = 64           # LIGHTHOUSE_HTTP1_MAX_HEADERS (header fields of an HTTP/1 request, 16 to 1024; more is 431)
+//! http2_max_concurrent_streams = 32       # LIGHTHOUSE_HTTP2_MAX_CONCURRENT_STREAMS (open streams per HTTP/2 connection, 1 to 1000; more are refused)
+//! http2_max_header_list_bytes = 16384     # LIGHTHOUSE_HTTP2_MAX_HEADER_LIST_BYTES (an HTTP/2 request's headers as RFC 9113 counts them, 4096 to 1048576)
+//! http2_stream_window_bytes = 262144      # LIGHTHOUSE_HTTP2_STREAM_WINDOW_BYTES (request body a client may send ahead on one stream, 65535 to 16777216)
+//! http2_connection_window_bytes = 524288  # LIGHTHOUSE_HTTP2_CONNECTION_WINDOW_BYTES (the same for all streams of a connection, 65535 to 16777216)
+//! http2_send_buffer_bytes = 65536         # LIGHTHOUSE_HTTP2_SEND_BUFFER_BYTES (response bytes buffered per stream, 16384 to 16777216)
 //!
 //! # Rate limits per role and action class (PROTOCOL.md 2.4), file only; each
 //! # entry replaces that one default. Classes: elicit, respond, write, read, session.
@@ -64,10 +72,18 @@ pub struct ServeConfig {
     pub shutdown_grace_ms: u64,
     pub mcp_allowed_origins: Vec<String>,
     pub max_connections: usize,
+    pub max_connections_per_peer: usize,
     pub listen_backlog: u32,
     pub header_read_timeout_ms: u64,
     pub body_read_timeout_ms: u64,
     pub write_stall_timeout_ms: u64,
+    pub http1_max_head_bytes: usize,
+    pub http1_max_headers: usize,
+    pub http2_max_concurrent_streams: u32,
+    pub http2_max_header_list_bytes: u32,
+    pub http2_stream_window_bytes: u32,
+    pub http2_connection_window_bytes: u32,
+    pub http2_send_buffer_bytes: usize,
     /// Role, then class name, then quota: replaces those defaults.
     pub rate_limits: BTreeMap<Role, BTreeMap<String, QuotaSpec>>,
     /// The `[flags]` table: the flag store's limits.
@@ -86,10 +102,18 @@ impl Default for ServeConfig {
             shutdown_grace_ms: 10_000,
             mcp_allowed_origins: Vec::new(),
             max_connections: 16_384,
+            max_connections_per_peer: 256,
             listen_backlog: 4096,
             header_read_timeout_ms: 30_000,
             body_read_timeout_ms: 30_000,
             write_stall_timeout_ms: 60_000,
+            http1_max_head_bytes: 64 << 10,
+            http1_max_headers: 64,
+            http2_max_concurrent_streams: 32,
+            http2_max_header_list_bytes: 16 << 10,
+            http2_stream_window_bytes: 256 << 10,
+            http2_connection_window_bytes: 512 << 10,
+            http2_send_buffer_bytes: 64 << 10,
             rate_limits: BTreeMap::new(),
             flags: FlagsConfig::default(),
         }
@@ -179,6 +203,46 @@ impl ServeConfig {
                 .map_err(|_| "LIGHTHOUSE_BODY_READ_TIMEOUT_MS must be a number".to_owned())?;
         }
         c.flags.apply_env(&env)?;
+        env_number(
+            &env,
+            "LIGHTHOUSE_MAX_CONNECTIONS_PER_PEER",
+            &mut c.max_connections_per_peer,
+        )?;
+        env_number(
+            &env,
+            "LIGHTHOUSE_HTTP1_MAX_HEAD_BYTES",
+            &mut c.http1_max_head_bytes,
+        )?;
+        env_number(
+            &env,
+            "LIGHTHOUSE_HTTP1_MAX_HEADERS",
+            &mut c.http1_max_headers,
+        )?;
+        env_number(
+            &env,
+            "LIGHTHOUSE_HTTP2_MAX_CONCURRENT_STREAMS",
+            &mut c.http2_max_concurrent_streams,
+        )?;
+        env_number(
+            &env,
+            "LIGHTHOUSE_HTTP2_MAX_HEADER_LIST_BYTES",
+            &mut c.http2_max_header_list_bytes,
+        )?;
+        env_number(
+            &env,
+            "LIGHTHOUSE_HTTP2_STREAM_WINDOW_BYTES",
+            &mut c.http2_stream_window_bytes,
+        )?;
+        env_number(
+            &env,
+            "LIGHTHOUSE_HTTP2_CONNECTION_WINDOW_BYTES",
+            &mut c.http2_connection_window_bytes,
+        )?;
+        env_number(
+            &env,
+            "LIGHTHOUSE_HTTP2_SEND_BUFFER_BYTES",
+            &mut c.http2_send_buffer_bytes,
+        )?;
         if let Some(v) = o.listen {
             c.listen = v;
         }
@@ -241,6 +305,9 @@ impl ServeConfig {
         if self.max_connections == 0 || self.max_connections > 1_000_000 {
             return Err("max_connections must be 1 to 1000000".into());
         }
+        if !(1..=1_000_000).contains(&self.max_connections_per_peer) {
+            return Err("max_connections_per_peer must be 1 to 1000000".into());
+        }
         if self.listen_backlog == 0 || self.listen_backlog > 65_535 {
             return Err("listen_backlog must be 1 to 65535".into());
         }
@@ -252,6 +319,34 @@ impl ServeConfig {
             if !(100..=600_000).contains(&ms) {
                 return Err(format!("{name} must be 100 to 600000"));
             }
+        }
+        // hyper refuses (panics at) an HTTP/1 buffer under 8 KiB.
+        if !(8192..=1 << 20).contains(&self.http1_max_head_bytes) {
+            return Err("http1_max_head_bytes must be 8192 to 1048576".into());
+        }
+        if !(16..=1024).contains(&self.http1_max_headers) {
+            return Err("http1_max_headers must be 16 to 1024".into());
+        }
+        if !(1..=1000).contains(&self.http2_max_concurrent_streams) {
+            return Err("http2_max_concurrent_streams must be 1 to 1000".into());
+        }
+        if !(4096..=1 << 20).contains(&self.http2_max_header_list_bytes) {
+            return Err("http2_max_header_list_bytes must be 4096 to 1048576".into());
+        }
+        // Below 65,535 (HTTP/2's initial window) a window could only shrink.
+        for (name, bytes) in [
+            ("http2_stream_window_bytes", self.http2_stream_window_bytes),
+            (
+                "http2_connection_window_bytes",
+                self.http2_connection_window_bytes,
+            ),
+        ] {
+            if !(65_535..=16 << 20).contains(&bytes) {
+                return Err(format!("{name} must be 65535 to 16777216"));
+            }
+        }
+        if !(16 << 10..=16 << 20).contains(&self.http2_send_buffer_bytes) {
+            return Err("http2_send_buffer_bytes must be 16384 to 16777216".into());
         }
         // Past it an orchestrator's SIGKILL would skip the final snapshot and
         // flush; 0 cuts in-flight requests at once, which is a choice.
@@ -414,6 +509,22 @@ impl FlagsConfig {
             max_replay_page_bytes: self.max_replay_page_bytes,
         }
     }
+}
+
+/// Sets `slot` from the variable `var` when it is set: a number, else an
+/// error naming the variable.
+fn env_number<T: std::str::FromStr>(
+    env: &impl Fn(&str) -> Option<String>,
+    var: &str,
+    slot: &mut T,
+) -> Result<(), String> {
+    if let Some(v) = env(var) {
+        *slot = v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{var} must be a number"))?;
+    }
+    Ok(())
 }
 
 /// Refuses a `public_url` that is not an absolute `http` or `https` URL with a
@@ -734,6 +845,39 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((f.flag.version, f.changed), (1, true));
+    }
+
+    /// The connection limits of `server::Limits` and the listener: set from
+    /// the file or the environment, refused outside their ranges by name.
+    #[test]
+    fn connection_limits_are_configurable_and_range_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "http1_max_head_bytes = 16384\n").unwrap();
+        let env = |k: &str| (k == "LIGHTHOUSE_HTTP1_MAX_HEADERS").then(|| "32".to_owned());
+        let c = ServeConfig::resolve(Some(&f), env, Overrides::default()).unwrap();
+        assert_eq!((c.http1_max_head_bytes, c.http1_max_headers), (16384, 32));
+        for (key, bad) in [
+            ("max_connections_per_peer", "0"),
+            ("http1_max_head_bytes", "4096"),
+            ("http1_max_headers", "2000"),
+            ("http2_max_concurrent_streams", "0"),
+            ("http2_max_header_list_bytes", "100"),
+            ("http2_stream_window_bytes", "1024"),
+            ("http2_connection_window_bytes", "4294967295"),
+            ("http2_send_buffer_bytes", "0"),
+        ] {
+            std::fs::write(&f, format!("{key} = {bad}\n")).unwrap();
+            let e = ServeConfig::resolve(Some(&f), |_| None, Overrides::default()).unwrap_err();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let e = ServeConfig::resolve(
+            None,
+            |k| (k == "LIGHTHOUSE_HTTP1_MAX_HEADERS").then(|| "many".to_owned()),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("LIGHTHOUSE_HTTP1_MAX_HEADERS"), "{e}");
     }
 
     #[tokio::test]

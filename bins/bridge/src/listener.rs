@@ -2,14 +2,18 @@
 //! connections open at once. At the limit, accepting waits until one closes (the
 //! kernel's backlog holds new connections meanwhile), so a client that opens a
 //! connection per request cannot make the bridge hold tens of thousands of them.
+//! One peer address holds at most `max_connections_per_peer` of them: one more
+//! from it is closed at once, so a single client cannot take every slot.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::serve::Listener;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -38,25 +42,115 @@ pub fn bind(addr: &str, backlog: u32) -> io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
-/// A TCP listener bounded to `max` open connections.
+/// A TCP listener bounded to `max` open connections, `per_peer` of them from
+/// one address.
 pub struct Bounded {
     inner: TcpListener,
     permits: Arc<Semaphore>,
     max: usize,
     warned: bool,
     write_stall: Duration,
+    peers: Peers,
+    /// Connections refused since the last warning about them, and when that
+    /// warning was logged.
+    refused: u64,
+    refusal_logged: Option<Instant>,
 }
 
+/// How often at most a refused connection is logged (with the number
+/// refused since the previous line): a client retrying in a loop would
+/// otherwise fill the log.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
 impl Bounded {
-    /// At most `max` connections; a connection whose client reads nothing of
-    /// what is written to it for `write_stall` fails (see [`Conn`]).
-    pub fn new(inner: TcpListener, max: usize, write_stall: Duration) -> Self {
+    /// At most `max` connections, `per_peer` from one address; a connection
+    /// whose client reads nothing of what is written to it for `write_stall`
+    /// fails (see [`Conn`]).
+    pub fn new(inner: TcpListener, max: usize, per_peer: usize, write_stall: Duration) -> Self {
         Bounded {
             inner,
             permits: Arc::new(Semaphore::new(max)),
             max,
             warned: false,
             write_stall,
+            peers: Peers {
+                max: per_peer,
+                open: Arc::default(),
+            },
+            refused: 0,
+            refusal_logged: None,
+        }
+    }
+
+    /// Counts a connection refused for its peer's limit; logs it, at most
+    /// once per [`REFUSAL_LOG_INTERVAL`].
+    fn refused(&mut self, peer: IpAddr) {
+        self.refused += 1;
+        if self
+            .refusal_logged
+            .is_some_and(|at| at.elapsed() < REFUSAL_LOG_INTERVAL)
+        {
+            return;
+        }
+        tracing::warn!(
+            %peer,
+            max_connections_per_peer = self.peers.max,
+            refused = self.refused,
+            "connection refused: its address already has max_connections_per_peer open \
+             (logged at most once a minute; `refused` counts those since the last line)"
+        );
+        self.refused = 0;
+        self.refusal_logged = Some(Instant::now());
+    }
+}
+
+/// Open connections per peer address. Entries are removed when their last
+/// connection closes, so the map holds at most one per open connection.
+struct Peers {
+    max: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Peers {
+    /// A slot for one more connection from `peer`, unless it has `max` open.
+    /// An IPv4 address mapped into IPv6 counts as the IPv4 address.
+    fn admit(&self, peer: IpAddr) -> Option<PeerSlot> {
+        let peer = peer.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(peer).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            open: self.open.clone(),
+            peer,
+        })
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// One connection of a peer, given back when dropped.
+struct PeerSlot {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    peer: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Entry::Occupied(mut e) = open.entry(self.peer) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
         }
     }
 }
@@ -73,6 +167,7 @@ impl Bounded {
 pub struct Conn {
     io: TcpStream,
     _slot: OwnedSemaphorePermit,
+    _peer: PeerSlot,
     write_stall: Duration,
     /// When the pending write gives up; set while writes are pending.
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -131,19 +226,30 @@ impl Listener for Bounded {
             // The semaphore is never closed; if it were, accept nothing more.
             Err(_) => std::future::pending().await,
         };
-        let (io, addr) = Listener::accept(&mut self.inner).await;
-        if let Err(e) = io.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        loop {
+            let (io, addr) = Listener::accept(&mut self.inner).await;
+            let Some(peer) = self.peers.admit(addr.ip()) else {
+                // A reset, not a close: nothing is left in TIME_WAIT however
+                // often the client retries.
+                let _ = io.set_zero_linger();
+                drop(io);
+                self.refused(addr.ip());
+                continue;
+            };
+            if let Err(e) = io.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+            return (
+                Conn {
+                    io,
+                    _slot: slot,
+                    _peer: peer,
+                    write_stall: self.write_stall,
+                    stalled: None,
+                },
+                addr,
+            );
         }
-        (
-            Conn {
-                io,
-                _slot: slot,
-                write_stall: self.write_stall,
-                stalled: None,
-            },
-            addr,
-        )
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -151,29 +257,116 @@ impl Listener for Bounded {
     }
 }
 
+/// What a connection speaks, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Anything but the HTTP/2 preface (hyper refuses what is not HTTP/1).
+    Http1,
+    /// The HTTP/2 connection preface.
+    Http2,
+}
+
+/// The HTTP/2 connection preface (RFC 9113 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 impl Conn {
-    /// Waits for the client's first bytes, up to `within`: `false` when they
-    /// did not come in time. hyper's automatic HTTP/1-or-2 detection reads
-    /// the first bytes with no deadline of its own (its header read timeout
-    /// starts later), so a connection that never speaks, or that trickles the
-    /// HTTP/2 preface, would otherwise be held for ever.
-    pub async fn first_bytes_within(&self, within: Duration) -> bool {
-        const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    /// Reads the client's first bytes, as many as it takes to tell HTTP/2's
+    /// preface from anything else (at most its 24), within `within`: `None`
+    /// when they did not come in time, or the client closed or failed first.
+    /// hyper's automatic HTTP/1-or-2 detection reads them with no deadline
+    /// of its own (its header read timeout starts later), so a connection
+    /// that never speaks, or that trickles the preface, would otherwise be
+    /// held for ever.
+    ///
+    /// The bytes are read, not peeked: a peek is ready again at once while
+    /// they sit unread, so a client that sent part of the preface and
+    /// stopped (2,000 of them cost a third of the machine's two cores,
+    /// re-peeked every 10 ms) made the bridge poll until the deadline; a
+    /// read waits for more. hyper reads them again from the returned
+    /// connection.
+    pub async fn read_protocol(mut self, within: Duration) -> Option<(Protocol, Rewound)> {
+        use tokio::io::AsyncReadExt;
         let deadline = tokio::time::Instant::now() + within;
-        let mut buf = [0u8; H2_PREFACE.len()];
-        loop {
-            match tokio::time::timeout_at(deadline, self.io.peek(&mut buf)).await {
-                Err(_) => return false,
-                // hyper sees the error or the end of the stream itself.
-                Ok(Err(_)) | Ok(Ok(0)) => return true,
-                Ok(Ok(n)) if n == buf.len() || buf[..n] != H2_PREFACE[..n] => return true,
-                // A partial HTTP/2 preface: peeking again at once would spin.
-                // (A timeout polls its future before its deadline, so a peek
-                // that is always ready needs the explicit check.)
-                Ok(Ok(_)) if tokio::time::Instant::now() >= deadline => return false,
-                Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+        let mut first = [0u8; H2_PREFACE.len()];
+        let mut len = 0;
+        let protocol = loop {
+            match tokio::time::timeout_at(deadline, self.io.read(&mut first[len..])).await {
+                Err(_) | Ok(Err(_)) | Ok(Ok(0)) => return None,
+                Ok(Ok(n)) => len += n,
             }
+            if first[..len] != H2_PREFACE[..len] {
+                break Protocol::Http1;
+            }
+            if len == H2_PREFACE.len() {
+                break Protocol::Http2;
+            }
+        };
+        Some((
+            protocol,
+            Rewound {
+                conn: self,
+                first,
+                at: 0,
+                len,
+            },
+        ))
+    }
+}
+
+/// A connection whose first bytes were read to tell its protocol
+/// ([`Conn::read_protocol`]): reading it gives those bytes first, then the
+/// rest of what the client sends.
+pub struct Rewound {
+    conn: Conn,
+    first: [u8; H2_PREFACE.len()],
+    at: usize,
+    len: usize,
+}
+
+impl AsyncRead for Rewound {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.len {
+            let n = (this.len - this.at).min(buf.remaining());
+            buf.put_slice(&this.first[this.at..this.at + n]);
+            this.at += n;
+            return Poll::Ready(Ok(()));
         }
+        Pin::new(&mut this.conn).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewound {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().conn).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().conn).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.conn.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().conn).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().conn).poll_shutdown(cx)
     }
 }
 
@@ -232,7 +425,7 @@ mod tests {
     async fn accepting_waits_at_the_limit_and_resumes_when_a_connection_closes() {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
-        let mut l = Bounded::new(tcp, 1, Duration::from_secs(60));
+        let mut l = Bounded::new(tcp, 1, 256, Duration::from_secs(60));
         let _c1 = TcpStream::connect(addr).await.unwrap();
         let (first, _) = l.accept().await;
         let _c2 = TcpStream::connect(addr).await.unwrap();
@@ -244,6 +437,48 @@ mod tests {
         assert!(second.is_ok(), "did not accept after a connection closed");
     }
 
+    /// A peer at its limit gets its next connection closed at once while
+    /// other peers are served; the count of a peer goes when its last
+    /// connection does, so the map is bounded by the open connections.
+    #[tokio::test]
+    async fn one_peer_holds_at_most_its_limit_and_others_are_served() {
+        use tokio::io::AsyncReadExt;
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let mut l = Bounded::new(tcp, 10, 2, Duration::from_secs(60));
+        let _c1 = TcpStream::connect(addr).await.unwrap();
+        let _c2 = TcpStream::connect(addr).await.unwrap();
+        let (a1, _) = l.accept().await;
+        let (a2, _) = l.accept().await;
+        let mut c3 = TcpStream::connect(addr).await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(300), l.accept()).await;
+        assert!(
+            waited.is_err(),
+            "a third connection from one peer was accepted"
+        );
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(5), c3.read(&mut byte)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "the refused connection was not closed: {closed:?}"
+        );
+        // Another loopback address is another peer.
+        let other = tokio::net::TcpSocket::new_v4().unwrap();
+        other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let _c4 = other.connect(addr).await.unwrap();
+        let (a4, from) = tokio::time::timeout(Duration::from_secs(5), l.accept())
+            .await
+            .expect("another peer was not served");
+        assert_eq!(from.ip().to_string(), "127.0.0.2");
+        assert_eq!(l.peers.tracked(), 2);
+        drop((a1, a2, a4));
+        assert_eq!(l.peers.tracked(), 0, "closed peers are forgotten");
+        // The first peer is served again once it is under its limit.
+        let _c5 = TcpStream::connect(addr).await.unwrap();
+        let again = tokio::time::timeout(Duration::from_secs(5), l.accept()).await;
+        assert!(again.is_ok(), "the peer was not served again");
+    }
+
     /// A client that stops reading makes the connection's writes fail after
     /// the stall timeout (hyper then closes it); one that reads is unaffected.
     #[tokio::test]
@@ -253,7 +488,7 @@ mod tests {
         let addr = tcp.local_addr().unwrap();
         // Long enough that a reading client starved by a loaded machine is not
         // taken for one that stopped reading.
-        let mut l = Bounded::new(tcp, 2, Duration::from_millis(1500));
+        let mut l = Bounded::new(tcp, 2, 256, Duration::from_millis(1500));
         let chunk = vec![b'x'; 64 << 10];
 
         // Reads everything: a second of writes goes through.

@@ -110,11 +110,19 @@ enum Command {
     /// (LIGHTHOUSE_DURABILITY: durable or buffered), window_s
     /// (LIGHTHOUSE_WINDOW_S), shutdown_grace_ms (LIGHTHOUSE_SHUTDOWN_GRACE_MS),
     /// mcp_allowed_origins (LIGHTHOUSE_MCP_ALLOWED_ORIGINS, comma-separated),
-    /// max_connections (LIGHTHOUSE_MAX_CONNECTIONS), listen_backlog
+    /// max_connections (LIGHTHOUSE_MAX_CONNECTIONS), max_connections_per_peer
+    /// (LIGHTHOUSE_MAX_CONNECTIONS_PER_PEER), listen_backlog
     /// (LIGHTHOUSE_LISTEN_BACKLOG), header_read_timeout_ms
     /// (LIGHTHOUSE_HEADER_READ_TIMEOUT_MS), body_read_timeout_ms
     /// (LIGHTHOUSE_BODY_READ_TIMEOUT_MS), write_stall_timeout_ms
-    /// (LIGHTHOUSE_WRITE_STALL_TIMEOUT_MS), [rate_limits.<role>] tables
+    /// (LIGHTHOUSE_WRITE_STALL_TIMEOUT_MS), http1_max_head_bytes
+    /// (LIGHTHOUSE_HTTP1_MAX_HEAD_BYTES), http1_max_headers
+    /// (LIGHTHOUSE_HTTP1_MAX_HEADERS), http2_max_concurrent_streams
+    /// (LIGHTHOUSE_HTTP2_MAX_CONCURRENT_STREAMS), http2_max_header_list_bytes
+    /// (LIGHTHOUSE_HTTP2_MAX_HEADER_LIST_BYTES), http2_stream_window_bytes
+    /// (LIGHTHOUSE_HTTP2_STREAM_WINDOW_BYTES), http2_connection_window_bytes
+    /// (LIGHTHOUSE_HTTP2_CONNECTION_WINDOW_BYTES), http2_send_buffer_bytes
+    /// (LIGHTHOUSE_HTTP2_SEND_BUFFER_BYTES), [rate_limits.<role>] tables
     /// (file only), and a [flags] table of flag limits, each key also
     /// LIGHTHOUSE_FLAGS_<KEY>: max_flags (1 to 100000, default 10000),
     /// max_targets (0 to 2000, 1000), max_variants (0 to 100, 32),

@@ -435,9 +435,16 @@ pub async fn serve(mut c: ServeConfig, dev: bool) -> Result<(), Failure> {
         stream_stall_timeout: Duration::from_millis(c.write_stall_timeout_ms),
         ..lighthouse_http::HttpConfig::default()
     };
-    let timeouts = crate::server::Timeouts {
+    let limits = crate::server::Limits {
         header_read: Duration::from_millis(c.header_read_timeout_ms),
         http2_keep_alive: Duration::from_secs(20),
+        http1_max_head_bytes: c.http1_max_head_bytes,
+        http1_max_headers: c.http1_max_headers,
+        http2_max_concurrent_streams: c.http2_max_concurrent_streams,
+        http2_max_header_list_bytes: c.http2_max_header_list_bytes,
+        http2_stream_window_bytes: c.http2_stream_window_bytes,
+        http2_connection_window_bytes: c.http2_connection_window_bytes,
+        http2_send_buffer_bytes: c.http2_send_buffer_bytes,
     };
     // /mcp inside the REST router's request ids, logs and per-route metrics.
     let (router, streams) = lighthouse_http::router_with(bridge.clone(), http_config, mcp);
@@ -454,9 +461,10 @@ pub async fn serve(mut c: ServeConfig, dev: bool) -> Result<(), Failure> {
     let listener = crate::listener::Bounded::new(
         listener,
         max_connections,
+        c.max_connections_per_peer,
         Duration::from_millis(c.write_stall_timeout_ms),
     );
-    let mut server = tokio::spawn(crate::server::serve(listener, router, timeouts, async {
+    let mut server = tokio::spawn(crate::server::serve(listener, router, limits, async {
         let _ = stop_rx.await;
     }));
     tokio::select! {
