@@ -16,6 +16,7 @@
 //! header_read_timeout_ms = 30000   # LIGHTHOUSE_HEADER_READ_TIMEOUT_MS (a request head must arrive within it; also the idle keep-alive, HTTP/2's included)
 //! body_read_timeout_ms = 30000     # LIGHTHOUSE_BODY_READ_TIMEOUT_MS (a request body must arrive within it)
 //! write_stall_timeout_ms = 60000   # LIGHTHOUSE_WRITE_STALL_TIMEOUT_MS (a client that reads nothing of a response for it is disconnected; a streamed response it takes nothing of, HTTP/2 included, is ended)
+//! write_stall_min_bytes = 16384    # LIGHTHOUSE_WRITE_STALL_MIN_BYTES (once a write is held up, the client must take this much, or all that was offered, within write_stall_timeout_ms; 1 to 16777216)
 //! http1_max_head_bytes = 65536     # LIGHTHOUSE_HTTP1_MAX_HEAD_BYTES (an HTTP/1 request head, 8192 to 1048576; larger is 431; also hyper's read and write buffer per connection)
 //! http1_max_headers = 64           # LIGHTHOUSE_HTTP1_MAX_HEADERS (header fields of an HTTP/1 request, 16 to 1024; more is 431)
 //! http2_max_concurrent_streams = 32       # LIGHTHOUSE_HTTP2_MAX_CONCURRENT_STREAMS (open streams per HTTP/2 connection, 1 to 1000; more are refused)
@@ -77,6 +78,7 @@ pub struct ServeConfig {
     pub header_read_timeout_ms: u64,
     pub body_read_timeout_ms: u64,
     pub write_stall_timeout_ms: u64,
+    pub write_stall_min_bytes: usize,
     pub http1_max_head_bytes: usize,
     pub http1_max_headers: usize,
     pub http2_max_concurrent_streams: u32,
@@ -107,6 +109,7 @@ impl Default for ServeConfig {
             header_read_timeout_ms: 30_000,
             body_read_timeout_ms: 30_000,
             write_stall_timeout_ms: 60_000,
+            write_stall_min_bytes: 16 << 10,
             http1_max_head_bytes: 64 << 10,
             http1_max_headers: 64,
             http2_max_concurrent_streams: 32,
@@ -203,6 +206,11 @@ impl ServeConfig {
                 .map_err(|_| "LIGHTHOUSE_BODY_READ_TIMEOUT_MS must be a number".to_owned())?;
         }
         c.flags.apply_env(&env)?;
+        env_number(
+            &env,
+            "LIGHTHOUSE_WRITE_STALL_MIN_BYTES",
+            &mut c.write_stall_min_bytes,
+        )?;
         env_number(
             &env,
             "LIGHTHOUSE_MAX_CONNECTIONS_PER_PEER",
@@ -304,6 +312,9 @@ impl ServeConfig {
         }
         if self.max_connections == 0 || self.max_connections > 1_000_000 {
             return Err("max_connections must be 1 to 1000000".into());
+        }
+        if !(1..=16 << 20).contains(&self.write_stall_min_bytes) {
+            return Err("write_stall_min_bytes must be 1 to 16777216".into());
         }
         if !(1..=1_000_000).contains(&self.max_connections_per_peer) {
             return Err("max_connections_per_peer must be 1 to 1000000".into());
@@ -859,6 +870,7 @@ mod tests {
         assert_eq!((c.http1_max_head_bytes, c.http1_max_headers), (16384, 32));
         for (key, bad) in [
             ("max_connections_per_peer", "0"),
+            ("write_stall_min_bytes", "0"),
             ("http1_max_head_bytes", "4096"),
             ("http1_max_headers", "2000"),
             ("http2_max_concurrent_streams", "0"),

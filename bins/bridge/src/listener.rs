@@ -49,7 +49,7 @@ pub struct Bounded {
     permits: Arc<Semaphore>,
     max: usize,
     warned: bool,
-    write_stall: Duration,
+    write_stall: WriteStall,
     peers: Peers,
     /// Connections refused since the last warning about them, and when that
     /// warning was logged.
@@ -64,9 +64,9 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Bounded {
     /// At most `max` connections, `per_peer` from one address; a connection
-    /// whose client reads nothing of what is written to it for `write_stall`
-    /// fails (see [`Conn`]).
-    pub fn new(inner: TcpListener, max: usize, per_peer: usize, write_stall: Duration) -> Self {
+    /// whose client reads too little of what is written to it fails (see
+    /// [`WriteStall`]).
+    pub fn new(inner: TcpListener, max: usize, per_peer: usize, write_stall: WriteStall) -> Self {
         Bounded {
             inner,
             permits: Arc::new(Semaphore::new(max)),
@@ -155,38 +155,62 @@ impl Drop for PeerSlot {
     }
 }
 
-/// An accepted connection; its slot is given back when it is dropped.
+/// How much a client must read of what a connection writes to it.
 ///
-/// A write that cannot go out for `write_stall` (the client's receive window
-/// and our send buffer are full: it stopped reading) fails with `TimedOut`, and
-/// hyper closes the connection. Nothing else would: hyper stops polling a
-/// response body whose socket is full, so a stream's own checks (its slow-
-/// consumer cut, its credential re-check) never run, and a client that stops
-/// reading an SSE stream held its connection and its subscription slot for
-/// ever.
+/// Once a write cannot go out (the client's receive window and our send
+/// buffer are full), the client has `within` to take `min_bytes` more, or all
+/// that was offered in one write (then it has caught up: nothing was left
+/// waiting). Else the connection's next write that cannot go out fails with
+/// `TimedOut`, and hyper closes the connection. Nothing else would: hyper
+/// stops polling a response body whose socket is full, so a stream's own
+/// checks (its slow-consumer cut, its credential re-check) never run, and a
+/// client that stops reading an SSE stream held its connection and its
+/// subscription slot for ever. Any progress used to restart the clock, so a
+/// client that read a few bytes a minute kept them as long.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteStall {
+    pub within: Duration,
+    pub min_bytes: usize,
+}
+
+/// A stall in progress: since when writes have been held up, and what the
+/// client has taken since.
+struct Stall {
+    gives_up: Pin<Box<tokio::time::Sleep>>,
+    taken: usize,
+}
+
+/// An accepted connection; its slots (in all and for its peer) are given
+/// back when it is dropped. Its writes fail if the client reads too little
+/// ([`WriteStall`]).
 pub struct Conn {
     io: TcpStream,
     _slot: OwnedSemaphorePermit,
     _peer: PeerSlot,
-    write_stall: Duration,
-    /// When the pending write gives up; set while writes are pending.
-    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    write_stall: WriteStall,
+    /// Set from the first write that could not go out until the client has
+    /// taken enough.
+    stall: Option<Stall>,
 }
 
 impl Conn {
-    /// What a pending write does: fail once it has been pending for
-    /// `write_stall`, else stay pending (woken by the socket or the timer).
+    /// What a write that cannot go out does: fail once the stall it belongs
+    /// to has lasted `within`, else stay pending (woken by the socket or the
+    /// timer).
     fn pending_write<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        let within = self.write_stall;
-        let timer = self
-            .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(within)));
-        if timer.as_mut().poll(cx).is_ready() {
-            self.stalled = None;
+        let WriteStall { within, min_bytes } = self.write_stall;
+        let stall = self.stall.get_or_insert_with(|| Stall {
+            gives_up: Box::pin(tokio::time::sleep(within)),
+            taken: 0,
+        });
+        if stall.gives_up.as_mut().poll(cx).is_ready() {
+            let taken = stall.taken;
+            self.stall = None;
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
-                    "the client read nothing for {} ms; closing the connection",
+                    "the client read {taken} bytes in {} ms (at least {min_bytes} are needed); \
+                     closing the connection",
                     within.as_millis()
                 ),
             )));
@@ -194,12 +218,27 @@ impl Conn {
         Poll::Pending
     }
 
-    fn wrote<T>(&mut self, cx: &mut Context<'_>, p: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    /// Accounts for a write of `offered` bytes.
+    fn wrote(
+        &mut self,
+        cx: &mut Context<'_>,
+        offered: usize,
+        p: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
         match p {
             Poll::Pending => self.pending_write(cx),
-            ready => {
-                self.stalled = None;
-                ready
+            Poll::Ready(Ok(n)) => {
+                if let Some(stall) = &mut self.stall {
+                    stall.taken = stall.taken.saturating_add(n);
+                    if stall.taken >= self.write_stall.min_bytes || n >= offered {
+                        self.stall = None;
+                    }
+                }
+                Poll::Ready(Ok(n))
+            }
+            failed => {
+                self.stall = None;
+                failed
             }
         }
     }
@@ -245,7 +284,7 @@ impl Listener for Bounded {
                     _slot: slot,
                     _peer: peer,
                     write_stall: self.write_stall,
-                    stalled: None,
+                    stall: None,
                 },
                 addr,
             );
@@ -388,7 +427,7 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let p = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.wrote(cx, p)
+        this.wrote(cx, buf.len(), p)
     }
 
     fn poll_write_vectored(
@@ -398,7 +437,8 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let p = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.wrote(cx, p)
+        let offered = bufs.iter().map(|b| b.len()).sum();
+        this.wrote(cx, offered, p)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -406,9 +446,13 @@ impl AsyncWrite for Conn {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // A TCP socket's flush is always ready; were it pending, it would
+        // be a write held up like any other.
         let this = self.get_mut();
-        let p = Pin::new(&mut this.io).poll_flush(cx);
-        this.wrote(cx, p)
+        match Pin::new(&mut this.io).poll_flush(cx) {
+            Poll::Pending => this.pending_write(cx),
+            ready => ready,
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -421,11 +465,18 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn stall(ms: u64) -> WriteStall {
+        WriteStall {
+            within: Duration::from_millis(ms),
+            min_bytes: 16 << 10,
+        }
+    }
+
     #[tokio::test]
     async fn accepting_waits_at_the_limit_and_resumes_when_a_connection_closes() {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
-        let mut l = Bounded::new(tcp, 1, 256, Duration::from_secs(60));
+        let mut l = Bounded::new(tcp, 1, 256, stall(60_000));
         let _c1 = TcpStream::connect(addr).await.unwrap();
         let (first, _) = l.accept().await;
         let _c2 = TcpStream::connect(addr).await.unwrap();
@@ -445,7 +496,7 @@ mod tests {
         use tokio::io::AsyncReadExt;
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
-        let mut l = Bounded::new(tcp, 10, 2, Duration::from_secs(60));
+        let mut l = Bounded::new(tcp, 10, 2, stall(60_000));
         let _c1 = TcpStream::connect(addr).await.unwrap();
         let _c2 = TcpStream::connect(addr).await.unwrap();
         let (a1, _) = l.accept().await;
@@ -488,7 +539,7 @@ mod tests {
         let addr = tcp.local_addr().unwrap();
         // Long enough that a reading client starved by a loaded machine is not
         // taken for one that stopped reading.
-        let mut l = Bounded::new(tcp, 2, 256, Duration::from_millis(1500));
+        let mut l = Bounded::new(tcp, 2, 256, stall(1500));
         let chunk = vec![b'x'; 64 << 10];
 
         // Reads everything: a second of writes goes through.
@@ -518,5 +569,77 @@ mod tests {
         .await
         .expect("a write to a client that reads nothing never failed");
         assert_eq!(failed.kind(), io::ErrorKind::TimedOut, "{failed}");
+    }
+
+    /// Writes 64 KiB chunks to a client that reads `per_tick` bytes every
+    /// 100 ms, over small socket buffers (so its reads free room, and writes
+    /// complete, every few ticks), for up to `run`: the error that ended
+    /// the writes, if one did.
+    async fn trickle(l: &mut Bounded, per_tick: usize, run: Duration) -> Option<io::Error> {
+        use std::os::fd::AsRawFd;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut client = socket.connect(l.local_addr().unwrap()).await.unwrap();
+        let (mut served, _) = l.accept().await;
+        let size: libc::c_int = 4096;
+        // SAFETY: setsockopt reads `size` for the length given, on a socket
+        // this test owns.
+        let set = unsafe {
+            libc::setsockopt(
+                served.io.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0, "{}", io::Error::last_os_error());
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; per_tick];
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if !client.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                    return;
+                }
+            }
+        });
+        let chunk = vec![b'x'; 64 << 10];
+        let failed = tokio::time::timeout(run, async {
+            loop {
+                if let Err(e) = served.write_all(&chunk).await {
+                    return e;
+                }
+            }
+        })
+        .await
+        .ok();
+        drop(served);
+        reader.abort();
+        failed
+    }
+
+    /// A client that reads, but less than `min_bytes` (16 KiB) per stall
+    /// timeout of what is held up for it, is cut off too; one that reads
+    /// more is not. (Any completed write used to restart the clock, so a
+    /// trickle of reads kept the connection and its buffers for ever.)
+    #[tokio::test]
+    async fn a_client_reading_a_trickle_is_cut_off_and_a_slow_one_is_not() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // Long enough that a reading client starved by a loaded machine is
+        // not taken for one that reads too little.
+        let mut l = Bounded::new(tcp, 2, 256, stall(2000));
+        // 5 KiB a second, 10 KiB per stall timeout: with any progress
+        // restarting the clock, this client was never cut off.
+        let failed = trickle(&mut l, 512, Duration::from_secs(20))
+            .await
+            .expect("a client reading 512 bytes every 100 ms was never cut off");
+        assert_eq!(failed.kind(), io::ErrorKind::TimedOut, "{failed}");
+        // 80 KiB a second.
+        let failed = trickle(&mut l, 8 << 10, Duration::from_secs(6)).await;
+        assert!(
+            failed.is_none(),
+            "a client reading 80 KiB/s was cut off: {failed:?}"
+        );
     }
 }

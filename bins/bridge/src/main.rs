@@ -115,7 +115,8 @@ enum Command {
     /// (LIGHTHOUSE_LISTEN_BACKLOG), header_read_timeout_ms
     /// (LIGHTHOUSE_HEADER_READ_TIMEOUT_MS), body_read_timeout_ms
     /// (LIGHTHOUSE_BODY_READ_TIMEOUT_MS), write_stall_timeout_ms
-    /// (LIGHTHOUSE_WRITE_STALL_TIMEOUT_MS), http1_max_head_bytes
+    /// (LIGHTHOUSE_WRITE_STALL_TIMEOUT_MS), write_stall_min_bytes
+    /// (LIGHTHOUSE_WRITE_STALL_MIN_BYTES), http1_max_head_bytes
     /// (LIGHTHOUSE_HTTP1_MAX_HEAD_BYTES), http1_max_headers
     /// (LIGHTHOUSE_HTTP1_MAX_HEADERS), http2_max_concurrent_streams
     /// (LIGHTHOUSE_HTTP2_MAX_CONCURRENT_STREAMS), http2_max_header_list_bytes

@@ -462,7 +462,10 @@ pub async fn serve(mut c: ServeConfig, dev: bool) -> Result<(), Failure> {
         listener,
         max_connections,
         c.max_connections_per_peer,
-        Duration::from_millis(c.write_stall_timeout_ms),
+        crate::listener::WriteStall {
+            within: Duration::from_millis(c.write_stall_timeout_ms),
+            min_bytes: c.write_stall_min_bytes,
+        },
     );
     let mut server = tokio::spawn(crate::server::serve(listener, router, limits, async {
         let _ = stop_rx.await;
